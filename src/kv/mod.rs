@@ -1,0 +1,70 @@
+//! The replicated key/value service, purely: the state machine
+//! ([`KvMachine`]) and a replica that glues it to a Raft node ([`KvServer`]).
+//!
+//! A client command travels: clerk → [`Request`] → `KvServer` → Raft log →
+//! committed → `KvMachine::apply` → [`Response`] back to the clerk. Gets
+//! take the ReadIndex path unless [`ReadPath::Log`] sends them through the
+//! log too.
+
+mod machine;
+mod server;
+
+pub use machine::{Applied, KvMachine, Session};
+pub use server::{AppliedEntry, KvServer, ReadPath, ServerConfig, ServerInput, ServerOutput};
+
+use crate::raft::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// Identifies a client session; chosen by the client, unique per client.
+pub type ClientId = u64;
+
+/// A key/value operation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Op {
+    /// Replace the value of `key`.
+    Put { key: String, value: String },
+    /// Append `value` to the value of `key` (a missing key counts as `""`).
+    Append { key: String, value: String },
+    /// Read the value of `key` (`""` if missing).
+    Get { key: String },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Append { key, .. } | Op::Get { key } => key,
+        }
+    }
+}
+
+/// A client's request, and the command stored in the Raft log. `(client,
+/// seq)` identifies it across retries: the state machine executes each pair
+/// at most once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Command {
+    pub client: ClientId,
+    /// Starts at 1 and grows by one per operation of this client.
+    pub seq: u64,
+    pub op: Op,
+}
+
+/// A client request is the command it wants executed.
+pub type Request = Command;
+
+/// A server's answer to the request `(client, seq)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Response {
+    pub client: ClientId,
+    pub seq: u64,
+    pub result: Result<String, ServiceError>,
+}
+
+/// Why a request was not executed (yet). The clerk retries all of them with
+/// the same `(client, seq)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ServiceError {
+    /// Ask `leader` instead (or someone else, if `None`).
+    NotLeader { leader: Option<NodeId> },
+    /// Too many requests are waiting; try again later.
+    Busy,
+}

@@ -1,0 +1,22 @@
+//! raftkv: a linearizable key/value store replicated with Raft.
+//!
+//! The crate's heart is pure: [`raft::RaftNode`], [`kv::KvMachine`] and
+//! [`clerk::Clerk`] are transition functions (input + state → new state +
+//! outputs) that do no I/O, read no clock, spawn no thread and draw no
+//! randomness they were not seeded with. [`kv::KvServer`] glues a Raft node
+//! to a KV machine, still purely. The same code runs in the deterministic
+//! simulator ([`sim`]), the fuzzers, the Stateright models and (later) the
+//! real server.
+//!
+//! [`lincheck`] decides whether a recorded client history is linearizable
+//! against the sequential key/value specification.
+//!
+//! See `ARCHITECTURE.md` for where each concern lives and `specs/` for the
+//! protocol and every invariant with the check that enforces it.
+
+pub mod clerk;
+pub mod kv;
+pub mod lincheck;
+pub mod raft;
+pub mod rng;
+pub mod sim;

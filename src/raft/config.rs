@@ -1,0 +1,130 @@
+//! How a node is tuned, and which known bugs a test has switched on.
+
+use super::types::{NodeId, MAX_NODES};
+use serde::{Deserialize, Serialize};
+
+/// Static configuration of one Raft node. All durations are in ticks: the
+/// runtime decides how long a tick is (the simulator uses 10 ms of virtual
+/// time, the real server a wall-clock interval).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Config {
+    /// This node's id; must be `< members`.
+    pub id: NodeId,
+    /// Cluster size: the members are `0..members`.
+    pub members: u8,
+    /// A follower that hears from no leader for a random number of ticks in
+    /// `[election_ticks, 2 * election_ticks)` starts a (pre-)election.
+    pub election_ticks: u32,
+    /// A leader sends heartbeats every `heartbeat_ticks`.
+    pub heartbeat_ticks: u32,
+    /// Seeds the node's own RNG (election timeouts); only randomness it uses.
+    pub seed: u64,
+    /// At most this many AppendEntries may be unacknowledged per follower
+    /// (pipelining window).
+    pub max_inflight: usize,
+    /// At most this many entries ride in one AppendEntries (batching).
+    pub max_batch_entries: usize,
+    /// At most this many reads may wait for leadership confirmation; more
+    /// are refused at once rather than queued without bound.
+    pub max_pending_reads: usize,
+    /// Known bugs to switch on, for tests that show the checks catch them.
+    pub bugs: InjectedBugs,
+}
+
+impl Config {
+    /// Sensible defaults for a node of a `members`-node cluster.
+    pub fn new(id: NodeId, members: u8, seed: u64) -> Config {
+        Config {
+            id,
+            members,
+            election_ticks: 30,
+            heartbeat_ticks: 5,
+            seed,
+            max_inflight: 8,
+            max_batch_entries: 64,
+            max_pending_reads: 1024,
+            bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// Checks the relations the node relies on; a runtime calls this before
+    /// building a node from user-supplied settings.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = usize::from(self.members);
+        if n == 0 || n > MAX_NODES {
+            return Err(format!("members must be 1..={MAX_NODES}, got {n}"));
+        }
+        if self.id >= self.members {
+            return Err(format!("id {} is not a member of 0..{}", self.id, self.members));
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= 2 * self.heartbeat_ticks {
+            return Err("need 0 < 2 * heartbeat_ticks < election_ticks".into());
+        }
+        if self.max_inflight == 0 || self.max_batch_entries == 0 {
+            return Err("max_inflight and max_batch_entries must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Votes needed to win an election or commit an entry.
+    pub fn quorum(&self) -> usize {
+        usize::from(self.members) / 2 + 1
+    }
+}
+
+/// Known Raft bugs that tests, fuzzers and models can switch on, to show that
+/// the checks catch them. All off by default; never switch one on in a real
+/// deployment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InjectedBugs {
+    /// (a) Commit by counting replicas of an entry of a *previous* term
+    /// (the scenario of Raft Figure 8).
+    pub commit_previous_term: bool,
+    /// (b) Grant votes without the "candidate's log is at least as
+    /// up-to-date" check (Raft §5.4.1).
+    pub vote_without_log_check: bool,
+    /// (c) Serve reads without confirming leadership with a quorum: a
+    /// deposed leader answers from stale state.
+    pub read_without_quorum: bool,
+    /// (d) Serve reads before the new leader's no-op has committed (the stale
+    /// read Jepsen found in RedisRaft).
+    pub read_before_noop: bool,
+    /// (e) Skip the session table: a retried command is applied again.
+    /// (Honoured by the KV state machine, carried here so one switch set
+    /// describes a run.)
+    pub skip_session_table: bool,
+    /// (f) Reply to a vote before `voted_for` is durable: the vote is never
+    /// persisted, so after a crash the node may vote twice in one term.
+    pub vote_before_persist: bool,
+}
+
+impl InjectedBugs {
+    pub fn any(&self) -> bool {
+        *self != InjectedBugs::default()
+    }
+
+    /// Every bug by name, for test tables and the CLI.
+    pub const NAMES: [&'static str; 6] = [
+        "commit_previous_term",
+        "vote_without_log_check",
+        "read_without_quorum",
+        "read_before_noop",
+        "skip_session_table",
+        "vote_before_persist",
+    ];
+
+    /// The set with only the named bug on.
+    pub fn only(name: &str) -> Option<InjectedBugs> {
+        let mut b = InjectedBugs::default();
+        match name {
+            "commit_previous_term" => b.commit_previous_term = true,
+            "vote_without_log_check" => b.vote_without_log_check = true,
+            "read_without_quorum" => b.read_without_quorum = true,
+            "read_before_noop" => b.read_before_noop = true,
+            "skip_session_table" => b.skip_session_table = true,
+            "vote_before_persist" => b.vote_before_persist = true,
+            _ => return None,
+        }
+        Some(b)
+    }
+}

@@ -1,0 +1,720 @@
+//! [`RaftNode`]: one Raft server as a pure state machine.
+
+use super::config::Config;
+use super::log::RaftLog;
+use super::progress::{quorum_value, Mode, Progress};
+use super::ready::{Actions, Input, LogWrite, Persist, ReadId, Ready, Refusal};
+use super::types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term};
+use crate::rng::Rng;
+use std::collections::VecDeque;
+
+/// One Raft server: PreVote, CheckQuorum, pipelined and batched replication,
+/// fast log backtracking, a no-op on election and ReadIndex reads.
+///
+/// Methods come in three kinds:
+/// - the constructor [`RaftNode::restart`], from durable state;
+/// - one input method, [`RaftNode::step`], which returns a [`Ready`] that
+///   the runtime must carry out under the persistence contract of
+///   [`super::ready`];
+/// - getters (`term`, `role`, `leader`, `commit_index`, `log`, …).
+///
+/// The node never blocks, never reads a clock (time is [`Input::Tick`]) and
+/// draws randomness only from the RNG seeded by [`Config::seed`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RaftNode<C> {
+    config: Config,
+    rng: Rng,
+    hard: HardState,
+    /// The hard state last handed out for persisting.
+    persisted_hard: HardState,
+    log: RaftLog<C>,
+    role: Role,
+    leader: Option<NodeId>,
+    commit: LogIndex,
+    /// Highest index handed to the runtime for applying.
+    handed_out: LogIndex,
+    /// Ticks since the last election reset (for a leader: since the last
+    /// CheckQuorum period began).
+    election_elapsed: u32,
+    /// This term's randomized election timeout.
+    election_timeout: u32,
+    heartbeat_elapsed: u32,
+    /// Bit `i` set: node `i` granted its (pre-)vote this (pre-)election.
+    granted: u16,
+    /// Bit `i` set: node `i` refused.
+    refused: u16,
+    /// Per-follower replication state; empty unless leader.
+    progress: Vec<Progress>,
+    /// Leader: the latest read round sent with heartbeats and appends.
+    read_round: u64,
+    /// Leader: reads waiting for a quorum to acknowledge `round`, in order.
+    pending_reads: VecDeque<(ReadId, u64)>,
+    /// Per-step output, always empty between steps.
+    out: Outbox<C>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Outbox<C> {
+    messages: Vec<Envelope<C>>,
+    reads: Vec<(ReadId, Result<LogIndex, Refusal>)>,
+    /// Lowest log index changed in this step.
+    dirty_from: Option<LogIndex>,
+}
+
+impl<C> Default for Outbox<C> {
+    fn default() -> Self {
+        Outbox { messages: Vec::new(), reads: Vec::new(), dirty_from: None }
+    }
+}
+
+impl<C: Clone> RaftNode<C> {
+    /// A node starting from what it had made durable: `hard` and `log` as
+    /// last persisted (both empty for a brand-new node). Volatile state —
+    /// role, commit index, leader — starts afresh, as after a power cut.
+    ///
+    /// Panics if `config` is invalid ([`Config::validate`]): that is a
+    /// programming error of the caller, not an input error.
+    pub fn restart(config: Config, hard: HardState, log: Vec<Entry<C>>) -> RaftNode<C> {
+        if let Err(e) = config.validate() {
+            panic!("invalid raft config: {e}");
+        }
+        let mut rng = Rng::new(config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9));
+        let election_timeout = random_timeout(&mut rng, config.election_ticks);
+        RaftNode {
+            rng,
+            hard,
+            persisted_hard: hard,
+            log: RaftLog::new(log),
+            role: Role::Follower,
+            leader: None,
+            commit: 0,
+            handed_out: 0,
+            election_elapsed: 0,
+            election_timeout,
+            heartbeat_elapsed: 0,
+            granted: 0,
+            refused: 0,
+            progress: Vec::new(),
+            read_round: 0,
+            pending_reads: VecDeque::new(),
+            out: Outbox::default(),
+            config,
+        }
+    }
+
+    /// Feeds one input and returns what the runtime must do about it.
+    pub fn step(&mut self, input: Input<C>) -> Ready<C> {
+        let mut proposed = None;
+        match input {
+            Input::Tick => self.tick(),
+            Input::Message(envelope) => self.receive(envelope),
+            Input::Propose(command) => proposed = Some(self.propose(command)),
+            Input::Read(id) => self.read(id),
+        }
+        self.check_invariants();
+        self.take_ready(proposed)
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn term(&self) -> Term {
+        self.hard.term
+    }
+    pub fn hard_state(&self) -> HardState {
+        self.hard
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+    /// Who this node believes leads its current term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit
+    }
+    pub fn log(&self) -> &RaftLog<C> {
+        &self.log
+    }
+    /// True once this leader has committed an entry of its own term, and so
+    /// knows every entry committed before it (thesis §6.4).
+    pub fn committed_in_term(&self) -> bool {
+        self.log.term_at(self.commit) == Some(self.hard.term)
+    }
+
+    // ----- time ----------------------------------------------------------
+
+    fn tick(&mut self) {
+        self.election_elapsed += 1;
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed += 1;
+            if self.election_elapsed >= self.config.election_ticks {
+                self.election_elapsed = 0;
+                if !self.check_quorum() {
+                    return;
+                }
+            }
+            if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+                self.heartbeat_elapsed = 0;
+                self.heartbeat();
+            }
+        } else if self.election_elapsed >= self.election_timeout {
+            self.start_pre_election();
+        }
+    }
+
+    /// CheckQuorum: a leader that has not heard from a majority during the
+    /// last election period steps down, so that a partitioned leader stops
+    /// accepting requests it cannot commit and stops answering reads.
+    /// Returns whether it is still leader.
+    fn check_quorum(&mut self) -> bool {
+        let me = usize::from(self.config.id);
+        let active = (0..self.progress.len()).filter(|&i| i == me || self.progress[i].recently_active).count();
+        for p in &mut self.progress {
+            p.recently_active = false;
+        }
+        if active < self.config.quorum() {
+            self.become_follower(self.hard.term, None);
+            return false;
+        }
+        true
+    }
+
+    /// Whether this node heard from a live leader within the minimum
+    /// election timeout. Such a node ignores (pre-)vote requests: together
+    /// with PreVote this keeps a rejoining node from deposing a healthy leader.
+    fn in_leader_lease(&self) -> bool {
+        self.leader.is_some() && self.election_elapsed < self.config.election_ticks
+    }
+
+    // ----- elections -----------------------------------------------------
+
+    fn start_pre_election(&mut self) {
+        self.reset_election_timer();
+        self.leader = None;
+        self.role = Role::PreCandidate;
+        self.granted = 0;
+        self.refused = 0;
+        self.record_vote(self.config.id, true);
+        if self.tally() == Some(true) {
+            return self.campaign();
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let term = self.hard.term + 1;
+        self.broadcast(|_| Message::PreVote { term, last_log_index, last_log_term });
+    }
+
+    fn campaign(&mut self) {
+        self.reset_election_timer();
+        self.hard.term += 1;
+        self.hard.voted_for = Some(self.config.id);
+        self.leader = None;
+        self.role = Role::Candidate;
+        self.granted = 0;
+        self.refused = 0;
+        self.record_vote(self.config.id, true);
+        if self.tally() == Some(true) {
+            return self.become_leader();
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let term = self.hard.term;
+        self.broadcast(|_| Message::Vote { term, last_log_index, last_log_term });
+    }
+
+    fn record_vote(&mut self, from: NodeId, granted: bool) {
+        let bit = 1u16 << from;
+        if granted {
+            self.granted |= bit;
+        } else {
+            self.refused |= bit;
+        }
+    }
+
+    /// `Some(true)`: won; `Some(false)`: lost; `None`: undecided.
+    fn tally(&self) -> Option<bool> {
+        let quorum = self.config.quorum() as u32;
+        if self.granted.count_ones() >= quorum {
+            Some(true)
+        } else if self.refused.count_ones() >= quorum {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Would this node vote for a candidate whose log ends at
+    /// (`last_log_index`, `last_log_term`)? (Raft §5.4.1)
+    fn log_ok(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
+        self.config.bugs.vote_without_log_check || self.log.is_up_to_date(last_log_index, last_log_term)
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        debug_assert!(term >= self.hard.term);
+        if term > self.hard.term {
+            self.hard.term = term;
+            self.hard.voted_for = None;
+        }
+        if self.role == Role::Leader {
+            let refusal = Refusal::NotLeader { leader };
+            for (id, _) in std::mem::take(&mut self.pending_reads) {
+                self.out.reads.push((id, Err(refusal)));
+            }
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.progress.clear();
+        self.reset_election_timer();
+    }
+
+    fn become_leader(&mut self) {
+        debug_assert_eq!(self.hard.voted_for, Some(self.config.id));
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        let last = self.log.last_index();
+        self.progress = (0..self.config.members).map(|_| Progress::new(last)).collect();
+        // The no-op: committing an entry of our own term commits all earlier
+        // ones, and until then we may not serve reads.
+        self.append_local(Entry { term: self.hard.term, payload: Payload::Noop });
+        self.replicate_to_all();
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout = random_timeout(&mut self.rng, self.config.election_ticks);
+    }
+
+    // ----- messages ------------------------------------------------------
+
+    fn receive(&mut self, envelope: Envelope<C>) {
+        let Envelope { from, to, message } = envelope;
+        if to != self.config.id || from >= self.config.members || from == self.config.id {
+            return; // misaddressed or from a stranger: not ours to answer
+        }
+        let term = message.term();
+        if term > self.hard.term {
+            match &message {
+                // A node in a leader's lease ignores even higher-term
+                // elections, so a rejoining node cannot depose the leader.
+                Message::PreVote { .. } | Message::Vote { .. } if self.in_leader_lease() => return,
+                // A PreVote (and a granted reply) carries a term the
+                // candidate has not entered yet: it must not raise ours.
+                Message::PreVote { .. } | Message::PreVoteReply { granted: true, .. } => {}
+                Message::Append { .. } | Message::Heartbeat { .. } => self.become_follower(term, Some(from)),
+                _ => self.become_follower(term, None),
+            }
+        } else if term < self.hard.term {
+            return self.answer_stale(from, &message);
+        }
+        match message {
+            Message::PreVote { term, last_log_index, last_log_term } => {
+                let granted = !self.in_leader_lease()
+                    && (term > self.hard.term || self.can_vote_for(from))
+                    && self.log_ok(last_log_index, last_log_term);
+                let term = if granted { term } else { self.hard.term };
+                self.send(from, Message::PreVoteReply { term, granted });
+            }
+            Message::Vote { last_log_index, last_log_term, .. } => {
+                let granted = self.can_vote_for(from) && self.log_ok(last_log_index, last_log_term);
+                if granted {
+                    self.hard.voted_for = Some(from);
+                    self.reset_election_timer();
+                }
+                self.send(from, Message::VoteReply { term: self.hard.term, granted });
+            }
+            Message::PreVoteReply { term, granted } => {
+                // A grant names the term we would campaign in; a refusal
+                // names the refuser's (not newer than ours, or we would have
+                // stepped down above).
+                if !granted || term == self.hard.term + 1 {
+                    self.on_vote_reply(Role::PreCandidate, from, granted);
+                }
+            }
+            Message::VoteReply { granted, .. } => self.on_vote_reply(Role::Candidate, from, granted),
+            Message::Append { prev_index, prev_term, entries, commit, read_round, .. } => {
+                if self.accept_leader(from) {
+                    self.on_append(from, prev_index, prev_term, entries, commit, read_round);
+                }
+            }
+            Message::Heartbeat { commit, read_round, .. } => {
+                if self.accept_leader(from) {
+                    self.advance_commit_to(commit.min(self.log.last_index()));
+                    self.send(from, Message::HeartbeatReply { term: self.hard.term, read_round });
+                }
+            }
+            Message::AppendReply { result, read_round, .. } => {
+                if self.role == Role::Leader {
+                    self.on_append_reply(from, result, read_round);
+                }
+            }
+            Message::HeartbeatReply { read_round, .. } => {
+                if self.role == Role::Leader {
+                    self.on_heartbeat_reply(from, read_round);
+                }
+            }
+        }
+    }
+
+    /// A message from an older term: tell the sender our term where that
+    /// helps it catch up, ignore it otherwise.
+    fn answer_stale(&mut self, from: NodeId, message: &Message<C>) {
+        let term = self.hard.term;
+        match message {
+            Message::Append { .. } | Message::Heartbeat { .. } => {
+                self.send(from, Message::HeartbeatReply { term, read_round: 0 })
+            }
+            Message::PreVote { .. } => self.send(from, Message::PreVoteReply { term, granted: false }),
+            Message::Vote { .. } => self.send(from, Message::VoteReply { term, granted: false }),
+            _ => {}
+        }
+    }
+
+    fn can_vote_for(&self, candidate: NodeId) -> bool {
+        self.hard.voted_for == Some(candidate) || (self.hard.voted_for.is_none() && self.leader.is_none())
+    }
+
+    fn on_vote_reply(&mut self, phase: Role, from: NodeId, granted: bool) {
+        if self.role != phase {
+            return;
+        }
+        self.record_vote(from, granted);
+        match (self.tally(), phase) {
+            (Some(true), Role::PreCandidate) => self.campaign(),
+            (Some(true), _) => self.become_leader(),
+            (Some(false), _) => self.become_follower(self.hard.term, None),
+            (None, _) => {}
+        }
+    }
+
+    /// An AppendEntries or heartbeat of our term arrived from `from`: it is
+    /// the leader. Returns false if the message cannot be genuine (we lead
+    /// this term ourselves) and must be ignored.
+    fn accept_leader(&mut self, from: NodeId) -> bool {
+        if self.role == Role::Leader {
+            return false; // two leaders in one term: only a forged message does this
+        }
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(self.hard.term, Some(from));
+        }
+        self.election_elapsed = 0;
+        true
+    }
+
+    fn on_append(
+        &mut self,
+        from: NodeId,
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry<C>>,
+        commit: LogIndex,
+        read_round: u64,
+    ) {
+        let term = self.hard.term;
+        let well_formed = entries.iter().all(|e| e.term <= term)
+            && entries.windows(2).all(|w| w[0].term <= w[1].term)
+            && entries.first().is_none_or(|e| e.term >= prev_term)
+            && prev_index.checked_add(entries.len() as u64).is_some();
+        if !well_formed {
+            return;
+        }
+        if self.log.term_at(prev_index) != Some(prev_term) {
+            let index = self.log.find_conflict_by_term(prev_index, prev_term);
+            let hint = RejectHint { index, term: self.log.term_at(index).unwrap_or(0) };
+            return self.send(from, Message::AppendReply { term, result: Err(hint), read_round });
+        }
+        let match_index = prev_index + entries.len() as u64;
+        for (offset, entry) in entries.into_iter().enumerate() {
+            let index = prev_index + 1 + offset as u64;
+            match self.log.term_at(index) {
+                Some(t) if t == entry.term => continue, // already have it (a duplicate or reordered message)
+                Some(_) if index <= self.commit => {
+                    // A correct leader never contradicts a committed entry;
+                    // refuse rather than lose committed data.
+                    return;
+                }
+                Some(_) => {
+                    self.log.truncate_from(index);
+                    self.mark_dirty(index);
+                    self.append_local(entry);
+                }
+                None => {
+                    self.append_local(entry);
+                }
+            }
+        }
+        self.advance_commit_to(commit.min(match_index));
+        self.send(from, Message::AppendReply { term, result: Ok(match_index), read_round });
+    }
+
+    fn advance_commit_to(&mut self, index: LogIndex) {
+        if index > self.commit {
+            debug_assert!(index <= self.log.last_index());
+            self.commit = index;
+        }
+    }
+
+    // ----- leader --------------------------------------------------------
+
+    fn propose(&mut self, command: C) -> Result<LogIndex, Refusal> {
+        if self.role != Role::Leader {
+            return Err(Refusal::NotLeader { leader: self.leader });
+        }
+        let index = self.append_local(Entry { term: self.hard.term, payload: Payload::Command(command) });
+        self.replicate_to_all();
+        Ok(index)
+    }
+
+    fn append_local(&mut self, entry: Entry<C>) -> LogIndex {
+        let index = self.log.append(entry);
+        self.mark_dirty(index);
+        if self.role == Role::Leader {
+            let me = usize::from(self.config.id);
+            self.progress[me].match_index = index;
+            self.progress[me].next_index = index + 1;
+            self.maybe_commit();
+        }
+        index
+    }
+
+    fn replicate_to_all(&mut self) {
+        for peer in self.peers() {
+            self.send_append(peer);
+        }
+    }
+
+    /// Sends the next AppendEntries to `peer` if its window allows: in probe
+    /// mode one (possibly empty) message, in replicate mode the next batch.
+    fn send_append(&mut self, peer: NodeId) {
+        let last = self.log.last_index();
+        let max_batch = self.config.max_batch_entries as u64;
+        let pr = &mut self.progress[usize::from(peer)];
+        if pr.is_paused(self.config.max_inflight) {
+            return;
+        }
+        let next = pr.next_index.min(last + 1);
+        let batch_end = last.min(next + max_batch - 1);
+        let entries = self.log.slice(next, batch_end);
+        match pr.mode {
+            Mode::Replicate if entries.is_empty() => return,
+            Mode::Replicate => {
+                pr.next_index = batch_end + 1;
+                pr.inflight.push_back(batch_end);
+            }
+            Mode::Probe { .. } => pr.mode = Mode::Probe { sent: true },
+        }
+        let prev_index = next - 1;
+        let prev_term = self.log.term_at(prev_index).expect("next_index <= last + 1");
+        let message = Message::Append {
+            term: self.hard.term,
+            prev_index,
+            prev_term,
+            entries,
+            commit: self.commit,
+            read_round: self.read_round,
+        };
+        self.send(peer, message);
+    }
+
+    fn heartbeat(&mut self) {
+        for peer in self.peers() {
+            let pr = &mut self.progress[usize::from(peer)];
+            // Entries outstanding but no progress for a whole heartbeat
+            // interval: a message was lost, so probe again.
+            if pr.mode == Mode::Replicate && !pr.inflight.is_empty() && pr.match_index == pr.match_at_heartbeat {
+                let next = pr.match_index + 1;
+                pr.become_probe(next);
+            }
+            pr.match_at_heartbeat = pr.match_index;
+        }
+        self.broadcast_read_round();
+    }
+
+    /// Starts a new read round: every heartbeat carries it and a quorum of
+    /// echoes proves we still led after the round began.
+    fn broadcast_read_round(&mut self) {
+        self.read_round += 1;
+        let (term, round) = (self.hard.term, self.read_round);
+        let commits: Vec<LogIndex> = self.progress.iter().map(|p| p.match_index.min(self.commit)).collect();
+        self.broadcast(|peer| Message::Heartbeat { term, commit: commits[usize::from(peer)], read_round: round });
+    }
+
+    fn on_append_reply(&mut self, from: NodeId, result: Result<LogIndex, RejectHint>, read_round: u64) {
+        self.note_alive(from, read_round);
+        let last = self.log.last_index();
+        let pr = &mut self.progress[usize::from(from)];
+        match result {
+            Ok(match_index) if match_index > last => return, // claims entries we never sent
+            Ok(match_index) => {
+                if pr.acknowledge(match_index) {
+                    self.maybe_commit();
+                }
+            }
+            Err(hint) => {
+                // Retry from our largest index <= hint.index with a term <=
+                // hint.term: everything after may conflict.
+                let next = self.log.find_conflict_by_term(hint.index, hint.term) + 1;
+                if hint.index >= pr.match_index {
+                    pr.become_probe(next.min(pr.next_index));
+                }
+            }
+        }
+        self.send_append(from);
+        self.release_reads();
+    }
+
+    fn on_heartbeat_reply(&mut self, from: NodeId, read_round: u64) {
+        self.note_alive(from, read_round);
+        let pr = &mut self.progress[usize::from(from)];
+        if let Mode::Probe { .. } = pr.mode {
+            pr.mode = Mode::Probe { sent: false }; // the probe may have been lost
+        }
+        if pr.match_index < self.log.last_index() {
+            self.send_append(from);
+        }
+        self.release_reads();
+    }
+
+    fn note_alive(&mut self, from: NodeId, read_round: u64) {
+        let pr = &mut self.progress[usize::from(from)];
+        pr.recently_active = true;
+        pr.read_round_acked = pr.read_round_acked.max(read_round.min(self.read_round));
+    }
+
+    /// Commits the highest index a quorum holds — but only if it is of the
+    /// current term (Raft §5.4.2, Figure 8): an older entry is committed
+    /// only indirectly, by committing one of ours after it.
+    fn maybe_commit(&mut self) {
+        let mut matches: Vec<LogIndex> = self.progress.iter().map(|p| p.match_index).collect();
+        let index = quorum_value(&mut matches, self.config.quorum());
+        if index > self.commit
+            && (self.log.term_at(index) == Some(self.hard.term) || self.config.bugs.commit_previous_term)
+        {
+            self.commit = index;
+            self.release_reads();
+        }
+    }
+
+    // ----- reads ---------------------------------------------------------
+
+    fn read(&mut self, id: ReadId) {
+        if self.role != Role::Leader {
+            let refusal = Refusal::NotLeader { leader: self.leader };
+            return self.out.reads.push((id, Err(refusal)));
+        }
+        if self.pending_reads.len() >= self.config.max_pending_reads {
+            return self.out.reads.push((id, Err(Refusal::Busy)));
+        }
+        if self.config.bugs.read_without_quorum {
+            self.pending_reads.push_back((id, 0));
+        } else {
+            // Any message sent from now on carries the new round; a quorum
+            // echoing it proves no newer leader existed when the read arrived.
+            self.broadcast_read_round();
+            self.pending_reads.push_back((id, self.read_round));
+        }
+        self.release_reads();
+    }
+
+    /// Answers every pending read whose round a quorum has acknowledged,
+    /// once this leader has committed an entry of its term.
+    fn release_reads(&mut self) {
+        if self.pending_reads.is_empty() || !(self.committed_in_term() || self.config.bugs.read_before_noop) {
+            return;
+        }
+        let me = usize::from(self.config.id);
+        let mut acked: Vec<u64> = (0..self.progress.len())
+            .map(|i| if i == me { self.read_round } else { self.progress[i].read_round_acked })
+            .collect();
+        let confirmed = quorum_value(&mut acked, self.config.quorum());
+        while let Some(&(id, round)) = self.pending_reads.front() {
+            if round > confirmed {
+                break;
+            }
+            self.pending_reads.pop_front();
+            self.out.reads.push((id, Ok(self.commit)));
+        }
+    }
+
+    // ----- plumbing ------------------------------------------------------
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> {
+        let me = self.config.id;
+        (0..self.config.members).filter(move |&p| p != me)
+    }
+
+    fn send(&mut self, to: NodeId, message: Message<C>) {
+        self.out.messages.push(Envelope { from: self.config.id, to, message });
+    }
+
+    fn broadcast(&mut self, mut message: impl FnMut(NodeId) -> Message<C>) {
+        for peer in self.peers() {
+            let m = message(peer);
+            self.send(peer, m);
+        }
+    }
+
+    fn mark_dirty(&mut self, index: LogIndex) {
+        self.out.dirty_from = Some(self.out.dirty_from.map_or(index, |d| d.min(index)));
+    }
+
+    fn take_ready(&mut self, proposed: Option<Result<LogIndex, Refusal>>) -> Ready<C> {
+        let out = std::mem::take(&mut self.out);
+        let mut persist = Persist { hard_state: None, log: None };
+        if self.hard != self.persisted_hard {
+            let mut durable = self.hard;
+            if self.config.bugs.vote_before_persist {
+                // Bug (f): the vote never reaches the disk.
+                durable.voted_for =
+                    if durable.term == self.persisted_hard.term { self.persisted_hard.voted_for } else { None };
+            }
+            persist.hard_state = Some(durable);
+            self.persisted_hard = self.hard;
+        }
+        if let Some(from) = out.dirty_from {
+            persist.log = Some(LogWrite { from, entries: self.log.slice(from, self.log.last_index()) });
+        }
+        let mut committed = Vec::new();
+        if self.commit > self.handed_out {
+            let entries = self.log.slice(self.handed_out + 1, self.commit);
+            committed = (self.handed_out + 1..).zip(entries).collect();
+            self.handed_out = self.commit;
+        }
+        Ready::new(persist, Actions { messages: out.messages, committed, reads: out.reads }, proposed)
+    }
+
+    /// Assertions that hold after every step, whatever the input.
+    fn check_invariants(&self) {
+        assert!(self.commit <= self.log.last_index(), "commit beyond the log");
+        assert!(self.handed_out <= self.commit, "handed out an uncommitted entry");
+        assert!(self.granted & self.refused == 0, "a node both granted and refused");
+        match self.role {
+            Role::Leader => {
+                assert_eq!(self.leader, Some(self.config.id));
+                assert_eq!(self.hard.voted_for, Some(self.config.id), "a leader voted for itself");
+                assert_eq!(self.progress.len(), usize::from(self.config.members));
+                assert!(self.pending_reads.len() <= self.config.max_pending_reads);
+            }
+            _ => {
+                assert!(self.progress.is_empty() && self.pending_reads.is_empty());
+                assert_ne!(self.leader, Some(self.config.id));
+            }
+        }
+        if self.role == Role::Candidate {
+            assert_eq!(self.hard.voted_for, Some(self.config.id));
+        }
+    }
+}
+
+fn random_timeout(rng: &mut Rng, election_ticks: u32) -> u32 {
+    rng.range(u64::from(election_ticks), 2 * u64::from(election_ticks)) as u32
+}

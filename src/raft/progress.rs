@@ -1,0 +1,119 @@
+//! What a leader knows about each follower, and the quorum arithmetic.
+
+use super::types::LogIndex;
+use std::collections::VecDeque;
+
+/// Replication state of one follower, kept by the leader.
+///
+/// A follower is either *probed* (one AppendEntries at a time, until the
+/// leader finds where their logs agree) or *replicated* (AppendEntries are
+/// pipelined: up to `max_inflight` are sent without waiting for replies).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Progress {
+    /// Highest index known to be replicated on the follower.
+    pub match_index: LogIndex,
+    /// Next index to send.
+    pub next_index: LogIndex,
+    pub mode: Mode,
+    /// Last index of each unacknowledged AppendEntries (replicate mode).
+    pub inflight: VecDeque<LogIndex>,
+    /// `match_index` at the previous heartbeat: if it has not moved while
+    /// entries are outstanding, a message was lost and the leader re-probes.
+    pub match_at_heartbeat: LogIndex,
+    /// Heard from in the current CheckQuorum period.
+    pub recently_active: bool,
+    /// Highest read round the follower has acknowledged in this term.
+    pub read_round_acked: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// `sent`: a probe is outstanding; send nothing more until a reply or a
+    /// heartbeat reply.
+    Probe { sent: bool },
+    Replicate,
+}
+
+impl Progress {
+    pub fn new(last_index: LogIndex) -> Progress {
+        Progress {
+            match_index: 0,
+            next_index: last_index + 1,
+            mode: Mode::Probe { sent: false },
+            inflight: VecDeque::new(),
+            match_at_heartbeat: 0,
+            recently_active: false,
+            read_round_acked: 0,
+        }
+    }
+
+    /// Back to probing from just after what the follower is known to hold.
+    pub fn become_probe(&mut self, next_index: LogIndex) {
+        self.next_index = next_index.max(self.match_index + 1);
+        self.mode = Mode::Probe { sent: false };
+        self.inflight.clear();
+    }
+
+    /// True if nothing more may be sent to this follower now.
+    pub fn is_paused(&self, max_inflight: usize) -> bool {
+        match self.mode {
+            Mode::Probe { sent } => sent,
+            Mode::Replicate => self.inflight.len() >= max_inflight,
+        }
+    }
+
+    /// Records a successful reply. Returns true if it moved `match_index`.
+    pub fn acknowledge(&mut self, match_index: LogIndex) -> bool {
+        while self.inflight.front().is_some_and(|&last| last <= match_index) {
+            self.inflight.pop_front();
+        }
+        let advanced = match_index > self.match_index;
+        if advanced {
+            self.match_index = match_index;
+        }
+        if let Mode::Probe { .. } = self.mode {
+            // The logs agree up to `match_index`: start pipelining after it.
+            self.mode = Mode::Replicate;
+            self.next_index = self.match_index + 1;
+            self.inflight.clear();
+        }
+        self.next_index = self.next_index.max(self.match_index + 1);
+        advanced
+    }
+}
+
+/// The largest value that at least `quorum` of `values` reach: the index a
+/// majority has replicated, or the read round a majority has acknowledged.
+pub fn quorum_value(values: &mut [u64], quorum: usize) -> u64 {
+    assert!(quorum >= 1 && quorum <= values.len(), "quorum {quorum} of {} values", values.len());
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values[quorum - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_value_is_the_majority_minimum() {
+        assert_eq!(quorum_value(&mut [5, 1, 3], 2), 3);
+        assert_eq!(quorum_value(&mut [5, 1, 3, 4, 0], 3), 3);
+        assert_eq!(quorum_value(&mut [7], 1), 7);
+    }
+
+    #[test]
+    fn probe_then_pipeline() {
+        let mut p = Progress::new(10);
+        assert!(!p.is_paused(2));
+        p.mode = Mode::Probe { sent: true };
+        assert!(p.is_paused(2));
+        assert!(p.acknowledge(4));
+        assert_eq!((p.mode, p.next_index), (Mode::Replicate, 5));
+        p.inflight.extend([6, 8]);
+        assert!(p.is_paused(2));
+        assert!(p.acknowledge(6));
+        assert_eq!(p.inflight.len(), 1);
+        p.become_probe(2);
+        assert_eq!(p.next_index, 7, "never probe below what is known to match");
+    }
+}

@@ -1,0 +1,137 @@
+//! The nouns of Raft: identifiers, log entries, durable state and messages.
+//!
+//! Every type here is `Clone + Debug + Eq + Hash` and uses only ordered
+//! containers, because the Stateright models hash and clone them by the
+//! million and the simulator must replay a seed bit for bit.
+
+use serde::{Deserialize, Serialize};
+
+/// A server's identity: its index in the cluster's member list.
+pub type NodeId = u8;
+/// A Raft term. Terms start at 0 (no election yet) and only grow.
+pub type Term = u64;
+/// A 1-based position in the log; 0 means "before the first entry".
+pub type LogIndex = u64;
+
+/// Largest cluster the node accepts (bounds per-peer state and messages).
+pub const MAX_NODES: usize = 9;
+
+/// One slot of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Entry<C> {
+    pub term: Term,
+    pub payload: Payload<C>,
+}
+
+/// What a log entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Payload<C> {
+    /// Appended by every new leader at once: committing it commits every
+    /// earlier entry (Raft §5.4.2) and proves the leader may serve reads
+    /// (thesis §6.4).
+    Noop,
+    /// A command for the state machine.
+    Command(C),
+}
+
+/// The part of a node's state that must survive a crash, besides the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: Term,
+    /// Who this node voted for in `term`, if anyone.
+    pub voted_for: Option<NodeId>,
+}
+
+/// Why a follower refused an AppendEntries, so that the leader can skip a
+/// whole conflicting term in one round trip instead of one entry at a time
+/// (Raft §5.3; the form etcd's raft uses).
+///
+/// The follower's log holds an entry of `term` at `index`, where `index` is
+/// the largest index `<= prev_index` whose term is `<= prev_term` (or its
+/// last index if its log is shorter). Every entry after `index` may differ
+/// from the leader's, so the leader can retry from its own largest index
+/// `<= index` whose term is `<= term`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RejectHint {
+    pub index: LogIndex,
+    pub term: Term,
+}
+
+/// A message between two Raft nodes. Every message carries the sender's term.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Message<C> {
+    /// "Would you vote for me in `term`?" — asked before disturbing anyone
+    /// (thesis §9.6). `term` is the term the candidate *would* use; the
+    /// sender's own term is not increased.
+    PreVote { term: Term, last_log_index: LogIndex, last_log_term: Term },
+    PreVoteReply { term: Term, granted: bool },
+    /// RequestVote (Raft Figure 2).
+    Vote { term: Term, last_log_index: LogIndex, last_log_term: Term },
+    VoteReply { term: Term, granted: bool },
+    /// AppendEntries (Raft Figure 2). `read_round` echoes back in the reply so
+    /// that the leader can confirm its leadership for ReadIndex reads.
+    Append {
+        term: Term,
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry<C>>,
+        commit: LogIndex,
+        read_round: u64,
+    },
+    /// `Ok(match_index)`: the follower's log now matches the leader's up to
+    /// `match_index`. `Err(hint)`: the consistency check failed.
+    AppendReply { term: Term, result: Result<LogIndex, RejectHint>, read_round: u64 },
+    /// An empty AppendEntries that does not check the log: it asserts
+    /// leadership, carries a commit index the follower is known to hold
+    /// (`min(match, commit)`), and a `read_round` to echo.
+    Heartbeat { term: Term, commit: LogIndex, read_round: u64 },
+    HeartbeatReply { term: Term, read_round: u64 },
+}
+
+impl<C> Message<C> {
+    /// The sender's term (for PreVote: the term it would campaign in).
+    pub fn term(&self) -> Term {
+        match self {
+            Message::PreVote { term, .. }
+            | Message::PreVoteReply { term, .. }
+            | Message::Vote { term, .. }
+            | Message::VoteReply { term, .. }
+            | Message::Append { term, .. }
+            | Message::AppendReply { term, .. }
+            | Message::Heartbeat { term, .. }
+            | Message::HeartbeatReply { term, .. } => *term,
+        }
+    }
+
+    /// A short name for traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PreVote { .. } => "PreVote",
+            Message::PreVoteReply { .. } => "PreVoteReply",
+            Message::Vote { .. } => "Vote",
+            Message::VoteReply { .. } => "VoteReply",
+            Message::Append { .. } => "Append",
+            Message::AppendReply { .. } => "AppendReply",
+            Message::Heartbeat { .. } => "Heartbeat",
+            Message::HeartbeatReply { .. } => "HeartbeatReply",
+        }
+    }
+}
+
+/// A message with its addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Envelope<C> {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub message: Message<C>,
+}
+
+/// The role a node plays in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Follower,
+    /// Collecting PreVotes; its term has not been increased yet.
+    PreCandidate,
+    Candidate,
+    Leader,
+}

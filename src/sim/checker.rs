@@ -1,0 +1,224 @@
+//! The Raft safety invariants, checked after every simulator step.
+//!
+//! Every check is incremental: its cost is proportional to what the step
+//! changed, never to the length of the logs. The trick is a *chain hash* per
+//! log position, `chain[i] = H(chain[i-1], entry[i])`: two logs agree on
+//! their whole prefix up to `i` exactly when their chain hashes at `i` are
+//! equal, so comparing one number compares two prefixes.
+
+use crate::kv::AppliedEntry;
+use crate::kv::{ClientId, Command};
+use crate::raft::{Entry, LogIndex, LogWrite, NodeId, Term};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+/// One of the properties the simulator enforces (Raft paper, Figure 3, plus
+/// the service's exactly-once guarantee).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Invariant {
+    /// At most one leader can be elected in a given term.
+    ElectionSafety,
+    /// A leader never overwrites or deletes entries in its log; it only
+    /// appends new entries.
+    LeaderAppendOnly,
+    /// If two logs contain an entry with the same index and term, the logs
+    /// are identical in all entries up through that index.
+    LogMatching,
+    /// If an entry is committed, it is present in the logs of all leaders of
+    /// higher terms (checked on every election, and on every truncation: a
+    /// committed entry is never removed).
+    LeaderCompleteness,
+    /// No two servers commit or apply different entries at the same index.
+    StateMachineSafety,
+    /// No replica executes a `(client, seq)` twice.
+    ExactlyOnce,
+}
+
+/// A broken invariant, with what the checker saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub detail: String,
+}
+
+/// Incremental checker of every [`Invariant`] across all nodes of a run.
+#[derive(Debug, Default)]
+pub struct SafetyChecker {
+    /// Who won each term.
+    leaders: BTreeMap<Term, NodeId>,
+    /// Per node: chain hash of each entry of its (durable) log.
+    chains: Vec<Vec<u64>>,
+    /// Chain hash of every (index, term) ever written anywhere.
+    seen: HashMap<(LogIndex, Term), u64>,
+    /// Chain hash of the committed prefix, by index − 1.
+    committed: Vec<u64>,
+    /// Hash of the entry applied at each index − 1, by anyone.
+    applied: Vec<u64>,
+    /// Per node incarnation: highest seq executed per client.
+    executed: Vec<BTreeMap<ClientId, u64>>,
+}
+
+impl SafetyChecker {
+    pub fn new(nodes: usize) -> SafetyChecker {
+        SafetyChecker { chains: vec![Vec::new(); nodes], executed: vec![BTreeMap::new(); nodes], ..Default::default() }
+    }
+
+    /// Node `node` restarted: its volatile state machine starts empty.
+    pub fn on_restart(&mut self, node: NodeId) {
+        self.executed[usize::from(node)].clear();
+    }
+
+    /// Node `node` made `write` durable. `was_leader_in` is the term it led
+    /// before the step, if it led.
+    pub fn on_log_write(
+        &mut self,
+        node: NodeId,
+        write: &LogWrite<Command>,
+        was_leader_in: Option<Term>,
+        term_now: Term,
+    ) -> Result<(), Violation> {
+        let chain = &mut self.chains[usize::from(node)];
+        let old_len = chain.len() as LogIndex;
+        if was_leader_in == Some(term_now) && write.from <= old_len {
+            return violation(
+                Invariant::LeaderAppendOnly,
+                format!("leader {node} of term {term_now} rewrote its log from index {} (last {old_len})", write.from),
+            );
+        }
+        let from = write.from.max(1);
+        if from <= old_len {
+            let i = (from - 1) as usize;
+            if self.committed.get(i) == Some(&chain[i]) {
+                return violation(
+                    Invariant::LeaderCompleteness,
+                    format!("node {node} removed committed entry {from} from its log"),
+                );
+            }
+            chain.truncate(i);
+        }
+        for (offset, entry) in write.entries.iter().enumerate() {
+            let index = from + offset as LogIndex;
+            let link = chain_link(chain.last().copied().unwrap_or(0), entry);
+            chain.push(link);
+            match self.seen.insert((index, entry.term), link) {
+                Some(earlier) if earlier != link => {
+                    return violation(
+                        Invariant::LogMatching,
+                        format!("node {node} holds an entry of term {} at {index} whose log prefix differs from another node's", entry.term),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `node` became leader of `term`.
+    pub fn on_elected(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
+        if let Some(&other) = self.leaders.get(&term) {
+            if other != node {
+                return violation(Invariant::ElectionSafety, format!("nodes {other} and {node} both lead term {term}"));
+            }
+        }
+        self.leaders.insert(term, node);
+        let chain = &self.chains[usize::from(node)];
+        let committed = self.committed.len();
+        if committed > 0 && chain.get(committed - 1) != self.committed.last() {
+            return violation(
+                Invariant::LeaderCompleteness,
+                format!("leader {node} of term {term} lacks committed entries up to index {committed}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Node `node`'s commit index is now `commit`.
+    pub fn on_commit(&mut self, node: NodeId, commit: LogIndex) -> Result<(), Violation> {
+        if commit == 0 {
+            return Ok(());
+        }
+        let chain = &self.chains[usize::from(node)];
+        let i = (commit - 1) as usize;
+        let Some(&mine) = chain.get(i) else {
+            return violation(Invariant::StateMachineSafety, format!("node {node} committed {commit} beyond its log"));
+        };
+        match self.committed.get(i) {
+            Some(&agreed) if agreed != mine => violation(
+                Invariant::StateMachineSafety,
+                format!("node {node} committed a different log prefix up to index {commit}"),
+            ),
+            Some(_) => Ok(()),
+            None => {
+                // Extend the agreed committed prefix; our chain proves the
+                // part already agreed is a prefix of ours.
+                if let Some(&agreed_top) = self.committed.last() {
+                    if chain[self.committed.len() - 1] != agreed_top {
+                        return violation(
+                            Invariant::StateMachineSafety,
+                            format!("node {node} committed {commit} on a log diverging below index {}", self.committed.len()),
+                        );
+                    }
+                }
+                let start = self.committed.len();
+                self.committed.extend_from_slice(&chain[start..=i]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Node `node` applied these entries to its state machine.
+    pub fn on_applied(&mut self, node: NodeId, applied: &[AppliedEntry]) -> Result<(), Violation> {
+        for a in applied {
+            let h = hash_of(&a.entry);
+            let i = (a.index - 1) as usize;
+            match self.applied.get(i) {
+                Some(&other) if other != h => {
+                    return violation(
+                        Invariant::StateMachineSafety,
+                        format!("node {node} applied a different command at index {}: {:?}", a.index, a.entry),
+                    );
+                }
+                Some(_) => {}
+                None if i == self.applied.len() => self.applied.push(h),
+                None => {
+                    return violation(
+                        Invariant::StateMachineSafety,
+                        format!("node {node} applied index {} before index {}", a.index, self.applied.len() + 1),
+                    );
+                }
+            }
+            if let (true, crate::raft::Payload::Command(c)) = (a.executed, &a.entry.payload) {
+                let last = self.executed[usize::from(node)].entry(c.client).or_insert(0);
+                if c.seq <= *last {
+                    return violation(
+                        Invariant::ExactlyOnce,
+                        format!(
+                            "node {node} executed client {} seq {} at index {} after seq {}",
+                            c.client, c.seq, a.index, *last
+                        ),
+                    );
+                }
+                *last = c.seq;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn violation(invariant: Invariant, detail: String) -> Result<(), Violation> {
+    Err(Violation { invariant, detail })
+}
+
+fn chain_link(previous: u64, entry: &Entry<Command>) -> u64 {
+    let mut h = DefaultHasher::new();
+    previous.hash(&mut h);
+    entry.hash(&mut h);
+    h.finish()
+}
+
+fn hash_of(entry: &Entry<Command>) -> u64 {
+    let mut h = DefaultHasher::new();
+    entry.hash(&mut h);
+    h.finish()
+}

@@ -1,0 +1,587 @@
+//! A deterministic simulator of a whole raftkv cluster.
+//!
+//! [`Sim`] runs N [`KvServer`] replicas and M clients (each a [`Clerk`]
+//! driven by a [`Workload`]) in virtual time, over a network that delays,
+//! drops, duplicates and reorders messages and can be partitioned
+//! ([`network`]). Servers crash and restart from exactly what they made
+//! durable ([`MemStorage`]): un-persisted state is lost as in a power cut.
+//! All randomness comes from one seed, so a seed replays a run step for step.
+//!
+//! After every step the [`checker::SafetyChecker`] checks the Raft safety
+//! invariants; the first violation stops the run with the seed and step that
+//! reproduce it. Every client call and return is recorded as a
+//! [`History`] for the linearizability checker. [`scenario`] builds the
+//! MIT 6.824 lab's test shapes on top.
+
+pub mod checker;
+pub mod network;
+pub mod scenario;
+mod workload;
+
+pub use checker::{Invariant, SafetyChecker, Violation};
+pub use network::{NetworkConfig, Topology};
+pub use workload::Workload;
+
+use crate::clerk::{Clerk, ClerkAction};
+use crate::kv::{Command, KvServer, Op, ReadPath, Response, ServerConfig, ServerInput, ServerOutput};
+use crate::lincheck::{History, OpKind, Operation};
+use crate::raft::{Config, Entry, Envelope, HardState, InjectedBugs, NodeId, Persist, Role};
+use crate::rng::Rng;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::convert::Infallible;
+use std::fmt;
+
+/// Virtual time in microseconds.
+pub type Micros = u64;
+
+/// Everything that shapes a run besides the fault schedule.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub servers: u8,
+    pub network: NetworkConfig,
+    /// Virtual length of one Raft tick.
+    pub tick_us: Micros,
+    pub election_ticks: u32,
+    pub heartbeat_ticks: u32,
+    /// A clerk retries elsewhere when a request is unanswered this long.
+    pub client_timeout_us: Micros,
+    pub read_path: ReadPath,
+    pub bugs: InjectedBugs,
+    /// Print a readable trace of elections, commits, faults and client calls.
+    pub trace: bool,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, servers: u8) -> SimConfig {
+        SimConfig {
+            seed,
+            servers,
+            network: NetworkConfig::reliable(),
+            tick_us: 10_000,
+            election_ticks: 30,
+            heartbeat_ticks: 5,
+            client_timeout_us: 100_000,
+            read_path: ReadPath::ReadIndex,
+            bugs: InjectedBugs::default(),
+            trace: false,
+        }
+    }
+
+    /// The heartbeat interval in virtual time.
+    pub fn heartbeat_us(&self) -> Micros {
+        self.tick_us * u64::from(self.heartbeat_ticks)
+    }
+
+    /// The minimum election timeout in virtual time.
+    pub fn election_us(&self) -> Micros {
+        self.tick_us * u64::from(self.election_ticks)
+    }
+}
+
+/// What a server has made durable; all that survives its crash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemStorage {
+    pub hard: HardState,
+    pub log: Vec<Entry<Command>>,
+    /// How many durable writes (fsyncs) were made.
+    pub writes: u64,
+}
+
+impl MemStorage {
+    pub fn write(&mut self, p: &Persist<Command>) {
+        if let Some(h) = p.hard_state {
+            self.hard = h;
+        }
+        if let Some(w) = &p.log {
+            self.log.truncate((w.from.max(1) - 1) as usize);
+            self.log.extend(w.entries.iter().cloned());
+        }
+        self.writes += 1;
+    }
+}
+
+/// A run stopped by a broken invariant.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: u64,
+    pub time_us: Micros,
+    pub violation: Violation,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} violated at step {} (t={} ms), seed {}: {}. Replay with RAFTKV_SEED={}",
+            self.violation.invariant,
+            self.step,
+            self.time_us / 1000,
+            self.seed,
+            self.violation.detail,
+            self.seed
+        )
+    }
+}
+
+/// Counters of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub steps: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub ops_completed: u64,
+    pub elections: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Addr {
+    Server(NodeId),
+    Client(usize),
+}
+
+#[derive(Clone, Debug)]
+enum Packet {
+    Raft(Envelope<Command>),
+    Request(Command),
+    Response(Response),
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Tick { node: NodeId, incarnation: u32 },
+    Deliver { from: Addr, to: Addr, packet: Packet },
+    ClientTimeout { client: usize, attempt: u64 },
+    ClientStart { client: usize },
+}
+
+struct Scheduled {
+    at: Micros,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct SimServer {
+    /// `None` while crashed.
+    server: Option<KvServer>,
+    storage: MemStorage,
+    incarnation: u32,
+}
+
+struct SimClient {
+    clerk: Clerk,
+    workload: Workload,
+    /// Index into the history of the operation in progress.
+    in_progress: Option<usize>,
+    /// No new operations are started while stopped.
+    stopped: bool,
+    rng: Rng,
+}
+
+/// A simulated cluster. See the module docs.
+pub struct Sim {
+    config: SimConfig,
+    rng: Rng,
+    now: Micros,
+    next_seq: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    servers: Vec<SimServer>,
+    clients: Vec<SimClient>,
+    topology: Topology,
+    checker: SafetyChecker,
+    history: Vec<Operation>,
+    failure: Option<Failure>,
+    stats: Stats,
+}
+
+impl Sim {
+    /// A cluster of `config.servers` fresh servers and no clients.
+    pub fn new(config: SimConfig) -> Sim {
+        let n = config.servers;
+        let mut sim = Sim {
+            rng: Rng::new(config.seed),
+            now: 0,
+            next_seq: 0,
+            queue: BinaryHeap::new(),
+            servers: (0..n).map(|_| SimServer { server: None, storage: MemStorage::default(), incarnation: 0 }).collect(),
+            clients: Vec::new(),
+            topology: Topology::new(n, 0),
+            checker: SafetyChecker::new(usize::from(n)),
+            history: Vec::new(),
+            failure: None,
+            stats: Stats::default(),
+            config,
+        };
+        for id in 0..n {
+            sim.restart(id);
+        }
+        sim
+    }
+
+    /// Adds a client running `workload`; it starts at once. Returns its index.
+    pub fn add_client(&mut self, workload: Workload) -> usize {
+        let index = self.clients.len();
+        let first_guess = self.rng.range(0, u64::from(self.config.servers)) as NodeId;
+        let clerk = Clerk::new(index as u64 + 1, self.config.servers, first_guess);
+        let rng = self.rng.fork();
+        self.clients.push(SimClient { clerk, workload, in_progress: None, stopped: false, rng });
+        self.topology.grow_clients(self.clients.len());
+        self.schedule(0, Event::ClientStart { client: index });
+        index
+    }
+
+    pub fn now(&self) -> Micros {
+        self.now
+    }
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+    /// The replica `id`, unless crashed.
+    pub fn server(&self, id: NodeId) -> Option<&KvServer> {
+        self.servers[usize::from(id)].server.as_ref()
+    }
+    pub fn storage(&self, id: NodeId) -> &MemStorage {
+        &self.servers[usize::from(id)].storage
+    }
+    /// The recorded client history so far.
+    pub fn history(&self) -> History {
+        History { ops: self.history.clone() }
+    }
+    /// The random source scenario drivers use for fault schedules.
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Runs until virtual time `until`, or the first safety violation.
+    pub fn run_until(&mut self, until: Micros) -> Result<(), Failure> {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > until || self.failure.is_some() {
+                break;
+            }
+            let Reverse(Scheduled { at, event, .. }) = self.queue.pop().expect("peeked");
+            self.now = at;
+            self.stats.steps += 1;
+            self.process(event);
+        }
+        if let Some(f) = &self.failure {
+            return Err(f.clone());
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    /// Runs for `duration` more virtual time.
+    pub fn run_for(&mut self, duration: Micros) -> Result<(), Failure> {
+        self.run_until(self.now + duration)
+    }
+
+    /// Runs until no client has an operation in progress, or `deadline`.
+    /// Returns whether all clients are idle.
+    pub fn run_until_clients_idle(&mut self, deadline: Micros) -> Result<bool, Failure> {
+        while self.now < deadline {
+            if self.clients.iter().all(|c| c.in_progress.is_none()) {
+                return Ok(true);
+            }
+            let step = self.config.tick_us.min(deadline - self.now);
+            self.run_for(step)?;
+        }
+        Ok(self.clients.iter().all(|c| c.in_progress.is_none()))
+    }
+
+    // ----- faults --------------------------------------------------------
+
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        self.topology.partition(groups);
+        self.trace(|| format!("partition {:?}", groups));
+    }
+
+    pub fn heal(&mut self) {
+        self.topology.heal();
+        self.trace(|| "heal: everyone connected".into());
+    }
+
+    /// Lets client `client` reach only `servers`.
+    pub fn restrict_client(&mut self, client: usize, servers: Vec<NodeId>) {
+        self.topology.restrict_client(client, servers);
+    }
+
+    /// Power cut: the server loses everything it had not made durable.
+    pub fn crash(&mut self, id: NodeId) {
+        let s = &mut self.servers[usize::from(id)];
+        if s.server.take().is_some() {
+            self.trace(|| format!("crash server {id}"));
+        }
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.servers[usize::from(id)].server.is_some()
+    }
+
+    /// Starts server `id` again from its durable state (no-op if it is up).
+    pub fn restart(&mut self, id: NodeId) {
+        let (config, seed) = (&self.config, self.config.seed);
+        let s = &mut self.servers[usize::from(id)];
+        if s.server.is_some() {
+            return;
+        }
+        s.incarnation += 1;
+        let mut raft = Config::new(id, config.servers, seed ^ (u64::from(s.incarnation) << 32));
+        raft.election_ticks = config.election_ticks;
+        raft.heartbeat_ticks = config.heartbeat_ticks;
+        raft.bugs = config.bugs;
+        let mut server_config = ServerConfig::new(raft);
+        server_config.read_path = config.read_path;
+        s.server = Some(KvServer::restart(server_config, s.storage.hard, s.storage.log.clone()));
+        let incarnation = s.incarnation;
+        self.checker.on_restart(id);
+        let phase = self.rng.range(0, self.config.tick_us);
+        self.schedule(phase, Event::Tick { node: id, incarnation });
+        if incarnation > 1 {
+            self.trace(|| format!("restart server {id} (term {}, {} entries durable)", self.storage(id).hard.term, self.storage(id).log.len()));
+        }
+    }
+
+    // ----- clients -------------------------------------------------------
+
+    /// Stops every client from starting new operations (the current one
+    /// still runs to completion).
+    pub fn stop_clients(&mut self) {
+        self.clients.iter_mut().for_each(|c| c.stopped = true);
+    }
+
+    /// Lets every client start operations again.
+    pub fn resume_clients(&mut self) {
+        for client in 0..self.clients.len() {
+            self.clients[client].stopped = false;
+            if self.clients[client].in_progress.is_none() {
+                self.schedule(0, Event::ClientStart { client });
+            }
+        }
+    }
+
+    /// Starts `op` on idle client `client`, outside its workload (e.g. the
+    /// final reads of a scenario). Returns the history index of the call.
+    pub fn start_op(&mut self, client: usize, op: Op) -> usize {
+        assert!(self.clients[client].in_progress.is_none(), "client {client} is busy");
+        self.begin(client, op)
+    }
+
+    /// The recorded operation at `index`.
+    pub fn operation(&self, index: usize) -> &Operation {
+        &self.history[index]
+    }
+
+    // ----- the event loop ------------------------------------------------
+
+    fn process(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, incarnation } => {
+                if self.servers[usize::from(node)].server.is_some() && self.servers[usize::from(node)].incarnation == incarnation {
+                    self.step_server(node, ServerInput::Tick);
+                    self.schedule(self.config.tick_us, Event::Tick { node, incarnation });
+                }
+            }
+            Event::Deliver { from, to, packet } => {
+                if !self.connected(from, to) {
+                    self.stats.messages_dropped += 1;
+                    return;
+                }
+                match (to, packet) {
+                    (Addr::Server(id), Packet::Raft(envelope)) => self.step_server(id, ServerInput::Peer(envelope)),
+                    (Addr::Server(id), Packet::Request(request)) => self.step_server(id, ServerInput::Client(request)),
+                    (Addr::Client(c), Packet::Response(response)) => {
+                        let Addr::Server(server) = from else { return };
+                        let action = self.clients[c].clerk.on_response(server, response);
+                        self.carry_out(c, action);
+                    }
+                    _ => {}
+                }
+            }
+            Event::ClientTimeout { client, attempt } => {
+                let action = self.clients[client].clerk.on_timeout(attempt);
+                self.carry_out(client, action);
+            }
+            Event::ClientStart { client } => {
+                let c = &mut self.clients[client];
+                if c.stopped || c.in_progress.is_some() {
+                    return;
+                }
+                let Some(op) = c.workload.next_op(c.clerk.client(), &mut c.rng) else { return };
+                self.begin(client, op);
+            }
+        }
+    }
+
+    fn begin(&mut self, client: usize, op: Op) -> usize {
+        let (kind, value) = match &op {
+            Op::Put { value, .. } => (OpKind::Put, value.clone()),
+            Op::Append { value, .. } => (OpKind::Append, value.clone()),
+            Op::Get { .. } => (OpKind::Get, String::new()),
+        };
+        let index = self.history.len();
+        self.history.push(Operation {
+            client: self.clients[client].clerk.client(),
+            kind,
+            key: op.key().to_string(),
+            value,
+            output: String::new(),
+            call: self.now,
+            ret: None,
+        });
+        self.clients[client].in_progress = Some(index);
+        self.trace(|| format!("client {} calls {:?}", client + 1, op));
+        let action = self.clients[client].clerk.start(op);
+        self.carry_out(client, Some(action));
+        index
+    }
+
+    fn carry_out(&mut self, client: usize, action: Option<ClerkAction>) {
+        match action {
+            None => {}
+            Some(ClerkAction::Send { to, request, attempt }) => {
+                self.send(Addr::Client(client), Addr::Server(to), Packet::Request(request));
+                self.schedule(self.config.client_timeout_us, Event::ClientTimeout { client, attempt });
+            }
+            Some(ClerkAction::Done { output, .. }) => {
+                let index = self.clients[client].in_progress.take().expect("done implies an operation in progress");
+                let op = &mut self.history[index];
+                op.ret = Some(self.now);
+                if op.kind == OpKind::Get {
+                    op.output = output;
+                }
+                self.stats.ops_completed += 1;
+                self.trace(|| format!("client {} returns {:?}", client + 1, self.history[index].output));
+                self.schedule(0, Event::ClientStart { client });
+            }
+        }
+    }
+
+    fn step_server(&mut self, id: NodeId, input: ServerInput) {
+        let Sim { servers, checker, .. } = self;
+        let s = &mut servers[usize::from(id)];
+        let Some(server) = s.server.as_mut() else { return };
+        let (role_before, term_before) = (server.node().role(), server.node().term());
+        let commit_before = server.node().commit_index();
+        let led = (role_before == Role::Leader).then_some(term_before);
+        let storage = &mut s.storage;
+        let mut log_check = Ok(());
+        let out: ServerOutput = server
+            .step(input, |p: &Persist<Command>| {
+                storage.write(p);
+                if let Some(w) = &p.log {
+                    let term_now = p.hard_state.map_or(term_before, |h| h.term);
+                    log_check = checker.on_log_write(id, w, led, term_now);
+                }
+                Ok::<(), Infallible>(())
+            })
+            .unwrap_or_else(|never| match never {});
+        let node = server.node();
+        let (role, term, commit) = (node.role(), node.term(), node.commit_index());
+        let mut result = log_check;
+        if result.is_ok() && role == Role::Leader && led != Some(term) {
+            result = checker.on_elected(id, term);
+            self.stats.elections += 1;
+        }
+        if result.is_ok() && commit != commit_before {
+            result = checker.on_commit(id, commit);
+        }
+        if result.is_ok() {
+            result = checker.on_applied(id, &out.applied);
+        }
+        if role != role_before || term != term_before {
+            self.trace(|| format!("server {id}: {role_before:?} of term {term_before} -> {role:?} of term {term}"));
+        }
+        if role == Role::Leader && commit > commit_before {
+            self.trace(|| format!("server {id} (leader, term {term}) commits up to index {commit}"));
+        }
+        if let Err(violation) = result {
+            self.fail(violation);
+            return;
+        }
+        for envelope in out.messages {
+            let to = envelope.to;
+            self.send(Addr::Server(id), Addr::Server(to), Packet::Raft(envelope));
+        }
+        for response in out.responses {
+            let client = (response.client - 1) as usize;
+            self.send(Addr::Server(id), Addr::Client(client), Packet::Response(response));
+        }
+    }
+
+    fn fail(&mut self, violation: Violation) {
+        let failure = Failure { seed: self.config.seed, step: self.stats.steps, time_us: self.now, violation };
+        self.trace(|| format!("SAFETY VIOLATION: {failure}"));
+        self.failure = Some(failure);
+    }
+
+    // ----- the network ---------------------------------------------------
+
+    fn connected(&self, a: Addr, b: Addr) -> bool {
+        match (a, b) {
+            (Addr::Server(x), Addr::Server(y)) => self.topology.servers_connected(x, y),
+            (Addr::Client(c), Addr::Server(s)) | (Addr::Server(s), Addr::Client(c)) => {
+                self.topology.client_connected(c, s)
+            }
+            (Addr::Client(_), Addr::Client(_)) => false,
+        }
+    }
+
+    /// Hands a message to the network: checked for connectivity now and
+    /// again on delivery, possibly dropped, delayed, held back or doubled.
+    fn send(&mut self, from: Addr, to: Addr, packet: Packet) {
+        self.stats.messages_sent += 1;
+        let net = &self.config.network;
+        if !self.connected(from, to) || self.rng.chance(net.drop_percent, 100) {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(net.duplicate_percent, 100) { 2 } else { 1 };
+        let is_reply = matches!(&packet, Packet::Response(_))
+            || matches!(&packet, Packet::Raft(e) if e.message.kind().ends_with("Reply"));
+        for _ in 0..copies {
+            let net = &self.config.network;
+            let mut delay = self.rng.range(net.min_delay_us, net.max_delay_us);
+            if is_reply && self.rng.chance(net.long_delay_percent, 100) {
+                let long = net.long_delay_us;
+                delay += self.rng.range(long, 2 * long + 1);
+            }
+            self.schedule(delay, Event::Deliver { from, to, packet: packet.clone() });
+        }
+    }
+
+    fn schedule(&mut self, delay: Micros, event: Event) {
+        self.next_seq += 1;
+        self.queue.push(Reverse(Scheduled { at: self.now + delay, seq: self.next_seq, event }));
+    }
+
+    fn trace(&self, line: impl FnOnce() -> String) {
+        if self.config.trace {
+            println!("{:>9.3} ms  {}", self.now as f64 / 1000.0, line());
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The MIT 6.824 / 6.5840 KV-Raft lab's test shapes (lab 3A/4A), as
+//! simulator runs that end in a verdict.
+//!
+//! [`Scenario::run`] is the lab's `GenericTest`: clients run for a while per
+//! iteration, under an unreliable network, random partitions and crashes of
+//! all servers between iterations as the shape asks; then the clients finish,
+//! every key is read back, and each client's appends must be present exactly
+//! once and in order; finally the whole history must be linearizable.
+
+use super::{Failure, Micros, NetworkConfig, Sim, SimConfig, Stats, Workload};
+use crate::kv::Op;
+use crate::lincheck::{self, Budget, History, OpKind, Verdict};
+use crate::raft::NodeId;
+use std::fmt;
+
+/// One shape of the lab's generic test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub clients: usize,
+    pub servers: u8,
+    pub unreliable: bool,
+    /// Crash and restart every server between iterations.
+    pub crash: bool,
+    /// Split the servers at random, again and again, while clients run.
+    pub partitions: bool,
+    /// Clients use random keys (and Puts) instead of appending to their own.
+    pub random_keys: bool,
+    pub iterations: u32,
+    /// How long clients run per iteration, in virtual time.
+    pub run_us: Micros,
+}
+
+impl Scenario {
+    pub const fn new(name: &'static str, clients: usize, servers: u8) -> Scenario {
+        Scenario {
+            name,
+            clients,
+            servers,
+            unreliable: false,
+            crash: false,
+            partitions: false,
+            random_keys: false,
+            iterations: 3,
+            run_us: 1_500_000,
+        }
+    }
+    pub const fn unreliable(mut self) -> Scenario {
+        self.unreliable = true;
+        self
+    }
+    pub const fn crash(mut self) -> Scenario {
+        self.crash = true;
+        self
+    }
+    pub const fn partitions(mut self) -> Scenario {
+        self.partitions = true;
+        self
+    }
+    pub const fn random_keys(mut self) -> Scenario {
+        self.random_keys = true;
+        self
+    }
+
+    /// The simulator configuration this shape runs with for `seed`.
+    pub fn sim_config(&self, seed: u64) -> SimConfig {
+        let mut config = SimConfig::new(seed, self.servers);
+        if self.unreliable {
+            config.network = NetworkConfig::unreliable();
+        }
+        config
+    }
+
+    /// Runs the shape with `config` (from [`Scenario::sim_config`], possibly
+    /// with bugs switched on).
+    pub fn run(&self, config: SimConfig) -> Result<Outcome, ScenarioFailure> {
+        let seed = config.seed;
+        let mut sim = Sim::new(config);
+        let result = self.drive(&mut sim);
+        let history = sim.history();
+        let fail = |reason: String, history: History| ScenarioFailure { scenario: self.name, seed, reason, history };
+        if let Err(reason) = result {
+            return Err(fail(reason, history));
+        }
+        match lincheck::check(&history, Budget::default()) {
+            Verdict::Ok => Ok(Outcome { history, stats: sim.stats().clone(), virtual_us: sim.now() }),
+            Verdict::Illegal(v) => {
+                Err(fail(format!("history not linearizable on key {:?}; offending ops: {:#?}", v.key, v.ops), history))
+            }
+            Verdict::Unknown { key } => {
+                Err(fail(format!("linearizability undecided on key {key:?} within the budget"), history))
+            }
+        }
+    }
+
+    fn drive(&self, sim: &mut Sim) -> Result<(), String> {
+        let workload = if self.random_keys { Workload::random_keys(self.clients as u64) } else { Workload::own_key() };
+        for _ in 0..self.clients {
+            sim.add_client(workload.clone());
+        }
+        for iteration in 0..self.iterations {
+            if iteration > 0 {
+                sim.resume_clients();
+            }
+            let end = sim.now() + self.run_us;
+            if self.partitions {
+                partition_until(sim, end).map_err(|f| f.to_string())?;
+            } else {
+                sim.run_until(end).map_err(|f| f.to_string())?;
+            }
+            sim.stop_clients();
+            sim.heal();
+            let deadline = sim.now() + 60_000_000;
+            if !sim.run_until_clients_idle(deadline).map_err(|f| f.to_string())? {
+                return Err(format!("iteration {iteration}: clients did not finish within 60 s after healing"));
+            }
+            if self.crash {
+                for id in 0..self.servers {
+                    sim.crash(id);
+                }
+                sim.run_for(sim.config().election_us()).map_err(|f| f.to_string())?;
+                for id in 0..self.servers {
+                    sim.restart(id);
+                }
+            }
+            if !self.random_keys {
+                for client in 0..self.clients {
+                    let key = Workload::own_key_of(client as u64 + 1);
+                    let value = read_back(sim, 0, &key)?;
+                    check_appends(&sim.history(), &key, &value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lab's partitioner: every election timeout plus 0–200 ms, split the
+/// servers at random into two groups, until `end`.
+pub fn partition_until(sim: &mut Sim, end: Micros) -> Result<(), Failure> {
+    let servers = sim.config().servers;
+    while sim.now() < end {
+        let groups = random_split(sim, servers);
+        sim.partition(&groups);
+        let hold = sim.config().election_us() + sim.rng().range(0, 200_000);
+        sim.run_until((sim.now() + hold).min(end))?;
+    }
+    Ok(())
+}
+
+fn random_split(sim: &mut Sim, servers: u8) -> Vec<Vec<NodeId>> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for id in 0..servers {
+        if sim.rng().chance(1, 2) {
+            a.push(id)
+        } else {
+            b.push(id)
+        }
+    }
+    vec![a, b]
+}
+
+/// Reads `key` through client `client` (which must be idle) and returns the
+/// value, failing if the cluster cannot answer within a minute.
+pub fn read_back(sim: &mut Sim, client: usize, key: &str) -> Result<String, String> {
+    let index = sim.start_op(client, Op::Get { key: key.to_string() });
+    let deadline = sim.now() + 60_000_000;
+    if !sim.run_until_clients_idle(deadline).map_err(|f| f.to_string())? {
+        return Err(format!("final Get({key:?}) did not complete within 60 s"));
+    }
+    Ok(sim.operation(index).output.clone())
+}
+
+/// Every append to `key` that was acknowledged appears in `value` exactly
+/// once; one that never returned at most once; and each client's appends
+/// appear in the order it made them. (The lab's `checkClntAppends`.)
+pub fn check_appends(history: &History, key: &str, value: &str) -> Result<(), String> {
+    let mut last_position: std::collections::BTreeMap<u64, usize> = Default::default();
+    for op in history.ops.iter().filter(|o| o.kind == OpKind::Append && o.key == key) {
+        let found: Vec<usize> = value.match_indices(op.value.as_str()).map(|(i, _)| i).collect();
+        match (found.len(), op.ret) {
+            (0, Some(_)) => return Err(format!("acknowledged append {:?} to {key:?} is missing (lost write)", op.value)),
+            (0, None) => continue,
+            (1, _) => {}
+            (n, _) => return Err(format!("append {:?} to {key:?} is present {n} times", op.value)),
+        }
+        let previous = last_position.insert(op.client, found[0]);
+        if previous.is_some_and(|p| p > found[0]) {
+            return Err(format!("client {}'s appends to {key:?} are out of order at {:?}", op.client, op.value));
+        }
+    }
+    Ok(())
+}
+
+/// A finished, clean run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub history: History,
+    pub stats: Stats,
+    pub virtual_us: Micros,
+}
+
+/// A run that broke an invariant, lost or duplicated data, or produced a
+/// non-linearizable history.
+#[derive(Clone, Debug)]
+pub struct ScenarioFailure {
+    pub scenario: &'static str,
+    pub seed: u64,
+    pub reason: String,
+    pub history: History,
+}
+
+impl fmt::Display for ScenarioFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "scenario {} failed with seed {}: {}", self.scenario, self.seed, self.reason)
+    }
+}
