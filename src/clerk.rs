@@ -83,7 +83,13 @@ impl Clerk {
                 self.leader = hint;
                 Some(self.send())
             }
-            Err(_) => {
+            Err(ServiceError::Busy) => {
+                // The leader is overloaded, not wrong: ask it again after the timeout.
+                self.leader = from;
+                self.backing_off = true;
+                None
+            }
+            Err(ServiceError::NotLeader { .. }) => {
                 self.leader = (from + 1) % self.servers;
                 self.backing_off = true;
                 None

@@ -60,8 +60,8 @@ impl Config {
         if self.heartbeat_ticks == 0 || self.election_ticks <= 2 * self.heartbeat_ticks {
             return Err("need 0 < 2 * heartbeat_ticks < election_ticks".into());
         }
-        if self.max_inflight == 0 || self.max_batch_entries == 0 {
-            return Err("max_inflight and max_batch_entries must be positive".into());
+        if self.max_inflight == 0 || self.max_batch_entries == 0 || self.max_pending_reads == 0 {
+            return Err("max_inflight, max_batch_entries and max_pending_reads must be positive".into());
         }
         Ok(())
     }

@@ -79,10 +79,7 @@ impl<C: Clone> RaftLog<C> {
     }
 
     fn assert_terms_monotonic(&self) {
-        assert!(
-            self.entries.windows(2).all(|w| w[0].term <= w[1].term),
-            "a log's terms never decrease"
-        );
+        assert!(self.entries.windows(2).all(|w| w[0].term <= w[1].term), "a log's terms never decrease");
     }
 }
 
@@ -107,6 +104,7 @@ mod tests {
         assert_eq!(l.find_conflict_by_term(3, 0), 0);
         assert_eq!(l.slice(2, 3).len(), 2);
         assert_eq!(l.slice(7, 9).len(), 0);
-        assert!(l.is_up_to_date(1, 4) && !l.is_up_to_date(9, 3));
+        assert!(l.is_up_to_date(6, 4) && l.is_up_to_date(1, 5));
+        assert!(!l.is_up_to_date(5, 4) && !l.is_up_to_date(9, 3), "shorter log or older last term");
     }
 }

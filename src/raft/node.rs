@@ -230,8 +230,13 @@ impl<C: Clone> RaftNode<C> {
         self.broadcast(|_| Message::Vote { term, last_log_index, last_log_term });
     }
 
+    /// Counts `from`'s answer; only its first answer in an election counts
+    /// (later ones are duplicates or stragglers from an earlier round).
     fn record_vote(&mut self, from: NodeId, granted: bool) {
         let bit = 1u16 << from;
+        if (self.granted | self.refused) & bit != 0 {
+            return;
+        }
         if granted {
             self.granted |= bit;
         } else {

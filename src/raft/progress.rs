@@ -30,7 +30,9 @@ pub struct Progress {
 pub enum Mode {
     /// `sent`: a probe is outstanding; send nothing more until a reply or a
     /// heartbeat reply.
-    Probe { sent: bool },
+    Probe {
+        sent: bool,
+    },
     Replicate,
 }
 

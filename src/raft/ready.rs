@@ -110,7 +110,11 @@ pub struct Ready<C> {
 }
 
 impl<C> Ready<C> {
-    pub(super) fn new(persist: Persist<C>, actions: Actions<C>, proposed: Option<Result<LogIndex, Refusal>>) -> Ready<C> {
+    pub(super) fn new(
+        persist: Persist<C>,
+        actions: Actions<C>,
+        proposed: Option<Result<LogIndex, Refusal>>,
+    ) -> Ready<C> {
         Ready { persist, actions, proposed }
     }
 

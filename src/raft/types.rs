@@ -15,6 +15,8 @@ pub type LogIndex = u64;
 
 /// Largest cluster the node accepts (bounds per-peer state and messages).
 pub const MAX_NODES: usize = 9;
+// Votes are tallied in `u16` bitmasks indexed by node id.
+const _: () = assert!(MAX_NODES <= 16);
 
 /// One slot of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -63,11 +65,25 @@ pub enum Message<C> {
     /// "Would you vote for me in `term`?" — asked before disturbing anyone
     /// (thesis §9.6). `term` is the term the candidate *would* use; the
     /// sender's own term is not increased.
-    PreVote { term: Term, last_log_index: LogIndex, last_log_term: Term },
-    PreVoteReply { term: Term, granted: bool },
+    PreVote {
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    PreVoteReply {
+        term: Term,
+        granted: bool,
+    },
     /// RequestVote (Raft Figure 2).
-    Vote { term: Term, last_log_index: LogIndex, last_log_term: Term },
-    VoteReply { term: Term, granted: bool },
+    Vote {
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    VoteReply {
+        term: Term,
+        granted: bool,
+    },
     /// AppendEntries (Raft Figure 2). `read_round` echoes back in the reply so
     /// that the leader can confirm its leadership for ReadIndex reads.
     Append {
@@ -80,12 +96,23 @@ pub enum Message<C> {
     },
     /// `Ok(match_index)`: the follower's log now matches the leader's up to
     /// `match_index`. `Err(hint)`: the consistency check failed.
-    AppendReply { term: Term, result: Result<LogIndex, RejectHint>, read_round: u64 },
+    AppendReply {
+        term: Term,
+        result: Result<LogIndex, RejectHint>,
+        read_round: u64,
+    },
     /// An empty AppendEntries that does not check the log: it asserts
     /// leadership, carries a commit index the follower is known to hold
     /// (`min(match, commit)`), and a `read_round` to echo.
-    Heartbeat { term: Term, commit: LogIndex, read_round: u64 },
-    HeartbeatReply { term: Term, read_round: u64 },
+    Heartbeat {
+        term: Term,
+        commit: LogIndex,
+        read_round: u64,
+    },
+    HeartbeatReply {
+        term: Term,
+        read_round: u64,
+    },
 }
 
 impl<C> Message<C> {

@@ -156,7 +156,10 @@ impl SafetyChecker {
                     if chain[self.committed.len() - 1] != agreed_top {
                         return violation(
                             Invariant::StateMachineSafety,
-                            format!("node {node} committed {commit} on a log diverging below index {}", self.committed.len()),
+                            format!(
+                                "node {node} committed {commit} on a log diverging below index {}",
+                                self.committed.len()
+                            ),
                         );
                     }
                 }

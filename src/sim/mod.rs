@@ -48,6 +48,8 @@ pub struct SimConfig {
     /// A clerk retries elsewhere when a request is unanswered this long.
     pub client_timeout_us: Micros,
     pub read_path: ReadPath,
+    /// Raft's per-message batch bound ([`Config::max_batch_entries`]).
+    pub max_batch_entries: usize,
     pub bugs: InjectedBugs,
     /// Print a readable trace of elections, commits, faults and client calls.
     pub trace: bool,
@@ -64,6 +66,7 @@ impl SimConfig {
             heartbeat_ticks: 5,
             client_timeout_us: 100_000,
             read_path: ReadPath::ReadIndex,
+            max_batch_entries: 64,
             bugs: InjectedBugs::default(),
             trace: false,
         }
@@ -222,7 +225,9 @@ impl Sim {
             now: 0,
             next_seq: 0,
             queue: BinaryHeap::new(),
-            servers: (0..n).map(|_| SimServer { server: None, storage: MemStorage::default(), incarnation: 0 }).collect(),
+            servers: (0..n)
+                .map(|_| SimServer { server: None, storage: MemStorage::default(), incarnation: 0 })
+                .collect(),
             clients: Vec::new(),
             topology: Topology::new(n, 0),
             checker: SafetyChecker::new(usize::from(n)),
@@ -300,17 +305,20 @@ impl Sim {
         self.run_until(self.now + duration)
     }
 
-    /// Runs until no client has an operation in progress, or `deadline`.
+    /// Runs until every client is idle — no operation in progress and none
+    /// to start (stopped, or its script is done) — or until `deadline`.
     /// Returns whether all clients are idle.
     pub fn run_until_clients_idle(&mut self, deadline: Micros) -> Result<bool, Failure> {
+        let idle =
+            |sim: &Sim| sim.clients.iter().all(|c| c.in_progress.is_none() && (c.stopped || c.workload.is_done()));
         while self.now < deadline {
-            if self.clients.iter().all(|c| c.in_progress.is_none()) {
+            if idle(self) {
                 return Ok(true);
             }
             let step = self.config.tick_us.min(deadline - self.now);
             self.run_for(step)?;
         }
-        Ok(self.clients.iter().all(|c| c.in_progress.is_none()))
+        Ok(idle(self))
     }
 
     // ----- faults --------------------------------------------------------
@@ -353,6 +361,7 @@ impl Sim {
         let mut raft = Config::new(id, config.servers, seed ^ (u64::from(s.incarnation) << 32));
         raft.election_ticks = config.election_ticks;
         raft.heartbeat_ticks = config.heartbeat_ticks;
+        raft.max_batch_entries = config.max_batch_entries;
         raft.bugs = config.bugs;
         let mut server_config = ServerConfig::new(raft);
         server_config.read_path = config.read_path;
@@ -362,7 +371,13 @@ impl Sim {
         let phase = self.rng.range(0, self.config.tick_us);
         self.schedule(phase, Event::Tick { node: id, incarnation });
         if incarnation > 1 {
-            self.trace(|| format!("restart server {id} (term {}, {} entries durable)", self.storage(id).hard.term, self.storage(id).log.len()));
+            self.trace(|| {
+                format!(
+                    "restart server {id} (term {}, {} entries durable)",
+                    self.storage(id).hard.term,
+                    self.storage(id).log.len()
+                )
+            });
         }
     }
 
@@ -401,7 +416,9 @@ impl Sim {
     fn process(&mut self, event: Event) {
         match event {
             Event::Tick { node, incarnation } => {
-                if self.servers[usize::from(node)].server.is_some() && self.servers[usize::from(node)].incarnation == incarnation {
+                if self.servers[usize::from(node)].server.is_some()
+                    && self.servers[usize::from(node)].incarnation == incarnation
+                {
                     self.step_server(node, ServerInput::Tick);
                     self.schedule(self.config.tick_us, Event::Tick { node, incarnation });
                 }
@@ -581,7 +598,9 @@ impl Sim {
 
     fn trace(&self, line: impl FnOnce() -> String) {
         if self.config.trace {
-            println!("{:>9.3} ms  {}", self.now as f64 / 1000.0, line());
+            use std::io::Write;
+            // A closed pipe (`raftkv sim | head`) must not panic the run.
+            let _ = writeln!(std::io::stdout().lock(), "{:>9.3} ms  {}", self.now as f64 / 1000.0, line());
         }
     }
 }

@@ -108,7 +108,8 @@ impl Topology {
         let mut groups: Vec<Vec<NodeId>> = Vec::new();
         let max = self.group_of.iter().copied().max().unwrap_or(0);
         for g in 0..=max {
-            let members: Vec<NodeId> = (0..self.group_of.len() as NodeId).filter(|&s| self.group_of[usize::from(s)] == g).collect();
+            let members: Vec<NodeId> =
+                (0..self.group_of.len() as NodeId).filter(|&s| self.group_of[usize::from(s)] == g).collect();
             if !members.is_empty() {
                 groups.push(members);
             }

@@ -174,12 +174,21 @@ pub fn read_back(sim: &mut Sim, client: usize, key: &str) -> Result<String, Stri
 /// Every append to `key` that was acknowledged appears in `value` exactly
 /// once; one that never returned at most once; and each client's appends
 /// appear in the order it made them. (The lab's `checkClntAppends`.)
+///
+/// Linear in the value's length: append arguments end in `y` and contain no
+/// other `y` ([`Workload::append_value`]), so the value splits into them.
 pub fn check_appends(history: &History, key: &str, value: &str) -> Result<(), String> {
+    let mut positions: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    for (position, piece) in value.split_inclusive('y').enumerate() {
+        positions.entry(piece).or_default().push(position);
+    }
     let mut last_position: std::collections::BTreeMap<u64, usize> = Default::default();
     for op in history.ops.iter().filter(|o| o.kind == OpKind::Append && o.key == key) {
-        let found: Vec<usize> = value.match_indices(op.value.as_str()).map(|(i, _)| i).collect();
+        let found = positions.get(op.value.as_str()).map_or(&[][..], |v| v.as_slice());
         match (found.len(), op.ret) {
-            (0, Some(_)) => return Err(format!("acknowledged append {:?} to {key:?} is missing (lost write)", op.value)),
+            (0, Some(_)) => {
+                return Err(format!("acknowledged append {:?} to {key:?} is missing (lost write)", op.value))
+            }
             (0, None) => continue,
             (1, _) => {}
             (n, _) => return Err(format!("append {:?} to {key:?} is present {n} times", op.value)),
@@ -213,5 +222,90 @@ pub struct ScenarioFailure {
 impl fmt::Display for ScenarioFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "scenario {} failed with seed {}: {}", self.scenario, self.seed, self.reason)
+    }
+}
+
+/// A harsher fault schedule than the lab's, for hunting bugs: while clients
+/// run random-key workloads over an unreliable network, every 50–800 ms
+/// (around an election timeout, so elections complete inside a fault) one
+/// of: a random partition; isolating the current leader (a deposed leader
+/// that does not know it yet); a heal; a crash of one random server; a quick
+/// reboot of one server (crash, restart 0–100 ms later: it may have voted
+/// or acknowledged just before); or a restart of every crashed server. Ends
+/// healed and restarted, lets clients finish, and checks the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chaos {
+    pub servers: u8,
+    pub clients: usize,
+    pub keys: u64,
+    pub run_us: Micros,
+}
+
+impl Chaos {
+    pub fn sim_config(&self, seed: u64) -> SimConfig {
+        let mut config = SimConfig::new(seed, self.servers);
+        config.network = NetworkConfig::unreliable();
+        config
+    }
+
+    pub fn run(&self, config: SimConfig) -> Result<Outcome, ScenarioFailure> {
+        let seed = config.seed;
+        let mut sim = Sim::new(config);
+        let result = self.drive(&mut sim);
+        let history = sim.history();
+        let fail = |reason: String, history: History| ScenarioFailure { scenario: "chaos", seed, reason, history };
+        if let Err(reason) = result {
+            return Err(fail(reason, history));
+        }
+        match lincheck::check(&history, Budget::default()) {
+            Verdict::Ok => Ok(Outcome { history, stats: sim.stats().clone(), virtual_us: sim.now() }),
+            Verdict::Illegal(v) => {
+                Err(fail(format!("history not linearizable on key {:?}: {:?}", v.key, v.ops), history))
+            }
+            Verdict::Unknown { key } => Err(fail(format!("linearizability undecided on key {key:?}"), history)),
+        }
+    }
+
+    fn drive(&self, sim: &mut Sim) -> Result<(), String> {
+        for _ in 0..self.clients {
+            sim.add_client(Workload::random_keys(self.keys));
+        }
+        let end = sim.now() + self.run_us;
+        while sim.now() < end {
+            let pause = sim.rng().range(50_000, 800_000);
+            sim.run_until((sim.now() + pause).min(end)).map_err(|f| f.to_string())?;
+            let victim = sim.rng().range(0, u64::from(self.servers)) as NodeId;
+            match sim.rng().range(0, 6) {
+                0 => {
+                    let groups = random_split(sim, self.servers);
+                    sim.partition(&groups);
+                }
+                1 => {
+                    if let Some(leader) =
+                        (0..self.servers).find(|&id| sim.server(id).is_some_and(|s| s.node().is_leader()))
+                    {
+                        let rest: Vec<NodeId> = (0..self.servers).filter(|&id| id != leader).collect();
+                        sim.partition(&[vec![leader], rest]);
+                    }
+                }
+                2 => sim.heal(),
+                3 => sim.crash(victim),
+                4 => {
+                    sim.crash(victim);
+                    let down = sim.rng().range(0, 100_000);
+                    sim.run_for(down).map_err(|f| f.to_string())?;
+                    sim.restart(victim);
+                }
+                _ => (0..self.servers).for_each(|id| sim.restart(id)),
+            }
+        }
+        sim.stop_clients();
+        sim.heal();
+        (0..self.servers).for_each(|id| sim.restart(id));
+        let deadline = sim.now() + 60_000_000;
+        if !sim.run_until_clients_idle(deadline).map_err(|f| f.to_string())? {
+            return Err("clients did not finish within 60 s after healing".into());
+        }
+        Ok(())
     }
 }

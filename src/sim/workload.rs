@@ -39,6 +39,11 @@ impl Workload {
         format!("x {client} {n} y")
     }
 
+    /// True when the script has nothing more to do.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Workload::Appends { remaining: 0, .. })
+    }
+
     /// The next operation, or `None` when the script is done.
     pub fn next_op(&mut self, client: ClientId, rng: &mut Rng) -> Option<Op> {
         match self {

@@ -1,0 +1,298 @@
+//! The recorded history: one [`Operation`] per client call, and its JSON form.
+//!
+//! A history file is a plain JSON array of operation objects (schema in
+//! `specs/history.md`). Parsing is strict on purpose: unknown fields and a
+//! missing `"return"` are errors rather than silently becoming defaults,
+//! because a misspelt `"retrun"` read as "never returned" would make the
+//! checker *more* permissive and hide a bug. Every malformed input becomes a
+//! [`HistoryError`]; nothing in here panics on untrusted text.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// Which key/value operation a client called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    /// Replace the key's value with `value`.
+    Put,
+    /// Append `value` to the key's value (a missing key counts as `""`).
+    Append,
+    /// Read the key's value into `output` (`""` for a missing key).
+    Get,
+}
+
+/// One client call, from the moment it was issued (`call`) to the moment the
+/// client saw its result (`ret`), in virtual time.
+///
+/// The interval is closed: the operation may have taken effect at any instant
+/// `t` with `call <= t <= ret`. Operation A *precedes* B iff `A.ret < B.call`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// Which client issued the call (informational: the checker uses only the
+    /// times, so one client may even have overlapping calls).
+    pub client: u64,
+    /// Put, Append or Get.
+    pub kind: OpKind,
+    /// The key operated on.
+    pub key: String,
+    /// The Put/Append argument; `""` for a Get (ignored for a Get).
+    pub value: String,
+    /// What a Get returned; `""` otherwise (ignored for Put/Append).
+    pub output: String,
+    /// Virtual time at which the client issued the call.
+    pub call: u64,
+    /// Virtual time at which the client saw the result, or `None` if it never
+    /// did (timed out, gave up, crashed). Required in JSON, possibly `null`.
+    #[serde(rename = "return", deserialize_with = "required_nullable")]
+    pub ret: Option<u64>,
+}
+
+/// Serde treats a missing `Option` field as `None`; routing the field through
+/// a `deserialize_with` function makes it required (while `null` still
+/// deserialises to `None`).
+fn required_nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<u64>::deserialize(d)
+}
+
+impl Operation {
+    /// A `Put(key, value)` call over `[call, ret]`.
+    pub fn put(client: u64, key: &str, value: &str, call: u64, ret: Option<u64>) -> Self {
+        Self::new(client, OpKind::Put, key, value, "", call, ret)
+    }
+
+    /// An `Append(key, value)` call over `[call, ret]`.
+    pub fn append(client: u64, key: &str, value: &str, call: u64, ret: Option<u64>) -> Self {
+        Self::new(client, OpKind::Append, key, value, "", call, ret)
+    }
+
+    /// A `Get(key)` call over `[call, ret]` that returned `output`.
+    pub fn get(client: u64, key: &str, output: &str, call: u64, ret: Option<u64>) -> Self {
+        Self::new(client, OpKind::Get, key, "", output, call, ret)
+    }
+
+    fn new(client: u64, kind: OpKind, key: &str, value: &str, output: &str, call: u64, ret: Option<u64>) -> Self {
+        Operation { client, kind, key: key.to_owned(), value: value.to_owned(), output: output.to_owned(), call, ret }
+    }
+
+    /// True if the call never returned.
+    pub fn is_pending(&self) -> bool {
+        self.ret.is_none()
+    }
+
+    /// True if `self` finished strictly before `other` was called, so any
+    /// linearization must order `self` first.
+    pub fn precedes(&self, other: &Operation) -> bool {
+        matches!(self.ret, Some(r) if r < other.call)
+    }
+}
+
+/// A whole recorded history. Order of `ops` carries no meaning for the
+/// checker (only the times do); it is preserved for reporting.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct History {
+    /// All recorded calls, on every key.
+    pub ops: Vec<Operation>,
+}
+
+/// Why a history could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryError {
+    /// The text is not a JSON array of well-formed operation objects
+    /// (serde_json's message, which includes line and column).
+    Json(String),
+    /// Operation number `index` (0-based) returned before it was called.
+    ReturnBeforeCall {
+        /// Position of the offending operation in the array.
+        index: usize,
+        /// Its `call` time.
+        call: u64,
+        /// Its `return` time, which is smaller than `call`.
+        ret: u64,
+    },
+    /// Reading or writing the history file failed.
+    Io(String),
+}
+
+impl fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HistoryError::Json(msg) => write!(f, "malformed history JSON: {msg}"),
+            HistoryError::ReturnBeforeCall { index, call, ret } => {
+                write!(f, "operation {index} returns at {ret}, before its call at {call}")
+            }
+            HistoryError::Io(msg) => write!(f, "history file I/O error: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for HistoryError {}
+
+impl History {
+    /// Wraps a list of operations (not validated; see [`History::validate`]).
+    pub fn new(ops: Vec<Operation>) -> Self {
+        History { ops }
+    }
+
+    /// Checks the invariants JSON input must satisfy: every completed
+    /// operation has `call <= return`.
+    pub fn validate(&self) -> Result<(), HistoryError> {
+        for (index, op) in self.ops.iter().enumerate() {
+            if let Some(ret) = op.ret {
+                if ret < op.call {
+                    return Err(HistoryError::ReturnBeforeCall { index, call: op.call, ret });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON array, one operation object per line so that diffs and
+    /// `grep` stay usable on large histories.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("[");
+        for (i, op) in self.ops.iter().enumerate() {
+            out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+            // Serialising a struct of strings and integers into a String has
+            // no failure path in serde_json (no I/O, no non-string map keys).
+            let line = serde_json::to_string(op).expect("an Operation always serialises");
+            out.push_str(&line);
+        }
+        out.push_str(if self.ops.is_empty() { "]\n" } else { "\n]\n" });
+        out
+    }
+
+    /// Parses and validates a JSON array of operations.
+    pub fn from_json(s: &str) -> Result<History, HistoryError> {
+        let ops: Vec<Operation> = serde_json::from_str(s).map_err(|e| HistoryError::Json(e.to_string()))?;
+        let history = History { ops };
+        history.validate()?;
+        Ok(history)
+    }
+
+    /// Writes [`History::to_json`] to `path`.
+    pub fn write_file(&self, path: impl AsRef<Path>) -> Result<(), HistoryError> {
+        let path = path.as_ref();
+        std::fs::write(path, self.to_json()).map_err(|e| HistoryError::Io(format!("{}: {e}", path.display())))
+    }
+
+    /// Reads and validates a history written by [`History::write_file`].
+    pub fn read_file(path: impl AsRef<Path>) -> Result<History, HistoryError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| HistoryError::Io(format!("{}: {e}", path.display())))?;
+        History::from_json(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> History {
+        History::new(vec![
+            Operation::put(1, "k", "v", 0, Some(3)),
+            Operation::append(2, "k", "w", 1, None),
+            Operation::get(3, "k", "vw", 4, Some(4)),
+        ])
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let h = sample();
+        let text = h.to_json();
+        assert_eq!(History::from_json(&text), Ok(h));
+        let empty = History::default();
+        assert_eq!(History::from_json(&empty.to_json()), Ok(empty));
+    }
+
+    #[test]
+    fn json_field_names_are_exact() {
+        let text = sample().to_json();
+        let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let array = value.as_array().expect("a plain array");
+        assert_eq!(array.len(), 3);
+        let obj = array[1].as_object().expect("an object");
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["call", "client", "key", "kind", "output", "return", "value"]);
+        assert_eq!(obj["kind"], "append");
+        assert_eq!(obj["return"], serde_json::Value::Null);
+        assert_eq!(array[0]["kind"], "put");
+        assert_eq!(array[2]["kind"], "get");
+        assert_eq!(array[2]["return"], 4);
+    }
+
+    #[test]
+    fn parses_hand_written_json() {
+        let text = r#"[{"client": 7, "kind": "get", "key": "a", "value": "",
+                        "output": "x", "call": 5, "return": 9}]"#;
+        let h = History::from_json(text).expect("valid");
+        assert_eq!(h.ops, vec![Operation::get(7, "a", "x", 5, Some(9))]);
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_a_panic() {
+        let good = r#""client":1,"kind":"put","key":"k","value":"v","output":"","call":1"#;
+        let bad = [
+            String::new(),
+            "{".into(),
+            "[".into(),
+            "null".into(),
+            "{}".into(),
+            "[1]".into(),
+            "[{}]".into(),
+            "[[]]".into(),
+            "\u{0}".into(),
+            "[{\"client\":1}]".into(),
+            format!("[{{{good}}}]"), // missing "return"
+            format!("[{{{good},\"return\":2,\"extra\":0}}]"),
+            format!("[{{{good},\"return\":-2}}]"),
+            format!("[{{{good},\"return\":2.5}}]"),
+            format!("[{{{good},\"return\":18446744073709551616}}]"),
+            format!("[{{{good},\"return\":2,\"return\":3}}]"),
+            format!("[{{{good},\"return\":\"2\"}}]"),
+            format!("[{{{},\"return\":2}}]", good.replace("put", "cas")),
+            format!("[{{{},\"return\":2}}]", good.replace("\"v\"", "null")),
+            format!("[{{{good},\"return\":2}}"),
+            "[".repeat(100_000),
+        ];
+        for text in &bad {
+            let result = History::from_json(text);
+            assert!(matches!(result, Err(HistoryError::Json(_))), "{text:.80}: {result:?}");
+        }
+        // Sanity: the fragment itself is fine once completed.
+        assert!(History::from_json(&format!("[{{{good},\"return\":2}}]")).is_ok());
+    }
+
+    #[test]
+    fn return_before_call_is_a_typed_error() {
+        let text = r#"[{"client":1,"kind":"put","key":"k","value":"v","output":"","call":1,"return":1},
+                       {"client":1,"kind":"get","key":"k","value":"","output":"","call":5,"return":4}]"#;
+        assert_eq!(History::from_json(text), Err(HistoryError::ReturnBeforeCall { index: 1, call: 5, ret: 4 }));
+    }
+
+    #[test]
+    fn file_round_trip() {
+        let dir = std::env::temp_dir().join(format!("raftkv-lincheck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("round-trip.history.json");
+        let h = sample();
+        h.write_file(&path).expect("write");
+        assert_eq!(History::read_file(&path), Ok(h));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert!(matches!(History::read_file(&path), Err(HistoryError::Io(_))));
+    }
+
+    #[test]
+    fn precedes_uses_closed_intervals() {
+        let a = Operation::put(1, "k", "v", 0, Some(5));
+        let b = Operation::get(2, "k", "", 5, Some(6));
+        let c = Operation::get(2, "k", "", 6, Some(7));
+        assert!(!a.precedes(&b), "touching intervals are concurrent");
+        assert!(a.precedes(&c));
+        let pending = Operation::put(1, "k", "v", 0, None);
+        assert!(!pending.precedes(&c));
+    }
+}

@@ -1,0 +1,145 @@
+//! Linearizability checker for key/value histories.
+//!
+//! A *history* records, for every client call, what was asked
+//! ([`OpKind::Put`], [`OpKind::Append`] or [`OpKind::Get`] on a key), what a
+//! Get returned, and the virtual-time interval `[call, return]` during which
+//! it was outstanding. The history is *linearizable* if each call can be
+//! given a single instant inside its interval such that replaying the calls
+//! in the order of those instants against a plain sequential map reproduces
+//! every recorded Get output. Calls that never returned may take effect at
+//! any instant after their call, or not at all.
+//!
+//! [`check`] answers [`Verdict::Ok`], [`Verdict::Illegal`] (with a small
+//! offending set of calls) or, when the search budget runs out,
+//! [`Verdict::Unknown`]. It never reads a clock: work is bounded by counting
+//! search steps, so a verdict is reproducible on any machine.
+//!
+//! How (details in `specs/history.md`):
+//! 1. The spec treats keys independently, so the history is split by key
+//!    (P-compositionality) and each key is checked on its own
+//!    ([`check`] module docs below; search in `check.rs`).
+//! 2. Per key: Wing & Gong / Lowe's just-in-time linearization with
+//!    Porcupine's memo of (linearized set, value), plus *prefix pruning* from
+//!    later Gets, which keeps append-heavy keys tractable.
+//! 3. An Illegal key is shrunk to a 1-minimal illegal subset (`minimise.rs`).
+//!
+//! [`brute`] is an exhaustive reference checker for differential tests, and
+//! [`gen`] produces valid (and corrupted) histories for tests and benches.
+
+pub mod brute;
+pub mod check;
+pub mod gen;
+mod history;
+mod minimise;
+#[cfg(test)]
+mod tests;
+
+pub use history::{History, HistoryError, OpKind, Operation};
+
+use std::collections::BTreeMap;
+
+/// Bound on checking work, in search steps (one step = one visit of a call
+/// or return entry during the search, i.e. one attempted linearization or
+/// one backtrack). No clock is read.
+///
+/// The budget applies **per key**: each key's search may use `max_steps`,
+/// and shrinking the reported Illegal key may use another `max_steps` in
+/// total. An Unknown key therefore never hides an Illegal one later in the
+/// order. Memory is bounded by the same number: the memo gains at most one
+/// 32-byte entry per step and is freed after each key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Search steps allowed per key (and for the minimisation).
+    pub max_steps: u64,
+}
+
+impl Budget {
+    /// 50 million steps: about a second or two of search and at most ~2 GB
+    /// of memo for one pathological key; ordinary keys need a few steps per
+    /// operation.
+    pub const DEFAULT_MAX_STEPS: u64 = 50_000_000;
+
+    /// A budget of `max_steps` steps per key.
+    pub fn steps(max_steps: u64) -> Self {
+        Budget { max_steps }
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::steps(Budget::DEFAULT_MAX_STEPS)
+    }
+}
+
+/// The outcome of [`check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every key's sub-history is linearizable, hence so is the history.
+    Ok,
+    /// The first key (in byte order) whose sub-history is not linearizable,
+    /// with a minimal offending subset of its calls.
+    Illegal(Violation),
+    /// No key is Illegal, but the budget ran out on this key (the first such
+    /// key in byte order), so linearizability is undecided.
+    Unknown {
+        /// The undecided key.
+        key: String,
+    },
+}
+
+impl Verdict {
+    /// True for [`Verdict::Ok`].
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Verdict::Ok)
+    }
+
+    /// True for [`Verdict::Illegal`].
+    pub fn is_illegal(&self) -> bool {
+        matches!(self, Verdict::Illegal(_))
+    }
+}
+
+/// Evidence that a history is not linearizable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The key whose sub-history is not linearizable.
+    pub key: String,
+    /// Calls on `key`, in history order, that are by themselves not
+    /// linearizable, and such that dropping any single one of them makes
+    /// them linearizable (1-minimal), unless the budget ran out while
+    /// shrinking. Dropping a call can leave a Get with no explanation; that
+    /// is fine: the set is minimal for "not linearizable", not a story.
+    pub ops: Vec<Operation>,
+}
+
+/// Decides whether `history` is linearizable with respect to the sequential
+/// key/value spec, within `budget`.
+///
+/// Keys are checked in byte order; the first Illegal key is reported. The
+/// history need not be [validated](History::validate): a completed call
+/// whose return precedes its call has no instant to take effect in, so it
+/// makes its key Illegal (a one-call violation). Never panics.
+pub fn check(history: &History, budget: Budget) -> Verdict {
+    let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+    for op in &history.ops {
+        by_key.entry(op.key.as_str()).or_default().push(op);
+    }
+    let mut first_unknown: Option<&str> = None;
+    for (&key, ops) in &by_key {
+        let mut steps = check::Steps::new(budget.max_steps);
+        match check::check_key(ops, &mut steps) {
+            check::KeyOutcome::Ok => {}
+            check::KeyOutcome::Unknown => {
+                first_unknown.get_or_insert(key);
+            }
+            check::KeyOutcome::Illegal => {
+                let ops = minimise::minimise(ops, budget.max_steps);
+                return Verdict::Illegal(Violation { key: key.to_owned(), ops: ops.into_iter().cloned().collect() });
+            }
+        }
+    }
+    match first_unknown {
+        Some(key) => Verdict::Unknown { key: key.to_owned() },
+        None => Verdict::Ok,
+    }
+}
