@@ -51,6 +51,11 @@ impl Clerk {
         self.client
     }
 
+    /// The tag of the latest send (what its timeout must pass back).
+    pub fn attempt(&self) -> u64 {
+        self.attempt
+    }
+
     /// The operation in progress, if any.
     pub fn pending(&self) -> Option<&Op> {
         self.pending.as_ref()

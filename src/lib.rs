@@ -15,8 +15,10 @@
 //! protocol and every invariant with the check that enforces it.
 
 pub mod clerk;
+pub mod fuzzing;
 pub mod kv;
 pub mod lincheck;
 pub mod raft;
 pub mod rng;
 pub mod sim;
+pub mod wire;

@@ -1,4 +1,248 @@
-//! Stateright models of raftkv's pure Raft node, KV state machine and clerk.
+//! Stateright models of raftkv: the production Raft node, KV state machine
+//! and clerk, wrapped as actors, with every interleaving of messages,
+//! timeouts, losses and crashes explored up to a bound.
 //!
-//! Not written yet: this crate only reserves its place in the workspace so the
-//! layout matches `ARCHITECTURE.md`. The models arrive with their own issue.
+//! - [`actors`]: servers wrap [`raftkv::kv::KvServer`] (so the real
+//!   [`raftkv::raft::RaftNode`] and [`raftkv::kv::KvMachine`]); their
+//!   stateright `Storage` is exactly what the node persists, so a crash
+//!   keeps only that. Clients wrap [`raftkv::clerk::Clerk`] with a script.
+//! - [`history`]: what the run records for the properties.
+//! - [`model`] builds the [`ActorModel`] with its properties (below).
+//!
+//! Properties ("always" must hold in every reachable state; "sometimes"
+//! must hold in some, so that no model is vacuous):
+//!
+//! | property | kind | statement |
+//! |---|---|---|
+//! | election safety | always | at most one leader per term (Raft Fig. 3) |
+//! | log matching | always | same index and term ⇒ identical prefixes (Fig. 3) |
+//! | leader completeness | always | a committed entry is in every later leader's log (Fig. 3) |
+//! | state machine safety | always | no two servers apply different entries at one index (Fig. 3) |
+//! | exactly once | always | no append is executed twice by any replica |
+//! | linearizable | always | the client history is linearizable (raftkv's checker) |
+//! | leader elected | sometimes | |
+//! | write acknowledged | sometimes | |
+//! | read sees another client's write | sometimes | |
+//! | new leader serves a read | sometimes | |
+
+pub mod actors;
+pub mod history;
+
+use actors::{ActorState, ModelActor};
+use history::ModelHistory;
+use raftkv::kv::{KvServer, Op, ReadPath, ServerConfig};
+use raftkv::lincheck::{self, Budget, History, OpKind, Verdict};
+use raftkv::raft::{Config, InjectedBugs, LogIndex};
+use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
+use stateright::Expectation;
+
+/// The bounds and options of one model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelConfig {
+    pub servers: u8,
+    /// 0: servers only (for election properties). 1: `Put(k, "1")` then
+    /// `Get(k)`. 2: also a second client that runs `Append(k, "2")` then
+    /// `Get(k)`.
+    pub clients: usize,
+    pub max_crashes: usize,
+    pub read_path: ReadPath,
+    /// Whether the network may lose messages.
+    pub lossy: bool,
+    /// Deliver each sender→receiver channel in order (like TCP). Far fewer
+    /// interleavings than an unordered network, so deeper bounds fit.
+    pub ordered: bool,
+    /// States beyond these bounds are not explored.
+    pub max_term: u64,
+    pub max_log: usize,
+    /// States with more messages in flight are not explored (a leader's
+    /// heartbeat timer could otherwise fill the network without end).
+    pub max_in_flight: usize,
+    pub bugs: InjectedBugs,
+}
+
+impl ModelConfig {
+    /// The configuration `cargo test` checks to completion.
+    pub fn ci() -> ModelConfig {
+        ModelConfig {
+            servers: 3,
+            clients: 1,
+            max_crashes: 0,
+            read_path: ReadPath::ReadIndex,
+            lossy: false,
+            ordered: false,
+            max_term: 2,
+            max_log: 3,
+            max_in_flight: 6,
+            bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// The client scripts.
+    pub fn scripts(&self) -> Vec<Vec<Op>> {
+        let key = || "k".to_string();
+        let mut scripts = vec![vec![Op::Put { key: key(), value: "1".into() }, Op::Get { key: key() }]];
+        if self.clients >= 2 {
+            scripts.push(vec![Op::Append { key: key(), value: "2".into() }, Op::Get { key: key() }]);
+        }
+        scripts.truncate(self.clients);
+        scripts
+    }
+
+    fn server_config(&self, id: u8) -> ServerConfig {
+        let mut raft = Config::new(id, self.servers, 0);
+        // Timers are jumps in the model: short tick counts keep states small.
+        raft.election_ticks = 3;
+        raft.heartbeat_ticks = 1;
+        raft.election_jitter = false;
+        raft.bugs = self.bugs;
+        let mut config = ServerConfig::new(raft);
+        config.read_path = self.read_path;
+        config
+    }
+}
+
+/// Stateright's `target_max_depth` for "every state reached by at most
+/// `actions` actions": its depth counts the initial state as 1 and it skips
+/// states at the target depth before checking their properties.
+pub fn stateright_depth(actions: usize) -> usize {
+    actions + 2
+}
+
+pub type RaftModel = ActorModel<ModelActor, ModelConfig, ModelHistory>;
+pub type RaftState = ActorModelState<ModelActor, ModelHistory>;
+
+/// The model for `config`, with all its properties.
+pub fn model(config: ModelConfig) -> RaftModel {
+    let servers = config.servers;
+    let server_actors =
+        (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), servers });
+    let client_actors = config
+        .scripts()
+        .into_iter()
+        .enumerate()
+        .map(|(i, script)| ModelActor::Client { client: i as u64 + 1, servers, script });
+    let lossy = if config.lossy { LossyNetwork::Yes } else { LossyNetwork::No };
+    ActorModel::new(config.clone(), ModelHistory::default())
+        .actors(server_actors)
+        .actors(client_actors)
+        .init_network(if config.ordered { Network::new_ordered([]) } else { Network::new_unordered_nonduplicating([]) })
+        .lossy_network(lossy)
+        .max_crashes(config.max_crashes)
+        .record_msg_out(history::record_out)
+        .record_msg_in(history::record_in)
+        .within_boundary(within_boundary)
+        .property(Expectation::Always, "election safety", election_safety)
+        .property(Expectation::Always, "log matching", log_matching)
+        .property(Expectation::Always, "leader completeness", leader_completeness)
+        .property(Expectation::Always, "state machine safety", state_machine_safety)
+        .property(Expectation::Always, "exactly once", exactly_once)
+        .property(Expectation::Always, "linearizable", linearizable)
+        .property(Expectation::Sometimes, "leader elected", leader_elected)
+        .property(Expectation::Sometimes, "write acknowledged", write_acknowledged)
+        .property(Expectation::Sometimes, "read sees another client's write", read_sees_other_write)
+        .property(Expectation::Sometimes, "new leader serves a read", new_leader_serves_read)
+}
+
+/// The servers' states with their indexes, skipping crashed ones when
+/// `live_only` (a crashed actor's state is stale: only its storage counts).
+fn servers<'a>(state: &'a RaftState, live_only: bool) -> impl Iterator<Item = (usize, &'a KvServer)> + 'a {
+    state.actor_states.iter().enumerate().filter_map(move |(i, s)| match &**s {
+        ActorState::Server { server, .. } if !(live_only && state.crashed[i]) => Some((i, server)),
+        _ => None,
+    })
+}
+
+fn within_boundary(config: &ModelConfig, state: &RaftState) -> bool {
+    state.network.len() <= config.max_in_flight
+        && servers(state, false)
+        .all(|(_, s)| s.node().term() <= config.max_term && s.node().log().last_index() as usize <= config.max_log)
+}
+
+/// Raft Fig. 3, Election Safety: at most one leader can be elected in a
+/// given term. Judged from messages: only a leader sends AppendEntries or
+/// heartbeats, and the record survives the sender's crash.
+fn election_safety(_: &RaftModel, state: &RaftState) -> bool {
+    state.history.leaders.values().all(|senders| senders.len() <= 1)
+}
+
+/// Raft Fig. 3, Log Matching: if two logs contain an entry with the same
+/// index and term, the logs are identical in all entries up through it.
+fn log_matching(_: &RaftModel, state: &RaftState) -> bool {
+    let all: Vec<&KvServer> = servers(state, false).map(|(_, s)| s).collect();
+    all.iter().enumerate().all(|(i, a)| {
+        all[i + 1..].iter().all(|b| {
+            let (la, lb) = (a.node().log(), b.node().log());
+            let shared = la.last_index().min(lb.last_index());
+            let same_term = (1..=shared).rev().find(|&x| la.term_at(x) == lb.term_at(x));
+            same_term.is_none_or(|x| la.entries()[..x as usize] == lb.entries()[..x as usize])
+        })
+    })
+}
+
+/// Raft Fig. 3, Leader Completeness: if an entry is committed, it is in the
+/// log of every leader of a later term. A server in term `t` that knows an
+/// entry is committed learned it in a term `<= t`, so every leader of a term
+/// `>= t` must hold its committed prefix.
+fn leader_completeness(_: &RaftModel, state: &RaftState) -> bool {
+    servers(state, true).filter(|(_, l)| l.node().is_leader()).all(|(_, leader)| {
+        servers(state, false).all(|(_, s)| {
+            let commit = s.node().commit_index() as usize;
+            leader.node().term() < s.node().term()
+                || leader.node().log().entries().get(..commit) == s.node().log().entries().get(..commit)
+        })
+    })
+}
+
+/// Raft Fig. 3, State Machine Safety: if a server has applied a log entry at
+/// a given index, no other server ever applies a different entry there.
+fn state_machine_safety(_: &RaftModel, state: &RaftState) -> bool {
+    let applied: Vec<(LogIndex, &KvServer)> = servers(state, false).map(|(_, s)| (s.kv().applied_index(), s)).collect();
+    applied.iter().enumerate().all(|(i, (na, a))| {
+        applied[i + 1..].iter().all(|(nb, b)| {
+            let n = (*na).min(*nb) as usize;
+            a.node().log().entries().get(..n) == b.node().log().entries().get(..n)
+        })
+    })
+}
+
+/// Exactly-once: no replica's state holds an append's argument twice (each
+/// script's append argument is unique).
+fn exactly_once(model: &RaftModel, state: &RaftState) -> bool {
+    let appends: Vec<String> = model
+        .cfg
+        .scripts()
+        .into_iter()
+        .flatten()
+        .filter_map(|op| match op {
+            Op::Append { value, .. } => Some(value),
+            _ => None,
+        })
+        .collect();
+    servers(state, false).all(|(_, s)| appends.iter().all(|a| s.kv().get("k").matches(a.as_str()).count() <= 1))
+}
+
+/// Every completed client call took effect at one instant between its call
+/// and its return (raftkv's own checker, which the simulator also uses).
+fn linearizable(_: &RaftModel, state: &RaftState) -> bool {
+    let history = History { ops: state.history.ops.clone() };
+    !matches!(lincheck::check(&history, Budget::steps(1_000_000)), Verdict::Illegal(_))
+}
+
+fn leader_elected(_: &RaftModel, state: &RaftState) -> bool {
+    servers(state, true).any(|(_, s)| s.node().is_leader())
+}
+
+fn write_acknowledged(_: &RaftModel, state: &RaftState) -> bool {
+    state.history.ops.iter().any(|o| o.kind != OpKind::Get && o.ret.is_some())
+}
+
+fn read_sees_other_write(_: &RaftModel, state: &RaftState) -> bool {
+    let ops = &state.history.ops;
+    ops.iter().filter(|g| g.kind == OpKind::Get && g.ret.is_some()).any(|g| {
+        ops.iter().any(|w| w.kind != OpKind::Get && w.client != g.client && g.output.contains(w.value.as_str()))
+    })
+}
+
+fn new_leader_serves_read(_: &RaftModel, state: &RaftState) -> bool {
+    state.history.read_by_later_leader
+}

@@ -20,6 +20,7 @@ pub type ClientId = u64;
 
 /// A key/value operation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Op {
     /// Replace the value of `key`.
     Put { key: String, value: String },
@@ -41,6 +42,7 @@ impl Op {
 /// seq)` identifies it across retries: the state machine executes each pair
 /// at most once.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Command {
     pub client: ClientId,
     /// Starts at 1 and grows by one per operation of this client.
@@ -53,6 +55,7 @@ pub type Request = Command;
 
 /// A server's answer to the request `(client, seq)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Response {
     pub client: ClientId,
     pub seq: u64,
@@ -62,6 +65,7 @@ pub struct Response {
 /// Why a request was not executed (yet). The clerk retries all of them with
 /// the same `(client, seq)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ServiceError {
     /// Ask `leader` instead (or someone else, if `None`).
     NotLeader { leader: Option<NodeId> },

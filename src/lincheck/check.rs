@@ -1,5 +1,7 @@
 //! The per-key search: Wing & Gong / Lowe just-in-time linearization with
-//! Porcupine-style memoization, plus prefix pruning from later Gets.
+//! Porcupine-style memoization, plus pruning that exploits what the later
+//! Gets returned. `specs/history.md` gives the same account with the
+//! soundness arguments spelled out.
 //!
 //! Input: the operations of ONE key. Output: whether some total order of them
 //! (a) respects real time, (b) contains every completed call and any subset
@@ -18,51 +20,86 @@
 //! order; linearizing one removes ("lifts") its two entries from the list,
 //! pushes a frame, and restarts from the head. Meeting a return entry means
 //! that operation should already have been linearized: backtrack (pop,
-//! re-insert, restore the state, try the next candidate after it). Pending
+//! re-insert, restore the value, try the next candidate after it). Pending
 //! calls have no return entry, so they never force a backtrack and may stay
 //! unlinearized forever; the search succeeds once every completed call is
 //! linearized.
+//!
+//! # Values without their bytes
+//!
+//! Sort the outputs of all completed Gets once. The values that matter are
+//! prefixes of some output (a Get can only ever match such a value), and the
+//! outputs having a given prefix form a contiguous range of that sorted
+//! array. So the current value is kept as `(len, lo..hi)`: its length and the
+//! range of outputs it is a prefix of. An Append narrows the range by binary
+//! search on the bytes after `len`; a Put jumps to a precomputed range; a Get
+//! matches iff its output lies in the range and has length `len`. When the
+//! range is non-empty, `(len, lo)` identifies the value exactly (it is the
+//! first `len` bytes of output `lo`); when it is empty the value is a prefix
+//! of no output, so no Get can observe it before the next Put, and its bytes
+//! never matter again. Multi-kilobyte values thus cost O(1) to store, undo,
+//! compare and memoize.
 //!
 //! # Memoization
 //!
 //! The rest of the search depends only on (set of linearized calls, current
 //! value), so each such pair is entered at most once. The memo stores a
-//! 256-bit fingerprint instead of the pair itself: a 128-bit Zobrist hash of
-//! the set (XOR of a random 128-bit word per operation) and two independent
-//! 61-bit polynomial hashes of the value, both maintained incrementally. A
-//! false hit needs two different pairs with equal fingerprints: either two
-//! sets colliding on 128 random bits, or two values of length at most `L`
-//! colliding in both polynomial hashes (at most `(L / 2^61)²` per pair). With
-//! `E` memo entries that is below `E² · (2^-128 + L² · 2^-122)`, about 2^-42
-//! for 50 million entries of 16 KiB values, so it is ignored. (A false hit
-//! could only skip a branch, i.e. risk a wrong Illegal, never a wrong Ok.)
-//! The payoff is 32 bytes per entry and O(1) hashing of multi-kilobyte
-//! values.
+//! 128-bit Zobrist fingerprint of the set (XOR of a random 128-bit word per
+//! operation; two different sets collide with probability 2^-128, so with
+//! `E` entries a false hit has probability below `E² / 2^129`: negligible)
+//! and the exact value identity `(len, lo)`, or the marker *dead*.
 //!
-//! # Prefix pruning
+//! # Pruning
 //!
-//! When every remaining Put on the key is called after a remaining completed
-//! Get `g` returned, no Put can come between now and `g`, so only appends can
-//! change the value before `g`: the current value must be a prefix of
-//! `g.output`. A candidate Put/Append whose result fails that test for one of
-//! the first [`PREFIX_CHECK_LIMIT`] such Gets (in return-time order) is
-//! rejected immediately. This is what makes append-heavy histories, where
-//! every order of concurrent appends yields a new value and the memo never
-//! hits, tractable. Whether the test passes depends only on (set, value), so
-//! it composes soundly with the memo. See `specs/history.md` for the argument.
+//! All of these only ever discard branches that cannot lead to a
+//! linearization (`specs/history.md` argues each one):
+//!
+//! * **Prefix pruning, with lookahead.** A remaining completed Get `g` will
+//!   see `base ++ (remaining appends)`, where `base` is the current value if
+//!   no Put comes before `g`, or else the value of the last Put before `g`,
+//!   which must be a remaining Put called by `g`'s return whose value is a
+//!   prefix of `g`'s output. So after each Put/Append, each of the first
+//!   [`PREFIX_CHECK_LIMIT`] remaining Gets in return order must have such a
+//!   base, and the rest of its output must be made of remaining append
+//!   arguments (see [`AppendIndex`]). With no Put around this is exactly
+//!   "the value must be a prefix of every upcoming Get's output", which
+//!   decides append-heavy keys, where every order of concurrent appends
+//!   gives a new value and the memo never hits; the lookahead catches an
+//!   append that was consumed too early, e.g. before a Put erased it.
+//! * **Dead values.** A value is *dead* when no remaining Get can be
+//!   linearized before the next Put: each Get in its range was called after
+//!   some remaining completed Put returned (so that Put must come first).
+//!   Then only appends happen until a Put erases them, so all dead values
+//!   have the same futures and the memo merges them: the order in which
+//!   doomed appends ran stops mattering.
+//! * **Useless pending calls.** A pending call need never take effect, so
+//!   linearizing one is skipped when it cannot help: when the value it leaves
+//!   is dead, or equal to the value before. Pending calls that could never
+//!   help (their argument appears in no Get output) are dropped up front.
+//! * **No Put left.** A dead value with Gets remaining but no Put to revive
+//!   it is a dead end.
+//!
+//! The state-based tests depend only on (set, value), and the transition
+//! tests only discard a step that some other branch makes redundant, so
+//! pruning and memoization compose soundly. The differential tests against
+//! [`super::brute`] guard all of it.
 
+use super::appends::AppendIndex;
 use super::gen::SplitMix64;
 use super::history::{OpKind, Operation};
+use super::lists::{Links, MinTree, TimeList};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
-/// How many upcoming Gets (in return-time order) a candidate value is tested
-/// against. The first one does nearly all the work in practice; a few more
-/// catch conflicts between concurrent Gets earlier. Any value is sound.
-const PREFIX_CHECK_LIMIT: usize = 1000;
+/// How many upcoming Gets (in return-time order) prefix pruning consults.
+/// The first one does nearly all the work; a few more catch conflicts
+/// between concurrent Gets earlier. Any value is sound.
+const PREFIX_CHECK_LIMIT: usize = 8;
 
 /// Search-step accounting shared by the search and the minimiser. One step
-/// is one visit of a list entry (try a candidate, or backtrack).
+/// is one visit of a list entry (try a candidate, or backtrack); setting up
+/// a search costs one step per operation, so that the minimiser's many small
+/// searches are bounded by the same budget.
 #[derive(Debug)]
 pub(crate) struct Steps {
     used: u64,
@@ -76,10 +113,16 @@ impl Steps {
 
     /// Consumes one step; false once the budget is spent.
     fn tick(&mut self) -> bool {
+        self.charge(1)
+    }
+
+    /// Consumes `n` steps at once (or what is left); false once the budget
+    /// is spent.
+    fn charge(&mut self, n: u64) -> bool {
         if self.used >= self.max {
             return false;
         }
-        self.used += 1;
+        self.used = self.used.saturating_add(n).min(self.max);
         true
     }
 
@@ -99,6 +142,9 @@ pub(crate) enum KeyOutcome {
 /// Decides whether `ops` (all on one key) are linearizable, spending at most
 /// the remaining `steps`.
 pub(crate) fn check_key(ops: &[&Operation], steps: &mut Steps) -> KeyOutcome {
+    if !steps.charge(ops.len() as u64) {
+        return KeyOutcome::Unknown;
+    }
     let mut live = Vec::with_capacity(ops.len());
     for &op in ops {
         match op.ret {
@@ -113,100 +159,145 @@ pub(crate) fn check_key(ops: &[&Operation], steps: &mut Steps) -> KeyOutcome {
     if completed == 0 {
         return KeyOutcome::Ok;
     }
+    drop_invisible_pending(&mut live);
     Search::new(&live).run(completed, steps)
 }
 
-// ---------------------------------------------------------------------------
-// Incremental string hashing
+/// Bound on the window hashes [`drop_invisible_pending`] computes (one per
+/// output byte per distinct pending-Append argument length, tens of
+/// milliseconds at most); pending Appends of lengths it cannot afford to
+/// look for are simply kept.
+const INVISIBLE_SCAN_WINDOWS: usize = 1 << 25;
 
-/// The Mersenne prime 2^61 - 1: products fit in u128 and reduce with a shift.
-const MOD: u64 = (1 << 61) - 1;
-/// Two fixed bases, i.e. two independent polynomial hashes.
-const BASES: [u64; 2] = [0x0CE6_F5C1_3D0A_9B47, 0x1A3B_8E2D_7C64_F059];
-
-fn mul_mod(a: u64, b: u64) -> u64 {
-    let p = u128::from(a) * u128::from(b);
-    let s = (p as u64 & MOD) + (p >> 61) as u64;
-    // s <= 2 * MOD, so at most two subtractions give the canonical residue.
-    let s = if s >= MOD { s - MOD } else { s };
-    if s >= MOD {
-        s - MOD
-    } else {
-        s
+/// Removes pending Puts and Appends that no Get can have observed: a pending
+/// Put whose value starts no Get output, a pending Append whose argument is
+/// empty or occurs in no Get output. Linearizing one of them would leave a
+/// value that is a prefix of no output (or unchanged), which the search
+/// prunes as useless every time (see "Useless pending calls"), so dropping
+/// them up front changes no verdict; it only saves rescanning them at every
+/// step, which dominates when many calls time out.
+fn drop_invisible_pending(live: &mut Vec<&Operation>) {
+    if live.iter().all(|o| o.ret.is_some()) {
+        return;
     }
-}
+    let mut outputs: Vec<&[u8]> = live.iter().filter(|o| o.kind == OpKind::Get).map(|o| o.output.as_bytes()).collect();
+    outputs.sort_unstable();
+    outputs.dedup();
+    // Every substring of an output is a substring of a maximal output (one
+    // that prefixes no other); in sorted order, a string that prefixes any
+    // other prefixes its successor.
+    let maximal: Vec<&[u8]> = outputs
+        .iter()
+        .enumerate()
+        .filter(|&(k, o)| outputs.get(k + 1).is_none_or(|next| !next.starts_with(o)))
+        .map(|(_, o)| *o)
+        .collect();
+    let maximal_bytes: usize = maximal.iter().map(|o| o.len()).sum();
 
-fn add_mod(a: u64, b: u64) -> u64 {
-    let s = a + b; // both < 2^61: no overflow
-    if s >= MOD {
-        s - MOD
-    } else {
-        s
+    // Look for the pending Append arguments in the outputs by fingerprint,
+    // one pass per distinct length. A fingerprint collision can only keep
+    // an Append that could have been dropped, which is harmless.
+    type FingerprintSet = HashSet<(usize, u64), BuildHasherDefault<FoldHasher>>;
+    let mut wanted = FingerprintSet::default();
+    for op in live.iter().filter(|o| o.ret.is_none() && o.kind == OpKind::Append && !o.value.is_empty()) {
+        wanted.insert((op.value.len(), RollingHash::of(op.value.as_bytes())));
     }
-}
-
-fn pow_mod(mut base: u64, mut exp: u64) -> u64 {
-    let mut acc = 1;
-    while exp > 0 {
-        if exp & 1 == 1 {
-            acc = mul_mod(acc, base);
-        }
-        base = mul_mod(base, base);
-        exp >>= 1;
-    }
-    acc
-}
-
-/// Polynomial hash pair of a byte string: `h = Σ (b_i + 1) · B^(n-1-i)`. The
-/// `+1` keeps NUL bytes from vanishing. `h(s ++ t) = h(s)·B^|t| + h(t)`,
-/// which is what lets appends update the hash in O(1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct StrHash([u64; 2]);
-
-impl StrHash {
-    fn of(bytes: &[u8]) -> Self {
-        let mut h = [0u64; 2];
-        for &b in bytes {
-            for (hk, base) in h.iter_mut().zip(BASES) {
-                *hk = add_mod(mul_mod(*hk, base), u64::from(b) + 1);
+    let mut lengths: Vec<usize> = wanted.iter().map(|&(len, _)| len).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    lengths.truncate(INVISIBLE_SCAN_WINDOWS / maximal_bytes.max(1));
+    let mut found = FingerprintSet::default();
+    for &len in &lengths {
+        for out in &maximal {
+            for window in RollingHash::windows(out, len) {
+                if wanted.contains(&(len, window)) {
+                    found.insert((len, window));
+                }
             }
         }
-        StrHash(h)
     }
 
-    /// The hash of `self ++ tail`, where `tail_pow` is `B^|tail|`.
-    fn extend(self, tail: StrHash, tail_pow: [u64; 2]) -> Self {
-        let mut h = [0u64; 2];
-        for k in 0..2 {
-            h[k] = add_mod(mul_mod(self.0[k], tail_pow[k]), tail.0[k]);
+    live.retain(|op| {
+        let arg = op.value.as_bytes();
+        match (op.ret, op.kind) {
+            (Some(_), _) | (None, OpKind::Get) => true,
+            (None, OpKind::Put) => {
+                let first_not_below = outputs.partition_point(|o| *o < arg);
+                outputs.get(first_not_below).is_some_and(|o| o.starts_with(arg))
+            }
+            (None, OpKind::Append) => {
+                if arg.is_empty() {
+                    false
+                } else if lengths.binary_search(&arg.len()).is_err() {
+                    true // not looked for: keep
+                } else {
+                    found.contains(&(arg.len(), RollingHash::of(arg)))
+                }
+            }
         }
-        StrHash(h)
+    });
+}
+
+/// Polynomial hash modulo 2^64 of byte strings, with O(1) sliding.
+struct RollingHash;
+
+impl RollingHash {
+    const BASE: u64 = 0x100_0000_01B3;
+
+    fn of(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(Self::BASE).wrapping_add(u64::from(b) + 1))
+    }
+
+    /// The hashes of all `len`-byte windows of `bytes`, left to right.
+    fn windows(bytes: &[u8], len: usize) -> impl Iterator<Item = u64> + '_ {
+        let top = (1..len).fold(1u64, |p, _| p.wrapping_mul(Self::BASE));
+        let mut h = Self::of(bytes.get(..len).unwrap_or_default());
+        (len..=bytes.len()).filter(move |_| len > 0).map(move |end| {
+            let current = h;
+            if end < bytes.len() {
+                let out = u64::from(bytes[end - len]) + 1;
+                let inn = u64::from(bytes[end]) + 1;
+                h = h.wrapping_sub(out.wrapping_mul(top)).wrapping_mul(Self::BASE).wrapping_add(inn);
+            }
+            current
+        })
     }
 }
 
-// ---------------------------------------------------------------------------
-// Memo
+/// The current value: its length, and the range `lo..hi` of positions in the
+/// sorted Get outputs that it is a prefix of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Value {
+    len: usize,
+    lo: usize,
+    hi: usize,
+}
 
-/// Fingerprint of (linearized set, value).
+/// Fingerprint of (linearized set, value) for the memo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MemoKey {
     set: u128,
-    value: StrHash,
+    /// `(len, lo)` of a live value, or [`DEAD_KEY`].
+    value: (u64, u64),
 }
+
+/// The memo's stand-in for every dead value; no live value has this length.
+const DEAD_KEY: (u64, u64) = (u64::MAX, u64::MAX);
 
 impl Hash for MemoKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // All parts are already uniformly random; fold them into one word.
+        // The set part is already uniformly random; fold everything into one
+        // word and let the hasher spread it.
         let folded = (self.set as u64)
             ^ ((self.set >> 64) as u64).rotate_left(21)
-            ^ self.value.0[0].rotate_left(7)
-            ^ self.value.0[1].rotate_left(43);
+            ^ self.value.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ self.value.1.rotate_left(43);
         state.write_u64(folded);
     }
 }
 
-/// Hasher for [`MemoKey`]: its input is already random, so hashing is one
-/// multiply to spread the bits (SipHash would dominate the search).
+/// Hasher for [`MemoKey`]: one multiply-xorshift instead of SipHash, which
+/// would otherwise dominate the search.
 #[derive(Default)]
 struct FoldHasher(u64);
 
@@ -223,81 +314,29 @@ impl Hasher for FoldHasher {
     }
 
     fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 ^= self.0 >> 29;
+        let h = (self.0 ^ x).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        self.0 = h ^ (h >> 31);
     }
 }
 
 type Memo = HashSet<MemoKey, BuildHasherDefault<FoldHasher>>;
-
-// ---------------------------------------------------------------------------
-// Dancing-links lists
-
-/// A circular doubly linked list over nodes `1..=len`, with node 0 as the
-/// sentinel. `unlink` leaves the removed node's own links intact, so
-/// `relink` can put it back in O(1), provided removals are undone in
-/// reverse order (the search's stack discipline guarantees this).
-struct Links {
-    next: Vec<usize>,
-    prev: Vec<usize>,
-}
-
-impl Links {
-    fn new(len: usize) -> Self {
-        let next = (0..=len).map(|i| if i == len { 0 } else { i + 1 }).collect();
-        let prev = (0..=len).map(|i| if i == 0 { len } else { i - 1 }).collect();
-        Links { next, prev }
-    }
-
-    /// The first live node, or 0 if the list is empty.
-    fn first(&self) -> usize {
-        self.next[0]
-    }
-
-    fn unlink(&mut self, x: usize) {
-        let (p, n) = (self.prev[x], self.next[x]);
-        self.next[p] = n;
-        self.prev[n] = p;
-    }
-
-    fn relink(&mut self, x: usize) {
-        let (p, n) = (self.prev[x], self.next[x]);
-        self.next[p] = x;
-        self.prev[n] = x;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The search
 
 /// Precomputed facts about one operation.
 struct OpInfo<'a> {
     kind: OpKind,
     /// Put/Append argument, or Get output.
     bytes: &'a [u8],
-    /// `StrHash::of(bytes)`.
-    hash: StrHash,
-    /// `B^|bytes|`, for appends.
-    pow: [u64; 2],
+    call: u64,
     completed: bool,
     /// Zobrist word for the linearized-set fingerprint.
     zobrist: u128,
     /// Node of the call / return entry in `events` (return: 0 if pending).
     call_node: usize,
     ret_node: usize,
-    /// Node in `gets` (completed Gets) or `puts` (all Puts), else 0.
-    get_node: usize,
-    put_node: usize,
-}
-
-/// How to undo one linearization step.
-enum Undo {
-    /// A Get: the value did not change.
-    Nothing,
-    /// An Append: cut the value back to `len`.
-    Truncate { len: usize, hash: StrHash },
-    /// A Put: restore the overwritten value.
-    Restore { old: Vec<u8>, hash: StrHash },
+    /// A Get's position in the sorted outputs.
+    pos: usize,
+    /// A Put's resulting value.
+    put_value: Value,
 }
 
 /// One linearized operation on the search stack.
@@ -305,7 +344,8 @@ struct Frame {
     /// Its call entry, where the scan resumes after backtracking.
     entry: usize,
     op: usize,
-    undo: Undo,
+    /// The value before it.
+    before: Value,
 }
 
 struct Search<'a> {
@@ -314,44 +354,46 @@ struct Search<'a> {
     events: Links,
     /// Per event node: (operation, is it the call entry). Index 0 unused.
     event: Vec<(usize, bool)>,
-    /// Completed Gets by return time, with their return times.
-    gets: Links,
-    get_op: Vec<(usize, u64)>,
-    /// All Puts (pending ones included) by call time, with call times.
-    puts: Links,
-    put_op: Vec<(usize, u64)>,
+    /// Outputs of all completed Gets, sorted bytewise.
+    outputs: Vec<&'a [u8]>,
+    /// Call times of the remaining completed Gets by output position
+    /// (emptied once linearized).
+    get_calls: MinTree,
+    /// Remaining completed Gets by return time.
+    gets_by_ret: TimeList,
+    /// Remaining Puts, pending ones included, by call time.
+    puts_by_call: TimeList,
+    /// Remaining completed Puts by return time.
+    puts_by_ret: TimeList,
+    /// Remaining Appends by argument.
+    appends: AppendIndex<'a>,
 }
 
 impl<'a> Search<'a> {
     fn new(live: &[&'a Operation]) -> Self {
+        let n = live.len();
         let mut zobrist = SplitMix64::new(0x1D_C0DE_5EED);
         let mut ops: Vec<OpInfo<'a>> = live
             .iter()
-            .map(|op| {
-                let bytes = match op.kind {
+            .map(|op| OpInfo {
+                kind: op.kind,
+                bytes: match op.kind {
                     OpKind::Get => op.output.as_bytes(),
                     OpKind::Put | OpKind::Append => op.value.as_bytes(),
-                };
-                let len = bytes.len() as u64;
-                OpInfo {
-                    kind: op.kind,
-                    bytes,
-                    hash: StrHash::of(bytes),
-                    pow: [pow_mod(BASES[0], len), pow_mod(BASES[1], len)],
-                    completed: op.ret.is_some(),
-                    zobrist: u128::from(zobrist.next_u64()) << 64
-                        | u128::from(zobrist.next_u64()),
-                    call_node: 0,
-                    ret_node: 0,
-                    get_node: 0,
-                    put_node: 0,
-                }
+                },
+                call: op.call,
+                completed: op.ret.is_some(),
+                zobrist: u128::from(zobrist.next_u64()) << 64 | u128::from(zobrist.next_u64()),
+                call_node: 0,
+                ret_node: 0,
+                pos: 0,
+                put_value: Value { len: 0, lo: 0, hi: 0 },
             })
             .collect();
 
         // Sort key (time, 0 = call / 1 = return, op): calls before returns
         // at equal times because intervals are closed.
-        let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * live.len());
+        let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
         for (i, op) in live.iter().enumerate() {
             events.push((op.call, 0, i));
             if let Some(ret) = op.ret {
@@ -370,61 +412,73 @@ impl<'a> Search<'a> {
             }
         }
 
-        let mut get_op: Vec<(usize, u64)> = Vec::new();
-        let mut put_op: Vec<(usize, u64)> = Vec::new();
+        // Gets (all completed: pending ones were dropped) sorted by output.
+        let mut gets: Vec<usize> = (0..n).filter(|&i| ops[i].kind == OpKind::Get).collect();
+        gets.sort_unstable_by(|&a, &b| ops[a].bytes.cmp(ops[b].bytes).then(a.cmp(&b)));
+        let outputs: Vec<&[u8]> = gets.iter().map(|&g| ops[g].bytes).collect();
+        let mut calls = Vec::with_capacity(gets.len());
+        for (pos, &g) in gets.iter().enumerate() {
+            ops[g].pos = pos;
+            calls.push(ops[g].call);
+        }
+        let all = Value { len: 0, lo: 0, hi: outputs.len() };
+        for op in ops.iter_mut().filter(|o| o.kind == OpKind::Put) {
+            op.put_value = narrow(&outputs, all, op.bytes);
+        }
+
+        let mut gets_by_ret = Vec::new();
+        let (mut puts_by_call, mut puts_by_ret) = (Vec::new(), Vec::new());
         for (i, op) in live.iter().enumerate() {
             match (op.kind, op.ret) {
-                (OpKind::Get, Some(ret)) => get_op.push((i, ret)),
-                (OpKind::Put, _) => put_op.push((i, op.call)),
+                (OpKind::Get, Some(ret)) => gets_by_ret.push((i, ret)),
+                (OpKind::Put, ret) => {
+                    puts_by_call.push((i, op.call));
+                    if let Some(ret) = ret {
+                        puts_by_ret.push((i, ret));
+                    }
+                }
                 _ => {}
             }
         }
-        get_op.sort_unstable_by_key(|&(i, ret)| (ret, i));
-        put_op.sort_unstable_by_key(|&(i, call)| (call, i));
-        // Node k+1 of each list is entry k; slot 0 is the sentinel's.
-        get_op.insert(0, (0, 0));
-        put_op.insert(0, (0, 0));
-        for (node, &(i, _)) in get_op.iter().enumerate().skip(1) {
-            ops[i].get_node = node;
-        }
-        for (node, &(i, _)) in put_op.iter().enumerate().skip(1) {
-            ops[i].put_node = node;
-        }
-
+        let appends = AppendIndex::new(ops.iter().map(|o| (o.kind == OpKind::Append).then_some(o.bytes)));
         Search {
+            appends,
+            ops,
             events: Links::new(events.len()),
             event,
-            gets: Links::new(get_op.len() - 1),
-            get_op,
-            puts: Links::new(put_op.len() - 1),
-            put_op,
-            ops,
+            get_calls: MinTree::new(&calls),
+            outputs,
+            gets_by_ret: TimeList::new(n, gets_by_ret),
+            puts_by_call: TimeList::new(n, puts_by_call),
+            puts_by_ret: TimeList::new(n, puts_by_ret),
         }
     }
 
-    /// Removes a linearized operation from every list.
+    /// Removes a linearized operation from every index.
     fn lift(&mut self, i: usize) {
         let op = &self.ops[i];
         self.events.unlink(op.call_node);
         if op.ret_node != 0 {
             self.events.unlink(op.ret_node);
         }
-        if op.get_node != 0 {
-            self.gets.unlink(op.get_node);
+        if op.kind == OpKind::Get {
+            self.get_calls.set(op.pos, None);
         }
-        if op.put_node != 0 {
-            self.puts.unlink(op.put_node);
-        }
+        self.gets_by_ret.remove(i);
+        self.puts_by_call.remove(i);
+        self.puts_by_ret.remove(i);
+        self.appends.remove(i);
     }
 
     /// Exactly reverses [`Search::lift`].
     fn unlift(&mut self, i: usize) {
+        self.appends.restore(i);
+        self.puts_by_ret.restore(i);
+        self.puts_by_call.restore(i);
+        self.gets_by_ret.restore(i);
         let op = &self.ops[i];
-        if op.put_node != 0 {
-            self.puts.relink(op.put_node);
-        }
-        if op.get_node != 0 {
-            self.gets.relink(op.get_node);
+        if op.kind == OpKind::Get {
+            self.get_calls.set(op.pos, Some(op.call));
         }
         if op.ret_node != 0 {
             self.events.relink(op.ret_node);
@@ -432,96 +486,91 @@ impl<'a> Search<'a> {
         self.events.relink(op.call_node);
     }
 
-    /// Applies operation `i` to `value`/`hash` if its result is consistent
-    /// with the spec, returning how to undo it.
-    fn apply(&self, i: usize, value: &mut Vec<u8>, hash: &mut StrHash) -> Option<Undo> {
+    /// The value after operation `i`, or `None` if `i` is a Get that would
+    /// return something else than it did.
+    fn apply(&self, i: usize, value: Value) -> Option<Value> {
         let op = &self.ops[i];
         match op.kind {
             OpKind::Get => {
-                // Hashes first: a cheap reject; bytes last: exactness.
-                let same = op.bytes.len() == value.len() && op.hash == *hash && op.bytes == &value[..];
-                same.then_some(Undo::Nothing)
+                let same = (value.lo..value.hi).contains(&op.pos) && op.bytes.len() == value.len;
+                same.then_some(value)
             }
-            OpKind::Append => {
-                let undo = Undo::Truncate {
-                    len: value.len(),
-                    hash: *hash,
-                };
-                value.extend_from_slice(op.bytes);
-                *hash = hash.extend(op.hash, op.pow);
-                Some(undo)
-            }
-            OpKind::Put => {
-                let old = std::mem::replace(value, op.bytes.to_vec());
-                let undo = Undo::Restore { old, hash: *hash };
-                *hash = op.hash;
-                Some(undo)
-            }
+            OpKind::Append => Some(narrow(&self.outputs, value, op.bytes)),
+            OpKind::Put => Some(op.put_value),
         }
     }
 
-    fn revert(value: &mut Vec<u8>, hash: &mut StrHash, undo: Undo) {
-        match undo {
-            Undo::Nothing => {}
-            Undo::Truncate { len, hash: h } => {
-                value.truncate(len);
-                *hash = h;
-            }
-            Undo::Restore { old, hash: h } => {
-                *value = old;
-                *hash = h;
-            }
+    /// Prefix pruning with lookahead (see the module docs), for `value`, just
+    /// produced by Put or Append `i`. Runs before `i` is lifted (most
+    /// candidates fail here, and lifting them would be wasted work), so `i`
+    /// is skipped among the remaining operations.
+    ///
+    /// Each of the first few remaining Gets must stay explainable: its output
+    /// is `base ++ appends`, where `base` is the current value (no Put comes
+    /// before the Get) or the value of a remaining Put that may come before
+    /// it (the last Put before it), and the appends are remaining ones. The
+    /// split into remaining arguments is checked in full where a lost append
+    /// is likely to show (after a Put base, and for the very next Get), and
+    /// only its first argument elsewhere, which is cheaper.
+    fn explainable(&self, value: Value, i: usize) -> bool {
+        self.gets_by_ret.iter().take(PREFIX_CHECK_LIMIT).enumerate().all(|(nth, (g, ret))| {
+            let (pos, out) = (self.ops[g].pos, self.ops[g].bytes);
+            let continues = |base: Value, thorough: bool| {
+                if !(base.lo..base.hi).contains(&pos) {
+                    return false;
+                }
+                let rest = &out[base.len..];
+                if thorough {
+                    self.appends.may_split(rest, i)
+                } else {
+                    self.appends.may_start(rest, i)
+                }
+            };
+            continues(value, nth == 0)
+                || self
+                    .puts_by_call
+                    .iter()
+                    .take_while(|&(_, call)| call <= ret)
+                    .any(|(p, _)| p != i && continues(self.ops[p].put_value, true))
+        })
+    }
+
+    /// Whether no remaining Get can be linearized before the next Put: a Get
+    /// needs the value to be a prefix of its output (only appends come
+    /// first), and must not have been called after a remaining completed Put
+    /// returned (that Put would have to come first).
+    fn is_dead(&self, value: Value) -> bool {
+        let Some(earliest_call) = self.get_calls.min(value.lo, value.hi) else {
+            return true; // no remaining Get has this prefix
+        };
+        match self.puts_by_ret.iter().next() {
+            Some((_, horizon)) => earliest_call > horizon,
+            None => false,
         }
     }
 
-    /// Prefix pruning (see the module docs), for the state after a Put or
-    /// Append, with the operation already lifted. Bytes before `unchanged`
-    /// were not modified by that operation; the modified tail is compared
-    /// first because that is where a wrong candidate almost always differs.
-    fn viable(&self, value: &[u8], unchanged: usize) -> bool {
-        let mut node = self.gets.first();
-        let mut scanned = 0;
-        while node != 0 && scanned < PREFIX_CHECK_LIMIT {
-            let (g, ret) = self.get_op[node];
-            let out = self.ops[g].bytes;
-            if !self.a_put_may_lead(out, ret)
-                && (out.len() < value.len()
-                    || out[unchanged..value.len()] != value[unchanged..]
-                    || out[..unchanged] != value[..unchanged])
-            {
-                return false;
-            }
-            scanned += 1;
-            node = self.gets.next[node];
+    /// Decides whether to continue from the state just reached by applying
+    /// operation `i` (already lifted and past prefix pruning): false if
+    /// pruned or already explored.
+    /// Pruned states are not memoized: re-testing is about as cheap as a
+    /// lookup, and the memo stays limited to states entered.
+    fn enter(&self, i: usize, before: Value, after: Value, set: u128, memo: &mut Memo) -> bool {
+        let op = &self.ops[i];
+        let dead = self.is_dead(after);
+        if !op.completed && (dead || after == before) {
+            // A pending call need not take effect, and here it cannot help.
+            return false;
         }
-        true
-    }
-
-    /// Whether some remaining Put could be the last Put linearized before a
-    /// Get that returns `out` at `ret`: it must be callable by then
-    /// (`call <= ret`) and its value must be a prefix of `out`, since only
-    /// appends follow it. If none qualifies, no Put at all comes between now
-    /// and that Get (there would be a last one), so the current value must be
-    /// a prefix of `out`.
-    fn a_put_may_lead(&self, out: &[u8], ret: u64) -> bool {
-        let mut node = self.puts.first();
-        while node != 0 {
-            let (p, call) = self.put_op[node];
-            if call > ret {
-                // The list is in call order: no later Put qualifies either.
-                return false;
-            }
-            if out.starts_with(self.ops[p].bytes) {
-                return true;
-            }
-            node = self.puts.next[node];
+        if dead && self.puts_by_call.is_empty() && !self.gets_by_ret.is_empty() {
+            // A Get remains, and no Put is left to revive the value for it.
+            return false;
         }
-        false
+        let value = if dead { DEAD_KEY } else { (after.len as u64, after.lo as u64) };
+        memo.insert(MemoKey { set, value })
     }
 
     fn run(mut self, completed: usize, steps: &mut Steps) -> KeyOutcome {
-        let mut value: Vec<u8> = Vec::new();
-        let mut hash = StrHash::of(b"");
+        let mut value = Value { len: 0, lo: 0, hi: self.outputs.len() };
         let mut set: u128 = 0;
         let mut done = 0;
         let mut memo = Memo::default();
@@ -540,7 +589,7 @@ impl<'a> Search<'a> {
                     return KeyOutcome::Illegal;
                 };
                 self.unlift(frame.op);
-                Self::revert(&mut value, &mut hash, frame.undo);
+                value = frame.before;
                 set ^= self.ops[frame.op].zobrist;
                 if self.ops[frame.op].completed {
                     done -= 1;
@@ -548,43 +597,50 @@ impl<'a> Search<'a> {
                 entry = self.events.next[frame.entry];
                 continue;
             }
-            let Some(undo) = self.apply(i, &mut value, &mut hash) else {
+            let Some(after) = self.apply(i, value) else {
                 entry = self.events.next[entry];
                 continue;
             };
-            self.lift(i);
-            let unchanged = match &undo {
-                Undo::Nothing => None,
-                Undo::Truncate { len, .. } => Some(*len),
-                Undo::Restore { .. } => Some(0),
-            };
-            let key = MemoKey {
-                set: set ^ self.ops[i].zobrist,
-                value: hash,
-            };
-            // Pruned states are not memoized (re-testing them is as cheap as
-            // a lookup, and keeps the memo to states actually entered).
-            let viable = match unchanged {
-                Some(from) => self.viable(&value, from),
-                None => true, // a Get leaves the value as it was
-            };
-            if !viable || !memo.insert(key) {
-                self.unlift(i);
-                Self::revert(&mut value, &mut hash, undo);
+            if self.ops[i].completed && done + 1 == completed {
+                return KeyOutcome::Ok;
+            }
+            if self.ops[i].kind != OpKind::Get && !self.explainable(after, i) {
                 entry = self.events.next[entry];
                 continue;
             }
-            set = key.set;
+            self.lift(i);
+            let new_set = set ^ self.ops[i].zobrist;
+            if !self.enter(i, value, after, new_set, &mut memo) {
+                self.unlift(i);
+                entry = self.events.next[entry];
+                continue;
+            }
+            stack.push(Frame { entry, op: i, before: value });
+            value = after;
+            set = new_set;
             if self.ops[i].completed {
                 done += 1;
-                if done == completed {
-                    return KeyOutcome::Ok;
-                }
             }
-            stack.push(Frame { entry, op: i, undo });
             entry = self.events.first();
         }
     }
+}
+
+/// The value `value ++ tail`: the outputs in `value`'s range all start with
+/// the same `value.len` bytes and are sorted, so their remainders are sorted
+/// too, and the ones starting with `tail` form a sub-range found by two
+/// binary searches.
+fn narrow(outputs: &[&[u8]], value: Value, tail: &[u8]) -> Value {
+    fn rest(output: &[u8], len: usize) -> &[u8] {
+        output.get(len..).unwrap_or_default()
+    }
+    let range = &outputs[value.lo..value.hi];
+    let lo = range.partition_point(|o| rest(o, value.len) < tail);
+    let hi = range.partition_point(|o| {
+        let r = rest(o, value.len);
+        r < tail || r.starts_with(tail)
+    });
+    Value { len: value.len + tail.len(), lo: value.lo + lo, hi: value.lo + hi }
 }
 
 #[cfg(test)]
@@ -592,47 +648,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn incremental_hash_matches_direct_hash() {
-        let parts: [&[u8]; 5] = [b"", b"x 1 2 y", b"\0", b"ab", b"\xff\x00z"];
-        let mut acc = Vec::new();
-        let mut h = StrHash::of(b"");
-        for p in parts {
-            let len = p.len() as u64;
-            h = h.extend(StrHash::of(p), [pow_mod(BASES[0], len), pow_mod(BASES[1], len)]);
-            acc.extend_from_slice(p);
-            assert_eq!(h, StrHash::of(&acc));
+    fn rolling_hash_windows_match_direct_hashes() {
+        let bytes = b"x 1 2 yx 3 4 y\0\xff";
+        for len in 1..=bytes.len() + 1 {
+            let direct: Vec<u64> = bytes.windows(len).map(RollingHash::of).collect();
+            let rolled: Vec<u64> = RollingHash::windows(bytes, len).collect();
+            assert_eq!(rolled, direct, "len {len}");
         }
-        assert_ne!(StrHash::of(b""), StrHash::of(b"\0"));
-        assert_ne!(StrHash::of(b"\0"), StrHash::of(b"\0\0"));
     }
 
     #[test]
-    fn modular_arithmetic_is_canonical() {
-        assert_eq!(mul_mod(MOD - 1, MOD - 1), 1);
-        assert_eq!(add_mod(MOD - 1, 1), 0);
-        assert_eq!(pow_mod(BASES[0], 0), 1);
-        assert_eq!(pow_mod(3, 5), 243);
+    fn invisible_pending_calls_are_dropped() {
+        let ops = [
+            Operation::put(1, "k", "p1 ", 0, None),         // seen: kept
+            Operation::put(1, "k", "p2 ", 0, None),         // unseen: dropped
+            Operation::append(2, "k", "x 1 y", 0, None),    // seen: kept
+            Operation::append(2, "k", "x 2 y", 0, None),    // unseen: dropped
+            Operation::append(2, "k", "", 0, None),         // empty: dropped
+            Operation::append(3, "k", "x 9 y", 0, Some(1)), // completed: kept
+            Operation::get(4, "k", "p1 x 1 y", 2, Some(3)),
+            Operation::get(4, "k", "p1 ", 1, Some(2)),
+        ];
+        let mut live: Vec<&Operation> = ops.iter().collect();
+        drop_invisible_pending(&mut live);
+        let kept: Vec<usize> =
+            live.iter().map(|o| ops.iter().position(|p| std::ptr::eq(p, *o)).unwrap_or(99)).collect();
+        assert_eq!(kept, [0, 2, 5, 6, 7]);
     }
 
     #[test]
-    fn links_unlink_and_relink_in_reverse_order() {
-        let mut l = Links::new(3);
-        let walk = |l: &Links| {
-            let mut out = Vec::new();
-            let mut x = l.first();
-            while x != 0 {
-                out.push(x);
-                x = l.next[x];
-            }
-            out
-        };
-        assert_eq!(walk(&l), [1, 2, 3]);
-        l.unlink(2);
-        l.unlink(1);
-        assert_eq!(walk(&l), [3]);
-        l.relink(1);
-        l.relink(2);
-        assert_eq!(walk(&l), [1, 2, 3]);
-        assert_eq!(Links::new(0).first(), 0);
+    fn narrow_tracks_the_prefix_range() {
+        let outputs: Vec<&[u8]> = vec![b"", b"a", b"ab", b"abc", b"abd", b"b", b"ba"];
+        let all = Value { len: 0, lo: 0, hi: outputs.len() };
+        let a = narrow(&outputs, all, b"a");
+        assert_eq!(a, Value { len: 1, lo: 1, hi: 5 });
+        let ab = narrow(&outputs, a, b"b");
+        assert_eq!(ab, Value { len: 2, lo: 2, hi: 5 });
+        assert_eq!(narrow(&outputs, ab, b""), ab);
+        assert_eq!(narrow(&outputs, ab, b"c"), Value { len: 3, lo: 3, hi: 4 });
+        let abx = narrow(&outputs, ab, b"x");
+        assert_eq!(abx.lo, abx.hi);
+        // Once empty, the range stays empty whatever is appended.
+        let more = narrow(&outputs, abx, b"yz");
+        assert_eq!((more.len, more.lo == more.hi), (5, true));
+        assert_eq!(narrow(&outputs, all, b"ba"), Value { len: 2, lo: 6, hi: 7 });
+        assert_eq!(narrow(&outputs, all, b""), all);
+        assert_eq!(narrow(&[], Value { len: 0, lo: 0, hi: 0 }, b"q").hi, 0);
     }
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 /// Which key/value operation a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[serde(rename_all = "lowercase")]
 pub enum OpKind {
     /// Replace the key's value with `value`.
@@ -29,6 +30,7 @@ pub enum OpKind {
 /// The interval is closed: the operation may have taken effect at any instant
 /// `t` with `call <= t <= ret`. Operation A *precedes* B iff `A.ret < B.call`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[serde(deny_unknown_fields)]
 pub struct Operation {
     /// Which client issued the call (informational: the checker uses only the
@@ -92,6 +94,7 @@ impl Operation {
 /// A whole recorded history. Order of `ops` carries no meaning for the
 /// checker (only the times do); it is preserved for reporting.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct History {
     /// All recorded calls, on every key.
     pub ops: Vec<Operation>,

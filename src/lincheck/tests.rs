@@ -214,7 +214,8 @@ fn keys_are_checked_independently_in_order() {
 
 #[test]
 fn budget_exhaustion_is_unknown_and_does_not_hide_illegal_keys() {
-    // Each of "a" and "b" needs exactly 3 steps: one per linearization.
+    // Each of "a" and "b" needs exactly 6 steps: 3 to set up (one per
+    // operation) and 3 to linearize.
     let mut ops = Vec::new();
     for key in ["a", "b"] {
         ops.push(Operation::put(1, key, "1", 0, Some(1)));
@@ -222,16 +223,18 @@ fn budget_exhaustion_is_unknown_and_does_not_hide_illegal_keys() {
         ops.push(Operation::get(2, key, "1", 4, Some(5)));
     }
     let h = History::new(ops.clone());
-    assert_eq!(check(&h, Budget::steps(2)), Verdict::Unknown { key: "a".into() });
-    assert_eq!(check(&h, Budget::steps(3)), Verdict::Ok);
-    // "c" needs 2 steps (try the Get, meet its return, nothing to undo):
-    // it is caught although "a" and "b" come first and are Unknown.
+    assert_eq!(check(&h, Budget::steps(5)), Verdict::Unknown { key: "a".into() });
+    assert_eq!(check(&h, Budget::steps(6)), Verdict::Ok);
+    // "c" needs 3 steps (set up; try the Get; meet its return with nothing
+    // to undo): it is caught although "a" and "b" come first and are
+    // Unknown.
     let bad = Operation::get(2, "c", "x", 2, Some(3));
     ops.push(bad.clone());
     assert_eq!(
-        check(&History::new(ops), Budget::steps(2)),
+        check(&History::new(ops), Budget::steps(5)),
         Verdict::Illegal(Violation { key: "c".into(), ops: vec![bad] })
     );
+    assert_eq!(check(&History::new(vec![]), Budget::steps(0)), Verdict::Ok);
 }
 
 #[test]
@@ -304,7 +307,7 @@ fn append_heavy_single_key_corruption_is_found() {
 /// 1-minimal.
 #[test]
 fn differential_against_brute_force() {
-    const CASES: u64 = 6_000;
+    const CASES: u64 = 30_000;
     let (mut legal, mut illegal) = (0, 0);
     for seed in 0..CASES {
         let mut rng = SplitMix64::new(seed ^ 0xD1FF);
@@ -324,6 +327,9 @@ fn differential_against_brute_force() {
         let corrupt = seed % 3 != 0;
         if corrupt {
             h = mutate(seed, &h);
+            if seed % 3 == 2 {
+                h = mutate(!seed, &h);
+            }
         }
         let reference = check_brute(&h).expect("small history");
         let verdict = check(&h, Budget::steps(1_000_000));
@@ -341,6 +347,7 @@ fn differential_against_brute_force() {
             assert!(reference, "generator produced an illegal history: {context}");
         }
     }
+    eprintln!("differential: {legal} legal, {illegal} illegal");
     assert!(legal > CASES / 3, "only {legal} legal cases");
     assert!(illegal > CASES / 10, "only {illegal} illegal cases");
 }

@@ -15,6 +15,11 @@ pub struct Config {
     /// A follower that hears from no leader for a random number of ticks in
     /// `[election_ticks, 2 * election_ticks)` starts a (pre-)election.
     pub election_ticks: u32,
+    /// Draw each election timeout at random from `[election_ticks, 2 *
+    /// election_ticks)` (Raft §5.2). A model checker, whose timers may fire
+    /// at any moment anyway, turns this off: the timeout is then exactly
+    /// `election_ticks` and the RNG never advances, so equal states stay equal.
+    pub election_jitter: bool,
     /// A leader sends heartbeats every `heartbeat_ticks`.
     pub heartbeat_ticks: u32,
     /// Seeds the node's own RNG (election timeouts); only randomness it uses.
@@ -38,6 +43,7 @@ impl Config {
             id,
             members,
             election_ticks: 30,
+            election_jitter: true,
             heartbeat_ticks: 5,
             seed,
             max_inflight: 8,

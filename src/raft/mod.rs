@@ -52,4 +52,4 @@ pub use config::{Config, InjectedBugs};
 pub use log::RaftLog;
 pub use node::RaftNode;
 pub use ready::{Actions, Input, LogWrite, Persist, ReadId, Ready, Refusal};
-pub use types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term};
+pub use types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term, TERM_MAX};

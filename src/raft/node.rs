@@ -4,7 +4,7 @@ use super::config::Config;
 use super::log::RaftLog;
 use super::progress::{quorum_value, Mode, Progress};
 use super::ready::{Actions, Input, LogWrite, Persist, ReadId, Ready, Refusal};
-use super::types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term};
+use super::types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term, TERM_MAX};
 use crate::rng::Rng;
 use std::collections::VecDeque;
 
@@ -79,7 +79,7 @@ impl<C: Clone> RaftNode<C> {
             panic!("invalid raft config: {e}");
         }
         let mut rng = Rng::new(config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9));
-        let election_timeout = random_timeout(&mut rng, config.election_ticks);
+        let election_timeout = election_timeout(&mut rng, &config);
         RaftNode {
             rng,
             hard,
@@ -200,6 +200,9 @@ impl<C: Clone> RaftNode<C> {
 
     fn start_pre_election(&mut self) {
         self.reset_election_timer();
+        if self.hard.term >= TERM_MAX {
+            return; // unreachable by a correct cluster; never overflow the term
+        }
         self.leader = None;
         self.role = Role::PreCandidate;
         self.granted = 0;
@@ -296,7 +299,7 @@ impl<C: Clone> RaftNode<C> {
 
     fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
-        self.election_timeout = random_timeout(&mut self.rng, self.config.election_ticks);
+        self.election_timeout = election_timeout(&mut self.rng, &self.config);
     }
 
     // ----- messages ------------------------------------------------------
@@ -305,6 +308,9 @@ impl<C: Clone> RaftNode<C> {
         let Envelope { from, to, message } = envelope;
         if to != self.config.id || from >= self.config.members || from == self.config.id {
             return; // misaddressed or from a stranger: not ours to answer
+        }
+        if message.term() > TERM_MAX {
+            return; // forged or corrupt: see TERM_MAX
         }
         let term = message.term();
         if term > self.hard.term {
@@ -720,6 +726,9 @@ impl<C: Clone> RaftNode<C> {
     }
 }
 
-fn random_timeout(rng: &mut Rng, election_ticks: u32) -> u32 {
-    rng.range(u64::from(election_ticks), 2 * u64::from(election_ticks)) as u32
+fn election_timeout(rng: &mut Rng, config: &Config) -> u32 {
+    if !config.election_jitter {
+        return config.election_ticks;
+    }
+    rng.range(u64::from(config.election_ticks), 2 * u64::from(config.election_ticks)) as u32
 }

@@ -13,6 +13,12 @@ pub type Term = u64;
 /// A 1-based position in the log; 0 means "before the first entry".
 pub type LogIndex = u64;
 
+/// The highest term a node accepts or campaigns in. No correct cluster gets
+/// near it (one election per nanosecond would take 292 years); a message
+/// claiming more is forged or corrupt, and refusing it keeps `term + 1`
+/// from overflowing.
+pub const TERM_MAX: Term = u64::MAX / 2;
+
 /// Largest cluster the node accepts (bounds per-peer state and messages).
 pub const MAX_NODES: usize = 9;
 // Votes are tallied in `u16` bitmasks indexed by node id.
@@ -20,6 +26,7 @@ const _: () = assert!(MAX_NODES <= 16);
 
 /// One slot of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Entry<C> {
     pub term: Term,
     pub payload: Payload<C>,
@@ -27,6 +34,7 @@ pub struct Entry<C> {
 
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Payload<C> {
     /// Appended by every new leader at once: committing it commits every
     /// earlier entry (Raft §5.4.2) and proves the leader may serve reads
@@ -38,6 +46,7 @@ pub enum Payload<C> {
 
 /// The part of a node's state that must survive a crash, besides the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct HardState {
     pub term: Term,
     /// Who this node voted for in `term`, if anyone.
@@ -54,6 +63,7 @@ pub struct HardState {
 /// from the leader's, so the leader can retry from its own largest index
 /// `<= index` whose term is `<= term`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct RejectHint {
     pub index: LogIndex,
     pub term: Term,
@@ -61,6 +71,7 @@ pub struct RejectHint {
 
 /// A message between two Raft nodes. Every message carries the sender's term.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Message<C> {
     /// "Would you vote for me in `term`?" — asked before disturbing anyone
     /// (thesis §9.6). `term` is the term the candidate *would* use; the
@@ -147,6 +158,7 @@ impl<C> Message<C> {
 
 /// A message with its addresses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Envelope<C> {
     pub from: NodeId,
     pub to: NodeId,
@@ -155,6 +167,7 @@ pub struct Envelope<C> {
 
 /// The role a node plays in its current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Role {
     Follower,
     /// Collecting PreVotes; its term has not been increased yet.

@@ -1,0 +1,4 @@
+//! One Raft node under an adversarial network; body in `raftkv::fuzzing`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| raftkv::fuzzing::node_target(data));

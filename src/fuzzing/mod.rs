@@ -1,0 +1,33 @@
+//! The bodies of the cargo-fuzz targets in `fuzz/`, as plain functions of
+//! the input bytes.
+//!
+//! Each target in `fuzz/fuzz_targets/` is one line calling a function here,
+//! so that the stable test `tests/fuzz_corpus.rs` replays every corpus file
+//! through exactly the code the fuzzer ran, on every `cargo test`. A
+//! function returns normally on any input it considers fine and panics when
+//! it finds a bug; inputs it cannot use (too short, out of data) are fine.
+//!
+//! - [`decode_target`]: bytes → [`wire::decode`](crate::wire::decode);
+//!   a decoded message must re-encode to the same bytes and agree with
+//!   postcard's decoder, and every refusal must be justified.
+//! - [`node_target`]: bytes → a sequence of inputs to one
+//!   [`RaftNode`](crate::raft::RaftNode), restarts included; the node's own
+//!   invariant checks run after every step, and the harness checks the
+//!   persistence contract and the shape of every output.
+//! - [`lincheck_target`]: bytes → a history of at most 8 operations;
+//!   [`lincheck::check`](crate::lincheck::check) must agree with the brute
+//!   force reference, and a reported violation must be minimal.
+//!
+//! The inputs are read with [`arbitrary::Unstructured`] by hand-written
+//! generators rather than derived `Arbitrary` impls: they steer terms and
+//! indexes towards the node's own, which is where the interesting cases are,
+//! and they do not depend on the `arbitrary` feature, so the corpus replays
+//! the same way in a plain `cargo test`.
+
+mod decode;
+mod lincheck;
+mod node;
+
+pub use decode::{decode_target, TIGHT_LIMITS};
+pub use lincheck::lincheck_target;
+pub use node::node_target;

@@ -1,0 +1,110 @@
+//! Replays every committed fuzz seed (`fuzz/corpus/<target>/*`) through the
+//! same function the cargo-fuzz target calls (`raftkv::fuzzing`), on the
+//! stable toolchain, as part of `cargo test`. A fixed bug whose input was
+//! added to the corpus stays fixed.
+//!
+//! `node/term-overflow-at-u64-max` is such an input: a peer claiming term
+//! `u64::MAX` made the node's next campaign overflow (fixed by `TERM_MAX`).
+
+use std::path::{Path, PathBuf};
+
+fn corpus_files(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> =
+        entries.map(|entry| entry.expect("a readable directory entry").path()).filter(|path| path.is_file()).collect();
+    files.sort();
+    files
+}
+
+/// A target's body, as in `raftkv::fuzzing`.
+type Body = fn(&[u8]);
+
+/// Runs `body` on every file of `target`'s corpus, naming the file that
+/// panics.
+fn replay(target: &str, body: Body) {
+    let files = corpus_files(target);
+    assert!(!files.is_empty(), "no seeds for the {target} target");
+    for path in files {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let outcome = std::panic::catch_unwind(|| body(&data));
+        assert!(
+            outcome.is_ok(),
+            "fuzz/corpus/{target}/{} fails",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
+    }
+}
+
+#[test]
+fn decode_corpus() {
+    replay("decode", raftkv::fuzzing::decode_target);
+}
+
+#[test]
+fn node_corpus() {
+    replay("node", raftkv::fuzzing::node_target);
+}
+
+#[test]
+fn lincheck_corpus() {
+    replay("lincheck", raftkv::fuzzing::lincheck_target);
+}
+
+/// Every corpus directory has a test above, so a new target cannot be
+/// forgotten.
+#[test]
+fn every_corpus_is_replayed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus");
+    let mut targets: Vec<String> = std::fs::read_dir(&dir)
+        .expect("fuzz/corpus exists")
+        .map(|entry| entry.expect("a readable directory entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["decode", "lincheck", "node"]);
+}
+
+/// Writes the decode target's hand-made seeds: one valid frame per message
+/// variant and a multi-frame stream. Run once with
+/// `cargo test --test fuzz_corpus -- --ignored write_decode_seeds`; the
+/// other targets' seeds are small inputs picked from fuzzing runs.
+#[test]
+#[ignore = "writes files into fuzz/corpus; run by hand"]
+fn write_decode_seeds() {
+    use raftkv::kv::{Command, Op};
+    use raftkv::raft::{Entry, Envelope, Message, Payload, RejectHint};
+    use raftkv::wire::{encode, encode_into, Limits};
+
+    let command = |seq, op| Entry { term: 2, payload: Payload::Command(Command { client: 1, seq, op }) };
+    let entries = vec![
+        Entry { term: 2, payload: Payload::Noop },
+        command(1, Op::Put { key: "k".into(), value: "v".into() }),
+        command(2, Op::Append { key: "k".into(), value: "w".into() }),
+        command(3, Op::Get { key: "k".into() }),
+    ];
+    let messages = [
+        ("prevote", Message::PreVote { term: 3, last_log_index: 4, last_log_term: 2 }),
+        ("prevote-reply", Message::PreVoteReply { term: 3, granted: true }),
+        ("vote", Message::Vote { term: 3, last_log_index: 4, last_log_term: 2 }),
+        ("vote-reply", Message::VoteReply { term: 3, granted: false }),
+        ("append", Message::Append { term: 2, prev_index: 0, prev_term: 0, entries, commit: 1, read_round: 5 }),
+        ("append-reply-ok", Message::AppendReply { term: 2, result: Ok(4), read_round: 5 }),
+        (
+            "append-reply-reject",
+            Message::AppendReply { term: 2, result: Err(RejectHint { index: 1, term: 1 }), read_round: 5 },
+        ),
+        ("heartbeat", Message::Heartbeat { term: 2, commit: 300, read_round: 6 }),
+        ("heartbeat-reply", Message::HeartbeatReply { term: u64::MAX, read_round: 6 }),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+    std::fs::create_dir_all(&dir).expect("create the corpus directory");
+    let limits = Limits::default();
+    let mut stream = Vec::new();
+    for (name, message) in messages {
+        let envelope = Envelope { from: 0, to: 1, message };
+        let frame = encode(&envelope, &limits).expect("within limits");
+        std::fs::write(dir.join(format!("seed-{name}")), frame).expect("write a seed");
+        encode_into(&envelope, &limits, &mut stream).expect("within limits");
+    }
+    std::fs::write(dir.join("seed-stream"), stream).expect("write a seed");
+}
