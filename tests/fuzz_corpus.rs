@@ -47,6 +47,11 @@ fn node_corpus() {
 }
 
 #[test]
+fn cluster_corpus() {
+    replay("cluster", raftkv::fuzzing::cluster_target);
+}
+
+#[test]
 fn lincheck_corpus() {
     replay("lincheck", raftkv::fuzzing::lincheck_target);
 }
@@ -61,7 +66,7 @@ fn every_corpus_is_replayed() {
         .map(|entry| entry.expect("a readable directory entry").file_name().to_string_lossy().into_owned())
         .collect();
     targets.sort();
-    assert_eq!(targets, ["decode", "lincheck", "node"]);
+    assert_eq!(targets, ["cluster", "decode", "lincheck", "node"]);
 }
 
 /// Writes the decode target's hand-made seeds: one valid frame per message

@@ -45,7 +45,11 @@ pub enum Durable {
 pub enum ActorState {
     /// The replica, plus a copy of what it has made durable (kept in the
     /// state because an actor can only read its storage when it starts).
-    Server { server: KvServer, hard: HardState, log: Vec<Entry<Command>> },
+    Server {
+        server: KvServer,
+        hard: HardState,
+        log: Vec<Entry<Command>>,
+    },
     Client(ClientState),
 }
 

@@ -11,9 +11,17 @@ use stateright::{Checker, Model};
 const CI_DEPTH: usize = 10;
 
 fn check_clean(config: ModelConfig) {
-    let checker = model(config.clone()).checker().threads(2).target_max_depth(stateright_depth(CI_DEPTH)).spawn_bfs().join();
+    let checker =
+        model(config.clone()).checker().threads(2).target_max_depth(stateright_depth(CI_DEPTH)).spawn_bfs().join();
     println!("{config:?}: {} states, {} unique", checker.state_count(), checker.unique_state_count());
-    for name in ["election safety", "log matching", "leader completeness", "state machine safety", "exactly once", "linearizable"] {
+    for name in [
+        "election safety",
+        "log matching",
+        "leader completeness",
+        "state machine safety",
+        "exactly once",
+        "linearizable",
+    ] {
         if let Some(path) = checker.discovery(name) {
             panic!("{name} violated:\n{path}");
         }

@@ -14,6 +14,9 @@
 //!   [`RaftNode`](crate::raft::RaftNode), restarts included; the node's own
 //!   invariant checks run after every step, and the harness checks the
 //!   persistence contract and the shape of every output.
+//! - [`cluster_target`]: bytes → the whole schedule of a simulated cluster
+//!   (losses, delays, partitions, crashes); every safety invariant and
+//!   linearizability must hold.
 //! - [`lincheck_target`]: bytes → a history of at most 8 operations;
 //!   [`lincheck::check`](crate::lincheck::check) must agree with the brute
 //!   force reference, and a reported violation must be minimal.
@@ -24,10 +27,12 @@
 //! and they do not depend on the `arbitrary` feature, so the corpus replays
 //! the same way in a plain `cargo test`.
 
+mod cluster;
 mod decode;
 mod lincheck;
 mod node;
 
+pub use cluster::{cluster_run, cluster_target};
 pub use decode::{decode_target, TIGHT_LIMITS};
 pub use lincheck::lincheck_target;
 pub use node::node_target;

@@ -140,9 +140,10 @@ impl<'a> AppendIndex<'a> {
     }
 }
 
-/// Longest text [`AppendIndex::may_split`] splits (its table lives on the
-/// stack).
-const MAX_SPLIT_LEN: usize = 1023;
+/// Longest text [`AppendIndex::may_split`] splits: its table lives on the
+/// stack, and longer texts (dozens of appends away) rarely decide anything
+/// that the first-argument test does not, while costing a lookup per byte.
+const MAX_SPLIT_LEN: usize = 255;
 
 #[cfg(test)]
 mod tests {

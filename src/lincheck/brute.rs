@@ -1,5 +1,5 @@
 //! Brute-force linearizability checker: the reference for differential
-//! testing of [`crate::lincheck::check`] (unit tests here, and a fuzz target).
+//! testing of [`crate::lincheck::check()`] (unit tests here, and a fuzz target).
 //!
 //! It shares no code with the fast checker on purpose: it does not split by
 //! key, does not drop pending Gets, keeps no memo and prunes nothing. It

@@ -552,6 +552,7 @@ impl<'a> Search<'a> {
     /// Decides whether to continue from the state just reached by applying
     /// operation `i` (already lifted and past prefix pruning): false if
     /// pruned or already explored.
+    ///
     /// Pruned states are not memoized: re-testing is about as cheap as a
     /// lookup, and the memo stays limited to states entered.
     fn enter(&self, i: usize, before: Value, after: Value, set: u128, memo: &mut Memo) -> bool {

@@ -9,7 +9,7 @@
 //! every recorded Get output. Calls that never returned may take effect at
 //! any instant after their call, or not at all.
 //!
-//! [`check`] answers [`Verdict::Ok`], [`Verdict::Illegal`] (with a small
+//! [`check()`] answers [`Verdict::Ok`], [`Verdict::Illegal`] (with a small
 //! offending set of calls) or, when the search budget runs out,
 //! [`Verdict::Unknown`]. It never reads a clock: work is bounded by counting
 //! search steps, so a verdict is reproducible on any machine.
@@ -80,7 +80,7 @@ impl Default for Budget {
     }
 }
 
-/// The outcome of [`check`].
+/// The outcome of [`check()`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Every key's sub-history is linearizable, hence so is the history.

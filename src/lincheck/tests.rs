@@ -1,4 +1,4 @@
-//! Scenario and differential tests of [`check`] against [`check_brute`].
+//! Scenario and differential tests of [`check()`] against [`check_brute`].
 
 use super::brute::check_brute;
 use super::gen::{generate, generate_with, mutate, GenParams, SplitMix64, ValueStyle};
@@ -135,6 +135,51 @@ fn scenarios() -> Vec<(&'static str, Vec<Operation>, bool)> {
                 get(3, "cb", 10, Some(11)),
             ],
             true,
+        ),
+        (
+            "an append erased by a later put cannot reappear",
+            vec![append(1, "a", 0, Some(1)), put(2, "p", 2, Some(3)), get(3, "pa", 4, Some(5))],
+            false,
+        ),
+        (
+            "a concurrent append may land after the put",
+            vec![append(1, "a", 0, Some(5)), put(2, "p", 1, Some(2)), get(3, "pa", 6, Some(7))],
+            true,
+        ),
+        (
+            "appends erased by a put leave no trace",
+            vec![
+                append(1, "a", 0, Some(1)),
+                append(2, "b", 0, Some(1)),
+                put(3, "p", 2, Some(3)),
+                get(4, "p", 4, Some(5)),
+                append(1, "c", 6, Some(7)),
+                get(4, "pc", 8, Some(9)),
+            ],
+            true,
+        ),
+        (
+            "a pending put may take effect between later calls",
+            vec![
+                put(1, "p", 0, None),
+                append(2, "a", 1, Some(2)),
+                get(3, "a", 3, Some(4)),
+                append(2, "b", 5, Some(6)),
+                get(3, "pb", 7, Some(8)),
+            ],
+            true,
+        ),
+        (
+            "a pending put takes effect once",
+            vec![
+                put(1, "p", 0, None),
+                get(3, "p", 1, Some(2)),
+                append(2, "a", 3, Some(4)),
+                get(3, "pa", 5, Some(6)),
+                put(2, "q", 7, Some(8)),
+                get(3, "p", 9, Some(10)),
+            ],
+            false,
         ),
         ("backwards interval", vec![get(1, "", 5, Some(4))], false),
     ]

@@ -35,6 +35,48 @@ use std::fmt;
 /// Virtual time in microseconds.
 pub type Micros = u64;
 
+/// Where every choice of a run comes from: message losses, delays and
+/// duplicates, tick phases, and the scenario's fault schedule. Normally the
+/// seed; for the `cluster` fuzz target, the fuzzer's bytes first (two per
+/// choice), then the seed once they run out. Either way a run replays
+/// exactly from its inputs.
+#[derive(Clone, Debug)]
+pub struct Choices {
+    rng: Rng,
+    script: Vec<u8>,
+    position: usize,
+}
+
+impl Choices {
+    pub fn new(seed: u64, script: Vec<u8>) -> Choices {
+        Choices { rng: Rng::new(seed), script, position: 0 }
+    }
+
+    /// A value in `[low, high)`; `low` when the range is empty.
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        if high <= low {
+            return low;
+        }
+        match self.script.get(self.position..self.position + 2) {
+            Some(&[a, b]) => {
+                self.position += 2;
+                low + u64::from(u16::from_le_bytes([a, b])) % (high - low)
+            }
+            _ => self.rng.range(low, high),
+        }
+    }
+
+    /// True with probability `numerator / denominator`.
+    pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
+        self.range(0, denominator) < numerator
+    }
+
+    /// An independent seeded generator (for a client's workload).
+    fn fork(&mut self) -> Rng {
+        self.rng.fork()
+    }
+}
+
 /// Everything that shapes a run besides the fault schedule.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -53,6 +95,8 @@ pub struct SimConfig {
     pub bugs: InjectedBugs,
     /// Print a readable trace of elections, commits, faults and client calls.
     pub trace: bool,
+    /// Choices to make before falling back on the seed (see [`Choices`]).
+    pub script: Vec<u8>,
 }
 
 impl SimConfig {
@@ -69,6 +113,7 @@ impl SimConfig {
             max_batch_entries: 64,
             bugs: InjectedBugs::default(),
             trace: false,
+            script: Vec::new(),
         }
     }
 
@@ -203,7 +248,7 @@ struct SimClient {
 /// A simulated cluster. See the module docs.
 pub struct Sim {
     config: SimConfig,
-    rng: Rng,
+    choices: Choices,
     now: Micros,
     next_seq: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
@@ -221,7 +266,7 @@ impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         let n = config.servers;
         let mut sim = Sim {
-            rng: Rng::new(config.seed),
+            choices: Choices::new(config.seed, config.script.clone()),
             now: 0,
             next_seq: 0,
             queue: BinaryHeap::new(),
@@ -245,9 +290,9 @@ impl Sim {
     /// Adds a client running `workload`; it starts at once. Returns its index.
     pub fn add_client(&mut self, workload: Workload) -> usize {
         let index = self.clients.len();
-        let first_guess = self.rng.range(0, u64::from(self.config.servers)) as NodeId;
+        let first_guess = self.choices.range(0, u64::from(self.config.servers)) as NodeId;
         let clerk = Clerk::new(index as u64 + 1, self.config.servers, first_guess);
-        let rng = self.rng.fork();
+        let rng = self.choices.fork();
         self.clients.push(SimClient { clerk, workload, in_progress: None, stopped: false, rng });
         self.topology.grow_clients(self.clients.len());
         self.schedule(0, Event::ClientStart { client: index });
@@ -277,9 +322,9 @@ impl Sim {
     pub fn history(&self) -> History {
         History { ops: self.history.clone() }
     }
-    /// The random source scenario drivers use for fault schedules.
-    pub fn rng(&mut self) -> &mut Rng {
-        &mut self.rng
+    /// The source of choices scenario drivers use for fault schedules.
+    pub fn choices(&mut self) -> &mut Choices {
+        &mut self.choices
     }
 
     /// Runs until virtual time `until`, or the first safety violation.
@@ -368,7 +413,7 @@ impl Sim {
         s.server = Some(KvServer::restart(server_config, s.storage.hard, s.storage.log.clone()));
         let incarnation = s.incarnation;
         self.checker.on_restart(id);
-        let phase = self.rng.range(0, self.config.tick_us);
+        let phase = self.choices.range(0, self.config.tick_us);
         self.schedule(phase, Event::Tick { node: id, incarnation });
         if incarnation > 1 {
             self.trace(|| {
@@ -573,19 +618,19 @@ impl Sim {
     fn send(&mut self, from: Addr, to: Addr, packet: Packet) {
         self.stats.messages_sent += 1;
         let net = &self.config.network;
-        if !self.connected(from, to) || self.rng.chance(net.drop_percent, 100) {
+        if !self.connected(from, to) || self.choices.chance(net.drop_percent, 100) {
             self.stats.messages_dropped += 1;
             return;
         }
-        let copies = if self.rng.chance(net.duplicate_percent, 100) { 2 } else { 1 };
+        let copies = if self.choices.chance(net.duplicate_percent, 100) { 2 } else { 1 };
         let is_reply = matches!(&packet, Packet::Response(_))
             || matches!(&packet, Packet::Raft(e) if e.message.kind().ends_with("Reply"));
         for _ in 0..copies {
             let net = &self.config.network;
-            let mut delay = self.rng.range(net.min_delay_us, net.max_delay_us);
-            if is_reply && self.rng.chance(net.long_delay_percent, 100) {
+            let mut delay = self.choices.range(net.min_delay_us, net.max_delay_us);
+            if is_reply && self.choices.chance(net.long_delay_percent, 100) {
                 let long = net.long_delay_us;
-                delay += self.rng.range(long, 2 * long + 1);
+                delay += self.choices.range(long, 2 * long + 1);
             }
             self.schedule(delay, Event::Deliver { from, to, packet: packet.clone() });
         }

@@ -142,7 +142,7 @@ pub fn partition_until(sim: &mut Sim, end: Micros) -> Result<(), Failure> {
     while sim.now() < end {
         let groups = random_split(sim, servers);
         sim.partition(&groups);
-        let hold = sim.config().election_us() + sim.rng().range(0, 200_000);
+        let hold = sim.config().election_us() + sim.choices().range(0, 200_000);
         sim.run_until((sim.now() + hold).min(end))?;
     }
     Ok(())
@@ -151,7 +151,7 @@ pub fn partition_until(sim: &mut Sim, end: Micros) -> Result<(), Failure> {
 fn random_split(sim: &mut Sim, servers: u8) -> Vec<Vec<NodeId>> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for id in 0..servers {
-        if sim.rng().chance(1, 2) {
+        if sim.choices().chance(1, 2) {
             a.push(id)
         } else {
             b.push(id)
@@ -272,10 +272,10 @@ impl Chaos {
         }
         let end = sim.now() + self.run_us;
         while sim.now() < end {
-            let pause = sim.rng().range(50_000, 800_000);
+            let pause = sim.choices().range(50_000, 800_000);
             sim.run_until((sim.now() + pause).min(end)).map_err(|f| f.to_string())?;
-            let victim = sim.rng().range(0, u64::from(self.servers)) as NodeId;
-            match sim.rng().range(0, 6) {
+            let victim = sim.choices().range(0, u64::from(self.servers)) as NodeId;
+            match sim.choices().range(0, 6) {
                 0 => {
                     let groups = random_split(sim, self.servers);
                     sim.partition(&groups);
@@ -292,7 +292,7 @@ impl Chaos {
                 3 => sim.crash(victim),
                 4 => {
                     sim.crash(victim);
-                    let down = sim.rng().range(0, 100_000);
+                    let down = sim.choices().range(0, 100_000);
                     sim.run_for(down).map_err(|f| f.to_string())?;
                     sim.restart(victim);
                 }
