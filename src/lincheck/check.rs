@@ -85,9 +85,9 @@
 //! [`super::brute`] guard all of it.
 
 use super::appends::AppendIndex;
-use super::gen::SplitMix64;
 use super::history::{OpKind, Operation};
 use super::lists::{Links, MinTree, TimeList};
+use crate::rng::Rng;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -372,7 +372,7 @@ struct Search<'a> {
 impl<'a> Search<'a> {
     fn new(live: &[&'a Operation]) -> Self {
         let n = live.len();
-        let mut zobrist = SplitMix64::new(0x1D_C0DE_5EED);
+        let mut zobrist = Rng::new(0x1D_C0DE_5EED);
         let mut ops: Vec<OpInfo<'a>> = live
             .iter()
             .map(|op| OpInfo {

@@ -10,59 +10,12 @@
 //! history in ways that usually (not always) make it illegal, which is what
 //! the differential test against [`crate::lincheck::brute`] feeds on.
 //!
-//! Randomness comes from [`SplitMix64`], a tiny seeded generator, so every
-//! history is reproducible from its seed.
+//! Randomness comes from the crate's seeded [`Rng`], so every history is
+//! reproducible from its seed.
 
 use super::history::{History, OpKind, Operation};
+use crate::rng::Rng;
 use std::collections::BTreeMap;
-
-/// SplitMix64 (Steele, Lea & Flood): a 64-bit state, one add and a mixing
-/// function per output. Small, fast and good enough for test data; not for
-/// cryptography.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator whose whole output is determined by `seed`.
-    pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`0` when `n == 0`). The modulo bias is irrelevant
-    /// for the small ranges used here.
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-
-    /// A number in `lo..=hi` (`lo` when `hi <= lo`).
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            lo
-        } else {
-            lo + self.below(hi - lo + 1)
-        }
-    }
-
-    /// True with probability `pct`/100.
-    pub fn percent(&mut self, pct: u32) -> bool {
-        self.below(100) < u64::from(pct)
-    }
-}
 
 /// How Put/Append arguments are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +81,7 @@ pub fn generate(seed: u64, ops: usize, clients: usize, keys: usize, append_pct: 
 
 /// A linearizable history shaped by `params` (see the module docs for how).
 pub fn generate_with(seed: u64, params: &GenParams) -> History {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let clients = params.clients.max(1);
     let keys = params.keys.max(1) as u64;
     // When each client may issue its next call.
@@ -141,9 +94,9 @@ pub fn generate_with(seed: u64, params: &GenParams) -> History {
         // The client that is free earliest goes next (lowest id on ties), so
         // the clients' calls interleave like concurrent threads.
         let client = (0..clients).min_by_key(|&c| (free_at[c], c)).unwrap_or(0);
-        let call = free_at[client] + rng.between(0, params.max_gap);
-        let duration = rng.between(0, params.max_duration);
-        let roll = rng.below(100) as u32;
+        let call = free_at[client] + rng.range(0, params.max_gap + 1);
+        let duration = rng.range(0, params.max_duration + 1);
+        let roll = rng.range(0, 100) as u32;
         let kind = if roll < params.append_pct {
             OpKind::Append
         } else if roll < params.append_pct.saturating_add(params.put_pct) {
@@ -151,23 +104,23 @@ pub fn generate_with(seed: u64, params: &GenParams) -> History {
         } else {
             OpKind::Get
         };
-        let key = format!("k{}", rng.below(keys));
+        let key = format!("k{}", rng.range(0, keys));
         let value = match (kind, params.values) {
             (OpKind::Get, _) => String::new(),
             (OpKind::Append, ValueStyle::Distinct) => format!("x {client} {i} y"),
             (OpKind::Put, ValueStyle::Distinct) => format!("p {client} {i} "),
-            (_, ValueStyle::Tiny) => ["", "a", "b", "ab"][rng.below(4) as usize].to_owned(),
+            (_, ValueStyle::Tiny) => ["", "a", "b", "ab"][rng.range(0, 4) as usize].to_owned(),
         };
-        let pending = rng.percent(params.pending_pct);
+        let pending = rng.chance(u64::from(params.pending_pct), 100);
         let ret = if pending { None } else { Some(call + duration) };
         if pending {
             // Taken effect at some instant after the call, possibly long
             // after the client gave up, or never.
-            if rng.percent(50) {
-                effects.push((call + rng.between(0, 3 * params.max_duration + 3), i));
+            if rng.chance(50, 100) {
+                effects.push((call + rng.range(0, 3 * params.max_duration + 4), i));
             }
         } else {
-            effects.push((rng.between(call, call + duration), i));
+            effects.push((rng.range(call, call + duration + 1), i));
         }
         free_at[client] = call + duration;
         ops.push(Operation { client: client as u64, kind, key, value, output: String::new(), call, ret });
@@ -200,24 +153,24 @@ pub fn generate_with(seed: u64, params: &GenParams) -> History {
 /// two Get outputs swapped. The result is *usually* not linearizable; the
 /// caller must not assume it is illegal.
 pub fn mutate(seed: u64, history: &History) -> History {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let mut ops = history.ops.clone();
     if ops.is_empty() {
         return History::new(ops);
     }
     let gets: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].kind == OpKind::Get && ops[i].ret.is_some()).collect();
     let writes: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].kind != OpKind::Get).collect();
-    let pick = |rng: &mut SplitMix64, from: &[usize]| from[rng.below(from.len() as u64) as usize];
-    match rng.below(4) {
+    let pick = |rng: &mut Rng, from: &[usize]| from[rng.range(0, from.len() as u64) as usize];
+    match rng.range(0, 4) {
         0 if !gets.is_empty() => {
             let g = pick(&mut rng, &gets);
             let out = &mut ops[g].output;
-            match rng.below(3) {
+            match rng.range(0, 3) {
                 0 if !out.is_empty() => {
                     out.pop();
                 }
                 1 => out.push('a'),
-                _ => *out = ["", "a", "b", "ab", "ba", "zz"][rng.below(6) as usize].to_owned(),
+                _ => *out = ["", "a", "b", "ab", "ba", "zz"][rng.range(0, 6) as usize].to_owned(),
             }
         }
         1 if !writes.is_empty() => {
@@ -231,12 +184,12 @@ pub fn mutate(seed: u64, history: &History) -> History {
             ops[a].output = std::mem::replace(&mut ops[b].output, tmp);
         }
         _ => {
-            let i = rng.below(ops.len() as u64) as usize;
+            let i = rng.range(0, ops.len() as u64) as usize;
             let op = &mut ops[i];
             match op.ret {
-                Some(ret) if rng.percent(50) => op.call = ret,
+                Some(ret) if rng.chance(50, 100) => op.call = ret,
                 Some(_) => op.ret = Some(op.call),
-                None => op.ret = Some(op.call + rng.below(3)),
+                None => op.ret = Some(op.call + rng.range(0, 3)),
             }
         }
     }
@@ -246,16 +199,6 @@ pub fn mutate(seed: u64, history: &History) -> History {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitmix_is_deterministic_and_matches_reference() {
-        // First outputs for seed 0 from the reference C implementation.
-        let mut rng = SplitMix64::new(0);
-        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
-        assert_eq!(SplitMix64::new(9).below(0), 0);
-        assert_eq!(SplitMix64::new(9).between(5, 5), 5);
-    }
 
     #[test]
     fn generate_is_deterministic() {

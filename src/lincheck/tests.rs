@@ -1,8 +1,9 @@
 //! Scenario and differential tests of [`check()`] against [`check_brute`].
 
 use super::brute::check_brute;
-use super::gen::{generate, generate_with, mutate, GenParams, SplitMix64, ValueStyle};
+use super::gen::{generate, generate_with, mutate, GenParams, ValueStyle};
 use super::*;
+use crate::rng::Rng;
 
 fn put(client: u64, value: &str, call: u64, ret: Option<u64>) -> Operation {
     Operation::put(client, "k", value, call, ret)
@@ -355,18 +356,18 @@ fn differential_against_brute_force() {
     const CASES: u64 = 30_000;
     let (mut legal, mut illegal) = (0, 0);
     for seed in 0..CASES {
-        let mut rng = SplitMix64::new(seed ^ 0xD1FF);
-        let append_pct = rng.below(70) as u32;
+        let mut rng = Rng::new(seed ^ 0xD1FF);
+        let append_pct = rng.range(0, 70) as u32;
         let params = GenParams {
-            ops: rng.between(1, brute::BRUTE_MAX_OPS as u64) as usize,
-            clients: rng.between(1, 4) as usize,
-            keys: rng.between(1, 2) as usize,
+            ops: rng.range(1, brute::BRUTE_MAX_OPS as u64 + 1) as usize,
+            clients: rng.range(1, 5) as usize,
+            keys: rng.range(1, 3) as usize,
             append_pct,
-            put_pct: rng.below(u64::from(100 - append_pct)) as u32,
-            pending_pct: [0, 10, 30][rng.below(3) as usize],
-            max_duration: rng.between(0, 6),
-            max_gap: rng.between(0, 2),
-            values: if rng.percent(70) { ValueStyle::Tiny } else { ValueStyle::Distinct },
+            put_pct: rng.range(0, u64::from(100 - append_pct)) as u32,
+            pending_pct: [0, 10, 30][rng.range(0, 3) as usize],
+            max_duration: rng.range(0, 7),
+            max_gap: rng.range(0, 3),
+            values: if rng.chance(70, 100) { ValueStyle::Tiny } else { ValueStyle::Distinct },
         };
         let mut h = generate_with(seed, &params);
         let corrupt = seed % 3 != 0;
