@@ -87,6 +87,7 @@ fn persist_partition_unreliable_linearizable() {
 /// order, and the history linearizable.
 #[test]
 fn unreliable_one_key() {
+    const NAME: &str = "unreliable_one_key";
     for seed in common::seeds(SEEDS) {
         let mut config = SimConfig::new(seed, 3);
         config.network = NetworkConfig::unreliable();
@@ -94,13 +95,13 @@ fn unreliable_one_key() {
         for _ in 0..5 {
             sim.add_client(Workload::appends("k", 10));
         }
-        let idle = sim.run_until_clients_idle(120_000_000).unwrap_or_else(|f| panic!("{f}"));
-        assert!(idle, "seed {seed}: appends did not finish in 120 s of virtual time");
-        let value = read_back(&mut sim, 0, "k").unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        check_appends(&sim.history(), "k", &value).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(value.matches("x ").count(), 50, "seed {seed}: {value}");
+        let idle = sim.run_until_clients_idle(120_000_000).unwrap_or_else(|f| common::fail(NAME, seed, &sim, f));
+        common::ensure(idle, NAME, seed, &sim, || "appends did not finish in 120 s of virtual time".into());
+        let value = read_back(&mut sim, 0, "k").unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
+        check_appends(&sim.history(), "k", &value).unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
+        common::ensure(value.matches("x ").count() == 50, NAME, seed, &sim, || format!("final value {value:?}"));
         let verdict = raftkv::lincheck::check(&sim.history(), Default::default());
-        assert!(verdict.is_ok(), "seed {seed}: {verdict:?}");
+        common::ensure(verdict.is_ok(), NAME, seed, &sim, || format!("{verdict:?}"));
     }
 }
 
@@ -109,41 +110,54 @@ fn unreliable_one_key() {
 /// minority do not complete; both complete once the partition heals.
 #[test]
 fn one_partition() {
+    const NAME: &str = "one_partition";
     for seed in common::seeds(SEEDS) {
         let mut sim = Sim::new(SimConfig::new(seed, 5));
         let majority_client = sim.add_client(Workload::appends("unused", 0));
         let minority_client = sim.add_client(Workload::appends("unused", 0));
-        sim.run_for(2_000_000).unwrap();
-        let leader = (0..5).find(|&id| sim.server(id).is_some_and(|s| s.node().is_leader())).expect("a leader");
+        let run = |sim: &mut Sim, us| sim.run_for(us).unwrap_or_else(|f| common::fail(NAME, seed, sim, f));
+        run(&mut sim, 2_000_000);
+        let Some(leader) = (0..5).find(|&id| sim.server(id).is_some_and(|s| s.node().is_leader())) else {
+            common::fail(NAME, seed, &sim, "no leader after 2 s")
+        };
         let mut majority: Vec<u8> = vec![leader];
         majority.extend((0..5).filter(|&id| id != leader).take(2));
         let minority: Vec<u8> = (0..5).filter(|id| !majority.contains(id)).collect();
-        sim.partition(&[majority.clone(), minority.clone()]);
-        sim.restrict_client(majority_client, majority.clone());
-        sim.restrict_client(minority_client, minority.clone());
+        let split = |sim: &mut Sim| {
+            sim.partition(&[majority.clone(), minority.clone()]);
+            sim.restrict_client(majority_client, majority.clone());
+            sim.restrict_client(minority_client, minority.clone());
+        };
+        let heal_and_finish = |sim: &mut Sim, what: &str| {
+            sim.heal();
+            let deadline = sim.now() + 3_000_000;
+            let idle = sim.run_until_clients_idle(deadline).unwrap_or_else(|f| common::fail(NAME, seed, sim, f));
+            common::ensure(idle, NAME, seed, sim, || {
+                format!("the minority {what} did not complete within 3 s of healing")
+            });
+        };
 
+        split(&mut sim);
         let put = sim.start_op(majority_client, Op::Put { key: "1".into(), value: "13".into() });
-        sim.run_for(1_000_000).unwrap();
-        assert!(sim.operation(put).ret.is_some(), "seed {seed}: the majority side made no progress");
+        run(&mut sim, 1_000_000);
+        common::ensure(sim.operation(put).ret.is_some(), NAME, seed, &sim, || "the majority made no progress".into());
 
         let minority_put = sim.start_op(minority_client, Op::Put { key: "1".into(), value: "15".into() });
-        sim.run_for(1_000_000).unwrap();
-        assert!(sim.operation(minority_put).ret.is_none(), "seed {seed}: a Put completed on the minority side");
+        run(&mut sim, 1_000_000);
+        let stuck = sim.operation(minority_put).ret.is_none();
+        common::ensure(stuck, NAME, seed, &sim, || "a Put completed on the minority side".into());
+        heal_and_finish(&mut sim, "Put");
 
-        sim.heal();
-        let idle = sim.run_until_clients_idle(sim.now() + 3_000_000).unwrap();
-        assert!(idle, "seed {seed}: the minority Put did not complete within 3 s of healing");
-        sim.partition(&[majority.clone(), minority.clone()]);
-        sim.restrict_client(minority_client, minority.clone());
+        split(&mut sim);
         let get = sim.start_op(minority_client, Op::Get { key: "1".into() });
-        sim.run_for(1_000_000).unwrap();
-        assert!(sim.operation(get).ret.is_none(), "seed {seed}: a Get completed on the minority side");
-        sim.heal();
-        let idle = sim.run_until_clients_idle(sim.now() + 3_000_000).unwrap();
-        assert!(idle, "seed {seed}: the minority Get did not complete within 3 s of healing");
-        assert_eq!(sim.operation(get).output, "15", "seed {seed}");
+        run(&mut sim, 1_000_000);
+        let stuck = sim.operation(get).ret.is_none();
+        common::ensure(stuck, NAME, seed, &sim, || "a Get completed on the minority side".into());
+        heal_and_finish(&mut sim, "Get");
+        let output = sim.operation(get).output.clone();
+        common::ensure(output == "15", NAME, seed, &sim, || format!("the Get returned {output:?}, not \"15\""));
         let verdict = raftkv::lincheck::check(&sim.history(), Default::default());
-        assert!(verdict.is_ok(), "seed {seed}: {verdict:?}");
+        common::ensure(verdict.is_ok(), NAME, seed, &sim, || format!("{verdict:?}"));
     }
 }
 
@@ -151,18 +165,21 @@ fn one_partition() {
 /// 1,000 × heartbeat interval / 3 of virtual time (3 servers, as the lab).
 #[test]
 fn speed() {
+    const NAME: &str = "speed";
     for seed in common::seeds(SEEDS) {
         let config = SimConfig::new(seed, 3);
         let bound = 1_000 * config.heartbeat_us() / 3;
         let mut sim = Sim::new(config);
-        sim.run_for(2_000_000).unwrap(); // elect a leader first, as the lab's first Put does
+        // Elect a leader first, as the lab's first Put does.
+        sim.run_for(2_000_000).unwrap_or_else(|f| common::fail(NAME, seed, &sim, f));
         let start = sim.now();
         sim.add_client(Workload::appends("k", 1_000));
-        let done = sim.run_until_clients_idle(start + bound).unwrap();
+        let done = sim.run_until_clients_idle(start + bound).unwrap_or_else(|f| common::fail(NAME, seed, &sim, f));
         let took = sim.now() - start;
-        assert!(done, "seed {seed}: 1,000 appends took more than {} ms of virtual time", bound / 1000);
-        let value = read_back(&mut sim, 0, "k").unwrap();
-        check_appends(&sim.history(), "k", &value).unwrap();
-        assert!(took < bound, "seed {seed}: {took} us");
+        common::ensure(done && took < bound, NAME, seed, &sim, || {
+            format!("1,000 appends took {} ms of virtual time, bound {} ms", took / 1000, bound / 1000)
+        });
+        let value = read_back(&mut sim, 0, "k").unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
+        check_appends(&sim.history(), "k", &value).unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
     }
 }

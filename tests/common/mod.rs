@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use raftkv::sim::scenario::ScenarioFailure;
+use raftkv::sim::Sim;
 use std::path::PathBuf;
 
 /// The seeds to run: the replayed one, or `0..count`.
@@ -32,4 +33,18 @@ pub fn report(failure: &ScenarioFailure) -> String {
         .map(|_| format!("history written to {}", path.display()))
         .unwrap_or_else(|e| format!("could not write the history: {e}"));
     format!("{failure}\n{saved}\nreplay: RAFTKV_SEED={} cargo test --test scenarios {}", failure.seed, failure.scenario)
+}
+
+/// Fails a hand-driven scenario: writes `sim`'s history beside the seed and
+/// panics with both.
+pub fn fail(scenario: &'static str, seed: u64, sim: &Sim, reason: impl std::fmt::Display) -> ! {
+    let failure = ScenarioFailure { scenario, seed, reason: reason.to_string(), history: sim.history() };
+    panic!("{}", report(&failure))
+}
+
+/// `fail`s unless `condition` holds.
+pub fn ensure(condition: bool, scenario: &'static str, seed: u64, sim: &Sim, reason: impl FnOnce() -> String) {
+    if !condition {
+        fail(scenario, seed, sim, reason());
+    }
 }
