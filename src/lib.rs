@@ -20,5 +20,7 @@ pub mod kv;
 pub mod lincheck;
 pub mod raft;
 pub mod rng;
+pub mod server;
 pub mod sim;
+pub mod sync;
 pub mod wire;

@@ -1,0 +1,549 @@
+//! Durable Raft state of the real server: the hard state (term, vote) and the
+//! log, on disk.
+//!
+//! # The trait and its contract
+//!
+//! [`RaftStorage`] is what a runtime needs from a disk: [`load`](RaftStorage::load) everything
+//! at start ([`Durable`], handed to
+//! [`RaftNode::restart`](crate::raft::RaftNode::restart)), and [`write`](RaftStorage::write) the
+//! [`Persist`]s of one or more steps. `write` is the `write` function of
+//! [`Ready::persist_then`](crate::raft::Ready::persist_then): it returns `Ok`
+//! only once everything it was given is durable, so the runtime may then
+//! carry out those steps' actions (see the persistence contract in
+//! [`raft::ready`](crate::raft::ready)'s module docs). It takes a *batch*
+//! of `Persist`s so that a runtime can group-commit: step the node several
+//! times, make all the steps' writes durable in one transaction with one
+//! fsync, then act on all of them.
+//!
+//! The simulator keeps its own in-memory model of the same contract,
+//! [`MemStorage`](crate::sim::MemStorage), whose power cut loses whatever
+//! was not written; [`RedbStorage`] is the real thing.
+//!
+//! # The on-disk layout
+//!
+//! [`RedbStorage`] keeps one [`redb`] database, `raft.redb`, in a directory
+//! of its own. redb is pure Rust, checksums its pages and commits with a
+//! two-phase protocol, so a crash at any instant leaves either the old or the
+//! new committed state; with [`Durability::Immediate`] a commit returns only
+//! after the fsync. Two tables:
+//!
+//! - `meta` (`&str` → bytes): `"format"` = [`FORMAT_VERSION`] as one byte,
+//!   and `"hard_state"` = the postcard encoding of the [`HardState`]
+//!   (absent means the default: term 0, no vote);
+//! - `log` (`u64` → bytes): one row per entry, keyed by its index, valued by
+//!   the postcard encoding of the `Entry<Command>` (the same bytes the peer
+//!   wire format uses for an entry, see `specs/wire.md`).
+//!
+//! A [`LogWrite`] `{ from, entries }` deletes every row at or after `from`
+//! and inserts `entries` at `from, from + 1, …`.
+//!
+//! # Untrusted bytes
+//!
+//! What comes back from disk is treated as untrusted input: a row that does
+//! not decode, has trailing bytes, or breaks the log's shape (indexes
+//! contiguous from 1, terms never decreasing, no entry newer than the hard
+//! state's term) is reported as [`StorageError::Corrupt`] (or
+//! [`StorageError::CorruptHardState`]) naming the file and the index;
+//! nothing here panics on bad bytes. A single entry decodes with postcard,
+//! whose only allocations are the command's two strings, each checked
+//! against the remaining bytes of the row first.
+//!
+//! # Not yet
+//!
+//! Snapshots and log compaction (dropping a prefix) come with a later issue;
+//! then the log will start after the snapshot's index instead of at 1.
+
+use crate::kv::Command;
+use crate::raft::{Entry, HardState, LogIndex, LogWrite, Persist};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Durable storage for one Raft node's hard state and log.
+///
+/// The contract is the persistence contract of
+/// [`raft::ready`](crate::raft::ready) (read it there): a `Persist` must be
+/// durable before any of its step's actions are carried out.
+/// Implementations promise:
+///
+/// - [`write`](RaftStorage::write) applies the batch's `Persist`s *in
+///   order*, exactly as [`MemStorage::write`](crate::sim::MemStorage::write)
+///   applies one: a `hard_state` replaces the stored one; a [`LogWrite`]
+///   drops every entry at or after `from` and appends its entries. The
+///   whole batch is atomic (after a crash either all of it or none of it is
+///   there) and durable when `write` returns `Ok` (one fsync for the batch).
+///   After an `Err`, nothing of the batch may be acted on; the runtime
+///   should stop the node (the on-disk state is the one before the batch or
+///   after it, and a restart will tell which).
+/// - [`load`](RaftStorage::load) returns exactly the state of the last
+///   successful `write` (or of whatever batch was durable when the process
+///   died), or an error; never a state that was not written.
+pub trait RaftStorage {
+    /// Everything durable: what the node restarts from.
+    fn load(&self) -> Result<Durable, StorageError>;
+
+    /// Makes `batch` durable, in order, in one atomic commit. See the trait
+    /// docs.
+    fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError>;
+}
+
+/// A node's durable state: the arguments of
+/// [`RaftNode::restart`](crate::raft::RaftNode::restart).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    pub hard: HardState,
+    /// The log; `log[i]` is the entry at index `i + 1`.
+    pub log: Vec<Entry<Command>>,
+}
+
+/// Why storage failed. Every variant names the database file.
+#[derive(Debug)]
+pub enum StorageError {
+    /// A filesystem operation outside the database failed (creating or
+    /// syncing its directory).
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    /// The database itself failed: it could not be opened (already open by
+    /// another process or handle, unreadable, its own checksums failed), or a
+    /// transaction or commit failed.
+    Database { path: PathBuf, op: &'static str, source: Box<redb::Error> },
+    /// The log entry at `index` is stored but unusable.
+    Corrupt { path: PathBuf, index: LogIndex, reason: String },
+    /// The stored hard state is unusable.
+    CorruptHardState { path: PathBuf, reason: String },
+    /// The database was written by an incompatible version of raftkv.
+    UnknownFormat { path: PathBuf, found: Vec<u8> },
+    /// A [`LogWrite`] would leave a hole in the log: it starts after the
+    /// entry following the last stored one. The Raft core never asks for
+    /// this; nothing of the batch was written.
+    Gap { path: PathBuf, from: LogIndex, last_index: LogIndex },
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Io { path, op, source } => {
+                write!(f, "raft storage {}: {op} failed: {source}", path.display())
+            }
+            StorageError::Database { path, op, source } => {
+                write!(f, "raft storage {}: {op} failed: {source}", path.display())
+            }
+            StorageError::Corrupt { path, index, reason } => {
+                write!(f, "raft storage {}: log entry {index} is corrupt: {reason}", path.display())
+            }
+            StorageError::CorruptHardState { path, reason } => {
+                write!(f, "raft storage {}: hard state is corrupt: {reason}", path.display())
+            }
+            StorageError::UnknownFormat { path, found } => write!(
+                f,
+                "raft storage {}: unknown format version {found:?} (this build reads [{FORMAT_VERSION}])",
+                path.display()
+            ),
+            StorageError::Gap { path, from, last_index } => write!(
+                f,
+                "raft storage {}: refused a log write at index {from} after last index {last_index} (it would leave a gap)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StorageError::Io { source, .. } => Some(source),
+            StorageError::Database { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+/// The on-disk format this build writes and reads (stored under `meta`).
+pub const FORMAT_VERSION: u8 = 1;
+/// The database file's name inside the storage directory.
+pub const DB_FILE: &str = "raft.redb";
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const KEY_FORMAT: &str = "format";
+const KEY_HARD_STATE: &str = "hard_state";
+
+/// [`RaftStorage`] on a [`redb`] database; see the module docs for the
+/// layout.
+pub struct RedbStorage {
+    db: Database,
+    path: PathBuf,
+    /// The last stored index (0 when empty), to refuse gaps without a read.
+    last_index: LogIndex,
+}
+
+impl fmt::Debug for RedbStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStorage").field("path", &self.path).field("last_index", &self.last_index).finish()
+    }
+}
+
+impl RedbStorage {
+    /// Opens the storage in directory `dir` (created if missing; a missing
+    /// or empty directory starts empty), recovering from an interrupted
+    /// commit if the last process died mid-write. Fails if another handle
+    /// has it open.
+    pub fn open(dir: impl AsRef<Path>) -> Result<RedbStorage, StorageError> {
+        let dir = dir.as_ref();
+        let path = dir.join(DB_FILE);
+        let io = |op, source| StorageError::Io { path: path.clone(), op, source };
+        std::fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
+        let existed = path.exists();
+        let db = Database::create(&path).map_err(|e| db_err(&path, "opening the database", e))?;
+        if !existed {
+            // Make the new file's directory entry durable too.
+            sync_dir(dir).map_err(|e| io("syncing its directory", e))?;
+        }
+        let mut storage = RedbStorage { db, path, last_index: 0 };
+        storage.init()?;
+        Ok(storage)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The index of the last stored entry (0 when the log is empty).
+    pub fn last_index(&self) -> LogIndex {
+        self.last_index
+    }
+
+    /// Creates the tables and format marker on a new database, checks the
+    /// format of an old one, and reads the last index.
+    fn init(&mut self) -> Result<(), StorageError> {
+        let txn = self.begin_write()?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.db_err("opening the meta table", e))?;
+            let found =
+                meta.get(KEY_FORMAT).map_err(|e| self.db_err("reading the format", e))?.map(|v| v.value().to_vec());
+            match found {
+                None => {
+                    meta.insert(KEY_FORMAT, &[FORMAT_VERSION][..]).map_err(|e| self.db_err("writing the format", e))?;
+                }
+                Some(v) if v == [FORMAT_VERSION] => {}
+                Some(found) => return Err(StorageError::UnknownFormat { path: self.path.clone(), found }),
+            }
+            let log = txn.open_table(LOG).map_err(|e| self.db_err("opening the log table", e))?;
+            self.last_index =
+                log.last().map_err(|e| self.db_err("reading the last index", e))?.map_or(0, |(k, _)| k.value());
+        }
+        txn.commit().map_err(|e| self.db_err("committing", e))
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StorageError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.db_err("beginning a write", e))?;
+        txn.set_durability(Durability::Immediate);
+        Ok(txn)
+    }
+
+    fn db_err(&self, op: &'static str, e: impl Into<redb::Error>) -> StorageError {
+        db_err(&self.path, op, e)
+    }
+
+    fn corrupt(&self, index: LogIndex, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupt { path: self.path.clone(), index, reason: reason.into() }
+    }
+}
+
+fn db_err(path: &Path, op: &'static str, e: impl Into<redb::Error>) -> StorageError {
+    StorageError::Database { path: path.to_path_buf(), op, source: Box::new(e.into()) }
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Decodes one stored value completely (no trailing bytes).
+fn decode_exact<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!("{} trailing bytes after the value", rest.len())),
+        Err(e) => Err(format!("does not decode: {e}")),
+    }
+}
+
+impl RaftStorage for RedbStorage {
+    fn load(&self) -> Result<Durable, StorageError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err("beginning a read", e))?;
+        let meta = txn.open_table(META).map_err(|e| self.db_err("opening the meta table", e))?;
+        let hard = match meta.get(KEY_HARD_STATE).map_err(|e| self.db_err("reading the hard state", e))? {
+            None => HardState::default(),
+            Some(v) => decode_exact::<HardState>(v.value())
+                .map_err(|reason| StorageError::CorruptHardState { path: self.path.clone(), reason })?,
+        };
+        let table = txn.open_table(LOG).map_err(|e| self.db_err("opening the log table", e))?;
+        let len = table.len().map_err(|e| self.db_err("counting the log", e))?;
+        // Only a hint: every row is checked as it is read.
+        let mut log: Vec<Entry<Command>> = Vec::with_capacity(len.min(1 << 20) as usize);
+        for row in table.iter().map_err(|e| self.db_err("reading the log", e))? {
+            let (key, value) = row.map_err(|e| self.db_err("reading the log", e))?;
+            let index = key.value();
+            let expected = log.len() as u64 + 1;
+            if index != expected {
+                return Err(self.corrupt(expected, format!("missing (the next stored index is {index})")));
+            }
+            let entry: Entry<Command> = decode_exact(value.value()).map_err(|reason| self.corrupt(index, reason))?;
+            if let Some(prev) = log.last() {
+                if entry.term < prev.term {
+                    return Err(self.corrupt(
+                        index,
+                        format!("term {} is lower than the previous entry's term {}", entry.term, prev.term),
+                    ));
+                }
+            }
+            if entry.term > hard.term {
+                return Err(self.corrupt(
+                    index,
+                    format!("term {} is higher than the stored current term {}", entry.term, hard.term),
+                ));
+            }
+            log.push(entry);
+        }
+        Ok(Durable { hard, log })
+    }
+
+    fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
+        if batch.iter().all(|p| p.is_empty()) {
+            return Ok(());
+        }
+        let txn = self.begin_write()?;
+        let mut last_index = self.last_index;
+        {
+            let mut hard = None;
+            let mut log = txn.open_table(LOG).map_err(|e| self.db_err("opening the log table", e))?;
+            let mut buf = Vec::new();
+            for p in batch {
+                if let Some(h) = p.hard_state {
+                    hard = Some(h);
+                }
+                if let Some(LogWrite { from, entries }) = &p.log {
+                    let from = (*from).max(1);
+                    if from > last_index + 1 {
+                        // Dropping `txn` aborts the whole batch.
+                        return Err(StorageError::Gap { path: self.path.clone(), from, last_index });
+                    }
+                    while last_index >= from {
+                        log.remove(last_index).map_err(|e| self.db_err("truncating the log", e))?;
+                        last_index -= 1;
+                    }
+                    for entry in entries {
+                        buf.clear();
+                        buf = postcard::to_extend(entry, buf).map_err(|e| {
+                            // Encoding to a Vec fails only on a serde error,
+                            // which these derived types do not produce.
+                            self.corrupt(last_index + 1, format!("does not encode: {e}"))
+                        })?;
+                        last_index += 1;
+                        log.insert(last_index, buf.as_slice()).map_err(|e| self.db_err("appending to the log", e))?;
+                    }
+                }
+            }
+            if let Some(h) = hard {
+                let bytes = postcard::to_allocvec(&h).map_err(|e| StorageError::CorruptHardState {
+                    path: self.path.clone(),
+                    reason: format!("does not encode: {e}"),
+                })?;
+                let mut meta = txn.open_table(META).map_err(|e| self.db_err("opening the meta table", e))?;
+                meta.insert(KEY_HARD_STATE, bytes.as_slice()).map_err(|e| self.db_err("writing the hard state", e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.db_err("committing", e))?;
+        self.last_index = last_index;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::Op;
+    use crate::raft::Payload;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("raftkv-storage-unit-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entry(term: u64, i: u64) -> Entry<Command> {
+        Entry {
+            term,
+            payload: Payload::Command(Command {
+                client: 1,
+                seq: i,
+                op: Op::Put { key: format!("k{i}"), value: "v".into() },
+            }),
+        }
+    }
+
+    fn append(term: u64, from: u64, n: u64) -> Persist<Command> {
+        Persist {
+            hard_state: Some(HardState { term, voted_for: Some(0) }),
+            log: Some(LogWrite { from, entries: (from..from + n).map(|i| entry(term, i)).collect() }),
+        }
+    }
+
+    /// Overwrites raw rows behind the storage's back, then reopens.
+    fn tamper(dir: &Path, f: impl FnOnce(&redb::WriteTransaction)) -> Result<Durable, StorageError> {
+        let db = Database::create(dir.join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        f(&txn);
+        txn.commit().unwrap();
+        drop(db);
+        RedbStorage::open(dir)?.load()
+    }
+
+    fn stored(tag: &str, persists: &[Persist<Command>]) -> TempDir {
+        let dir = TempDir::new(tag);
+        let mut s = RedbStorage::open(&dir.0).unwrap();
+        s.write(&persists.iter().collect::<Vec<_>>()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn garbage_value_is_corrupt_with_its_index() {
+        let dir = stored("garbage", &[append(1, 1, 5)]);
+        let r = tamper(&dir.0, |txn| {
+            txn.open_table(LOG)
+                .unwrap()
+                .insert(3, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..])
+                .unwrap();
+        });
+        match r {
+            Err(StorageError::Corrupt { index: 3, ref reason, .. }) => assert!(reason.contains("decode"), "{reason}"),
+            other => panic!("expected Corrupt at 3, got {other:?}"),
+        }
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains(DB_FILE) && msg.contains("entry 3"), "{msg}");
+    }
+
+    #[test]
+    fn truncated_and_padded_values_are_corrupt() {
+        let dir = stored("short", &[append(1, 1, 3)]);
+        let r = tamper(&dir.0, |txn| {
+            let mut t = txn.open_table(LOG).unwrap();
+            let v = t.get(2).unwrap().unwrap().value().to_vec();
+            t.insert(2, &v[..v.len() - 1]).unwrap();
+        });
+        assert!(matches!(r, Err(StorageError::Corrupt { index: 2, .. })), "{r:?}");
+
+        let dir = stored("long", &[append(1, 1, 3)]);
+        let r = tamper(&dir.0, |txn| {
+            let mut t = txn.open_table(LOG).unwrap();
+            let mut v = t.get(1).unwrap().unwrap().value().to_vec();
+            v.push(0);
+            t.insert(1, v.as_slice()).unwrap();
+        });
+        match r {
+            Err(StorageError::Corrupt { index: 1, ref reason, .. }) => assert!(reason.contains("trailing"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn huge_declared_string_length_is_corrupt_not_an_allocation() {
+        let dir = stored("huge", &[append(1, 1, 1)]);
+        let r = tamper(&dir.0, |txn| {
+            // term 1, Command, client 1, seq 1, Put, key of length ~2^63.
+            let v = [1u8, 1, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+            txn.open_table(LOG).unwrap().insert(1, &v[..]).unwrap();
+        });
+        assert!(matches!(r, Err(StorageError::Corrupt { index: 1, .. })), "{r:?}");
+    }
+
+    #[test]
+    fn shape_errors_are_corrupt() {
+        // A hole.
+        let dir = stored("hole", &[append(1, 1, 4)]);
+        let r = tamper(&dir.0, |txn| {
+            txn.open_table(LOG).unwrap().remove(2).unwrap();
+        });
+        match r {
+            Err(StorageError::Corrupt { index: 2, ref reason, .. }) => assert!(reason.contains("missing"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Not starting at 1.
+        let dir = stored("start", &[append(1, 1, 2)]);
+        let r = tamper(&dir.0, |txn| {
+            txn.open_table(LOG).unwrap().remove(1).unwrap();
+        });
+        assert!(matches!(r, Err(StorageError::Corrupt { index: 1, .. })), "{r:?}");
+        // A decreasing term.
+        let dir = stored("term", &[append(2, 1, 3)]);
+        let r = tamper(&dir.0, |txn| {
+            let bytes = postcard::to_allocvec(&entry(1, 3)).unwrap();
+            txn.open_table(LOG).unwrap().insert(3, bytes.as_slice()).unwrap();
+        });
+        assert!(matches!(r, Err(StorageError::Corrupt { index: 3, .. })), "{r:?}");
+        // An entry newer than the current term.
+        let dir = stored("future", &[append(2, 1, 3)]);
+        let r = tamper(&dir.0, |txn| {
+            let bytes = postcard::to_allocvec(&entry(3, 3)).unwrap();
+            txn.open_table(LOG).unwrap().insert(3, bytes.as_slice()).unwrap();
+        });
+        assert!(matches!(r, Err(StorageError::Corrupt { index: 3, .. })), "{r:?}");
+    }
+
+    #[test]
+    fn corrupt_hard_state_and_unknown_format() {
+        let dir = stored("hard", &[append(1, 1, 1)]);
+        let r = tamper(&dir.0, |txn| {
+            txn.open_table(META).unwrap().insert(KEY_HARD_STATE, &[0xff][..]).unwrap();
+        });
+        assert!(matches!(r, Err(StorageError::CorruptHardState { .. })), "{r:?}");
+
+        let dir = stored("format", &[]);
+        let r = tamper(&dir.0, |txn| {
+            txn.open_table(META).unwrap().insert(KEY_FORMAT, &[99][..]).unwrap();
+        });
+        assert!(matches!(r, Err(StorageError::UnknownFormat { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_gap_is_refused_and_nothing_of_the_batch_is_written() {
+        let dir = TempDir::new("gap");
+        let mut s = RedbStorage::open(&dir.0).unwrap();
+        s.write(&[&append(1, 1, 2)]).unwrap();
+        let before = s.load().unwrap();
+        let r = s.write(&[&append(2, 3, 1), &append(2, 6, 1)]);
+        assert!(matches!(r, Err(StorageError::Gap { from: 6, last_index: 3, .. })), "{r:?}");
+        assert_eq!(s.load().unwrap(), before);
+        assert_eq!(s.last_index(), 2);
+        // Still usable afterwards.
+        s.write(&[&append(2, 3, 1)]).unwrap();
+        assert_eq!(s.load().unwrap().log.len(), 3);
+    }
+
+    #[test]
+    fn a_second_handle_is_refused_with_the_path() {
+        let dir = TempDir::new("twice");
+        let _s = RedbStorage::open(&dir.0).unwrap();
+        let e = RedbStorage::open(&dir.0).unwrap_err();
+        assert!(matches!(e, StorageError::Database { .. }), "{e:?}");
+        assert!(e.to_string().contains(&dir.0.join(DB_FILE).display().to_string()), "{e}");
+    }
+}

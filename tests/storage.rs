@@ -1,0 +1,306 @@
+//! The real server's durable storage (`raftkv::server::storage`): round trips,
+//! reopening, group commit, and a crash (SIGKILL) of a writing process.
+//!
+//! Corruption of stored bytes is tested by the unit tests in
+//! `src/server/storage.rs`, which can reach the raw tables.
+
+use raftkv::kv::{Command, Op};
+use raftkv::raft::{Entry, HardState, LogWrite, Payload, Persist};
+use raftkv::server::storage::{Durable, RaftStorage, RedbStorage, StorageError};
+use raftkv::sim::MemStorage;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command as Process, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+/// A unique directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("raftkv-storage-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn command(i: u64, value: &str) -> Command {
+    Command { client: i % 7, seq: i, op: Op::Append { key: format!("key-{}", i % 13), value: value.to_string() } }
+}
+
+fn entry(term: u64, i: u64) -> Entry<Command> {
+    if i % 5 == 0 {
+        Entry { term, payload: Payload::Noop }
+    } else {
+        Entry { term, payload: Payload::Command(command(i, &format!("v{i}"))) }
+    }
+}
+
+fn hard(term: u64, voted_for: Option<u8>) -> Option<HardState> {
+    Some(HardState { term, voted_for })
+}
+
+fn log_write(from: u64, entries: Vec<Entry<Command>>) -> Option<LogWrite<Command>> {
+    Some(LogWrite { from, entries })
+}
+
+/// Applies `batch` to both storages and checks that they agree.
+fn write_both(disk: &mut RedbStorage, model: &mut MemStorage, batch: &[Persist<Command>]) {
+    disk.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+    for p in batch {
+        model.write(p);
+    }
+    assert_eq!(disk.load().unwrap(), Durable { hard: model.hard, log: model.log.clone() });
+}
+
+#[test]
+fn an_empty_directory_starts_empty() {
+    let dir = TempDir::new("empty");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let s = RedbStorage::open(&dir.0).unwrap();
+    assert_eq!(s.load().unwrap(), Durable::default());
+    assert_eq!(s.last_index(), 0);
+    drop(s);
+    // A directory that does not exist yet is created.
+    let nested = dir.0.join("a/b");
+    let s = RedbStorage::open(&nested).unwrap();
+    assert_eq!(s.load().unwrap(), Durable::default());
+}
+
+#[test]
+fn round_trip_matches_the_simulators_model_and_survives_reopen() {
+    let dir = TempDir::new("roundtrip");
+    let mut disk = RedbStorage::open(&dir.0).unwrap();
+    let mut model = MemStorage::default();
+
+    // A vote alone, then the hard state with entries, then entries alone.
+    write_both(&mut disk, &mut model, &[Persist { hard_state: hard(1, Some(2)), log: None }]);
+    write_both(
+        &mut disk,
+        &mut model,
+        &[Persist { hard_state: hard(2, None), log: log_write(1, (1..=4).map(|i| entry(1, i)).collect()) }],
+    );
+    write_both(
+        &mut disk,
+        &mut model,
+        &[Persist { hard_state: None, log: log_write(5, (5..=9).map(|i| entry(2, i)).collect()) }],
+    );
+    // A conflicting suffix: drop 7.. and write two entries of term 3.
+    write_both(
+        &mut disk,
+        &mut model,
+        &[Persist { hard_state: hard(3, Some(1)), log: log_write(7, vec![entry(3, 7), entry(3, 8)]) }],
+    );
+    assert_eq!(disk.last_index(), 8);
+    // Truncation with nothing appended.
+    write_both(&mut disk, &mut model, &[Persist { hard_state: None, log: log_write(6, vec![]) }]);
+    assert_eq!(disk.last_index(), 5);
+    // Group commit: several steps' writes, including a truncation of what an
+    // earlier step of the same batch appended, in one transaction.
+    write_both(
+        &mut disk,
+        &mut model,
+        &[
+            Persist { hard_state: hard(4, None), log: log_write(6, (6..=10).map(|i| entry(4, i)).collect()) },
+            Persist { hard_state: hard(4, Some(0)), log: None },
+            Persist { hard_state: None, log: log_write(9, vec![entry(4, 90)]) },
+            Persist { hard_state: None, log: None },
+            Persist { hard_state: hard(5, None), log: log_write(10, vec![entry(5, 10), entry(5, 11)]) },
+        ],
+    );
+    assert_eq!(disk.last_index(), 11);
+    // An empty batch and a batch of empty Persists change nothing.
+    write_both(&mut disk, &mut model, &[]);
+    write_both(&mut disk, &mut model, &[Persist { hard_state: None, log: None }]);
+
+    let expected = disk.load().unwrap();
+    assert_eq!(expected.hard, HardState { term: 5, voted_for: None });
+    assert_eq!(expected.log.len(), 11);
+    drop(disk);
+    let reopened = RedbStorage::open(&dir.0).unwrap();
+    assert_eq!(reopened.load().unwrap(), expected);
+    assert_eq!(reopened.last_index(), 11);
+}
+
+#[test]
+fn a_long_randomised_history_matches_the_model_across_reopens() {
+    let dir = TempDir::new("random");
+    let mut disk = RedbStorage::open(&dir.0).unwrap();
+    let mut model = MemStorage::default();
+    let mut rng = raftkv::rng::Rng::new(7);
+    let mut term = 0;
+    for round in 0..60 {
+        let mut batch = Vec::new();
+        let mut last = model.log.len() as u64;
+        for _ in 0..rng.range(1, 4) {
+            let hard_state = if rng.range(0, 3) == 0 {
+                term += 1;
+                hard(term, Some(rng.range(0, 3) as u8))
+            } else {
+                None
+            };
+            let log = if rng.range(0, 4) != 0 && term > 0 {
+                let from = rng.range(last.saturating_sub(3).max(1), last + 2);
+                let n = rng.range(0, 4);
+                last = from - 1 + n;
+                log_write(from, (from..from + n).map(|i| entry(term, i)).collect())
+            } else {
+                None
+            };
+            batch.push(Persist { hard_state, log });
+        }
+        write_both(&mut disk, &mut model, &batch);
+        if round % 10 == 9 {
+            drop(disk);
+            disk = RedbStorage::open(&dir.0).unwrap();
+            assert_eq!(disk.load().unwrap(), Durable { hard: model.hard, log: model.log.clone() });
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_path() {
+    // A regular file where the directory should be.
+    let dir = TempDir::new("notadir");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let e = RedbStorage::open(&file).unwrap_err();
+    assert!(matches!(e, StorageError::Io { .. }), "{e:?}");
+    assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+}
+
+/// Environment variable that turns [`crash_writer_child`] into the writer.
+const WRITER_ENV: &str = "RAFTKV_STORAGE_CRASH_WRITER_DIR";
+
+/// The writer's deterministic history: write `i` appends entry `i` (term
+/// `i / 10 + 1`), with the hard state moving to that term in the same write.
+fn writer_persist(i: u64) -> Persist<Command> {
+    let term = i / 10 + 1;
+    Persist {
+        hard_state: if i == 1 || i % 10 == 0 { hard(term, Some((term % 3) as u8)) } else { None },
+        log: log_write(i, vec![writer_entry(i)]),
+    }
+}
+
+fn writer_entry(i: u64) -> Entry<Command> {
+    Entry {
+        term: i / 10 + 1,
+        payload: Payload::Command(command(i, &format!("value-{i}-{}", "x".repeat((i % 50) as usize)))),
+    }
+}
+
+fn writer_hard(last: u64) -> HardState {
+    let mut h = HardState::default();
+    for i in 1..=last {
+        if let Some(hs) = writer_persist(i).hard_state {
+            h = hs;
+        }
+    }
+    h
+}
+
+/// Not a test on its own: with [`WRITER_ENV`] set, the crash test's child.
+/// It appends entries forever, printing each index once its write returned
+/// (and so is durable), until the parent kills it.
+#[test]
+fn crash_writer_child() {
+    let Some(dir) = std::env::var_os(WRITER_ENV) else { return };
+    let mut s = RedbStorage::open(PathBuf::from(dir)).unwrap();
+    let mut i = s.last_index() + 1;
+    loop {
+        // Every third write is a group commit of two steps.
+        if i % 3 == 0 {
+            s.write(&[&writer_persist(i), &writer_persist(i + 1)]).unwrap();
+            println!("durable {i}");
+            println!("durable {}", i + 1);
+            i += 2;
+        } else {
+            s.write(&[&writer_persist(i)]).unwrap();
+            println!("durable {i}");
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn a_killed_writer_keeps_everything_it_reported_durable() {
+    let dir = TempDir::new("crash");
+    let exe = std::env::current_exe().unwrap();
+    let mut reported = 0;
+    // Kill it twice, restarting in between, so that recovery after a kill
+    // is itself followed by writes and another kill.
+    for (round, lines) in [(0, 150u64), (1, 150)] {
+        let mut child = Process::new(&exe)
+            .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
+            .env(WRITER_ENV, &dir.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = 0;
+        let mut line = String::new();
+        while seen < lines {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait().unwrap();
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("round {round}: the writer stopped early ({status}): {err}");
+            }
+            if let Some(i) = line.trim().strip_prefix("durable ") {
+                let i: u64 = i.parse().unwrap();
+                assert!(i > reported, "round {round}: index {i} reported after {reported}");
+                reported = i;
+                seen += 1;
+            }
+        }
+        child.kill().unwrap(); // SIGKILL on Unix: no destructors, no flush.
+        child.wait().unwrap();
+
+        let s = RedbStorage::open(&dir.0).unwrap();
+        let d = s.load().unwrap();
+        let n = d.log.len() as u64;
+        assert!(n >= reported, "round {round}: {reported} reported durable, {n} recovered");
+        for (k, e) in d.log.iter().enumerate() {
+            assert_eq!(*e, writer_entry(k as u64 + 1), "round {round}: entry {}", k + 1);
+        }
+        assert_eq!(d.hard, writer_hard(n), "round {round}");
+        eprintln!("round {round}: {reported} reported durable, {n} recovered");
+        reported = n;
+    }
+}
+
+#[test]
+fn write_latency() {
+    let dir = TempDir::new("latency");
+    let mut s = RedbStorage::open(&dir.0).unwrap();
+    s.write(&[&Persist { hard_state: hard(1, Some(0)), log: None }]).unwrap();
+    let runs = 200;
+    let mut times = Vec::with_capacity(runs);
+    for i in 1..=runs as u64 {
+        let p = Persist { hard_state: None, log: log_write(i, vec![entry(1, i)]) };
+        let start = Instant::now();
+        s.write(&[&p]).unwrap();
+        times.push(start.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "RedbStorage::write of one small entry: median {:?}, p90 {:?}, max {:?} ({runs} writes, Durability::Immediate, in {})",
+        times[runs / 2],
+        times[runs * 9 / 10],
+        times[runs - 1],
+        std::env::temp_dir().display()
+    );
+    assert_eq!(s.load().unwrap().log.len(), runs);
+}
