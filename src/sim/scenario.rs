@@ -74,23 +74,9 @@ impl Scenario {
     /// Runs the shape with `config` (from [`Scenario::sim_config`], possibly
     /// with bugs switched on).
     pub fn run(&self, config: SimConfig) -> Result<Outcome, ScenarioFailure> {
-        let seed = config.seed;
         let mut sim = Sim::new(config);
-        let result = self.drive(&mut sim);
-        let history = sim.history();
-        let fail = |reason: String, history: History| ScenarioFailure { scenario: self.name, seed, reason, history };
-        if let Err(reason) = result {
-            return Err(fail(reason, history));
-        }
-        match lincheck::check(&history, Budget::default()) {
-            Verdict::Ok => Ok(Outcome { history, stats: sim.stats().clone(), virtual_us: sim.now() }),
-            Verdict::Illegal(v) => {
-                Err(fail(format!("history not linearizable on key {:?}; offending ops: {:#?}", v.key, v.ops), history))
-            }
-            Verdict::Unknown { key } => {
-                Err(fail(format!("linearizability undecided on key {key:?} within the budget"), history))
-            }
-        }
+        let driven = self.drive(&mut sim);
+        conclude(self.name, &sim, driven)
     }
 
     fn drive(&self, sim: &mut Sim) -> Result<(), String> {
@@ -132,6 +118,26 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// Turns a finished run into its verdict: the driver's own failure if it
+/// had one, else the linearizability of the whole history.
+fn conclude(scenario: &'static str, sim: &Sim, driven: Result<(), String>) -> Result<Outcome, ScenarioFailure> {
+    let history = sim.history();
+    let fail =
+        |reason: String, history: History| ScenarioFailure { scenario, seed: sim.config().seed, reason, history };
+    if let Err(reason) = driven {
+        return Err(fail(reason, history));
+    }
+    match lincheck::check(&history, Budget::default()) {
+        Verdict::Ok => Ok(Outcome { history, stats: sim.stats().clone(), virtual_us: sim.now() }),
+        Verdict::Illegal(v) => {
+            Err(fail(format!("history not linearizable on key {:?}; offending ops: {:#?}", v.key, v.ops), history))
+        }
+        Verdict::Unknown { key } => {
+            Err(fail(format!("linearizability undecided on key {key:?} within the budget"), history))
+        }
     }
 }
 
@@ -249,21 +255,9 @@ impl Chaos {
     }
 
     pub fn run(&self, config: SimConfig) -> Result<Outcome, ScenarioFailure> {
-        let seed = config.seed;
         let mut sim = Sim::new(config);
-        let result = self.drive(&mut sim);
-        let history = sim.history();
-        let fail = |reason: String, history: History| ScenarioFailure { scenario: "chaos", seed, reason, history };
-        if let Err(reason) = result {
-            return Err(fail(reason, history));
-        }
-        match lincheck::check(&history, Budget::default()) {
-            Verdict::Ok => Ok(Outcome { history, stats: sim.stats().clone(), virtual_us: sim.now() }),
-            Verdict::Illegal(v) => {
-                Err(fail(format!("history not linearizable on key {:?}: {:?}", v.key, v.ops), history))
-            }
-            Verdict::Unknown { key } => Err(fail(format!("linearizability undecided on key {key:?}"), history)),
-        }
+        let driven = self.drive(&mut sim);
+        conclude("chaos", &sim, driven)
     }
 
     fn drive(&self, sim: &mut Sim) -> Result<(), String> {
