@@ -25,9 +25,9 @@ pub enum Invariant {
     /// If two logs contain an entry with the same index and term, the logs
     /// are identical in all entries up through that index.
     LogMatching,
-    /// If an entry is committed, it is present in the logs of all leaders of
-    /// higher terms (checked on every election, and on every truncation: a
-    /// committed entry is never removed).
+    /// If an entry is committed in a term, it is present in the logs of all
+    /// leaders of higher terms (checked on every election), and no node in
+    /// a term at or after that term removes it from its log.
     LeaderCompleteness,
     /// No two servers commit or apply different entries at the same index.
     StateMachineSafety,
@@ -53,6 +53,13 @@ pub struct SafetyChecker {
     seen: HashMap<(LogIndex, Term), u64>,
     /// Chain hash of the committed prefix, by index − 1.
     committed: Vec<u64>,
+    /// For each term, the highest index a node in that term had seen
+    /// committed. An entry so recorded was committed in that term or
+    /// earlier: the commit terms used by the checks are upper bounds, so a
+    /// check may miss a violation but never reports a false one. (Leader
+    /// Completeness speaks of *higher* terms only: a candidate of a lower
+    /// term can still win with votes cast before a later commit.)
+    commit_terms: BTreeMap<Term, LogIndex>,
     /// Hash of the entry applied at each index − 1, by anyone.
     applied: Vec<u64>,
     /// Per node incarnation: highest seq executed per client.
@@ -78,6 +85,7 @@ impl SafetyChecker {
         was_leader_in: Option<Term>,
         term_now: Term,
     ) -> Result<(), Violation> {
+        let committed_by_now = self.committed_before(term_now + 1);
         let chain = &mut self.chains[usize::from(node)];
         let old_len = chain.len() as LogIndex;
         if was_leader_in == Some(term_now) && write.from <= old_len {
@@ -89,10 +97,10 @@ impl SafetyChecker {
         let from = write.from.max(1);
         if from <= old_len {
             let i = (from - 1) as usize;
-            if self.committed.get(i) == Some(&chain[i]) {
+            if from <= committed_by_now && self.committed.get(i) == Some(&chain[i]) {
                 return violation(
                     Invariant::LeaderCompleteness,
-                    format!("node {node} removed committed entry {from} from its log"),
+                    format!("node {node} in term {term_now} removed entry {from}, committed by then, from its log"),
                 );
             }
             chain.truncate(i);
@@ -123,21 +131,30 @@ impl SafetyChecker {
         }
         self.leaders.insert(term, node);
         let chain = &self.chains[usize::from(node)];
-        let committed = self.committed.len();
-        if committed > 0 && chain.get(committed - 1) != self.committed.last() {
+        let committed = self.committed_before(term) as usize;
+        if committed > 0 && chain.get(committed - 1) != self.committed.get(committed - 1) {
             return violation(
                 Invariant::LeaderCompleteness,
-                format!("leader {node} of term {term} lacks committed entries up to index {committed}"),
+                format!(
+                    "leader {node} of term {term} lacks entries up to index {committed}, committed in an earlier term"
+                ),
             );
         }
         Ok(())
     }
 
-    /// Node `node`'s commit index is now `commit`.
-    pub fn on_commit(&mut self, node: NodeId, commit: LogIndex) -> Result<(), Violation> {
+    /// The highest index known to have been committed in a term before `term`.
+    fn committed_before(&self, term: Term) -> LogIndex {
+        self.commit_terms.range(..term).map(|(_, &index)| index).max().unwrap_or(0)
+    }
+
+    /// Node `node`, in term `term`, has commit index `commit`.
+    pub fn on_commit(&mut self, node: NodeId, term: Term, commit: LogIndex) -> Result<(), Violation> {
         if commit == 0 {
             return Ok(());
         }
+        let known = self.commit_terms.entry(term).or_insert(0);
+        *known = (*known).max(commit);
         let chain = &self.chains[usize::from(node)];
         let i = (commit - 1) as usize;
         let Some(&mine) = chain.get(i) else {

@@ -570,7 +570,7 @@ impl Sim {
             self.stats.elections += 1;
         }
         if result.is_ok() && commit != commit_before {
-            result = checker.on_commit(id, commit);
+            result = checker.on_commit(id, term, commit);
         }
         if result.is_ok() {
             result = checker.on_applied(id, &out.applied);
