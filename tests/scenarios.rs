@@ -98,7 +98,7 @@ fn unreliable_one_key() {
         let idle = sim.run_until_clients_idle(120_000_000).unwrap_or_else(|f| common::fail(NAME, seed, &sim, f));
         common::ensure(idle, NAME, seed, &sim, || "appends did not finish in 120 s of virtual time".into());
         let value = read_back(&mut sim, 0, "k").unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
-        check_appends(&sim.history(), "k", &value).unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
+        check_appends(sim.operations(), "k", &value).unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
         common::ensure(value.matches("x ").count() == 50, NAME, seed, &sim, || format!("final value {value:?}"));
         let verdict = raftkv::lincheck::check(&sim.history(), Default::default());
         common::ensure(verdict.is_ok(), NAME, seed, &sim, || format!("{verdict:?}"));
@@ -180,6 +180,6 @@ fn speed() {
             format!("1,000 appends took {} ms of virtual time, bound {} ms", took / 1000, bound / 1000)
         });
         let value = read_back(&mut sim, 0, "k").unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
-        check_appends(&sim.history(), "k", &value).unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
+        check_appends(sim.operations(), "k", &value).unwrap_or_else(|e| common::fail(NAME, seed, &sim, e));
     }
 }

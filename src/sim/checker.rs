@@ -85,16 +85,17 @@ impl SafetyChecker {
         was_leader_in: Option<Term>,
         term_now: Term,
     ) -> Result<(), Violation> {
-        let committed_by_now = self.committed_before(term_now + 1);
+        let old_len = self.chains[usize::from(node)].len() as LogIndex;
+        let from = write.from.max(1);
+        // Only a truncating write needs the committed bound.
+        let committed_by_now = if from <= old_len { self.committed_before(term_now + 1) } else { 0 };
         let chain = &mut self.chains[usize::from(node)];
-        let old_len = chain.len() as LogIndex;
         if was_leader_in == Some(term_now) && write.from <= old_len {
             return violation(
                 Invariant::LeaderAppendOnly,
                 format!("leader {node} of term {term_now} rewrote its log from index {} (last {old_len})", write.from),
             );
         }
-        let from = write.from.max(1);
         if from <= old_len {
             let i = (from - 1) as usize;
             if from <= committed_by_now && self.committed.get(i) == Some(&chain[i]) {

@@ -322,6 +322,12 @@ impl Sim {
     pub fn history(&self) -> History {
         History { ops: self.history.clone() }
     }
+
+    /// The recorded operations so far, without copying them.
+    pub fn operations(&self) -> &[Operation] {
+        &self.history
+    }
+
     /// The source of choices scenario drivers use for fault schedules.
     pub fn choices(&mut self) -> &mut Choices {
         &mut self.choices

@@ -9,7 +9,7 @@
 
 use super::{Failure, Micros, NetworkConfig, Sim, SimConfig, Stats, Workload};
 use crate::kv::Op;
-use crate::lincheck::{self, Budget, History, OpKind, Verdict};
+use crate::lincheck::{self, Budget, History, OpKind, Operation, Verdict};
 use crate::raft::NodeId;
 use std::fmt;
 
@@ -113,7 +113,7 @@ impl Scenario {
                 for client in 0..self.clients {
                     let key = Workload::own_key_of(client as u64 + 1);
                     let value = read_back(sim, 0, &key)?;
-                    check_appends(&sim.history(), &key, &value)?;
+                    check_appends(sim.operations(), &key, &value)?;
                 }
             }
         }
@@ -183,13 +183,13 @@ pub fn read_back(sim: &mut Sim, client: usize, key: &str) -> Result<String, Stri
 ///
 /// Linear in the value's length: append arguments end in `y` and contain no
 /// other `y` ([`Workload::append_value`]), so the value splits into them.
-pub fn check_appends(history: &History, key: &str, value: &str) -> Result<(), String> {
+pub fn check_appends(history: &[Operation], key: &str, value: &str) -> Result<(), String> {
     let mut positions: std::collections::HashMap<&str, Vec<usize>> = Default::default();
     for (position, piece) in value.split_inclusive('y').enumerate() {
         positions.entry(piece).or_default().push(position);
     }
     let mut last_position: std::collections::BTreeMap<u64, usize> = Default::default();
-    for op in history.ops.iter().filter(|o| o.kind == OpKind::Append && o.key == key) {
+    for op in history.iter().filter(|o| o.kind == OpKind::Append && o.key == key) {
         let found = positions.get(op.value.as_str()).map_or(&[][..], |v| v.as_slice());
         match (found.len(), op.ret) {
             (0, Some(_)) => {
