@@ -102,11 +102,19 @@ fn spawn_apply(h: &Arc<H>) -> thread::JoinHandle<u64> {
     let h = h.clone();
     thread::spawn(move || {
         let mut applied = 0;
-        h.run_apply(|i| {
-            assert_eq!(i, applied + 1, "entries applied out of order or twice");
-            applied = i;
-            (i, 10 * i)
+        // Groups of up to 2: with a channel of capacity 1 a group is one
+        // entry, but the grouping path (`recv_many`) is the one modelled.
+        let done: Result<(), ()> = h.run_apply(2, |group| {
+            Ok(group
+                .into_iter()
+                .map(|i| {
+                    assert_eq!(i, applied + 1, "entries applied out of order or twice");
+                    applied = i;
+                    (i, 10 * i)
+                })
+                .collect())
         });
+        done.unwrap();
         applied
     })
 }

@@ -7,38 +7,19 @@
 use raftkv::kv::{Command, Op};
 use raftkv::raft::{Entry, HardState, LogWrite, Payload, Persist};
 use raftkv::server::storage::{Durable, RaftStorage, RedbStorage, StorageError};
+use raftkv::server::tempdir::TempDir;
 use raftkv::sim::MemStorage;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
-
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("raftkv-storage-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn command(i: u64, value: &str) -> Command {
     Command { client: i % 7, seq: i, op: Op::Append { key: format!("key-{}", i % 13), value: value.to_string() } }
 }
 
 fn entry(term: u64, i: u64) -> Entry<Command> {
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         Entry { term, payload: Payload::Noop }
     } else {
         Entry { term, payload: Payload::Command(command(i, &format!("v{i}"))) }
@@ -64,22 +45,22 @@ fn write_both(disk: &mut RedbStorage, model: &mut MemStorage, batch: &[Persist<C
 
 #[test]
 fn an_empty_directory_starts_empty() {
-    let dir = TempDir::new("empty");
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let s = RedbStorage::open(&dir.0).unwrap();
+    let dir = TempDir::new("storage-empty").unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let s = RedbStorage::open(dir.path()).unwrap();
     assert_eq!(s.load().unwrap(), Durable::default());
     assert_eq!(s.last_index(), 0);
     drop(s);
     // A directory that does not exist yet is created.
-    let nested = dir.0.join("a/b");
+    let nested = dir.path().join("a/b");
     let s = RedbStorage::open(&nested).unwrap();
     assert_eq!(s.load().unwrap(), Durable::default());
 }
 
 #[test]
 fn round_trip_matches_the_simulators_model_and_survives_reopen() {
-    let dir = TempDir::new("roundtrip");
-    let mut disk = RedbStorage::open(&dir.0).unwrap();
+    let dir = TempDir::new("storage-roundtrip").unwrap();
+    let mut disk = RedbStorage::open(dir.path()).unwrap();
     let mut model = MemStorage::default();
 
     // A vote alone, then the hard state with entries, then entries alone.
@@ -126,15 +107,15 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
     assert_eq!(expected.hard, HardState { term: 5, voted_for: None });
     assert_eq!(expected.log.len(), 11);
     drop(disk);
-    let reopened = RedbStorage::open(&dir.0).unwrap();
+    let reopened = RedbStorage::open(dir.path()).unwrap();
     assert_eq!(reopened.load().unwrap(), expected);
     assert_eq!(reopened.last_index(), 11);
 }
 
 #[test]
 fn a_long_randomised_history_matches_the_model_across_reopens() {
-    let dir = TempDir::new("random");
-    let mut disk = RedbStorage::open(&dir.0).unwrap();
+    let dir = TempDir::new("storage-random").unwrap();
+    let mut disk = RedbStorage::open(dir.path()).unwrap();
     let mut model = MemStorage::default();
     let mut rng = raftkv::rng::Rng::new(7);
     let mut term = 0;
@@ -161,7 +142,7 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
         write_both(&mut disk, &mut model, &batch);
         if round % 10 == 9 {
             drop(disk);
-            disk = RedbStorage::open(&dir.0).unwrap();
+            disk = RedbStorage::open(dir.path()).unwrap();
             assert_eq!(disk.load().unwrap(), Durable { hard: model.hard, log: model.log.clone() });
         }
     }
@@ -170,9 +151,9 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
 #[test]
 fn errors_name_the_path() {
     // A regular file where the directory should be.
-    let dir = TempDir::new("notadir");
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let file = dir.0.join("file");
+    let dir = TempDir::new("storage-notadir").unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
     let e = RedbStorage::open(&file).unwrap_err();
     assert!(matches!(e, StorageError::Io { .. }), "{e:?}");
@@ -187,7 +168,7 @@ const WRITER_ENV: &str = "RAFTKV_STORAGE_CRASH_WRITER_DIR";
 fn writer_persist(i: u64) -> Persist<Command> {
     let term = i / 10 + 1;
     Persist {
-        hard_state: if i == 1 || i % 10 == 0 { hard(term, Some((term % 3) as u8)) } else { None },
+        hard_state: if i == 1 || i.is_multiple_of(10) { hard(term, Some((term % 3) as u8)) } else { None },
         log: log_write(i, vec![writer_entry(i)]),
     }
 }
@@ -219,7 +200,7 @@ fn crash_writer_child() {
     let mut i = s.last_index() + 1;
     loop {
         // Every third write is a group commit of two steps.
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             s.write(&[&writer_persist(i), &writer_persist(i + 1)]).unwrap();
             println!("durable {i}");
             println!("durable {}", i + 1);
@@ -234,7 +215,7 @@ fn crash_writer_child() {
 
 #[test]
 fn a_killed_writer_keeps_everything_it_reported_durable() {
-    let dir = TempDir::new("crash");
+    let dir = TempDir::new("storage-crash").unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut reported = 0;
     // Kill it twice, restarting in between, so that recovery after a kill
@@ -242,7 +223,7 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
     for (round, lines) in [(0, 150u64), (1, 150)] {
         let mut child = Process::new(&exe)
             .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
-            .env(WRITER_ENV, &dir.0)
+            .env(WRITER_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -268,7 +249,7 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
         child.kill().unwrap(); // SIGKILL on Unix: no destructors, no flush.
         child.wait().unwrap();
 
-        let s = RedbStorage::open(&dir.0).unwrap();
+        let s = RedbStorage::open(dir.path()).unwrap();
         let d = s.load().unwrap();
         let n = d.log.len() as u64;
         assert!(n >= reported, "round {round}: {reported} reported durable, {n} recovered");
@@ -283,8 +264,8 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
 
 #[test]
 fn write_latency() {
-    let dir = TempDir::new("latency");
-    let mut s = RedbStorage::open(&dir.0).unwrap();
+    let dir = TempDir::new("storage-latency").unwrap();
+    let mut s = RedbStorage::open(dir.path()).unwrap();
     s.write(&[&Persist { hard_state: hard(1, Some(0)), log: None }]).unwrap();
     let runs = 200;
     let mut times = Vec::with_capacity(runs);

@@ -145,6 +145,28 @@ impl<T> BoundedChannel<T> {
         }
     }
 
+    /// Like [`recv`](BoundedChannel::recv), but takes up to `max` items at
+    /// once (at least one), so a slow consumer catches up in one go: the
+    /// persist side turns everything queued during one fsync into the next
+    /// single fsync (group commit).
+    pub fn recv_many(&self, max: usize) -> Result<Vec<T>, RecvError> {
+        let mut s = lock(&self.state);
+        loop {
+            if !s.queue.is_empty() {
+                let take = s.queue.len().min(max.max(1));
+                let items: Vec<T> = s.queue.drain(..take).collect();
+                drop(s);
+                // `take` slots freed: every blocked sender may proceed.
+                self.not_full.notify_all();
+                return Ok(items);
+            }
+            if s.closed {
+                return Err(RecvError);
+            }
+            s = wait(&self.not_empty, s);
+        }
+    }
+
     /// Refuses further sends and wakes every blocked sender and receiver.
     /// Idempotent.
     pub fn close(&self) {
@@ -474,14 +496,24 @@ impl<T, R> Handoff<T, R> {
         self.waiters.fail_all(WaitError::NotLeader);
     }
 
-    /// Apply thread: receives entries in order until the hand-off is shut
-    /// down and drained; `apply` applies one and returns its key and reply,
-    /// which go to the waiter at that key if there still is one.
-    pub fn run_apply(&self, mut apply: impl FnMut(T) -> (u64, R)) {
-        while let Ok(entry) = self.entries.recv() {
-            let (key, reply) = apply(entry);
-            self.waiters.complete(key, reply);
+    /// Apply thread: receives entries in order, in groups of at most
+    /// `max_group` (everything queued, so one slow step such as an fsync
+    /// covers all that arrived meanwhile), until the hand-off is shut down
+    /// and drained. `apply` handles one group and returns the keys it
+    /// answers with their replies, which go to the waiters at those keys if
+    /// there still are any. An error from `apply` stops the loop and is
+    /// returned; the caller then shuts the hand-off down.
+    pub fn run_apply<E>(
+        &self,
+        max_group: usize,
+        mut apply: impl FnMut(Vec<T>) -> Result<Vec<(u64, R)>, E>,
+    ) -> Result<(), E> {
+        while let Ok(group) = self.entries.recv_many(max_group) {
+            for (key, reply) in apply(group)? {
+                self.waiters.complete(key, reply);
+            }
         }
+        Ok(())
     }
 
     /// Stops the hand-off: further deliveries fail, the apply side drains
@@ -621,11 +653,18 @@ mod tests {
             let h = h.clone();
             thread::spawn(move || {
                 let mut next = 1;
-                h.run_apply(|i| {
-                    assert_eq!(i, next);
-                    next += 1;
-                    (i, i * 10)
+                let done: Result<(), ()> = h.run_apply(4, |group| {
+                    assert!((1..=4).contains(&group.len()));
+                    Ok(group
+                        .into_iter()
+                        .map(|i| {
+                            assert_eq!(i, next);
+                            next += 1;
+                            (i, i * 10)
+                        })
+                        .collect())
                 });
+                done.unwrap();
                 next - 1
             })
         };

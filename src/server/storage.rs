@@ -369,25 +369,7 @@ mod tests {
     use super::*;
     use crate::kv::Op;
     use crate::raft::Payload;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!("raftkv-storage-unit-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::server::tempdir::TempDir;
 
     fn entry(term: u64, i: u64) -> Entry<Command> {
         Entry {
@@ -418,8 +400,8 @@ mod tests {
     }
 
     fn stored(tag: &str, persists: &[Persist<Command>]) -> TempDir {
-        let dir = TempDir::new(tag);
-        let mut s = RedbStorage::open(&dir.0).unwrap();
+        let dir = TempDir::new(&format!("storage-unit-{tag}")).unwrap();
+        let mut s = RedbStorage::open(dir.path()).unwrap();
         s.write(&persists.iter().collect::<Vec<_>>()).unwrap();
         dir
     }
@@ -427,7 +409,7 @@ mod tests {
     #[test]
     fn garbage_value_is_corrupt_with_its_index() {
         let dir = stored("garbage", &[append(1, 1, 5)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             txn.open_table(LOG)
                 .unwrap()
                 .insert(3, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..])
@@ -444,7 +426,7 @@ mod tests {
     #[test]
     fn truncated_and_padded_values_are_corrupt() {
         let dir = stored("short", &[append(1, 1, 3)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             let mut t = txn.open_table(LOG).unwrap();
             let v = t.get(2).unwrap().unwrap().value().to_vec();
             t.insert(2, &v[..v.len() - 1]).unwrap();
@@ -452,7 +434,7 @@ mod tests {
         assert!(matches!(r, Err(StorageError::Corrupt { index: 2, .. })), "{r:?}");
 
         let dir = stored("long", &[append(1, 1, 3)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             let mut t = txn.open_table(LOG).unwrap();
             let mut v = t.get(1).unwrap().unwrap().value().to_vec();
             v.push(0);
@@ -467,7 +449,7 @@ mod tests {
     #[test]
     fn huge_declared_string_length_is_corrupt_not_an_allocation() {
         let dir = stored("huge", &[append(1, 1, 1)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             // term 1, Command, client 1, seq 1, Put, key of length ~2^63.
             let v = [1u8, 1, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
             txn.open_table(LOG).unwrap().insert(1, &v[..]).unwrap();
@@ -479,7 +461,7 @@ mod tests {
     fn shape_errors_are_corrupt() {
         // A hole.
         let dir = stored("hole", &[append(1, 1, 4)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             txn.open_table(LOG).unwrap().remove(2).unwrap();
         });
         match r {
@@ -488,20 +470,20 @@ mod tests {
         }
         // Not starting at 1.
         let dir = stored("start", &[append(1, 1, 2)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             txn.open_table(LOG).unwrap().remove(1).unwrap();
         });
         assert!(matches!(r, Err(StorageError::Corrupt { index: 1, .. })), "{r:?}");
         // A decreasing term.
         let dir = stored("term", &[append(2, 1, 3)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             let bytes = postcard::to_allocvec(&entry(1, 3)).unwrap();
             txn.open_table(LOG).unwrap().insert(3, bytes.as_slice()).unwrap();
         });
         assert!(matches!(r, Err(StorageError::Corrupt { index: 3, .. })), "{r:?}");
         // An entry newer than the current term.
         let dir = stored("future", &[append(2, 1, 3)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             let bytes = postcard::to_allocvec(&entry(3, 3)).unwrap();
             txn.open_table(LOG).unwrap().insert(3, bytes.as_slice()).unwrap();
         });
@@ -511,13 +493,13 @@ mod tests {
     #[test]
     fn corrupt_hard_state_and_unknown_format() {
         let dir = stored("hard", &[append(1, 1, 1)]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             txn.open_table(META).unwrap().insert(KEY_HARD_STATE, &[0xff][..]).unwrap();
         });
         assert!(matches!(r, Err(StorageError::CorruptHardState { .. })), "{r:?}");
 
         let dir = stored("format", &[]);
-        let r = tamper(&dir.0, |txn| {
+        let r = tamper(dir.path(), |txn| {
             txn.open_table(META).unwrap().insert(KEY_FORMAT, &[99][..]).unwrap();
         });
         assert!(matches!(r, Err(StorageError::UnknownFormat { .. })), "{r:?}");
@@ -525,8 +507,8 @@ mod tests {
 
     #[test]
     fn a_gap_is_refused_and_nothing_of_the_batch_is_written() {
-        let dir = TempDir::new("gap");
-        let mut s = RedbStorage::open(&dir.0).unwrap();
+        let dir = TempDir::new("storage-gap").unwrap();
+        let mut s = RedbStorage::open(dir.path()).unwrap();
         s.write(&[&append(1, 1, 2)]).unwrap();
         let before = s.load().unwrap();
         let r = s.write(&[&append(2, 3, 1), &append(2, 6, 1)]);
@@ -540,10 +522,10 @@ mod tests {
 
     #[test]
     fn a_second_handle_is_refused_with_the_path() {
-        let dir = TempDir::new("twice");
-        let _s = RedbStorage::open(&dir.0).unwrap();
-        let e = RedbStorage::open(&dir.0).unwrap_err();
+        let dir = TempDir::new("storage-twice").unwrap();
+        let _s = RedbStorage::open(dir.path()).unwrap();
+        let e = RedbStorage::open(dir.path()).unwrap_err();
         assert!(matches!(e, StorageError::Database { .. }), "{e:?}");
-        assert!(e.to_string().contains(&dir.0.join(DB_FILE).display().to_string()), "{e}");
+        assert!(e.to_string().contains(&dir.path().join(DB_FILE).display().to_string()), "{e}");
     }
 }

@@ -1,0 +1,204 @@
+//! The cluster configuration of the real server: who the members are, where
+//! they listen, and how fast their clocks tick. One file describes the whole
+//! cluster, so every member reads the same one (`raftkv server --config
+//! cluster.toml --id N`); `raftkv cluster` writes one for a local cluster.
+//!
+//! ```toml
+//! tick_ms = 10            # one Raft tick of wall-clock time
+//! election_ticks = 30     # election timeout: 30..60 ticks (300..600 ms)
+//! heartbeat_ticks = 5     # a leader heartbeats every 50 ms
+//! read_path = "ReadIndex" # or "Log"
+//!
+//! [[nodes]]               # node 0
+//! peer = "127.0.0.1:7100"
+//! client = "127.0.0.1:6379"
+//!
+//! [[nodes]]               # node 1
+//! peer = "127.0.0.1:7101"
+//! client = "127.0.0.1:6380"
+//! ```
+//!
+//! A node's id is its position in `nodes`, starting at 0.
+
+use crate::kv::{ReadPath, ServerConfig};
+use crate::raft::types::MAX_NODES;
+use crate::raft::{Config, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where one member listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddrs {
+    /// Raft traffic between servers (the wire format of `specs/wire.md`).
+    pub peer: SocketAddr,
+    /// Clients, in RESP (`specs/client.md`).
+    pub client: SocketAddr,
+}
+
+/// The whole cluster, as every member sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Wall-clock length of one Raft tick, in milliseconds.
+    #[serde(default = "defaults::tick_ms")]
+    pub tick_ms: u64,
+    #[serde(default = "defaults::election_ticks")]
+    pub election_ticks: u32,
+    #[serde(default = "defaults::heartbeat_ticks")]
+    pub heartbeat_ticks: u32,
+    #[serde(default)]
+    pub read_path: ReadPath,
+    /// The members; a node's id is its index here.
+    pub nodes: Vec<NodeAddrs>,
+}
+
+mod defaults {
+    pub fn tick_ms() -> u64 {
+        10
+    }
+    pub fn election_ticks() -> u32 {
+        30
+    }
+    pub fn heartbeat_ticks() -> u32 {
+        5
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, source: std::io::Error },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            ConfigError::Parse { path, source } => {
+                write!(f, "{} is not a valid cluster config: {source}", path.display())
+            }
+            ConfigError::Invalid(why) => write!(f, "invalid cluster config: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ClusterConfig {
+    /// A cluster of `n` members on 127.0.0.1: peers on `peer_base..`,
+    /// clients on `client_base..`.
+    pub fn local(n: u8, peer_base: u16, client_base: u16) -> ClusterConfig {
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        ClusterConfig {
+            tick_ms: defaults::tick_ms(),
+            election_ticks: defaults::election_ticks(),
+            heartbeat_ticks: defaults::heartbeat_ticks(),
+            read_path: ReadPath::default(),
+            nodes: (0..u16::from(n))
+                .map(|i| NodeAddrs { peer: addr(peer_base + i), client: addr(client_base + i) })
+                .collect(),
+        }
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config: ClusterConfig = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a ClusterConfig always serializes")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |why: String| Err(ConfigError::Invalid(why));
+        if self.nodes.is_empty() || self.nodes.len() > MAX_NODES {
+            return invalid(format!("{} nodes; a cluster has 1 to {MAX_NODES}", self.nodes.len()));
+        }
+        if !(1..=60_000).contains(&self.tick_ms) {
+            return invalid(format!("tick_ms = {} is outside 1..=60000", self.tick_ms));
+        }
+        let mut seen = BTreeSet::new();
+        for (id, node) in self.nodes.iter().enumerate() {
+            for addr in [node.peer, node.client] {
+                if !seen.insert(addr) {
+                    return invalid(format!("address {addr} (node {id}) is used twice"));
+                }
+            }
+        }
+        self.raft_config(0, 0).validate().map_err(ConfigError::Invalid)
+    }
+
+    pub fn members(&self) -> u8 {
+        self.nodes.len() as u8
+    }
+
+    /// The node `id`'s addresses, if it is a member.
+    pub fn node(&self, id: NodeId) -> Option<&NodeAddrs> {
+        self.nodes.get(usize::from(id))
+    }
+
+    /// The Raft settings of member `id`; `seed` drives its election jitter.
+    pub fn raft_config(&self, id: NodeId, seed: u64) -> Config {
+        let mut raft = Config::new(id, self.members(), seed);
+        raft.election_ticks = self.election_ticks;
+        raft.heartbeat_ticks = self.heartbeat_ticks;
+        raft
+    }
+
+    pub fn server_config(&self, id: NodeId, seed: u64) -> ServerConfig {
+        let mut config = ServerConfig::new(self.raft_config(id, seed));
+        config.read_path = self.read_path;
+        config
+    }
+
+    /// The member whose client address is `addr`.
+    pub fn id_of_client_addr(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.nodes.iter().position(|n| n.client == addr).map(|i| i as NodeId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_config_round_trips_through_toml() {
+        let config = ClusterConfig::local(3, 7100, 6379);
+        config.validate().unwrap();
+        let back: ClusterConfig = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(back, config);
+        assert_eq!(config.node(2).unwrap().client.port(), 6381);
+    }
+
+    #[test]
+    fn defaults_fill_in_omitted_settings() {
+        let text = "[[nodes]]\npeer = \"127.0.0.1:1\"\nclient = \"127.0.0.1:2\"\n";
+        let config: ClusterConfig = toml::from_str(text).unwrap();
+        assert_eq!((config.tick_ms, config.election_ticks, config.heartbeat_ticks), (10, 30, 5));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_duplicate_addresses_and_bad_sizes() {
+        let mut config = ClusterConfig::local(3, 7100, 6379);
+        config.nodes[1].client = config.nodes[0].peer;
+        assert!(config.validate().unwrap_err().to_string().contains("used twice"));
+        let empty = ClusterConfig { nodes: vec![], ..ClusterConfig::local(1, 1, 2) };
+        assert!(empty.validate().is_err());
+        let slow_heart = ClusterConfig { heartbeat_ticks: 100, ..ClusterConfig::local(3, 7100, 6379) };
+        assert!(slow_heart.validate().is_err(), "heartbeats must come faster than elections");
+        let typo = "tick_ms = 10\nnodez = []\n";
+        assert!(toml::from_str::<ClusterConfig>(typo).is_err(), "unknown fields are refused");
+    }
+}
