@@ -1,16 +1,18 @@
-//! The `raftkv` command line.
-//!
-//! Until the real server exists, `raftkv sim` runs a simulated cluster with
-//! a readable trace, and `raftkv check` checks any recorded history for
-//! linearizability.
+//! The `raftkv` command line: argument definitions only; each subcommand
+//! lives in its own file under `src/cli/`.
 
-use clap::{Parser, Subcommand, ValueEnum};
-use raftkv::kv::ReadPath;
-use raftkv::lincheck::{self, Budget, History, Verdict};
-use raftkv::raft::InjectedBugs;
-use raftkv::sim::scenario::{Chaos, Scenario};
+mod cli;
+
+use clap::{Parser, Subcommand};
+use cli::{Reads, Shape};
+use raftkv::kv::Op;
+use raftkv::lincheck::Budget;
+use raftkv::raft::{InjectedBugs, NodeId};
+use raftkv::server::load::Mix;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "raftkv", version, about = "A linearizable key/value store replicated with Raft")]
@@ -19,8 +21,99 @@ struct Cli {
     command: Command,
 }
 
+/// The client ports of `raftkv cluster`'s default 3 nodes.
+const DEFAULT_SERVERS: &str = "127.0.0.1:6379,127.0.0.1:6380,127.0.0.1:6381";
+
 #[derive(Subcommand)]
 enum Command {
+    /// Start a local cluster of real server processes on 127.0.0.1 and
+    /// print how to talk to it (Ctrl-C stops it).
+    Cluster {
+        /// How many servers.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+        nodes: u8,
+        /// Client (RESP) port of node 0; node i listens on port + i.
+        #[arg(long, default_value_t = 6379)]
+        port: u16,
+        /// Peer port of node 0; node i listens on peer-port + i.
+        #[arg(long, default_value_t = 7379)]
+        peer_port: u16,
+        /// Keep the data here instead of in a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Check that every node serves a write and a read, then stop.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Run one server of a cluster described by a config file.
+    Server {
+        /// The cluster's TOML file (see `raftkv cluster`'s cluster.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// This server's id: its position in the config's `nodes`, from 0.
+        #[arg(long)]
+        id: NodeId,
+        /// Where this server keeps its Raft log and state.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Stop when stdin reaches its end (for launchers that hold a pipe
+        /// to it, so servers never outlive them).
+        #[arg(long)]
+        exit_with_parent: bool,
+    },
+    /// Put(key, value): replace the value.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Append(key, value): append to the value.
+    Append {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Get(key): print the value ("" if missing).
+    Get {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Closed-loop clients against a running cluster: throughput, latency
+    /// percentiles, fsyncs per operation; optionally record and check the
+    /// history.
+    Bench {
+        /// Concurrent clients, each with one operation outstanding.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// puts, gets, or appends (half Appends, half Gets).
+        #[arg(long, value_enum, default_value_t = BenchMix::Puts)]
+        mix: BenchMix,
+        /// Keys are drawn at random among this many.
+        #[arg(long, default_value_t = 1000)]
+        keys: u64,
+        #[arg(long, default_value_t = 16)]
+        key_size: usize,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// Seeds the keys and operations chosen.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the history as JSON (for `raftkv check`).
+        #[arg(long)]
+        history_out: Option<PathBuf>,
+        /// Check the history for linearizability after the run.
+        #[arg(long)]
+        check: bool,
+        /// The servers' client addresses, in node-id order.
+        #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
+        servers: Vec<SocketAddr>,
+    },
     /// Run a simulated cluster under faults, print a trace of elections,
     /// commits, faults and client calls, and check the history.
     Sim {
@@ -43,8 +136,8 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Check a history (JSON, as written by `sim --history-out`) for
-    /// linearizability.
+    /// Check a history (JSON, as written by `sim --history-out` or `bench
+    /// --history-out`) for linearizability.
     Check {
         history: PathBuf,
         /// Search steps allowed per key before answering "unknown".
@@ -53,122 +146,63 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Shape {
-    /// 5 clients, 5 servers, reliable network.
-    Concurrent,
-    /// 5 clients, 5 servers, lossy network, partitions, crashes (lab 3A).
-    PersistPartitionUnreliable,
-    /// Leader isolation, single-node crashes and reboots, partitions.
-    Chaos,
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchMix {
+    Puts,
+    Gets,
+    Appends,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Reads {
-    ReadIndex,
-    Log,
+/// Which cluster a client command talks to.
+#[derive(clap::Args)]
+struct Target {
+    /// The servers' client addresses, in node-id order.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
+    servers: Vec<SocketAddr>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+impl Target {
+    fn run(self, op: Op) -> ExitCode {
+        let timeout = Duration::try_from_secs_f64(self.timeout).unwrap_or(Duration::from_secs(10));
+        cli::client::run(self.servers, op, timeout)
+    }
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Cluster { nodes, port, peer_port, data_dir, smoke } => {
+            cli::cluster::run(cli::cluster::ClusterArgs { nodes, port, peer_port, data_dir, smoke })
+        }
+        Command::Server { config, id, data_dir, exit_with_parent } => {
+            cli::server::run(config, id, data_dir, exit_with_parent)
+        }
+        Command::Put { key, value, target } => target.run(Op::Put { key, value }),
+        Command::Append { key, value, target } => target.run(Op::Append { key, value }),
+        Command::Get { key, target } => target.run(Op::Get { key }),
+        Command::Bench { clients, seconds, mix, keys, key_size, value_size, seed, history_out, check, servers } => {
+            cli::bench::run(cli::bench::BenchArgs {
+                servers,
+                clients,
+                duration: Duration::from_secs(seconds),
+                mix: match mix {
+                    BenchMix::Puts => Mix::Puts,
+                    BenchMix::Gets => Mix::Gets,
+                    BenchMix::Appends => Mix::Appends,
+                },
+                keys,
+                key_bytes: key_size,
+                value_bytes: value_size,
+                history_out,
+                check,
+                seed,
+            })
+        }
         Command::Sim { seed, shape, reads, bug, history_out, quiet } => {
-            sim(seed, shape, reads, bug.as_deref(), history_out, quiet)
+            cli::sim::sim(seed, shape, reads, bug.as_deref(), history_out, quiet)
         }
-        Command::Check { history, max_steps } => check(&history, max_steps),
-    }
-}
-
-fn sim(
-    seed: u64,
-    shape: Shape,
-    reads: Reads,
-    bug: Option<&str>,
-    history_out: Option<PathBuf>,
-    quiet: bool,
-) -> ExitCode {
-    let scenario = match shape {
-        Shape::Concurrent => Some(Scenario::new("concurrent", 5, 5)),
-        Shape::PersistPartitionUnreliable => {
-            Some(Scenario::new("persist_partition_unreliable", 5, 5).unreliable().crash().partitions())
-        }
-        Shape::Chaos => None,
-    };
-    let chaos = Chaos { servers: 5, clients: 5, keys: 3, run_us: 5_000_000 };
-    let mut config = match &scenario {
-        Some(s) => s.sim_config(seed),
-        None => chaos.sim_config(seed),
-    };
-    config.trace = !quiet;
-    config.read_path = match reads {
-        Reads::ReadIndex => ReadPath::ReadIndex,
-        Reads::Log => ReadPath::Log,
-    };
-    if let Some(name) = bug {
-        config.bugs = InjectedBugs::only(name).expect("clap checked the name");
-    }
-    let started = std::time::Instant::now();
-    let result = match &scenario {
-        Some(s) => s.run(config),
-        None => chaos.run(config),
-    };
-    let history = match &result {
-        Ok(outcome) => &outcome.history,
-        Err(failure) => &failure.history,
-    };
-    if let Some(path) = &history_out {
-        if let Err(e) = history.write_file(path) {
-            eprintln!("error: could not write the history to {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-        println!("history ({} operations) written to {}", history.ops.len(), path.display());
-    }
-    match result {
-        Ok(outcome) => {
-            println!(
-                "seed {seed}: OK — {} operations completed in {:.1} s of virtual time ({} steps, {} messages, {} dropped, {} elections) in {:.2} s; every safety invariant held and the history is linearizable",
-                outcome.stats.ops_completed,
-                outcome.virtual_us as f64 / 1e6,
-                outcome.stats.steps,
-                outcome.stats.messages_sent,
-                outcome.stats.messages_dropped,
-                outcome.stats.elections,
-                started.elapsed().as_secs_f64()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(failure) => {
-            println!("{failure}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn check(path: &PathBuf, max_steps: u64) -> ExitCode {
-    let history = match History::read_file(path) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    };
-    let started = std::time::Instant::now();
-    let verdict = lincheck::check(&history, Budget::steps(max_steps));
-    let took = started.elapsed().as_secs_f64() * 1000.0;
-    match verdict {
-        Verdict::Ok => {
-            println!("linearizable ({} operations, {took:.1} ms)", history.ops.len());
-            ExitCode::SUCCESS
-        }
-        Verdict::Illegal(v) => {
-            println!("NOT linearizable: key {:?}; a minimal offending set of operations:", v.key);
-            for op in &v.ops {
-                println!("  {}", serde_json::to_string(op).unwrap_or_default());
-            }
-            ExitCode::FAILURE
-        }
-        Verdict::Unknown { key } => {
-            println!("unknown: the search budget ran out on key {key:?} (raise --max-steps)");
-            ExitCode::from(3)
-        }
+        Command::Check { history, max_steps } => cli::check::check(&history, max_steps),
     }
 }

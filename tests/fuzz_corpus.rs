@@ -56,6 +56,11 @@ fn lincheck_corpus() {
     replay("lincheck", raftkv::fuzzing::lincheck_target);
 }
 
+#[test]
+fn resp_corpus() {
+    replay("resp", raftkv::fuzzing::resp_target);
+}
+
 /// Every corpus directory has a test above, so a new target cannot be
 /// forgotten.
 #[test]
@@ -66,7 +71,7 @@ fn every_corpus_is_replayed() {
         .map(|entry| entry.expect("a readable directory entry").file_name().to_string_lossy().into_owned())
         .collect();
     targets.sort();
-    assert_eq!(targets, ["cluster", "decode", "lincheck", "node"]);
+    assert_eq!(targets, ["cluster", "decode", "lincheck", "node", "resp"]);
 }
 
 /// Writes the decode target's hand-made seeds: one valid frame per message

@@ -20,6 +20,11 @@
 //! - [`lincheck_target`]: bytes → a history of at most 8 operations;
 //!   [`lincheck::check`](crate::lincheck::check) must agree with the brute
 //!   force reference, and a reported violation must be minimal.
+//! - [`resp_target`]: bytes → the client port's RESP decoder
+//!   ([`ServerCodec`](crate::server::resp::ServerCodec)), in arbitrary
+//!   pieces; the same requests must come out however the bytes are cut, the
+//!   buffer must stay within its bound, and every decoded command must
+//!   re-encode to itself.
 //!
 //! The inputs are read with [`arbitrary::Unstructured`] by hand-written
 //! generators rather than derived `Arbitrary` impls: they steer terms and
@@ -31,8 +36,10 @@ mod cluster;
 mod decode;
 mod lincheck;
 mod node;
+mod resp;
 
 pub use cluster::{cluster_run, cluster_target};
 pub use decode::{decode_target, TIGHT_LIMITS};
 pub use lincheck::lincheck_target;
 pub use node::node_target;
+pub use resp::{resp_decode_all, resp_target, TIGHT_RESP_LIMITS};

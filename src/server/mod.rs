@@ -8,11 +8,26 @@
 //!   side, and the waiters of client requests (checked by loom).
 //! - [`node`]: the two threads that run a [`crate::kv::KvServer`] and carry
 //!   out its outputs: persist (group commit), then send, then answer.
+//! - [`peer`]: the peer transport: Raft envelopes over TCP as wire frames.
 //! - [`config`]: the cluster configuration file.
+//! - [`run`]: one server process assembled: storage, node, peer transport,
+//!   client port.
+//! - [`client_port`]: the RESP listener that turns commands into requests.
+//! - [`load`]: closed-loop clients recording a history (bench, e2e tests).
 //! - [`tempdir`]: self-removing data directories for local clusters and tests.
+//! - [`resp`]: the client protocol, RESP2, server side: the request codec,
+//!   replies and redirects (`specs/client.md`).
+//! - [`client`]: the client protocol's client side: `RemoteClerk`, the pure
+//!   clerk driven over RESP connections.
 
 pub mod apply;
+pub mod client;
+pub mod client_port;
 pub mod config;
+pub mod load;
 pub mod node;
+pub mod peer;
+pub mod resp;
+pub mod run;
 pub mod storage;
 pub mod tempdir;

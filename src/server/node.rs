@@ -86,8 +86,6 @@ struct Batch {
     persists: Vec<Persist<Command>>,
     messages: Vec<Envelope<Command>>,
     answers: Vec<(u64, Response)>,
-    /// Entries this batch applies (for the counters).
-    applied: u64,
 }
 
 impl Batch {
@@ -116,7 +114,8 @@ pub struct Counters {
     pub fsyncs: AtomicU64,
     /// Batches handed to the persist thread.
     pub batches: AtomicU64,
-    /// Log entries applied to the state machine (no-ops included).
+    /// Log entries applied to the (in-memory) state machine, no-ops
+    /// included.
     pub applied: AtomicU64,
     /// Peer messages dropped because the event queue was full.
     pub dropped_peer_messages: AtomicU64,
@@ -359,7 +358,7 @@ fn node_loop(
                 })
                 .unwrap_or_else(|never| match never {});
             batch.messages.extend(out.messages);
-            batch.applied += out.applied.len() as u64;
+            counters.applied.fetch_add(out.applied.len() as u64, Ordering::Relaxed);
             for response in out.responses {
                 for key in waiting.remove(&(response.client, response.seq)).unwrap_or_default() {
                     batch.answers.push((key, response.clone()));
@@ -397,7 +396,6 @@ fn persist_loop(
             for envelope in batch.messages {
                 send(envelope);
             }
-            counters.applied.fetch_add(batch.applied, Ordering::Relaxed);
             answers.extend(batch.answers);
         }
         Ok(answers)

@@ -1,0 +1,141 @@
+//! `raftkv bench`: closed-loop clients against a running cluster for a
+//! while; reports throughput and latency percentiles, and optionally
+//! records the history and checks it for linearizability.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use raftkv::kv::Op;
+use raftkv::lincheck::{self, Budget, History, Verdict};
+use raftkv::server::client::info;
+use raftkv::server::load::{self, LoadSpec, Mix, Progress};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct BenchArgs {
+    pub servers: Vec<SocketAddr>,
+    pub clients: usize,
+    pub duration: Duration,
+    pub mix: Mix,
+    pub keys: u64,
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+    pub history_out: Option<PathBuf>,
+    pub check: bool,
+    pub seed: u64,
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    let runtime = super::runtime();
+    let spec = LoadSpec {
+        servers: args.servers.clone(),
+        clients: args.clients,
+        mix: args.mix,
+        keys: args.keys,
+        key_bytes: args.key_bytes,
+        value_bytes: args.value_bytes,
+        seed: args.seed,
+        op_timeout: Duration::from_secs(10),
+        attempt_timeout: Duration::from_secs(1),
+    };
+    let fsyncs_before = runtime.block_on(total_fsyncs(&args.servers));
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let bar = ProgressBar::new(args.duration.as_secs().max(1));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} s  {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let records = runtime.block_on(async {
+        let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        while epoch.elapsed() < args.duration {
+            every.tick().await;
+            let done = progress.completed.load(Ordering::Relaxed);
+            bar.set_position(epoch.elapsed().as_secs());
+            bar.set_message(format!("{done} ops, {:.0} ops/s", done as f64 / epoch.elapsed().as_secs_f64()));
+        }
+        progress.stop.store(true, Ordering::Relaxed);
+        clients.await.expect("the load clients do not panic")
+    });
+    let elapsed = epoch.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let fsyncs_after = runtime.block_on(total_fsyncs(&args.servers));
+
+    let mut puts = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    let mut gets = puts.clone();
+    let mut abandoned = 0;
+    for r in &records {
+        abandoned += r.abandoned;
+        for (op, us) in &r.latencies_us {
+            let h = if matches!(op, Op::Get { .. }) { &mut gets } else { &mut puts };
+            let _ = h.record(*us);
+        }
+    }
+    let ops = puts.len() + gets.len();
+    println!(
+        "{} clients, {:.1} s: {ops} operations, {:.0} ops/s, {abandoned} abandoned",
+        args.clients,
+        elapsed,
+        ops as f64 / elapsed
+    );
+    for (name, h) in [("writes", &puts), ("gets", &gets)] {
+        if h.is_empty() {
+            continue;
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "  {name:<6} {:>8} ops {:>9.0} ops/s   p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+            h.len(),
+            h.len() as f64 / elapsed,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+    if let (Some(before), Some(after)) = (fsyncs_before, fsyncs_after) {
+        if ops > 0 {
+            let fsyncs = after.saturating_sub(before);
+            println!("  fsyncs: {fsyncs} on all nodes, {:.3} per completed operation", fsyncs as f64 / ops as f64);
+        }
+    }
+
+    let history = History::new(records.into_iter().flat_map(|r| r.history).collect());
+    if let Some(path) = &args.history_out {
+        if let Err(e) = history.write_file(path) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("history ({} operations) written to {}", history.ops.len(), path.display());
+    }
+    if args.check {
+        let started = Instant::now();
+        match lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS)) {
+            Verdict::Ok => println!("linearizable (checked in {:.1} ms)", started.elapsed().as_secs_f64() * 1e3),
+            Verdict::Illegal(v) => {
+                println!("NOT linearizable: key {:?}: {} operations in a minimal offending set", v.key, v.ops.len());
+                return ExitCode::FAILURE;
+            }
+            Verdict::Unknown { key } => println!("linearizability unknown: the search budget ran out on key {key:?}"),
+        }
+    }
+    if ops == 0 {
+        eprintln!("error: no operation completed; is the cluster running?");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// The sum of every node's fsync counter, if every node answers INFO.
+async fn total_fsyncs(servers: &[SocketAddr]) -> Option<u64> {
+    let mut total = 0;
+    for addr in servers {
+        let text = info(*addr, Duration::from_secs(2)).await.ok()?;
+        total += text.lines().find_map(|l| l.strip_prefix("raft_fsyncs:"))?.trim().parse::<u64>().ok()?;
+    }
+    Some(total)
+}

@@ -1,0 +1,35 @@
+//! `raftkv check`: is a recorded history linearizable?
+
+use raftkv::lincheck::{self, Budget, History, Verdict};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn check(path: &Path, max_steps: u64) -> ExitCode {
+    let history = match History::read_file(path) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let started = std::time::Instant::now();
+    let verdict = lincheck::check(&history, Budget::steps(max_steps));
+    let took = started.elapsed().as_secs_f64() * 1000.0;
+    match verdict {
+        Verdict::Ok => {
+            println!("linearizable ({} operations, {took:.1} ms)", history.ops.len());
+            ExitCode::SUCCESS
+        }
+        Verdict::Illegal(v) => {
+            println!("NOT linearizable: key {:?}; a minimal offending set of operations:", v.key);
+            for op in &v.ops {
+                println!("  {}", serde_json::to_string(op).unwrap_or_default());
+            }
+            ExitCode::FAILURE
+        }
+        Verdict::Unknown { key } => {
+            println!("unknown: the search budget ran out on key {key:?} (raise --max-steps)");
+            ExitCode::from(3)
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `raftkv put|append|get`: one operation through the project's clerk, which
+//! follows leader redirects and retries with the same `(client, seq)`.
+
+use raftkv::kv::Op;
+use raftkv::server::client::RemoteClerk;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub fn run(servers: Vec<SocketAddr>, op: Op, timeout: Duration) -> ExitCode {
+    if servers.is_empty() {
+        eprintln!("error: no servers given");
+        return ExitCode::from(2);
+    }
+    let is_get = matches!(op, Op::Get { .. });
+    let runtime = super::runtime();
+    let result = runtime.block_on(async move {
+        let mut clerk = RemoteClerk::new(super::random_client_id(), servers, 0, Duration::from_secs(1));
+        clerk.run(op, tokio::time::Instant::now() + timeout).await
+    });
+    match result {
+        Ok(value) => {
+            println!("{}", if is_get { value } else { "OK".to_string() });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! `raftkv cluster`: a local cluster of real server processes on
+//! 127.0.0.1, for trying raftkv out. Each member is a child process running
+//! `raftkv server` with its own data directory and log file.
+
+use raftkv::kv::Op;
+use raftkv::server::client::RemoteClerk;
+use raftkv::server::config::ClusterConfig;
+use raftkv::server::tempdir::TempDir;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+pub struct ClusterArgs {
+    pub nodes: u8,
+    /// Client port of node 0; node i listens on `port + i`.
+    pub port: u16,
+    /// Peer port of node 0; node i listens on `peer_port + i`.
+    pub peer_port: u16,
+    /// Keep the nodes' data here (kept after exit) instead of a temporary
+    /// directory (removed on exit).
+    pub data_dir: Option<PathBuf>,
+    /// Start, check that every node serves a write and a read, stop.
+    pub smoke: bool,
+}
+
+pub fn run(args: ClusterArgs) -> ExitCode {
+    let config = ClusterConfig::local(args.nodes, args.peer_port, args.port);
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    // A clear message for the most common failure; the servers would say it
+    // too, but in their log files.
+    for node in &config.nodes {
+        for addr in [node.client, node.peer] {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                eprintln!("error: cannot listen on {addr}: {e}; choose other ports with --port and --peer-port");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let (root, _temp) = match data_root(args.data_dir.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config_path = root.join("cluster.toml");
+    if let Err(e) = std::fs::write(&config_path, config.to_toml()) {
+        eprintln!("error: cannot write {}: {e}", config_path.display());
+        return ExitCode::from(2);
+    }
+    let mut children = Children(Vec::new());
+    for id in 0..args.nodes {
+        match spawn_node(&config_path, &root, id) {
+            Ok(child) => children.0.push(child),
+            Err(e) => {
+                eprintln!("error: cannot start node {id}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let clients: Vec<SocketAddr> = config.nodes.iter().map(|n| n.client).collect();
+    println!("raftkv: a {}-node cluster on 127.0.0.1, data in {}", args.nodes, root.display());
+    for (id, node) in config.nodes.iter().enumerate() {
+        println!(
+            "  node {id}: clients {}  peers {}  log {}",
+            node.client,
+            node.peer,
+            log_path(&root, id as u8).display()
+        );
+    }
+    let runtime = super::runtime();
+    if let Err(e) = runtime.block_on(wait_until_serving(&clients, &mut children)) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("A leader is elected and every node answers. Talk to any node, for example:");
+    println!("  redis-cli -c -p {} set greeting hello", args.port);
+    println!("  redis-cli -c -p {} get greeting", args.port + u16::from(args.nodes) - 1);
+    println!("  cargo run --release -- get greeting");
+    if args.smoke {
+        return match runtime.block_on(smoke(&clients)) {
+            Ok(()) => {
+                println!("smoke check passed: a write through each node was read back through every node");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: smoke check failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    println!("Ctrl-C stops the cluster.");
+    match runtime.block_on(wait_for_exit(&mut children)) {
+        None => ExitCode::SUCCESS,
+        Some(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The cluster's data directory: the user's (kept) or a temporary one
+/// (removed when the returned guard drops).
+fn data_root(dir: Option<&Path>) -> Result<(PathBuf, Option<TempDir>), String> {
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            Ok((dir.to_owned(), None))
+        }
+        None => {
+            let temp = TempDir::new("cluster").map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            Ok((temp.path().to_owned(), Some(temp)))
+        }
+    }
+}
+
+fn log_path(root: &Path, id: u8) -> PathBuf {
+    root.join(format!("node-{id}.log"))
+}
+
+fn spawn_node(config: &Path, root: &Path, id: u8) -> std::io::Result<Child> {
+    let log = std::fs::File::create(log_path(root, id))?;
+    Command::new(std::env::current_exe()?)
+        .arg("server")
+        .arg("--config")
+        .arg(config)
+        .arg("--id")
+        .arg(id.to_string())
+        .arg("--data-dir")
+        .arg(root.join(format!("node-{id}")))
+        .arg("--exit-with-parent")
+        // Never written: the pipe closes when this process dies, however
+        // it dies, and the server then stops.
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+}
+
+/// The children, stopped (SIGKILL: storage is crash-safe) when dropped.
+struct Children(Vec<Child>);
+
+impl Children {
+    /// The first child that exited, with how.
+    fn exited(&mut self) -> Option<String> {
+        self.0.iter_mut().enumerate().find_map(|(id, c)| match c.try_wait() {
+            Ok(Some(status)) => Some(format!("node {id} exited ({status}); see its log")),
+            _ => None,
+        })
+    }
+}
+
+impl Children {
+    /// Asks every child to stop (see `raftkv server --exit-with-parent`).
+    fn close_stdins(&mut self) {
+        for child in &mut self.0 {
+            drop(child.stdin.take());
+        }
+    }
+
+    /// Gives the children (which got the terminal's Ctrl-C too) time to
+    /// shut down cleanly before the drop kills what is left.
+    async fn wait_for_all(&mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        while tokio::time::Instant::now() < deadline {
+            if self.0.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                return;
+            }
+            every.tick().await;
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until a write goes through, asking each node in turn (the clerk
+/// follows redirects), or a node dies, or 30 s pass.
+async fn wait_until_serving(clients: &[SocketAddr], children: &mut Children) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut clerk = RemoteClerk::new(super::random_client_id(), clients.to_vec(), 0, Duration::from_millis(500));
+    loop {
+        if let Some(exit) = children.exited() {
+            return Err(exit);
+        }
+        let attempt = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        match clerk.run(Op::Get { key: "raftkv-cluster-ready".into() }, attempt).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("no node served a read in 30 s: {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn smoke(clients: &[SocketAddr]) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for first in 0..clients.len() {
+        let mut clerk =
+            RemoteClerk::new(super::random_client_id(), clients.to_vec(), first as u8, Duration::from_secs(1));
+        let value = format!("written-via-node-{first}");
+        clerk.run(Op::Put { key: "smoke".into(), value: value.clone() }, deadline).await.map_err(|e| e.to_string())?;
+        for reader in 0..clients.len() {
+            let mut clerk =
+                RemoteClerk::new(super::random_client_id(), clients.to_vec(), reader as u8, Duration::from_secs(1));
+            let got = clerk.run(Op::Get { key: "smoke".into() }, deadline).await.map_err(|e| e.to_string())?;
+            if got != value {
+                return Err(format!("read {got:?} through node {reader} after writing {value:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C (which the terminal also sends to the children),
+/// SIGTERM, or a child dying. Returns why, if it is an error.
+async fn wait_for_exit(children: &mut Children) -> Option<String> {
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => drop(t.recv().await),
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(terminated);
+    loop {
+        tokio::select! {
+            _ = &mut terminated => {
+                println!("stopping the cluster");
+                children.close_stdins();
+                children.wait_for_all(Duration::from_secs(5)).await;
+                return None;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                println!("stopping the cluster");
+                children.wait_for_all(Duration::from_secs(5)).await;
+                return None;
+            }
+            _ = every.tick() => {
+                if let Some(exit) = children.exited() {
+                    return Some(exit);
+                }
+            }
+        }
+    }
+}

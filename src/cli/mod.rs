@@ -1,0 +1,50 @@
+//! The subcommands of the `raftkv` binary (this module belongs to the
+//! binary, not the library): each file is one command, and `main.rs` holds
+//! only the argument definitions.
+
+pub mod bench;
+pub mod check;
+pub mod client;
+pub mod cluster;
+pub mod server;
+pub mod sim;
+
+use clap::ValueEnum;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Shape {
+    /// 5 clients, 5 servers, reliable network.
+    Concurrent,
+    /// 5 clients, 5 servers, lossy network, partitions, crashes (lab 3A).
+    PersistPartitionUnreliable,
+    /// Leader isolation, single-node crashes and reboots, partitions.
+    Chaos,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Reads {
+    ReadIndex,
+    Log,
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level (info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime")
+}
+
+/// A random client id for a clerk session (below 2^63: the upper half is
+/// for ids servers assign).
+pub fn random_client_id() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish() >> 1
+}

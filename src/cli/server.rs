@@ -1,0 +1,79 @@
+//! `raftkv server`: one member of a cluster, until Ctrl-C or SIGTERM.
+
+use raftkv::raft::NodeId;
+use raftkv::server::config::ClusterConfig;
+use raftkv::server::run::{Server, ServerOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: bool) -> ExitCode {
+    super::init_logging();
+    let cluster = match ClusterConfig::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = super::runtime();
+    runtime.block_on(async move {
+        let server = match Server::start(ServerOptions { cluster, id, data_dir }).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: node {id}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let reason = wait_for_stop(&server, exit_with_parent).await;
+        tracing::info!(node = id, "stopping: {reason}");
+        match server.shutdown().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: node {id}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Waits for Ctrl-C, SIGTERM, the node stopping on its own (a storage
+/// failure: it has already logged why), or, with `exit_with_parent`, the
+/// end of stdin: a launcher that holds our stdin's pipe (`raftkv cluster`,
+/// the end-to-end tests) closes it by dying, however it dies, so no server
+/// outlives it.
+async fn wait_for_stop(server: &Server, exit_with_parent: bool) -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let failed = async {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        while !server.handle().is_stopped() {
+            every.tick().await;
+        }
+    };
+    let orphaned = async {
+        if !exit_with_parent {
+            return std::future::pending::<()>().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = orphaned => "the launching process is gone",
+        _ = terminated => "terminated",
+        _ = failed => "the node stopped",
+    }
+}

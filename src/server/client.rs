@@ -1,0 +1,755 @@
+//! The client side of the client protocol: [`RemoteClerk`], the project's
+//! pure [`Clerk`] driven over RESP connections to the servers, and
+//! [`ReplyCodec`], a bounded decoder of the servers' replies.
+//!
+//! Each operation is sent as two pipelined requests in one write,
+//! `RAFTKV.SESSION <client> <seq>` and then the command, so that every
+//! retry, on whatever connection and server, carries the same `(client,
+//! seq)` and the servers' session table executes it at most once (see
+//! `specs/client.md`).
+
+use crate::clerk::{Clerk, ClerkAction};
+use crate::kv::{ClientId, Command, Op, Response, ServiceError};
+use crate::raft::NodeId;
+use crate::server::resp::{encode_request, ClientCommand, Reply, RespError};
+use crate::wire::Limits;
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::types::BytesFrame;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Why [`RemoteClerk::run`] gave up.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The deadline passed after `attempts` sends. The operation may still
+    /// take effect, once, later; the clerk has moved on to the next seq.
+    Deadline { attempts: u64 },
+    /// A server refused the request itself with an `-ERR` (e.g. a key over
+    /// the limit); retrying would not help.
+    Refused(String),
+    /// A server answered something that is not a reply to this request.
+    Protocol(String),
+    /// The server could not be reached ([`info`] only: `run` retries).
+    Io(std::io::Error),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Deadline { attempts } => write!(f, "deadline passed after {attempts} attempts"),
+            ClientError::Refused(error) => write!(f, "the server refused the request: {error}"),
+            ClientError::Protocol(what) => write!(f, "protocol error: {what}"),
+            ClientError::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Asks the server at `addr` for its `INFO` text (`field:value` lines under
+/// `# Section` headers), waiting at most `timeout`.
+pub async fn info(addr: SocketAddr, timeout: Duration) -> Result<String, ClientError> {
+    let ask = async {
+        let mut conn = Connection::open(addr).await?;
+        let mut out = BytesMut::new();
+        encode_request(&ClientCommand::Info, &mut out);
+        conn.stream.write_all(&out).await?;
+        conn.next_reply().await
+    };
+    match tokio::time::timeout(timeout, ask).await {
+        Err(_elapsed) => Err(ClientError::Deadline { attempts: 1 }),
+        Ok(Err(RespError::Io(e))) => Err(ClientError::Io(e)),
+        Ok(Err(e)) => Err(ClientError::Protocol(e.to_string())),
+        Ok(Ok(Reply::Bulk(text))) => {
+            String::from_utf8(Vec::from(text)).map_err(|_| ClientError::Protocol("INFO text is not UTF-8".into()))
+        }
+        Ok(Ok(Reply::Error(e))) => Err(ClientError::Refused(e)),
+        Ok(Ok(other)) => Err(ClientError::Protocol(format!("{other:?} in answer to INFO"))),
+    }
+}
+
+/// Decodes the replies a server sends (and encodes requests, for use with
+/// `Framed`). Bounded like the server's codec: a reply over
+/// `reply_bytes_max`, nested deeper than [`ReplyCodec::DEPTH_MAX`] or with
+/// more than [`ReplyCodec::ELEMENTS_MAX`] elements is an error before it is
+/// buffered or parsed, whatever it declares.
+///
+/// Decoded replies are normalised: `+OK` is [`Reply::Ok`] and `+PONG`
+/// [`Reply::Pong`].
+#[derive(Clone, Debug)]
+pub struct ReplyCodec {
+    reply_bytes_max: usize,
+}
+
+impl ReplyCodec {
+    /// 1 MiB plus the largest value.
+    pub const REPLY_BYTES_MAX_DEFAULT: usize = (1 << 20) + Limits::VALUE_BYTES_MAX_DEFAULT;
+    /// Nesting of arrays in one reply.
+    pub const DEPTH_MAX: usize = 8;
+    /// Elements of all the arrays of one reply together.
+    pub const ELEMENTS_MAX: u64 = 4096;
+    /// Longest `$`, `*` or `:` header line, CRLF included.
+    const HEADER_LINE_MAX: usize = 32;
+
+    pub fn new(reply_bytes_max: usize) -> ReplyCodec {
+        ReplyCodec { reply_bytes_max }
+    }
+}
+
+impl Default for ReplyCodec {
+    fn default() -> Self {
+        ReplyCodec::new(ReplyCodec::REPLY_BYTES_MAX_DEFAULT)
+    }
+}
+
+/// Scans the reply starting at `pos`: `Ok(Some(end))` when complete,
+/// `Ok(None)` when more bytes are needed. Reads only headers and lines; jumps
+/// over bulk data.
+fn scan_reply(buf: &[u8], pos: usize, depth: usize, elements: &mut u64, max: usize) -> Result<Option<usize>, String> {
+    let Some(&kind) = buf.get(pos) else { return Ok(None) };
+    let line = |line_max: usize| -> Result<Option<usize>, String> {
+        let window_end = pos.saturating_add(line_max).min(max);
+        let window = &buf[pos..buf.len().min(window_end)];
+        match window.windows(2).position(|w| w == b"\r\n") {
+            Some(at) => Ok(Some(pos + at + 2)),
+            None if buf.len() < window_end => Ok(None),
+            None => Err(format!("a reply line longer than {} bytes", window_end - pos)),
+        }
+    };
+    match kind {
+        b'+' | b'-' => line(max),
+        b':' => line(ReplyCodec::HEADER_LINE_MAX),
+        b'$' | b'*' => {
+            let Some(line_end) = line(ReplyCodec::HEADER_LINE_MAX)? else { return Ok(None) };
+            let digits = &buf[pos + 1..line_end - 2];
+            if digits == b"-1" {
+                return Ok(Some(line_end));
+            }
+            let n = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| d.bytes().all(|b| b.is_ascii_digit()) && !d.is_empty())
+                .and_then(|d| d.parse::<u64>().ok())
+                .ok_or_else(|| "an invalid length in a reply".to_string())?;
+            if kind == b'$' {
+                let end = (line_end as u64).saturating_add(n).saturating_add(2);
+                if end > max as u64 {
+                    return Err(format!("a reply of at least {end} bytes exceeds {max}"));
+                }
+                let end = end as usize;
+                if buf.len() < end {
+                    return Ok(None);
+                }
+                if &buf[end - 2..end] != b"\r\n" {
+                    return Err("a bulk string not followed by CRLF".into());
+                }
+                return Ok(Some(end));
+            }
+            if depth >= ReplyCodec::DEPTH_MAX {
+                return Err(format!("a reply nested deeper than {}", ReplyCodec::DEPTH_MAX));
+            }
+            *elements = elements.saturating_add(n);
+            if *elements > ReplyCodec::ELEMENTS_MAX {
+                return Err(format!("a reply of more than {} elements", ReplyCodec::ELEMENTS_MAX));
+            }
+            let mut at = line_end;
+            for _ in 0..n {
+                match scan_reply(buf, at, depth + 1, elements, max)? {
+                    Some(end) => at = end,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(at))
+        }
+        other => Err(format!("a reply starting with byte {other:#04x}")),
+    }
+}
+
+fn to_reply(frame: BytesFrame) -> Result<Reply, RespError> {
+    let text = |bytes: Bytes| {
+        String::from_utf8(Vec::from(bytes)).map_err(|_| RespError::Protocol("a simple string that is not UTF-8".into()))
+    };
+    Ok(match frame {
+        BytesFrame::SimpleString(s) if &s[..] == b"OK" => Reply::Ok,
+        BytesFrame::SimpleString(s) if &s[..] == b"PONG" => Reply::Pong,
+        BytesFrame::SimpleString(s) => Reply::Simple(text(s)?),
+        BytesFrame::Error(e) => Reply::Error(e.to_string()),
+        BytesFrame::Integer(n) => Reply::Integer(n),
+        BytesFrame::BulkString(b) => Reply::Bulk(b),
+        BytesFrame::Null => Reply::Null,
+        BytesFrame::Array(items) => Reply::Array(items.into_iter().map(to_reply).collect::<Result<_, _>>()?),
+    })
+}
+
+impl Decoder for ReplyCodec {
+    type Item = Reply;
+    type Error = RespError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Reply>, RespError> {
+        let max = self.reply_bytes_max;
+        let Some(len) = scan_reply(src, 0, 0, &mut 0, max).map_err(RespError::Protocol)? else {
+            if src.len() > max {
+                return Err(RespError::TooLarge { bytes: src.len() as u64, max });
+            }
+            return Ok(None);
+        };
+        // Checked: complete, within the bounds. The crate parses it.
+        let mut frame = src.split_to(len);
+        let decoded = redis_protocol::resp2::decode::decode_bytes_mut(&mut frame)
+            .map_err(|e| RespError::Protocol(format!("the RESP parser refused a checked reply: {e:?}")))?;
+        match decoded {
+            Some((frame, used, _)) if used == len => to_reply(frame).map(Some),
+            _ => Err(RespError::Protocol("the RESP parser read a checked reply differently".into())),
+        }
+    }
+}
+
+impl Encoder<&ClientCommand> for ReplyCodec {
+    type Error = RespError;
+
+    fn encode(&mut self, cmd: &ClientCommand, dst: &mut BytesMut) -> Result<(), RespError> {
+        encode_request(cmd, dst);
+        Ok(())
+    }
+}
+
+/// One connection to a server: the socket and its read buffer.
+///
+/// (A `Framed` would do the same, but reading from it needs the `futures`
+/// `Stream` trait, which is not a dependency.)
+struct Connection {
+    stream: TcpStream,
+    read: BytesMut,
+    codec: ReplyCodec,
+}
+
+impl Connection {
+    async fn open(addr: SocketAddr) -> Result<Connection, RespError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection { stream, read: BytesMut::with_capacity(4096), codec: ReplyCodec::default() })
+    }
+
+    async fn next_reply(&mut self) -> Result<Reply, RespError> {
+        loop {
+            if let Some(reply) = self.codec.decode(&mut self.read)? {
+                return Ok(reply);
+            }
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed the connection");
+                return Err(RespError::Io(e));
+            }
+        }
+    }
+}
+
+/// What one exchange with a server came to.
+enum Outcome {
+    /// The server answered the request.
+    Answered(Result<String, ServiceError>),
+    /// The server refused the request itself.
+    Refused(String),
+}
+
+/// A client of a raftkv cluster over the network: the pure [`Clerk`] (retry
+/// logic, leader tracking, `(client, seq)`), driven over RESP connections.
+///
+/// One operation at a time. Connections are opened lazily, one per server,
+/// and dropped after any timeout or I/O error, so a late reply on them can
+/// never be taken for the reply to a later request.
+pub struct RemoteClerk {
+    clerk: Clerk,
+    /// Client address of server `i` at index `i`.
+    addrs: Vec<SocketAddr>,
+    conns: Vec<Option<Connection>>,
+    attempt_timeout: Duration,
+    /// Sends in a row that failed with an I/O error: once every server has
+    /// failed so, the next failure waits for the attempt's timeout rather
+    /// than spinning through a cluster that is down.
+    io_failures: usize,
+}
+
+impl RemoteClerk {
+    /// A clerk for client `client` (below 2^63: higher ids are
+    /// server-assigned) of the servers at `addrs` (their client ports,
+    /// index = server id), trying `first_guess` first and waiting
+    /// `attempt_timeout` for each answer.
+    ///
+    /// Panics if `addrs` is empty or longer than 255, or `first_guess` is
+    /// not an index of it.
+    pub fn new(
+        client: ClientId,
+        addrs: Vec<SocketAddr>,
+        first_guess: NodeId,
+        attempt_timeout: Duration,
+    ) -> RemoteClerk {
+        let servers = u8::try_from(addrs.len()).expect("at most 255 servers");
+        let conns = addrs.iter().map(|_| None).collect();
+        RemoteClerk { clerk: Clerk::new(client, servers, first_guess), addrs, conns, attempt_timeout, io_failures: 0 }
+    }
+
+    pub fn client(&self) -> ClientId {
+        self.clerk.client()
+    }
+
+    /// Runs one operation to completion, following the pure clerk: sends
+    /// `RAFTKV.SESSION client seq` and the command in one write, reads both
+    /// replies, and turns the second into a [`Response`]: `MOVED <slot>
+    /// <addr>` is `NotLeader` naming the server with that address,
+    /// `CLUSTERDOWN` is `NotLeader` naming none, `TRYAGAIN` is `Busy`; a
+    /// timeout or an I/O error is the clerk's timeout. Retries until done,
+    /// or until `deadline` passes.
+    ///
+    /// Returns a `GET`'s value (`""` for a missing key) or `""` for a write.
+    /// After an error the operation's outcome is unknown (it may still take
+    /// effect, once); the next `run` uses the next seq.
+    pub async fn run(&mut self, op: Op, deadline: Instant) -> Result<String, ClientError> {
+        let mut action = self.clerk.start(op);
+        let mut attempts = 0;
+        loop {
+            let (to, request, attempt) = match action {
+                ClerkAction::Done { output, .. } => return Ok(output),
+                ClerkAction::Send { to, request, attempt } => (to, request, attempt),
+            };
+            if Instant::now() >= deadline {
+                self.abandon(to, &request);
+                return Err(ClientError::Deadline { attempts });
+            }
+            attempts += 1;
+            let attempt_deadline = (Instant::now() + self.attempt_timeout).min(deadline);
+            let exchange = tokio::time::timeout_at(attempt_deadline, self.exchange(to, &request)).await;
+            let next = match exchange {
+                Ok(Ok(Outcome::Answered(result))) => {
+                    self.io_failures = 0;
+                    let response = Response { client: request.client, seq: request.seq, result };
+                    match self.clerk.on_response(to, response) {
+                        Some(next) => Some(next),
+                        None => {
+                            // The clerk backs off until the attempt's timeout.
+                            tokio::time::sleep_until(attempt_deadline).await;
+                            self.clerk.on_timeout(attempt)
+                        }
+                    }
+                }
+                Ok(Ok(Outcome::Refused(error))) => {
+                    self.abandon(to, &request);
+                    return Err(ClientError::Refused(error));
+                }
+                Ok(Err(RespError::Io(_))) => {
+                    self.conns[to as usize] = None;
+                    self.io_failures += 1;
+                    if self.io_failures >= self.addrs.len() {
+                        tokio::time::sleep_until(attempt_deadline).await;
+                    }
+                    self.clerk.on_timeout(attempt)
+                }
+                Ok(Err(error)) => {
+                    self.conns[to as usize] = None;
+                    self.abandon(to, &request);
+                    return Err(ClientError::Protocol(format!("server {to}: {error}")));
+                }
+                Err(_elapsed) => {
+                    self.conns[to as usize] = None;
+                    self.clerk.on_timeout(attempt)
+                }
+            };
+            action = next.expect("the clerk always resends after the timeout of its latest attempt");
+        }
+    }
+
+    /// Gives up the outstanding operation: the clerk is told it completed,
+    /// so the next operation takes the next seq. The session table then
+    /// never executes the abandoned one after the next one (a lower seq is
+    /// never executed once a higher one has been), so it takes effect at most
+    /// once, and if it does, before the next operation.
+    fn abandon(&mut self, to: NodeId, request: &Command) {
+        let done = Response { client: request.client, seq: request.seq, result: Ok(String::new()) };
+        let action = self.clerk.on_response(to, done);
+        debug_assert!(matches!(action, Some(ClerkAction::Done { .. })), "{action:?}");
+        debug_assert!(self.clerk.pending().is_none());
+    }
+
+    /// Sends `request` to server `to` and reads its answer.
+    async fn exchange(&mut self, to: NodeId, request: &Command) -> Result<Outcome, RespError> {
+        let slot = &mut self.conns[to as usize];
+        if slot.is_none() {
+            *slot = Some(Connection::open(self.addrs[to as usize]).await?);
+        }
+        let Some(conn) = slot.as_mut() else { unreachable!("opened above") };
+        let mut out = BytesMut::new();
+        encode_request(&ClientCommand::Session { client: request.client, seq: request.seq }, &mut out);
+        let cmd = match &request.op {
+            Op::Get { key } => ClientCommand::Get { key: key.clone() },
+            Op::Put { key, value } => ClientCommand::Set { key: key.clone(), value: value.clone() },
+            Op::Append { key, value } => ClientCommand::Append { key: key.clone(), value: value.clone() },
+        };
+        encode_request(&cmd, &mut out);
+        conn.stream.write_all(&out).await?;
+        match conn.next_reply().await? {
+            Reply::Ok => {}
+            Reply::Error(error) => {
+                // The second reply is still due; this connection is done.
+                self.conns[to as usize] = None;
+                return Ok(Outcome::Refused(error));
+            }
+            other => return Err(RespError::Protocol(format!("{other:?} in answer to RAFTKV.SESSION"))),
+        }
+        let reply = conn.next_reply().await?;
+        self.outcome(&request.op, reply)
+    }
+
+    /// What a reply to `op` says.
+    fn outcome(&self, op: &Op, reply: Reply) -> Result<Outcome, RespError> {
+        let unexpected = |reply: Reply| RespError::Protocol(format!("{reply:?} in answer to {op:?}"));
+        match (op, reply) {
+            (Op::Get { .. }, Reply::Bulk(value)) => String::from_utf8(Vec::from(value))
+                .map(|v| Outcome::Answered(Ok(v)))
+                .map_err(|_| RespError::Protocol("a value that is not UTF-8".into())),
+            (Op::Get { .. }, Reply::Null) => Ok(Outcome::Answered(Ok(String::new()))),
+            (Op::Put { .. } | Op::Append { .. }, Reply::Ok) => Ok(Outcome::Answered(Ok(String::new()))),
+            (_, Reply::Error(error)) => {
+                Ok(self.redirect(&error).map(Outcome::Answered).unwrap_or(Outcome::Refused(error)))
+            }
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
+    /// The refusal an error line stands for, if it is a redirect.
+    fn redirect(&self, error: &str) -> Option<Result<String, ServiceError>> {
+        let (code, rest) = error.split_once(' ').unwrap_or((error, ""));
+        match code {
+            "MOVED" => {
+                let addr = rest.split_once(' ').map_or("", |(_slot, addr)| addr);
+                let leader = self
+                    .addrs
+                    .iter()
+                    .position(|a| addr.parse::<SocketAddr>().is_ok_and(|p| p == *a) || a.to_string() == addr)
+                    .and_then(|i| NodeId::try_from(i).ok());
+                Some(Err(ServiceError::NotLeader { leader }))
+            }
+            "CLUSTERDOWN" => Some(Err(ServiceError::NotLeader { leader: None })),
+            "TRYAGAIN" => Some(Err(ServiceError::Busy)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for RemoteClerk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteClerk")
+            .field("clerk", &self.clerk)
+            .field("addrs", &self.addrs)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::resp::ServerCodec;
+    use std::sync::{Arc, Mutex};
+    use tokio::net::TcpListener;
+    use tokio::task::JoinSet;
+
+    /// What a fake server does with one request.
+    enum Act {
+        Reply(Reply),
+        /// Read on, answer nothing.
+        Silent,
+        /// Close the connection.
+        Close,
+    }
+
+    type Log = Arc<Mutex<Vec<ClientCommand>>>;
+
+    /// A fake server: every request it reads is logged and given to its
+    /// script. Dropping it stops its accept loop and every connection task.
+    struct Fake {
+        log: Log,
+        _tasks: JoinSet<()>,
+    }
+
+    async fn bind() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        (listener, addr)
+    }
+
+    fn fake(listener: TcpListener, script: impl Fn(&ClientCommand) -> Act + Send + Sync + 'static) -> Fake {
+        let log: Log = Arc::default();
+        let script = Arc::new(script);
+        let mut tasks = JoinSet::new();
+        let accept_log = log.clone();
+        tasks.spawn(async move {
+            // Connection tasks live in this set, dropped (and aborted) with
+            // the accept task.
+            let mut conns = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (log, script) = (accept_log.clone(), script.clone());
+                conns.spawn(async move { serve(stream, log, move |c| script(c)).await });
+            }
+        });
+        Fake { log, _tasks: tasks }
+    }
+
+    async fn serve(mut stream: TcpStream, log: Log, script: impl Fn(&ClientCommand) -> Act) {
+        let mut codec = ServerCodec::default();
+        let mut buf = BytesMut::new();
+        loop {
+            while let Some(request) = codec.decode(&mut buf).expect("the clerk sends valid RESP") {
+                let cmd = request.expect("the clerk sends valid commands");
+                log.lock().unwrap().push(cmd.clone());
+                match script(&cmd) {
+                    Act::Reply(reply) => {
+                        let mut out = BytesMut::new();
+                        codec.encode(reply, &mut out).expect("encodable");
+                        if stream.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                    Act::Silent => {}
+                    Act::Close => return,
+                }
+            }
+            if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                return;
+            }
+        }
+    }
+
+    fn session(client: ClientId, seq: u64) -> ClientCommand {
+        ClientCommand::Session { client, seq }
+    }
+
+    fn set(key: &str, value: &str) -> ClientCommand {
+        ClientCommand::Set { key: key.into(), value: value.into() }
+    }
+
+    fn put(key: &str, value: &str) -> Op {
+        Op::Put { key: key.into(), value: value.into() }
+    }
+
+    /// The usual answers: `+OK` to the session and writes, `v` to reads.
+    fn healthy(cmd: &ClientCommand) -> Act {
+        match cmd {
+            ClientCommand::Get { .. } => Act::Reply(Reply::Bulk(Bytes::from_static(b"v"))),
+            _ => Act::Reply(Reply::Ok),
+        }
+    }
+
+    fn soon(seconds: u64) -> Instant {
+        Instant::now() + Duration::from_secs(seconds)
+    }
+
+    #[tokio::test]
+    async fn follows_moved_then_remembers_the_leader() {
+        let (a_listener, a) = bind().await;
+        let (b_listener, b) = bind().await;
+        let moved = format!("MOVED 12182 {b}");
+        let server_a = fake(a_listener, move |cmd| match cmd {
+            ClientCommand::Session { .. } => Act::Reply(Reply::Ok),
+            _ => Act::Reply(Reply::Error(moved.clone())),
+        });
+        let server_b = fake(b_listener, healthy);
+        let mut clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(10));
+
+        let started = std::time::Instant::now();
+        assert_eq!(clerk.run(put("foo", "x"), soon(20)).await.expect("done"), "");
+        assert!(started.elapsed() < Duration::from_secs(5), "a redirect is followed at once");
+        assert_eq!(*server_a.log.lock().unwrap(), [session(7, 1), set("foo", "x")]);
+        assert_eq!(*server_b.log.lock().unwrap(), [session(7, 1), set("foo", "x")], "the retry keeps its seq");
+
+        let got = clerk.run(Op::Get { key: "foo".into() }, soon(20)).await.expect("done");
+        assert_eq!(got, "v");
+        assert_eq!(server_a.log.lock().unwrap().len(), 2, "the leader was remembered");
+        assert_eq!(server_b.log.lock().unwrap()[2..], [session(7, 2), ClientCommand::Get { key: "foo".into() }]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_moves_on_to_the_next_server() {
+        let (a_listener, a) = bind().await;
+        let (b_listener, b) = bind().await;
+        let _server_a = fake(a_listener, |_| Act::Close);
+        let server_b = fake(b_listener, healthy);
+        let mut clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(10));
+        let started = std::time::Instant::now();
+        assert_eq!(clerk.run(put("k", "x"), soon(20)).await.expect("done"), "");
+        assert!(started.elapsed() < Duration::from_secs(5), "an I/O error is not waited out");
+        assert_eq!(*server_b.log.lock().unwrap(), [session(7, 1), set("k", "x")]);
+    }
+
+    #[tokio::test]
+    async fn redirects_name_the_right_refusal() {
+        let (_, a) = bind().await;
+        let (_, b) = bind().await;
+        let clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(1));
+        let moved = |addr: String| clerk.redirect(&format!("MOVED 3999 {addr}"));
+        assert_eq!(moved(b.to_string()), Some(Err(ServiceError::NotLeader { leader: Some(1) })));
+        assert_eq!(moved(a.to_string()), Some(Err(ServiceError::NotLeader { leader: Some(0) })));
+        assert_eq!(moved("10.9.9.9:1".into()), Some(Err(ServiceError::NotLeader { leader: None })));
+        assert_eq!(
+            clerk.redirect(crate::server::resp::CLUSTERDOWN),
+            Some(Err(ServiceError::NotLeader { leader: None }))
+        );
+        assert_eq!(clerk.redirect(crate::server::resp::TRYAGAIN), Some(Err(ServiceError::Busy)));
+        assert_eq!(clerk.redirect("ERR key of 2000 bytes exceeds the limit of 1024"), None);
+    }
+
+    #[tokio::test]
+    async fn a_late_reply_on_a_timed_out_connection_is_never_taken() {
+        let (listener, addr) = bind().await;
+        let log: Log = Arc::default();
+        let server_log = log.clone();
+        let mut server = JoinSet::new();
+        server.spawn(async move {
+            let mut codec = ServerCodec::default();
+            // First connection: read both requests, answer nothing yet.
+            let (mut first, _) = listener.accept().await.expect("accept");
+            let mut buf = BytesMut::new();
+            let mut got = 0;
+            while got < 2 {
+                match codec.decode(&mut buf).expect("valid") {
+                    Some(request) => {
+                        server_log.lock().unwrap().push(request.expect("valid"));
+                        got += 1;
+                    }
+                    None => assert!(first.read_buf(&mut buf).await.expect("read") > 0),
+                }
+            }
+            // The clerk timed out and reconnected: answer the first
+            // connection now (too late), then serve the second.
+            let (second, _) = listener.accept().await.expect("accept");
+            let mut stale = BytesMut::new();
+            codec.encode(Reply::Ok, &mut stale).expect("encode");
+            codec.encode(Reply::Bulk(Bytes::from_static(b"stale")), &mut stale).expect("encode");
+            let _ = first.write_all(&stale).await;
+            serve(second, server_log, |cmd| match cmd {
+                ClientCommand::Get { .. } => Act::Reply(Reply::Bulk(Bytes::from_static(b"fresh"))),
+                _ => Act::Reply(Reply::Ok),
+            })
+            .await;
+        });
+        let mut clerk = RemoteClerk::new(7, vec![addr], 0, Duration::from_millis(200));
+        let got = clerk.run(Op::Get { key: "k".into() }, soon(20)).await.expect("done");
+        assert_eq!(got, "fresh");
+        let get = ClientCommand::Get { key: "k".into() };
+        assert_eq!(*log.lock().unwrap(), [session(7, 1), get.clone(), session(7, 1), get]);
+    }
+
+    #[tokio::test]
+    async fn after_a_missed_deadline_the_next_operation_takes_the_next_seq() {
+        let (listener, addr) = bind().await;
+        let answering = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = answering.clone();
+        let server =
+            fake(
+                listener,
+                move |cmd| {
+                    if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                        healthy(cmd)
+                    } else {
+                        Act::Silent
+                    }
+                },
+            );
+        let mut clerk = RemoteClerk::new(7, vec![addr], 0, Duration::from_millis(50));
+        let error = clerk.run(put("k", "x"), Instant::now() + Duration::from_millis(300)).await.unwrap_err();
+        let ClientError::Deadline { attempts } = error else { panic!("{error}") };
+        assert!(attempts >= 1, "{attempts}");
+
+        answering.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(clerk.run(Op::Get { key: "k".into() }, soon(20)).await.expect("done"), "v");
+        // (A silent connection's task may log its requests late: count, do
+        // not rely on the order.)
+        let log = server.log.lock().unwrap();
+        let sessions: Vec<_> = log.iter().filter(|c| matches!(c, ClientCommand::Session { .. })).collect();
+        assert!(sessions.iter().all(|s| **s == session(7, 1) || **s == session(7, 2)), "{sessions:?}");
+        assert_eq!(sessions.iter().filter(|s| ***s == session(7, 1)).count() as u64, attempts);
+        assert_eq!(sessions.iter().filter(|s| ***s == session(7, 2)).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_an_error_and_the_clerk_goes_on() {
+        let (listener, addr) = bind().await;
+        let server = fake(listener, |cmd| match cmd {
+            ClientCommand::Set { .. } => {
+                Act::Reply(Reply::Error("ERR key of 2000 bytes exceeds the limit of 1024".into()))
+            }
+            other => healthy(other),
+        });
+        let mut clerk = RemoteClerk::new(7, vec![addr], 0, Duration::from_secs(10));
+        let error = clerk.run(put("k", "x"), soon(20)).await.unwrap_err();
+        assert!(matches!(&error, ClientError::Refused(e) if e.starts_with("ERR key")), "{error}");
+        assert_eq!(clerk.run(Op::Get { key: "k".into() }, soon(20)).await.expect("done"), "v");
+        assert_eq!(server.log.lock().unwrap()[2], session(7, 2));
+    }
+
+    #[tokio::test]
+    async fn info_reads_the_status_text() {
+        let (listener, addr) = bind().await;
+        let _server = fake(listener, |cmd| match cmd {
+            ClientCommand::Info => Act::Reply(Reply::Bulk(Bytes::from_static(b"# Raft\r\nraft_role:Leader\r\n"))),
+            _ => Act::Close,
+        });
+        let text = info(addr, Duration::from_secs(10)).await.expect("answered");
+        assert!(text.lines().any(|l| l == "raft_role:Leader"), "{text:?}");
+        let (closed, closed_addr) = bind().await;
+        drop(closed);
+        assert!(matches!(info(closed_addr, Duration::from_secs(10)).await, Err(ClientError::Io(_))));
+    }
+
+    fn decode_replies(bytes: &[u8]) -> Result<Vec<Reply>, RespError> {
+        let mut codec = ReplyCodec::default();
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(reply) = codec.decode(&mut buf)? {
+            out.push(reply);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn replies_round_trip_through_the_reply_codec() {
+        let replies = vec![
+            Reply::Ok,
+            Reply::Pong,
+            Reply::Simple("hi".into()),
+            Reply::Bulk(Bytes::from_static(b"a\r\nb")),
+            Reply::Bulk(Bytes::new()),
+            Reply::Integer(-42),
+            Reply::Null,
+            Reply::Array(vec![Reply::Integer(1), Reply::Array(vec![Reply::Null]), Reply::Error("ERR x".into())]),
+            Reply::Error("MOVED 1 127.0.0.1:7001".into()),
+        ];
+        let mut bytes = BytesMut::new();
+        for reply in &replies {
+            ServerCodec::default().encode(reply, &mut bytes).expect("encode");
+        }
+        assert_eq!(decode_replies(&bytes).expect("valid"), replies);
+        for cut in 0..bytes.len() {
+            let decoded = decode_replies(&bytes[..cut]).expect("a prefix is incomplete, not wrong");
+            assert_eq!(decoded[..], replies[..decoded.len()]);
+        }
+    }
+
+    #[test]
+    fn the_reply_codec_is_bounded() {
+        let mut codec = ReplyCodec::new(1024);
+        let mut buf = BytesMut::from(&b"$1000000000\r\n"[..]);
+        assert!(matches!(codec.decode(&mut buf), Err(RespError::Protocol(_))), "a huge bulk is refused at once");
+        let deep = "*1\r\n".repeat(ReplyCodec::DEPTH_MAX + 1) + ":1\r\n";
+        assert!(decode_replies(deep.as_bytes()).is_err());
+        let shallow = "*1\r\n".repeat(ReplyCodec::DEPTH_MAX) + ":1\r\n";
+        assert_eq!(decode_replies(shallow.as_bytes()).expect("within the depth").len(), 1);
+        assert!(decode_replies(b"*5000\r\n").is_err(), "too many elements");
+        let long_line = [b"+".as_slice(), &[b'a'; 2000]].concat();
+        let mut buf = BytesMut::from(&long_line[..]);
+        assert!(codec.decode(&mut buf).is_err(), "a simple string longer than the bound");
+        assert!(decode_replies(b"!x\r\n").is_err());
+    }
+}

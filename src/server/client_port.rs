@@ -1,0 +1,235 @@
+//! The client port: a TCP listener speaking RESP2 (`specs/client.md`), so
+//! `redis-cli`, `redis-benchmark` and any Redis client library can talk to a
+//! raftkv server.
+//!
+//! Each connection is one task that reads requests, answers them in order
+//! (pipelined requests are executed one after another) and never holds more
+//! than [`RespLimits::request_bytes_max`] of unparsed input. A `GET`, `SET`
+//! or `APPEND` becomes a [`Request`] for the node; the reply is written only
+//! once the node answers, that is once the request is committed and applied
+//! (or refused: then the reply is a redirect, see [`Reply::from_result`]).
+//!
+//! Sessions: the request's `(client, seq)` is the one bound by a preceding
+//! `RAFTKV.SESSION` (the project's clerk, whose retries are deduplicated),
+//! or else the connection's own session: a random client id chosen at
+//! accept time and a counter. Random, not counted from 0, because a
+//! restarted server must never hand out a client id whose old session's
+//! replies the state machine still remembers.
+
+use super::config::ClusterConfig;
+use super::node::{NodeHandle, SubmitError};
+use super::resp::{ClientCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT};
+use crate::kv::{ClientId, Command, Response, ServiceError};
+use bytes::BytesMut;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// A running client port.
+pub struct ClientPort {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    node: NodeHandle,
+    cluster: ClusterConfig,
+    limits: RespLimits,
+}
+
+impl ClientPort {
+    /// Binds `listen` and serves clients on the current tokio runtime.
+    pub async fn start(
+        listen: SocketAddr,
+        node: NodeHandle,
+        cluster: ClusterConfig,
+        limits: RespLimits,
+    ) -> std::io::Result<ClientPort> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for clients on {listen}: {e}")))?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared { node, cluster, limits });
+        let task = tokio::spawn(accept_loop(listener, shared, stopped));
+        Ok(ClientPort { local_addr, stop, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and closes every connection.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve(stream, peer, shared.clone()));
+                }
+                // Out of file descriptors and the like: log, keep serving.
+                Err(e) => tracing::warn!("accepting a client connection failed: {e}"),
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// One client connection, until it closes, misbehaves or the port stops.
+async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let mut codec = ServerCodec::new(shared.limits);
+    let mut input = BytesMut::with_capacity(4096);
+    let mut output = BytesMut::with_capacity(4096);
+    let mut session = Session::new();
+    loop {
+        // Answer every complete request in the buffer, then flush once.
+        loop {
+            match codec.decode(&mut input) {
+                Ok(Some(Ok(command))) => {
+                    let (reply, close) = execute(command, &mut session, &shared).await;
+                    encode(&mut codec, reply, &mut output);
+                    if close {
+                        let _ = stream.write_all(&output).await;
+                        return;
+                    }
+                }
+                Ok(Some(Err(refused))) => encode(&mut codec, Reply::Error(format!("ERR {refused}")), &mut output),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, "closing client connection: {e}");
+                    let reply = Reply::Error(format!("ERR protocol error: {e}"));
+                    encode(&mut codec, reply, &mut output);
+                    let _ = stream.write_all(&output).await;
+                    return;
+                }
+            }
+        }
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return;
+            }
+            output.clear();
+        }
+        match stream.read_buf(&mut input).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn encode(codec: &mut ServerCodec, reply: Reply, output: &mut BytesMut) {
+    if let Err(e) = codec.encode(reply, output) {
+        // Only a reply larger than the encoder allows; say so instead.
+        tracing::warn!("reply not encodable: {e}");
+        let _ = codec.encode(Reply::Error("ERR reply too large".into()), output);
+    }
+}
+
+/// The `(client, seq)` the next request on this connection carries.
+struct Session {
+    /// Set by `RAFTKV.SESSION`, used by the next request only.
+    bound: Option<(ClientId, u64)>,
+    own_client: ClientId,
+    own_seq: u64,
+}
+
+impl Session {
+    fn new() -> Session {
+        // A fresh random 63-bit id per connection (RandomState is seeded
+        // from the OS); the top bit marks it as server-assigned.
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(0);
+        Session { bound: None, own_client: SERVER_ASSIGNED_CLIENT_BIT | h.finish(), own_seq: 0 }
+    }
+
+    fn next(&mut self) -> (ClientId, u64) {
+        self.bound.take().unwrap_or_else(|| {
+            self.own_seq += 1;
+            (self.own_client, self.own_seq)
+        })
+    }
+}
+
+/// Runs one command; returns the reply and whether to close afterwards.
+async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared) -> (Reply, bool) {
+    if let Some(reply) = command.local_reply() {
+        return (reply, command == ClientCommand::Quit);
+    }
+    let op = match command.into_op() {
+        Ok(op) => op,
+        Err(ClientCommand::Session { client, seq }) => {
+            session.bound = Some((client, seq));
+            return (Reply::Ok, false);
+        }
+        Err(ClientCommand::Info) => return (Reply::Bulk(info(shared).into()), false),
+        Err(other) => unreachable!("{other:?} has a local reply"),
+    };
+    let (client, seq) = session.next();
+    let request = Command { client, seq, op };
+    let result = submit(&shared.node, request.clone()).await;
+    let leader_addr = |id| shared.cluster.node(id).map(|n| n.client.to_string());
+    (Reply::from_result(&request.op, result, leader_addr), false)
+}
+
+/// Hands the request to the node and waits (on a blocking thread: tickets
+/// block) for its answer.
+async fn submit(node: &NodeHandle, request: Command) -> Result<String, ServiceError> {
+    let not_leader = ServiceError::NotLeader { leader: None };
+    let ticket = match node.submit(request) {
+        Ok(ticket) => ticket,
+        Err(SubmitError::Busy) => return Err(ServiceError::Busy),
+        Err(SubmitError::Stopped) => return Err(not_leader),
+    };
+    match tokio::task::spawn_blocking(move || ticket.wait()).await {
+        Ok(Ok(Response { result, .. })) => result,
+        // Shut down, or superseded: the client retries elsewhere; its
+        // session makes the retry safe.
+        Ok(Err(_)) | Err(_) => Err(not_leader),
+    }
+}
+
+fn info(shared: &Shared) -> String {
+    let s = shared.node.status();
+    let c = shared.node.counters();
+    let load = |a: &crate::sync::atomic::AtomicU64| a.load(crate::sync::atomic::Ordering::Relaxed);
+    let role = match s.role {
+        Some(crate::raft::Role::Leader) => "master",
+        _ => "slave",
+    };
+    let leader = s.leader.map_or("none".to_string(), |l| l.to_string());
+    format!(
+        "# Server\r\nredis_version:7.0.0\r\nraftkv_version:{}\r\n\r\n# Replication\r\nrole:{role}\r\n\r\n\
+         # Raft\r\nraft_id:{}\r\nraft_role:{:?}\r\nraft_term:{}\r\nraft_leader:{leader}\r\n\
+         raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\n\
+         raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        s.id,
+        s.role.unwrap_or(crate::raft::Role::Follower),
+        s.term,
+        s.commit_index,
+        s.last_index,
+        s.applied_index,
+        load(&c.fsyncs),
+        load(&c.batches),
+        load(&c.applied),
+        load(&c.dropped_peer_messages),
+    )
+}

@@ -1,0 +1,1110 @@
+//! The peer transport: how Raft messages travel between the servers of a
+//! cluster, as frames of the wire format ([`crate::wire`], `specs/wire.md`,
+//! section "Peer transport").
+//!
+//! Raft tolerates lost, duplicated and reordered messages, so the transport
+//! is best effort: it never retries a message, and drops one rather than
+//! block or grow a buffer.
+//!
+//! - **Outbound**: one TCP connection per peer, owned by a writer task. The
+//!   node thread (a plain std thread) hands envelopes to a [`PeerSender`],
+//!   which puts them on that peer's bounded queue without blocking, or drops
+//!   them when the queue is full. The writer connects when it has something
+//!   to send (retrying with exponential backoff), then encodes as many
+//!   queued envelopes as are ready into one buffer per write.
+//! - **Inbound**: a listener task accepts connections, and a reader task per
+//!   connection decodes frames into a bounded buffer and hands each valid
+//!   envelope to the `deliver` callback. Anything wrong on a connection
+//!   (bytes that do not decode, or an envelope whose addresses do not fit
+//!   the cluster configuration, see [`Refused`]) is logged and closes that
+//!   connection; the transport keeps serving the others.
+//!
+//! Every task belongs to the [`PeerTransport`]: [`PeerTransport::shutdown`]
+//! ends them all and waits for them, and dropping it aborts them.
+
+use crate::kv::Command;
+use crate::raft::{Envelope, NodeId};
+use crate::wire::{self, DecodeError, Limits};
+use bytes::BufMut;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Called with every valid inbound envelope, on a reader task. It must not
+/// block (the node runtime's input queue is bounded and drops when full).
+pub type Deliver = Arc<dyn Fn(Envelope<Command>) + Send + Sync>;
+
+/// A writer stops adding envelopes to a batch once its buffer holds this
+/// many bytes, so the write buffer never exceeds this plus one frame.
+pub const WRITE_BATCH_BYTES: usize = 64 << 10;
+/// A reader asks the socket for at least this many bytes at a time (less
+/// only when its buffer bound leaves less room).
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// A connection attempt that has not succeeded after this long counts as
+/// failed (a partitioned peer would otherwise hold a writer in the kernel's
+/// SYN retries for minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A write that has not completed after this long (the peer stopped reading,
+/// or the network went away without a reset) drops the connection.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many inbound connections per cluster member are open at
+/// once (each may hold a read buffer of up to one frame); more are closed
+/// as soon as they are accepted.
+pub const INBOUND_PER_MEMBER: usize = 4;
+
+/// Where this node listens, who its peers are, and the transport's bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// This node's peer address (port 0 picks a free port; see
+    /// [`PeerTransport::local_addr`]).
+    pub listen: SocketAddr,
+    /// Every *other* member of the cluster and its peer address.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The wire bounds, for both directions.
+    pub limits: Limits,
+    /// Envelopes waiting per peer; more are dropped.
+    pub queue_capacity: usize,
+    /// The first pause after a failed connection attempt; it doubles after
+    /// each further failure.
+    pub backoff_min: Duration,
+    /// The longest pause between connection attempts.
+    pub backoff_max: Duration,
+}
+
+impl PeerConfig {
+    pub const QUEUE_CAPACITY_DEFAULT: usize = 1024;
+    pub const BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(20);
+    pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
+
+    /// A config with the default limits, queue capacity and backoff.
+    pub fn new(id: NodeId, listen: SocketAddr, peers: BTreeMap<NodeId, SocketAddr>) -> Self {
+        PeerConfig {
+            id,
+            listen,
+            peers,
+            limits: Limits::default(),
+            queue_capacity: Self::QUEUE_CAPACITY_DEFAULT,
+            backoff_min: Self::BACKOFF_MIN_DEFAULT,
+            backoff_max: Self::BACKOFF_MAX_DEFAULT,
+        }
+    }
+
+    /// Checks what [`PeerTransport::start`] needs: `peers` does not name
+    /// this node, the queue holds at least one envelope, and
+    /// `0 < backoff_min <= backoff_max`.
+    pub fn validate(&self) -> io::Result<()> {
+        let invalid = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+        if self.peers.contains_key(&self.id) {
+            return invalid(format!("peer config of node {}: `peers` must list only the other members", self.id));
+        }
+        if self.queue_capacity == 0 {
+            return invalid(format!("peer config of node {}: queue_capacity must be at least 1", self.id));
+        }
+        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
+            return invalid(format!(
+                "peer config of node {}: need 0 < backoff_min ({:?}) <= backoff_max ({:?})",
+                self.id, self.backoff_min, self.backoff_max
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of what the transport did since it started. Every count is of
+/// envelopes (frames) unless it says connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerStats {
+    /// Accepted onto a peer's queue by [`PeerSender::send`].
+    pub queued: u64,
+    /// Written to a connection (handed to the kernel: a connection that
+    /// breaks afterwards may still lose them).
+    pub sent: u64,
+    /// Dropped by `send` because the peer's queue was full.
+    pub dropped_full: u64,
+    /// Dropped by `send` because `to` is not a peer (or is this node), or
+    /// `from` is not this node.
+    pub dropped_misaddressed: u64,
+    /// Dropped by `send` because the transport has stopped.
+    pub dropped_closed: u64,
+    /// Dropped by a writer because the envelope breaks the wire limits.
+    pub dropped_encode: u64,
+    /// Lost in a write that failed or stalled.
+    pub dropped_write: u64,
+    /// Valid inbound envelopes handed to `deliver`.
+    pub frames_in: u64,
+    /// Inbound frames refused (each closed its connection).
+    pub refused_frames: u64,
+    /// Outbound connections established.
+    pub connections_out: u64,
+    /// Outbound connection attempts that failed or timed out.
+    pub connect_failures: u64,
+    /// Inbound connections accepted.
+    pub connections_in: u64,
+    /// Inbound connections closed at once because too many were open.
+    pub connections_refused: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    queued: AtomicU64,
+    sent: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_misaddressed: AtomicU64,
+    dropped_closed: AtomicU64,
+    dropped_encode: AtomicU64,
+    dropped_write: AtomicU64,
+    frames_in: AtomicU64,
+    refused_frames: AtomicU64,
+    connections_out: AtomicU64,
+    connect_failures: AtomicU64,
+    connections_in: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn snapshot(&self) -> PeerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PeerStats {
+            queued: get(&self.queued),
+            sent: get(&self.sent),
+            dropped_full: get(&self.dropped_full),
+            dropped_misaddressed: get(&self.dropped_misaddressed),
+            dropped_closed: get(&self.dropped_closed),
+            dropped_encode: get(&self.dropped_encode),
+            dropped_write: get(&self.dropped_write),
+            frames_in: get(&self.frames_in),
+            refused_frames: get(&self.refused_frames),
+            connections_out: get(&self.connections_out),
+            connect_failures: get(&self.connect_failures),
+            connections_in: get(&self.connections_in),
+            connections_refused: get(&self.connections_refused),
+        }
+    }
+}
+
+/// Why an inbound connection was closed by this node. Each is logged with
+/// the remote address and counted in [`PeerStats::refused_frames`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The bytes are not a valid frame (including a header declaring more
+    /// than `frame_bytes_max`, refused before its payload is awaited).
+    Decode(DecodeError),
+    /// `from` is this node's own id.
+    FromSelf { from: NodeId },
+    /// `from` is not a member of the cluster configuration.
+    UnknownSender { from: NodeId },
+    /// `to` is not this node.
+    WrongRecipient { to: NodeId, this: NodeId },
+    /// `from` differs from the first frame's `from` on this connection.
+    SenderChanged { first: NodeId, from: NodeId },
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Decode(e) => write!(f, "undecodable frame: {e}"),
+            Refused::FromSelf { from } => write!(f, "envelope claims to come from this node ({from})"),
+            Refused::UnknownSender { from } => write!(f, "envelope from {from}, not a member"),
+            Refused::WrongRecipient { to, this } => write!(f, "envelope for node {to} arrived at node {this}"),
+            Refused::SenderChanged { first, from } => {
+                write!(f, "envelope from {from} on a connection whose first envelope came from {first}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Locks, ignoring poison: nothing here panics while holding a lock.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// Sending
+
+/// The node thread's handle for sending: cheap to clone, `Send + Sync`, and
+/// usable outside tokio. [`send`](PeerSender::send) never blocks.
+#[derive(Clone)]
+pub struct PeerSender {
+    id: NodeId,
+    queues: Arc<BTreeMap<NodeId, mpsc::Sender<Envelope<Command>>>>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for PeerSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerSender").field("id", &self.id).field("peers", &self.queues.keys()).finish()
+    }
+}
+
+impl PeerSender {
+    /// Queues `envelope` for `envelope.to`, or drops it (counting it in
+    /// [`PeerStats`]) when that peer's queue is full, the peer is unknown or
+    /// the transport has stopped.
+    ///
+    /// Sending to this node itself, or with a `from` other than this node,
+    /// is a bug in the caller: it fails a `debug_assert` and is dropped.
+    pub fn send(&self, envelope: Envelope<Command>) {
+        debug_assert_ne!(envelope.to, self.id, "node {} sent a message to itself", self.id);
+        debug_assert_eq!(envelope.from, self.id, "node {} sent a message as node {}", self.id, envelope.from);
+        let queue = match self.queues.get(&envelope.to) {
+            Some(queue) if envelope.from == self.id => queue,
+            _ => {
+                debug!(node = self.id, from = envelope.from, to = envelope.to, "dropping a misaddressed envelope");
+                return bump(&self.counters.dropped_misaddressed, 1);
+            }
+        };
+        match queue.try_send(envelope) {
+            Ok(()) => bump(&self.counters.queued, 1),
+            Err(TrySendError::Full(_)) => bump(&self.counters.dropped_full, 1),
+            Err(TrySendError::Closed(_)) => bump(&self.counters.dropped_closed, 1),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The transport
+
+/// A running transport. Dropping it or [`shutdown`](PeerTransport::shutdown)
+/// stops every task it started (listener, per-peer writers, per-connection
+/// readers).
+pub struct PeerTransport {
+    local_addr: SocketAddr,
+    sender: PeerSender,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+    listener: Option<JoinHandle<()>>,
+    writers: JoinSet<()>,
+}
+
+impl fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerTransport").field("local_addr", &self.local_addr).field("sender", &self.sender).finish()
+    }
+}
+
+impl PeerTransport {
+    /// Binds the listener and spawns the tasks on the current tokio runtime.
+    /// Every valid inbound envelope is handed to `deliver`, which must not
+    /// block.
+    ///
+    /// Fails, naming the address, when the listener cannot be bound (for
+    /// instance, the port is taken), and with `InvalidInput` when
+    /// [`PeerConfig::validate`] does.
+    pub async fn start(config: PeerConfig, deliver: Deliver) -> io::Result<PeerTransport> {
+        config.validate()?;
+        let listen = config.listen;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("node {}: cannot bind the peer listener on {listen}: {e}", config.id))
+        })?;
+        let local_addr = listener.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let stop = CancellationToken::new();
+
+        let mut writers = JoinSet::new();
+        let mut queues = BTreeMap::new();
+        for (&peer, &addr) in &config.peers {
+            let (tx, rx) = mpsc::channel(config.queue_capacity);
+            queues.insert(peer, tx);
+            let writer = Writer {
+                me: config.id,
+                peer,
+                addr,
+                limits: config.limits,
+                backoff_min: config.backoff_min,
+                backoff_max: config.backoff_max,
+                counters: counters.clone(),
+            };
+            writers.spawn(writer.run(rx));
+        }
+
+        let inbound = Arc::new(Inbound {
+            id: config.id,
+            peers: config.peers.keys().copied().collect(),
+            limits: config.limits,
+            deliver,
+            counters: counters.clone(),
+            current: Mutex::new(BTreeMap::new()),
+            max_connections: INBOUND_PER_MEMBER * (config.peers.len() + 1),
+            accept_pause: config.backoff_min,
+        });
+        let listener = tokio::spawn(listen_loop(listener, inbound, stop.clone()));
+        info!(node = config.id, %local_addr, peers = config.peers.len(), "peer transport started");
+
+        let sender = PeerSender { id: config.id, queues: Arc::new(queues), counters: counters.clone() };
+        Ok(PeerTransport { local_addr, sender, counters, stop, listener: Some(listener), writers })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle for sending, usable from any thread.
+    pub fn sender(&self) -> PeerSender {
+        self.sender.clone()
+    }
+
+    /// What the transport did so far.
+    pub fn stats(&self) -> PeerStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops every task and waits until they have ended: when this returns,
+    /// every socket of the transport is closed. Envelopes still queued are
+    /// dropped; later [`PeerSender::send`]s count as `dropped_closed`.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        self.writers.shutdown().await;
+        if let Some(listener) = self.listener.take() {
+            // It ends by itself once it has closed its readers.
+            if let Err(e) = listener.await {
+                warn!(error = %e, "peer listener task failed");
+            }
+        }
+    }
+}
+
+impl Drop for PeerTransport {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(listener) = self.listener.take() {
+            // Aborting drops its reader set, which aborts every reader.
+            listener.abort();
+        }
+        // Dropping `writers` aborts every writer.
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Outbound
+
+struct Writer {
+    me: NodeId,
+    peer: NodeId,
+    addr: SocketAddr,
+    limits: Limits,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    /// Owns the connection to one peer until the queue closes.
+    async fn run(self, mut queue: mpsc::Receiver<Envelope<Command>>) {
+        let mut buf = Vec::new();
+        loop {
+            // Connect only when there is something to send.
+            let Some(first) = queue.recv().await else { return };
+            let stream = self.connect().await;
+            if !self.serve(stream, first, &mut queue, &mut buf).await {
+                return;
+            }
+        }
+    }
+
+    /// Connects, pausing between failed attempts from `backoff_min`,
+    /// doubling up to `backoff_max`; the pause starts again from
+    /// `backoff_min` at the next call.
+    async fn connect(&self) -> TcpStream {
+        let mut pause = self.backoff_min;
+        loop {
+            let error = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await {
+                Ok(Ok(stream)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        debug!(node = self.me, peer = self.peer, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    bump(&self.counters.connections_out, 1);
+                    info!(node = self.me, peer = self.peer, addr = %self.addr, "connected to peer");
+                    return stream;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
+            };
+            bump(&self.counters.connect_failures, 1);
+            debug!(node = self.me, peer = self.peer, addr = %self.addr, %error, retry_in = ?pause, "cannot connect to peer");
+            tokio::time::sleep(pause).await;
+            pause = pause.saturating_mul(2).min(self.backoff_max);
+        }
+    }
+
+    /// Writes queued envelopes to `stream`, `first` first, until the
+    /// connection breaks (returns `true`: reconnect) or the queue closes
+    /// (returns `false`).
+    async fn serve(
+        &self,
+        mut stream: TcpStream,
+        first: Envelope<Command>,
+        queue: &mut mpsc::Receiver<Envelope<Command>>,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        let (mut rd, mut wr) = stream.split();
+        // A peer never writes on a connection it accepted: a read that
+        // returns means the peer closed it (or broke the protocol).
+        let mut probe = [0u8; 16];
+        let mut next = Some(first);
+        loop {
+            let first = match next.take() {
+                Some(envelope) => envelope,
+                None => tokio::select! {
+                    biased;
+                    read = rd.read(&mut probe) => {
+                        match read {
+                            Ok(0) => debug!(node = self.me, peer = self.peer, "peer closed the connection"),
+                            Ok(n) => warn!(node = self.me, peer = self.peer, bytes = n, "peer wrote on our outbound connection; closing it"),
+                            Err(e) => debug!(node = self.me, peer = self.peer, error = %e, "connection to peer broke"),
+                        }
+                        return true;
+                    }
+                    envelope = queue.recv() => match envelope {
+                        Some(envelope) => envelope,
+                        None => return false,
+                    },
+                },
+            };
+
+            // One batch: everything already queued, up to WRITE_BATCH_BYTES
+            // (plus the last frame).
+            buf.clear();
+            let mut batch = 0u64;
+            let mut envelope = Some(first);
+            while let Some(e) = envelope.take() {
+                match wire::encode_into(&e, &self.limits, buf) {
+                    Ok(()) => batch += 1,
+                    Err(error) => {
+                        bump(&self.counters.dropped_encode, 1);
+                        warn!(node = self.me, peer = self.peer, kind = e.message.kind(), %error, "dropping an envelope the wire cannot carry");
+                    }
+                }
+                if buf.len() < WRITE_BATCH_BYTES {
+                    envelope = queue.try_recv().ok();
+                }
+            }
+            if batch == 0 {
+                continue;
+            }
+            let result = tokio::time::timeout(WRITE_STALL_TIMEOUT, wr.write_all(buf)).await;
+            if buf.capacity() > 2 * WRITE_BATCH_BYTES {
+                *buf = Vec::new();
+            }
+            match result {
+                Ok(Ok(())) => bump(&self.counters.sent, batch),
+                Ok(Err(e)) => {
+                    bump(&self.counters.dropped_write, batch);
+                    warn!(node = self.me, peer = self.peer, error = %e, lost = batch, "write to peer failed; reconnecting");
+                    return true;
+                }
+                Err(_) => {
+                    bump(&self.counters.dropped_write, batch);
+                    warn!(
+                        node = self.me,
+                        peer = self.peer,
+                        lost = batch,
+                        "write to peer stalled for {WRITE_STALL_TIMEOUT:?}; reconnecting"
+                    );
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Inbound
+
+struct Inbound {
+    id: NodeId,
+    peers: BTreeSet<NodeId>,
+    limits: Limits,
+    deliver: Deliver,
+    counters: Arc<Counters>,
+    /// The live identified connection of each peer: its number and the
+    /// token that closes it when a newer one from the same peer arrives.
+    current: Mutex<BTreeMap<NodeId, (u64, CancellationToken)>>,
+    max_connections: usize,
+    accept_pause: Duration,
+}
+
+async fn listen_loop(listener: TcpListener, inbound: Arc<Inbound>, stop: CancellationToken) {
+    let mut readers = JoinSet::new();
+    let mut next_connection = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                while readers.try_join_next().is_some() {}
+                if readers.len() >= inbound.max_connections {
+                    bump(&inbound.counters.connections_refused, 1);
+                    warn!(node = inbound.id, %remote, max = inbound.max_connections, "too many inbound peer connections; closing the new one");
+                    continue;
+                }
+                bump(&inbound.counters.connections_in, 1);
+                next_connection += 1;
+                let connection = Connection {
+                    number: next_connection,
+                    remote,
+                    inbound: inbound.clone(),
+                    close: stop.child_token(),
+                    from: None,
+                };
+                readers.spawn(connection.run(stream));
+            }
+            Err(e) => {
+                // Such as running out of file descriptors: pause rather than spin.
+                warn!(node = inbound.id, error = %e, "accepting a peer connection failed");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(inbound.accept_pause) => {}
+                }
+            }
+        }
+    }
+    readers.shutdown().await;
+}
+
+/// One inbound connection, read by its own task.
+struct Connection {
+    number: u64,
+    remote: SocketAddr,
+    inbound: Arc<Inbound>,
+    /// Cancelled when the transport stops or a newer connection from the
+    /// same peer replaces this one.
+    close: CancellationToken,
+    /// The `from` of the first envelope.
+    from: Option<NodeId>,
+}
+
+enum Ended {
+    Eof,
+    Closed,
+    Io(io::Error),
+    Refused(Refused),
+}
+
+impl Connection {
+    async fn run(mut self, mut stream: TcpStream) {
+        let close = self.close.clone();
+        let ended = tokio::select! {
+            () = close.cancelled() => Ended::Closed,
+            ended = self.read_frames(&mut stream) => ended,
+        };
+        let (node, remote) = (self.inbound.id, self.remote);
+        match ended {
+            Ended::Eof => debug!(node, %remote, from = ?self.from, "peer closed its connection"),
+            Ended::Closed => debug!(node, %remote, from = ?self.from, "closing peer connection"),
+            Ended::Io(e) => debug!(node, %remote, from = ?self.from, error = %e, "peer connection broke"),
+            Ended::Refused(error) => {
+                bump(&self.inbound.counters.refused_frames, 1);
+                warn!(node, %remote, from = ?self.from, error = ?error, "refused peer connection: {error}");
+            }
+        }
+        if let Some(from) = self.from {
+            let mut current = lock(&self.inbound.current);
+            if current.get(&from).is_some_and(|(number, _)| *number == self.number) {
+                current.remove(&from);
+            }
+        }
+    }
+
+    /// Reads and delivers frames until the stream ends or one is refused.
+    ///
+    /// The buffer holds at most `frame_bytes_max + HEADER_LEN` bytes: after
+    /// every decoded frame is taken out, what remains is a proper prefix of
+    /// one frame, which is shorter than `frame_bytes_max` (its header was
+    /// checked) or than a header.
+    async fn read_frames(&mut self, stream: &mut TcpStream) -> Ended {
+        let limits = self.inbound.limits;
+        let max = limits.frame_bytes_max.saturating_add(wire::HEADER_LEN);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut needed = 0;
+        loop {
+            let room = max.saturating_sub(buf.len());
+            let chunk = needed.max(READ_CHUNK_BYTES).min(room);
+            if buf.capacity() - buf.len() < chunk {
+                buf.reserve_exact(chunk);
+            }
+            match stream.read_buf(&mut (&mut buf).limit(chunk)).await {
+                Ok(0) => return Ended::Eof,
+                Ok(_) => {}
+                Err(e) => return Ended::Io(e),
+            }
+            let mut at = 0;
+            loop {
+                let rest = buf.get(at..).unwrap_or_default();
+                match wire::decode(rest, &limits) {
+                    Ok((envelope, used)) => {
+                        at += used;
+                        if let Err(refused) = self.admit(&envelope) {
+                            return Ended::Refused(refused);
+                        }
+                        bump(&self.inbound.counters.frames_in, 1);
+                        (self.inbound.deliver)(envelope);
+                    }
+                    Err(DecodeError::Incomplete { needed: n }) => {
+                        needed = n;
+                        break;
+                    }
+                    Err(e) => return Ended::Refused(Refused::Decode(e)),
+                }
+            }
+            buf.drain(..at);
+            if buf.capacity() > READ_CHUNK_BYTES && buf.len() <= READ_CHUNK_BYTES {
+                buf.shrink_to(READ_CHUNK_BYTES);
+            }
+        }
+    }
+
+    /// Checks the addresses of an inbound envelope; the first one identifies
+    /// the connection, replacing an older connection from the same peer.
+    fn admit(&mut self, envelope: &Envelope<Command>) -> Result<(), Refused> {
+        let (id, from, to) = (self.inbound.id, envelope.from, envelope.to);
+        if from == id {
+            return Err(Refused::FromSelf { from });
+        }
+        if !self.inbound.peers.contains(&from) {
+            return Err(Refused::UnknownSender { from });
+        }
+        if to != id {
+            return Err(Refused::WrongRecipient { to, this: id });
+        }
+        match self.from {
+            Some(first) if first != from => Err(Refused::SenderChanged { first, from }),
+            Some(_) => Ok(()),
+            None => {
+                self.from = Some(from);
+                let older = lock(&self.inbound.current).insert(from, (self.number, self.close.clone()));
+                if let Some((_, older)) = older {
+                    info!(node = id, from, remote = %self.remote, "new connection from peer replaces its older one");
+                    older.cancel();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::Op;
+    use crate::raft::{Entry, Message, Payload};
+    use tokio::io::AsyncRead;
+
+    /// Generous: only a broken transport gets near it.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn heartbeat(from: NodeId, to: NodeId, term: u64) -> Envelope<Command> {
+        Envelope { from, to, message: Message::Heartbeat { term, commit: 0, read_round: term } }
+    }
+
+    fn append(from: NodeId, to: NodeId, entries: usize, key: &str, value_bytes: usize) -> Envelope<Command> {
+        let command = Command { client: 1, seq: 1, op: Op::Put { key: key.into(), value: "v".repeat(value_bytes) } };
+        let entries = vec![Entry { term: 1, payload: Payload::Command(command) }; entries];
+        Envelope {
+            from,
+            to,
+            message: Message::Append { term: 1, prev_index: 0, prev_term: 0, entries, commit: 0, read_round: 0 },
+        }
+    }
+
+    fn config(id: NodeId, listen: SocketAddr, peers: &[(NodeId, SocketAddr)]) -> PeerConfig {
+        PeerConfig::new(id, listen, peers.iter().copied().collect())
+    }
+
+    fn any_port() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    /// An address nothing listens on, to start a transport on later.
+    fn free_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    fn collector() -> (Deliver, mpsc::UnboundedReceiver<Envelope<Command>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(move |envelope: Envelope<Command>| drop(tx.send(envelope))), rx)
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Envelope<Command>>) -> Envelope<Command> {
+        tokio::time::timeout(WAIT, rx.recv()).await.expect("no envelope arrived in time").expect("channel closed")
+    }
+
+    /// Waits for a condition on counters, checking every millisecond.
+    async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Reads until the other side closes; panics on data or on a timeout.
+    async fn assert_closed(stream: &mut (impl AsyncRead + Unpin)) {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(WAIT, stream.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(_)) => panic!("expected the connection to be closed, got data"),
+            Err(_) => panic!("the connection was not closed in time"),
+        }
+    }
+
+    /// Reads one frame from a raw peer connection.
+    async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Envelope<Command> {
+        let limits = Limits::default();
+        loop {
+            match wire::decode(buf, &limits) {
+                Ok((envelope, used)) => {
+                    buf.drain(..used);
+                    return envelope;
+                }
+                Err(DecodeError::Incomplete { .. }) => {}
+                Err(e) => panic!("the transport wrote a bad frame: {e}"),
+            }
+            let n = tokio::time::timeout(WAIT, stream.read_buf(buf)).await.expect("no frame in time").unwrap();
+            assert_ne!(n, 0, "connection closed before a whole frame");
+        }
+    }
+
+    async fn connect_raw(addr: SocketAddr) -> TcpStream {
+        tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.unwrap().unwrap()
+    }
+
+    fn frames(envelopes: &[Envelope<Command>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in envelopes {
+            wire::encode_into(e, &Limits::default(), &mut out).unwrap();
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn two_transports_exchange_messages_both_ways() {
+        let a_addr = free_addr();
+        let (deliver_b, mut at_b) = collector();
+        let b = PeerTransport::start(config(1, any_port(), &[(0, a_addr)]), deliver_b).await.unwrap();
+        let (deliver_a, mut at_a) = collector();
+        let a = PeerTransport::start(config(0, a_addr, &[(1, b.local_addr())]), deliver_a).await.unwrap();
+        assert_eq!(a.local_addr(), a_addr);
+
+        let (to_b, to_a) = (a.sender(), b.sender());
+        for term in 1..=20 {
+            to_b.send(heartbeat(0, 1, term));
+            to_a.send(heartbeat(1, 0, 100 + term));
+        }
+        to_b.send(append(0, 1, 3, "k", 10));
+        // One connection per direction: each side sees its peer's order.
+        for term in 1..=20 {
+            assert_eq!(next(&mut at_b).await, heartbeat(0, 1, term));
+            assert_eq!(next(&mut at_a).await, heartbeat(1, 0, 100 + term));
+        }
+        assert_eq!(next(&mut at_b).await, append(0, 1, 3, "k", 10));
+
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!((sa.queued, sa.sent, sa.frames_in, sa.connections_out, sa.connections_in), (21, 21, 20, 1, 1));
+        assert_eq!((sb.queued, sb.sent, sb.frames_in, sb.connections_out, sb.connections_in), (20, 20, 21, 1, 1));
+        assert_eq!(sa.refused_frames + sb.refused_frames + sa.dropped_full + sb.dropped_full, 0);
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_message_sent_before_the_peer_is_up_arrives_after_it_starts() {
+        let b_addr = free_addr();
+        let (deliver_a, mut at_a) = collector();
+        let mut cfg = config(0, any_port(), &[(1, b_addr)]);
+        cfg.backoff_min = Duration::from_millis(5);
+        cfg.backoff_max = Duration::from_millis(40);
+        let a = PeerTransport::start(cfg, deliver_a).await.unwrap();
+        a.sender().send(heartbeat(0, 1, 7));
+        wait_until("node 0 failed to connect twice", || a.stats().connect_failures >= 2).await;
+        assert_eq!(a.stats().sent, 0);
+
+        let (deliver_b, mut at_b) = collector();
+        let b = PeerTransport::start(config(1, b_addr, &[(0, a.local_addr())]), deliver_b).await.unwrap();
+        assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 7));
+        assert_eq!(a.stats().connections_out, 1);
+        b.sender().send(heartbeat(1, 0, 8));
+        assert_eq!(next(&mut at_a).await, heartbeat(1, 0, 8));
+
+        // The peer restarts: the writer notices, reconnects and sends again.
+        b.shutdown().await;
+        let (deliver_b, mut at_b) = collector();
+        let b = PeerTransport::start(config(1, b_addr, &[(0, a.local_addr())]), deliver_b).await.unwrap();
+        let sender = a.sender();
+        let mut term = 9;
+        // A send may be lost in a connection the writer has not yet seen
+        // closed; Raft would resend, and so does the test.
+        let got = loop {
+            sender.send(heartbeat(0, 1, term));
+            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), at_b.recv()).await {
+                break got.unwrap();
+            }
+            term += 1;
+            assert!(term < 60, "node 0 never reconnected");
+        };
+        assert_eq!(got.from, 0);
+        assert_eq!(a.stats().connections_out, 2);
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn writer_batches_in_order_and_drops_what_the_wire_cannot_carry() {
+        let peer = TcpListener::bind(any_port()).await.unwrap();
+        let (deliver, _rx) = collector();
+        let mut cfg = config(0, any_port(), &[(1, peer.local_addr().unwrap())]);
+        cfg.limits.key_bytes_max = 4;
+        let a = PeerTransport::start(cfg, deliver).await.unwrap();
+        let sender = a.sender();
+        sender.send(append(0, 1, 1, "too long", 1));
+        for term in 1..=200 {
+            sender.send(heartbeat(0, 1, term));
+        }
+        let (mut stream, _) = tokio::time::timeout(WAIT, peer.accept()).await.unwrap().unwrap();
+        let mut buf = Vec::new();
+        for term in 1..=200 {
+            assert_eq!(read_frame(&mut stream, &mut buf).await, heartbeat(0, 1, term));
+        }
+        let stats = a.stats();
+        assert_eq!((stats.queued, stats.sent, stats.dropped_encode), (201, 200, 1));
+
+        // Unknown peers are dropped and counted.
+        sender.send(heartbeat(0, 9, 1));
+        assert_eq!(a.stats().dropped_misaddressed, 1);
+        a.shutdown().await;
+        assert_closed(&mut stream).await;
+    }
+
+    /// What a bad connection sends, and the envelope delivered before it is closed.
+    type BadCase = (&'static str, Vec<u8>, Option<Envelope<Command>>);
+
+    #[tokio::test]
+    async fn bad_connections_are_closed_and_good_ones_still_served() {
+        let (deliver, mut rx) = collector();
+        let a =
+            PeerTransport::start(config(0, any_port(), &[(1, free_addr()), (2, free_addr())]), deliver).await.unwrap();
+        let addr = a.local_addr();
+        let oversized = [wire::MAGIC, wire::VERSION, wire::KIND_PEER, 0xff, 0xff, 0xff, 0xff];
+        let mut bad: Vec<BadCase> = vec![
+            ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec(), None),
+            ("oversized header", oversized.to_vec(), None),
+            ("unknown from", frames(&[heartbeat(7, 0, 1)]), None),
+            ("from itself", frames(&[heartbeat(0, 0, 1)]), None),
+            ("wrong to", frames(&[heartbeat(1, 2, 1)]), None),
+            ("from change", frames(&[heartbeat(1, 0, 5), heartbeat(2, 0, 6)]), Some(heartbeat(1, 0, 5))),
+        ];
+        // A valid frame then garbage: the frame is delivered, then the connection closed.
+        let mut then_garbage = frames(&[heartbeat(2, 0, 9)]);
+        then_garbage.extend_from_slice(&[0, 0, 0]);
+        bad.push(("frame then garbage", then_garbage, Some(heartbeat(2, 0, 9))));
+
+        for (round, (what, bytes, delivered)) in bad.iter().enumerate() {
+            let mut stream = connect_raw(addr).await;
+            stream.write_all(bytes).await.unwrap();
+            assert_closed(&mut stream).await;
+            if let Some(envelope) = delivered {
+                assert_eq!(&next(&mut rx).await, envelope, "{what}");
+            }
+            // The transport still serves a good connection.
+            let mut good = connect_raw(addr).await;
+            let term = 100 + round as u64;
+            good.write_all(&frames(&[heartbeat(1, 0, term)])).await.unwrap();
+            assert_eq!(next(&mut rx).await, heartbeat(1, 0, term), "after {what}");
+        }
+        let stats = a.stats();
+        assert_eq!(stats.refused_frames, bad.len() as u64);
+        assert_eq!(stats.frames_in, bad.len() as u64 + 2);
+        assert!(rx.try_recv().is_err(), "nothing else was delivered");
+        a.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_frame_split_across_reads_is_delivered() {
+        let (deliver, mut rx) = collector();
+        let a = PeerTransport::start(config(0, any_port(), &[(1, free_addr())]), deliver).await.unwrap();
+        let mut stream = connect_raw(a.local_addr()).await;
+        stream.set_nodelay(true).unwrap();
+        let big = append(1, 0, 64, "key", 32 << 10);
+        let bytes = frames(&[big.clone(), heartbeat(1, 0, 2)]);
+        let (head, tail) = bytes.split_at(5);
+        stream.write_all(head).await.unwrap();
+        stream.flush().await.unwrap();
+        stream.write_all(tail).await.unwrap();
+        assert_eq!(next(&mut rx).await, big);
+        assert_eq!(next(&mut rx).await, heartbeat(1, 0, 2));
+        a.shutdown().await;
+        assert_closed(&mut stream).await;
+    }
+
+    #[tokio::test]
+    async fn a_newer_connection_from_a_peer_replaces_the_older() {
+        let (deliver, mut rx) = collector();
+        let a = PeerTransport::start(config(0, any_port(), &[(1, free_addr())]), deliver).await.unwrap();
+        let mut old = connect_raw(a.local_addr()).await;
+        old.write_all(&frames(&[heartbeat(1, 0, 1)])).await.unwrap();
+        assert_eq!(next(&mut rx).await, heartbeat(1, 0, 1));
+        let mut new = connect_raw(a.local_addr()).await;
+        new.write_all(&frames(&[heartbeat(1, 0, 2)])).await.unwrap();
+        assert_eq!(next(&mut rx).await, heartbeat(1, 0, 2));
+        assert_closed(&mut old).await;
+        new.write_all(&frames(&[heartbeat(1, 0, 3)])).await.unwrap();
+        assert_eq!(next(&mut rx).await, heartbeat(1, 0, 3));
+        assert_eq!(a.stats().refused_frames, 0);
+        a.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_instead_of_blocking() {
+        // A peer that accepts (in the kernel's backlog) but never reads.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind(any_port()).unwrap();
+        let stuck = socket.listen(1).unwrap();
+        let (deliver, _rx) = collector();
+        let mut cfg = config(0, any_port(), &[(1, stuck.local_addr().unwrap())]);
+        cfg.queue_capacity = 8;
+        let a = PeerTransport::start(cfg, deliver).await.unwrap();
+
+        // About 256 KiB per envelope: 400 of them are far more than the
+        // socket buffers, one batch and the queue can hold.
+        let big = append(0, 1, 8, "key", 32 << 10);
+        let sender = a.sender();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        // The node thread is a plain std thread, outside tokio.
+        let thread = std::thread::spawn(move || {
+            for _ in 0..400 {
+                sender.send(big.clone());
+            }
+            let _ = done_tx.send(());
+        });
+        tokio::time::timeout(WAIT, done_rx).await.expect("send blocked").unwrap();
+        thread.join().unwrap();
+
+        let stats = a.stats();
+        assert_eq!(stats.queued + stats.dropped_full, 400);
+        assert!(stats.dropped_full >= 300, "{stats:?}");
+        // Shutdown does not wait for the stuck write.
+        tokio::time::timeout(WAIT, a.shutdown()).await.expect("shutdown hung on a stuck writer");
+        drop(stuck);
+    }
+
+    #[tokio::test]
+    async fn binding_an_occupied_port_returns_an_error_naming_it() {
+        let taken = TcpListener::bind(any_port()).await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let (deliver, _rx) = collector();
+        let error = PeerTransport::start(config(0, addr, &[(1, free_addr())]), deliver).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        assert!(error.to_string().contains(&addr.to_string()), "{error}");
+    }
+
+    #[tokio::test]
+    async fn invalid_configs_are_refused() {
+        let (deliver, _rx) = collector();
+        let mut cfg = config(0, any_port(), &[(0, free_addr())]);
+        let error = PeerTransport::start(cfg.clone(), deliver.clone()).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        cfg.peers = [(1, free_addr())].into();
+        cfg.queue_capacity = 0;
+        assert!(PeerTransport::start(cfg.clone(), deliver.clone()).await.is_err());
+        cfg.queue_capacity = 1;
+        cfg.backoff_min = Duration::ZERO;
+        assert!(PeerTransport::start(cfg, deliver).await.is_err());
+    }
+
+    /// Starts node 0 with one inbound connection (from node 1, identified)
+    /// and one outbound connection (to a raw listener), both in use.
+    async fn busy_transport() -> (PeerTransport, TcpStream, TcpStream, mpsc::UnboundedReceiver<Envelope<Command>>) {
+        let peer = TcpListener::bind(any_port()).await.unwrap();
+        let (deliver, mut rx) = collector();
+        let a = PeerTransport::start(config(0, any_port(), &[(1, peer.local_addr().unwrap())]), deliver).await.unwrap();
+        let mut inbound = connect_raw(a.local_addr()).await;
+        inbound.write_all(&frames(&[heartbeat(1, 0, 1)])).await.unwrap();
+        assert_eq!(next(&mut rx).await, heartbeat(1, 0, 1));
+        a.sender().send(heartbeat(0, 1, 2));
+        let (mut outbound, _) = tokio::time::timeout(WAIT, peer.accept()).await.unwrap().unwrap();
+        assert_eq!(read_frame(&mut outbound, &mut Vec::new()).await, heartbeat(0, 1, 2));
+        (a, inbound, outbound, rx)
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_every_task() {
+        let (a, mut inbound, mut outbound, mut rx) = busy_transport().await;
+        let addr = a.local_addr();
+        let sender = a.sender();
+        tokio::time::timeout(WAIT, a.shutdown()).await.expect("shutdown hung");
+        // Listener, reader and writer are gone with their sockets.
+        TcpListener::bind(addr).await.expect("the listener port is still bound");
+        assert_closed(&mut inbound).await;
+        assert_closed(&mut outbound).await;
+        // The deliver callback (held by the readers) is gone too.
+        assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none());
+        sender.send(heartbeat(0, 1, 3));
+        assert_eq!(sender.counters.snapshot().dropped_closed, 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_transport_ends_every_task() {
+        let (a, mut inbound, mut outbound, mut rx) = busy_transport().await;
+        let addr = a.local_addr();
+        drop(a);
+        assert_closed(&mut inbound).await;
+        assert_closed(&mut outbound).await;
+        assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none());
+        // Aborted tasks end on the runtime's next turn; the listener with them.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while TcpListener::bind(addr).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the listener port stayed bound");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn the_sender_can_be_shared_with_the_node_thread() {
+        fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+        send_sync_clone::<PeerSender>();
+    }
+
+    fn bare_sender(id: NodeId) -> PeerSender {
+        let (tx, _rx) = mpsc::channel(1);
+        PeerSender { id, queues: Arc::new([(1, tx)].into()), counters: Arc::default() }
+    }
+
+    #[test]
+    #[cfg_attr(debug_assertions, should_panic(expected = "sent a message to itself"))]
+    fn sending_to_itself_is_a_bug() {
+        let sender = bare_sender(0);
+        sender.send(heartbeat(0, 0, 1));
+        assert_eq!(sender.counters.snapshot().dropped_misaddressed, 1);
+    }
+
+    #[test]
+    fn sending_to_an_unknown_peer_or_after_stop_drops() {
+        let sender = bare_sender(0);
+        sender.send(heartbeat(0, 5, 1));
+        // The receiver is gone, as after a shutdown.
+        sender.send(heartbeat(0, 1, 1));
+        let stats = sender.counters.snapshot();
+        assert_eq!((stats.dropped_misaddressed, stats.dropped_closed, stats.queued), (1, 1, 0));
+    }
+}

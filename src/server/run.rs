@@ -1,0 +1,138 @@
+//! One raftkv server process, assembled: storage → node runtime → peer
+//! transport and client port. `raftkv server` is [`Server::start`] plus a
+//! wait for Ctrl-C; tests start servers the same way.
+
+use super::client_port::ClientPort;
+use super::config::ClusterConfig;
+use super::node::{NodeFailure, NodeHandle, NodeRuntime, RuntimeConfig, SendToPeer};
+use super::peer::{PeerConfig, PeerTransport};
+use super::resp::RespLimits;
+use super::storage::{RaftStorage, RedbStorage, StorageError};
+use crate::kv::KvServer;
+use crate::raft::NodeId;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `raftkv server` needs to know.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub cluster: ClusterConfig,
+    pub id: NodeId,
+    /// Holds `raft.redb`; created if missing.
+    pub data_dir: PathBuf,
+}
+
+/// Why a server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    NotAMember { id: NodeId, members: u8 },
+    Storage(StorageError),
+    Listen { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::NotAMember { id, members } => {
+                write!(f, "node id {id} is not a member of the {members}-node cluster (ids are 0..{members})")
+            }
+            StartError::Storage(e) => write!(f, "{e}"),
+            StartError::Listen { what, addr, source } => write!(f, "cannot listen for {what} on {addr}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running server.
+pub struct Server {
+    id: NodeId,
+    node: NodeRuntime,
+    peers: PeerTransport,
+    clients: ClientPort,
+}
+
+impl Server {
+    /// Opens the data directory, recovers what it holds, and starts serving.
+    /// Must run inside a multi-threaded tokio runtime.
+    pub async fn start(options: ServerOptions) -> Result<Server, StartError> {
+        let ServerOptions { cluster, id, data_dir } = options;
+        let me = cluster.node(id).ok_or(StartError::NotAMember { id, members: cluster.members() })?.clone();
+        let storage = RedbStorage::open(&data_dir).map_err(StartError::Storage)?;
+        let durable = storage.load().map_err(StartError::Storage)?;
+        tracing::info!(
+            node = id,
+            term = durable.hard.term,
+            entries = durable.log.len(),
+            dir = %data_dir.display(),
+            "recovered durable state"
+        );
+        // The seed only spreads election timeouts; the id keeps members apart.
+        let seed = seed_from_clock() ^ u64::from(id);
+        let server = KvServer::restart(cluster.server_config(id, seed), durable.hard, durable.log);
+        let runtime = RuntimeConfig { tick: Duration::from_millis(cluster.tick_ms), ..RuntimeConfig::default() };
+
+        // The node needs the transport's sender and the transport needs the
+        // node's handle: the sender goes through a slot filled just below.
+        let sender_slot: Arc<std::sync::OnceLock<super::peer::PeerSender>> = Arc::new(std::sync::OnceLock::new());
+        let send: SendToPeer = {
+            let slot = sender_slot.clone();
+            Arc::new(move |envelope| {
+                if let Some(sender) = slot.get() {
+                    sender.send(envelope);
+                }
+            })
+        };
+        let node = NodeRuntime::start(server, Box::new(storage), send, runtime);
+        let others = cluster.nodes.iter().enumerate().filter(|(i, _)| *i != usize::from(id));
+        let peer_config = PeerConfig::new(id, me.peer, others.map(|(i, n)| (i as NodeId, n.peer)).collect());
+        let deliver = {
+            let handle = node.handle().clone();
+            Arc::new(move |envelope| handle.deliver(envelope))
+        };
+        let peers = PeerTransport::start(peer_config, deliver).await.map_err(|source| StartError::Listen {
+            what: "peers",
+            addr: me.peer,
+            source,
+        })?;
+        let _ = sender_slot.set(peers.sender());
+        let clients = ClientPort::start(me.client, node.handle().clone(), cluster.clone(), RespLimits::default())
+            .await
+            .map_err(|source| StartError::Listen { what: "clients", addr: me.client, source })?;
+        tracing::info!(node = id, peers = %peers.local_addr(), clients = %clients.local_addr(), "serving");
+        Ok(Server { id, node, peers, clients })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn handle(&self) -> &NodeHandle {
+        self.node.handle()
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.clients.local_addr()
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peers.local_addr()
+    }
+
+    /// Stops the node first (every waiting request is answered), then the
+    /// sockets. Returns the node's failure if it stopped on its own.
+    pub async fn shutdown(self) -> Result<(), NodeFailure> {
+        let Server { node, peers, clients, .. } = self;
+        let result = tokio::task::spawn_blocking(move || node.shutdown()).await.unwrap_or(Ok(()));
+        clients.shutdown().await;
+        peers.shutdown().await;
+        result
+    }
+}
+
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}

@@ -1,0 +1,292 @@
+//! End-to-end tests: real `raftkv server` processes on 127.0.0.1, real
+//! disks, real sockets; faults are real signals (SIGKILL, SIGSTOP/SIGCONT).
+//!
+//! Clients record a history while faults happen; afterwards the history
+//! must be linearizable, every acknowledged append must be in the final
+//! value exactly once, and a restarted node must catch up. Faults are
+//! sequenced by client progress (so many operations completed), never by
+//! sleeping. Every process a test starts is killed when its `TestCluster`
+//! drops, also when the test fails.
+
+use raftkv::kv::Op;
+use raftkv::lincheck::{self, Budget, History};
+use raftkv::server::client::{info, RemoteClerk};
+use raftkv::server::config::ClusterConfig;
+use raftkv::server::load::{self, LoadSpec, Mix, Progress};
+use raftkv::server::tempdir::TempDir;
+use raftkv::sim::scenario::check_appends;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Generous bound on any wait: exceeding it fails the test instead of
+/// hanging CI. Nothing is expected to come close.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct TestCluster {
+    config: ClusterConfig,
+    config_path: PathBuf,
+    root: TempDir,
+    children: Vec<Option<Child>>,
+}
+
+/// Free ports on 127.0.0.1: bound to port 0, then released for the server
+/// to take (another process could grab one in between; unlikely on a test
+/// machine, and it would fail loudly, not silently).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl TestCluster {
+    fn start(tag: &str, n: u8) -> TestCluster {
+        let ports = free_ports(2 * usize::from(n));
+        let mut config = ClusterConfig::local(n, 0, 0);
+        for (i, node) in config.nodes.iter_mut().enumerate() {
+            node.peer.set_port(ports[2 * i]);
+            node.client.set_port(ports[2 * i + 1]);
+        }
+        let root = TempDir::new(&format!("e2e-{tag}")).unwrap();
+        let config_path = root.path().join("cluster.toml");
+        std::fs::write(&config_path, config.to_toml()).unwrap();
+        let mut cluster = TestCluster { config, config_path, root, children: Vec::new() };
+        for id in 0..n {
+            let child = cluster.spawn(id);
+            cluster.children.push(Some(child));
+        }
+        cluster
+    }
+
+    fn spawn(&self, id: u8) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join(format!("node-{id}.log")))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .args(["server", "--id", &id.to_string(), "--config"])
+            .arg(&self.config_path)
+            .arg("--data-dir")
+            .arg(self.root.path().join(format!("node-{id}")))
+            .arg("--exit-with-parent")
+            .env("RUST_LOG", "info")
+            // Closed when this test process dies, however it dies: the
+            // server then stops.
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn clients(&self) -> Vec<SocketAddr> {
+        self.config.nodes.iter().map(|n| n.client).collect()
+    }
+
+    fn kill9(&mut self, id: u8) {
+        let mut child = self.children[usize::from(id)].take().expect("node is running");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    fn restart(&mut self, id: u8) {
+        assert!(self.children[usize::from(id)].is_none());
+        let child = self.spawn(id);
+        self.children[usize::from(id)] = Some(child);
+    }
+
+    fn signal(&self, id: u8, signal: &str) {
+        let pid = self.children[usize::from(id)].as_ref().expect("node is running").id();
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// The logs of every node, for a failure message.
+    fn logs(&self) -> String {
+        (0..self.children.len())
+            .map(|id| {
+                let path = self.root.path().join(format!("node-{id}.log"));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!("--- node {id} (last lines)\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            // A paused process dies of SIGKILL too.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+            self.root.keep();
+            eprintln!("data and logs kept in {}", self.root.path().display());
+        }
+    }
+}
+
+/// One `INFO` field of node `addr`, if it answers.
+async fn info_field(addr: SocketAddr, field: &str) -> Option<String> {
+    let text = info(addr, Duration::from_millis(500)).await.ok()?;
+    let prefix = format!("{field}:");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().to_string())
+}
+
+/// Waits until `cond` holds, checking every 10 ms, or panics after
+/// [`PATIENCE`] with `what`.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut every = tokio::time::interval(Duration::from_millis(10));
+    while !cond().await {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        every.tick().await;
+    }
+}
+
+/// The node that says it leads, once one does.
+async fn leader(cluster: &TestCluster) -> u8 {
+    let deadline = Instant::now() + PATIENCE;
+    let mut every = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        for (id, addr) in cluster.clients().iter().enumerate() {
+            if info_field(*addr, "raft_role").await.as_deref() == Some("Leader") {
+                return id as u8;
+            }
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for a leader");
+        every.tick().await;
+    }
+}
+
+async fn after_more_ops(progress: &Progress, more: u64) {
+    let target = progress.completed.load(Ordering::Relaxed) + more;
+    until(&format!("{more} more operations"), || async { progress.completed.load(Ordering::Relaxed) >= target }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_restart_and_pause_lose_nothing_and_stay_linearizable() {
+    let mut cluster = TestCluster::start("faults", 3);
+    let spec = LoadSpec {
+        servers: cluster.clients(),
+        clients: 4,
+        mix: Mix::Appends,
+        keys: 3,
+        key_bytes: 8,
+        value_bytes: 16,
+        seed: 7,
+        op_timeout: Duration::from_secs(10),
+        attempt_timeout: Duration::from_millis(500),
+    };
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+
+    after_more_ops(&progress, 100).await;
+    let first = leader(&cluster).await;
+    cluster.kill9(first);
+    after_more_ops(&progress, 100).await;
+    cluster.restart(first);
+    after_more_ops(&progress, 100).await;
+
+    // A Jepsen-style pause of whoever leads now: the others must elect a
+    // new leader; when it wakes it must not serve anything stale.
+    let paused = leader(&cluster).await;
+    cluster.signal(paused, "-STOP");
+    after_more_ops(&progress, 100).await;
+    cluster.signal(paused, "-CONT");
+    after_more_ops(&progress, 100).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let records = clients.await.unwrap();
+
+    let mut ops: Vec<_> = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
+    // Read every key back; every acknowledged append must be there once.
+    let mut clerk = RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for k in 0..3 {
+        let key = format!("key-{k:04}");
+        let call = epoch.elapsed().as_micros() as u64;
+        let value = clerk.run(Op::Get { key: key.clone() }, deadline).await.expect("final read");
+        let ret = epoch.elapsed().as_micros() as u64;
+        ops.push(raftkv::lincheck::Operation::get(99, &key, &value, call, Some(ret)));
+        if let Err(e) = check_appends(&ops, &key, &value) {
+            let path = std::env::temp_dir().join("raftkv-e2e-history.json");
+            let _ = History::new(ops.clone()).write_file(&path);
+            panic!("key {key}: {e}; final value {value:?}; history in {}", path.display());
+        }
+    }
+    let history = History::new(ops);
+    let verdict = lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
+    if !verdict.is_ok() {
+        let path = std::env::temp_dir().join("raftkv-e2e-history.json");
+        let _ = history.write_file(&path);
+        panic!("history not linearizable ({verdict:?}); written to {}", path.display());
+    }
+    let completed: usize = records.iter().map(|r| r.latencies_us.len()).sum();
+    assert!(completed >= 500, "{completed} operations completed");
+
+    // The restarted node caught up with everything committed.
+    let leader_now = leader(&cluster).await;
+    let addrs = cluster.clients();
+    let commit: u64 = info_field(addrs[usize::from(leader_now)], "raft_commit_index").await.unwrap().parse().unwrap();
+    until("the restarted node to apply everything committed", || async {
+        let applied = info_field(addrs[usize::from(first)], "raft_applied_index").await;
+        applied.and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a >= commit)
+    })
+    .await;
+    eprintln!(
+        "e2e: {completed} operations, {} abandoned, {} history entries; killed node {first}, paused node {paused}",
+        records.iter().map(|r| r.abandoned).sum::<u64>(),
+        history.ops.len()
+    );
+}
+
+/// `redis-cli` (Debian's redis-tools) against the cluster: a write through
+/// one node, redirected to the leader with -MOVED, read back through
+/// another. `.ci/run` installs redis-tools and sets
+/// `RAFTKV_REQUIRE_REDIS_TOOLS=1`, so on CI a missing redis-cli fails the
+/// test instead of skipping it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_follows_moved_and_reads_back() {
+    let available = Command::new("redis-cli").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(std::env::var_os("RAFTKV_REQUIRE_REDIS_TOOLS").is_none(), "redis-cli is required but missing");
+        eprintln!("SKIPPED: redis-cli is not installed (apt-get install redis-tools)");
+        return;
+    }
+    let cluster = TestCluster::start("redis-cli", 3);
+    let l = leader(&cluster).await;
+    let follower = (l + 1) % 3;
+    let other = (l + 2) % 3;
+    let port = |id: u8| cluster.config.nodes[usize::from(id)].client.port().to_string();
+    let cli = |id: u8, args: &[&str]| {
+        let out =
+            Command::new("redis-cli").args(["-c", "-h", "127.0.0.1", "-p", &port(id)]).args(args).output().unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // A plain client without -c sees the redirect itself.
+    let raw = Command::new("redis-cli").args(["-p", &port(follower), "set", "k", "v"]).output().unwrap();
+    let raw = String::from_utf8_lossy(&raw.stdout).to_string();
+    assert!(raw.contains("MOVED") && raw.contains(&cluster.config.nodes[usize::from(l)].client.to_string()), "{raw}");
+    assert_eq!(cli(follower, &["set", "greeting", "hello"]), "OK");
+    assert_eq!(cli(other, &["append", "greeting", " world"]), "OK");
+    assert_eq!(cli(other, &["get", "greeting"]), "hello world");
+    assert_eq!(cli(follower, &["get", "missing"]), "", "a missing key reads as the empty string");
+    assert_eq!(cli(l, &["ping"]), "PONG");
+
+    // redis-benchmark runs its SET test through the leader.
+    let bench = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port(l), "-n", "200", "-c", "4", "-t", "set", "-q"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&bench.stdout).to_string() + &String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success() && text.contains("SET"), "redis-benchmark: {text}");
+}
