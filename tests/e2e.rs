@@ -290,3 +290,51 @@ async fn redis_cli_follows_moved_and_reads_back() {
     let text = String::from_utf8_lossy(&bench.stdout).to_string() + &String::from_utf8_lossy(&bench.stderr);
     assert!(bench.status.success() && text.contains("SET"), "redis-benchmark: {text}");
 }
+
+/// Bad setups end the server at once with exit code 2 and a message that
+/// names the problem: no panic, no half-started server.
+#[test]
+fn bad_setups_fail_with_clear_errors() {
+    let root = TempDir::new("e2e-bad-setups").unwrap();
+    let run = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_raftkv"));
+        command.arg("server").args(args).stdin(Stdio::null());
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let data = root.path().join("data");
+    let data = data.to_str().unwrap();
+
+    let missing = root.path().join("missing.toml");
+    let (code, err) = run(&["--config", missing.to_str().unwrap(), "--id", "0", "--data-dir", data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot read") && err.contains("missing.toml"), "{err}");
+
+    let garbled = root.path().join("garbled.toml");
+    std::fs::write(&garbled, "nodes = 3\n").unwrap();
+    let (code, err) = run(&["--config", garbled.to_str().unwrap(), "--id", "0", "--data-dir", data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a valid cluster config"), "{err}");
+
+    // A config whose client port is taken by another listener.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = free_ports(1);
+    let mut config = ClusterConfig::local(1, ports[0], 0);
+    config.nodes[0].client = taken.local_addr().unwrap();
+    let path = root.path().join("taken.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let (code, err) = run(&["--config", path.to_str().unwrap(), "--id", "0", "--data-dir", data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot listen") && err.contains(&taken.local_addr().unwrap().to_string()), "{err}");
+
+    let (code, err) = run(&["--config", path.to_str().unwrap(), "--id", "5", "--data-dir", data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a member"), "{err}");
+
+    // The data directory is a file.
+    let file = root.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let (code, err) = run(&["--config", path.to_str().unwrap(), "--id", "0", "--data-dir", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("a-file"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! The subcommands of the `raftkv` binary (this module belongs to the
-//! binary, not the library): each file is one command, and `main.rs` holds
-//! only the argument definitions.
+//! binary, not the library): `args.rs` holds the argument definitions and
+//! each other file is one command.
 
+pub mod args;
 pub mod bench;
 pub mod check;
 pub mod client;

@@ -1,0 +1,61 @@
+//! The real server's storage: how long one group-committed write takes, and
+//! how long a node with a 100,000-entry log takes to recover (open the
+//! database, read and check every row, rebuild the node).
+//!
+//! Recovery replays nothing into the state machine here: the log is
+//! re-applied as the leader tells the node the commit index, which is a
+//! memory-speed loop (see the `sim` bench).
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use raftkv::kv::{Command, KvServer, Op, ServerConfig};
+use raftkv::raft::{Config, Entry, HardState, LogWrite, Payload, Persist};
+use raftkv::server::storage::{RaftStorage, RedbStorage};
+use raftkv::server::tempdir::TempDir;
+
+fn entry(i: u64) -> Entry<Command> {
+    let op = Op::Put { key: format!("key-{:012}", i % 1000), value: "v".repeat(100) };
+    Entry { term: 1, payload: Payload::Command(Command { client: i % 64, seq: i, op }) }
+}
+
+fn filled(entries: u64) -> (TempDir, RedbStorage) {
+    let dir = TempDir::new("bench-storage").unwrap();
+    let mut s = RedbStorage::open(dir.path()).unwrap();
+    s.write(&[&Persist { hard_state: Some(HardState { term: 1, voted_for: Some(0) }), log: None }]).unwrap();
+    for from in (1..=entries).step_by(1000) {
+        let batch = (from..from + 1000).map(entry).collect();
+        s.write(&[&Persist { hard_state: None, log: Some(LogWrite { from, entries: batch }) }]).unwrap();
+    }
+    (dir, s)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("storage");
+    group.sample_size(10);
+
+    let (dir, storage) = filled(100_000);
+    drop(storage);
+    group.bench_function("recover_100k_entries", |b| {
+        b.iter(|| {
+            let s = RedbStorage::open(dir.path()).unwrap();
+            let durable = s.load().unwrap();
+            assert_eq!(durable.log.len(), 100_000);
+            KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), durable.hard, durable.log)
+        })
+    });
+
+    for batch in [1u64, 64] {
+        let (_dir, mut s) = filled(0);
+        let mut next = 1;
+        group.bench_function(format!("write_{batch}_entries_one_fsync"), |b| {
+            b.iter(|| {
+                let entries = (next..next + batch).map(entry).collect();
+                s.write(&[&Persist { hard_state: None, log: Some(LogWrite { from: next, entries }) }]).unwrap();
+                next += batch;
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

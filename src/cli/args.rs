@@ -1,0 +1,207 @@
+//! The command line's arguments (clap) and the dispatch to each
+//! subcommand's file.
+
+use super::{Reads, Shape};
+use clap::{Parser, Subcommand};
+use raftkv::kv::Op;
+use raftkv::lincheck::Budget;
+use raftkv::raft::{InjectedBugs, NodeId};
+use raftkv::server::load::Mix;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "raftkv", version, about = "A linearizable key/value store replicated with Raft")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The client ports of `raftkv cluster`'s default 3 nodes.
+const DEFAULT_SERVERS: &str = "127.0.0.1:6379,127.0.0.1:6380,127.0.0.1:6381";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local cluster of real server processes on 127.0.0.1 and
+    /// print how to talk to it (Ctrl-C stops it).
+    Cluster {
+        /// How many servers.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+        nodes: u8,
+        /// Client (RESP) port of node 0; node i listens on port + i.
+        #[arg(long, default_value_t = 6379)]
+        port: u16,
+        /// Peer port of node 0; node i listens on peer-port + i.
+        #[arg(long, default_value_t = 7379)]
+        peer_port: u16,
+        /// Keep the data here instead of in a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Check that every node serves a write and a read, then stop.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Run one server of a cluster described by a config file.
+    Server {
+        /// The cluster's TOML file (see `raftkv cluster`'s cluster.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// This server's id: its position in the config's `nodes`, from 0.
+        #[arg(long)]
+        id: NodeId,
+        /// Where this server keeps its Raft log and state.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Stop when stdin reaches its end (for launchers that hold a pipe
+        /// to it, so servers never outlive them).
+        #[arg(long)]
+        exit_with_parent: bool,
+    },
+    /// Put(key, value): replace the value.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Append(key, value): append to the value.
+    Append {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Get(key): print the value ("" if missing).
+    Get {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Closed-loop clients against a running cluster: throughput, latency
+    /// percentiles, fsyncs per operation; optionally record and check the
+    /// history.
+    Bench {
+        /// Concurrent clients, each with one operation outstanding.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// puts, gets, or appends (half Appends, half Gets).
+        #[arg(long, value_enum, default_value_t = BenchMix::Puts)]
+        mix: BenchMix,
+        /// Keys are drawn at random among this many.
+        #[arg(long, default_value_t = 1000)]
+        keys: u64,
+        #[arg(long, default_value_t = 16)]
+        key_size: usize,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// Seeds the keys and operations chosen.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the history as JSON (for `raftkv check`).
+        #[arg(long)]
+        history_out: Option<PathBuf>,
+        /// Check the history for linearizability after the run.
+        #[arg(long)]
+        check: bool,
+        /// The servers' client addresses, in node-id order.
+        #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
+        servers: Vec<SocketAddr>,
+    },
+    /// Run a simulated cluster under faults, print a trace of elections,
+    /// commits, faults and client calls, and check the history.
+    Sim {
+        /// The seed: the same seed replays the same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Which fault schedule to run.
+        #[arg(long, value_enum, default_value_t = Shape::PersistPartitionUnreliable)]
+        shape: Shape,
+        /// Serve Gets through ReadIndex (default) or through the log.
+        #[arg(long, value_enum, default_value_t = Reads::ReadIndex)]
+        reads: Reads,
+        /// Switch on a known Raft bug, to watch the checks catch it.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(InjectedBugs::NAMES))]
+        bug: Option<String>,
+        /// Write the client history as JSON to this file.
+        #[arg(long)]
+        history_out: Option<PathBuf>,
+        /// Print only the summary, not the trace.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check a history (JSON, as written by `sim --history-out` or `bench
+    /// --history-out`) for linearizability.
+    Check {
+        history: PathBuf,
+        /// Search steps allowed per key before answering "unknown".
+        #[arg(long, default_value_t = Budget::DEFAULT_MAX_STEPS)]
+        max_steps: u64,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchMix {
+    Puts,
+    Gets,
+    Appends,
+}
+
+/// Which cluster a client command talks to.
+#[derive(clap::Args)]
+struct Target {
+    /// The servers' client addresses, in node-id order.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
+    servers: Vec<SocketAddr>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+impl Target {
+    fn run(self, op: Op) -> ExitCode {
+        let timeout = Duration::try_from_secs_f64(self.timeout).unwrap_or(Duration::from_secs(10));
+        super::client::run(self.servers, op, timeout)
+    }
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Cluster { nodes, port, peer_port, data_dir, smoke } => {
+            super::cluster::run(super::cluster::ClusterArgs { nodes, port, peer_port, data_dir, smoke })
+        }
+        Command::Server { config, id, data_dir, exit_with_parent } => {
+            super::server::run(config, id, data_dir, exit_with_parent)
+        }
+        Command::Put { key, value, target } => target.run(Op::Put { key, value }),
+        Command::Append { key, value, target } => target.run(Op::Append { key, value }),
+        Command::Get { key, target } => target.run(Op::Get { key }),
+        Command::Bench { clients, seconds, mix, keys, key_size, value_size, seed, history_out, check, servers } => {
+            super::bench::run(super::bench::BenchArgs {
+                servers,
+                clients,
+                duration: Duration::from_secs(seconds),
+                mix: match mix {
+                    BenchMix::Puts => Mix::Puts,
+                    BenchMix::Gets => Mix::Gets,
+                    BenchMix::Appends => Mix::Appends,
+                },
+                keys,
+                key_bytes: key_size,
+                value_bytes: value_size,
+                history_out,
+                check,
+                seed,
+            })
+        }
+        Command::Sim { seed, shape, reads, bug, history_out, quiet } => {
+            super::sim::sim(seed, shape, reads, bug.as_deref(), history_out, quiet)
+        }
+        Command::Check { history, max_steps } => super::check::check(&history, max_steps),
+    }
+}
