@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The real-server benchmark of specs/performance.md: a local 3-node cluster
+# (fsync on: redb Durability::Immediate), then `raftkv bench` with 1, 16 and
+# 64 closed-loop clients for Puts and for linearizable Gets (16-byte keys
+# among 1,000, 100-byte values), then redis-benchmark's SET if installed.
+#
+#   benches/cluster.sh [SECONDS_PER_RUN]      (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+cargo build --release --quiet
+bin=target/release/raftkv
+port=36379
+servers=127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))
+
+"$bin" cluster --port $port --peer-port 37379 >/tmp/raftkv-bench-cluster.log 2>&1 &
+cluster=$!
+trap 'kill $cluster 2>/dev/null; wait $cluster 2>/dev/null || true' EXIT
+# The launcher prints this line once a read went through.
+until grep -q "A leader is elected" /tmp/raftkv-bench-cluster.log; do
+    kill -0 $cluster 2>/dev/null || { cat /tmp/raftkv-bench-cluster.log; exit 1; }
+    sleep 0.1
+done
+
+for mix in puts gets; do
+    for clients in 1 16 64; do
+        echo "== $mix, $clients clients"
+        "$bin" bench --servers "$servers" --mix $mix --clients $clients --seconds "$seconds" \
+            --keys 1000 --key-size 16 --value-size 100
+    done
+done
+
+if command -v redis-benchmark >/dev/null; then
+    leader=$(for p in $port $((port + 1)) $((port + 2)); do
+        redis-cli -p $p info | grep -q "raft_role:Leader" && echo $p; done | head -1)
+    for clients in 1 16 64; do
+        echo "== redis-benchmark SET against the leader (port $leader), $clients clients"
+        redis-benchmark -p "$leader" -c $clients -n $((clients * 2000)) -r 1000 -d 100 -t set -q | tr "\r" "\n" | tail -n 1
+    done
+fi
