@@ -21,7 +21,7 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
         let server = match Server::start(ServerOptions { cluster, id, data_dir }).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: node {id}: {e}");
+                eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         };

@@ -52,9 +52,7 @@ impl ClientPort {
         cluster: ClusterConfig,
         limits: RespLimits,
     ) -> std::io::Result<ClientPort> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for clients on {listen}: {e}")))?;
+        let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared { node, cluster, limits });
@@ -111,12 +109,13 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                         return;
                     }
                 }
-                Ok(Some(Err(refused))) => encode(&mut codec, Reply::Error(format!("ERR {refused}")), &mut output),
+                Ok(Some(Err(refused))) => encode(&mut codec, refused.into(), &mut output),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%peer, "closing client connection: {e}");
-                    let reply = Reply::Error(format!("ERR protocol error: {e}"));
-                    encode(&mut codec, reply, &mut output);
+                    if let Some(reply) = e.reply() {
+                        encode(&mut codec, reply, &mut output);
+                    }
                     let _ = stream.write_all(&output).await;
                     return;
                 }

@@ -25,12 +25,22 @@ pub struct ServerOptions {
     pub data_dir: PathBuf,
 }
 
-/// Why a server did not start.
+/// Why a server did not start. Every message names the node or the file.
 #[derive(Debug)]
 pub enum StartError {
-    NotAMember { id: NodeId, members: u8 },
+    NotAMember {
+        id: NodeId,
+        members: u8,
+    },
     Storage(StorageError),
-    Listen { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    /// The client port could not listen.
+    Clients {
+        id: NodeId,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The peer transport could not start (its error names the address).
+    Peers(std::io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -40,7 +50,10 @@ impl fmt::Display for StartError {
                 write!(f, "node id {id} is not a member of the {members}-node cluster (ids are 0..{members})")
             }
             StartError::Storage(e) => write!(f, "{e}"),
-            StartError::Listen { what, addr, source } => write!(f, "cannot listen for {what} on {addr}: {source}"),
+            StartError::Clients { id, addr, source } => {
+                write!(f, "node {id}: cannot listen for clients on {addr}: {source}")
+            }
+            StartError::Peers(source) => write!(f, "{source}"),
         }
     }
 }
@@ -93,15 +106,11 @@ impl Server {
             let handle = node.handle().clone();
             Arc::new(move |envelope| handle.deliver(envelope))
         };
-        let peers = PeerTransport::start(peer_config, deliver).await.map_err(|source| StartError::Listen {
-            what: "peers",
-            addr: me.peer,
-            source,
-        })?;
+        let peers = PeerTransport::start(peer_config, deliver).await.map_err(StartError::Peers)?;
         let _ = sender_slot.set(peers.sender());
         let clients = ClientPort::start(me.client, node.handle().clone(), cluster.clone(), RespLimits::default())
             .await
-            .map_err(|source| StartError::Listen { what: "clients", addr: me.client, source })?;
+            .map_err(|source| StartError::Clients { id, addr: me.client, source })?;
         tracing::info!(node = id, peers = %peers.local_addr(), clients = %clients.local_addr(), "serving");
         Ok(Server { id, node, peers, clients })
     }
