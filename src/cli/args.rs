@@ -20,7 +20,7 @@ struct Cli {
 }
 
 /// The client ports of `raftkv cluster`'s default 3 nodes.
-const DEFAULT_SERVERS: &str = "127.0.0.1:6379,127.0.0.1:6380,127.0.0.1:6381";
+pub const DEFAULT_SERVERS: &str = "127.0.0.1:6379,127.0.0.1:6380,127.0.0.1:6381";
 
 #[derive(Subcommand)]
 enum Command {

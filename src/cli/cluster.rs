@@ -80,7 +80,13 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     println!("A leader is elected and every node answers. Talk to any node, for example:");
     println!("  redis-cli -c -p {} set greeting hello", args.port);
     println!("  redis-cli -c -p {} get greeting", args.port + u16::from(args.nodes) - 1);
-    println!("  cargo run --release -- get greeting");
+    let servers: Vec<String> = clients.iter().map(|a| a.to_string()).collect();
+    let servers = servers.join(",");
+    if servers == super::args::DEFAULT_SERVERS {
+        println!("  cargo run --release -- get greeting");
+    } else {
+        println!("  cargo run --release -- get greeting --servers {servers}");
+    }
     if args.smoke {
         return match runtime.block_on(smoke(&clients)) {
             Ok(()) => {
