@@ -5,6 +5,13 @@
 //! safety invariant must have held after every step, and the client history
 //! must be linearizable.
 //!
+//! The seed's last byte (input byte 7) also picks the cluster's shape: 0
+//! keeps the defaults (3 clients, 2 keys, 64-entry batches, 10 % loss),
+//! anything else picks one-entry batches most of the time, 1–3 clients, 1–2
+//! keys and 10–30 % loss ([`Knobs`]). One-entry batches are what let a batch
+//! boundary fall between a new leader's old entries and its no-op, which the
+//! Figure 8 bug (`commit_previous_term`) needs.
+//!
 //! `RAFTKV_FUZZ_BUG=<name>` switches on one injected bug
 //! ([`InjectedBugs::NAMES`]) for the whole fuzzing run, to measure how fast
 //! the fuzzer finds it (`specs/fuzzing.md`).
@@ -16,6 +23,31 @@ use std::sync::OnceLock;
 /// Small enough for hundreds of runs per second, big enough for elections,
 /// partitions and crashes to interleave with client traffic.
 const CHAOS: Chaos = Chaos { servers: 3, clients: 3, keys: 2, run_us: 2_000_000 };
+
+/// The run's shape, from the seed's last byte; 0 (no knobs) keeps [`CHAOS`]
+/// and the simulator's defaults, so inputs written before the knobs existed
+/// (all of them with that byte 0) replay as they did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Knobs {
+    clients: usize,
+    keys: u64,
+    max_batch_entries: usize,
+    drop_percent: u64,
+}
+
+impl Knobs {
+    /// Bits 0–1: batch of 1 (three values in four) or 4; bits 2–3: 1, 2, 3
+    /// or 3 clients; bits 4–5: 10, 10, 20 or 30 % loss; bit 6: 1 or 2 keys;
+    /// bit 7 unused.
+    fn from_byte(byte: u8) -> Option<Knobs> {
+        (byte != 0).then(|| Knobs {
+            clients: [1, 2, 3, 3][usize::from((byte >> 2) & 3)],
+            keys: 1 + u64::from((byte >> 6) & 1),
+            max_batch_entries: [1, 1, 1, 4][usize::from(byte & 3)],
+            drop_percent: [10, 10, 20, 30][usize::from((byte >> 4) & 3)],
+        })
+    }
+}
 
 /// The injected bug named by `RAFTKV_FUZZ_BUG`, read once.
 fn bugs_from_env() -> InjectedBugs {
@@ -41,8 +73,17 @@ pub fn cluster_run(data: &[u8], bugs: InjectedBugs) -> Result<(), String> {
         [a, b, c, d, e, f, g, h, rest @ ..] => (u64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h]), rest),
         _ => (0, data),
     };
-    let mut config = CHAOS.sim_config(seed);
+    let knobs = Knobs::from_byte(data.get(7).copied().unwrap_or(0));
+    let chaos = match knobs {
+        Some(k) => Chaos { clients: k.clients, keys: k.keys, ..CHAOS },
+        None => CHAOS,
+    };
+    let mut config = chaos.sim_config(seed);
+    if let Some(k) = knobs {
+        config.max_batch_entries = k.max_batch_entries;
+        config.network.drop_percent = k.drop_percent;
+    }
     config.bugs = bugs;
     config.script = script.to_vec();
-    CHAOS.run(config).map(|_| ()).map_err(|failure| failure.to_string())
+    chaos.run(config).map(|_| ()).map_err(|failure| failure.to_string())
 }
