@@ -9,68 +9,16 @@ use raftkv::raft::{Config, Entry, Envelope, Message, Payload, RejectHint};
 use raftkv::wire::{
     decode, decode_all, encode, encode_into, DecodeError, LimitExceeded, Limits, HEADER_LEN, KIND_PEER, MAGIC, VERSION,
 };
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 // ----- a per-thread counting allocator --------------------------------------
 
-/// The system allocator, counting the live heap bytes allocated by each
-/// thread and their peak, so that tests running in parallel do not disturb
-/// each other's measurements.
-struct Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn grew(bytes: usize) {
-    let _ = LIVE.try_with(|live| {
-        live.set(live.get().wrapping_add(bytes as isize));
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
-    });
-}
-
-fn shrank(bytes: usize) {
-    let _ = LIVE.try_with(|live| live.set(live.get().wrapping_sub(bytes as isize)));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        shrank(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            grew(new_size);
-            shrank(layout.size());
-        }
-        new
-    }
-}
+use counting_alloc::{peak_heap, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Runs `f` and returns its result and the peak of heap bytes this thread
-/// held above the starting level meanwhile.
-fn peak_heap<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|peak| peak.set(base));
-    let out = f();
-    let peak = PEAK.with(Cell::get);
-    (out, (peak - base).max(0) as usize)
-}
 
 // ----- quickcheck generators ------------------------------------------------
 

@@ -11,22 +11,24 @@ use stateright::{Checker, Model};
 /// it; every "always" property is checked in every state up to here.
 const CI_DEPTH: usize = 10;
 
-fn check_clean(config: ModelConfig) {
-    let checker =
-        model(config.clone()).checker().threads(2).target_max_depth(stateright_depth(CI_DEPTH)).spawn_bfs().join();
-    println!("{config:?}: {} states, {} unique", checker.state_count(), checker.unique_state_count());
-    for name in [
-        "election safety",
-        "log matching",
-        "leader completeness",
-        "state machine safety",
-        "exactly once",
-        "linearizable",
-    ] {
+/// The "always" properties of `raftkv_models::model`.
+const ALWAYS: [&str; 6] =
+    ["election safety", "log matching", "leader completeness", "state machine safety", "exactly once", "linearizable"];
+
+/// Panics with the counterexample if any "always" property was violated.
+fn assert_no_violation(checker: &impl Checker<RaftModel>) {
+    for name in ALWAYS {
         if let Some(path) = checker.discovery(name) {
             panic!("{name} violated:\n{path}");
         }
     }
+}
+
+fn check_clean(config: ModelConfig) {
+    let checker =
+        model(config.clone()).checker().threads(2).target_max_depth(stateright_depth(CI_DEPTH)).spawn_bfs().join();
+    println!("{config:?}: {} states, {} unique", checker.state_count(), checker.unique_state_count());
+    assert_no_violation(&checker);
     assert!(checker.discovery("leader elected").is_some(), "no leader in {CI_DEPTH} steps: the model is vacuous");
     assert!(checker.unique_state_count() > 10_000, "suspiciously few states");
 }
@@ -140,18 +142,7 @@ fn random_walks_reach_every_sometimes_property() {
         .spawn_simulation(7, MostlyDeliver)
         .join();
     println!("simulation: {} states visited", checker.state_count());
-    for name in [
-        "election safety",
-        "log matching",
-        "leader completeness",
-        "state machine safety",
-        "exactly once",
-        "linearizable",
-    ] {
-        if let Some(path) = checker.discovery(name) {
-            panic!("{name} violated:\n{path}");
-        }
-    }
+    assert_no_violation(&checker);
     for name in sometimes {
         let path = checker.discovery(name).unwrap_or_else(|| panic!("random walks never reached {name:?}"));
         // The checker keeps the last walk in which the property held; say
