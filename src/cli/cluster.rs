@@ -234,13 +234,7 @@ async fn smoke(clients: &[SocketAddr]) -> Result<(), String> {
 /// SIGTERM, or a child dying. Returns why, if it is an error.
 async fn wait_for_exit(children: &mut Children) -> Option<String> {
     let mut every = tokio::time::interval(Duration::from_millis(200));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(t) => drop(t.recv().await),
-            None => std::future::pending::<()>().await,
-        }
-    };
+    let terminated = super::sigterm();
     tokio::pin!(terminated);
     loop {
         tokio::select! {

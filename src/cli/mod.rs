@@ -38,6 +38,15 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
+/// Resolves when the process receives SIGTERM (never, if the handler could
+/// not be installed).
+pub async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => drop(term.recv().await),
+        Err(_) => std::future::pending().await,
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime")
 }

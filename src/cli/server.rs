@@ -43,15 +43,6 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
 /// the end-to-end tests) closes it by dying, however it dies, so no server
 /// outlives it.
 async fn wait_for_stop(server: &Server, exit_with_parent: bool) -> &'static str {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
     let failed = async {
         let mut every = tokio::time::interval(Duration::from_millis(100));
         while !server.handle().is_stopped() {
@@ -73,7 +64,7 @@ async fn wait_for_stop(server: &Server, exit_with_parent: bool) -> &'static str 
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "interrupted",
         _ = orphaned => "the launching process is gone",
-        _ = terminated => "terminated",
+        _ = super::sigterm() => "terminated",
         _ = failed => "the node stopped",
     }
 }
