@@ -2,7 +2,7 @@
 //! follows leader redirects and retries with the same `(client, seq)`.
 
 use raftkv::kv::Op;
-use raftkv::server::client::RemoteClerk;
+use raftkv::server::client::{random_client_id, RemoteClerk};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +15,7 @@ pub fn run(servers: Vec<SocketAddr>, op: Op, timeout: Duration) -> ExitCode {
     let is_get = matches!(op, Op::Get { .. });
     let runtime = super::runtime();
     let result = runtime.block_on(async move {
-        let mut clerk = RemoteClerk::new(super::random_client_id(), servers, 0, Duration::from_secs(1));
+        let mut clerk = RemoteClerk::new(random_client_id(), servers, 0, Duration::from_secs(1));
         clerk.run(op, tokio::time::Instant::now() + timeout).await
     });
     match result {

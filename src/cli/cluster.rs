@@ -3,7 +3,7 @@
 //! `raftkv server` with its own data directory and log file.
 
 use raftkv::kv::Op;
-use raftkv::server::client::RemoteClerk;
+use raftkv::server::client::{random_client_id, RemoteClerk};
 use raftkv::server::config::ClusterConfig;
 use raftkv::server::tempdir::TempDir;
 use std::net::SocketAddr;
@@ -195,7 +195,7 @@ impl Drop for Children {
 /// follows redirects), or a node dies, or 30 s pass.
 async fn wait_until_serving(clients: &[SocketAddr], children: &mut Children) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut clerk = RemoteClerk::new(super::random_client_id(), clients.to_vec(), 0, Duration::from_millis(500));
+    let mut clerk = RemoteClerk::new(random_client_id(), clients.to_vec(), 0, Duration::from_millis(500));
     loop {
         if let Some(exit) = children.exited() {
             return Err(exit);
@@ -214,13 +214,12 @@ async fn wait_until_serving(clients: &[SocketAddr], children: &mut Children) -> 
 async fn smoke(clients: &[SocketAddr]) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for first in 0..clients.len() {
-        let mut clerk =
-            RemoteClerk::new(super::random_client_id(), clients.to_vec(), first as u8, Duration::from_secs(1));
+        let mut clerk = RemoteClerk::new(random_client_id(), clients.to_vec(), first as u8, Duration::from_secs(1));
         let value = format!("written-via-node-{first}");
         clerk.run(Op::Put { key: "smoke".into(), value: value.clone() }, deadline).await.map_err(|e| e.to_string())?;
         for reader in 0..clients.len() {
             let mut clerk =
-                RemoteClerk::new(super::random_client_id(), clients.to_vec(), reader as u8, Duration::from_secs(1));
+                RemoteClerk::new(random_client_id(), clients.to_vec(), reader as u8, Duration::from_secs(1));
             let got = clerk.run(Op::Get { key: "smoke".into() }, deadline).await.map_err(|e| e.to_string())?;
             if got != value {
                 return Err(format!("read {got:?} through node {reader} after writing {value:?}"));

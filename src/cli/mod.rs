@@ -11,8 +11,6 @@ pub mod server;
 pub mod sim;
 
 use clap::ValueEnum;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Shape {
@@ -49,12 +47,4 @@ pub async fn sigterm() {
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime")
-}
-
-/// A random client id for a clerk session (below 2^63: the upper half is
-/// for ids servers assign).
-pub fn random_client_id() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(std::process::id().into());
-    h.finish() >> 1
 }

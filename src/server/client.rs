@@ -448,6 +448,18 @@ impl fmt::Debug for RemoteClerk {
     }
 }
 
+/// A fresh random client id for a clerk session: 63 bits from the OS's
+/// randomness (through `RandomState`'s seed), below
+/// [`SERVER_ASSIGNED_CLIENT_BIT`](super::resp::SERVER_ASSIGNED_CLIENT_BIT),
+/// so that sessions of different runs and processes never collide. Servers
+/// set that bit on the ones they assign.
+pub fn random_client_id() -> ClientId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish() >> 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,13 +16,12 @@
 //! restarted server must never hand out a client id whose old session's
 //! replies the state machine still remembers.
 
+use super::client::random_client_id;
 use super::config::ClusterConfig;
 use super::node::{NodeHandle, SubmitError};
 use super::resp::{ClientCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT};
 use crate::kv::{ClientId, Command, Response, ServiceError};
 use bytes::BytesMut;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,11 +151,9 @@ struct Session {
 
 impl Session {
     fn new() -> Session {
-        // A fresh random 63-bit id per connection (RandomState is seeded
-        // from the OS); the top bit marks it as server-assigned.
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(0);
-        Session { bound: None, own_client: SERVER_ASSIGNED_CLIENT_BIT | h.finish(), own_seq: 0 }
+        // A fresh random id per connection; the top bit marks it as
+        // server-assigned.
+        Session { bound: None, own_client: SERVER_ASSIGNED_CLIENT_BIT | random_client_id(), own_seq: 0 }
     }
 
     fn next(&mut self) -> (ClientId, u64) {
