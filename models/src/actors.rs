@@ -8,6 +8,7 @@ use raftkv::raft::{Entry, Envelope, HardState, NodeId, Persist, Role};
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 /// Everything that travels between actors.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,10 +33,19 @@ pub enum ModelTimer {
 /// Exactly what a server makes durable: its hard state and log. A crash
 /// keeps only this; a recovered server restarts from it. (For a client, its
 /// whole state, so that a client "crash" is only a pause.)
+///
+/// Behind an `Arc`: stateright clones every storage with every state it
+/// queues, and most steps leave it unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Durable {
-    Server { hard: HardState, log: Vec<Entry<Command>> },
-    Client(ClientState),
+    Server(Arc<DurableServer>),
+    Client(Arc<ClientState>),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DurableServer {
+    pub hard: HardState,
+    pub log: Vec<Entry<Command>>,
 }
 
 // Stateright keeps each actor state behind an `Arc`; the size gap between a
@@ -43,12 +53,12 @@ pub enum Durable {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ActorState {
-    /// The replica, plus a copy of what it has made durable (kept in the
-    /// state because an actor can only read its storage when it starts).
+    /// The replica, plus what it has made durable (shared with its
+    /// storage; kept here because an actor reads its storage only when it
+    /// starts).
     Server {
         server: KvServer,
-        hard: HardState,
-        log: Vec<Entry<Command>>,
+        durable: Arc<DurableServer>,
     },
     Client(ClientState),
 }
@@ -76,20 +86,21 @@ impl Actor for ModelActor {
     fn on_start(&self, _id: Id, storage: &Option<Durable>, o: &mut Out<Self>) -> ActorState {
         match self {
             ModelActor::Server { config, .. } => {
-                let (hard, log) = match storage {
-                    Some(Durable::Server { hard, log }) => (*hard, log.clone()),
-                    _ => (HardState::default(), Vec::new()),
+                let durable = match storage {
+                    Some(Durable::Server(durable)) => durable.clone(),
+                    _ => Arc::default(),
                 };
                 o.set_timer(ModelTimer::Election, model_timeout());
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
-                ActorState::Server { server: KvServer::restart(config.clone(), hard, log.clone()), hard, log }
+                let server = KvServer::restart(config.clone(), durable.hard, durable.log.clone());
+                ActorState::Server { server, durable }
             }
             ModelActor::Client { client, servers, .. } => {
                 if let Some(Durable::Client(state)) = storage {
                     if state.clerk.pending().is_some() {
                         o.set_timer(ModelTimer::Retry, model_timeout());
                     }
-                    return ActorState::Client(state.clone());
+                    return ActorState::Client((**state).clone());
                 }
                 let mut state = ClientState { clerk: Clerk::new(*client, *servers, 0), next: 0 };
                 self.start_next(&mut state, o);
@@ -167,7 +178,7 @@ impl ModelActor {
             }
             None => {}
         }
-        o.save(Durable::Client(state.clone()));
+        o.save(Durable::Client(Arc::new(state.clone())));
     }
 }
 
@@ -203,10 +214,11 @@ fn server_step(
     o: &mut Out<ModelActor>,
     mut observe: impl FnMut(&ServerOutput),
 ) {
-    let ActorState::Server { server, hard, log } = state.to_mut() else { return };
+    let ActorState::Server { server, durable } = state.to_mut() else { return };
     let mut wrote = false;
     let out = server
         .step(input, |p: &Persist<Command>| {
+            let DurableServer { hard, log } = Arc::make_mut(durable);
             if let Some(h) = p.hard_state {
                 *hard = h;
             }
@@ -219,7 +231,7 @@ fn server_step(
         })
         .unwrap_or_else(|never| match never {});
     if wrote {
-        o.save(Durable::Server { hard: *hard, log: log.clone() });
+        o.save(Durable::Server(durable.clone()));
     }
     observe(&out);
     for envelope in out.messages {

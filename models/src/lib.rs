@@ -27,6 +27,9 @@
 
 pub mod actors;
 pub mod history;
+pub mod schedule;
+pub mod shrink;
+pub mod walks;
 
 use actors::{ActorState, ModelActor};
 use history::ModelHistory;
@@ -57,6 +60,10 @@ pub struct ModelConfig {
     /// States with more messages in flight are not explored (a leader's
     /// heartbeat timer could otherwise fill the network without end).
     pub max_in_flight: usize,
+    /// At most this many entries per AppendEntries. 1 lets a leader
+    /// replicate an old entry without the new ones after it, which is the
+    /// schedule of Raft Figure 8 (bug (a)).
+    pub max_batch: usize,
     pub bugs: InjectedBugs,
 }
 
@@ -73,6 +80,7 @@ impl ModelConfig {
             max_term: 2,
             max_log: 3,
             max_in_flight: 6,
+            max_batch: 64,
             bugs: InjectedBugs::default(),
         }
     }
@@ -94,6 +102,7 @@ impl ModelConfig {
         raft.election_ticks = 3;
         raft.heartbeat_ticks = 1;
         raft.election_jitter = false;
+        raft.max_batch_entries = self.max_batch;
         raft.bugs = self.bugs;
         let mut config = ServerConfig::new(raft);
         config.read_path = self.read_path;

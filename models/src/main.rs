@@ -1,12 +1,17 @@
 //! `cargo run --release -p raftkv-models -- check …` model-checks raftkv;
-//! `… -- explore` serves the Stateright Explorer on the same model.
+//! `… -- walk` takes seeded random walks through it, `… -- replay` steps
+//! through a hand-written schedule, and `… -- explore` serves the
+//! Stateright Explorer on the same model.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use raftkv::kv::ReadPath;
 use raftkv::raft::InjectedBugs;
+use raftkv_models::schedule::{replay, FIGURE_8};
+use raftkv_models::shrink::shrink;
+use raftkv_models::walks::MostlyDeliver;
 use raftkv_models::{model, ModelConfig, RaftModel};
 use stateright::report::WriteReporter;
-use stateright::{Checker, Model};
+use stateright::{Checker, Expectation, Model, Path};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -35,6 +40,38 @@ enum Command {
         /// Depth-first instead of breadth-first (less memory, longer paths).
         #[arg(long)]
         dfs: bool,
+    },
+    /// Seeded random walks through the model (stateright's simulation
+    /// checker), for depths exhaustive search cannot reach. A violated
+    /// property's walk is shrunk to a 1-minimal counterexample.
+    Walk {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Stop after visiting this many states.
+        #[arg(long, default_value_t = 1_000_000)]
+        states: usize,
+        /// Longest walk, in actions.
+        #[arg(long, default_value_t = 150)]
+        max_actions: usize,
+        /// Cut links between servers now and then, as a nemesis would.
+        #[arg(long)]
+        partitions: bool,
+        /// More than one thread makes runs irreproducible.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+    /// Replay a hand-written schedule and report every property at its end.
+    /// Words: `T<n>` election timeout, `H<n>` heartbeat, `D<from><to>`
+    /// deliver, `C<n>` crash, `R<n>` recover. `figure-8` is the built-in
+    /// Raft Figure 8 schedule (needs `--clients 0 --ordered --max-batch 1
+    /// --max-in-flight 12 --max-term 4 --max-log 2`).
+    Replay {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        schedule: String,
     },
     /// Serve the Stateright Explorer web UI on the model.
     Explore {
@@ -67,6 +104,9 @@ struct ModelArgs {
     max_log: usize,
     #[arg(long, default_value_t = 6)]
     max_in_flight: usize,
+    /// Entries per AppendEntries (1 reaches Raft Figure 8's schedule).
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
     /// Switch on a known Raft bug.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(InjectedBugs::NAMES))]
     bug: Option<String>,
@@ -93,6 +133,7 @@ impl ModelArgs {
             max_term: self.max_term,
             max_log: self.max_log,
             max_in_flight: self.max_in_flight,
+            max_batch: self.max_batch,
             bugs: self.bug.as_deref().and_then(InjectedBugs::only).unwrap_or_default(),
         }
     }
@@ -114,9 +155,63 @@ fn main() {
             let mut stdout = std::io::stdout();
             let mut reporter = WriteReporter::new(&mut stdout);
             if dfs {
-                summarize(builder.spawn_dfs().join_and_report(&mut reporter), started);
+                summarize(&builder.spawn_dfs().join_and_report(&mut reporter), started);
             } else {
-                summarize(builder.spawn_bfs().join_and_report(&mut reporter), started);
+                summarize(&builder.spawn_bfs().join_and_report(&mut reporter), started);
+            }
+        }
+        Command::Walk { model: args, seed, states, max_actions, partitions, threads } => {
+            let config = args.config();
+            println!("walking {config:?}");
+            let mut chooser = MostlyDeliver::new(model(config.clone()));
+            if partitions {
+                chooser = chooser.with_partitions();
+            }
+            let started = Instant::now();
+            let checker = model(config.clone())
+                .checker()
+                .threads(threads)
+                .target_max_depth(raftkv_models::stateright_depth(max_actions))
+                .target_state_count(states)
+                .finish_when(stateright::HasDiscoveries::AnyFailures)
+                .spawn_simulation(seed, chooser);
+            let checker = checker.join_and_report(&mut WriteReporter::new(&mut std::io::stdout()));
+            summarize(&checker, started);
+            let m = model(config);
+            for p in m.properties() {
+                if matches!(p.expectation, Expectation::Always) {
+                    if let Some(walk) = checker.discovery(p.name) {
+                        let small = shrink(&m, &walk.into_actions(), |s| !(p.condition)(&m, s));
+                        let path = Path::from_actions(&m, m.init_states().remove(0), &small).expect("replays");
+                        println!("{} counterexample shrunk to {} actions:\n{path}", p.name, small.len());
+                    }
+                }
+            }
+        }
+        Command::Replay { model: args, schedule } => {
+            let m = model(args.config());
+            let text = if schedule == "figure-8" { FIGURE_8 } else { schedule.as_str() };
+            let path = match replay(&m, text) {
+                Ok(path) => path,
+                Err((why, path)) => {
+                    println!("{path}");
+                    eprintln!("error: {why}");
+                    std::process::exit(2);
+                }
+            };
+            let states = path.clone().into_states();
+            println!("{path}");
+            for p in m.properties() {
+                let at = states.iter().position(|s| (p.condition)(&m, s));
+                let verdict = match (p.expectation, at) {
+                    (Expectation::Always, _) => match states.iter().position(|s| !(p.condition)(&m, s)) {
+                        Some(i) => format!("always: VIOLATED after {i} actions"),
+                        None => "always: holds".into(),
+                    },
+                    (_, Some(i)) => format!("sometimes: holds after {i} actions"),
+                    (_, None) => "sometimes: not reached".into(),
+                };
+                println!("  {:<36} {verdict}", p.name);
             }
         }
         Command::Explore { model: args, addr } => {
@@ -126,7 +221,7 @@ fn main() {
     }
 }
 
-fn summarize(checker: impl Checker<RaftModel>, started: Instant) {
+fn summarize(checker: &impl Checker<RaftModel>, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "done: {} states, {} unique, max depth {}, {:.1} s, {:.0} states/s",
@@ -138,7 +233,7 @@ fn summarize(checker: impl Checker<RaftModel>, started: Instant) {
     );
     for p in checker.model().properties() {
         let found = checker.discovery(p.name).is_some();
-        let sometimes = matches!(p.expectation, stateright::Expectation::Sometimes);
+        let sometimes = matches!(p.expectation, Expectation::Sometimes);
         let verdict = match (sometimes, found) {
             (true, true) => "sometimes: example found",
             (true, false) => "sometimes: NOT FOUND",

@@ -1,0 +1,64 @@
+//! Shrinking a counterexample: a random walk that breaks a property is
+//! typically 60 to 140 actions long, most of them irrelevant (heartbeats,
+//! stale messages, elections that lead nowhere). [`shrink`] deletes
+//! actions while the shortened schedule still replays and still breaks the
+//! property (delta debugging: chunks of halving size, then single actions),
+//! and cuts the schedule at the first broken state. The result is
+//! 1-minimal, no single action can be removed, though not necessarily the
+//! shortest counterexample; only exhaustive search proves that.
+
+use crate::schedule::Action;
+use crate::{RaftModel, RaftState};
+use stateright::Model;
+
+/// The shortest prefix of `actions`, replayed from the initial state, that
+/// reaches a state where `broken` holds: its length, or `None` if no state
+/// on the way is broken or some action is not possible where it comes.
+fn breaks_after(model: &RaftModel, actions: &[Action], broken: &impl Fn(&RaftState) -> bool) -> Option<usize> {
+    let mut state = model.init_states().remove(0);
+    if broken(&state) {
+        return Some(0);
+    }
+    let mut possible = Vec::new();
+    for (i, action) in actions.iter().enumerate() {
+        possible.clear();
+        model.actions(&state, &mut possible);
+        if !possible.contains(action) {
+            return None;
+        }
+        state = model.next_state(&state, action.clone())?;
+        if broken(&state) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// A 1-minimal sub-schedule of `actions` that still breaks; `actions`
+/// itself (cut at its first broken state) must.
+pub fn shrink(model: &RaftModel, actions: &[Action], broken: impl Fn(&RaftState) -> bool) -> Vec<Action> {
+    let n = breaks_after(model, actions, &broken).expect("the schedule to shrink must break the property");
+    let mut best = actions[..n].to_vec();
+    let mut chunk = (best.len() / 2).max(1);
+    loop {
+        let mut removed = false;
+        let mut at = 0;
+        while at < best.len() {
+            let end = (at + chunk).min(best.len());
+            let candidate: Vec<Action> = best[..at].iter().chain(&best[end..]).cloned().collect();
+            match breaks_after(model, &candidate, &broken) {
+                Some(n) => {
+                    best = candidate[..n].to_vec();
+                    removed = true;
+                }
+                None => at += chunk,
+            }
+        }
+        if chunk == 1 && !removed {
+            return best;
+        }
+        if !removed {
+            chunk = (chunk / 2).max(1);
+        }
+    }
+}
