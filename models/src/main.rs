@@ -10,8 +10,9 @@ use raftkv_models::schedule::{replay, FIGURE_8};
 use raftkv_models::shrink::shrink;
 use raftkv_models::walks::MostlyDeliver;
 use raftkv_models::{model, ModelConfig, RaftModel};
-use stateright::report::WriteReporter;
+use stateright::report::{ReportData, ReportDiscovery, Reporter, WriteReporter};
 use stateright::{Checker, Expectation, Model, Path};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -152,8 +153,7 @@ fn main() {
                 builder = builder.finish_when(stateright::HasDiscoveries::AnyFailures);
             }
             let started = Instant::now();
-            let mut stdout = std::io::stdout();
-            let mut reporter = WriteReporter::new(&mut stdout);
+            let mut reporter = Progress::default();
             if dfs {
                 summarize(&builder.spawn_dfs().join_and_report(&mut reporter), started);
             } else {
@@ -175,7 +175,7 @@ fn main() {
                 .target_state_count(states)
                 .finish_when(stateright::HasDiscoveries::AnyFailures)
                 .spawn_simulation(seed, chooser);
-            let checker = checker.join_and_report(&mut WriteReporter::new(&mut std::io::stdout()));
+            let checker = checker.join_and_report(&mut Progress::default());
             summarize(&checker, started);
             let m = model(config);
             for p in m.properties() {
@@ -221,15 +221,70 @@ fn main() {
     }
 }
 
+/// Progress lines with the rate and memory, and stateright's own report
+/// of the discoveries.
+#[derive(Default)]
+struct Progress {
+    last: Option<(Instant, usize)>,
+}
+
+impl Reporter<RaftModel> for Progress {
+    fn report_checking(&mut self, data: ReportData) {
+        if data.done {
+            return; // `summarize` prints the totals
+        }
+        let now = Instant::now();
+        let rate = match self.last {
+            Some((at, states)) => (data.total_states - states) as f64 / now.duration_since(at).as_secs_f64().max(1e-9),
+            None => data.total_states as f64 / data.duration.as_secs_f64().max(1e-9),
+        };
+        self.last = Some((now, data.total_states));
+        println!(
+            "{:>6.0} s: {} states, {} unique, {} actions deep, {:.0} states/s, {}",
+            data.duration.as_secs_f64(),
+            data.total_states,
+            data.unique_states,
+            data.max_depth.saturating_sub(1),
+            rate,
+            memory("VmRSS", "RSS"),
+        );
+    }
+
+    fn report_discoveries(
+        &mut self,
+        model: &RaftModel,
+        discoveries: BTreeMap<&'static str, ReportDiscovery<RaftModel>>,
+    ) {
+        WriteReporter::new(&mut std::io::stdout()).report_discoveries(model, discoveries);
+    }
+}
+
+/// This process's memory from `/proc/self/status` (`VmRSS` now, `VmHWM`
+/// peak), for the progress lines and the summary; Linux only.
+fn memory(field: &str, label: &str) -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix(" kB")?.parse::<u64>().ok());
+    match kb {
+        Some(kb) => format!("{label} {:.2} GB", kb as f64 / 1e6),
+        None => format!("{label} unknown"),
+    }
+}
+
 fn summarize(checker: &impl Checker<RaftModel>, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "done: {} states, {} unique, max depth {}, {:.1} s, {:.0} states/s",
+        "done: {} states, {} unique, {} actions deep, {:.1} s, {:.0} states/s, {}",
         checker.state_count(),
         checker.unique_state_count(),
-        checker.max_depth(),
+        // Stateright counts the initial state as depth 1. A depth-bounded
+        // check generates states one action beyond --depth without checking
+        // them (see `stateright_depth`).
+        checker.max_depth().saturating_sub(1),
         secs,
-        checker.state_count() as f64 / secs.max(1e-9)
+        checker.state_count() as f64 / secs.max(1e-9),
+        memory("VmHWM", "peak RSS"),
     );
     for p in checker.model().properties() {
         let found = checker.discovery(p.name).is_some();
