@@ -29,6 +29,7 @@ pub mod actors;
 pub mod history;
 pub mod schedule;
 pub mod shrink;
+pub mod symmetry;
 pub mod walks;
 
 use actors::{ActorState, ModelActor};

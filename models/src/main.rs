@@ -41,6 +41,10 @@ enum Command {
         /// Depth-first instead of breadth-first (less memory, longer paths).
         #[arg(long)]
         dfs: bool,
+        /// Visit one state per renumbering of the servers (DFS only, and
+        /// only without clients, whose retry order breaks the symmetry).
+        #[arg(long)]
+        symmetry: bool,
     },
     /// Seeded random walks through the model (stateright's simulation
     /// checker), for depths exhaustive search cannot reach. A violated
@@ -142,10 +146,17 @@ impl ModelArgs {
 
 fn main() {
     match Cli::parse().command {
-        Command::Check { model: args, depth, threads, dfs, first_failure } => {
+        Command::Check { model: args, depth, threads, dfs, first_failure, symmetry } => {
             let config = args.config();
+            if symmetry && !(dfs && config.clients == 0) {
+                eprintln!("error: --symmetry needs --dfs (stateright reduces symmetry only there) and --clients 0");
+                std::process::exit(2);
+            }
             println!("checking {config:?}");
             let mut builder = model(config).checker().threads(threads);
+            if symmetry {
+                builder = builder.symmetry_fn(raftkv_models::symmetry::representative);
+            }
             if let Some(d) = depth {
                 builder = builder.target_max_depth(raftkv_models::stateright_depth(d));
             }

@@ -5,7 +5,8 @@
 
 use super::{ClientId, Command, KvMachine, Op, Request, Response, ServiceError};
 use crate::raft::{
-    Config, Entry, Envelope, HardState, Input, LogIndex, Payload, Persist, RaftNode, ReadId, Ready, Refusal, Term,
+    Config, Entry, Envelope, HardState, Input, LogIndex, NodeId, Payload, Persist, RaftNode, ReadId, Ready, Refusal,
+    Term,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -101,6 +102,16 @@ impl KvServer {
             confirmed_reads: Vec::new(),
             next_read_id: 0,
         }
+    }
+
+    /// The same replica in a cluster whose servers are numbered
+    /// differently (see [`RaftNode::renumbered`]); its waiting clients are
+    /// not servers and keep their ids.
+    pub fn renumbered(&self, new_id: impl Fn(NodeId) -> NodeId) -> KvServer {
+        let mut server = self.clone();
+        server.config.raft.id = new_id(self.config.raft.id);
+        server.node = self.node.renumbered(new_id);
+        server
     }
 
     pub fn node(&self) -> &RaftNode<Command> {

@@ -6,7 +6,7 @@ use super::progress::{quorum_value, Mode, Progress};
 use super::ready::{Actions, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 use super::types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term, TERM_MAX};
 use crate::rng::Rng;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// One Raft server: PreVote, CheckQuorum, pipelined and batched replication,
 /// fast log backtracking, a no-op on election and ReadIndex reads.
@@ -78,7 +78,7 @@ impl<C: Clone> RaftNode<C> {
         if let Err(e) = config.validate() {
             panic!("invalid raft config: {e}");
         }
-        let mut rng = Rng::new(config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9));
+        let mut rng = node_rng(&config);
         let election_timeout = election_timeout(&mut rng, &config);
         RaftNode {
             rng,
@@ -113,6 +113,48 @@ impl<C: Clone> RaftNode<C> {
         }
         self.check_invariants();
         self.take_ready(proposed)
+    }
+
+    /// The same node in a cluster whose servers are numbered differently:
+    /// every node id it holds (its own, its vote, its leader, its per-peer
+    /// progress and vote tallies, its unsent messages) goes through
+    /// `new_id`, which must be a permutation of `0..members`. Renumbering
+    /// every server of a cluster alike gives an equivalent cluster, which
+    /// is what a model checker's symmetry reduction needs; nothing else
+    /// calls it. Only without election jitter: the id seeds the RNG, so with
+    /// jitter, servers differ by more than their numbers.
+    pub fn renumbered(&self, new_id: impl Fn(NodeId) -> NodeId) -> RaftNode<C> {
+        assert!(!self.config.election_jitter, "renumbering needs election_jitter off");
+        let members = usize::from(self.config.members);
+        let new_index = |id: usize| usize::from(new_id(id as NodeId));
+        debug_assert!(
+            (0..members).all(|id| new_index(id) < members)
+                && (0..members).map(new_index).collect::<BTreeSet<_>>().len() == members,
+            "not a permutation of the members"
+        );
+        let bits =
+            |mask: u16| (0..members).filter(|&id| mask & (1 << id) != 0).fold(0u16, |m, id| m | 1 << new_index(id));
+        let mut node = self.clone();
+        node.config.id = new_id(self.config.id);
+        node.rng = node_rng(&node.config); // never drawn from without jitter
+        node.hard.voted_for = self.hard.voted_for.map(&new_id);
+        node.persisted_hard.voted_for = self.persisted_hard.voted_for.map(&new_id);
+        node.leader = self.leader.map(&new_id);
+        node.granted = bits(self.granted);
+        node.refused = bits(self.refused);
+        for (id, progress) in self.progress.iter().enumerate() {
+            node.progress[new_index(id)] = progress.clone();
+        }
+        for envelope in &mut node.out.messages {
+            envelope.from = new_id(envelope.from);
+            envelope.to = new_id(envelope.to);
+        }
+        for (_, result) in &mut node.out.reads {
+            if let Err(Refusal::NotLeader { leader }) = result {
+                *leader = leader.map(&new_id);
+            }
+        }
+        node
     }
 
     // ----- getters -------------------------------------------------------
@@ -547,13 +589,16 @@ impl<C: Clone> RaftNode<C> {
             }
             pr.match_at_heartbeat = pr.match_index;
         }
+        // The current round, not a new one: an echo of a round proves we
+        // still led after it began, however late the echo was sent. So the
+        // round only moves when a read arrives, and an idle leader's state
+        // stays finite (a model checker relies on that).
         self.broadcast_read_round();
     }
 
-    /// Starts a new read round: every heartbeat carries it and a quorum of
-    /// echoes proves we still led after the round began.
+    /// Sends the current read round to every peer: a quorum of echoes
+    /// proves we still led after the round began.
     fn broadcast_read_round(&mut self) {
-        self.read_round += 1;
         let (term, round) = (self.hard.term, self.read_round);
         let commits: Vec<LogIndex> = self.progress.iter().map(|p| p.match_index.min(self.commit)).collect();
         self.broadcast(|peer| Message::Heartbeat { term, commit: commits[usize::from(peer)], read_round: round });
@@ -630,6 +675,7 @@ impl<C: Clone> RaftNode<C> {
         } else {
             // Any message sent from now on carries the new round; a quorum
             // echoing it proves no newer leader existed when the read arrived.
+            self.read_round += 1;
             self.broadcast_read_round();
             self.pending_reads.push_back((id, self.read_round));
         }
@@ -724,6 +770,12 @@ impl<C: Clone> RaftNode<C> {
             assert_eq!(self.hard.voted_for, Some(self.config.id));
         }
     }
+}
+
+/// The node's own RNG, seeded from the config's seed and its id, so that
+/// nodes of one cluster draw different timeouts.
+fn node_rng(config: &Config) -> Rng {
+    Rng::new(config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9))
 }
 
 fn election_timeout(rng: &mut Rng, config: &Config) -> u32 {
