@@ -120,6 +120,7 @@ pub fn stateright_depth(actions: usize) -> usize {
 
 pub type RaftModel = ActorModel<ModelActor, ModelConfig, ModelHistory>;
 pub type RaftState = ActorModelState<ModelActor, ModelHistory>;
+pub type RaftAction = <RaftModel as stateright::Model>::Action;
 
 /// The model for `config`, with all its properties.
 pub fn model(config: ModelConfig) -> RaftModel {

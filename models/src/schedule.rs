@@ -10,18 +10,16 @@
 //! |---|---|
 //! | `T3` | server 3's election timer fires |
 //! | `H3` | server 3's heartbeat timer fires |
-//! | `D31` | a message from actor 3 to actor 1 is delivered (on an ordered network, the oldest) |
+//! | `D31` | a message from actor 3 to actor 1 is delivered (on an ordered network, the oldest; otherwise the first the model offers) |
 //! | `C3` / `R3` | actor 3 crashes / recovers |
 //!
 //! Actor ids: servers are `0..servers`, clients follow.
 
 use crate::actors::ModelTimer;
-use crate::{ModelConfig, RaftModel, RaftState};
+use crate::{ModelConfig, RaftAction as Action, RaftModel, RaftState};
 use raftkv::raft::InjectedBugs;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Model, Path};
-
-pub type Action = <RaftModel as Model>::Action;
 
 /// Raft Figure 8 on three servers, for bug (a) `commit_previous_term`
 /// (run it with `max_batch = 1`, no clients, an ordered network and at
@@ -75,7 +73,9 @@ pub fn replay(model: &RaftModel, schedule: &str) -> Result<Path<RaftState, Actio
         };
         let mut possible = Vec::new();
         model.actions(&state, &mut possible);
-        let next = possible.into_iter().find(|a| want.matches(a)).and_then(|a| {
+        // The first matching action the model does not ignore (on an
+        // unordered network, several messages may match `D<a><b>`).
+        let next = possible.into_iter().filter(|a| want.matches(a)).find_map(|a| {
             let next = model.next_state(&state, a.clone())?;
             Some((a, next))
         });

@@ -7,8 +7,7 @@
 //! 1-minimal, no single action can be removed, though not necessarily the
 //! shortest counterexample; only exhaustive search proves that.
 
-use crate::schedule::Action;
-use crate::{RaftModel, RaftState};
+use crate::{RaftAction as Action, RaftModel, RaftState};
 use stateright::Model;
 
 /// The shortest prefix of `actions`, replayed from the initial state, that

@@ -16,7 +16,7 @@
 //! are common once servers may crash. Checking `next_state` here costs one
 //! extra step per action and makes every recorded index exact.
 
-use crate::{RaftModel, RaftState};
+use crate::{RaftAction as Action, RaftModel, RaftState};
 use raftkv::rng::Rng;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Chooser, Model};
@@ -60,14 +60,13 @@ impl MostlyDeliver {
     }
 }
 
-type Action = <RaftModel as Model>::Action;
-
 /// One walk's chooser state.
 pub struct Walk {
     rng: Rng,
     partitions: bool,
-    /// Bit `src * 16 + dst` set: the link from server `src` to `dst` is cut.
-    cut: u128,
+    /// Bit `src * 8 + dst` set: the link from server `src` to `dst` is cut
+    /// (servers `0..8`; links to and from clients are never cut).
+    cut: u64,
     /// Actions until the cut links are drawn again.
     until_redraw: u64,
 }
