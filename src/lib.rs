@@ -5,8 +5,8 @@
 //! outputs) that do no I/O, read no clock, spawn no thread and draw no
 //! randomness they were not seeded with. [`kv::KvServer`] glues a Raft node
 //! to a KV machine, still purely. The same code runs in the deterministic
-//! simulator ([`sim`]), the fuzzers, the Stateright models and (later) the
-//! real server.
+//! simulator ([`sim`]), the fuzzers, the Stateright models and the real
+//! server ([`server`]).
 //!
 //! [`lincheck`] decides whether a recorded client history is linearizable
 //! against the sequential key/value specification.
@@ -21,6 +21,7 @@ pub mod lincheck;
 pub mod raft;
 pub mod rng;
 pub mod server;
+pub mod shrink;
 pub mod sim;
 pub mod sync;
 pub mod wire;

@@ -2,12 +2,13 @@
 //! typically 60 to 140 actions long, most of them irrelevant (heartbeats,
 //! stale messages, elections that lead nowhere). [`shrink`] deletes
 //! actions while the shortened schedule still replays and still breaks the
-//! property (delta debugging: chunks of halving size, then single actions),
-//! and cuts the schedule at the first broken state. The result is
+//! property (`raftkv::shrink::delta_debug`), and cuts the schedule at the
+//! first broken state. The result is
 //! 1-minimal, no single action can be removed, though not necessarily the
 //! shortest counterexample; only exhaustive search proves that.
 
 use crate::{RaftAction as Action, RaftModel, RaftState};
+use raftkv::shrink::{delta_debug, Trial};
 use stateright::Model;
 
 /// The shortest prefix of `actions`, replayed from the initial state, that
@@ -37,27 +38,11 @@ fn breaks_after(model: &RaftModel, actions: &[Action], broken: &impl Fn(&RaftSta
 /// itself (cut at its first broken state) must.
 pub fn shrink(model: &RaftModel, actions: &[Action], broken: impl Fn(&RaftState) -> bool) -> Vec<Action> {
     let n = breaks_after(model, actions, &broken).expect("the schedule to shrink must break the property");
-    let mut best = actions[..n].to_vec();
-    let mut chunk = (best.len() / 2).max(1);
-    loop {
-        let mut removed = false;
-        let mut at = 0;
-        while at < best.len() {
-            let end = (at + chunk).min(best.len());
-            let candidate: Vec<Action> = best[..at].iter().chain(&best[end..]).cloned().collect();
-            match breaks_after(model, &candidate, &broken) {
-                Some(n) => {
-                    best = candidate[..n].to_vec();
-                    removed = true;
-                }
-                None => at += chunk,
-            }
+    delta_debug(actions[..n].to_vec(), |mut candidate| match breaks_after(model, &candidate, &broken) {
+        Some(n) => {
+            candidate.truncate(n);
+            Trial::Fails(candidate)
         }
-        if chunk == 1 && !removed {
-            return best;
-        }
-        if !removed {
-            chunk = (chunk / 2).max(1);
-        }
-    }
+        None => Trial::Passes,
+    })
 }

@@ -2,51 +2,33 @@
 //! illegal, so a violation report names the handful of calls that matter
 //! rather than the thousands that happened around them.
 //!
-//! The method is a simplified delta debugging: try removing chunks of half
-//! the set, then quarters, ..., then single operations, keeping each removal
-//! after which the rest is still Illegal; single-operation passes repeat
-//! until one removes nothing. Removal is not monotone (dropping an Append can
-//! make a Get unexplainable, dropping a Get can make the rest legal), hence
-//! the repeated final passes. The result is 1-minimal: removing any one
+//! The method is delta debugging ([`crate::shrink::delta_debug`]), keeping
+//! each removal after which the rest is still Illegal. Removal is not
+//! monotone (dropping an Append can make a Get unexplainable, dropping a Get
+//! can make the rest legal). The result is 1-minimal: removing any one
 //! operation yields a history the checker does not call Illegal, unless the
 //! budget ran out first, in which case it is merely smaller. It is always
 //! Illegal: every accepted candidate was checked to be.
 
 use super::check::{check_key, KeyOutcome, Steps};
 use super::history::{OpKind, Operation};
+use crate::shrink::{delta_debug, Trial};
 
 /// Shrinks `ops` (one key, already known to be Illegal) within `max_steps`
 /// search steps in total. The result keeps the input order.
 pub(crate) fn minimise<'a>(ops: &[&'a Operation], max_steps: u64) -> Vec<&'a Operation> {
     let mut steps = Steps::new(max_steps);
     // Pending Gets are ignored by the checker, so they never matter.
-    let mut current: Vec<&Operation> =
-        ops.iter().copied().filter(|o| !(o.kind == OpKind::Get && o.ret.is_none())).collect();
-    let mut chunk = (current.len() / 2).max(1);
-    loop {
-        let mut removed_any = false;
-        let mut start = 0;
-        while start < current.len() {
-            let end = (start + chunk).min(current.len());
-            let candidate: Vec<&Operation> = current[..start].iter().chain(&current[end..]).copied().collect();
-            match check_key(&candidate, &mut steps) {
-                KeyOutcome::Illegal => {
-                    // Keep `start`: the next chunk has slid into place.
-                    current = candidate;
-                    removed_any = true;
-                }
-                KeyOutcome::Ok | KeyOutcome::Unknown => start = end,
-            }
-            if steps.exhausted() {
-                return current;
-            }
+    let relevant = ops.iter().copied().filter(|o| !(o.kind == OpKind::Get && o.ret.is_none())).collect();
+    delta_debug(relevant, |candidate| {
+        if steps.exhausted() {
+            return Trial::Stop;
         }
-        if chunk > 1 {
-            chunk = (chunk / 2).max(1);
-        } else if !removed_any {
-            return current;
+        match check_key(&candidate, &mut steps) {
+            KeyOutcome::Illegal => Trial::Fails(candidate),
+            KeyOutcome::Ok | KeyOutcome::Unknown => Trial::Passes,
         }
-    }
+    })
 }
 
 #[cfg(test)]
