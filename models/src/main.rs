@@ -179,7 +179,7 @@ fn main() {
                 chooser = chooser.with_partitions();
             }
             let started = Instant::now();
-            let checker = model(config.clone())
+            let checker = model(config)
                 .checker()
                 .threads(threads)
                 .target_max_depth(raftkv_models::stateright_depth(max_actions))
@@ -188,12 +188,12 @@ fn main() {
                 .spawn_simulation(seed, chooser);
             let checker = checker.join_and_report(&mut Progress::default());
             summarize(&checker, started);
-            let m = model(config);
+            let m = checker.model();
             for p in m.properties() {
                 if matches!(p.expectation, Expectation::Always) {
                     if let Some(walk) = checker.discovery(p.name) {
-                        let small = shrink(&m, &walk.into_actions(), |s| !(p.condition)(&m, s));
-                        let path = Path::from_actions(&m, m.init_states().remove(0), &small).expect("replays");
+                        let small = shrink(m, &walk.into_actions(), |s| !(p.condition)(m, s));
+                        let path = Path::from_actions(m, m.init_states().remove(0), &small).expect("replays");
                         println!("{} counterexample shrunk to {} actions:\n{path}", p.name, small.len());
                     }
                 }

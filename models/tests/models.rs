@@ -169,9 +169,9 @@ fn random_walks_reach_every_sometimes_property() {
     let config = walk_config(Default::default());
     let sometimes =
         ["leader elected", "write acknowledged", "read sees another client's write", "new leader serves a read"];
-    let m = model(config.clone());
     let started = std::time::Instant::now();
     let checker = random_walks(config, 1_000_000);
+    let m = checker.model();
     println!("simulation: {} states visited in {:.1?}", checker.state_count(), started.elapsed());
     assert_no_violation(&checker);
     for name in sometimes {
@@ -179,7 +179,7 @@ fn random_walks_reach_every_sometimes_property() {
         // The checker keeps the last walk in which the property held; say
         // where it first held in that walk.
         let holds = m.properties().into_iter().find(|p| p.name == name).expect("registered").condition;
-        let first = path.into_states().iter().position(|s| holds(&m, s)).expect("it held in this walk");
+        let first = path.into_states().iter().position(|s| holds(m, s)).expect("it held in this walk");
         println!("{name}: first holds after {first} actions of a walk");
     }
 }
@@ -200,17 +200,17 @@ fn random_walks_catch_injected_bugs() {
     for (bug, property) in cases {
         let config = walk_config(raftkv::raft::InjectedBugs::only(bug).unwrap());
         let started = std::time::Instant::now();
-        let checker = random_walks(config.clone(), 5_000_000);
+        let checker = random_walks(config, 5_000_000);
         let walk = checker.discovery(property).unwrap_or_else(|| {
             panic!("random walks did not catch {bug} as {property} in {} states", checker.state_count())
         });
         let found = started.elapsed();
-        let m = model(config);
+        let m = checker.model();
         let holds = m.properties().into_iter().find(|p| p.name == property).expect("registered").condition;
         let walk = walk.into_actions();
-        let small = shrink(&m, &walk, |s| !holds(&m, s));
-        let path = Path::from_actions(&m, m.init_states().remove(0), &small).expect("replays");
-        assert!(!holds(&m, path.last_state()), "the shrunk schedule must still break {property}");
+        let small = shrink(m, &walk, |s| !holds(m, s));
+        let path = Path::from_actions(m, m.init_states().remove(0), &small).expect("replays");
+        assert!(!holds(m, path.last_state()), "the shrunk schedule must still break {property}");
         println!(
             "{bug}: {property} broken after {} states ({found:.1?}) in a walk of {} actions, shrunk to {} \
              ({:.1?}):\n{path}",

@@ -681,6 +681,11 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 /// it never holds more than `args_max + 1`).
 fn split_inline(line: &[u8], args_max: usize) -> Result<Option<Vec<Bytes>>, RespError> {
     let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\x0b' | b'\x0c');
+    // A closing quote at `i` must end the line or be followed by a space.
+    let past_closing_quote = |i: usize| match line.get(i + 1) {
+        Some(&b) if !is_space(b) => Err(protocol("unbalanced quotes in request")),
+        _ => Ok(i + 1),
+    };
     let mut args = Vec::new();
     let mut i = 0;
     loop {
@@ -732,10 +737,7 @@ fn split_inline(line: &[u8], args_max: usize) -> Result<Option<Vec<Bytes>>, Resp
                     }
                     i += 1;
                 }
-                i += 1;
-                if i < line.len() && !is_space(line[i]) {
-                    return Err(protocol("unbalanced quotes in request"));
-                }
+                i = past_closing_quote(i)?;
             }
             b'\'' => {
                 i += 1;
@@ -752,10 +754,7 @@ fn split_inline(line: &[u8], args_max: usize) -> Result<Option<Vec<Bytes>>, Resp
                     }
                     i += 1;
                 }
-                i += 1;
-                if i < line.len() && !is_space(line[i]) {
-                    return Err(protocol("unbalanced quotes in request"));
-                }
+                i = past_closing_quote(i)?;
             }
             _ => {
                 while i < line.len() && !is_space(line[i]) {
