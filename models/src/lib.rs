@@ -8,6 +8,9 @@
 //!   keeps only that. Clients wrap [`raftkv::clerk::Clerk`] with a script.
 //! - [`history`]: what the run records for the properties.
 //! - [`model`] builds the [`ActorModel`] with its properties (below).
+//! - Beyond exhaustive bounds: [`walks`] (seeded random walks), [`guided`]
+//!   (coverage-guided search), [`schedule`] (hand-written schedules) and
+//!   [`shrink`] (1-minimal counterexamples); [`symmetry`] reduces DFS.
 //!
 //! Properties ("always" must hold in every reachable state; "sometimes"
 //! must hold in some, so that no model is vacuous):
@@ -26,6 +29,7 @@
 //! | new leader serves a read | sometimes | |
 
 pub mod actors;
+pub mod guided;
 pub mod history;
 pub mod schedule;
 pub mod shrink;
@@ -52,9 +56,8 @@ pub struct ModelConfig {
     pub read_path: ReadPath,
     /// Whether the network may lose messages.
     pub lossy: bool,
-    /// Deliver each sender→receiver channel in order (like TCP). Far fewer
-    /// interleavings than an unordered network, so deeper bounds fit.
-    pub ordered: bool,
+    /// Whether it reorders or duplicates them.
+    pub network: Delivery,
     /// States beyond these bounds are not explored.
     pub max_term: u64,
     pub max_log: usize,
@@ -77,7 +80,7 @@ impl ModelConfig {
             max_crashes: 0,
             read_path: ReadPath::ReadIndex,
             lossy: false,
-            ordered: false,
+            network: Delivery::Unordered,
             max_term: 2,
             max_log: 3,
             max_in_flight: 6,
@@ -111,6 +114,20 @@ impl ModelConfig {
     }
 }
 
+/// How the model's network delivers messages (stateright's three networks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// Any message in flight may be delivered next, once.
+    Unordered,
+    /// Each sender→receiver channel in order, once (like TCP). Far fewer
+    /// interleavings than an unordered network, so deeper bounds fit.
+    Ordered,
+    /// Any message sent may be delivered any number of times, in any order
+    /// (a retransmitting network): a delivered message stays in flight, so
+    /// `max_in_flight` bounds the distinct messages sent.
+    Duplicating,
+}
+
 /// Stateright's `target_max_depth` for "every state reached by at most
 /// `actions` actions": its depth counts the initial state as 1 and it skips
 /// states at the target depth before checking their properties.
@@ -135,7 +152,11 @@ pub fn model(config: ModelConfig) -> RaftModel {
     ActorModel::new(config.clone(), ModelHistory::default())
         .actors(server_actors)
         .actors(client_actors)
-        .init_network(if config.ordered { Network::new_ordered([]) } else { Network::new_unordered_nonduplicating([]) })
+        .init_network(match config.network {
+            Delivery::Unordered => Network::new_unordered_nonduplicating([]),
+            Delivery::Ordered => Network::new_ordered([]),
+            Delivery::Duplicating => Network::new_unordered_duplicating([]),
+        })
         .lossy_network(lossy)
         .max_crashes(config.max_crashes)
         .record_msg_out(history::record_out)

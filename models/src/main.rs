@@ -1,15 +1,17 @@
 //! `cargo run --release -p raftkv-models -- check …` model-checks raftkv;
-//! `… -- walk` takes seeded random walks through it, `… -- replay` steps
+//! `… -- walk` takes seeded random walks through it, `… -- guided` runs a
+//! coverage-guided search, `… -- replay` steps
 //! through a hand-written schedule, and `… -- explore` serves the
 //! Stateright Explorer on the same model.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use raftkv::kv::ReadPath;
 use raftkv::raft::InjectedBugs;
+use raftkv_models::guided::Guided;
 use raftkv_models::schedule::{replay, FIGURE_8};
 use raftkv_models::shrink::shrink;
 use raftkv_models::walks::MostlyDeliver;
-use raftkv_models::{model, ModelConfig, RaftModel};
+use raftkv_models::{model, Delivery, ModelConfig, RaftModel};
 use stateright::report::{ReportData, ReportDiscovery, Reporter, WriteReporter};
 use stateright::{Checker, Expectation, Model, Path};
 use std::collections::BTreeMap;
@@ -67,6 +69,25 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Coverage-guided search: keeps one state per distinct Raft state of
+    /// the servers (network left out) and walks a few random actions from
+    /// the least explored ones. Reaches schedules too deep for `check` and
+    /// too unlikely for `walk`, such as Raft Figure 8 (`--bug
+    /// commit_previous_term --clients 0 --ordered --max-batch 1
+    /// --max-in-flight 12 --max-term 4 --max-log 2`). A violation is shrunk
+    /// to a 1-minimal counterexample.
+    Guided {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop after visiting this many states.
+        #[arg(long, default_value_t = 10_000_000)]
+        states: u64,
+        /// Actions per walk from a kept state.
+        #[arg(long, default_value_t = Guided::default().walk_length)]
+        walk_length: usize,
+    },
     /// Replay a hand-written schedule and report every property at its end.
     /// Words: `T<n>` election timeout, `H<n>` heartbeat, `D<from><to>`
     /// deliver, `C<n>` crash, `R<n>` recover. `figure-8` is the built-in
@@ -103,6 +124,9 @@ struct ModelArgs {
     /// Deliver each channel in order (like TCP): far fewer interleavings.
     #[arg(long)]
     ordered: bool,
+    /// Let the network deliver a message any number of times.
+    #[arg(long, conflicts_with = "ordered")]
+    duplicating: bool,
     #[arg(long, default_value_t = 2)]
     max_term: u64,
     #[arg(long, default_value_t = 3)]
@@ -134,7 +158,11 @@ impl ModelArgs {
                 Reads::Log => ReadPath::Log,
             },
             lossy: self.lossy,
-            ordered: self.ordered,
+            network: match (self.ordered, self.duplicating) {
+                (true, _) => Delivery::Ordered,
+                (false, true) => Delivery::Duplicating,
+                (false, false) => Delivery::Unordered,
+            },
             max_term: self.max_term,
             max_log: self.max_log,
             max_in_flight: self.max_in_flight,
@@ -197,6 +225,46 @@ fn main() {
                         println!("{} counterexample shrunk to {} actions:\n{path}", p.name, small.len());
                     }
                 }
+            }
+        }
+        Command::Guided { model: args, seed, states, walk_length } => {
+            let config = args.config();
+            println!("searching {config:?}");
+            let m = model(config);
+            let started = Instant::now();
+            let search = Guided { seed, max_states: states, walk_length, ..Guided::default() };
+            let report = search.run(&m, |states, cells| {
+                let secs = started.elapsed().as_secs_f64();
+                println!(
+                    "{secs:>6.0} s: {states} states, {cells} cells, {:.0} states/s, {}",
+                    states as f64 / secs.max(1e-9),
+                    memory("VmRSS", "RSS")
+                );
+            });
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "done: {} states, {} cells, {secs:.1} s, {:.0} states/s, {}",
+                report.states,
+                report.cells,
+                report.states as f64 / secs.max(1e-9),
+                memory("VmHWM", "peak RSS")
+            );
+            for p in m.properties() {
+                let verdict = match (p.expectation, &report.violation) {
+                    (Expectation::Always, Some((name, _))) if *name == p.name => "always: VIOLATED (below)",
+                    (Expectation::Always, Some(_)) => "always: not judged past the first violation",
+                    (Expectation::Always, None) => "always: holds in every visited state",
+                    (_, _) if report.reached.contains(&p.name) => "sometimes: example found",
+                    (_, _) => "sometimes: NOT FOUND",
+                };
+                println!("  {:<36} {verdict}", p.name);
+            }
+            if let Some((name, actions)) = report.violation {
+                let holds = m.properties().into_iter().find(|p| p.name == name).expect("registered").condition;
+                let small = shrink(&m, &actions, |s| !holds(&m, s));
+                let path = Path::from_actions(&m, m.init_states().remove(0), &small).expect("replays");
+                println!("{name} broken after {} actions, shrunk to {}:\n{path}", actions.len(), small.len());
+                std::process::exit(1);
             }
         }
         Command::Replay { model: args, schedule } => {

@@ -1,8 +1,8 @@
 //! Hand-written schedules: a short text that names each action, replayed
-//! through the model step by step. For schedules too deep for any search on
-//! this machine, such as Raft Figure 8 (39 actions, see [`FIGURE_8`]), and
-//! for stepping through an interleaving by hand
-//! (`raftkv-models replay --schedule "…"`).
+//! through the model step by step. For schedules too deep for exhaustive
+//! search on this machine, such as Raft Figure 8 (39 actions, see
+//! [`FIGURE_8`]; the guided search finds longer ones), and for stepping
+//! through an interleaving by hand (`raftkv-models replay --schedule "…"`).
 //!
 //! Each word is one action:
 //!
@@ -16,7 +16,7 @@
 //! Actor ids: servers are `0..servers`, clients follow.
 
 use crate::actors::ModelTimer;
-use crate::{ModelConfig, RaftAction as Action, RaftModel, RaftState};
+use crate::{Delivery, ModelConfig, RaftAction as Action, RaftModel, RaftState};
 use raftkv::raft::InjectedBugs;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Model, Path};
@@ -50,7 +50,7 @@ pub const FIGURE_8: &str = "T0 D01 D10 D01 D10 \
 pub fn figure_8_config(bugs: InjectedBugs) -> ModelConfig {
     ModelConfig {
         clients: 0,
-        ordered: true,
+        network: Delivery::Ordered,
         max_batch: 1,
         max_in_flight: 12,
         max_term: 4,

@@ -115,17 +115,7 @@ impl Chooser<RaftModel> for MostlyDeliver {
             if weights.iter().all(|&w| w == 0) {
                 weights.fill(1); // only held messages left: deliver them after all
             }
-            let mut pick = walk.rng.range(0, weights.iter().sum());
-            let slot = weights
-                .iter()
-                .position(|&w| {
-                    if pick < w {
-                        return true;
-                    }
-                    pick -= w;
-                    false
-                })
-                .expect("pick < total");
+            let slot = weighted_index(&mut walk.rng, &weights);
             let index = candidates[slot];
             if self.model.next_state(state, actions[index].clone()).is_some() {
                 return index;
@@ -136,4 +126,20 @@ impl Chooser<RaftModel> for MostlyDeliver {
         // walk; the state does not change, so the replay stays right.
         0
     }
+}
+
+/// An index into `weights`, drawn with probability proportional to its
+/// weight; the weights must not all be zero.
+pub(crate) fn weighted_index(rng: &mut Rng, weights: &[u64]) -> usize {
+    let mut pick = rng.range(0, weights.iter().sum());
+    weights
+        .iter()
+        .position(|&w| {
+            if pick < w {
+                return true;
+            }
+            pick -= w;
+            false
+        })
+        .expect("pick < total weight")
 }

@@ -6,7 +6,7 @@
 //! and compare a reduced search with a full one.
 
 use raftkv_models::symmetry::{renumber, representative};
-use raftkv_models::{model, ModelConfig, RaftModel, RaftState};
+use raftkv_models::{model, Delivery, ModelConfig, RaftModel, RaftState};
 use stateright::{Checker, Model};
 use std::collections::{HashSet, VecDeque};
 
@@ -65,8 +65,8 @@ fn asymmetry(
 
 #[test]
 fn renumbering_servers_commutes_with_every_step() {
-    for ordered in [false, true] {
-        let config = ModelConfig { clients: 0, max_crashes: 1, lossy: true, ordered, ..ModelConfig::ci() };
+    for network in [Delivery::Unordered, Delivery::Ordered, Delivery::Duplicating] {
+        let config = ModelConfig { clients: 0, max_crashes: 1, lossy: true, network, ..ModelConfig::ci() };
         let m = model(config.clone());
         let states = reachable(&m, 7, 3_000);
         assert!(states.len() > 1_000, "too few states to mean anything: {}", states.len());
@@ -91,8 +91,14 @@ fn renumbering_servers_commutes_with_every_step() {
 /// verdicts, about six times fewer states (3! renumberings of 3 servers).
 #[test]
 fn symmetry_reduction_finds_the_same_with_a_sixth_of_the_states() {
-    let config =
-        ModelConfig { clients: 0, ordered: true, max_term: 1, max_log: 1, max_in_flight: 3, ..ModelConfig::ci() };
+    let config = ModelConfig {
+        clients: 0,
+        network: Delivery::Ordered,
+        max_term: 1,
+        max_log: 1,
+        max_in_flight: 3,
+        ..ModelConfig::ci()
+    };
     let full = model(config.clone()).checker().threads(2).spawn_dfs().join();
     let reduced = model(config).checker().threads(2).symmetry_fn(representative).spawn_dfs().join();
     println!("full: {} unique states; reduced: {}", full.unique_state_count(), reduced.unique_state_count());
