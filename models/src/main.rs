@@ -193,11 +193,12 @@ fn main() {
             }
             let started = Instant::now();
             let mut reporter = Progress::default();
-            if dfs {
-                summarize(&builder.spawn_dfs().join_and_report(&mut reporter), started);
+            let violated = if dfs {
+                summarize(&builder.spawn_dfs().join_and_report(&mut reporter), started)
             } else {
-                summarize(&builder.spawn_bfs().join_and_report(&mut reporter), started);
-            }
+                summarize(&builder.spawn_bfs().join_and_report(&mut reporter), started)
+            };
+            exit_if(violated);
         }
         Command::Walk { model: args, seed, states, max_actions, partitions, threads } => {
             let config = args.config();
@@ -215,7 +216,7 @@ fn main() {
                 .finish_when(stateright::HasDiscoveries::AnyFailures)
                 .spawn_simulation(seed, chooser);
             let checker = checker.join_and_report(&mut Progress::default());
-            summarize(&checker, started);
+            let violated = summarize(&checker, started);
             let m = checker.model();
             for p in m.properties() {
                 if matches!(p.expectation, Expectation::Always) {
@@ -226,6 +227,7 @@ fn main() {
                     }
                 }
             }
+            exit_if(violated);
         }
         Command::Guided { model: args, seed, states, walk_length } => {
             let config = args.config();
@@ -259,13 +261,13 @@ fn main() {
                 };
                 println!("  {:<36} {verdict}", p.name);
             }
-            if let Some((name, actions)) = report.violation {
-                let holds = m.properties().into_iter().find(|p| p.name == name).expect("registered").condition;
-                let small = shrink(&m, &actions, |s| !holds(&m, s));
+            if let Some((name, actions)) = &report.violation {
+                let holds = m.properties().into_iter().find(|p| p.name == *name).expect("registered").condition;
+                let small = shrink(&m, actions, |s| !holds(&m, s));
                 let path = Path::from_actions(&m, m.init_states().remove(0), &small).expect("replays");
                 println!("{name} broken after {} actions, shrunk to {}:\n{path}", actions.len(), small.len());
-                std::process::exit(1);
             }
+            exit_if(report.violation.is_some());
         }
         Command::Replay { model: args, schedule } => {
             let m = model(args.config());
@@ -292,6 +294,8 @@ fn main() {
                 };
                 println!("  {:<36} {verdict}", p.name);
             }
+            let always = m.properties().into_iter().filter(|p| matches!(p.expectation, Expectation::Always));
+            exit_if(always.into_iter().any(|p| states.iter().any(|s| !(p.condition)(&m, s))));
         }
         Command::Explore { model: args, addr } => {
             println!("Stateright Explorer on http://{addr}");
@@ -351,7 +355,17 @@ fn memory(field: &str, label: &str) -> String {
     }
 }
 
-fn summarize(checker: &impl Checker<RaftModel>, started: Instant) {
+/// Exit code 1 when an "always" property was violated, as a failed test
+/// would; 0 otherwise (2 is for usage errors).
+fn exit_if(violated: bool) {
+    if violated {
+        std::process::exit(1);
+    }
+}
+
+/// Prints the totals and each property's verdict; whether an "always"
+/// property was violated.
+fn summarize(checker: &impl Checker<RaftModel>, started: Instant) -> bool {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "done: {} states, {} unique, {} actions deep, {:.1} s, {:.0} states/s, {}",
@@ -376,4 +390,9 @@ fn summarize(checker: &impl Checker<RaftModel>, started: Instant) {
         };
         println!("  {:<36} {verdict}", p.name);
     }
+    checker
+        .model()
+        .properties()
+        .iter()
+        .any(|p| matches!(p.expectation, Expectation::Always) && checker.discovery(p.name).is_some())
 }
