@@ -42,7 +42,7 @@ use raftkv::kv::{KvServer, Op, ReadPath, ServerConfig};
 use raftkv::lincheck::{self, Budget, History, OpKind, Verdict};
 use raftkv::raft::{Config, InjectedBugs, LogIndex};
 use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
-use stateright::Expectation;
+use stateright::{Expectation, Model};
 
 /// The bounds and options of one model.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -172,6 +172,12 @@ pub fn model(config: ModelConfig) -> RaftModel {
         .property(Expectation::Sometimes, "write acknowledged", write_acknowledged)
         .property(Expectation::Sometimes, "read sees another client's write", read_sees_other_write)
         .property(Expectation::Sometimes, "new leader serves a read", new_leader_serves_read)
+}
+
+/// The condition of the property called `name`; panics if the model has none.
+pub fn condition(model: &RaftModel, name: &str) -> fn(&RaftModel, &RaftState) -> bool {
+    let property = model.properties().into_iter().find(|p| p.name == name);
+    property.unwrap_or_else(|| panic!("no property {name:?}")).condition
 }
 
 /// The servers' states with their indexes, skipping crashed ones when

@@ -9,11 +9,11 @@ use raftkv::kv::ReadPath;
 use raftkv::raft::InjectedBugs;
 use raftkv_models::guided::Guided;
 use raftkv_models::schedule::{replay, FIGURE_8};
-use raftkv_models::shrink::shrink;
+use raftkv_models::shrink::shrink_breaking;
 use raftkv_models::walks::MostlyDeliver;
 use raftkv_models::{model, Delivery, ModelConfig, RaftModel};
 use stateright::report::{ReportData, ReportDiscovery, Reporter, WriteReporter};
-use stateright::{Checker, Expectation, Model, Path};
+use stateright::{Checker, Expectation, Model};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -221,8 +221,7 @@ fn main() {
             for p in m.properties() {
                 if matches!(p.expectation, Expectation::Always) {
                     if let Some(walk) = checker.discovery(p.name) {
-                        let small = shrink(m, &walk.into_actions(), |s| !(p.condition)(m, s));
-                        let path = Path::from_actions(m, m.init_states().remove(0), &small).expect("replays");
+                        let (small, path) = shrink_breaking(m, &walk.into_actions(), p.name);
                         println!("{} counterexample shrunk to {} actions:\n{path}", p.name, small.len());
                     }
                 }
@@ -262,9 +261,7 @@ fn main() {
                 println!("  {:<36} {verdict}", p.name);
             }
             if let Some((name, actions)) = &report.violation {
-                let holds = m.properties().into_iter().find(|p| p.name == *name).expect("registered").condition;
-                let small = shrink(&m, actions, |s| !holds(&m, s));
-                let path = Path::from_actions(&m, m.init_states().remove(0), &small).expect("replays");
+                let (small, path) = shrink_breaking(&m, actions, name);
                 println!("{name} broken after {} actions, shrunk to {}:\n{path}", actions.len(), small.len());
             }
             exit_if(report.violation.is_some());

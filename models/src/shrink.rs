@@ -7,9 +7,9 @@
 //! 1-minimal, no single action can be removed, though not necessarily the
 //! shortest counterexample; only exhaustive search proves that.
 
-use crate::{RaftAction as Action, RaftModel, RaftState};
+use crate::{condition, RaftAction as Action, RaftModel, RaftState};
 use raftkv::shrink::{delta_debug, Trial};
-use stateright::Model;
+use stateright::{Model, Path};
 
 /// The shortest prefix of `actions`, replayed from the initial state, that
 /// reaches a state where `broken` holds: its length, or `None` if no state
@@ -45,4 +45,17 @@ pub fn shrink(model: &RaftModel, actions: &[Action], broken: impl Fn(&RaftState)
         }
         None => Trial::Passes,
     })
+}
+
+/// [`shrink`] against the "always" property called `property`, which
+/// `actions` must break: the 1-minimal counterexample, and its path.
+pub fn shrink_breaking(
+    model: &RaftModel,
+    actions: &[Action],
+    property: &str,
+) -> (Vec<Action>, Path<RaftState, Action>) {
+    let holds = condition(model, property);
+    let small = shrink(model, actions, |s| !holds(model, s));
+    let path = Path::from_actions(model, model.init_states().remove(0), &small).expect("a shrunk schedule replays");
+    (small, path)
 }

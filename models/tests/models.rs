@@ -3,10 +3,10 @@
 //! paths. Larger bounds: `cargo run --release -p raftkv-models -- check`.
 
 use raftkv::kv::ReadPath;
-use raftkv_models::shrink::shrink;
+use raftkv_models::shrink::shrink_breaking;
 use raftkv_models::walks::MostlyDeliver;
-use raftkv_models::{model, stateright_depth, Delivery, ModelConfig, RaftModel, RaftState};
-use stateright::{Checker, Model, Path};
+use raftkv_models::{condition, model, stateright_depth, Delivery, ModelConfig, RaftModel, RaftState};
+use stateright::{Checker, Model};
 
 /// Actions explored in CI: a leader is elected and client requests reach
 /// it; every "always" property is checked in every state up to here.
@@ -52,11 +52,11 @@ fn duplicating_network_model_is_clean_to_ci_depth() {
     check_clean(ModelConfig { network: Delivery::Duplicating, max_in_flight: 12, ..ModelConfig::ci() });
 }
 
-/// A duplicated request is the shortest way to break exactly-once when the
-/// session table is skipped: random walks on the duplicating network find
-/// it, and it shrinks to 11 actions (an election, the same Append delivered
-/// twice, both replicated). Exhaustive BFS at term ≤ 1 and 14 messages
-/// proves 11 the shortest there (`specs/models.md`; too big for CI).
+/// Without the session table, a duplicated request breaks exactly-once:
+/// random walks on the duplicating network find it, and it shrinks to 11
+/// actions (an election, the same Append delivered twice, both
+/// replicated). Exhaustive BFS at term ≤ 1 and 14 messages proves 11 the
+/// shortest there (`specs/models.md`; too big for CI).
 #[test]
 fn duplicated_request_breaks_exactly_once_without_the_session_table() {
     let config = ModelConfig {
@@ -70,15 +70,10 @@ fn duplicated_request_breaks_exactly_once_without_the_session_table() {
     let checker = random_walks(config, 2_000_000);
     let walk = checker.discovery("exactly once").expect("a duplicated Append must be applied twice");
     let m = checker.model();
-    let holds = m.properties().into_iter().find(|p| p.name == "exactly once").expect("registered").condition;
-    let small = shrink(m, &walk.into_actions(), |s| !holds(m, s));
-    let path = Path::from_actions(m, m.init_states().remove(0), &small).expect("replays");
-    println!(
-        "bug (e) on a duplicating network, {} states, shrunk to {} actions:\n{path}",
-        checker.state_count(),
-        small.len()
-    );
-    assert_eq!(small.len(), 11, "the shrunk counterexample changed length: update the docs");
+    let (small, path) = shrink_breaking(m, &walk.into_actions(), "exactly once");
+    let length = small.len();
+    println!("bug (e) on a duplicating network, {} states, shrunk to {length} actions:\n{path}", checker.state_count());
+    assert_eq!(length, 11, "the shrunk counterexample changed length: update the docs");
 }
 
 #[test]
@@ -150,9 +145,8 @@ fn figure_8_schedule_breaks_leader_completeness_only_with_bug_a() {
         "bug (a) must break leader completeness at the last step"
     );
     println!("bug (a) counterexample, {} actions:\n{path}", states.len() - 1);
-    let holds = buggy.properties().into_iter().find(|p| p.name == "leader completeness").unwrap().condition;
     let actions = path.into_actions();
-    let small = shrink(&buggy, &actions, |s| !holds(&buggy, s));
+    let (small, _) = shrink_breaking(&buggy, &actions, "leader completeness");
     assert_eq!(small.len(), actions.len(), "the Figure 8 schedule is 1-minimal: no action can be left out");
 
     let clean = model(figure_8_config(InjectedBugs::default()));
@@ -186,9 +180,7 @@ fn guided_search_finds_bug_a() {
         .violation
         .unwrap_or_else(|| panic!("the guided search did not catch bug (a) in {} states", report.states));
     assert_eq!(name, "leader completeness", "bug (a) must be caught as leader completeness");
-    let holds = buggy.properties().into_iter().find(|p| p.name == name).expect("registered").condition;
-    let small = shrink(&buggy, &actions, |s| !holds(&buggy, s));
-    let path = Path::from_actions(&buggy, buggy.init_states().remove(0), &small).expect("replays");
+    let (small, path) = shrink_breaking(&buggy, &actions, name);
     assert_eq!(violated(&buggy, path.last_state()), Some("leader completeness"));
     println!(
         "bug (a) found by guided search after {} states, {} cells ({:.1?}), {} actions shrunk to {}:\n{path}",
@@ -255,7 +247,7 @@ fn random_walks_reach_every_sometimes_property() {
         let path = checker.discovery(name).unwrap_or_else(|| panic!("random walks never reached {name:?}"));
         // The checker keeps the last walk in which the property held; say
         // where it first held in that walk.
-        let holds = m.properties().into_iter().find(|p| p.name == name).expect("registered").condition;
+        let holds = condition(m, name);
         let first = path.into_states().iter().position(|s| holds(m, s)).expect("it held in this walk");
         println!("{name}: first holds after {first} actions of a walk");
     }
@@ -283,11 +275,9 @@ fn random_walks_catch_injected_bugs() {
         });
         let found = started.elapsed();
         let m = checker.model();
-        let holds = m.properties().into_iter().find(|p| p.name == property).expect("registered").condition;
         let walk = walk.into_actions();
-        let small = shrink(m, &walk, |s| !holds(m, s));
-        let path = Path::from_actions(m, m.init_states().remove(0), &small).expect("replays");
-        assert!(!holds(m, path.last_state()), "the shrunk schedule must still break {property}");
+        let (small, path) = shrink_breaking(m, &walk, property);
+        assert!(!condition(m, property)(m, path.last_state()), "the shrunk schedule must still break {property}");
         println!(
             "{bug}: {property} broken after {} states ({found:.1?}) in a walk of {} actions, shrunk to {} \
              ({:.1?}):\n{path}",
