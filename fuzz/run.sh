@@ -6,9 +6,10 @@
 # fuzz/corpus/TARGET are read too. A crash lands in fuzz/artifacts/TARGET/.
 #
 # The raftkv crate has no unsafe code (only the counting allocator of the
-# decode and resp targets, tests/common/counting_alloc.rs, does), so no sanitizer is built in by default
-# (AddressSanitizer made the targets 2-8x slower, and safe Rust has nothing
-# for it to find that a panic would not show); SANITIZER=address turns it on.
+# decode and resp targets, tests/common/counting_alloc.rs, does), so no
+# sanitizer is built in by default (AddressSanitizer made the targets 2-8x
+# slower, and safe Rust has nothing for it to find that a panic would not
+# show); SANITIZER=address turns it on.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -3,9 +3,9 @@
 //! stale messages, elections that lead nowhere). [`shrink`] deletes
 //! actions while the shortened schedule still replays and still breaks the
 //! property (`raftkv::shrink::delta_debug`), and cuts the schedule at the
-//! first broken state. The result is
-//! 1-minimal, no single action can be removed, though not necessarily the
-//! shortest counterexample; only exhaustive search proves that.
+//! first broken state. The result is 1-minimal, no single action can be
+//! removed, though not necessarily the shortest counterexample; only
+//! exhaustive search proves that.
 
 use crate::{condition, RaftAction as Action, RaftModel, RaftState};
 use raftkv::shrink::{delta_debug, Trial};

@@ -255,8 +255,8 @@ fn random_walks_reach_every_sometimes_property() {
 
 /// Injected bugs (b)–(e) need more actions than exhaustive search reaches
 /// in CI, but random walks through the walk model find each one, as the
-/// property it breaks. (Bug (a) is caught on its Figure 8 schedule above;
-/// (f) exhaustively.) The walk that broke the property is then shrunk to a
+/// property it breaks. (Bug (a) is caught by the guided search and on its
+/// Figure 8 schedule above; (f) exhaustively.) The walk that broke the property is then shrunk to a
 /// 1-minimal counterexample (`raftkv_models::shrink`), which is printed.
 #[test]
 fn random_walks_catch_injected_bugs() {
