@@ -32,5 +32,10 @@ corpora=("work/$target")
 if [ -d "corpus/$target" ]; then
     corpora+=("corpus/$target")
 fi
-exec cargo +nightly fuzz run --sanitizer "${SANITIZER:-none}" "$target" "${corpora[@]}" -- \
+# Only the resp target needs the client codec (and so redis-protocol).
+features=()
+if [ "$target" = resp ]; then
+    features=(--features resp)
+fi
+exec cargo +nightly fuzz run "${features[@]}" --sanitizer "${SANITIZER:-none}" "$target" "${corpora[@]}" -- \
     -max_total_time="$seconds" "$@"

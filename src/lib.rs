@@ -20,8 +20,13 @@ pub mod kv;
 pub mod lincheck;
 pub mod raft;
 pub mod rng;
+// The runtime: everything that does I/O. Behind the `runtime` feature (on by
+// default), except the client protocol's codec, which the `resp` fuzz target
+// builds alone.
+#[cfg(any(feature = "runtime", feature = "resp"))]
 pub mod server;
 pub mod shrink;
 pub mod sim;
+#[cfg(feature = "runtime")]
 pub mod sync;
 pub mod wire;

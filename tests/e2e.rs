@@ -218,7 +218,7 @@ async fn kill_restart_and_pause_lose_nothing_and_stay_linearizable() {
         ops.push(raftkv::lincheck::Operation::get(99, &key, &value, call, Some(ret)));
         if let Err(e) = check_appends(&ops, &key, &value) {
             let path = std::env::temp_dir().join("raftkv-e2e-history.json");
-            let _ = History::new(ops.clone()).write_file(&path);
+            let _ = std::fs::write(&path, History::new(ops.clone()).to_json());
             panic!("key {key}: {e}; final value {value:?}; history in {}", path.display());
         }
     }
@@ -226,7 +226,7 @@ async fn kill_restart_and_pause_lose_nothing_and_stay_linearizable() {
     let verdict = lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
     if !verdict.is_ok() {
         let path = std::env::temp_dir().join("raftkv-e2e-history.json");
-        let _ = history.write_file(&path);
+        let _ = std::fs::write(&path, history.to_json());
         panic!("history not linearizable ({verdict:?}); written to {}", path.display());
     }
     let completed: usize = records.iter().map(|r| r.latencies_us.len()).sum();

@@ -56,6 +56,7 @@ fn lincheck_corpus() {
     replay("lincheck", raftkv::fuzzing::lincheck_target);
 }
 
+#[cfg(feature = "resp")]
 #[test]
 fn resp_corpus() {
     replay("resp", raftkv::fuzzing::resp_target);

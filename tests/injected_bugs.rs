@@ -145,7 +145,9 @@ fn figure_8(seed: u64, bugs: InjectedBugs) -> Figure8 {
     let mut config = SimConfig::new(seed, 5);
     config.bugs = bugs;
     config.max_batch_entries = 1;
-    config.trace = std::env::var("FIG8_TRACE").is_ok_and(|v| v == seed.to_string());
+    if std::env::var("FIG8_TRACE").is_ok_and(|v| v == seed.to_string()) {
+        config.trace = Some(raftkv::sim::TraceSink(std::sync::Arc::new(|line: &str| println!("{line}"))));
+    }
     let mut sim = Sim::new(config);
     match figure_8_steps(&mut sim) {
         Err(failure) => Figure8::Caught(failure),

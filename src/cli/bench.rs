@@ -106,7 +106,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
     let history = History::new(records.into_iter().flat_map(|r| r.history).collect());
     if let Some(path) = &args.history_out {
-        if let Err(e) = history.write_file(path) {
+        if let Err(e) = std::fs::write(path, history.to_json()) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

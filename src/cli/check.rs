@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn check(path: &Path, max_steps: u64) -> ExitCode {
-    let history = match History::read_file(path) {
+    let parsed = std::fs::read_to_string(path).map_err(|e| e.to_string());
+    let history = match parsed.and_then(|text| History::from_json(&text).map_err(|e| e.to_string())) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());

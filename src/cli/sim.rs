@@ -4,6 +4,7 @@ use super::{Reads, Shape};
 use raftkv::kv::ReadPath;
 use raftkv::raft::InjectedBugs;
 use raftkv::sim::scenario::{Chaos, Scenario};
+use raftkv::sim::TraceSink;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,7 +28,9 @@ pub fn sim(
         Some(s) => s.sim_config(seed),
         None => chaos.sim_config(seed),
     };
-    config.trace = !quiet;
+    if !quiet {
+        config.trace = Some(print_trace());
+    }
     config.read_path = match reads {
         Reads::ReadIndex => ReadPath::ReadIndex,
         Reads::Log => ReadPath::Log,
@@ -45,7 +48,7 @@ pub fn sim(
         Err(failure) => &failure.history,
     };
     if let Some(path) = &history_out {
-        if let Err(e) = history.write_file(path) {
+        if let Err(e) = std::fs::write(path, history.to_json()) {
             eprintln!("error: could not write the history to {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
@@ -70,4 +73,13 @@ pub fn sim(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints each trace line on stdout; a closed pipe (`raftkv sim | head`)
+/// must not panic the run.
+fn print_trace() -> TraceSink {
+    TraceSink(std::sync::Arc::new(|line: &str| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }))
 }

@@ -36,12 +36,12 @@ mod cluster;
 mod decode;
 mod lincheck;
 mod node;
-#[cfg(not(loom))]
+#[cfg(all(feature = "resp", not(loom)))]
 mod resp;
 
 pub use cluster::{cluster_run, cluster_target};
 pub use decode::{decode_target, TIGHT_LIMITS};
 pub use lincheck::lincheck_target;
 pub use node::node_target;
-#[cfg(not(loom))]
+#[cfg(all(feature = "resp", not(loom)))]
 pub use resp::{resp_decode_all, resp_target, TIGHT_RESP_LIMITS};

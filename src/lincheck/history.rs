@@ -9,7 +9,6 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
-use std::path::Path;
 
 /// Which key/value operation a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -115,8 +114,6 @@ pub enum HistoryError {
         /// Its `return` time, which is smaller than `call`.
         ret: u64,
     },
-    /// Reading or writing the history file failed.
-    Io(String),
 }
 
 impl fmt::Display for HistoryError {
@@ -126,7 +123,6 @@ impl fmt::Display for HistoryError {
             HistoryError::ReturnBeforeCall { index, call, ret } => {
                 write!(f, "operation {index} returns at {ret}, before its call at {call}")
             }
-            HistoryError::Io(msg) => write!(f, "history file I/O error: {msg}"),
         }
     }
 }
@@ -173,19 +169,6 @@ impl History {
         let history = History { ops };
         history.validate()?;
         Ok(history)
-    }
-
-    /// Writes [`History::to_json`] to `path`.
-    pub fn write_file(&self, path: impl AsRef<Path>) -> Result<(), HistoryError> {
-        let path = path.as_ref();
-        std::fs::write(path, self.to_json()).map_err(|e| HistoryError::Io(format!("{}: {e}", path.display())))
-    }
-
-    /// Reads and validates a history written by [`History::write_file`].
-    pub fn read_file(path: impl AsRef<Path>) -> Result<History, HistoryError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| HistoryError::Io(format!("{}: {e}", path.display())))?;
-        History::from_json(&text)
     }
 }
 
@@ -274,18 +257,6 @@ mod tests {
         let text = r#"[{"client":1,"kind":"put","key":"k","value":"v","output":"","call":1,"return":1},
                        {"client":1,"kind":"get","key":"k","value":"","output":"","call":5,"return":4}]"#;
         assert_eq!(History::from_json(text), Err(HistoryError::ReturnBeforeCall { index: 1, call: 5, ret: 4 }));
-    }
-
-    #[test]
-    fn file_round_trip() {
-        let dir = std::env::temp_dir().join(format!("raftkv-lincheck-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("round-trip.history.json");
-        let h = sample();
-        h.write_file(&path).expect("write");
-        assert_eq!(History::read_file(&path), Ok(h));
-        std::fs::remove_dir_all(&dir).expect("cleanup");
-        assert!(matches!(History::read_file(&path), Err(HistoryError::Io(_))));
     }
 
     #[test]

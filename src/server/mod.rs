@@ -21,22 +21,27 @@
 //!   clerk driven over RESP connections.
 
 // Under `--cfg loom` (the loom tests), tokio compiles without its sockets;
-// only the parts loom checks, and what they need, are built then.
+// only the parts loom checks, and what they need, are built then. Without the
+// `runtime` feature only `resp` is built (for the `resp` fuzz target).
+#[cfg(feature = "runtime")]
 pub mod apply;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub mod client;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub mod client_port;
+#[cfg(feature = "runtime")]
 pub mod config;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub mod load;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub mod node;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub mod peer;
 #[cfg(not(loom))]
 pub mod resp;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub mod run;
+#[cfg(feature = "runtime")]
 pub mod storage;
+#[cfg(feature = "runtime")]
 pub mod tempdir;

@@ -11,6 +11,7 @@ use crate::kv::{ClientId, Command};
 use crate::raft::{Entry, LogIndex, LogWrite, NodeId, Term};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::hash::{Hash, Hasher};
 
 /// One of the properties the simulator enforces (Raft paper, Figure 3, plus
@@ -50,7 +51,8 @@ pub struct SafetyChecker {
     /// Per node: chain hash of each entry of its (durable) log.
     chains: Vec<Vec<u64>>,
     /// Chain hash of every (index, term) ever written anywhere.
-    seen: HashMap<(LogIndex, Term), u64>,
+    /// (A fixed hasher: nothing in a run may depend on ambient randomness.)
+    seen: HashMap<(LogIndex, Term), u64, BuildHasherDefault<DefaultHasher>>,
     /// Chain hash of the committed prefix, by index − 1.
     committed: Vec<u64>,
     /// For each term, the highest index a node in that term had seen

@@ -77,6 +77,16 @@ impl Choices {
     }
 }
 
+/// Receives each line of a run's trace (`raftkv sim` prints them).
+#[derive(Clone)]
+pub struct TraceSink(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl fmt::Debug for TraceSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TraceSink")
+    }
+}
+
 /// Everything that shapes a run besides the fault schedule.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -93,8 +103,9 @@ pub struct SimConfig {
     /// Raft's per-message batch bound ([`Config::max_batch_entries`]).
     pub max_batch_entries: usize,
     pub bugs: InjectedBugs,
-    /// Print a readable trace of elections, commits, faults and client calls.
-    pub trace: bool,
+    /// Where a readable trace of elections, commits, faults and client calls
+    /// goes, if anywhere (the simulator itself does no I/O).
+    pub trace: Option<TraceSink>,
     /// Choices to make before falling back on the seed (see [`Choices`]).
     pub script: Vec<u8>,
 }
@@ -112,7 +123,7 @@ impl SimConfig {
             read_path: ReadPath::ReadIndex,
             max_batch_entries: 64,
             bugs: InjectedBugs::default(),
-            trace: false,
+            trace: None,
             script: Vec::new(),
         }
     }
@@ -648,10 +659,8 @@ impl Sim {
     }
 
     fn trace(&self, line: impl FnOnce() -> String) {
-        if self.config.trace {
-            use std::io::Write;
-            // A closed pipe (`raftkv sim | head`) must not panic the run.
-            let _ = writeln!(std::io::stdout().lock(), "{:>9.3} ms  {}", self.now as f64 / 1000.0, line());
+        if let Some(sink) = &self.config.trace {
+            (sink.0)(&format!("{:>9.3} ms  {}", self.now as f64 / 1000.0, line()));
         }
     }
 }

@@ -184,7 +184,7 @@ pub fn read_back(sim: &mut Sim, client: usize, key: &str) -> Result<String, Stri
 /// Linear in the value's length: append arguments end in `y` and contain no
 /// other `y` ([`Workload::append_value`]), so the value splits into them.
 pub fn check_appends(history: &[Operation], key: &str, value: &str) -> Result<(), String> {
-    let mut positions: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    let mut positions: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for (position, piece) in value.split_inclusive('y').enumerate() {
         positions.entry(piece).or_default().push(position);
     }
