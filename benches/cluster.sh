@@ -5,11 +5,16 @@
 # among 1,000, 100-byte values), then redis-benchmark's SET if installed.
 #
 #   benches/cluster.sh [SECONDS_PER_RUN]      (default 10)
+#
+# RAFTKV_BIN=path runs another build of raftkv instead of building this one
+# (to compare two versions in one sitting: run them alternately).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
-cargo build --release --quiet
-bin=target/release/raftkv
+if [ -z "${RAFTKV_BIN:-}" ]; then
+    cargo build --release --quiet
+fi
+bin=${RAFTKV_BIN:-target/release/raftkv}
 port=36379
 servers=127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))
 

@@ -20,10 +20,10 @@ fn entry(i: u64) -> Entry<Command> {
 fn filled(entries: u64) -> (TempDir, RedbStorage) {
     let dir = TempDir::new("bench-storage").unwrap();
     let mut s = RedbStorage::open(dir.path()).unwrap();
-    s.write(&[&Persist { hard_state: Some(HardState { term: 1, voted_for: Some(0) }), log: None }]).unwrap();
+    s.write(&[&Persist { number: 0, hard_state: Some(HardState { term: 1, voted_for: Some(0) }), log: None }]).unwrap();
     for from in (1..=entries).step_by(1000) {
         let batch = (from..from + 1000).map(entry).collect();
-        s.write(&[&Persist { hard_state: None, log: Some(LogWrite { from, entries: batch }) }]).unwrap();
+        s.write(&[&Persist { number: 0, hard_state: None, log: Some(LogWrite { from, entries: batch }) }]).unwrap();
     }
     (dir, s)
 }
@@ -49,7 +49,8 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("write_{batch}_entries_one_fsync"), |b| {
             b.iter(|| {
                 let entries = (next..next + batch).map(entry).collect();
-                s.write(&[&Persist { hard_state: None, log: Some(LogWrite { from: next, entries }) }]).unwrap();
+                s.write(&[&Persist { number: 0, hard_state: None, log: Some(LogWrite { from: next, entries }) }])
+                    .unwrap();
                 next += batch;
             })
         });

@@ -5,7 +5,7 @@
 //! Loom can only explore interleavings of operations it sees; a `Mutex` or
 //! `Condvar` taken straight from `std` is invisible to it and silently
 //! shrinks the model to something that proves nothing. So code that must be
-//! model-checked (today [`crate::server::apply`]) imports from here and
+//! model-checked (today [`crate::server::handoff`]) imports from here and
 //! nowhere else. The two sets of re-exports have the same API surface for
 //! everything used (`lock`, `wait`, `notify_*`, `spawn`, `join`).
 //!

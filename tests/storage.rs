@@ -64,26 +64,26 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
     let mut model = MemStorage::default();
 
     // A vote alone, then the hard state with entries, then entries alone.
-    write_both(&mut disk, &mut model, &[Persist { hard_state: hard(1, Some(2)), log: None }]);
+    write_both(&mut disk, &mut model, &[Persist { number: 0, hard_state: hard(1, Some(2)), log: None }]);
     write_both(
         &mut disk,
         &mut model,
-        &[Persist { hard_state: hard(2, None), log: log_write(1, (1..=4).map(|i| entry(1, i)).collect()) }],
+        &[Persist { number: 0, hard_state: hard(2, None), log: log_write(1, (1..=4).map(|i| entry(1, i)).collect()) }],
     );
     write_both(
         &mut disk,
         &mut model,
-        &[Persist { hard_state: None, log: log_write(5, (5..=9).map(|i| entry(2, i)).collect()) }],
+        &[Persist { number: 0, hard_state: None, log: log_write(5, (5..=9).map(|i| entry(2, i)).collect()) }],
     );
     // A conflicting suffix: drop 7.. and write two entries of term 3.
     write_both(
         &mut disk,
         &mut model,
-        &[Persist { hard_state: hard(3, Some(1)), log: log_write(7, vec![entry(3, 7), entry(3, 8)]) }],
+        &[Persist { number: 0, hard_state: hard(3, Some(1)), log: log_write(7, vec![entry(3, 7), entry(3, 8)]) }],
     );
     assert_eq!(disk.last_index(), 8);
     // Truncation with nothing appended.
-    write_both(&mut disk, &mut model, &[Persist { hard_state: None, log: log_write(6, vec![]) }]);
+    write_both(&mut disk, &mut model, &[Persist { number: 0, hard_state: None, log: log_write(6, vec![]) }]);
     assert_eq!(disk.last_index(), 5);
     // Group commit: several steps' writes, including a truncation of what an
     // earlier step of the same batch appended, in one transaction.
@@ -91,17 +91,21 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
         &mut disk,
         &mut model,
         &[
-            Persist { hard_state: hard(4, None), log: log_write(6, (6..=10).map(|i| entry(4, i)).collect()) },
-            Persist { hard_state: hard(4, Some(0)), log: None },
-            Persist { hard_state: None, log: log_write(9, vec![entry(4, 90)]) },
-            Persist { hard_state: None, log: None },
-            Persist { hard_state: hard(5, None), log: log_write(10, vec![entry(5, 10), entry(5, 11)]) },
+            Persist {
+                number: 0,
+                hard_state: hard(4, None),
+                log: log_write(6, (6..=10).map(|i| entry(4, i)).collect()),
+            },
+            Persist { number: 0, hard_state: hard(4, Some(0)), log: None },
+            Persist { number: 0, hard_state: None, log: log_write(9, vec![entry(4, 90)]) },
+            Persist { number: 0, hard_state: None, log: None },
+            Persist { number: 0, hard_state: hard(5, None), log: log_write(10, vec![entry(5, 10), entry(5, 11)]) },
         ],
     );
     assert_eq!(disk.last_index(), 11);
     // An empty batch and a batch of empty Persists change nothing.
     write_both(&mut disk, &mut model, &[]);
-    write_both(&mut disk, &mut model, &[Persist { hard_state: None, log: None }]);
+    write_both(&mut disk, &mut model, &[Persist { number: 0, hard_state: None, log: None }]);
 
     let expected = disk.load().unwrap();
     assert_eq!(expected.hard, HardState { term: 5, voted_for: None });
@@ -137,7 +141,7 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
             } else {
                 None
             };
-            batch.push(Persist { hard_state, log });
+            batch.push(Persist { number: 0, hard_state, log });
         }
         write_both(&mut disk, &mut model, &batch);
         if round % 10 == 9 {
@@ -168,6 +172,7 @@ const WRITER_ENV: &str = "RAFTKV_STORAGE_CRASH_WRITER_DIR";
 fn writer_persist(i: u64) -> Persist<Command> {
     let term = i / 10 + 1;
     Persist {
+        number: i,
         hard_state: if i == 1 || i.is_multiple_of(10) { hard(term, Some((term % 3) as u8)) } else { None },
         log: log_write(i, vec![writer_entry(i)]),
     }
@@ -266,11 +271,11 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
 fn write_latency() {
     let dir = TempDir::new("storage-latency").unwrap();
     let mut s = RedbStorage::open(dir.path()).unwrap();
-    s.write(&[&Persist { hard_state: hard(1, Some(0)), log: None }]).unwrap();
+    s.write(&[&Persist { number: 0, hard_state: hard(1, Some(0)), log: None }]).unwrap();
     let runs = 200;
     let mut times = Vec::with_capacity(runs);
     for i in 1..=runs as u64 {
-        let p = Persist { hard_state: None, log: log_write(i, vec![entry(1, i)]) };
+        let p = Persist { number: 0, hard_state: None, log: log_write(i, vec![entry(1, i)]) };
         let start = Instant::now();
         s.write(&[&p]).unwrap();
         times.push(start.elapsed());

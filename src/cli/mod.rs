@@ -46,5 +46,29 @@ pub async fn sigterm() {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("raftkv-io")
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime")
+}
+
+/// Exit code of a server whose thread panicked (sysexits' EX_SOFTWARE).
+pub const EXIT_PANIC: u8 = 70;
+/// Exit code of a server whose storage failed (sysexits' EX_IOERR).
+pub const EXIT_STORAGE: u8 = 74;
+
+/// Makes any panic, in any thread or task of the process, end it: the
+/// default report (which names the thread and the message) and a log line,
+/// then exit with [`EXIT_PANIC`]. A server must never linger half-alive
+/// with one of its threads dead (tokio would otherwise catch a task's panic
+/// and carry on without it).
+pub fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(thread = %thread, "a thread panicked; exiting: {info}");
+        std::process::exit(i32::from(EXIT_PANIC));
+    }));
 }

@@ -2,6 +2,7 @@
 
 use raftkv::raft::NodeId;
 use raftkv::server::config::ClusterConfig;
+use raftkv::server::node::{NodeFailure, OnFatal};
 use raftkv::server::run::{Server, ServerOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: bool) -> ExitCode {
     super::init_logging();
+    super::exit_on_panic();
     let cluster = match ClusterConfig::load(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -18,7 +20,16 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
     };
     let runtime = super::runtime();
     runtime.block_on(async move {
-        let server = match Server::start(ServerOptions { cluster, id, data_dir }).await {
+        // The node stopped on its own: nothing it has not made durable may be
+        // acted on, so the process ends here, loudly.
+        let on_fatal: OnFatal = std::sync::Arc::new(move |failure: &NodeFailure| {
+            eprintln!("error: node {id}: {failure}");
+            std::process::exit(i32::from(match failure {
+                NodeFailure::Storage(_) => super::EXIT_STORAGE,
+                NodeFailure::Panic { .. } => super::EXIT_PANIC,
+            }));
+        });
+        let server = match Server::start(ServerOptions { cluster, id, data_dir }, on_fatal).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");

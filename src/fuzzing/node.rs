@@ -1,5 +1,5 @@
 //! The `node` target: one pure [`RaftNode`] fed an adversarial sequence of
-//! inputs, with restarts from the state it made durable.
+//! inputs, an adversarial disk, and restarts from the state it made durable.
 //!
 //! The fuzzer plays the network and the other members, and it may lie: ids
 //! out of range or equal to the node's own, stale and future terms, indexes
@@ -7,21 +7,27 @@
 //! replies to messages never sent. Most messages are steered near the node's
 //! own term and last index, and a `Reply` action answers one of the node's
 //! recent messages plausibly, so that the node can win elections, lead and
-//! commit. Nothing may panic. Besides the node's own `check_invariants`
-//! after every step, the harness checks:
-//! - the persistence contract: after each step's `Persist` is written, the
-//!   durable term, vote and log equal the node's (a change the node did not
-//!   hand out for writing would be lost by a crash), and each `LogWrite`
-//!   starts within the durable log;
-//! - the outputs: messages come from the node and go to another member;
-//!   committed entries come out in index order, once per incarnation, equal
-//!   to the durable log and not beyond the commit index; a proposal's index
-//!   holds that command; a read index is not beyond the commit index.
+//! commit. It also plays the disk: batches are written in order but late
+//! (any prefix of the pending ones at a time), reported later still (or
+//! reported again), and a crash drops whatever was not written. Nothing may
+//! panic. Besides the node's own invariant checks after every step, the
+//! harness checks the persistence contract of [`crate::raft::ready`]
+//! against what it *reported* durable:
+//! - batches come numbered 1, 2, 3, … and each log write starts within the
+//!   durable log (no gap);
+//! - the node's stable prefix equals the reported durable log;
+//! - no message speaks of an unreported term, a granted vote is reported
+//!   durable, and an acknowledgement covers no more entries than the log
+//!   held after some reported batch;
+//! - committed entries come out in index order, once per incarnation, equal
+//!   to the reported log and not beyond the commit index; a proposal's
+//!   index holds that command; a read index is not beyond the commit index;
+//! - after a restart the node holds exactly the durable state.
 
 use crate::kv::{Command, Op};
 use crate::raft::{
-    Actions, Config, Entry, Envelope, HardState, Input, LogIndex, Message, Payload, Persist, RaftNode, ReadId,
-    RejectHint, Term,
+    BatchNumber, Config, Entry, Envelope, HardState, Input, LogIndex, Message, Payload, Persist, RaftNode, ReadId,
+    Ready, RejectHint, Term,
 };
 use arbitrary::Unstructured;
 use std::collections::VecDeque;
@@ -42,12 +48,47 @@ pub fn node_target(data: &[u8]) {
     }
 }
 
-/// The node, what it made durable, and what the checks need to remember.
+/// What is on the disk: a term and vote, and a log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Disk {
+    hard: HardState,
+    log: Vec<Entry<Command>>,
+}
+
+impl Disk {
+    /// Applies one batch, as `sim::MemStorage` does, after checking that the
+    /// log write leaves no gap.
+    fn write(&mut self, persist: &Persist<Command>) {
+        if let Some(h) = persist.hard_state {
+            self.hard = h;
+        }
+        if let Some(w) = &persist.log {
+            let len = self.log.len() as u64;
+            assert!(w.from >= 1 && w.from <= len + 1, "log write at {} leaves a gap after {len}", w.from);
+            self.log.truncate(w.from as usize - 1);
+            self.log.extend(w.entries.iter().cloned());
+        }
+    }
+}
+
+/// The node, its disk, and what the checks need to remember.
 struct Harness {
     config: Config,
     node: RaftNode<Command>,
-    hard: HardState,
-    log: Vec<Entry<Command>>,
+    /// Everything written, reported or not: what a crash keeps.
+    disk: Disk,
+    /// The disk as of the last report: what the node may act on.
+    reported: Disk,
+    /// The log's length after each batch handed out and not reported.
+    lengths: VecDeque<(BatchNumber, usize)>,
+    /// The longest the log was after any reported batch of this
+    /// incarnation (or at its start).
+    reported_longest: usize,
+    /// Batches handed out and not written yet, in order.
+    unwritten: VecDeque<Persist<Command>>,
+    /// The number of the last batch written, and of the last handed out.
+    written: BatchNumber,
+    handed_out: BatchNumber,
     /// The node's latest messages, for `Reply`.
     sent: VecDeque<Envelope<Command>>,
     /// The index the next committed entry must have (per incarnation).
@@ -65,14 +106,27 @@ impl Harness {
         config.max_inflight = u.int_in_range(1..=4)?;
         config.max_batch_entries = u.int_in_range(1..=4)?;
         config.max_pending_reads = u.int_in_range(1..=3)?;
+        config.max_held_messages = u.int_in_range(1..=8)?;
         let node = RaftNode::restart(config.clone(), HardState::default(), Vec::new());
-        let (hard, log, sent) = (HardState::default(), Vec::new(), VecDeque::new());
-        Ok(Harness { config, node, hard, log, sent, next_committed: 1, next_read: 0 })
+        Ok(Harness {
+            config,
+            node,
+            disk: Disk::default(),
+            reported: Disk::default(),
+            lengths: VecDeque::new(),
+            reported_longest: 0,
+            unwritten: VecDeque::new(),
+            written: 0,
+            handed_out: 0,
+            sent: VecDeque::new(),
+            next_committed: 1,
+            next_read: 0,
+        })
     }
 
     /// Reads one action from `u` and carries it out.
     fn act(&mut self, u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
-        match u.int_in_range(0..=9u8)? {
+        match u.int_in_range(0..=12u8)? {
             0 | 1 => {
                 for _ in 0..u.int_in_range(1..=2 * self.config.election_ticks)? {
                     self.step(Input::Tick);
@@ -94,76 +148,147 @@ impl Harness {
                 self.next_read += 1;
                 self.step(Input::Read(self.next_read));
             }
-            8 => self.restart(u)?,
-            _ => {
-                // A crash after the step but before its Persist is durable:
-                // the Ready is dropped unwritten and nothing of it happens.
-                let input = if u.ratio(1, 2)? { Input::Tick } else { Input::Message(self.reply(u)?) };
-                drop(self.node.step(input));
-                self.restart(u)?;
+            8 | 9 => {
+                // The disk catches up with some or all pending batches, and
+                // (usually) the runtime reports it.
+                self.write(u)?;
+                if u.ratio(3, 4)? {
+                    self.report();
+                }
             }
+            10 => {
+                // A report of a batch already reported changes nothing.
+                let (durable, _) = self.node.batches();
+                let stale = u.int_in_range(0..=durable)?;
+                self.step(Input::Persisted(stale));
+            }
+            11 => self.report(),
+            _ => self.restart(u)?,
         }
         Ok(())
     }
 
-    fn restart(&mut self, u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
-        self.config.seed = u.arbitrary()?;
-        self.node = RaftNode::restart(self.config.clone(), self.hard, self.log.clone());
-        self.next_committed = 1;
-        self.check_durable();
+    /// Writes the next `1..=all` pending batches, in order, unreported.
+    fn write(&mut self, u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..u.int_in_range(1..=self.unwritten.len())? {
+            let batch = self.unwritten.pop_front().expect("not empty");
+            assert_eq!(batch.number, self.written + 1, "batches numbered in order");
+            self.disk.write(&batch);
+            self.written = batch.number;
+        }
         Ok(())
     }
 
-    /// Steps the node, makes its Persist durable, and checks the outputs.
+    /// Reports every batch written so far.
+    fn report(&mut self) {
+        if self.written > self.node.batches().0 {
+            self.reported = self.disk.clone();
+            while self.lengths.front().is_some_and(|&(batch, _)| batch <= self.written) {
+                let (_, length) = self.lengths.pop_front().expect("not empty");
+                self.reported_longest = self.reported_longest.max(length);
+            }
+            self.step(Input::Persisted(self.written));
+        }
+    }
+
+    /// A power cut: whatever was not written is lost.
+    fn restart(&mut self, u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
+        self.config.seed = u.arbitrary()?;
+        self.node = RaftNode::restart(self.config.clone(), self.disk.hard, self.disk.log.clone());
+        self.reported = self.disk.clone();
+        self.reported_longest = self.reported.log.len();
+        self.lengths.clear();
+        self.unwritten.clear();
+        (self.written, self.handed_out, self.next_committed) = (0, 0, 1);
+        assert_eq!(self.disk.hard, self.node.hard_state(), "restarted with another term or vote");
+        assert!(self.disk.log == self.node.log().entries(), "restarted with another log");
+        Ok(())
+    }
+
+    /// Steps the node, queues its batch for the disk, and checks the outputs.
     fn step(&mut self, input: Input<Command>) {
         let proposal = match &input {
             Input::Propose(command) => Some(command.clone()),
             _ => None,
         };
         let ready = self.node.step(input);
-        let proposed = ready.proposed;
-        let (hard, log) = (&mut self.hard, &mut self.log);
-        let actions = match ready.persist_then(|p| write(hard, log, p)) {
-            Ok(actions) => actions,
-            Err(never) => match never {},
-        };
-        self.check_durable();
-        if let (Some(Ok(index)), Some(command)) = (proposed, proposal) {
+        if let (Some(Ok(index)), Some(command)) = (ready.proposed, proposal) {
             let expected = Entry { term: self.node.term(), payload: Payload::Command(command) };
             assert_eq!(self.node.log().get(index), Some(&expected), "proposal not at its index {index}");
         }
-        self.check_actions(actions);
+        self.check_ready(ready);
     }
 
-    fn check_durable(&self) {
-        assert_eq!(self.hard, self.node.hard_state(), "term or vote changed without being persisted");
-        assert!(self.log == self.node.log().entries(), "log changed without being persisted");
-    }
-
-    fn check_actions(&mut self, actions: Actions<Command>) {
+    fn check_ready(&mut self, ready: Ready<Command>) {
+        if let Some(batch) = ready.persist {
+            assert_eq!(batch.number, self.handed_out + 1, "batches numbered 1, 2, 3, ...");
+            self.handed_out = batch.number;
+            if let Some(w) = &batch.log {
+                self.lengths.push_back((batch.number, (w.from - 1) as usize + w.entries.len()));
+            }
+            self.unwritten.push_back(batch);
+        }
+        let stable = self.node.stable_index() as usize;
+        assert!(
+            stable <= self.reported.log.len() && self.reported.log[..stable] == self.node.log().entries()[..stable],
+            "the node's stable prefix ({stable}) is not the reported durable log"
+        );
         let commit = self.node.commit_index();
-        for (index, entry) in &actions.committed {
+        for (index, entry) in &ready.committed {
             assert_eq!(*index, self.next_committed, "committed entries out of order");
             assert!(*index <= commit, "entry {index} handed out beyond the commit index {commit}");
             assert_eq!(
-                self.log.get(*index as usize - 1),
+                self.reported.log.get(*index as usize - 1),
                 Some(entry),
-                "committed entry {index} is not the durable one"
+                "committed entry {index} is not the reported durable one"
             );
             self.next_committed += 1;
         }
-        for (_, read) in &actions.reads {
+        for (_, read) in &ready.reads {
             if let Ok(index) = read {
                 assert!(*index <= commit, "read index {index} beyond the commit index {commit}");
             }
         }
-        for message in actions.messages {
+        for message in ready.messages {
             assert_eq!(message.from, self.config.id, "message not from the node: {message:?}");
             assert!(message.to != message.from && message.to < self.config.members, "bad recipient: {message:?}");
+            self.check_durable_before_sent(&message);
             if self.sent.len() == SENT_KEPT {
                 self.sent.pop_front();
             }
             self.sent.push_back(message);
+        }
+    }
+
+    /// A message leaving the node speaks only of reported durable state.
+    fn check_durable_before_sent(&self, envelope: &Envelope<Command>) {
+        let durable = self.reported.hard;
+        let term = envelope.message.term();
+        match &envelope.message {
+            // A PreVote names the term it would campaign in, a granted
+            // PreVoteReply the requester's: neither is the sender's term.
+            Message::PreVote { .. } | Message::PreVoteReply { granted: true, .. } => {}
+            message => assert!(term <= durable.term, "{message:?} sent in a term the disk has not seen ({durable:?})"),
+        }
+        match &envelope.message {
+            Message::VoteReply { term, granted: true } => assert!(
+                durable.term > *term || durable == HardState { term: *term, voted_for: Some(envelope.to) },
+                "a vote for {} in term {term} sent before it was durable ({durable:?})",
+                envelope.to
+            ),
+            // An acknowledgement speaks of the log as it was durable in its
+            // term: a newer leader may have truncated it since (that is
+            // safe, Raft §5.4.3), so the bound is the longest log after
+            // any reported batch.
+            Message::AppendReply { result: Ok(matched), .. } => assert!(
+                *matched as usize <= self.reported_longest,
+                "acknowledged {matched} entries, but no reported batch left more than {} in the log",
+                self.reported_longest
+            ),
+            _ => {}
         }
     }
 
@@ -265,29 +390,6 @@ impl Harness {
             _ => u.arbitrary()?,
         })
     }
-}
-
-/// Applies a step's `Persist` to the durable state, as `sim::MemStorage`
-/// does, after checking that the log write leaves no gap.
-fn write(
-    hard: &mut HardState,
-    log: &mut Vec<Entry<Command>>,
-    persist: &Persist<Command>,
-) -> Result<(), std::convert::Infallible> {
-    if let Some(h) = persist.hard_state {
-        *hard = h;
-    }
-    if let Some(w) = &persist.log {
-        assert!(
-            w.from >= 1 && w.from <= log.len() as u64 + 1,
-            "log write at {} leaves a gap after {}",
-            w.from,
-            log.len()
-        );
-        log.truncate(w.from as usize - 1);
-        log.extend(w.entries.iter().cloned());
-    }
-    Ok(())
 }
 
 /// Up to three entries after `prev_term`, usually well formed (terms not

@@ -5,8 +5,8 @@
 
 use super::{ClientId, Command, KvMachine, Op, Request, Response, ServiceError};
 use crate::raft::{
-    Config, Entry, Envelope, HardState, Input, LogIndex, NodeId, Payload, Persist, RaftNode, ReadId, Ready, Refusal,
-    Term,
+    BatchNumber, Config, Entry, Envelope, HardState, Input, LogIndex, NodeId, Payload, Persist, RaftNode, ReadId,
+    Ready, Refusal, Term,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,13 +44,19 @@ pub enum ServerInput {
     Tick,
     Peer(Envelope<Command>),
     Client(Request),
+    /// Every batch up to this number is durable ([`Input::Persisted`]).
+    Persisted(BatchNumber),
 }
 
-/// What a replica asks its runtime to do after one step (its `Persist` was
-/// already written through the callback given to [`KvServer::step`]).
+/// What a replica asks its runtime to do after one step, under the Raft
+/// node's persistence contract ([`crate::raft::ready`]): `persist` is made
+/// durable after every earlier batch and then reported with
+/// [`ServerInput::Persisted`]; everything else is carried out at once.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[must_use]
 pub struct ServerOutput {
+    /// A batch of Raft state to make durable, then report.
+    pub persist: Option<Persist<Command>>,
     pub messages: Vec<Envelope<Command>>,
     pub responses: Vec<Response>,
     /// Every log entry applied in this step, for checkers.
@@ -127,33 +133,32 @@ impl KvServer {
         self.waiting_writes.len() + self.waiting_reads.len() + self.confirmed_reads.len()
     }
 
-    /// Feeds one input. `write` must make the given state durable before it
-    /// returns (see [`crate::raft::ready`]); if it fails, nothing is sent or
-    /// applied and the error is returned.
-    pub fn step<E>(
-        &mut self,
-        input: ServerInput,
-        write: impl FnOnce(&Persist<Command>) -> Result<(), E>,
-    ) -> Result<ServerOutput, E> {
+    /// Feeds one input; the output is carried out under the contract of
+    /// [`ServerOutput`]. Every response in it is for an effect that is
+    /// committed, durable here and applied (or a refusal).
+    pub fn step(&mut self, input: ServerInput) -> ServerOutput {
         let mut out = ServerOutput::default();
         let ready = match input {
             ServerInput::Tick => Some(self.node.step(Input::Tick)),
             ServerInput::Peer(envelope) => Some(self.node.step(Input::Message(envelope))),
             ServerInput::Client(request) => self.accept(request, &mut out),
+            ServerInput::Persisted(number) => Some(self.node.step(Input::Persisted(number))),
         };
         if let Some(ready) = ready {
-            let actions = ready.persist_then(write)?;
-            out.messages = actions.messages;
-            for (id, result) in actions.reads {
+            out.persist = ready.persist;
+            out.messages = ready.messages;
+            for (id, result) in ready.reads {
                 self.on_read_outcome(id, result, &mut out);
             }
-            for (index, entry) in actions.committed {
+            for (index, entry) in ready.committed {
                 self.apply(index, entry, &mut out);
             }
             self.serve_confirmed_reads(&mut out);
         }
         self.fail_orphaned_writes(&mut out);
-        Ok(out)
+        debug_assert!(self.kv.applied_index() <= self.node.stable_index(), "applied an entry not durable here");
+        debug_assert!(self.waiting() <= self.config.max_waiting, "more requests waiting than max_waiting");
+        out
     }
 
     fn accept(&mut self, request: Request, out: &mut ServerOutput) -> Option<Ready<Command>> {

@@ -32,6 +32,10 @@ pub struct Config {
     /// At most this many reads may wait for leadership confirmation; more
     /// are refused at once rather than queued without bound.
     pub max_pending_reads: usize,
+    /// At most this many messages wait for their batch to be reported
+    /// durable (a slow disk under a flood of AppendEntries); beyond it the
+    /// oldest is dropped, as a lossy network would.
+    pub max_held_messages: usize,
     /// Known bugs to switch on, for tests that show the checks catch them.
     pub bugs: InjectedBugs,
 }
@@ -49,6 +53,7 @@ impl Config {
             max_inflight: 8,
             max_batch_entries: 64,
             max_pending_reads: 1024,
+            max_held_messages: 4096,
             bugs: InjectedBugs::default(),
         }
     }
@@ -66,8 +71,14 @@ impl Config {
         if self.heartbeat_ticks == 0 || self.election_ticks <= 2 * self.heartbeat_ticks {
             return Err("need 0 < 2 * heartbeat_ticks < election_ticks".into());
         }
-        if self.max_inflight == 0 || self.max_batch_entries == 0 || self.max_pending_reads == 0 {
-            return Err("max_inflight, max_batch_entries and max_pending_reads must be positive".into());
+        if self.max_inflight == 0
+            || self.max_batch_entries == 0
+            || self.max_pending_reads == 0
+            || self.max_held_messages == 0
+        {
+            return Err(
+                "max_inflight, max_batch_entries, max_pending_reads and max_held_messages must be positive".into()
+            );
         }
         Ok(())
     }
@@ -99,8 +110,9 @@ pub struct InjectedBugs {
     /// (Honoured by the KV state machine, carried here so one switch set
     /// describes a run.)
     pub skip_session_table: bool,
-    /// (f) Reply to a vote before `voted_for` is durable: the vote is never
-    /// persisted, so after a crash the node may vote twice in one term.
+    /// (f) Reply to a vote before `voted_for` is durable: the reply goes out
+    /// at once and the vote is never persisted, so after a crash the node
+    /// may vote twice in one term.
     pub vote_before_persist: bool,
 }
 

@@ -1,9 +1,10 @@
 //! [`RaftNode`]: one Raft server as a pure state machine.
 
 use super::config::Config;
+use super::durability::Durability;
 use super::log::RaftLog;
 use super::progress::{quorum_value, Mode, Progress};
-use super::ready::{Actions, Input, LogWrite, Persist, ReadId, Ready, Refusal};
+use super::ready::{BatchNumber, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 use super::types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term, TERM_MAX};
 use crate::rng::Rng;
 use std::collections::{BTreeSet, VecDeque};
@@ -14,8 +15,8 @@ use std::collections::{BTreeSet, VecDeque};
 /// Methods come in three kinds:
 /// - the constructor [`RaftNode::restart`], from durable state;
 /// - one input method, [`RaftNode::step`], which returns a [`Ready`] that
-///   the runtime must carry out under the persistence contract of
-///   [`super::ready`];
+///   the runtime carries out under the persistence contract of
+///   [`super::ready`] (durability comes back as [`Input::Persisted`]);
 /// - getters (`term`, `role`, `leader`, `commit_index`, `log`, …).
 ///
 /// The node never blocks, never reads a clock (time is [`Input::Tick`]) and
@@ -25,13 +26,23 @@ pub struct RaftNode<C> {
     config: Config,
     rng: Rng,
     hard: HardState,
-    /// The hard state last handed out for persisting.
-    persisted_hard: HardState,
+    /// The hard state last handed out in a batch.
+    handed_out_hard: HardState,
     log: RaftLog<C>,
+    /// Which batches are durable, and so how much of the log is stable.
+    durability: Durability,
+    /// Messages waiting for the batch they depend on to be reported
+    /// durable: `(batch, message)`, in the order they were sent (and so in
+    /// batch order). At most [`Config::max_held_messages`].
+    held: VecDeque<(BatchNumber, Envelope<C>)>,
+    /// Held messages dropped because the bound was reached (Raft tolerates
+    /// the loss; a count for the runtime's metrics).
+    held_dropped: u64,
     role: Role,
     leader: Option<NodeId>,
     commit: LogIndex,
-    /// Highest index handed to the runtime for applying.
+    /// Highest index handed to the runtime for applying: never above the
+    /// commit index nor the stable (durable) prefix.
     handed_out: LogIndex,
     /// Ticks since the last election reset (for a leader: since the last
     /// CheckQuorum period began).
@@ -55,10 +66,21 @@ pub struct RaftNode<C> {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Outbox<C> {
-    messages: Vec<Envelope<C>>,
+    messages: Vec<(After, Envelope<C>)>,
     reads: Vec<(ReadId, Result<LogIndex, Refusal>)>,
     /// Lowest log index changed in this step.
     dirty_from: Option<LogIndex>,
+}
+
+/// What a message sent during a step must wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum After {
+    /// A batch already numbered (for a leader's replication traffic: the
+    /// batch holding its term and vote).
+    Batch(BatchNumber),
+    /// Every batch handed out up to the end of this step, this step's own
+    /// included: the message may tell of anything the node now holds.
+    ThisStep,
 }
 
 impl<C> Default for Outbox<C> {
@@ -80,11 +102,15 @@ impl<C: Clone> RaftNode<C> {
         }
         let mut rng = node_rng(&config);
         let election_timeout = election_timeout(&mut rng, &config);
+        let log = RaftLog::new(log);
         RaftNode {
             rng,
             hard,
-            persisted_hard: hard,
-            log: RaftLog::new(log),
+            handed_out_hard: hard,
+            durability: Durability::restarted(log.last_index()),
+            log,
+            held: VecDeque::new(),
+            held_dropped: 0,
             role: Role::Follower,
             leader: None,
             commit: 0,
@@ -104,15 +130,19 @@ impl<C: Clone> RaftNode<C> {
 
     /// Feeds one input and returns what the runtime must do about it.
     pub fn step(&mut self, input: Input<C>) -> Ready<C> {
+        let before = (self.hard, self.commit, self.handed_out, self.durability.durable_batch());
         let mut proposed = None;
         match input {
             Input::Tick => self.tick(),
             Input::Message(envelope) => self.receive(envelope),
             Input::Propose(command) => proposed = Some(self.propose(command)),
             Input::Read(id) => self.read(id),
+            Input::Persisted(number) => self.persisted(number),
         }
+        let ready = self.take_ready(proposed);
         self.check_invariants();
-        self.take_ready(proposed)
+        self.check_step(before, &ready);
+        ready
     }
 
     /// The same node in a cluster whose servers are numbered differently:
@@ -138,14 +168,15 @@ impl<C: Clone> RaftNode<C> {
         node.config.id = new_id(self.config.id);
         node.rng = node_rng(&node.config); // never drawn from without jitter
         node.hard.voted_for = self.hard.voted_for.map(&new_id);
-        node.persisted_hard.voted_for = self.persisted_hard.voted_for.map(&new_id);
+        node.handed_out_hard.voted_for = self.handed_out_hard.voted_for.map(&new_id);
         node.leader = self.leader.map(&new_id);
         node.granted = bits(self.granted);
         node.refused = bits(self.refused);
         for (id, progress) in self.progress.iter().enumerate() {
             node.progress[new_index(id)] = progress.clone();
         }
-        for envelope in &mut node.out.messages {
+        let held = node.held.iter_mut().map(|(_, e)| e);
+        for envelope in node.out.messages.iter_mut().map(|(_, e)| e).chain(held) {
             envelope.from = new_id(envelope.from);
             envelope.to = new_id(envelope.to);
         }
@@ -186,6 +217,23 @@ impl<C: Clone> RaftNode<C> {
     }
     pub fn log(&self) -> &RaftLog<C> {
         &self.log
+    }
+    /// The longest prefix of the log that is durable (reported through
+    /// [`Input::Persisted`]) and equal to the in-memory log.
+    pub fn stable_index(&self) -> LogIndex {
+        self.durability.stable()
+    }
+    /// The highest batch number reported durable, and the last handed out.
+    pub fn batches(&self) -> (BatchNumber, BatchNumber) {
+        (self.durability.durable_batch(), self.durability.last_batch())
+    }
+    /// Messages waiting for their batch to become durable.
+    pub fn held_messages(&self) -> usize {
+        self.held.len()
+    }
+    /// Held messages dropped because [`Config::max_held_messages`] was reached.
+    pub fn held_dropped(&self) -> u64 {
+        self.held_dropped
     }
     /// True once this leader has committed an entry of its own term, and so
     /// knows every entry committed before it (thesis §6.4).
@@ -326,13 +374,20 @@ impl<C: Clone> RaftNode<C> {
     }
 
     fn become_leader(&mut self) {
-        debug_assert_eq!(self.hard.voted_for, Some(self.config.id));
+        assert_eq!(self.hard.voted_for, Some(self.config.id), "a leader voted for itself");
+        assert_eq!(self.role, Role::Candidate, "only a candidate wins an election");
+        debug_assert!(
+            self.config.members == 1 || self.durability.hard_state_batch() <= self.durability.durable_batch(),
+            "won with votes for a term and vote not yet durable: its Vote requests waited for them"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let last = self.log.last_index();
         self.progress = (0..self.config.members).map(|_| Progress::new(last)).collect();
+        // The leader counts itself in a quorum only with what is durable.
+        self.progress[usize::from(self.config.id)].match_index = self.durability.stable();
         // The no-op: committing an entry of our own term commits all earlier
         // ones, and until then we may not serve reads.
         self.append_local(Entry { term: self.hard.term, payload: Payload::Noop });
@@ -440,6 +495,11 @@ impl<C: Clone> RaftNode<C> {
         if self.role != phase {
             return;
         }
+        if phase == Role::Candidate && self.durability.hard_state_batch() > self.durability.durable_batch() {
+            // Our Vote requests wait for this term and vote to be durable, so
+            // no genuine reply can have come back yet: forged or corrupt.
+            return;
+        }
         self.record_vote(from, granted);
         match (self.tally(), phase) {
             (Some(true), Role::PreCandidate) => self.campaign(),
@@ -527,16 +587,43 @@ impl<C: Clone> RaftNode<C> {
         Ok(index)
     }
 
+    /// Appends to the in-memory log. The entry counts towards a commit
+    /// quorum (a leader's own `match_index`) only once its batch is
+    /// reported durable ([`RaftNode::persisted`]): the leader writes its
+    /// log in parallel with sending it (thesis §10.2.1).
     fn append_local(&mut self, entry: Entry<C>) -> LogIndex {
+        debug_assert!(entry.term <= self.hard.term, "an entry from a future term");
         let index = self.log.append(entry);
         self.mark_dirty(index);
         if self.role == Role::Leader {
             let me = usize::from(self.config.id);
-            self.progress[me].match_index = index;
             self.progress[me].next_index = index + 1;
-            self.maybe_commit();
+            debug_assert!(self.progress[me].match_index <= self.durability.stable());
         }
         index
+    }
+
+    // ----- durability ----------------------------------------------------
+
+    /// The runtime made every batch up to `number` durable: count the
+    /// stable entries in the commit quorum and release the messages that
+    /// waited for them.
+    fn persisted(&mut self, number: BatchNumber) {
+        if !self.durability.persisted(number) {
+            return;
+        }
+        if self.role == Role::Leader {
+            let me = usize::from(self.config.id);
+            let stable = self.durability.stable();
+            debug_assert!(stable >= self.progress[me].match_index, "a leader's durable prefix never shrinks");
+            self.progress[me].match_index = stable;
+            self.maybe_commit();
+        }
+        let durable = self.durability.durable_batch();
+        while self.held.front().is_some_and(|&(batch, _)| batch <= durable) {
+            let (_, envelope) = self.held.pop_front().expect("checked non-empty");
+            self.out.messages.push((After::Batch(0), envelope));
+        }
     }
 
     fn replicate_to_all(&mut self) {
@@ -650,11 +737,17 @@ impl<C: Clone> RaftNode<C> {
     /// current term (Raft §5.4.2, Figure 8): an older entry is committed
     /// only indirectly, by committing one of ours after it.
     fn maybe_commit(&mut self) {
+        debug_assert_eq!(self.role, Role::Leader);
         let mut matches: Vec<LogIndex> = self.progress.iter().map(|p| p.match_index).collect();
         let index = quorum_value(&mut matches, self.config.quorum());
+        debug_assert!(index <= self.log.last_index(), "a quorum holds entries the leader lacks");
         if index > self.commit
             && (self.log.term_at(index) == Some(self.hard.term) || self.config.bugs.commit_previous_term)
         {
+            debug_assert!(
+                self.config.bugs.commit_previous_term || self.log.term_at(index) == Some(self.hard.term),
+                "committing by counting replicas of an older term's entry (Figure 8)"
+            );
             self.commit = index;
             self.release_reads();
         }
@@ -709,8 +802,22 @@ impl<C: Clone> RaftNode<C> {
         (0..self.config.members).filter(move |&p| p != me)
     }
 
+    /// Queues a message, noting what it must wait for (see
+    /// [`super::ready`]): a leader's replication traffic depends only on
+    /// its term and vote; anything else may tell of any state the node now
+    /// holds, so it waits for every batch up to the end of this step.
     fn send(&mut self, to: NodeId, message: Message<C>) {
-        self.out.messages.push(Envelope { from: self.config.id, to, message });
+        debug_assert_ne!(to, self.config.id, "a node never messages itself");
+        debug_assert!(to < self.config.members, "a message to a non-member");
+        let replication = matches!(message, Message::Append { .. } | Message::Heartbeat { .. });
+        let after = if self.role == Role::Leader && replication && self.hard == self.handed_out_hard {
+            After::Batch(self.durability.hard_state_batch())
+        } else if self.config.bugs.vote_before_persist && matches!(message, Message::VoteReply { .. }) {
+            After::Batch(0) // bug (f): the vote goes out before it is durable
+        } else {
+            After::ThisStep
+        };
+        self.out.messages.push((after, Envelope { from: self.config.id, to, message }));
     }
 
     fn broadcast(&mut self, mut message: impl FnMut(NodeId) -> Message<C>) {
@@ -724,53 +831,196 @@ impl<C: Clone> RaftNode<C> {
         self.out.dirty_from = Some(self.out.dirty_from.map_or(index, |d| d.min(index)));
     }
 
+    /// Ends a step: numbers this step's batch (if it changed anything
+    /// durable), sends what may go now and holds the rest, and hands out
+    /// the committed entries that are durable here.
     fn take_ready(&mut self, proposed: Option<Result<LogIndex, Refusal>>) -> Ready<C> {
         let out = std::mem::take(&mut self.out);
-        let mut persist = Persist { hard_state: None, log: None };
-        if self.hard != self.persisted_hard {
+        let mut hard_state = None;
+        if self.hard != self.handed_out_hard {
             let mut durable = self.hard;
             if self.config.bugs.vote_before_persist {
                 // Bug (f): the vote never reaches the disk.
                 durable.voted_for =
-                    if durable.term == self.persisted_hard.term { self.persisted_hard.voted_for } else { None };
+                    if durable.term == self.handed_out_hard.term { self.handed_out_hard.voted_for } else { None };
             }
-            persist.hard_state = Some(durable);
-            self.persisted_hard = self.hard;
+            hard_state = Some(durable);
+            self.handed_out_hard = self.hard;
         }
-        if let Some(from) = out.dirty_from {
-            persist.log = Some(LogWrite { from, entries: self.log.slice(from, self.log.last_index()) });
+        let log = out.dirty_from.map(|from| LogWrite { from, entries: self.log.slice(from, self.log.last_index()) });
+        let persist = (hard_state.is_some() || log.is_some()).then(|| {
+            let range = log.as_ref().map(|w| (w.from, w.from + w.entries.len() as LogIndex - 1));
+            let number = self.durability.hand_out(hard_state.is_some(), range);
+            Persist { number, hard_state, log }
+        });
+        let (durable, last) = (self.durability.durable_batch(), self.durability.last_batch());
+        let mut messages = Vec::with_capacity(out.messages.len());
+        for (after, envelope) in out.messages {
+            let batch = match after {
+                After::Batch(batch) => batch,
+                After::ThisStep => last,
+            };
+            if batch <= durable {
+                messages.push(envelope);
+            } else {
+                debug_assert!(self.held.back().is_none_or(|&(b, _)| b <= batch), "held messages in batch order");
+                if self.held.len() >= self.config.max_held_messages {
+                    self.held.pop_front(); // the oldest: Raft tolerates a lost message
+                    self.held_dropped += 1;
+                }
+                self.held.push_back((batch, envelope));
+            }
         }
         let mut committed = Vec::new();
-        if self.commit > self.handed_out {
-            let entries = self.log.slice(self.handed_out + 1, self.commit);
+        let applicable = self.commit.min(self.durability.stable());
+        if applicable > self.handed_out {
+            let entries = self.log.slice(self.handed_out + 1, applicable);
             committed = (self.handed_out + 1..).zip(entries).collect();
-            self.handed_out = self.commit;
+            self.handed_out = applicable;
         }
-        Ready::new(persist, Actions { messages: out.messages, committed, reads: out.reads }, proposed)
+        Ready { persist, messages, committed, reads: out.reads, proposed }
     }
 
-    /// Assertions that hold after every step, whatever the input.
+    /// Assertions that hold between steps, whatever the inputs were. The
+    /// cheap ones run in every build; the rest in debug, test and fuzz
+    /// builds ([`CHECK_ALL`]).
     fn check_invariants(&self) {
-        assert!(self.commit <= self.log.last_index(), "commit beyond the log");
+        let last = self.log.last_index();
+        assert!(self.commit <= last, "commit {} beyond the log {last}", self.commit);
         assert!(self.handed_out <= self.commit, "handed out an uncommitted entry");
+        assert!(self.handed_out <= self.durability.stable(), "handed out an entry not durable here");
+        assert!(self.hard.term <= TERM_MAX, "term beyond TERM_MAX");
+        assert!(self.log.last_term() <= self.hard.term, "an entry of a future term");
+        assert_eq!(self.hard, self.handed_out_hard, "a term or vote change not handed out for persisting");
         assert!(self.granted & self.refused == 0, "a node both granted and refused");
+        assert!(self.held.len() <= self.config.max_held_messages, "held messages beyond their bound");
+        assert!(self.out.messages.is_empty() && self.out.reads.is_empty() && self.out.dirty_from.is_none());
+        self.durability.check(last);
+        if let Some(vote) = self.hard.voted_for {
+            assert!(vote < self.config.members, "voted for a non-member");
+        }
         match self.role {
-            Role::Leader => {
-                assert_eq!(self.leader, Some(self.config.id));
-                assert_eq!(self.hard.voted_for, Some(self.config.id), "a leader voted for itself");
-                assert_eq!(self.progress.len(), usize::from(self.config.members));
-                assert!(self.pending_reads.len() <= self.config.max_pending_reads);
-            }
+            Role::Leader => self.check_leader(),
             _ => {
                 assert!(self.progress.is_empty() && self.pending_reads.is_empty());
-                assert_ne!(self.leader, Some(self.config.id));
+                assert_ne!(self.leader, Some(self.config.id), "a non-leader names itself leader");
+                assert!(self.election_elapsed < self.election_timeout, "an election timeout that did not fire");
             }
         }
-        if self.role == Role::Candidate {
-            assert_eq!(self.hard.voted_for, Some(self.config.id));
+        if matches!(self.role, Role::Candidate) {
+            assert_eq!(self.hard.voted_for, Some(self.config.id), "a candidate votes for itself");
+        }
+        if CHECK_ALL {
+            let (low, high) = (self.config.election_ticks, 2 * self.config.election_ticks);
+            assert!(
+                (!self.config.election_jitter && self.election_timeout == low)
+                    || (low..high).contains(&self.election_timeout),
+                "election timeout {} outside its range",
+                self.election_timeout
+            );
+            let durable = self.durability.durable_batch();
+            assert!(self.held.iter().all(|&(batch, _)| batch > durable), "a held message whose batch is durable");
+            assert!(
+                self.held.iter().zip(self.held.iter().skip(1)).all(|(a, b)| a.0 <= b.0),
+                "held messages out of batch order"
+            );
+            assert!(self.held.iter().all(|(_, e)| e.from == self.config.id && e.to != self.config.id));
+            if self.role == Role::PreCandidate || self.role == Role::Candidate {
+                assert!(self.granted & (1 << self.config.id) != 0, "a (pre-)candidate counts its own vote");
+                assert!(self.leader.is_none(), "a (pre-)candidate knows no leader");
+            }
+        }
+    }
+
+    fn check_leader(&self) {
+        let (me, last) = (usize::from(self.config.id), self.log.last_index());
+        assert_eq!(self.leader, Some(self.config.id));
+        assert_eq!(self.hard.voted_for, Some(self.config.id), "a leader voted for itself");
+        assert_eq!(self.progress.len(), usize::from(self.config.members));
+        assert!(self.pending_reads.len() <= self.config.max_pending_reads);
+        assert_eq!(self.progress[me].match_index, self.durability.stable(), "a leader counts exactly its stable log");
+        assert!(self.election_elapsed < self.config.election_ticks, "a leader's CheckQuorum period overran");
+        assert!(self.heartbeat_elapsed < self.config.heartbeat_ticks, "a heartbeat that was not sent");
+        assert!(
+            self.config.members == 1 || self.durability.hard_state_batch() <= self.durability.durable_batch(),
+            "a leader whose term and vote are not durable"
+        );
+        if CHECK_ALL {
+            for (id, pr) in self.progress.iter().enumerate().filter(|&(id, _)| id != me) {
+                assert!(pr.match_index <= last, "follower {id} matched beyond the leader's log");
+                assert!(pr.match_index < pr.next_index, "follower {id}: next {} <= match", pr.next_index);
+                assert!(pr.next_index <= last + 1, "follower {id}: next {} beyond the log {last}", pr.next_index);
+                assert!(pr.inflight.len() <= self.config.max_inflight, "follower {id}: window overrun");
+                assert!(pr.inflight.iter().all(|&i| pr.match_index < i && i <= last), "follower {id}: inflight");
+                assert!(pr.read_round_acked <= self.read_round, "follower {id} echoed a future read round");
+                if let Mode::Probe { .. } = pr.mode {
+                    assert!(pr.inflight.is_empty(), "follower {id}: a window while probing");
+                }
+            }
+            assert!(
+                self.pending_reads.iter().all(|&(_, round)| round <= self.read_round),
+                "a read waiting on a future round"
+            );
+            assert!(
+                self.pending_reads.iter().zip(self.pending_reads.iter().skip(1)).all(|(a, b)| a.1 <= b.1),
+                "pending reads out of round order"
+            );
+        }
+    }
+
+    /// What one step may change, given the state before it: terms, commit
+    /// and durability only grow, a vote is never changed within a term, a
+    /// leader only appends, and every output is well formed.
+    fn check_step(&self, before: (HardState, LogIndex, LogIndex, BatchNumber), ready: &Ready<C>) {
+        let (hard, commit, handed_out, durable) = before;
+        assert!(self.hard.term >= hard.term, "term went back from {} to {}", hard.term, self.hard.term);
+        if self.hard.term == hard.term && hard.voted_for.is_some() && !self.config.bugs.vote_before_persist {
+            assert_eq!(self.hard.voted_for, hard.voted_for, "two votes in term {}", hard.term);
+        }
+        assert!(self.commit >= commit, "commit went back from {commit} to {}", self.commit);
+        assert!(self.handed_out >= handed_out, "applied went back");
+        assert!(self.durability.durable_batch() >= durable, "durability went back");
+        if let Some(p) = &ready.persist {
+            assert_eq!(p.number, self.durability.last_batch(), "the batch is numbered last");
+            assert!(!(p.hard_state.is_none() && p.log.is_none()), "an empty batch");
+            if let Some(w) = &p.log {
+                assert!(w.from > commit, "a write from {} rewrites committed entries (commit {commit})", w.from);
+                assert_eq!(w.from + w.entries.len() as LogIndex, self.log.last_index() + 1, "a write ends the log");
+            }
+        }
+        let mut next = handed_out + 1;
+        for (index, entry) in &ready.committed {
+            assert_eq!(*index, next, "committed entries out of order");
+            assert!(*index <= self.commit && *index <= self.durability.stable());
+            if CHECK_ALL {
+                assert_eq!(self.log.term_at(*index), Some(entry.term), "a committed entry differs from the log");
+            }
+            next += 1;
+        }
+        for envelope in &ready.messages {
+            assert_eq!(envelope.from, self.config.id, "a message not from this node");
+            assert!(envelope.to != self.config.id && envelope.to < self.config.members, "a message to {}", envelope.to);
+            // (A PreVote names the term it would campaign in, a granted
+            // PreVoteReply the requester's: neither is the sender's term.)
+            if !matches!(envelope.message, Message::PreVote { .. } | Message::PreVoteReply { granted: true, .. }) {
+                assert!(envelope.message.term() <= self.hard.term, "a message from a future term");
+            }
+        }
+        for (_, read) in &ready.reads {
+            if let Ok(index) = read {
+                assert!(*index <= self.commit, "a read index beyond the commit index");
+            }
+        }
+        if let Some(Ok(index)) = ready.proposed {
+            assert_eq!(self.log.term_at(index), Some(self.hard.term), "a proposal not in this term's slot");
         }
     }
 }
+
+/// Run the invariant checks that cost more than a few comparisons: in debug
+/// and test builds, and under cargo-fuzz (which builds with `--cfg
+/// fuzzing`, in release mode).
+const CHECK_ALL: bool = cfg!(any(debug_assertions, fuzzing));
 
 /// The node's own RNG, seeded from the config's seed and its id, so that
 /// nodes of one cluster draw different timeouts.

@@ -3,30 +3,53 @@
 //!
 //! # The persistence contract
 //!
-//! Every call to [`RaftNode::step`](super::RaftNode::step) returns a
-//! [`Ready`]. Its [`Persist`] part must be durable (written and fsynced)
-//! **before any of its [`Actions`] are carried out**: before a message
-//! leaves, before a committed entry is applied, before a read is served.
-//! A vote or an AppendEntries acknowledgement sent before the vote or the
-//! entries are durable can be forgotten by a crash, and then the same node
-//! votes twice in one term or a "committed" entry exists on fewer than a
-//! majority of disks.
+//! This is the one contract between the pure node and every runtime (the
+//! simulator, the Stateright models, the fuzzers and the real server):
 //!
-//! The types enforce the order: the actions are private to `Ready` and the
-//! only way to reach them is [`Ready::persist_then`], which hands the
-//! `Persist` to the caller's write function first and yields the actions only
-//! if that write succeeded.
+//! 1. Feed the node one [`Input`]; it returns a [`Ready`].
+//! 2. Carry out the Ready's `messages`, `committed` entries and `reads` **at
+//!    once**. The node has already held back everything that depends on
+//!    state not yet durable, so nothing here waits for the disk.
+//! 3. Make the Ready's [`Persist`] batch, if any, durable **after every
+//!    earlier batch**. Batches are numbered 1, 2, 3, … per node incarnation;
+//!    a runtime may merge several into one write and one fsync (group
+//!    commit), and may take as long as it likes.
+//! 4. When every batch up to number `n` is durable, feed
+//!    [`Input::Persisted(n)`](Input::Persisted). Reporting the highest
+//!    number of a merged write reports all the batches before it.
+//! 5. After a crash, rebuild the node with
+//!    [`RaftNode::restart`](super::RaftNode::restart) from exactly what is
+//!    durable. A batch written but not yet reported is simply durable.
 //!
-//! A runtime may batch: it may step the node several times, make all their
-//! `Persist`s durable with one fsync (in order), and then carry out all their
-//! actions in order. What it must never do is act on a step's output before
-//! that step's writes (and all earlier ones) are durable.
+//! The node keeps its side: it never *acts* on state that is not reported
+//! durable. It holds back every message that could tell a peer about such
+//! state — a vote, an AppendEntries acknowledgement, anything sent in a term
+//! the disk does not know yet — until the batch it depends on is reported,
+//! and releases it in the Ready of that `Persisted` input. It counts itself
+//! towards a commit quorum only with entries reported durable, and hands
+//! out for applying only committed entries that are durable locally.
+//!
+//! One kind of message goes out at once: a leader's AppendEntries and
+//! heartbeats. They depend only on the leader's term and vote, which were
+//! durable before it could win its election, not on its own copy of the
+//! entries they carry. So a leader writes its log **in parallel** with
+//! replicating it (Raft thesis §10.2.1): a follower may make an entry durable
+//! before the leader does, and the entry commits once a quorum holds it
+//! durably, counting the leader only when its own write is reported.
+//!
+//! Why the order matters: a vote sent before it is durable can be forgotten
+//! by a crash, and the same node may then vote twice in one term; an
+//! acknowledgement sent before the entries are durable can make an entry
+//! "committed" on fewer than a majority of disks.
 
 use super::types::{Entry, Envelope, HardState, LogIndex, NodeId};
 
 /// Identifies a read request of the runtime's choosing; echoed back when the
 /// read may be served.
 pub type ReadId = u64;
+
+/// Numbers the [`Persist`] batches of one node incarnation: 1, 2, 3, …
+pub type BatchNumber = u64;
 
 /// Everything that can happen to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +65,10 @@ pub enum Input<C> {
     /// index the state machine must have applied before serving it
     /// (ReadIndex, thesis §6.4).
     Read(ReadId),
+    /// Every [`Persist`] batch numbered up to this one is durable. A number
+    /// at or below one already reported changes nothing; a number the node
+    /// never handed out is a runtime bug (the node panics).
+    Persisted(BatchNumber),
 }
 
 /// Why a node refused a proposal or a read.
@@ -53,19 +80,16 @@ pub enum Refusal {
     Busy,
 }
 
-/// State to make durable before acting on the rest of a [`Ready`].
+/// One numbered batch of state to make durable, after every earlier batch,
+/// and then report with [`Input::Persisted`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Persist<C> {
+    /// This batch's number.
+    pub number: BatchNumber,
     /// The new term and vote, if they changed.
     pub hard_state: Option<HardState>,
     /// A change to the log, if any.
     pub log: Option<LogWrite<C>>,
-}
-
-impl<C> Persist<C> {
-    pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none() && self.log.is_none()
-    }
 }
 
 /// "The log from index `from` on is now exactly `entries`": drop every
@@ -77,60 +101,28 @@ pub struct LogWrite<C> {
     pub entries: Vec<Entry<C>>,
 }
 
-/// What the runtime carries out once the step's [`Persist`] is durable.
+/// The outcome of one step. See the module docs for the contract.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[must_use]
-pub struct Actions<C> {
-    /// Messages to send, in order.
+#[must_use = "a Ready holds messages, committed entries and a batch to persist"]
+pub struct Ready<C> {
+    /// State to make durable after every earlier batch, then report with
+    /// [`Input::Persisted`]. The rest of the Ready does not wait for it.
+    pub persist: Option<Persist<C>>,
+    /// Messages to send now, in order.
     pub messages: Vec<Envelope<C>>,
     /// Newly committed entries, in index order, each exactly once per node
-    /// incarnation: apply them to the state machine.
+    /// incarnation, and all durable on this node: apply them.
     pub committed: Vec<(LogIndex, Entry<C>)>,
     /// Reads answered: `Ok(index)` means "serve it once the state machine
     /// has applied `index`".
     pub reads: Vec<(ReadId, Result<LogIndex, Refusal>)>,
-}
-
-impl<C> Default for Actions<C> {
-    fn default() -> Self {
-        Actions { messages: Vec::new(), committed: Vec::new(), reads: Vec::new() }
-    }
-}
-
-/// The outcome of one step. See the module docs for the contract.
-#[derive(Debug)]
-#[must_use = "a Ready holds messages and committed entries that must be carried out"]
-pub struct Ready<C> {
-    persist: Persist<C>,
-    actions: Actions<C>,
     /// For [`Input::Propose`]: the index the command will occupy if it
-    /// commits, or why it was refused. Safe to act on at once (it only tells
-    /// the runtime where to wait).
+    /// commits, or why it was refused.
     pub proposed: Option<Result<LogIndex, Refusal>>,
 }
 
-impl<C> Ready<C> {
-    pub(super) fn new(
-        persist: Persist<C>,
-        actions: Actions<C>,
-        proposed: Option<Result<LogIndex, Refusal>>,
-    ) -> Ready<C> {
-        Ready { persist, actions, proposed }
-    }
-
-    /// What must be made durable; inspect it without consuming the Ready.
-    pub fn persist(&self) -> &Persist<C> {
-        &self.persist
-    }
-
-    /// Makes the step's state durable with `write` (skipped when there is
-    /// nothing to write), then hands over the actions. If `write` fails the
-    /// actions are dropped: nothing may be sent or applied on top of a write
-    /// that did not happen.
-    pub fn persist_then<E>(self, write: impl FnOnce(&Persist<C>) -> Result<(), E>) -> Result<Actions<C>, E> {
-        if !self.persist.is_empty() {
-            write(&self.persist)?;
-        }
-        Ok(self.actions)
+impl<C> Default for Ready<C> {
+    fn default() -> Self {
+        Ready { persist: None, messages: Vec::new(), committed: Vec::new(), reads: Vec::new(), proposed: None }
     }
 }

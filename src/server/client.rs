@@ -615,8 +615,9 @@ mod tests {
 
     #[tokio::test]
     async fn redirects_name_the_right_refusal() {
-        let (_, a) = bind().await;
-        let (_, b) = bind().await;
+        // Both listeners stay bound, so the two addresses differ.
+        let (_a_listener, a) = bind().await;
+        let (_b_listener, b) = bind().await;
         let clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(1));
         let moved = |addr: String| clerk.redirect(&format!("MOVED 3999 {addr}"));
         assert_eq!(moved(b.to_string()), Some(Err(ServiceError::NotLeader { leader: Some(1) })));

@@ -4,10 +4,12 @@
 //!
 //! - [`storage`]: durable Raft state (hard state and log) on disk, behind the
 //!   [`storage::RaftStorage`] trait.
-//! - [`apply`]: the bounded hand-off between the node thread and the persist
-//!   side, and the waiters of client requests (checked by loom).
+//! - [`handoff`]: where the server's threads meet: the node thread's inbox,
+//!   the bounded channel to the persist thread, and the waiters of client
+//!   requests (checked by loom).
 //! - [`node`]: the two threads that run a [`crate::kv::KvServer`] and carry
-//!   out its outputs: persist (group commit), then send, then answer.
+//!   out its outputs under the persistence contract: send and answer at
+//!   once, persist in groups (one fsync), report durability back.
 //! - [`peer`]: the peer transport: Raft envelopes over TCP as wire frames.
 //! - [`config`]: the cluster configuration file.
 //! - [`run`]: one server process assembled: storage, node, peer transport,
@@ -23,14 +25,14 @@
 // Under `--cfg loom` (the loom tests), tokio compiles without its sockets;
 // only the parts loom checks, and what they need, are built then. Without the
 // `runtime` feature only `resp` is built (for the `resp` fuzz target).
-#[cfg(feature = "runtime")]
-pub mod apply;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod client;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod client_port;
 #[cfg(feature = "runtime")]
 pub mod config;
+#[cfg(feature = "runtime")]
+pub mod handoff;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod load;
 #[cfg(all(feature = "runtime", not(loom)))]

@@ -1,51 +1,53 @@
 //! The node runtime: two threads that carry out what the pure [`KvServer`]
-//! returns, in the order the persistence contract demands.
+//! returns, under the one persistence contract of [`crate::raft::ready`].
 //!
 //! ```text
-//!  peers, clients ──Event──► node thread ──Batch──► persist thread ──► peers (messages)
-//!    (bounded queue,          steps KvServer,        (bounded channel) one fsync per group,  └─► waiters (answers)
-//!     try_send)               ticks from the clock                     then send and answer
+//!  peers, clients ──push──► Inbox ──► node thread ──Persist batches──► persist thread
+//!                  (bounded, never     steps KvServer,  (bounded channel)   one write + fsync
+//!                   blocks)            ticks from the clock                 per group of batches
+//!                                        │   ▲                                   │
+//!               peers ◄── messages ──────┤   └────── Inbox::persisted(n) ◄───────┘
+//!               waiters ◄── answers ─────┘
 //! ```
 //!
-//! - The **node thread** owns the [`KvServer`]. It waits for events until the
-//!   next tick is due, then steps the server with the tick and with every
-//!   event that queued up (at most [`RuntimeConfig::max_events_per_batch`]),
-//!   and hands the whole batch's outputs — the `Persist`s to make durable,
-//!   the messages to send, the answers — to the persist thread. It never does
-//!   I/O and never acts on an output itself.
+//! - The **node thread** owns the [`KvServer`]. It waits on the [`Inbox`]
+//!   until the next tick is due, then steps the server with a
+//!   [`ServerInput::Persisted`] if the persist thread reported progress,
+//!   the tick, and every event that queued up (at most
+//!   [`RuntimeConfig::max_events_per_batch`]). It carries out each output
+//!   **at once**: sends the messages, answers the requests. That is safe
+//!   because the node itself holds back anything that depends on state not
+//!   yet durable. The batches to persist it hands to the persist thread.
 //! - The **persist thread** takes every batch queued while it was busy,
-//!   writes all their `Persist`s with one [`RaftStorage::write`] (one fsync:
-//!   group commit), and only then sends the messages and answers the waiting
-//!   requests, batch by batch, in order.
+//!   writes them all with one [`RaftStorage::write`] (one fsync: group
+//!   commit), and reports the last batch's number to the inbox. It never
+//!   waits for the node thread.
 //!
-//! This is the contract of [`crate::raft::ready`] with batching: the node
-//! thread may run ahead of the disk (its memory holds state that is not yet
-//! durable), but nothing it decided leaves the process before the batch it
-//! belongs to, and every batch before it, is durable. A crash loses the
-//! undurable batches and everything they would have said, which is the same
-//! as crashing before those steps.
+//! So a leader's AppendEntries leave while its own write is on its way to
+//! the disk (Raft thesis §10.2.1), and a follower's acknowledgement leaves
+//! as soon as the node thread learns its entries are durable.
 //!
-//! The hand-off between the threads is [`Handoff`], whose bounded channel
-//! pushes back on the node thread when the disk falls behind, and whose
-//! waiters are answered without ever blocking the persist thread; its rules
-//! against deadlock are in [`super::apply`] and checked by loom.
+//! **Failures end the node loudly.** A storage error or a panic in either
+//! thread marks the node stopped, closes the hand-off (so nothing blocks and
+//! every waiting request is answered), and calls the [`OnFatal`] the runtime
+//! was started with; the server binary logs it and exits non-zero. The node
+//! never goes on with state it could not make durable.
 //!
 //! Requests are matched to answers by `(client, seq)`: [`NodeHandle::submit`]
 //! registers a ticket under a fresh key first, then queues the request; the
-//! node thread remembers which keys wait for which `(client, seq)` and puts
-//! `(key, response)` pairs into the batch. The pure server answers every
-//! accepted request eventually (committed, refused, or failed when its
-//! leader loses the term), so the map drains.
+//! node thread remembers which keys wait for which `(client, seq)` and
+//! answers them. The pure server answers every accepted request eventually
+//! (committed, refused, or failed when its leader loses the term), so the
+//! map drains.
 
-use super::apply::{Handoff, Ticket};
+use super::handoff::{BoundedChannel, Inbox, PushError, Ticket, Waiters};
 use super::storage::{RaftStorage, StorageError};
-use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput};
+use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput, ServerOutput};
 use crate::raft::{Envelope, LogIndex, NodeId, Persist, Role, Term};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 /// How the runtime around one node is sized.
@@ -57,9 +59,11 @@ pub struct RuntimeConfig {
     /// are dropped (peer messages: Raft tolerates loss) or refused
     /// (requests: the client is told to retry).
     pub event_queue: usize,
-    /// At most this many events are stepped into one batch.
+    /// At most this many events are stepped before the node thread hands
+    /// its batches to the persist thread.
     pub max_events_per_batch: usize,
-    /// Batches waiting for the disk; when full the node thread waits.
+    /// Groups of batches waiting for the disk; when full the node thread
+    /// waits.
     pub batch_queue: usize,
 }
 
@@ -73,25 +77,14 @@ impl Default for RuntimeConfig {
 /// it cannot keep up).
 pub type SendToPeer = Arc<dyn Fn(Envelope<Command>) + Send + Sync>;
 
+/// Told once when the node stops on its own, before anyone else can see it
+/// stopped. The server binary logs and exits; tests record it.
+pub type OnFatal = Arc<dyn Fn(&NodeFailure) + Send + Sync>;
+
 /// What the node thread is fed.
 enum Event {
     Peer(Envelope<Command>),
     Client { request: Request, key: u64 },
-    Stop,
-}
-
-/// One node-thread step's outputs, held until its writes are durable.
-#[derive(Default)]
-struct Batch {
-    persists: Vec<Persist<Command>>,
-    messages: Vec<Envelope<Command>>,
-    answers: Vec<(u64, Response)>,
-}
-
-impl Batch {
-    fn is_empty(&self) -> bool {
-        self.persists.is_empty() && self.messages.is_empty() && self.answers.is_empty()
-    }
 }
 
 /// A snapshot of the node, refreshed after every batch (for `INFO`, logs and
@@ -133,13 +126,18 @@ pub enum SubmitError {
 /// Why the node stopped on its own.
 #[derive(Debug)]
 pub enum NodeFailure {
+    /// The disk refused a write (or its fsync failed): nothing of the batch
+    /// may be acted on, so the node stops.
     Storage(StorageError),
+    /// A thread of the node panicked.
+    Panic { thread: String, message: String },
 }
 
 impl std::fmt::Display for NodeFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NodeFailure::Storage(e) => write!(f, "storage failed, node stopped: {e}"),
+            NodeFailure::Panic { thread, message } => write!(f, "thread '{thread}' panicked, node stopped: {message}"),
         }
     }
 }
@@ -148,8 +146,8 @@ impl std::fmt::Display for NodeFailure {
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct NodeHandle {
-    events: SyncSender<Event>,
-    handoff: Arc<Handoff<Batch, Response>>,
+    inbox: Arc<Inbox<Event>>,
+    waiters: Waiters<Response>,
     next_key: Arc<AtomicU64>,
     status: Arc<Mutex<Status>>,
     counters: Arc<Counters>,
@@ -165,17 +163,17 @@ impl NodeHandle {
             return Err(SubmitError::Stopped);
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let ticket = self.handoff.register(key);
-        match self.events.try_send(Event::Client { request, key }) {
+        let ticket = self.waiters.register(key);
+        match self.inbox.push(Event::Client { request, key }) {
             Ok(()) => Ok(ticket),
-            Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
+            Err(PushError::Full(_)) => Err(SubmitError::Busy),
+            Err(PushError::Closed(_)) => Err(SubmitError::Stopped),
         }
     }
 
     /// Hands a peer's message to the node; drops it if the node is behind.
     pub fn deliver(&self, envelope: Envelope<Command>) {
-        if let Err(TrySendError::Full(_)) = self.events.try_send(Event::Peer(envelope)) {
+        if let Err(PushError::Full(_)) = self.inbox.push(Event::Peer(envelope)) {
             self.counters.dropped_peer_messages.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -194,11 +192,58 @@ impl NodeHandle {
     }
 }
 
+/// Everything the two threads share, and how to stop them.
+struct Shared {
+    inbox: Arc<Inbox<Event>>,
+    batches: BoundedChannel<Vec<Persist<Command>>>,
+    waiters: Waiters<Response>,
+    stopped: Arc<AtomicBool>,
+    failure: Mutex<Option<NodeFailure>>,
+    on_fatal: OnFatal,
+    id: NodeId,
+}
+
+impl Shared {
+    /// Stops everything: no more events or batches, every waiter answered,
+    /// both threads woken. Idempotent.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.inbox.close();
+        self.batches.close();
+        self.waiters.shutdown();
+    }
+
+    /// A failure: recorded (the first one wins), reported, then the stop.
+    fn fail(&self, failure: NodeFailure) {
+        tracing::error!(node = self.id, "{failure}");
+        (self.on_fatal)(&failure);
+        let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(failure);
+        }
+        drop(slot);
+        self.stop();
+    }
+
+    /// Runs one thread's body; a panic in it is a failure of the node.
+    fn guard(&self, thread: &str, body: impl FnOnce()) {
+        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(body)) {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(a non-string panic payload)".to_string());
+            self.fail(NodeFailure::Panic { thread: thread.to_string(), message });
+        }
+    }
+}
+
 /// A running node: its two threads and the handle to reach them.
 pub struct NodeRuntime {
     handle: NodeHandle,
+    shared: Arc<Shared>,
     node_thread: Option<std::thread::JoinHandle<()>>,
-    persist_thread: Option<std::thread::JoinHandle<Result<(), NodeFailure>>>,
+    persist_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl NodeRuntime {
@@ -209,44 +254,55 @@ impl NodeRuntime {
         storage: Box<dyn RaftStorage + Send>,
         send: SendToPeer,
         config: RuntimeConfig,
+        on_fatal: OnFatal,
     ) -> NodeRuntime {
-        let (events, inbox) = mpsc::sync_channel(config.event_queue);
-        let handoff = Arc::new(Handoff::new(config.batch_queue));
+        let id = server.node().id();
+        let shared = Arc::new(Shared {
+            inbox: Arc::new(Inbox::new(config.event_queue)),
+            batches: BoundedChannel::new(config.batch_queue),
+            waiters: Waiters::new(),
+            stopped: Arc::new(AtomicBool::new(false)),
+            failure: Mutex::new(None),
+            on_fatal,
+            id,
+        });
         let status = Arc::new(Mutex::new(status_of(&server)));
         let handle = NodeHandle {
-            events,
-            handoff: handoff.clone(),
+            inbox: shared.inbox.clone(),
+            waiters: shared.waiters.clone(),
             next_key: Arc::new(AtomicU64::new(0)),
             status: status.clone(),
             counters: Arc::new(Counters::default()),
-            stopped: Arc::new(AtomicBool::new(false)),
+            stopped: shared.stopped.clone(),
         };
-        let id = server.node().id();
         let node_thread = {
-            let (handoff, counters) = (handoff.clone(), handle.counters.clone());
+            let (shared, counters) = (shared.clone(), handle.counters.clone());
+            let name = format!("raftkv-node-{id}");
             std::thread::Builder::new()
-                .name(format!("raftkv-node-{id}"))
-                .spawn(move || node_loop(server, inbox, &handoff, &status, &counters, &config))
+                .name(name.clone())
+                .spawn(move || {
+                    shared.guard(&name, || node_loop(server, &shared, &status, &counters, &config, &send));
+                    // However it ended, nothing more will be stepped.
+                    shared.stop();
+                })
                 .expect("spawning the node thread")
         };
         let persist_thread = {
-            let (handoff, counters, stopped) = (handoff, handle.counters.clone(), handle.stopped.clone());
+            let (shared, counters) = (shared.clone(), handle.counters.clone());
+            let name = format!("raftkv-persist-{id}");
             std::thread::Builder::new()
-                .name(format!("raftkv-persist-{id}"))
+                .name(name.clone())
                 .spawn(move || {
-                    let result = persist_loop(storage, &handoff, &send, &counters);
-                    if let Err(e) = &result {
-                        tracing::error!(node = id, "{e}");
-                    }
-                    // Either way, nothing more may be acted on: refuse new
-                    // work, wake the node thread and every waiter.
-                    stopped.store(true, Ordering::Release);
-                    handoff.shutdown();
-                    result
+                    shared.guard(&name, || {
+                        if let Err(e) = persist_loop(storage, &shared, &counters) {
+                            shared.fail(NodeFailure::Storage(e));
+                        }
+                    });
+                    shared.stop();
                 })
                 .expect("spawning the persist thread")
         };
-        NodeRuntime { handle, node_thread: Some(node_thread), persist_thread: Some(persist_thread) }
+        NodeRuntime { handle, shared, node_thread: Some(node_thread), persist_thread: Some(persist_thread) }
     }
 
     pub fn handle(&self) -> &NodeHandle {
@@ -254,23 +310,26 @@ impl NodeRuntime {
     }
 
     /// Stops both threads: batches already handed over are still made
-    /// durable and acted on (their answers may race the shutdown); waiting
-    /// requests are answered `ShutDown`. Returns the persist thread's
-    /// failure, if it had one.
+    /// durable; waiting requests are answered `ShutDown`. Returns the
+    /// node's failure, if it had one.
     pub fn shutdown(mut self) -> Result<(), NodeFailure> {
         self.stop()
     }
 
     fn stop(&mut self) -> Result<(), NodeFailure> {
+        // The node thread sees the closed inbox, closes the batch channel
+        // behind its last batch, and the persist thread drains it.
         self.handle.stopped.store(true, Ordering::Release);
-        // The queue may be full: a blocking send is fine, the node thread
-        // drains it (or has already exited and dropped the receiver).
-        let _ = self.handle.events.send(Event::Stop);
+        self.shared.inbox.close();
         if let Some(t) = self.node_thread.take() {
             let _ = t.join();
         }
-        match self.persist_thread.take() {
-            Some(t) => t.join().unwrap_or(Ok(())),
+        if let Some(t) = self.persist_thread.take() {
+            let _ = t.join();
+        }
+        self.shared.stop();
+        match self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(failure) => Err(failure),
             None => Ok(()),
         }
     }
@@ -297,109 +356,88 @@ fn status_of(server: &KvServer) -> Status {
 
 fn node_loop(
     mut server: KvServer,
-    inbox: mpsc::Receiver<Event>,
-    handoff: &Handoff<Batch, Response>,
+    shared: &Shared,
     status: &Mutex<Status>,
     counters: &Counters,
     config: &RuntimeConfig,
+    send: &SendToPeer,
 ) {
     // Which ticket keys wait for which request. Bounded: each entry is an
     // accepted request, and the server answers every one (or refuses it at
     // once when more than `max_waiting` wait).
     let mut waiting: HashMap<(ClientId, u64), Vec<u64>> = HashMap::new();
     let mut next_tick = Instant::now() + config.tick;
-    let mut events = Vec::with_capacity(config.max_events_per_batch);
+    let mut reported = 0;
     loop {
-        let mut stop = false;
-        let now = Instant::now();
-        if now < next_tick {
-            match inbox.recv_timeout(next_tick - now) {
-                Ok(e) => events.push(e),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = true,
-            }
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        let inboxed = shared.inbox.wait(config.max_events_per_batch, Some(timeout));
+        let mut inputs = Vec::with_capacity(inboxed.events.len() + 2);
+        if inboxed.durable > reported {
+            reported = inboxed.durable;
+            inputs.push(ServerInput::Persisted(reported));
         }
-        while !stop && events.len() < config.max_events_per_batch {
-            match inbox.try_recv() {
-                Ok(e) => events.push(e),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => stop = true,
-            }
-        }
-
-        let mut batch = Batch::default();
-        let mut inputs = Vec::with_capacity(events.len() + 1);
         if Instant::now() >= next_tick {
             inputs.push(ServerInput::Tick);
             // Missed ticks are not replayed in a burst: a stalled node's
             // timers just run late, which only delays elections.
             next_tick = (next_tick + config.tick).max(Instant::now());
         }
-        for event in events.drain(..) {
+        for event in inboxed.events {
             match event {
                 Event::Peer(envelope) => inputs.push(ServerInput::Peer(envelope)),
                 Event::Client { request, key } => {
                     waiting.entry((request.client, request.seq)).or_default().push(key);
                     inputs.push(ServerInput::Client(request));
                 }
-                Event::Stop => stop = true,
             }
         }
+        let mut persists = Vec::new();
         for input in inputs {
-            // Recording the write is all this step does with it: the batch
-            // holds the step's outputs until the persist thread made it
-            // durable (see the module docs).
-            let out = server
-                .step(input, |persist| {
-                    if !persist.is_empty() {
-                        batch.persists.push(persist.clone());
-                    }
-                    Ok::<(), Infallible>(())
-                })
-                .unwrap_or_else(|never| match never {});
-            batch.messages.extend(out.messages);
+            let out: ServerOutput = server.step(input);
+            persists.extend(out.persist);
+            // Everything else is carried out at once: the node holds back
+            // what depends on the disk (see the module docs).
+            for envelope in out.messages {
+                send(envelope);
+            }
             counters.applied.fetch_add(out.applied.len() as u64, Ordering::Relaxed);
             for response in out.responses {
                 for key in waiting.remove(&(response.client, response.seq)).unwrap_or_default() {
-                    batch.answers.push((key, response.clone()));
+                    shared.waiters.complete(key, response.clone());
                 }
             }
         }
         *status.lock().unwrap_or_else(|e| e.into_inner()) = status_of(&server);
-        if !batch.is_empty() {
+        if !persists.is_empty() {
             counters.batches.fetch_add(1, Ordering::Relaxed);
-            if handoff.deliver(batch).is_err() {
+            if shared.batches.send(persists).is_err() {
                 return; // the persist thread stopped
             }
         }
-        if stop {
-            handoff.entries().close();
+        if inboxed.closed {
+            // Let the persist thread drain what was handed over, then stop.
+            shared.batches.close();
             return;
         }
     }
 }
 
+/// Writes every group of batches with one commit, then reports the last
+/// batch's number. Returns when the channel is closed and drained, or on
+/// the first storage error.
 fn persist_loop(
     mut storage: Box<dyn RaftStorage + Send>,
-    handoff: &Handoff<Batch, Response>,
-    send: &SendToPeer,
+    shared: &Shared,
     counters: &Counters,
-) -> Result<(), NodeFailure> {
-    handoff.run_apply(usize::MAX, |group: Vec<Batch>| {
-        let writes: Vec<&Persist<Command>> = group.iter().flat_map(|b| b.persists.iter()).collect();
-        if !writes.is_empty() {
-            storage.write(&writes).map_err(NodeFailure::Storage)?;
-            counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut answers = Vec::new();
-        for batch in group {
-            for envelope in batch.messages {
-                send(envelope);
-            }
-            answers.extend(batch.answers);
-        }
-        Ok(answers)
-    })
+) -> Result<(), StorageError> {
+    while let Ok(group) = shared.batches.recv_many(usize::MAX) {
+        let writes: Vec<&Persist<Command>> = group.iter().flatten().collect();
+        let Some(last) = writes.last().map(|p| p.number) else { continue };
+        storage.write(&writes)?;
+        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        shared.inbox.persisted(last);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -407,7 +445,7 @@ mod tests {
     use super::*;
     use crate::kv::{Op, ServerConfig, ServiceError};
     use crate::raft::{Config, HardState};
-    use crate::server::apply::WaitError;
+    use crate::server::handoff::WaitError;
     use crate::server::storage::RedbStorage;
     use crate::server::tempdir::TempDir;
 
@@ -436,7 +474,7 @@ mod tests {
                 }
             })
         };
-        let node = NodeRuntime::start(server, Box::new(storage), send, runtime_config());
+        let node = NodeRuntime::start(server, Box::new(storage), send, runtime_config(), Arc::new(|_| {}));
         wire.lock().unwrap()[usize::from(id)] = Some(node.handle().clone());
         node
     }
@@ -516,7 +554,7 @@ mod tests {
         // A lone member of a 3-node cluster: it never leads, so a request
         // would be refused; stop it with a ticket outstanding instead.
         let server = KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), HardState::default(), vec![]);
-        let node = NodeRuntime::start(server, Box::new(storage), Arc::new(|_| {}), runtime_config());
+        let node = NodeRuntime::start(server, Box::new(storage), Arc::new(|_| {}), runtime_config(), Arc::new(|_| {}));
         let handle = node.handle().clone();
         let ticket = handle.submit(Command { client: 1, seq: 1, op: Op::Get { key: "k".into() } }).unwrap();
         node.shutdown().unwrap();

@@ -4,7 +4,7 @@
 
 use super::client_port::ClientPort;
 use super::config::ClusterConfig;
-use super::node::{NodeFailure, NodeHandle, NodeRuntime, RuntimeConfig, SendToPeer};
+use super::node::{NodeFailure, NodeHandle, NodeRuntime, OnFatal, RuntimeConfig, SendToPeer};
 use super::peer::{PeerConfig, PeerTransport};
 use super::resp::RespLimits;
 use super::storage::{RaftStorage, RedbStorage, StorageError};
@@ -71,7 +71,9 @@ pub struct Server {
 impl Server {
     /// Opens the data directory, recovers what it holds, and starts serving.
     /// Must run inside a multi-threaded tokio runtime.
-    pub async fn start(options: ServerOptions) -> Result<Server, StartError> {
+    /// `on_fatal` is told when the node stops on its own (a storage error or
+    /// a panic); `raftkv server` exits the process there.
+    pub async fn start(options: ServerOptions, on_fatal: OnFatal) -> Result<Server, StartError> {
         let ServerOptions { cluster, id, data_dir } = options;
         let me = cluster.node(id).ok_or(StartError::NotAMember { id, members: cluster.members() })?.clone();
         let storage = RedbStorage::open(&data_dir).map_err(StartError::Storage)?;
@@ -99,7 +101,7 @@ impl Server {
                 }
             })
         };
-        let node = NodeRuntime::start(server, Box::new(storage), send, runtime);
+        let node = NodeRuntime::start(server, Box::new(storage), send, runtime, on_fatal);
         let others = cluster.nodes.iter().enumerate().filter(|(i, _)| *i != usize::from(id));
         let peer_config = PeerConfig::new(id, me.peer, others.map(|(i, n)| (i as NodeId, n.peer)).collect());
         let deliver = {

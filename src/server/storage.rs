@@ -6,14 +6,13 @@
 //! [`RaftStorage`] is what a runtime needs from a disk: [`load`](RaftStorage::load) everything
 //! at start ([`Durable`], handed to
 //! [`RaftNode::restart`](crate::raft::RaftNode::restart)), and [`write`](RaftStorage::write) the
-//! [`Persist`]s of one or more steps. `write` is the `write` function of
-//! [`Ready::persist_then`](crate::raft::Ready::persist_then): it returns `Ok`
+//! numbered [`Persist`] batches the node hands out. `write` returns `Ok`
 //! only once everything it was given is durable, so the runtime may then
-//! carry out those steps' actions (see the persistence contract in
-//! [`raft::ready`](crate::raft::ready)'s module docs). It takes a *batch*
-//! of `Persist`s so that a runtime can group-commit: step the node several
-//! times, make all the steps' writes durable in one transaction with one
-//! fsync, then act on all of them.
+//! report the last batch's number to the node (step 4 of the persistence
+//! contract in [`raft::ready`](crate::raft::ready)'s module docs). It takes
+//! several batches at once so that a runtime can group-commit: all the
+//! batches queued during one fsync go into the next transaction, with one
+//! fsync.
 //!
 //! The simulator keeps its own in-memory model of the same contract,
 //! [`MemStorage`](crate::sim::MemStorage), whose power cut loses whatever
@@ -62,8 +61,8 @@ use std::path::{Path, PathBuf};
 /// Durable storage for one Raft node's hard state and log.
 ///
 /// The contract is the persistence contract of
-/// [`raft::ready`](crate::raft::ready) (read it there): a `Persist` must be
-/// durable before any of its step's actions are carried out.
+/// [`raft::ready`](crate::raft::ready) (read it there): batches are made
+/// durable in order, and a batch is reported only once it is durable.
 /// Implementations promise:
 ///
 /// - [`write`](RaftStorage::write) applies the batch's `Persist`s *in
@@ -72,9 +71,9 @@ use std::path::{Path, PathBuf};
 ///   drops every entry at or after `from` and appends its entries. The
 ///   whole batch is atomic (after a crash either all of it or none of it is
 ///   there) and durable when `write` returns `Ok` (one fsync for the batch).
-///   After an `Err`, nothing of the batch may be acted on; the runtime
-///   should stop the node (the on-disk state is the one before the batch or
-///   after it, and a restart will tell which).
+///   After an `Err`, nothing of the batch may be reported; the runtime
+///   stops the node (the on-disk state is the one before the batch or after
+///   it, and a restart will tell which).
 /// - [`load`](RaftStorage::load) returns exactly the state of the last
 ///   successful `write` (or of whatever batch was durable when the process
 ///   died), or an error; never a state that was not written.
@@ -314,7 +313,7 @@ impl RaftStorage for RedbStorage {
     }
 
     fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
-        if batch.iter().all(|p| p.is_empty()) {
+        if batch.iter().all(|p| p.hard_state.is_none() && p.log.is_none()) {
             return Ok(());
         }
         let txn = self.begin_write()?;
@@ -384,6 +383,7 @@ mod tests {
 
     fn append(term: u64, from: u64, n: u64) -> Persist<Command> {
         Persist {
+            number: from,
             hard_state: Some(HardState { term, voted_for: Some(0) }),
             log: Some(LogWrite { from, entries: (from..from + n).map(|i| entry(term, i)).collect() }),
         }

@@ -48,8 +48,10 @@ pub struct Violation {
 pub struct SafetyChecker {
     /// Who won each term.
     leaders: BTreeMap<Term, NodeId>,
-    /// Per node: chain hash of each entry of its (durable) log.
+    /// Per node: chain hash of each entry of its in-memory log.
     chains: Vec<Vec<u64>>,
+    /// Per node: the same for its durable log, which a restart goes back to.
+    durable_chains: Vec<Vec<u64>>,
     /// Chain hash of every (index, term) ever written anywhere.
     /// (A fixed hasher: nothing in a run may depend on ambient randomness.)
     seen: HashMap<(LogIndex, Term), u64, BuildHasherDefault<DefaultHasher>>,
@@ -70,16 +72,36 @@ pub struct SafetyChecker {
 
 impl SafetyChecker {
     pub fn new(nodes: usize) -> SafetyChecker {
-        SafetyChecker { chains: vec![Vec::new(); nodes], executed: vec![BTreeMap::new(); nodes], ..Default::default() }
+        SafetyChecker {
+            chains: vec![Vec::new(); nodes],
+            durable_chains: vec![Vec::new(); nodes],
+            executed: vec![BTreeMap::new(); nodes],
+            ..Default::default()
+        }
     }
 
-    /// Node `node` restarted: its volatile state machine starts empty.
+    /// Node `node` restarted: its volatile state machine starts empty and its
+    /// log is what was durable.
     pub fn on_restart(&mut self, node: NodeId) {
-        self.executed[usize::from(node)].clear();
+        let node = usize::from(node);
+        self.executed[node].clear();
+        self.chains[node] = self.durable_chains[node].clone();
     }
 
-    /// Node `node` made `write` durable. `was_leader_in` is the term it led
-    /// before the step, if it led.
+    /// `write` reached node `node`'s disk (no check: the same write was
+    /// checked when the node handed it out, [`SafetyChecker::on_log_write`]).
+    pub fn on_durable_write(&mut self, node: NodeId, write: &LogWrite<Command>) {
+        let chain = &mut self.durable_chains[usize::from(node)];
+        chain.truncate((write.from.max(1) - 1) as usize);
+        for entry in &write.entries {
+            let link = chain_link(chain.last().copied().unwrap_or(0), entry);
+            chain.push(link);
+        }
+    }
+
+    /// Node `node` changed its in-memory log by `write` (handed out for
+    /// persisting). `was_leader_in` is the term it led before the step, if
+    /// it led.
     pub fn on_log_write(
         &mut self,
         node: NodeId,

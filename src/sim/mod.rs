@@ -3,8 +3,12 @@
 //! [`Sim`] runs N [`KvServer`] replicas and M clients (each a [`Clerk`]
 //! driven by a [`Workload`]) in virtual time, over a network that delays,
 //! drops, duplicates and reorders messages and can be partitioned
-//! ([`network`]). Servers crash and restart from exactly what they made
-//! durable ([`MemStorage`]): un-persisted state is lost as in a power cut.
+//! ([`network`]). Each server has a disk that takes a while: the batches a
+//! server hands out queue up, one simulated fsync writes all of them (group
+//! commit), and the report of it ([`ServerInput::Persisted`]) arrives a
+//! little later, so a crash can fall before a batch is written or after it
+//! is written but before the server knows. Servers restart from exactly what
+//! reached the disk ([`MemStorage`]), as after a power cut.
 //! All randomness comes from one seed, so a seed replays a run step for step.
 //!
 //! After every step the [`checker::SafetyChecker`] checks the Raft safety
@@ -25,11 +29,10 @@ pub use workload::Workload;
 use crate::clerk::{Clerk, ClerkAction};
 use crate::kv::{Command, KvServer, Op, ReadPath, Response, ServerConfig, ServerInput, ServerOutput};
 use crate::lincheck::{History, OpKind, Operation};
-use crate::raft::{Config, Entry, Envelope, HardState, InjectedBugs, NodeId, Persist, Role};
+use crate::raft::{BatchNumber, Config, Entry, Envelope, HardState, InjectedBugs, NodeId, Persist, Role};
 use crate::rng::Rng;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::convert::Infallible;
 use std::fmt;
 
 /// Virtual time in microseconds.
@@ -102,6 +105,11 @@ pub struct SimConfig {
     pub read_path: ReadPath,
     /// Raft's per-message batch bound ([`Config::max_batch_entries`]).
     pub max_batch_entries: usize,
+    /// One simulated fsync takes between these (it writes every batch
+    /// queued when it completes).
+    pub disk_us: (Micros, Micros),
+    /// The report that a write is durable reaches the node within this.
+    pub disk_report_us: Micros,
     pub bugs: InjectedBugs,
     /// Where a readable trace of elections, commits, faults and client calls
     /// goes, if anywhere (the simulator itself does no I/O).
@@ -122,6 +130,8 @@ impl SimConfig {
             client_timeout_us: 100_000,
             read_path: ReadPath::ReadIndex,
             max_batch_entries: 64,
+            disk_us: (100, 1_000),
+            disk_report_us: 200,
             bugs: InjectedBugs::default(),
             trace: None,
             script: Vec::new(),
@@ -139,7 +149,7 @@ impl SimConfig {
     }
 }
 
-/// What a server has made durable; all that survives its crash.
+/// What reached a server's disk; all that survives its crash.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemStorage {
     pub hard: HardState,
@@ -149,15 +159,16 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
+    /// Applies one batch (the caller counts the fsyncs in `writes`).
     pub fn write(&mut self, p: &Persist<Command>) {
         if let Some(h) = p.hard_state {
             self.hard = h;
         }
         if let Some(w) = &p.log {
-            self.log.truncate((w.from.max(1) - 1) as usize);
+            assert!(w.from >= 1 && w.from <= self.log.len() as u64 + 1, "a log write leaving a gap");
+            self.log.truncate((w.from - 1) as usize);
             self.log.extend(w.entries.iter().cloned());
         }
-        self.writes += 1;
     }
 }
 
@@ -210,10 +221,33 @@ enum Packet {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Tick { node: NodeId, incarnation: u32 },
-    Deliver { from: Addr, to: Addr, packet: Packet },
-    ClientTimeout { client: usize, attempt: u64 },
-    ClientStart { client: usize },
+    Tick {
+        node: NodeId,
+        incarnation: u32,
+    },
+    /// The server's fsync completes: every queued batch is durable.
+    DiskSync {
+        node: NodeId,
+        incarnation: u32,
+    },
+    /// The server learns that batches up to `number` are durable.
+    DiskReport {
+        node: NodeId,
+        incarnation: u32,
+        number: BatchNumber,
+    },
+    Deliver {
+        from: Addr,
+        to: Addr,
+        packet: Packet,
+    },
+    ClientTimeout {
+        client: usize,
+        attempt: u64,
+    },
+    ClientStart {
+        client: usize,
+    },
 }
 
 struct Scheduled {
@@ -243,6 +277,10 @@ struct SimServer {
     /// `None` while crashed.
     server: Option<KvServer>,
     storage: MemStorage,
+    /// Batches handed out and not written yet, in order; lost in a crash.
+    unsynced: Vec<Persist<Command>>,
+    /// A `DiskSync` is scheduled for this incarnation.
+    syncing: bool,
     incarnation: u32,
 }
 
@@ -282,7 +320,13 @@ impl Sim {
             next_seq: 0,
             queue: BinaryHeap::new(),
             servers: (0..n)
-                .map(|_| SimServer { server: None, storage: MemStorage::default(), incarnation: 0 })
+                .map(|_| SimServer {
+                    server: None,
+                    storage: MemStorage::default(),
+                    unsynced: Vec::new(),
+                    syncing: false,
+                    incarnation: 0,
+                })
                 .collect(),
             clients: Vec::new(),
             topology: Topology::new(n, 0),
@@ -400,11 +444,13 @@ impl Sim {
         self.topology.restrict_client(client, servers);
     }
 
-    /// Power cut: the server loses everything it had not made durable.
+    /// Power cut: the server loses everything that had not reached its disk.
     pub fn crash(&mut self, id: NodeId) {
         let s = &mut self.servers[usize::from(id)];
+        s.syncing = false;
+        let lost = std::mem::take(&mut s.unsynced).len();
         if s.server.take().is_some() {
-            self.trace(|| format!("crash server {id}"));
+            self.trace(|| format!("crash server {id} ({lost} batches not yet on disk are lost)"));
         }
     }
 
@@ -483,6 +529,12 @@ impl Sim {
                 {
                     self.step_server(node, ServerInput::Tick);
                     self.schedule(self.config.tick_us, Event::Tick { node, incarnation });
+                }
+            }
+            Event::DiskSync { node, incarnation } => self.disk_sync(node, incarnation),
+            Event::DiskReport { node, incarnation, number } => {
+                if self.servers[usize::from(node)].incarnation == incarnation {
+                    self.step_server(node, ServerInput::Persisted(number));
                 }
             }
             Event::Deliver { from, to, packet } => {
@@ -567,21 +619,19 @@ impl Sim {
         let (role_before, term_before) = (server.node().role(), server.node().term());
         let commit_before = server.node().commit_index();
         let led = (role_before == Role::Leader).then_some(term_before);
-        let storage = &mut s.storage;
-        let mut log_check = Ok(());
-        let out: ServerOutput = server
-            .step(input, |p: &Persist<Command>| {
-                storage.write(p);
-                if let Some(w) = &p.log {
-                    let term_now = p.hard_state.map_or(term_before, |h| h.term);
-                    log_check = checker.on_log_write(id, w, led, term_now);
-                }
-                Ok::<(), Infallible>(())
-            })
-            .unwrap_or_else(|never| match never {});
+        let out: ServerOutput = server.step(input);
         let node = server.node();
         let (role, term, commit) = (node.role(), node.term(), node.commit_index());
-        let mut result = log_check;
+        let mut result = Ok(());
+        if let Some(batch) = out.persist {
+            if let Some(w) = &batch.log {
+                // The in-memory log changed now; the disk catches up later.
+                let term_now = batch.hard_state.map_or(term_before, |h| h.term);
+                result = checker.on_log_write(id, w, led, term_now);
+            }
+            s.unsynced.push(batch);
+        }
+        let sync_needed = !s.unsynced.is_empty() && !s.syncing;
         if result.is_ok() && role == Role::Leader && led != Some(term) {
             result = checker.on_elected(id, term);
             self.stats.elections += 1;
@@ -602,6 +652,13 @@ impl Sim {
             self.fail(violation);
             return;
         }
+        if sync_needed {
+            let s = &mut self.servers[usize::from(id)];
+            s.syncing = true;
+            let incarnation = s.incarnation;
+            let delay = self.choices.range(self.config.disk_us.0, self.config.disk_us.1 + 1);
+            self.schedule(delay, Event::DiskSync { node: id, incarnation });
+        }
         for envelope in out.messages {
             let to = envelope.to;
             self.send(Addr::Server(id), Addr::Server(to), Packet::Raft(envelope));
@@ -610,6 +667,27 @@ impl Sim {
             let client = (response.client - 1) as usize;
             self.send(Addr::Server(id), Addr::Client(client), Packet::Response(response));
         }
+    }
+
+    /// One fsync of server `id` completes: every batch queued so far reaches
+    /// the disk in order (one write, as a runtime's group commit does), and
+    /// the report that they are durable is on its way to the node.
+    fn disk_sync(&mut self, id: NodeId, incarnation: u32) {
+        let s = &mut self.servers[usize::from(id)];
+        if s.incarnation != incarnation || s.server.is_none() {
+            return;
+        }
+        s.syncing = false;
+        let Some(last) = s.unsynced.last().map(|b| b.number) else { return };
+        for batch in std::mem::take(&mut s.unsynced) {
+            if let Some(w) = &batch.log {
+                self.checker.on_durable_write(id, w);
+            }
+            s.storage.write(&batch);
+        }
+        s.storage.writes += 1;
+        let delay = self.choices.range(0, self.config.disk_report_us + 1);
+        self.schedule(delay, Event::DiskReport { node: id, incarnation, number: last });
     }
 
     fn fail(&mut self, violation: Violation) {
