@@ -50,6 +50,23 @@ pub struct Command {
     pub op: Op,
 }
 
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Put { key, value } => write!(f, "Put({key:?}, {value:?})"),
+            Op::Append { key, value } => write!(f, "Append({key:?}, {value:?})"),
+            Op::Get { key } => write!(f, "Get({key:?})"),
+        }
+    }
+}
+
+impl std::fmt::Display for Command {
+    /// `c1#2 Put("k", "v")`: client 1's second operation.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c{}#{} {}", self.client, self.seq, self.op)
+    }
+}
+
 /// A client request is the command it wants executed.
 pub type Request = Command;
 

@@ -231,6 +231,10 @@ impl<C: Clone> RaftNode<C> {
     pub fn held_messages(&self) -> usize {
         self.held.len()
     }
+    /// The held messages, oldest first, each with the batch it waits for.
+    pub fn held(&self) -> impl Iterator<Item = (BatchNumber, &Envelope<C>)> {
+        self.held.iter().map(|(batch, envelope)| (*batch, envelope))
+    }
     /// Held messages dropped because [`Config::max_held_messages`] was reached.
     pub fn held_dropped(&self) -> u64 {
         self.held_dropped

@@ -5,6 +5,7 @@
 //! million and the simulator must replay a seed bit for bit.
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// A server's identity: its index in the cluster's member list.
 pub type NodeId = u8;
@@ -174,4 +175,66 @@ pub enum Role {
     PreCandidate,
     Candidate,
     Leader,
+}
+
+// ----- compact text ------------------------------------------------------
+//
+// One line per message, as the interaction scripts (`tests/testdata/raft/`)
+// print and parse them and as traces show them. `i/t` is the entry at index
+// `i` of term `t`; `round` is the read round.
+
+impl<C: fmt::Display> fmt::Display for Payload<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Payload::Noop => f.write_str("noop"),
+            Payload::Command(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl<C: fmt::Display> fmt::Display for Message<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = |granted: bool| if granted { "granted" } else { "refused" };
+        match self {
+            Message::PreVote { term, last_log_index, last_log_term } => {
+                write!(f, "PreVote t={term} last={last_log_index}/{last_log_term}")
+            }
+            Message::PreVoteReply { term, granted } => write!(f, "PreVoteReply t={term} {}", verdict(*granted)),
+            Message::Vote { term, last_log_index, last_log_term } => {
+                write!(f, "Vote t={term} last={last_log_index}/{last_log_term}")
+            }
+            Message::VoteReply { term, granted } => write!(f, "VoteReply t={term} {}", verdict(*granted)),
+            Message::Append { term, prev_index, prev_term, entries, commit, read_round } => {
+                write!(f, "Append t={term} prev={prev_index}/{prev_term} commit={commit} round={read_round} [")?;
+                for (offset, entry) in entries.iter().enumerate() {
+                    let sep = if offset == 0 { "" } else { ", " };
+                    let index = prev_index.saturating_add(1 + offset as LogIndex);
+                    write!(f, "{sep}{index}/{} {}", entry.term, entry.payload)?;
+                }
+                f.write_str("]")
+            }
+            Message::AppendReply { term, result: Ok(matched), read_round } => {
+                write!(f, "AppendReply t={term} ok={matched} round={read_round}")
+            }
+            Message::AppendReply { term, result: Err(hint), read_round } => {
+                write!(f, "AppendReply t={term} reject hint={}/{} round={read_round}", hint.index, hint.term)
+            }
+            Message::Heartbeat { term, commit, read_round } => {
+                write!(f, "Heartbeat t={term} commit={commit} round={read_round}")
+            }
+            Message::HeartbeatReply { term, read_round } => write!(f, "HeartbeatReply t={term} round={read_round}"),
+        }
+    }
+}
+
+impl<C: fmt::Display> fmt::Display for Envelope<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{} {}", self.from, self.to, self.message)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
 }

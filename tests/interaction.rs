@@ -1,0 +1,596 @@
+//! Interaction scripts for the pure Raft node, in the style of etcd raft's
+//! `testdata/*.txt`: each file in `tests/testdata/raft/` drives a few
+//! `RaftNode`s step by step — ticks, deliveries, drops, proposals, reads,
+//! the disk catching up, crashes and restarts — and shows what each node
+//! does in return. These scripts are where a reader learns what the node
+//! does; `tests/testdata/raft/README.md` explains the notation.
+//!
+//! `cargo test --test interaction` checks every script; `REWRITE=1 cargo
+//! test --test interaction` rewrites the expected output (read the diff
+//! before you commit it); `RUN=name.txt` runs one file.
+//!
+//! The harness plays the network (messages wait in flight until delivered
+//! or dropped) and each node's disk (batches wait until `persist`, which
+//! writes them and reports them durable). Nothing happens unless a line of
+//! the script asks for it.
+
+use raftkv::raft::{
+    BatchNumber, Config, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Message, NodeId, Payload, Persist,
+    RaftNode, Ready, RejectHint, Role,
+};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
+
+#[test]
+fn interaction_scripts() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testdata/raft");
+    let mut files = 0;
+    datadriven::walk(dir, |file| {
+        files += 1;
+        let mut env = Env::default();
+        file.run(|case| env.run(&case.directive, &case.args, &case.input));
+    });
+    if std::env::var_os("RUN").is_none() {
+        assert!(files >= 4, "only {files} interaction scripts");
+    }
+}
+
+/// A node's durable state.
+#[derive(Clone, Debug, Default)]
+struct Disk {
+    hard: HardState,
+    log: Vec<Entry<String>>,
+}
+
+struct Node {
+    raft: RaftNode<String>,
+    /// Batches handed out and not written, in order.
+    unwritten: VecDeque<Persist<String>>,
+    /// The last batch written to the disk (reported or not).
+    written: BatchNumber,
+}
+
+#[derive(Default)]
+struct Env {
+    configs: Vec<Config>,
+    nodes: Vec<Option<Node>>,
+    disks: Vec<Disk>,
+    /// Messages in flight, oldest first.
+    network: VecDeque<Envelope<String>>,
+    /// Links that drop everything: `(from, to)`.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    out: String,
+}
+
+type Args = HashMap<String, Vec<String>>;
+
+impl Env {
+    fn run(&mut self, directive: &str, args: &Args, input: &str) -> String {
+        self.out.clear();
+        let ids = ids(args);
+        match directive {
+            "add-nodes" => self.add_nodes(args),
+            "tick" => {
+                let n = number(args, "n").unwrap_or(1);
+                for id in ids {
+                    for _ in 0..n {
+                        self.step(id, Input::Tick, "tick");
+                    }
+                }
+            }
+            "campaign" => {
+                for id in ids {
+                    self.campaign(id);
+                }
+            }
+            "propose" => {
+                let data = word(args).expect("propose ID DATA");
+                for id in ids {
+                    self.step(id, Input::Propose(data.clone()), &format!("propose {data}"));
+                }
+            }
+            "read" => {
+                let rid = number(args, "id").unwrap_or(1);
+                for id in ids {
+                    self.step(id, Input::Read(rid), &format!("read {rid}"));
+                }
+            }
+            "deliver" => self.deliver(args),
+            "drop" => {
+                let (from, to) = (number(args, "from"), number(args, "to"));
+                let (dropped, kept) = self.network.drain(..).partition(|e| matches(e, from, to));
+                self.network = kept;
+                for e in dropped {
+                    self.say(format!("dropped {e}"));
+                }
+            }
+            "persist" => {
+                let upto = number(args, "upto");
+                let report = !args.contains_key("no-report");
+                for id in ids {
+                    self.persist(id, upto, report);
+                }
+            }
+            "report" => {
+                for id in ids {
+                    let node = self.node(id);
+                    let n = number(args, "n").unwrap_or(node.written);
+                    self.step(id, Input::Persisted(n), &format!("persisted #{n}"));
+                }
+            }
+            "stabilize" => self.stabilize(if ids.is_empty() { self.all() } else { ids }),
+            "crash" => {
+                for id in ids {
+                    let node = self.nodes[usize::from(id)].take().expect("crash a running node");
+                    let lost: Vec<String> = node.unwritten.iter().map(|b| format!("#{}", b.number)).collect();
+                    let lost = if lost.is_empty() { "nothing".to_string() } else { lost.join(" ") };
+                    self.say(format!("{id} crashed; unwritten batches lost: {lost}"));
+                }
+            }
+            "restart" => {
+                for id in ids {
+                    assert!(self.nodes[usize::from(id)].is_none(), "restart a crashed node");
+                    self.start(id, number(args, "seed"));
+                    let disk = &self.disks[usize::from(id)];
+                    self.say(format!("{id} restarted from its disk: {}, log {}", hard(disk.hard), log(&disk.log, 1)));
+                }
+            }
+            "set-disk" => {
+                // Before `restart`: what a crashed node's disk holds.
+                for id in ids {
+                    let disk = &mut self.disks[usize::from(id)];
+                    if let Some(t) = number(args, "term") {
+                        disk.hard.term = t;
+                    }
+                    if let Some(v) = args.get("vote") {
+                        disk.hard.voted_for = v.first().and_then(|v| v.parse().ok());
+                    }
+                    if let Some(terms) = args.get("log") {
+                        disk.log = terms
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| Entry {
+                                term: t.parse().expect("log=(TERM,...)"),
+                                payload: Payload::Command(format!("e{}", i + 1)),
+                            })
+                            .collect();
+                    }
+                }
+            }
+            "isolate" => {
+                for id in ids {
+                    for other in self.all() {
+                        if other != id {
+                            self.cut.insert((id, other));
+                            self.cut.insert((other, id));
+                        }
+                    }
+                }
+            }
+            "cut" => {
+                let (from, to) = (number(args, "from").expect("from"), number(args, "to").expect("to"));
+                self.cut.insert((from as NodeId, to as NodeId));
+                if !args.contains_key("one-way") {
+                    self.cut.insert((to as NodeId, from as NodeId));
+                }
+            }
+            "heal" => self.cut.clear(),
+            "send" => {
+                for line in input.lines().filter(|l| !l.trim().is_empty()) {
+                    let envelope = parse_envelope(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                    self.network.push_back(envelope);
+                }
+            }
+            "status" => {
+                for id in if ids.is_empty() { self.all() } else { ids } {
+                    self.status(id);
+                }
+            }
+            "log" => {
+                for id in ids {
+                    let disk = log(&self.disks[usize::from(id)].log, 1);
+                    match &self.nodes[usize::from(id)] {
+                        Some(n) => {
+                            let memory = log(n.raft.log().entries(), 1);
+                            self.say(format!("{id} memory: {memory}"));
+                            self.say(format!("{id} disk:   {disk}"));
+                        }
+                        None => self.say(format!("{id} (crashed) disk: {disk}")),
+                    }
+                }
+            }
+            other => panic!("unknown directive {other}"),
+        }
+        if self.out.is_empty() {
+            "ok\n".to_string()
+        } else {
+            std::mem::take(&mut self.out)
+        }
+    }
+
+    fn say(&mut self, line: String) {
+        self.out.push_str(&line);
+        self.out.push('\n');
+    }
+
+    fn all(&self) -> Vec<NodeId> {
+        (0..self.nodes.len() as NodeId).collect()
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        self.nodes[usize::from(id)].as_ref().unwrap_or_else(|| panic!("node {id} is crashed"))
+    }
+
+    fn add_nodes(&mut self, args: &Args) {
+        let n = ids(args).first().copied().expect("add-nodes N") as u8;
+        let bugs = args.get("bug").map_or(InjectedBugs::default(), |b| {
+            InjectedBugs::only(&b[0]).unwrap_or_else(|| panic!("unknown bug {}", b[0]))
+        });
+        for id in 0..n {
+            let mut config = Config::new(id, n, 0);
+            config.election_jitter = false;
+            config.election_ticks = number(args, "election").unwrap_or(10) as u32;
+            config.heartbeat_ticks = number(args, "heartbeat").unwrap_or(3) as u32;
+            config.max_inflight = number(args, "inflight").map_or(config.max_inflight, |v| v as usize);
+            config.max_batch_entries = number(args, "batch").map_or(config.max_batch_entries, |v| v as usize);
+            config.max_pending_reads = number(args, "reads").map_or(config.max_pending_reads, |v| v as usize);
+            config.max_held_messages = number(args, "held").map_or(config.max_held_messages, |v| v as usize);
+            config.bugs = bugs;
+            self.configs.push(config);
+            self.disks.push(Disk::default());
+            self.nodes.push(None);
+            self.start(id, None);
+        }
+        let c = &self.configs[0];
+        self.say(format!(
+            "{n} nodes (0..{n}): election after {} ticks, heartbeat every {}, inflight {}, batch {}",
+            c.election_ticks, c.heartbeat_ticks, c.max_inflight, c.max_batch_entries
+        ));
+    }
+
+    fn start(&mut self, id: NodeId, seed: Option<u64>) {
+        let mut config = self.configs[usize::from(id)].clone();
+        config.seed = seed.unwrap_or(0);
+        let disk = self.disks[usize::from(id)].clone();
+        let raft = RaftNode::restart(config, disk.hard, disk.log);
+        self.nodes[usize::from(id)] = Some(Node { raft, unwritten: VecDeque::new(), written: 0 });
+    }
+
+    /// Ticks `id` until it leaves the follower role (its election timeout).
+    fn campaign(&mut self, id: NodeId) {
+        let limit = 2 * self.configs[usize::from(id)].election_ticks;
+        let mut ticks = 0;
+        while self.node(id).raft.role() == Role::Follower && ticks < limit {
+            let quiet = self.step_quietly(id, Input::Tick);
+            ticks += 1;
+            if let Some(ready) = quiet {
+                self.say(format!("> {id} ticks {ticks} times"));
+                self.show(id, ready);
+            }
+        }
+    }
+
+    /// Steps `id`, printing what it did (a tick that does nothing prints
+    /// nothing; any other input says so).
+    fn step(&mut self, id: NodeId, input: Input<String>, what: &str) {
+        let tick = input == Input::Tick;
+        match self.step_quietly(id, input) {
+            Some(ready) => {
+                self.say(format!("> {id} {what}"));
+                self.show(id, ready);
+            }
+            None if !tick => self.say(format!("> {id} {what}: no effect")),
+            None => {}
+        }
+    }
+
+    /// Steps `id`; returns what to print (the Ready and any change of role,
+    /// term or leader, and newly held messages), or `None` if nothing
+    /// happened.
+    fn step_quietly(&mut self, id: NodeId, input: Input<String>) -> Option<Shown> {
+        let node = self.nodes[usize::from(id)].as_mut().unwrap_or_else(|| panic!("node {id} is crashed"));
+        let before = (node.raft.role(), node.raft.term(), node.raft.leader());
+        let commit_before = node.raft.commit_index();
+        let held_before = node.raft.held_messages();
+        let ready = node.raft.step(input);
+        let after = (node.raft.role(), node.raft.term(), node.raft.leader());
+        let commit = (node.raft.commit_index() > commit_before).then_some(node.raft.commit_index());
+        let held_now = node.raft.held_messages();
+        let held: Vec<String> = if held_now > held_before {
+            node.raft.held().skip(held_before).map(|(b, e)| format!("{e} (until #{b})")).collect()
+        } else {
+            Vec::new()
+        };
+        let changed = (before != after).then_some(after);
+        let quiet = ready == Ready::default() && changed.is_none() && held.is_empty() && commit.is_none();
+        if let Some(batch) = &ready.persist {
+            node.unwritten.push_back(batch.clone());
+        }
+        self.network.extend(ready.messages.iter().cloned());
+        (!quiet).then_some(Shown { ready, changed, commit, held })
+    }
+
+    fn show(&mut self, id: NodeId, shown: Shown) {
+        let Shown { ready, changed, commit, held } = shown;
+        if let Some((role, term, leader)) = changed {
+            let leader = leader.map_or("none".to_string(), |l| l.to_string());
+            self.say(format!("  {id} is {role} in term {term}, leader {leader}"));
+        }
+        if let Some(commit) = commit {
+            self.say(format!("  commit index {commit}"));
+        }
+        if let Some(b) = &ready.persist {
+            let mut line = format!("  persist #{}:", b.number);
+            if let Some(h) = b.hard_state {
+                write!(line, " {}", hard(h)).unwrap();
+            }
+            if let Some(w) = &b.log {
+                write!(line, " log from {}: {}", w.from, log(&w.entries, w.from)).unwrap();
+            }
+            self.say(line);
+        }
+        for e in &ready.messages {
+            self.say(format!("  send {e}"));
+        }
+        for h in held {
+            self.say(format!("  hold {h}"));
+        }
+        for (index, entry) in &ready.committed {
+            self.say(format!("  apply {index}/{} {}", entry.term, entry.payload));
+        }
+        for (rid, result) in &ready.reads {
+            match result {
+                Ok(index) => self.say(format!("  read {rid}: serve at applied index {index}")),
+                Err(refusal) => self.say(format!("  read {rid}: refused, {refusal:?}")),
+            }
+        }
+        match ready.proposed {
+            Some(Ok(index)) => self.say(format!("  proposed at index {index}")),
+            Some(Err(refusal)) => self.say(format!("  proposal refused, {refusal:?}")),
+            None => {}
+        }
+    }
+
+    /// Delivers the messages in flight that match (only those in flight
+    /// when it starts: replies stay in flight), each stepping its receiver.
+    fn deliver(&mut self, args: &Args) {
+        let (from, to) = (number(args, "from"), number(args, "to"));
+        let limit = number(args, "n").map_or(usize::MAX, |n| n as usize);
+        let (matching, mut kept): (VecDeque<_>, VecDeque<_>) =
+            self.network.drain(..).partition(|e| matches(e, from, to));
+        let mut delivered = 0;
+        for envelope in matching {
+            if delivered == limit {
+                kept.push_back(envelope);
+                continue;
+            }
+            delivered += 1;
+            self.network = std::mem::take(&mut kept);
+            self.receive(envelope);
+            kept = std::mem::take(&mut self.network);
+        }
+        self.network = kept;
+    }
+
+    fn receive(&mut self, envelope: Envelope<String>) {
+        let to = envelope.to;
+        if self.cut.contains(&(envelope.from, to)) {
+            return self.say(format!("dropped {envelope} (link cut)"));
+        }
+        if usize::from(to) >= self.nodes.len() || self.nodes[usize::from(to)].is_none() {
+            return self.say(format!("dropped {envelope} (no such running node)"));
+        }
+        let what = format!("receives {envelope}");
+        if let Some(ready) = self.step_quietly(to, Input::Message(envelope)) {
+            self.say(format!("> {to} {what}"));
+            self.show(to, ready);
+        } else {
+            self.say(format!("> {to} {what}: no effect"));
+        }
+    }
+
+    /// Writes `id`'s unwritten batches (up to number `upto`) to its disk,
+    /// then (if `report`) reports them durable.
+    fn persist(&mut self, id: NodeId, upto: Option<u64>, report: bool) {
+        let node = self.nodes[usize::from(id)].as_mut().unwrap_or_else(|| panic!("node {id} is crashed"));
+        let disk = &mut self.disks[usize::from(id)];
+        let mut wrote = Vec::new();
+        while node.unwritten.front().is_some_and(|b| upto.is_none_or(|u| b.number <= u)) {
+            let batch = node.unwritten.pop_front().expect("checked");
+            if let Some(h) = batch.hard_state {
+                disk.hard = h;
+            }
+            if let Some(w) = &batch.log {
+                disk.log.truncate((w.from - 1) as usize);
+                disk.log.extend(w.entries.iter().cloned());
+            }
+            node.written = batch.number;
+            wrote.push(format!("#{}", batch.number));
+        }
+        let (written, durable) = (node.written, node.raft.batches().0);
+        if !wrote.is_empty() {
+            self.say(format!("{id} wrote {}", wrote.join(" ")));
+        }
+        if report && written > durable {
+            self.step(id, Input::Persisted(written), &format!("persisted #{written}"));
+        }
+    }
+
+    /// Persists and delivers until nothing is left to do.
+    fn stabilize(&mut self, ids: Vec<NodeId>) {
+        for _ in 0..1000 {
+            let pending: Vec<NodeId> = ids
+                .iter()
+                .copied()
+                .filter(|&id| {
+                    self.nodes[usize::from(id)]
+                        .as_ref()
+                        .is_some_and(|n| !n.unwritten.is_empty() || n.written > n.raft.batches().0)
+                })
+                .collect();
+            for id in &pending {
+                self.persist(*id, None, true);
+            }
+            let in_flight = self.network.iter().any(|e| ids.contains(&e.to) && ids.contains(&e.from));
+            if in_flight {
+                let (mine, others): (VecDeque<_>, VecDeque<_>) =
+                    self.network.drain(..).partition(|e| ids.contains(&e.to) && ids.contains(&e.from));
+                self.network = others;
+                for envelope in mine {
+                    self.receive(envelope);
+                }
+            }
+            if pending.is_empty() && !in_flight {
+                return;
+            }
+        }
+        panic!("stabilize did not settle in 1000 rounds");
+    }
+
+    fn status(&mut self, id: NodeId) {
+        let Some(node) = &self.nodes[usize::from(id)] else {
+            return self.say(format!("{id}: crashed"));
+        };
+        let r = &node.raft;
+        let leader = r.leader().map_or("none".to_string(), |l| l.to_string());
+        let (durable, last) = r.batches();
+        let line = format!(
+            "{id}: {} term {} vote {} leader {leader} commit {} stable {} batches {durable}/{last} held {} log {}",
+            r.role(),
+            r.term(),
+            r.hard_state().voted_for.map_or("none".to_string(), |v| v.to_string()),
+            r.commit_index(),
+            r.stable_index(),
+            r.held_messages(),
+            log(r.log().entries(), 1),
+        );
+        self.say(line);
+    }
+}
+
+struct Shown {
+    ready: Ready<String>,
+    changed: Option<(Role, u64, Option<NodeId>)>,
+    commit: Option<LogIndex>,
+    held: Vec<String>,
+}
+
+/// The positional numeric arguments (node ids), ascending.
+fn ids(args: &Args) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = args.iter().filter(|(_, v)| v.is_empty()).filter_map(|(k, _)| k.parse().ok()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The one positional argument that is not a number (a proposal's data).
+fn word(args: &Args) -> Option<String> {
+    let mut words = args.iter().filter(|(k, v)| v.is_empty() && k.parse::<u64>().is_err() && *k != "no-report");
+    words.next().map(|(k, _)| k.clone())
+}
+
+fn number(args: &Args, key: &str) -> Option<u64> {
+    args.get(key).map(|v| v[0].parse().unwrap_or_else(|_| panic!("{key}={} is not a number", v[0])))
+}
+
+fn matches(e: &Envelope<String>, from: Option<u64>, to: Option<u64>) -> bool {
+    from.is_none_or(|f| u64::from(e.from) == f) && to.is_none_or(|t| u64::from(e.to) == t)
+}
+
+fn hard(h: HardState) -> String {
+    format!("term={} vote={}", h.term, h.voted_for.map_or("none".to_string(), |v| v.to_string()))
+}
+
+fn log(entries: &[Entry<String>], from: LogIndex) -> String {
+    let items: Vec<String> =
+        entries.iter().enumerate().map(|(i, e)| format!("{}/{} {}", from + i as u64, e.term, e.payload)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Parses the form `Envelope`'s `Display` prints: `1->0 Append t=2 prev=1/1
+/// commit=1 round=0 [2/2 noop, 3/2 x]`.
+fn parse_envelope(line: &str) -> Result<Envelope<String>, String> {
+    let (head, list) = match line.split_once('[') {
+        Some((head, rest)) => (head, Some(rest.trim_end().strip_suffix(']').ok_or("missing ]")?)),
+        None => (line, None),
+    };
+    let mut words = head.split_whitespace();
+    let addresses = words.next().ok_or("empty line")?;
+    let (from, to) = addresses.split_once("->").ok_or("expected FROM->TO")?;
+    let (from, to) = (from.parse().map_err(|_| "bad FROM")?, to.parse().map_err(|_| "bad TO")?);
+    let kind = words.next().ok_or("no message kind")?;
+    let mut fields: HashMap<&str, &str> = HashMap::new();
+    let mut flags = BTreeSet::new();
+    for w in words {
+        match w.split_once('=') {
+            Some((k, v)) => {
+                fields.insert(k, v);
+            }
+            None => {
+                flags.insert(w);
+            }
+        }
+    }
+    let num = |k: &str| -> Result<u64, String> {
+        fields.get(k).ok_or(format!("missing {k}="))?.parse().map_err(|_| format!("{k} is not a number"))
+    };
+    let pair = |k: &str| -> Result<(u64, u64), String> {
+        let (i, t) = fields.get(k).ok_or(format!("missing {k}="))?.split_once('/').ok_or(format!("{k}=I/T"))?;
+        Ok((i.parse().map_err(|_| "bad index")?, t.parse().map_err(|_| "bad term")?))
+    };
+    let term = num("t")?;
+    let granted = flags.contains("granted");
+    let message = match kind {
+        "PreVote" => {
+            let (last_log_index, last_log_term) = pair("last")?;
+            Message::PreVote { term, last_log_index, last_log_term }
+        }
+        "PreVoteReply" => Message::PreVoteReply { term, granted },
+        "Vote" => {
+            let (last_log_index, last_log_term) = pair("last")?;
+            Message::Vote { term, last_log_index, last_log_term }
+        }
+        "VoteReply" => Message::VoteReply { term, granted },
+        "Append" => {
+            let (prev_index, prev_term) = pair("prev")?;
+            let mut entries = Vec::new();
+            for item in list.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (it, payload) = item.split_once(' ').ok_or("an entry is I/T PAYLOAD")?;
+                let (_, t) = it.split_once('/').ok_or("an entry is I/T PAYLOAD")?;
+                let payload = if payload == "noop" { Payload::Noop } else { Payload::Command(payload.to_string()) };
+                entries.push(Entry { term: t.parse().map_err(|_| "bad entry term")?, payload });
+            }
+            Message::Append { term, prev_index, prev_term, entries, commit: num("commit")?, read_round: num("round")? }
+        }
+        "AppendReply" => {
+            let result = if flags.contains("reject") {
+                let (index, term) = pair("hint")?;
+                Err(RejectHint { index, term })
+            } else {
+                Ok(num("ok")?)
+            };
+            Message::AppendReply { term, result, read_round: num("round")? }
+        }
+        "Heartbeat" => Message::Heartbeat { term, commit: num("commit")?, read_round: num("round")? },
+        "HeartbeatReply" => Message::HeartbeatReply { term, read_round: num("round")? },
+        other => return Err(format!("unknown message {other}")),
+    };
+    Ok(Envelope { from, to, message })
+}
+
+#[test]
+fn the_printed_form_parses_back() {
+    let samples = [
+        "1->0 PreVote t=2 last=3/1",
+        "0->1 PreVoteReply t=2 granted",
+        "0->2 VoteReply t=2 refused",
+        "1->0 Append t=2 prev=1/1 commit=1 round=4 [2/2 noop, 3/2 x]",
+        "1->0 Append t=2 prev=1/1 commit=1 round=0 []",
+        "0->1 AppendReply t=2 reject hint=1/1 round=0",
+        "0->1 AppendReply t=2 ok=3 round=1",
+        "1->2 Heartbeat t=2 commit=3 round=1",
+        "2->1 HeartbeatReply t=2 round=1",
+    ];
+    for s in samples {
+        assert_eq!(parse_envelope(s).map(|e| e.to_string()).as_deref(), Ok(s));
+    }
+}
