@@ -11,6 +11,14 @@ use std::time::Duration;
 pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: bool) -> ExitCode {
     super::init_logging();
     super::exit_on_panic();
+    match raftkv::server::faults::FaultPlan::from_env() {
+        Ok(Some(plan)) => plan.install(),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let cluster = match ClusterConfig::load(&config) {
         Ok(c) => c,
         Err(e) => {

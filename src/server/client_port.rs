@@ -166,6 +166,7 @@ impl Session {
 
 /// Runs one command; returns the reply and whether to close afterwards.
 async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared) -> (Reply, bool) {
+    super::faults::panic_point(super::faults::Site::Client);
     if let Some(reply) = command.local_reply() {
         return (reply, command == ClientCommand::Quit);
     }

@@ -4,6 +4,9 @@
 //!
 //! - [`storage`]: durable Raft state (hard state and log) on disk, behind the
 //!   [`storage::RaftStorage`] trait.
+//! - [`faults`]: faults injected on purpose (a failing disk, a panic in a
+//!   chosen thread) when the environment asks, for the tests that show a
+//!   server ends loudly and loses nothing.
 //! - [`handoff`]: where the server's threads meet: the node thread's inbox,
 //!   the bounded channel to the persist thread, and the waiters of client
 //!   requests (checked by loom).
@@ -31,6 +34,8 @@ pub mod client;
 pub mod client_port;
 #[cfg(feature = "runtime")]
 pub mod config;
+#[cfg(all(feature = "runtime", not(loom)))]
+pub mod faults;
 #[cfg(feature = "runtime")]
 pub mod handoff;
 #[cfg(all(feature = "runtime", not(loom)))]

@@ -77,8 +77,8 @@ impl Default for RuntimeConfig {
 /// it cannot keep up).
 pub type SendToPeer = Arc<dyn Fn(Envelope<Command>) + Send + Sync>;
 
-/// Told once when the node stops on its own, before anyone else can see it
-/// stopped. The server binary logs and exits; tests record it.
+/// Told once when the node stops on its own, after it stopped. The server
+/// binary exits there; tests record it.
 pub type OnFatal = Arc<dyn Fn(&NodeFailure) + Send + Sync>;
 
 /// What the node thread is fed.
@@ -198,6 +198,8 @@ struct Shared {
     batches: BoundedChannel<Vec<Persist<Command>>>,
     waiters: Waiters<Response>,
     stopped: Arc<AtomicBool>,
+    /// Set by the first failure.
+    failed: AtomicBool,
     failure: Mutex<Option<NodeFailure>>,
     on_fatal: OnFatal,
     id: NodeId,
@@ -213,16 +215,16 @@ impl Shared {
         self.waiters.shutdown();
     }
 
-    /// A failure: recorded (the first one wins), reported, then the stop.
+    /// A failure: logged, everything stopped, then (for the first failure
+    /// only) `on_fatal` told, which sees the node stopped, and the failure
+    /// kept for `shutdown` to return.
     fn fail(&self, failure: NodeFailure) {
         tracing::error!(node = self.id, "{failure}");
-        (self.on_fatal)(&failure);
-        let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(failure);
-        }
-        drop(slot);
         self.stop();
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            (self.on_fatal)(&failure);
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(failure);
+        }
     }
 
     /// Runs one thread's body; a panic in it is a failure of the node.
@@ -262,6 +264,7 @@ impl NodeRuntime {
             batches: BoundedChannel::new(config.batch_queue),
             waiters: Waiters::new(),
             stopped: Arc::new(AtomicBool::new(false)),
+            failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             on_fatal,
             id,
@@ -569,5 +572,101 @@ mod tests {
             handle.submit(Command { client: 1, seq: 2, op: Op::Get { key: "k".into() } }).err(),
             Some(SubmitError::Stopped)
         );
+    }
+
+    /// A disk that fails, or panics, on its first write.
+    struct BrokenDisk {
+        panic: bool,
+    }
+
+    impl RaftStorage for BrokenDisk {
+        fn load(&self) -> Result<crate::server::storage::Durable, StorageError> {
+            Ok(Default::default())
+        }
+        fn write(&mut self, _: &[&Persist<Command>]) -> Result<(), StorageError> {
+            if self.panic {
+                panic!("the disk caught fire");
+            }
+            Err(StorageError::Io {
+                path: "broken-disk".into(),
+                op: "writing",
+                source: std::io::Error::from_raw_os_error(5),
+            })
+        }
+    }
+
+    /// A disk that keeps nothing and never fails.
+    struct NullDisk;
+
+    impl RaftStorage for NullDisk {
+        fn load(&self) -> Result<crate::server::storage::Durable, StorageError> {
+            Ok(Default::default())
+        }
+        fn write(&mut self, _: &[&Persist<Command>]) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    /// Starts node 0 of a `members`-node cluster alone (it campaigns on its
+    /// election timeout, which makes it write and send), and returns it
+    /// with the receiving end of its `OnFatal` reports.
+    fn lone_node(
+        members: u8,
+        storage: Box<dyn RaftStorage + Send>,
+        send: SendToPeer,
+    ) -> (NodeRuntime, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = Mutex::new(tx);
+        let on_fatal: OnFatal = Arc::new(move |failure: &NodeFailure| {
+            let _ = tx.lock().unwrap().send(failure.to_string());
+        });
+        let server = KvServer::restart(ServerConfig::new(Config::new(0, members, 0)), HardState::default(), vec![]);
+        (NodeRuntime::start(server, storage, send, runtime_config(), on_fatal), rx)
+    }
+
+    /// Waits for the node's failure report (a bound for a failed test, not
+    /// a timing assumption: the first write comes within a second).
+    fn fatal(rx: &std::sync::mpsc::Receiver<String>) -> String {
+        rx.recv_timeout(Duration::from_secs(30)).expect("the node reported its failure")
+    }
+
+    fn assert_stopped(node: NodeRuntime) -> NodeFailure {
+        let handle = node.handle().clone();
+        assert!(handle.is_stopped());
+        let request = Command { client: 1, seq: 1, op: Op::Get { key: "k".into() } };
+        assert_eq!(handle.submit(request).err(), Some(SubmitError::Stopped));
+        node.shutdown().expect_err("shutdown returns the failure")
+    }
+
+    #[test]
+    fn a_storage_error_stops_the_node_loudly() {
+        let (node, rx) = lone_node(1, Box::new(BrokenDisk { panic: false }), Arc::new(|_| {}));
+        let report = fatal(&rx);
+        assert!(report.contains("storage failed") && report.contains("broken-disk"), "{report}");
+        assert!(matches!(assert_stopped(node), NodeFailure::Storage(_)));
+        assert!(rx.try_recv().is_err(), "reported once");
+    }
+
+    #[test]
+    fn a_panic_in_the_persist_thread_stops_the_node_loudly() {
+        let (node, rx) = lone_node(1, Box::new(BrokenDisk { panic: true }), Arc::new(|_| {}));
+        let report = fatal(&rx);
+        assert!(report.contains("raftkv-persist-0") && report.contains("the disk caught fire"), "{report}");
+        match assert_stopped(node) {
+            NodeFailure::Panic { thread, message } => {
+                assert_eq!((thread.as_str(), message.as_str()), ("raftkv-persist-0", "the disk caught fire"))
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_node_thread_stops_the_node_loudly() {
+        // Node 0 of three, alone: its first message (a PreVote) panics.
+        let send: SendToPeer = Arc::new(|_| panic!("the network caught fire"));
+        let (node, rx) = lone_node(3, Box::new(NullDisk), send);
+        let report = fatal(&rx);
+        assert!(report.contains("raftkv-node-0") && report.contains("the network caught fire"), "{report}");
+        assert!(matches!(assert_stopped(node), NodeFailure::Panic { .. }));
     }
 }

@@ -4,6 +4,7 @@
 
 use super::client_port::ClientPort;
 use super::config::ClusterConfig;
+use super::faults::{self, FaultyStorage, Site};
 use super::node::{NodeFailure, NodeHandle, NodeRuntime, OnFatal, RuntimeConfig, SendToPeer};
 use super::peer::{PeerConfig, PeerTransport};
 use super::resp::RespLimits;
@@ -78,6 +79,12 @@ impl Server {
         let me = cluster.node(id).ok_or(StartError::NotAMember { id, members: cluster.members() })?.clone();
         let storage = RedbStorage::open(&data_dir).map_err(StartError::Storage)?;
         let durable = storage.load().map_err(StartError::Storage)?;
+        let storage: Box<dyn RaftStorage + Send> = if faults::installed() {
+            let path = storage.path().to_path_buf();
+            Box::new(FaultyStorage::new(storage, path))
+        } else {
+            Box::new(storage)
+        };
         tracing::info!(
             node = id,
             term = durable.hard.term,
@@ -96,17 +103,21 @@ impl Server {
         let send: SendToPeer = {
             let slot = sender_slot.clone();
             Arc::new(move |envelope| {
+                faults::panic_point(Site::Node); // runs on the node thread
                 if let Some(sender) = slot.get() {
                     sender.send(envelope);
                 }
             })
         };
-        let node = NodeRuntime::start(server, Box::new(storage), send, runtime, on_fatal);
+        let node = NodeRuntime::start(server, storage, send, runtime, on_fatal);
         let others = cluster.nodes.iter().enumerate().filter(|(i, _)| *i != usize::from(id));
         let peer_config = PeerConfig::new(id, me.peer, others.map(|(i, n)| (i as NodeId, n.peer)).collect());
         let deliver = {
             let handle = node.handle().clone();
-            Arc::new(move |envelope| handle.deliver(envelope))
+            Arc::new(move |envelope| {
+                faults::panic_point(Site::Peer); // runs in a peer connection's task
+                handle.deliver(envelope)
+            })
         };
         let peers = PeerTransport::start(peer_config, deliver).await.map_err(StartError::Peers)?;
         let _ = sender_slot.set(peers.sender());

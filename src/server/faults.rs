@@ -1,0 +1,154 @@
+//! Faults injected on purpose, so that tests can show a server ends loudly
+//! and loses nothing acknowledged (`tests/faults.rs`). Never used unless the
+//! environment asks:
+//!
+//! - `RAFTKV_FAULT`: what to inject — `storage-eio` or `storage-enospc` (every
+//!   storage write fails with that error), or `panic-node`, `panic-persist`,
+//!   `panic-peer`, `panic-client` (a panic in the node thread, the persist
+//!   thread, a peer connection's task, a client connection's task);
+//! - `RAFTKV_FAULT_TRIGGER`: a file; the fault fires only while it exists,
+//!   so a test can let a server run, then pull the trigger.
+//!
+//! `raftkv server` reads both at start ([`FaultPlan::from_env`]) and
+//! installs the plan; the hooks are a storage wrapper ([`FaultyStorage`])
+//! and [`panic_point`] calls at the four sites.
+
+use super::storage::{Durable, RaftStorage, StorageError};
+use crate::kv::Command;
+use crate::raft::Persist;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Where a planned panic happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// The node thread (when it hands a message to the peer transport).
+    Node,
+    /// The persist thread (when it writes a batch).
+    Persist,
+    /// A peer connection's task (when it delivers a message to the node).
+    Peer,
+    /// A client connection's task (when it handles a command).
+    Client,
+}
+
+/// What a plan injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every storage write fails with this OS error (`EIO`, `ENOSPC`).
+    StorageError(i32),
+    /// A panic at this site.
+    Panic(Site),
+}
+
+/// A fault and the file that arms it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub fault: Fault,
+    pub trigger: PathBuf,
+}
+
+const EIO: i32 = 5;
+const ENOSPC: i32 = 28;
+
+static PLAN: OnceLock<FaultPlan> = OnceLock::new();
+
+impl FaultPlan {
+    /// The plan the environment asks for, if any.
+    pub fn from_env() -> Result<Option<FaultPlan>, String> {
+        let Some(fault) = std::env::var_os("RAFTKV_FAULT") else { return Ok(None) };
+        let fault = fault.to_string_lossy();
+        let trigger = std::env::var_os("RAFTKV_FAULT_TRIGGER")
+            .ok_or_else(|| "RAFTKV_FAULT is set but RAFTKV_FAULT_TRIGGER (the file that arms it) is not".to_string())?;
+        FaultPlan::parse(&fault, PathBuf::from(trigger)).map(Some)
+    }
+
+    pub fn parse(fault: &str, trigger: PathBuf) -> Result<FaultPlan, String> {
+        let fault = match fault {
+            "storage-eio" => Fault::StorageError(EIO),
+            "storage-enospc" => Fault::StorageError(ENOSPC),
+            "panic-node" => Fault::Panic(Site::Node),
+            "panic-persist" => Fault::Panic(Site::Persist),
+            "panic-peer" => Fault::Panic(Site::Peer),
+            "panic-client" => Fault::Panic(Site::Client),
+            other => {
+                return Err(format!(
+                    "unknown RAFTKV_FAULT {other:?}: expected storage-eio, storage-enospc, panic-node, \
+                     panic-persist, panic-peer or panic-client"
+                ))
+            }
+        };
+        Ok(FaultPlan { fault, trigger })
+    }
+
+    /// Makes this the process's plan (the first one installed stays).
+    pub fn install(self) {
+        tracing::warn!("fault injection armed by {}: {:?}", self.trigger.display(), self.fault);
+        let _ = PLAN.set(self);
+    }
+
+    fn armed(&self, fault: Fault) -> bool {
+        self.fault == fault && self.trigger.exists()
+    }
+}
+
+/// Panics here if the installed plan says so and its trigger is pulled.
+pub fn panic_point(site: Site) {
+    if PLAN.get().is_some_and(|p| p.armed(Fault::Panic(site))) {
+        panic!("injected fault: a panic at the {site:?} site (RAFTKV_FAULT)");
+    }
+}
+
+/// True if a plan is installed (the server then wraps its storage).
+pub fn installed() -> bool {
+    PLAN.get().is_some()
+}
+
+/// A storage that fails (or panics) when the installed plan says so, and
+/// otherwise passes everything to the real one.
+pub struct FaultyStorage<S> {
+    inner: S,
+    path: PathBuf,
+}
+
+impl<S: RaftStorage> FaultyStorage<S> {
+    pub fn new(inner: S, path: PathBuf) -> FaultyStorage<S> {
+        FaultyStorage { inner, path }
+    }
+}
+
+impl<S: RaftStorage> RaftStorage for FaultyStorage<S> {
+    fn load(&self) -> Result<Durable, StorageError> {
+        self.inner.load()
+    }
+
+    fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
+        panic_point(Site::Persist);
+        if let Some(Fault::StorageError(errno)) = PLAN.get().map(|p| p.fault) {
+            if PLAN.get().is_some_and(|p| p.armed(Fault::StorageError(errno))) {
+                return Err(StorageError::Io {
+                    path: self.path.clone(),
+                    op: "writing a batch (injected fault)",
+                    source: std::io::Error::from_raw_os_error(errno),
+                });
+            }
+        }
+        self.inner.write(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_parse_and_unknown_ones_are_refused_by_name() {
+        let t = PathBuf::from("/nonexistent/trigger");
+        assert_eq!(FaultPlan::parse("storage-enospc", t.clone()).unwrap().fault, Fault::StorageError(ENOSPC));
+        assert_eq!(FaultPlan::parse("panic-peer", t.clone()).unwrap().fault, Fault::Panic(Site::Peer));
+        let err = FaultPlan::parse("panic-everything", t).unwrap_err();
+        assert!(err.contains("panic-everything") && err.contains("panic-client"), "{err}");
+        let plan = FaultPlan::parse("panic-node", PathBuf::from("/nonexistent/trigger")).unwrap();
+        assert!(!plan.armed(Fault::Panic(Site::Node)), "no trigger file: not armed");
+    }
+}

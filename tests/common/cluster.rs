@@ -1,0 +1,211 @@
+//! Real `raftkv server` processes for the end-to-end tests (`tests/e2e.rs`,
+//! `tests/faults.rs`): a cluster on free ports of 127.0.0.1 in a temporary
+//! directory, signals, restarts, and waits bounded by [`PATIENCE`]. Every
+//! process a `TestCluster` starts is killed when it drops, also when the
+//! test fails (then the logs are printed and the directory kept).
+#![allow(dead_code)] // each test file uses a different part
+
+use raftkv::server::client::info;
+use raftkv::server::config::ClusterConfig;
+use raftkv::server::load::Progress;
+use raftkv::server::tempdir::TempDir;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Generous bound on any wait: exceeding it fails the test instead of
+/// hanging CI. Nothing is expected to come close.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct TestCluster {
+    pub config: ClusterConfig,
+    pub config_path: PathBuf,
+    pub root: TempDir,
+    children: Vec<Option<Child>>,
+    /// Extra environment for the next start of each node.
+    env: Vec<Vec<(String, String)>>,
+}
+
+/// Free ports on 127.0.0.1: bound to port 0, then released for the server
+/// to take (another process could grab one in between; unlikely on a test
+/// machine, and it would fail loudly, not silently).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl TestCluster {
+    /// A cluster of `n` nodes, all started.
+    pub fn start(tag: &str, n: u8) -> TestCluster {
+        let mut cluster = TestCluster::configure(tag, n);
+        cluster.start_all();
+        cluster
+    }
+
+    /// A cluster of `n` nodes, none started yet (set their environment
+    /// first with [`TestCluster::set_env`]).
+    pub fn configure(tag: &str, n: u8) -> TestCluster {
+        let ports = free_ports(2 * usize::from(n));
+        let mut config = ClusterConfig::local(n, 0, 0);
+        for (i, node) in config.nodes.iter_mut().enumerate() {
+            node.peer.set_port(ports[2 * i]);
+            node.client.set_port(ports[2 * i + 1]);
+        }
+        let root = TempDir::new(&format!("e2e-{tag}")).unwrap();
+        let config_path = root.path().join("cluster.toml");
+        std::fs::write(&config_path, config.to_toml()).unwrap();
+        let nodes = usize::from(n);
+        TestCluster {
+            config,
+            config_path,
+            root,
+            children: (0..nodes).map(|_| None).collect(),
+            env: vec![Vec::new(); nodes],
+        }
+    }
+
+    pub fn start_all(&mut self) {
+        for id in 0..self.children.len() as u8 {
+            self.restart(id);
+        }
+    }
+
+    fn spawn(&self, id: u8) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join(format!("node-{id}.log")))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .args(["server", "--id", &id.to_string(), "--config"])
+            .arg(&self.config_path)
+            .arg("--data-dir")
+            .arg(self.root.path().join(format!("node-{id}")))
+            .arg("--exit-with-parent")
+            .env("RUST_LOG", "info")
+            .envs(self.env[usize::from(id)].iter().map(|(k, v)| (k, v)))
+            // Closed when this test process dies, however it dies: the
+            // server then stops.
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn clients(&self) -> Vec<SocketAddr> {
+        self.config.nodes.iter().map(|n| n.client).collect()
+    }
+
+    pub fn kill9(&mut self, id: u8) {
+        let mut child = self.children[usize::from(id)].take().expect("node is running");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    pub fn restart(&mut self, id: u8) {
+        assert!(self.children[usize::from(id)].is_none());
+        let child = self.spawn(id);
+        self.children[usize::from(id)] = Some(child);
+    }
+
+    pub fn signal(&self, id: u8, signal: &str) {
+        let pid = self.children[usize::from(id)].as_ref().expect("node is running").id();
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Sets environment variables for node `id`'s next start (and clears
+    /// what was set before).
+    pub fn set_env(&mut self, id: u8, vars: &[(&str, &str)]) {
+        self.env[usize::from(id)] = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// Waits (at most [`PATIENCE`]) for node `id` to exit on its own, and
+    /// returns how it exited.
+    pub fn wait_exit(&mut self, id: u8) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        let child = self.children[usize::from(id)].as_mut().expect("node is running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.children[usize::from(id)] = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not exit within {PATIENCE:?}");
+            std::thread::sleep(Duration::from_millis(10)); // polling a child process, not synchronising
+        }
+    }
+
+    /// Node `id`'s whole log.
+    pub fn log_of(&self, id: u8) -> String {
+        std::fs::read_to_string(self.root.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    /// The logs of every node, for a failure message.
+    pub fn logs(&self) -> String {
+        (0..self.children.len())
+            .map(|id| {
+                let path = self.root.path().join(format!("node-{id}.log"));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!("--- node {id} (last lines)\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            // A paused process dies of SIGKILL too.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+            self.root.keep();
+            eprintln!("data and logs kept in {}", self.root.path().display());
+        }
+    }
+}
+
+/// One `INFO` field of node `addr`, if it answers.
+pub async fn info_field(addr: SocketAddr, field: &str) -> Option<String> {
+    let text = info(addr, Duration::from_millis(500)).await.ok()?;
+    let prefix = format!("{field}:");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().to_string())
+}
+
+/// Waits until `cond` holds, checking every 10 ms, or panics after
+/// [`PATIENCE`] with `what`.
+pub async fn until<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut every = tokio::time::interval(Duration::from_millis(10));
+    while !cond().await {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        every.tick().await;
+    }
+}
+
+/// The node that says it leads, once one does.
+pub async fn leader(cluster: &TestCluster) -> u8 {
+    let deadline = Instant::now() + PATIENCE;
+    let mut every = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        for (id, addr) in cluster.clients().iter().enumerate() {
+            if info_field(*addr, "raft_role").await.as_deref() == Some("Leader") {
+                return id as u8;
+            }
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for a leader");
+        every.tick().await;
+    }
+}
+
+pub async fn after_more_ops(progress: &Progress, more: u64) {
+    let target = progress.completed.load(Ordering::Relaxed) + more;
+    until(&format!("{more} more operations"), || async { progress.completed.load(Ordering::Relaxed) >= target }).await;
+}
