@@ -156,9 +156,36 @@ impl KvServer {
             self.serve_confirmed_reads(&mut out);
         }
         self.fail_orphaned_writes(&mut out);
-        debug_assert!(self.kv.applied_index() <= self.node.stable_index(), "applied an entry not durable here");
-        debug_assert!(self.waiting() <= self.config.max_waiting, "more requests waiting than max_waiting");
+        self.check_invariants(&out);
         out
+    }
+
+    /// What holds after every step (debug and test builds: the node's
+    /// own checks run in every build).
+    fn check_invariants(&self, out: &ServerOutput) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let applied = self.kv.applied_index();
+        assert!(applied <= self.node.stable_index(), "applied an entry not durable here");
+        assert!(applied <= self.node.commit_index(), "applied an uncommitted entry");
+        assert!(self.waiting() <= self.config.max_waiting, "more requests waiting than max_waiting");
+        assert!(self.node.is_leader() || self.waiting_reads.is_empty(), "a non-leader holds unconfirmed reads");
+        assert!(
+            self.waiting_writes.is_empty() || self.node.is_leader(),
+            "a non-leader still holds proposals (they are failed when it loses the term)"
+        );
+        assert!(self.waiting_writes.keys().all(|&index| index > applied), "a waiter for an applied entry");
+        assert!(self.waiting_writes.values().all(|(_, term)| *term == self.node.term()), "a waiter from another term");
+        assert!(self.confirmed_reads.iter().all(|(index, ..)| *index > applied), "a servable read left waiting");
+        assert!(
+            self.confirmed_reads.iter().all(|(index, ..)| *index <= self.node.commit_index()),
+            "a read confirmed beyond the commit index"
+        );
+        let mut indexes: Vec<LogIndex> = out.applied.iter().map(|a| a.index).collect();
+        indexes.dedup();
+        assert!(indexes.windows(2).all(|w| w[1] == w[0] + 1), "entries applied out of order");
+        assert!(out.applied.last().is_none_or(|a| a.index == applied), "the last entry applied is the applied index");
     }
 
     fn accept(&mut self, request: Request, out: &mut ServerOutput) -> Option<Ready<Command>> {
