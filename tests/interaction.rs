@@ -14,6 +14,7 @@
 //! writes them and reports them durable). Nothing happens unless a line of
 //! the script asks for it.
 
+use raftkv::raft::Mode;
 use raftkv::raft::{
     BatchNumber, Config, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Message, NodeId, Payload, Persist,
     RaftNode, Ready, RejectHint, Role,
@@ -81,6 +82,20 @@ impl Env {
             "campaign" => {
                 for id in ids {
                     self.campaign(id);
+                }
+            }
+            "progress" => {
+                for id in ids {
+                    self.progress(id);
+                }
+            }
+            "receive" => {
+                // Hands the messages to the node directly, whatever their
+                // `to` says (to show what it does with misaddressed ones).
+                let id = ids.first().copied().expect("receive ID");
+                for line in input.lines().filter(|l| !l.trim().is_empty()) {
+                    let envelope = parse_envelope(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                    self.step(id, Input::Message(envelope.clone()), &format!("receives {envelope}"));
                 }
             }
             "propose" => {
@@ -256,11 +271,13 @@ impl Env {
         self.nodes[usize::from(id)] = Some(Node { raft, unwritten: VecDeque::new(), written: 0 });
     }
 
-    /// Ticks `id` until it leaves the follower role (its election timeout).
+    /// Ticks `id` until its role changes (a follower's or candidate's
+    /// election timeout; a leader's CheckQuorum).
     fn campaign(&mut self, id: NodeId) {
         let limit = 2 * self.configs[usize::from(id)].election_ticks;
+        let role = self.node(id).raft.role();
         let mut ticks = 0;
-        while self.node(id).raft.role() == Role::Follower && ticks < limit {
+        while self.node(id).raft.role() == role && ticks < limit {
             let quiet = self.step_quietly(id, Input::Tick);
             ticks += 1;
             if let Some(ready) = quiet {
@@ -292,15 +309,24 @@ impl Env {
         let before = (node.raft.role(), node.raft.term(), node.raft.leader());
         let commit_before = node.raft.commit_index();
         let held_before = node.raft.held_messages();
+        let dropped_before = node.raft.held_dropped();
         let ready = node.raft.step(input);
+        let dropped = node.raft.held_dropped() - dropped_before;
         let after = (node.raft.role(), node.raft.term(), node.raft.leader());
         let commit = (node.raft.commit_index() > commit_before).then_some(node.raft.commit_index());
         let held_now = node.raft.held_messages();
-        let held: Vec<String> = if held_now > held_before {
-            node.raft.held().skip(held_before).map(|(b, e)| format!("{e} (until #{b})")).collect()
-        } else {
-            Vec::new()
-        };
+        // Newly held messages are the last ones (a dropped one was the oldest).
+        let new = (held_now + dropped as usize).saturating_sub(held_before);
+        let mut held: Vec<String> = node
+            .raft
+            .held()
+            .skip(held_now.saturating_sub(new))
+            .map(|(b, e)| format!("hold {e} (until #{b})"))
+            .collect();
+        if dropped > 0 {
+            let bound = self.configs[usize::from(id)].max_held_messages;
+            held.push(format!("dropped the {dropped} oldest held message(s): at most {bound} are held"));
+        }
         let changed = (before != after).then_some(after);
         let quiet = ready == Ready::default() && changed.is_none() && held.is_empty() && commit.is_none();
         if let Some(batch) = &ready.persist {
@@ -333,7 +359,7 @@ impl Env {
             self.say(format!("  send {e}"));
         }
         for h in held {
-            self.say(format!("  hold {h}"));
+            self.say(format!("  {h}"));
         }
         for (index, entry) in &ready.committed {
             self.say(format!("  apply {index}/{} {}", entry.term, entry.payload));
@@ -454,17 +480,50 @@ impl Env {
         let r = &node.raft;
         let leader = r.leader().map_or("none".to_string(), |l| l.to_string());
         let (durable, last) = r.batches();
-        let line = format!(
-            "{id}: {} term {} vote {} leader {leader} commit {} stable {} batches {durable}/{last} held {} log {}",
+        let mut line = format!(
+            "{id}: {} term {} vote {} leader {leader} commit {} stable {} batches {durable}/{last} held {}",
             r.role(),
             r.term(),
             r.hard_state().voted_for.map_or("none".to_string(), |v| v.to_string()),
             r.commit_index(),
             r.stable_index(),
             r.held_messages(),
-            log(r.log().entries(), 1),
         );
+        if r.held_dropped() > 0 {
+            write!(line, " (dropped {})", r.held_dropped()).unwrap();
+        }
+        if matches!(r.role(), Role::PreCandidate | Role::Candidate) {
+            let (granted, refused) = r.votes();
+            write!(line, " votes granted {granted:?} refused {refused:?}").unwrap();
+        }
+        write!(line, " log {}", log(r.log().entries(), 1)).unwrap();
         self.say(line);
+    }
+
+    /// A leader's view of each follower.
+    fn progress(&mut self, id: NodeId) {
+        let lines: Vec<String> = self
+            .node(id)
+            .raft
+            .progress()
+            .iter()
+            .enumerate()
+            .filter(|&(peer, _)| peer != usize::from(id))
+            .map(|(peer, p)| {
+                let mode = match p.mode {
+                    Mode::Probe { sent: true } => "probe (waiting for a reply)".to_string(),
+                    Mode::Probe { sent: false } => "probe".to_string(),
+                    Mode::Replicate => format!("replicate, in flight up to {:?}", p.inflight),
+                };
+                format!("{id}'s view of {peer}: match {} next {} {mode}", p.match_index, p.next_index)
+            })
+            .collect();
+        if lines.is_empty() {
+            self.say(format!("{id} does not lead"));
+        }
+        for line in lines {
+            self.say(line);
+        }
     }
 }
 

@@ -58,5 +58,6 @@ pub mod types;
 pub use config::{Config, InjectedBugs};
 pub use log::RaftLog;
 pub use node::RaftNode;
+pub use progress::{Mode, Progress};
 pub use ready::{BatchNumber, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 pub use types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term, TERM_MAX};

@@ -32,8 +32,8 @@ pub struct RaftNode<C> {
     /// Which batches are durable, and so how much of the log is stable.
     durability: Durability,
     /// Messages waiting for the batch they depend on to be reported
-    /// durable: `(batch, message)`, in the order they were sent (and so in
-    /// batch order). At most [`Config::max_held_messages`].
+    /// durable: `(batch, message)`, in the order they were sent. At most
+    /// [`Config::max_held_messages`].
     held: VecDeque<(BatchNumber, Envelope<C>)>,
     /// Held messages dropped because the bound was reached (Raft tolerates
     /// the loss; a count for the runtime's metrics).
@@ -75,8 +75,7 @@ struct Outbox<C> {
 /// What a message sent during a step must wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum After {
-    /// A batch already numbered (for a leader's replication traffic: the
-    /// batch holding its term and vote).
+    /// A batch already numbered (the one holding the term and vote), or 0.
     Batch(BatchNumber),
     /// Every batch handed out up to the end of this step, this step's own
     /// included: the message may tell of anything the node now holds.
@@ -230,6 +229,17 @@ impl<C: Clone> RaftNode<C> {
     /// Messages waiting for their batch to become durable.
     pub fn held_messages(&self) -> usize {
         self.held.len()
+    }
+    /// In a (pre-)election: who granted and who refused, so far.
+    pub fn votes(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let members = (0..self.config.members).collect::<Vec<_>>();
+        let pick = |mask: u16| members.iter().copied().filter(|&id| mask & (1 << id) != 0).collect();
+        (pick(self.granted), pick(self.refused))
+    }
+    /// A leader's view of each member (its own entry included); empty
+    /// unless leader.
+    pub fn progress(&self) -> &[Progress] {
+        &self.progress
     }
     /// The held messages, oldest first, each with the batch it waits for.
     pub fn held(&self) -> impl Iterator<Item = (BatchNumber, &Envelope<C>)> {
@@ -623,33 +633,40 @@ impl<C: Clone> RaftNode<C> {
             self.progress[me].match_index = stable;
             self.maybe_commit();
         }
+        // Held messages wait for different batches (an acknowledgement for
+        // its step's last, a heartbeat echo only for the term's), so any of
+        // them may be due, not only the oldest; they leave in the order
+        // they were sent.
         let durable = self.durability.durable_batch();
-        while self.held.front().is_some_and(|&(batch, _)| batch <= durable) {
-            let (_, envelope) = self.held.pop_front().expect("checked non-empty");
+        let (due, waiting): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.held).into_iter().partition(|&(batch, _)| batch <= durable);
+        self.held = waiting;
+        for (_, envelope) in due {
             self.out.messages.push((After::Batch(0), envelope));
         }
     }
 
     fn replicate_to_all(&mut self) {
         for peer in self.peers() {
-            self.send_append(peer);
+            self.fill_window(peer);
         }
     }
 
     /// Sends the next AppendEntries to `peer` if its window allows: in probe
     /// mode one (possibly empty) message, in replicate mode the next batch.
-    fn send_append(&mut self, peer: NodeId) {
+    /// Returns whether it sent one.
+    fn send_append(&mut self, peer: NodeId) -> bool {
         let last = self.log.last_index();
         let max_batch = self.config.max_batch_entries as u64;
         let pr = &mut self.progress[usize::from(peer)];
         if pr.is_paused(self.config.max_inflight) {
-            return;
+            return false;
         }
         let next = pr.next_index.min(last + 1);
         let batch_end = last.min(next + max_batch - 1);
         let entries = self.log.slice(next, batch_end);
         match pr.mode {
-            Mode::Replicate if entries.is_empty() => return,
+            Mode::Replicate if entries.is_empty() => return false,
             Mode::Replicate => {
                 pr.next_index = batch_end + 1;
                 pr.inflight.push_back(batch_end);
@@ -667,6 +684,19 @@ impl<C: Clone> RaftNode<C> {
             read_round: self.read_round,
         };
         self.send(peer, message);
+        true
+    }
+
+    /// Sends `peer` as many Appends as its window allows: one probe, or in
+    /// replicate mode batches until the window is full or nothing is left,
+    /// so a follower far behind catches up at the pipeline's pace rather
+    /// than one batch per round trip.
+    fn fill_window(&mut self, peer: NodeId) {
+        let mut sent = 0;
+        while self.send_append(peer) {
+            sent += 1;
+            debug_assert!(sent <= self.config.max_inflight, "the window is bounded");
+        }
     }
 
     fn heartbeat(&mut self) {
@@ -696,11 +726,13 @@ impl<C: Clone> RaftNode<C> {
     }
 
     fn on_append_reply(&mut self, from: NodeId, result: Result<LogIndex, RejectHint>, read_round: u64) {
-        self.note_alive(from, read_round);
         let last = self.log.last_index();
+        if matches!(result, Ok(match_index) if match_index > last) {
+            return; // claims entries we never sent: forged, and no proof of life either
+        }
+        self.note_alive(from, read_round);
         let pr = &mut self.progress[usize::from(from)];
         match result {
-            Ok(match_index) if match_index > last => return, // claims entries we never sent
             Ok(match_index) => {
                 if pr.acknowledge(match_index) {
                     self.maybe_commit();
@@ -715,7 +747,7 @@ impl<C: Clone> RaftNode<C> {
                 }
             }
         }
-        self.send_append(from);
+        self.fill_window(from);
         self.release_reads();
     }
 
@@ -726,7 +758,7 @@ impl<C: Clone> RaftNode<C> {
             pr.mode = Mode::Probe { sent: false }; // the probe may have been lost
         }
         if pr.match_index < self.log.last_index() {
-            self.send_append(from);
+            self.fill_window(from);
         }
         self.release_reads();
     }
@@ -807,19 +839,28 @@ impl<C: Clone> RaftNode<C> {
     }
 
     /// Queues a message, noting what it must wait for (see
-    /// [`super::ready`]): a leader's replication traffic depends only on
-    /// its term and vote; anything else may tell of any state the node now
-    /// holds, so it waits for every batch up to the end of this step.
+    /// [`super::ready`]). Every message speaks for the sender's term and
+    /// vote, so it waits for the batch that holds them. Two kinds speak of
+    /// its log as well and wait for every batch up to the end of this step:
+    /// an acknowledgement (`AppendReply` ok: "I hold these entries") and a
+    /// vote request (its `last` index and term win or lose the election).
+    /// Everything else — a leader's Appends and heartbeats, grants and
+    /// refusals, rejection hints, heartbeat echoes — leaves as soon as the
+    /// term and vote are durable, whatever entries are still on their way
+    /// to the disk.
     fn send(&mut self, to: NodeId, message: Message<C>) {
         debug_assert_ne!(to, self.config.id, "a node never messages itself");
         debug_assert!(to < self.config.members, "a message to a non-member");
-        let replication = matches!(message, Message::Append { .. } | Message::Heartbeat { .. });
-        let after = if self.role == Role::Leader && replication && self.hard == self.handed_out_hard {
-            After::Batch(self.durability.hard_state_batch())
-        } else if self.config.bugs.vote_before_persist && matches!(message, Message::VoteReply { .. }) {
+        let speaks_of_log = matches!(
+            message,
+            Message::AppendReply { result: Ok(_), .. } | Message::Vote { .. } | Message::PreVote { .. }
+        );
+        let after = if self.config.bugs.vote_before_persist && matches!(message, Message::VoteReply { .. }) {
             After::Batch(0) // bug (f): the vote goes out before it is durable
+        } else if speaks_of_log || self.hard != self.handed_out_hard {
+            After::ThisStep // (a changed term or vote is in this step's batch)
         } else {
-            After::ThisStep
+            After::Batch(self.durability.hard_state_batch())
         };
         self.out.messages.push((after, Envelope { from: self.config.id, to, message }));
     }
@@ -867,7 +908,6 @@ impl<C: Clone> RaftNode<C> {
             if batch <= durable {
                 messages.push(envelope);
             } else {
-                debug_assert!(self.held.back().is_none_or(|&(b, _)| b <= batch), "held messages in batch order");
                 if self.held.len() >= self.config.max_held_messages {
                     self.held.pop_front(); // the oldest: Raft tolerates a lost message
                     self.held_dropped += 1;
@@ -924,10 +964,8 @@ impl<C: Clone> RaftNode<C> {
             );
             let durable = self.durability.durable_batch();
             assert!(self.held.iter().all(|&(batch, _)| batch > durable), "a held message whose batch is durable");
-            assert!(
-                self.held.iter().zip(self.held.iter().skip(1)).all(|(a, b)| a.0 <= b.0),
-                "held messages out of batch order"
-            );
+            let last = self.durability.last_batch();
+            assert!(self.held.iter().all(|&(batch, _)| batch <= last), "a message held for a batch never handed out");
             assert!(self.held.iter().all(|(_, e)| e.from == self.config.id && e.to != self.config.id));
             if self.role == Role::PreCandidate || self.role == Role::Candidate {
                 assert!(self.granted & (1 << self.config.id) != 0, "a (pre-)candidate counts its own vote");

@@ -23,19 +23,22 @@
 //!
 //! The node keeps its side: it never *acts* on state that is not reported
 //! durable. It holds back every message that could tell a peer about such
-//! state — a vote, an AppendEntries acknowledgement, anything sent in a term
-//! the disk does not know yet — until the batch it depends on is reported,
-//! and releases it in the Ready of that `Persisted` input. It counts itself
-//! towards a commit quorum only with entries reported durable, and hands
-//! out for applying only committed entries that are durable locally.
+//! state until the batch it depends on is reported, and releases it in the
+//! Ready of that `Persisted` input. Every message speaks for the sender's
+//! term and vote, so it waits for the batch that holds them; an
+//! AppendEntries acknowledgement and a vote request also speak of the log,
+//! so they wait for every batch up to the end of their step. It counts
+//! itself towards a commit quorum only with entries reported durable, and
+//! hands out for applying only committed entries that are durable locally.
 //!
-//! One kind of message goes out at once: a leader's AppendEntries and
-//! heartbeats. They depend only on the leader's term and vote, which were
-//! durable before it could win its election, not on its own copy of the
-//! entries they carry. So a leader writes its log **in parallel** with
-//! replicating it (Raft thesis §10.2.1): a follower may make an entry durable
-//! before the leader does, and the entry commits once a quorum holds it
-//! durably, counting the leader only when its own write is reported.
+//! So a leader's AppendEntries and heartbeats go out at once: its term and
+//! vote were durable before it could win its election, and they do not
+//! depend on its own copy of the entries they carry. A leader writes its log
+//! **in parallel** with replicating it (Raft thesis §10.2.1): a follower may
+//! make an entry durable before the leader does, and the entry commits once
+//! a quorum holds it durably, counting the leader only when its own write is
+//! reported. Likewise a follower's heartbeat echo (which confirms reads) or
+//! rejection does not wait for entries still on their way to its disk.
 //!
 //! Why the order matters: a vote sent before it is durable can be forgotten
 //! by a crash, and the same node may then vote twice in one term; an
