@@ -281,8 +281,10 @@ impl<C: Clone> RaftNode<C> {
     /// accepting requests it cannot commit and stops answering reads.
     /// Returns whether it is still leader.
     fn check_quorum(&mut self) -> bool {
+        debug_assert_eq!(self.role, Role::Leader, "only a leader checks its quorum");
         let me = usize::from(self.config.id);
         let active = (0..self.progress.len()).filter(|&i| i == me || self.progress[i].recently_active).count();
+        debug_assert!(active >= 1 && active <= usize::from(self.config.members));
         for p in &mut self.progress {
             p.recently_active = false;
         }
@@ -312,15 +314,18 @@ impl<C: Clone> RaftNode<C> {
         self.granted = 0;
         self.refused = 0;
         self.record_vote(self.config.id, true);
+        debug_assert_eq!(self.granted.count_ones(), 1, "a pre-election starts with our own grant only");
         if self.tally() == Some(true) {
             return self.campaign();
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        let term = self.hard.term + 1;
+        let term = self.hard.term + 1; // proposed, not taken: a PreVote raises no term
         self.broadcast(|_| Message::PreVote { term, last_log_index, last_log_term });
     }
 
     fn campaign(&mut self) {
+        debug_assert_eq!(self.role, Role::PreCandidate, "a campaign follows a won pre-election");
+        debug_assert!(self.hard.term < TERM_MAX, "start_pre_election stops below TERM_MAX");
         self.reset_election_timer();
         self.hard.term += 1;
         self.hard.voted_for = Some(self.config.id);
@@ -340,6 +345,8 @@ impl<C: Clone> RaftNode<C> {
     /// Counts `from`'s answer; only its first answer in an election counts
     /// (later ones are duplicates or stragglers from an earlier round).
     fn record_vote(&mut self, from: NodeId, granted: bool) {
+        debug_assert!(from < self.config.members, "a vote from a non-member");
+        debug_assert!(matches!(self.role, Role::PreCandidate | Role::Candidate), "votes count only in an election");
         let bit = 1u16 << from;
         if (self.granted | self.refused) & bit != 0 {
             return;
@@ -385,6 +392,8 @@ impl<C: Clone> RaftNode<C> {
         self.leader = leader;
         self.progress.clear();
         self.reset_election_timer();
+        debug_assert!(self.pending_reads.is_empty(), "a follower answers no reads itself");
+        debug_assert!(leader != Some(self.config.id), "a follower of itself");
     }
 
     fn become_leader(&mut self) {
@@ -534,6 +543,7 @@ impl<C: Clone> RaftNode<C> {
             self.become_follower(self.hard.term, Some(from));
         }
         self.election_elapsed = 0;
+        debug_assert_eq!((self.role, self.leader), (Role::Follower, Some(from)));
         true
     }
 
@@ -560,6 +570,7 @@ impl<C: Clone> RaftNode<C> {
             return self.send(from, Message::AppendReply { term, result: Err(hint), read_round });
         }
         let match_index = prev_index + entries.len() as u64;
+        debug_assert!(prev_index <= self.log.last_index(), "the consistency check found prev_index in the log");
         for (offset, entry) in entries.into_iter().enumerate() {
             let index = prev_index + 1 + offset as u64;
             match self.log.term_at(index) {
@@ -579,13 +590,19 @@ impl<C: Clone> RaftNode<C> {
                 }
             }
         }
+        debug_assert!(match_index <= self.log.last_index(), "acknowledging entries we do not hold");
+        debug_assert!(
+            self.log.term_at(match_index).is_some_and(|t| t <= term),
+            "the acknowledged prefix ends in an entry of this term or older"
+        );
         self.advance_commit_to(commit.min(match_index));
         self.send(from, Message::AppendReply { term, result: Ok(match_index), read_round });
     }
 
     fn advance_commit_to(&mut self, index: LogIndex) {
+        debug_assert_ne!(self.role, Role::Leader, "a leader commits by counting, in maybe_commit");
         if index > self.commit {
-            debug_assert!(index <= self.log.last_index());
+            debug_assert!(index <= self.log.last_index(), "committing beyond the log");
             self.commit = index;
         }
     }
@@ -597,6 +614,7 @@ impl<C: Clone> RaftNode<C> {
             return Err(Refusal::NotLeader { leader: self.leader });
         }
         let index = self.append_local(Entry { term: self.hard.term, payload: Payload::Command(command) });
+        debug_assert_eq!(index, self.log.last_index(), "a proposal goes at the end of the log");
         self.replicate_to_all();
         Ok(index)
     }
@@ -764,6 +782,7 @@ impl<C: Clone> RaftNode<C> {
     }
 
     fn note_alive(&mut self, from: NodeId, read_round: u64) {
+        debug_assert_ne!(from, self.config.id, "a leader hears from others, not itself");
         let pr = &mut self.progress[usize::from(from)];
         pr.recently_active = true;
         pr.read_round_acked = pr.read_round_acked.max(read_round.min(self.read_round));
@@ -808,6 +827,7 @@ impl<C: Clone> RaftNode<C> {
             self.broadcast_read_round();
             self.pending_reads.push_back((id, self.read_round));
         }
+        debug_assert!(self.pending_reads.len() <= self.config.max_pending_reads, "reads beyond their bound");
         self.release_reads();
     }
 
@@ -822,6 +842,8 @@ impl<C: Clone> RaftNode<C> {
             .map(|i| if i == me { self.read_round } else { self.progress[i].read_round_acked })
             .collect();
         let confirmed = quorum_value(&mut acked, self.config.quorum());
+        debug_assert!(confirmed <= self.read_round, "a quorum confirmed a round not yet started");
+        debug_assert!(self.commit <= self.log.last_index());
         while let Some(&(id, round)) = self.pending_reads.front() {
             if round > confirmed {
                 break;
