@@ -8,6 +8,11 @@
 //! simulator ([`sim`]), the fuzzers, the Stateright models and the real
 //! server ([`server`]).
 //!
+//! The real server and `sync` are built only with the `runtime` cargo
+//! feature (on by default); with `resp` alone, only the client codec
+//! `server::resp` is. `models/` and `fuzz/` build the crate without them:
+//! the pure core, with no tokio and no redb.
+//!
 //! [`lincheck`] decides whether a recorded client history is linearizable
 //! against the sequential key/value specification.
 //!

@@ -3,7 +3,7 @@
 //! `RaftNode`s step by step — ticks, deliveries, drops, proposals, reads,
 //! the disk catching up, crashes and restarts — and shows what each node
 //! does in return. These scripts are where a reader learns what the node
-//! does; `tests/testdata/raft/README.md` explains the notation.
+//! does; `tests/testdata/README.md` explains the notation.
 //!
 //! `cargo test --test interaction` checks every script; `REWRITE=1 cargo
 //! test --test interaction` rewrites the expected output (read the diff

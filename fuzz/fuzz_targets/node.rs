@@ -1,4 +1,5 @@
-//! One Raft node under an adversarial network; body in `raftkv::fuzzing`.
+//! One Raft node under an adversarial network and disk; body in
+//! `raftkv::fuzzing`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| raftkv::fuzzing::node_target(data));

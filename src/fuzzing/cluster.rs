@@ -26,7 +26,9 @@ const CHAOS: Chaos = Chaos { servers: 3, clients: 3, keys: 2, run_us: 2_000_000 
 
 /// The run's shape, from the seed's last byte; 0 (no knobs) keeps [`CHAOS`]
 /// and the simulator's defaults, so inputs written before the knobs existed
-/// (all of them with that byte 0) replay as they did.
+/// (all of them with that byte 0) keep their shape. (Not their schedule:
+/// since the simulator has a disk per server, its delays are choices too,
+/// so every input found before then builds another schedule now.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Knobs {
     clients: usize,

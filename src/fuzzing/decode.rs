@@ -15,7 +15,7 @@ pub const TIGHT_LIMITS: Limits =
     Limits { frame_bytes_max: 512, entries_per_append_max: 4, key_bytes_max: 8, value_bytes_max: 16 };
 
 /// Decodes `data` with the default and with [`TIGHT_LIMITS`] and checks
-/// every outcome (see [`check_decode`]).
+/// every outcome (see `check_decode`).
 pub fn decode_target(data: &[u8]) {
     check_decode(data, &Limits::default());
     check_decode(data, &TIGHT_LIMITS);

@@ -1,9 +1,11 @@
 //! The bodies of the cargo-fuzz targets in `fuzz/`, as plain functions of
 //! the input bytes.
 //!
-//! Each target in `fuzz/fuzz_targets/` is one line calling a function here,
-//! so that the stable test `tests/fuzz_corpus.rs` replays every corpus file
-//! through exactly the code the fuzzer ran, on every `cargo test`. A
+//! Each target in `fuzz/fuzz_targets/` but `roundtrip` calls one function
+//! here (`decode` and `resp` also measure its heap use with a counting
+//! allocator), so that the stable test `tests/fuzz_corpus.rs` replays every
+//! corpus file through exactly the code the fuzzer ran, on every
+//! `cargo test`. A
 //! function returns normally on any input it considers fine and panics when
 //! it finds a bug; inputs it cannot use (too short, out of data) are fine.
 //!
@@ -11,12 +13,13 @@
 //!   a decoded message must re-encode to the same bytes and agree with
 //!   postcard's decoder, and every refusal must be justified.
 //! - [`node_target`]: bytes → a sequence of inputs to one
-//!   [`RaftNode`](crate::raft::RaftNode), restarts included; the node's own
-//!   invariant checks run after every step, and the harness checks the
-//!   persistence contract and the shape of every output.
+//!   [`RaftNode`](crate::raft::RaftNode), its disk's late writes and
+//!   reports, and restarts; the node's own invariant checks run after every
+//!   step, and the harness checks the persistence contract against what it
+//!   reported durable, and the shape of every output.
 //! - [`cluster_target`]: bytes → the whole schedule of a simulated cluster
-//!   (losses, delays, partitions, crashes); every safety invariant and
-//!   linearizability must hold.
+//!   (losses, delays, disk delays, partitions, crashes); every safety
+//!   invariant and linearizability must hold.
 //! - [`lincheck_target`]: bytes → a history of at most 8 operations;
 //!   [`lincheck::check`](crate::lincheck::check) must agree with the brute
 //!   force reference, and a reported violation must be minimal.
@@ -31,6 +34,13 @@
 //! indexes towards the node's own, which is where the interesting cases are,
 //! and they do not depend on the `arbitrary` feature, so the corpus replays
 //! the same way in a plain `cargo test`.
+//!
+//! What this module uses: `raft`, `kv` and `wire` (the `decode` and `node`
+//! targets), `lincheck` with its `brute` reference (`lincheck`), `sim` and
+//! its `Chaos` schedule (`cluster` only), and `server::resp` (`resp` only,
+//! built with the `resp` feature, which brings in `redis-protocol`,
+//! `tokio-util` and `bytes`); outside the crate, `arbitrary`'s
+//! `Unstructured`. Nothing else in the crate uses this module.
 
 mod cluster;
 mod decode;

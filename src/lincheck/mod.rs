@@ -30,6 +30,15 @@
 //! `lists.rs` and `appends.rs` (its indexes), `minimise.rs`, [`brute`] (the
 //! exhaustive reference checker for differential tests), [`gen`] (valid and
 //! corrupted histories for tests and benches).
+//!
+//! Dependencies: in the crate, only [`crate::shrink`] (the minimiser's
+//! delta-debugging loop) and [`crate::rng`] (the fixed Zobrist keys of the
+//! search's memo, and [`gen`]); outside it, `serde` and `serde_json` for the
+//! JSON form. It sees only histories, never Raft or the simulator, and does
+//! no I/O: [`History::from_json`] and [`History::to_json`] convert text, and
+//! reading or writing a file is the caller's (the CLI, the tests).
+//! `tests/architecture.rs` checks the crate-internal dependencies and the
+//! absence of I/O.
 
 mod appends;
 pub mod brute;

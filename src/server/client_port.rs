@@ -5,7 +5,7 @@
 //! Each connection is one task that reads requests, answers them in order
 //! (pipelined requests are executed one after another) and never holds more
 //! than [`RespLimits::request_bytes_max`] of unparsed input. A `GET`, `SET`
-//! or `APPEND` becomes a [`Request`] for the node; the reply is written only
+//! or `APPEND` becomes a [`Request`](crate::kv::Request) for the node; the reply is written only
 //! once the node answers, that is once the request is committed and applied
 //! (or refused: then the reply is a redirect, see [`Reply::from_result`]).
 //!

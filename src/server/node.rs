@@ -30,8 +30,8 @@
 //! **Failures end the node loudly.** A storage error or a panic in either
 //! thread marks the node stopped, closes the hand-off (so nothing blocks and
 //! every waiting request is answered), and calls the [`OnFatal`] the runtime
-//! was started with; the server binary logs it and exits non-zero. The node
-//! never goes on with state it could not make durable.
+//! was started with; the server binary logs it and exits 74 (storage) or 70
+//! (panic). The node never goes on with state it could not make durable.
 //!
 //! Requests are matched to answers by `(client, seq)`: [`NodeHandle::submit`]
 //! registers a ticket under a fresh key first, then queues the request; the

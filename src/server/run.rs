@@ -1,6 +1,8 @@
 //! One raftkv server process, assembled: storage → node runtime → peer
-//! transport and client port. `raftkv server` is [`Server::start`] plus a
-//! wait for Ctrl-C; tests start servers the same way.
+//! transport and client port. `raftkv server` is [`Server::start`], with an
+//! [`OnFatal`] that ends the process, plus a wait for Ctrl-C or SIGTERM;
+//! tests start servers the same way. When the environment asks for a fault
+//! ([`super::faults`]), the storage is wrapped in a [`FaultyStorage`].
 
 use super::client_port::ClientPort;
 use super::config::ClusterConfig;

@@ -4,7 +4,9 @@
 //! changed, never to the length of the logs. The trick is a *chain hash* per
 //! log position, `chain[i] = H(chain[i-1], entry[i])`: two logs agree on
 //! their whole prefix up to `i` exactly when their chain hashes at `i` are
-//! equal, so comparing one number compares two prefixes.
+//! equal, so comparing one number compares two prefixes. The checker keeps
+//! one chain per node for its in-memory log, which the checks use, and one
+//! for its durable log, which a restart goes back to.
 
 use crate::kv::AppliedEntry;
 use crate::kv::{ClientId, Command};
@@ -266,4 +268,53 @@ fn hash_of(entry: &Entry<Command>) -> u64 {
     let mut h = DefaultHasher::new();
     entry.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Payload;
+
+    fn entries(terms: &[Term]) -> Vec<Entry<Command>> {
+        terms.iter().map(|&term| Entry { term, payload: Payload::Noop }).collect()
+    }
+
+    fn write(from: LogIndex, terms: &[Term]) -> LogWrite<Command> {
+        LogWrite { from, entries: entries(terms) }
+    }
+
+    /// The false alarm the `cluster` fuzzer once found (its input no longer
+    /// builds the schedule since the simulator has a disk): a vote reply held
+    /// back elects a leader of term 4 after the leader of term 5 committed
+    /// more. Legal: Raft promises committed entries only to leaders of
+    /// *later* terms. A leader of term 6 without them is a violation.
+    #[test]
+    fn leader_completeness_binds_only_later_terms() {
+        let mut c = SafetyChecker::new(3);
+        // Node 2 holds entries of terms 1..=4 up to index 3 only.
+        c.on_log_write(2, &write(1, &[1, 2, 4]), None, 4).unwrap();
+        // Node 1 leads term 5 and commits index 5.
+        c.on_log_write(1, &write(1, &[1, 2, 4, 5, 5]), None, 5).unwrap();
+        c.on_elected(1, 5).unwrap();
+        c.on_commit(1, 5, 5).unwrap();
+        // A late vote reply elects node 2 leader of term 4: no violation.
+        assert_eq!(c.on_elected(2, 4), Ok(()));
+        // Node 0 leads term 6 with node 2's log: it lacks what term 5 committed.
+        c.on_log_write(0, &write(1, &[1, 2, 4]), None, 6).unwrap();
+        let v = c.on_elected(0, 6).unwrap_err();
+        assert_eq!(v.invariant, Invariant::LeaderCompleteness, "{}", v.detail);
+    }
+
+    /// A node in a term at or after the commit may not remove a committed
+    /// entry.
+    #[test]
+    fn removing_a_committed_entry_is_caught_from_its_term_on() {
+        let mut c = SafetyChecker::new(3);
+        c.on_log_write(0, &write(1, &[1, 1]), None, 1).unwrap();
+        c.on_elected(0, 1).unwrap();
+        c.on_commit(0, 1, 2).unwrap();
+        c.on_log_write(1, &write(1, &[1, 1]), None, 1).unwrap();
+        let v = c.on_log_write(1, &write(2, &[2]), None, 2).unwrap_err();
+        assert_eq!(v.invariant, Invariant::LeaderCompleteness, "{}", v.detail);
+    }
 }

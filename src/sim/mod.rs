@@ -9,7 +9,11 @@
 //! little later, so a crash can fall before a batch is written or after it
 //! is written but before the server knows. Servers restart from exactly what
 //! reached the disk ([`MemStorage`]), as after a power cut.
-//! All randomness comes from one seed, so a seed replays a run step for step.
+//! All randomness comes from one seed (after the choices of
+//! [`SimConfig::script`], if any: the `cluster` fuzz target's bytes), so a
+//! seed replays a run step for step. The simulator does no I/O: a readable
+//! trace of the run goes to the [`TraceSink`] in [`SimConfig::trace`], if
+//! any (`raftkv sim` prints it).
 //!
 //! After every step the [`checker::SafetyChecker`] checks the Raft safety
 //! invariants; the first violation stops the run with the seed and step that
