@@ -1,51 +1,82 @@
 //! The in-memory copy of a node's log, with the lookups Raft needs.
 //!
-//! Indexes are 1-based; index 0 is a virtual entry of term 0 so that the
-//! consistency check of the first AppendEntries needs no special case.
+//! Indexes are 1-based. The log is a *suffix*: entries `first_index()` to
+//! `last_index()` after a *base*, the `(index, term)` of the last entry
+//! dropped by compaction (a snapshot covers everything up to it). With
+//! nothing compacted the base is `(0, 0)`, a virtual entry of term 0, so
+//! that the consistency check of the first AppendEntries needs no special
+//! case. Entries at or below the base are gone: `term_at` knows only the
+//! base's own term, `get` and `slice` nothing below `first_index()`.
 
 use super::types::{Entry, LogIndex, Term};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RaftLog<C> {
+    /// The last compacted entry: `(0, 0)` when nothing is.
+    base: (LogIndex, Term),
+    /// Entries `base.0 + 1 ..= base.0 + entries.len()`.
     entries: Vec<Entry<C>>,
 }
 
 impl<C: Clone> RaftLog<C> {
+    /// A log holding `entries` from index 1.
     pub fn new(entries: Vec<Entry<C>>) -> RaftLog<C> {
-        let log = RaftLog { entries };
+        RaftLog::with_base((0, 0), entries)
+    }
+
+    /// A log whose entries follow the compacted entry `base` (index, term).
+    ///
+    /// # Panics
+    /// If terms decrease (from the base's on): durable state that breaks
+    /// this is a programming error of whoever wrote it.
+    pub fn with_base(base: (LogIndex, Term), entries: Vec<Entry<C>>) -> RaftLog<C> {
+        let log = RaftLog { base, entries };
         log.assert_terms_monotonic();
         log
     }
 
+    /// The last compacted entry, `(index, term)`; `(0, 0)` if none.
+    pub fn base(&self) -> (LogIndex, Term) {
+        self.base
+    }
+
+    /// The first index still held (one past the base).
+    pub fn first_index(&self) -> LogIndex {
+        self.base.0 + 1
+    }
+
     pub fn last_index(&self) -> LogIndex {
-        self.entries.len() as LogIndex
+        self.base.0 + self.entries.len() as LogIndex
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.base.1, |e| e.term)
     }
 
-    /// The term at `index`, `Some(0)` for index 0, `None` past the end.
+    /// The term at `index`: the base's for the base, `None` below it
+    /// (compacted) or past the end.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.base.0 {
+            return Some(self.base.1);
         }
         self.get(index).map(|e| e.term)
     }
 
+    /// The entry at `index`, if held (not compacted, not past the end).
     pub fn get(&self, index: LogIndex) -> Option<&Entry<C>> {
-        let i = usize::try_from(index.checked_sub(1)?).ok()?;
+        let i = usize::try_from(index.checked_sub(self.first_index())?).ok()?;
         self.entries.get(i)
     }
 
-    /// Entries `from..=to` (clamped to the log), cloned for a message.
+    /// Entries `from..=to`, clamped to what is held, cloned for a message.
     pub fn slice(&self, from: LogIndex, to: LogIndex) -> Vec<Entry<C>> {
-        let start = from.max(1);
+        let start = from.max(self.first_index());
         let end = to.min(self.last_index());
         if start > end {
             return Vec::new();
         }
-        self.entries[(start - 1) as usize..end as usize].to_vec()
+        let offset = self.base.0;
+        self.entries[(start - offset - 1) as usize..(end - offset) as usize].to_vec()
     }
 
     pub fn append(&mut self, entry: Entry<C>) -> LogIndex {
@@ -55,17 +86,26 @@ impl<C: Clone> RaftLog<C> {
     }
 
     /// Drops every entry at or after `index`.
+    ///
+    /// # Panics
+    /// If `index` is at or below the base: compacted entries were committed
+    /// and applied, and are never rewritten.
     pub fn truncate_from(&mut self, index: LogIndex) {
-        assert!(index >= 1, "index 0 is not an entry");
-        self.entries.truncate((index - 1) as usize);
+        assert!(index > self.base.0, "truncating at {index}, at or below the compacted base {}", self.base.0);
+        self.entries.truncate((index - self.first_index()) as usize);
     }
 
     /// The largest index `<= index` (clamped to the log) whose term is
     /// `<= term`: where a conflicting suffix can start at the earliest.
+    /// Never below the base: everything up to it is committed, so it agrees
+    /// with any leader's log.
     pub fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> LogIndex {
-        let limit = index.min(self.last_index()) as usize;
+        if index <= self.base.0 {
+            return self.base.0;
+        }
+        let limit = (index.min(self.last_index()) - self.base.0) as usize;
         // Terms are sorted, so a binary search finds the boundary.
-        self.entries[..limit].partition_point(|e| e.term <= term) as LogIndex
+        self.base.0 + self.entries[..limit].partition_point(|e| e.term <= term) as LogIndex
     }
 
     /// True if a log ending at (`last_term`, `last_index`) is at least as
@@ -74,11 +114,13 @@ impl<C: Clone> RaftLog<C> {
         (last_term, last_index) >= (self.last_term(), self.last_index())
     }
 
+    /// The entries held, `first_index()..=last_index()`.
     pub fn entries(&self) -> &[Entry<C>] {
         &self.entries
     }
 
     fn assert_terms_monotonic(&self) {
+        assert!(self.entries.first().is_none_or(|e| e.term >= self.base.1), "an entry older than the compacted base");
         assert!(self.entries.windows(2).all(|w| w[0].term <= w[1].term), "a log's terms never decrease");
     }
 }
@@ -88,8 +130,12 @@ mod tests {
     use super::*;
     use crate::raft::types::Payload;
 
+    fn entries(terms: &[Term]) -> Vec<Entry<()>> {
+        terms.iter().map(|&term| Entry { term, payload: Payload::Noop }).collect()
+    }
+
     fn log(terms: &[Term]) -> RaftLog<()> {
-        RaftLog::new(terms.iter().map(|&term| Entry { term, payload: Payload::Noop }).collect())
+        RaftLog::new(entries(terms))
     }
 
     #[test]
@@ -106,5 +152,50 @@ mod tests {
         assert_eq!(l.slice(7, 9).len(), 0);
         assert!(l.is_up_to_date(6, 4) && l.is_up_to_date(1, 5));
         assert!(!l.is_up_to_date(5, 4) && !l.is_up_to_date(9, 3), "shorter log or older last term");
+    }
+
+    /// The same log as in `lookups`, with indexes 1..=3 compacted into a
+    /// base of (3, 2): every lookup above the base answers the same.
+    #[test]
+    fn lookups_after_a_base() {
+        let full = log(&[1, 1, 2, 2, 2, 4]);
+        let l = RaftLog::with_base((3, 2), entries(&[2, 2, 4]));
+        assert_eq!((l.first_index(), l.last_index(), l.last_term()), (4, 6, 4));
+        assert_eq!(l.term_at(3), Some(2), "the base's own term is known");
+        assert_eq!((l.term_at(2), l.get(3)), (None, None), "below the base is gone");
+        for i in 3..=7 {
+            assert_eq!(l.term_at(i), full.term_at(i), "term at {i}");
+        }
+        assert_eq!(l.find_conflict_by_term(6, 3), 5);
+        assert_eq!(l.find_conflict_by_term(9, 9), 6);
+        assert_eq!(l.find_conflict_by_term(5, 1), 3, "never below the base");
+        assert_eq!(l.find_conflict_by_term(2, 0), 3);
+        assert_eq!(l.slice(1, 5).len(), 2, "a slice starts at the first index held");
+        assert_eq!(l.slice(4, 6), full.slice(4, 6));
+        assert!(l.is_up_to_date(6, 4) && !l.is_up_to_date(5, 4));
+        let empty = RaftLog::<()>::with_base((3, 2), Vec::new());
+        assert_eq!((empty.last_index(), empty.last_term()), (3, 2), "an empty suffix ends at the base");
+    }
+
+    #[test]
+    fn truncating_and_appending_after_a_base() {
+        let mut l = RaftLog::with_base((3, 2), entries(&[2, 2, 4]));
+        l.truncate_from(5);
+        assert_eq!(l.last_index(), 4);
+        assert_eq!(l.append(Entry { term: 5, payload: Payload::Noop }), 5);
+        l.truncate_from(4);
+        assert_eq!((l.last_index(), l.last_term()), (3, 2));
+    }
+
+    #[test]
+    #[should_panic(expected = "at or below the compacted base")]
+    fn compacted_entries_are_never_truncated() {
+        RaftLog::with_base((3, 2), entries(&[2])).truncate_from(3);
+    }
+
+    #[test]
+    #[should_panic(expected = "older than the compacted base")]
+    fn a_suffix_older_than_its_base_is_refused() {
+        RaftLog::with_base((3, 2), entries(&[1]));
     }
 }
