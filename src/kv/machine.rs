@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 /// The key/value data plus, per client, the latest executed sequence number
 /// and its reply, so that a retried command is answered without executing it
 /// again — even when the retry lands in the log twice, across leader changes
-/// and crashes (the table is rebuilt by replaying the log, and later saved in
-/// snapshots: the whole state is serializable).
+/// and crashes (the table is rebuilt by replaying the log, and saved in
+/// snapshots with the data: [`super::snapshot`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KvMachine {
     data: BTreeMap<String, String>,
@@ -44,6 +44,32 @@ impl KvMachine {
     /// A machine that skips the session table (injected bug (e)).
     pub fn with_injected_session_bug(skip_sessions: bool) -> KvMachine {
         KvMachine { skip_sessions, ..KvMachine::default() }
+    }
+
+    /// A machine as a snapshot left it (see [`super::snapshot::decode`]).
+    pub(super) fn restored(
+        applied: LogIndex,
+        data: BTreeMap<String, String>,
+        sessions: BTreeMap<ClientId, Session>,
+    ) -> KvMachine {
+        KvMachine { data, sessions, applied, skip_sessions: false }
+    }
+
+    /// The same machine, keeping (or dropping) the session table for
+    /// injected bug (e) as `skip_sessions` says.
+    pub fn with_session_bug(mut self, skip_sessions: bool) -> KvMachine {
+        self.skip_sessions = skip_sessions;
+        self
+    }
+
+    /// Every key and its value, in key order (for snapshots).
+    pub fn data(&self) -> &BTreeMap<String, String> {
+        &self.data
+    }
+
+    /// Every client's session, in client order (for snapshots).
+    pub fn sessions(&self) -> &BTreeMap<ClientId, Session> {
+        &self.sessions
     }
 
     /// Index of the last applied log entry.

@@ -8,6 +8,7 @@
 
 mod machine;
 mod server;
+pub mod snapshot;
 
 pub use machine::{Applied, KvMachine, Session};
 pub use server::{AppliedEntry, KvServer, ReadPath, ServerConfig, ServerInput, ServerOutput};
