@@ -20,10 +20,24 @@ fn entry(i: u64) -> Entry<Command> {
 fn filled(entries: u64) -> (TempDir, RedbStorage) {
     let dir = TempDir::new("bench-storage").unwrap();
     let mut s = RedbStorage::open(dir.path()).unwrap();
-    s.write(&[&Persist { number: 0, hard_state: Some(HardState { term: 1, voted_for: Some(0) }), log: None }]).unwrap();
+    s.write(&[&Persist {
+        number: 0,
+        snapshot: None,
+        compact: None,
+        hard_state: Some(HardState { term: 1, voted_for: Some(0) }),
+        log: None,
+    }])
+    .unwrap();
     for from in (1..=entries).step_by(1000) {
         let batch = (from..from + 1000).map(entry).collect();
-        s.write(&[&Persist { number: 0, hard_state: None, log: Some(LogWrite { from, entries: batch }) }]).unwrap();
+        s.write(&[&Persist {
+            number: 0,
+            snapshot: None,
+            compact: None,
+            hard_state: None,
+            log: Some(LogWrite { from, entries: batch }),
+        }])
+        .unwrap();
     }
     (dir, s)
 }
@@ -39,7 +53,7 @@ fn bench(c: &mut Criterion) {
             let s = RedbStorage::open(dir.path()).unwrap();
             let durable = s.load().unwrap();
             assert_eq!(durable.log.len(), 100_000);
-            KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), durable.hard, durable.log)
+            KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), durable).unwrap()
         })
     });
 
@@ -49,8 +63,14 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("write_{batch}_entries_one_fsync"), |b| {
             b.iter(|| {
                 let entries = (next..next + batch).map(entry).collect();
-                s.write(&[&Persist { number: 0, hard_state: None, log: Some(LogWrite { from: next, entries }) }])
-                    .unwrap();
+                s.write(&[&Persist {
+                    number: 0,
+                    snapshot: None,
+                    compact: None,
+                    hard_state: None,
+                    log: Some(LogWrite { from: next, entries }),
+                }])
+                .unwrap();
                 next += batch;
             })
         });

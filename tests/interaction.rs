@@ -14,11 +14,11 @@
 //! writes them and reports them durable). Nothing happens unless a line of
 //! the script asks for it.
 
-use raftkv::raft::Mode;
 use raftkv::raft::{
     BatchNumber, Config, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Message, NodeId, Payload, Persist,
     RaftNode, Ready, RejectHint, Role,
 };
+use raftkv::raft::{DurableState, Mode};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 
@@ -267,7 +267,8 @@ impl Env {
         let mut config = self.configs[usize::from(id)].clone();
         config.seed = seed.unwrap_or(0);
         let disk = self.disks[usize::from(id)].clone();
-        let raft = RaftNode::restart(config, disk.hard, disk.log);
+        let raft =
+            RaftNode::restart(config, DurableState { hard: disk.hard, log: disk.log, ..DurableState::default() });
         self.nodes[usize::from(id)] = Some(Node { raft, unwritten: VecDeque::new(), written: 0 });
     }
 
@@ -514,6 +515,9 @@ impl Env {
                     Mode::Probe { sent: true } => "probe (waiting for a reply)".to_string(),
                     Mode::Probe { sent: false } => "probe".to_string(),
                     Mode::Replicate => format!("replicate, in flight up to {:?}", p.inflight),
+                    Mode::Snapshot { index, sent, acked, in_flight, .. } => {
+                        format!("snapshot up to {index}: {sent} bytes sent, {acked} acknowledged, {in_flight} chunks in flight")
+                    }
                 };
                 format!("{id}'s view of {peer}: match {} next {} {mode}", p.match_index, p.next_index)
             })

@@ -40,7 +40,7 @@ fn write_both(disk: &mut RedbStorage, model: &mut MemStorage, batch: &[Persist<C
     for p in batch {
         model.write(p);
     }
-    assert_eq!(disk.load().unwrap(), Durable { hard: model.hard, log: model.log.clone() });
+    assert_eq!(disk.load().unwrap(), model.durable());
 }
 
 #[test]
@@ -64,26 +64,52 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
     let mut model = MemStorage::default();
 
     // A vote alone, then the hard state with entries, then entries alone.
-    write_both(&mut disk, &mut model, &[Persist { number: 0, hard_state: hard(1, Some(2)), log: None }]);
     write_both(
         &mut disk,
         &mut model,
-        &[Persist { number: 0, hard_state: hard(2, None), log: log_write(1, (1..=4).map(|i| entry(1, i)).collect()) }],
+        &[Persist { number: 0, snapshot: None, compact: None, hard_state: hard(1, Some(2)), log: None }],
     );
     write_both(
         &mut disk,
         &mut model,
-        &[Persist { number: 0, hard_state: None, log: log_write(5, (5..=9).map(|i| entry(2, i)).collect()) }],
+        &[Persist {
+            number: 0,
+            snapshot: None,
+            compact: None,
+            hard_state: hard(2, None),
+            log: log_write(1, (1..=4).map(|i| entry(1, i)).collect()),
+        }],
+    );
+    write_both(
+        &mut disk,
+        &mut model,
+        &[Persist {
+            number: 0,
+            snapshot: None,
+            compact: None,
+            hard_state: None,
+            log: log_write(5, (5..=9).map(|i| entry(2, i)).collect()),
+        }],
     );
     // A conflicting suffix: drop 7.. and write two entries of term 3.
     write_both(
         &mut disk,
         &mut model,
-        &[Persist { number: 0, hard_state: hard(3, Some(1)), log: log_write(7, vec![entry(3, 7), entry(3, 8)]) }],
+        &[Persist {
+            number: 0,
+            snapshot: None,
+            compact: None,
+            hard_state: hard(3, Some(1)),
+            log: log_write(7, vec![entry(3, 7), entry(3, 8)]),
+        }],
     );
     assert_eq!(disk.last_index(), 8);
     // Truncation with nothing appended.
-    write_both(&mut disk, &mut model, &[Persist { number: 0, hard_state: None, log: log_write(6, vec![]) }]);
+    write_both(
+        &mut disk,
+        &mut model,
+        &[Persist { number: 0, snapshot: None, compact: None, hard_state: None, log: log_write(6, vec![]) }],
+    );
     assert_eq!(disk.last_index(), 5);
     // Group commit: several steps' writes, including a truncation of what an
     // earlier step of the same batch appended, in one transaction.
@@ -93,19 +119,37 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
         &[
             Persist {
                 number: 0,
+                snapshot: None,
+                compact: None,
                 hard_state: hard(4, None),
                 log: log_write(6, (6..=10).map(|i| entry(4, i)).collect()),
             },
-            Persist { number: 0, hard_state: hard(4, Some(0)), log: None },
-            Persist { number: 0, hard_state: None, log: log_write(9, vec![entry(4, 90)]) },
-            Persist { number: 0, hard_state: None, log: None },
-            Persist { number: 0, hard_state: hard(5, None), log: log_write(10, vec![entry(5, 10), entry(5, 11)]) },
+            Persist { number: 0, snapshot: None, compact: None, hard_state: hard(4, Some(0)), log: None },
+            Persist {
+                number: 0,
+                snapshot: None,
+                compact: None,
+                hard_state: None,
+                log: log_write(9, vec![entry(4, 90)]),
+            },
+            Persist { number: 0, snapshot: None, compact: None, hard_state: None, log: None },
+            Persist {
+                number: 0,
+                snapshot: None,
+                compact: None,
+                hard_state: hard(5, None),
+                log: log_write(10, vec![entry(5, 10), entry(5, 11)]),
+            },
         ],
     );
     assert_eq!(disk.last_index(), 11);
     // An empty batch and a batch of empty Persists change nothing.
     write_both(&mut disk, &mut model, &[]);
-    write_both(&mut disk, &mut model, &[Persist { number: 0, hard_state: None, log: None }]);
+    write_both(
+        &mut disk,
+        &mut model,
+        &[Persist { number: 0, snapshot: None, compact: None, hard_state: None, log: None }],
+    );
 
     let expected = disk.load().unwrap();
     assert_eq!(expected.hard, HardState { term: 5, voted_for: None });
@@ -141,13 +185,13 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
             } else {
                 None
             };
-            batch.push(Persist { number: 0, hard_state, log });
+            batch.push(Persist { number: 0, snapshot: None, compact: None, hard_state, log });
         }
         write_both(&mut disk, &mut model, &batch);
         if round % 10 == 9 {
             drop(disk);
             disk = RedbStorage::open(dir.path()).unwrap();
-            assert_eq!(disk.load().unwrap(), Durable { hard: model.hard, log: model.log.clone() });
+            assert_eq!(disk.load().unwrap(), model.durable());
         }
     }
 }
@@ -173,6 +217,8 @@ fn writer_persist(i: u64) -> Persist<Command> {
     let term = i / 10 + 1;
     Persist {
         number: i,
+        snapshot: None,
+        compact: None,
         hard_state: if i == 1 || i.is_multiple_of(10) { hard(term, Some((term % 3) as u8)) } else { None },
         log: log_write(i, vec![writer_entry(i)]),
     }
@@ -271,11 +317,17 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
 fn write_latency() {
     let dir = TempDir::new("storage-latency").unwrap();
     let mut s = RedbStorage::open(dir.path()).unwrap();
-    s.write(&[&Persist { number: 0, hard_state: hard(1, Some(0)), log: None }]).unwrap();
+    s.write(&[&Persist { number: 0, snapshot: None, compact: None, hard_state: hard(1, Some(0)), log: None }]).unwrap();
     let runs = 200;
     let mut times = Vec::with_capacity(runs);
     for i in 1..=runs as u64 {
-        let p = Persist { number: 0, hard_state: None, log: log_write(i, vec![entry(1, i)]) };
+        let p = Persist {
+            number: 0,
+            snapshot: None,
+            compact: None,
+            hard_state: None,
+            log: log_write(i, vec![entry(1, i)]),
+        };
         let start = Instant::now();
         s.write(&[&p]).unwrap();
         times.push(start.elapsed());

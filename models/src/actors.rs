@@ -4,7 +4,7 @@
 
 use raftkv::clerk::{Clerk, ClerkAction};
 use raftkv::kv::{Command, KvServer, Op, Response, ServerConfig, ServerInput, ServerOutput};
-use raftkv::raft::{Entry, Envelope, HardState, NodeId, Role};
+use raftkv::raft::{DurableState, Entry, Envelope, HardState, NodeId, Role};
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -91,7 +91,8 @@ impl Actor for ModelActor {
                 };
                 o.set_timer(ModelTimer::Election, model_timeout());
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
-                let server = KvServer::restart(config.clone(), durable.hard, durable.log.clone());
+                let state = DurableState { hard: durable.hard, log: durable.log.clone(), ..DurableState::default() };
+                let server = KvServer::restart(config.clone(), state).expect("no snapshots in the models yet");
                 ActorState::Server { server, durable }
             }
             ModelActor::Client { client, servers, .. } => {
@@ -219,6 +220,7 @@ fn server_step(
 ) {
     let ActorState::Server { server, durable } = state.to_mut() else { return };
     let mut out = server.step(input);
+    debug_assert!(out.snapshot.is_none(), "the models take no snapshots yet (SnapshotPolicy::NEVER)");
     if let Some(batch) = out.persist.take() {
         let DurableServer { hard, log } = Arc::make_mut(durable);
         if let Some(h) = batch.hard_state {

@@ -110,6 +110,7 @@ impl ModelConfig {
         raft.bugs = self.bugs;
         let mut config = ServerConfig::new(raft);
         config.read_path = self.read_path;
+        config.snapshots = raftkv::kv::SnapshotPolicy::NEVER;
         config
     }
 }

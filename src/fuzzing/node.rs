@@ -26,8 +26,8 @@
 
 use crate::kv::{Command, Op};
 use crate::raft::{
-    BatchNumber, Config, Entry, Envelope, HardState, Input, LogIndex, Message, Payload, Persist, RaftNode, ReadId,
-    Ready, RejectHint, Term,
+    BatchNumber, Config, DurableState, Entry, Envelope, HardState, Input, LogIndex, Message, Payload, Persist,
+    RaftNode, ReadId, Ready, RejectHint, Term,
 };
 use arbitrary::Unstructured;
 use std::collections::VecDeque;
@@ -59,6 +59,9 @@ impl Disk {
     /// Applies one batch, as `sim::MemStorage` does, after checking that the
     /// log write leaves no gap.
     fn write(&mut self, persist: &Persist<Command>) {
+        // This harness takes no snapshots and sends none, so the node never
+        // compacts or installs.
+        assert!(persist.snapshot.is_none() && persist.compact.is_none(), "a snapshot batch without snapshots");
         if let Some(h) = persist.hard_state {
             self.hard = h;
         }
@@ -107,7 +110,7 @@ impl Harness {
         config.max_batch_entries = u.int_in_range(1..=4)?;
         config.max_pending_reads = u.int_in_range(1..=3)?;
         config.max_held_messages = u.int_in_range(1..=8)?;
-        let node = RaftNode::restart(config.clone(), HardState::default(), Vec::new());
+        let node = RaftNode::restart(config.clone(), DurableState::default());
         Ok(Harness {
             config,
             node,
@@ -197,7 +200,8 @@ impl Harness {
     /// A power cut: whatever was not written is lost.
     fn restart(&mut self, u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
         self.config.seed = u.arbitrary()?;
-        self.node = RaftNode::restart(self.config.clone(), self.disk.hard, self.disk.log.clone());
+        let durable = DurableState { hard: self.disk.hard, log: self.disk.log.clone(), ..DurableState::default() };
+        self.node = RaftNode::restart(self.config.clone(), durable);
         self.reported = self.disk.clone();
         self.reported_longest = self.reported.log.len();
         self.lengths.clear();

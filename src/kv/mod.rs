@@ -11,7 +11,9 @@ mod server;
 pub mod snapshot;
 
 pub use machine::{Applied, KvMachine, Session};
-pub use server::{AppliedEntry, KvServer, ReadPath, ServerConfig, ServerInput, ServerOutput};
+pub use server::{
+    AppliedEntry, KvServer, ReadPath, ServerConfig, ServerInput, ServerOutput, SnapshotJob, SnapshotPolicy,
+};
 
 use crate::raft::NodeId;
 use serde::{Deserialize, Serialize};

@@ -3,10 +3,11 @@
 //! into proposals or ReadIndex reads, applies what Raft commits, and answers
 //! each request only once its effect is committed and applied.
 
+use super::snapshot::{self, SnapshotError};
 use super::{ClientId, Command, KvMachine, Op, Request, Response, ServiceError};
 use crate::raft::{
-    BatchNumber, Config, Entry, Envelope, HardState, Input, LogIndex, NodeId, Payload, Persist, RaftNode, ReadId,
-    Ready, Refusal, Term,
+    BatchNumber, Config, DurableState, Entry, Envelope, Input, LogIndex, NodeId, Payload, Persist, RaftNode, ReadId,
+    Ready, Refusal, Snapshot, SnapshotMeta, Term,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -30,11 +31,34 @@ pub struct ServerConfig {
     /// At most this many requests wait for commit or read confirmation;
     /// more are answered `Busy`.
     pub max_waiting: usize,
+    /// When to snapshot the state machine (and so let Raft compact its log).
+    pub snapshots: SnapshotPolicy,
+}
+
+/// Take a snapshot once this many entries, or this many bytes of commands,
+/// were applied since the last one (whichever comes first); `None` for
+/// never (the log then grows without bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotPolicy {
+    pub every_entries: Option<u64>,
+    pub every_bytes: Option<u64>,
+}
+
+impl SnapshotPolicy {
+    /// Never snapshot.
+    pub const NEVER: SnapshotPolicy = SnapshotPolicy { every_entries: None, every_bytes: None };
+}
+
+impl Default for SnapshotPolicy {
+    /// Near etcd's 10,000 entries, and 64 MiB of commands.
+    fn default() -> SnapshotPolicy {
+        SnapshotPolicy { every_entries: Some(10_000), every_bytes: Some(64 << 20) }
+    }
 }
 
 impl ServerConfig {
     pub fn new(raft: Config) -> ServerConfig {
-        ServerConfig { raft, read_path: ReadPath::ReadIndex, max_waiting: 4096 }
+        ServerConfig { raft, read_path: ReadPath::ReadIndex, max_waiting: 4096, snapshots: SnapshotPolicy::default() }
     }
 }
 
@@ -46,6 +70,27 @@ pub enum ServerInput {
     Client(Request),
     /// Every batch up to this number is durable ([`Input::Persisted`]).
     Persisted(BatchNumber),
+    /// The snapshot a [`SnapshotJob`] asked for is written and durable.
+    SnapshotTaken(Snapshot),
+}
+
+/// A snapshot to take: the state machine as it stood after applying
+/// `meta.index`. The runtime encodes it ([`snapshot::encode`], off the
+/// node's path: it may be large), makes it durable, and reports
+/// [`ServerInput::SnapshotTaken`]. At most one is outstanding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotJob {
+    pub meta: SnapshotMeta,
+    pub machine: KvMachine,
+    /// Injected bug (g): leave the session table out.
+    pub omit_sessions: bool,
+}
+
+impl SnapshotJob {
+    /// The snapshot's bytes.
+    pub fn encode(&self) -> Snapshot {
+        Snapshot { meta: self.meta, data: snapshot::encode(&self.machine, self.omit_sessions).into() }
+    }
 }
 
 /// What a replica asks its runtime to do after one step, under the Raft
@@ -57,10 +102,18 @@ pub enum ServerInput {
 pub struct ServerOutput {
     /// A batch of Raft state to make durable, then report.
     pub persist: Option<Persist<Command>>,
+    /// A snapshot to take.
+    pub snapshot: Option<SnapshotJob>,
+    /// A snapshot received from the leader that does not load: refused,
+    /// with why (the runtime logs it; the leader will send it again).
+    pub refused_snapshot: Option<(SnapshotMeta, SnapshotError)>,
     pub messages: Vec<Envelope<Command>>,
     pub responses: Vec<Response>,
     /// Every log entry applied in this step, for checkers.
     pub applied: Vec<AppliedEntry>,
+    /// The state machine was replaced by an installed snapshot covering up
+    /// to here (before `applied`), for checkers.
+    pub installed: Option<SnapshotMeta>,
 }
 
 /// A record of one applied entry, for the simulator's safety checks.
@@ -91,15 +144,29 @@ pub struct KvServer {
     /// Confirmed reads waiting for the machine to apply their read index.
     confirmed_reads: Vec<(LogIndex, Waiter, String)>,
     next_read_id: ReadId,
+    /// The index of the latest snapshot (taken or installed), and what was
+    /// applied since: the policy's counters.
+    snapshot_index: LogIndex,
+    bytes_since_snapshot: u64,
+    /// A snapshot job is out.
+    snapshotting: bool,
+    /// A received snapshot that loaded, waiting for its install to be
+    /// durable (so it is decoded once).
+    loaded: Option<(SnapshotMeta, KvMachine)>,
 }
 
 impl KvServer {
-    /// A replica starting from its durable Raft state (empty when new). The
-    /// state machine is rebuilt by re-applying the log as it commits.
-    pub fn restart(config: ServerConfig, hard: HardState, log: Vec<Entry<Command>>) -> KvServer {
-        let kv = KvMachine::with_injected_session_bug(config.raft.bugs.skip_session_table);
-        let node = RaftNode::restart(config.raft.clone(), hard, log);
-        KvServer {
+    /// A replica starting from its durable state (empty when new): the
+    /// state machine from the snapshot, if any, then the log re-applied as
+    /// it commits. Fails if the snapshot does not load (corrupt on disk).
+    pub fn restart(config: ServerConfig, durable: DurableState<Command>) -> Result<KvServer, SnapshotError> {
+        let skip_sessions = config.raft.bugs.skip_session_table;
+        let (kv, snapshot_index) = match &durable.snapshot {
+            Some(s) => (load(s, config.raft.max_snapshot_bytes)?.with_session_bug(skip_sessions), s.meta.index),
+            None => (KvMachine::with_injected_session_bug(skip_sessions), 0),
+        };
+        let node = RaftNode::restart(config.raft.clone(), durable);
+        Ok(KvServer {
             config,
             node,
             kv,
@@ -107,7 +174,11 @@ impl KvServer {
             waiting_reads: BTreeMap::new(),
             confirmed_reads: Vec::new(),
             next_read_id: 0,
-        }
+            snapshot_index,
+            bytes_since_snapshot: 0,
+            snapshotting: false,
+            loaded: None,
+        })
     }
 
     /// The same replica in a cluster whose servers are numbered
@@ -143,21 +214,82 @@ impl KvServer {
             ServerInput::Peer(envelope) => Some(self.node.step(Input::Message(envelope))),
             ServerInput::Client(request) => self.accept(request, &mut out),
             ServerInput::Persisted(number) => Some(self.node.step(Input::Persisted(number))),
+            ServerInput::SnapshotTaken(snapshot) => {
+                self.snapshotting = false;
+                self.snapshot_index = self.snapshot_index.max(snapshot.meta.index);
+                Some(self.node.step(Input::SnapshotTaken(snapshot)))
+            }
         };
         if let Some(ready) = ready {
-            out.persist = ready.persist;
-            out.messages = ready.messages;
-            for (id, result) in ready.reads {
-                self.on_read_outcome(id, result, &mut out);
-            }
-            for (index, entry) in ready.committed {
-                self.apply(index, entry, &mut out);
-            }
-            self.serve_confirmed_reads(&mut out);
+            self.carry_out(ready, &mut out);
         }
         self.fail_orphaned_writes(&mut out);
+        self.maybe_snapshot(&mut out);
         self.check_invariants(&out);
         out
+    }
+
+    /// Carries out one Ready of the node (and, if it received a snapshot
+    /// that loads, the Ready of installing it).
+    fn carry_out(&mut self, ready: Ready<Command>, out: &mut ServerOutput) {
+        debug_assert!(out.persist.is_none() || ready.persist.is_none(), "one batch per step");
+        out.persist = out.persist.take().or(ready.persist);
+        out.messages.extend(ready.messages);
+        for (id, result) in ready.reads {
+            self.on_read_outcome(id, result, out);
+        }
+        if let Some(snapshot) = ready.install {
+            self.install(snapshot, out);
+        }
+        for (index, entry) in ready.committed {
+            self.apply(index, entry, out);
+        }
+        self.serve_confirmed_reads(out);
+        if let Some(snapshot) = ready.received_snapshot {
+            match load(&snapshot, self.config.raft.max_snapshot_bytes) {
+                Ok(machine) => {
+                    self.loaded = Some((snapshot.meta, machine));
+                    let ready = self.node.step(Input::InstallSnapshot(snapshot));
+                    self.carry_out(ready, out);
+                }
+                Err(e) => out.refused_snapshot = Some((snapshot.meta, e)),
+            }
+        }
+    }
+
+    /// The node's installed snapshot is durable: the state machine becomes
+    /// it. Nothing waits on the entries it covers (only a leader has
+    /// waiters, and a leader installs no snapshot).
+    fn install(&mut self, snapshot: Snapshot, out: &mut ServerOutput) {
+        let machine = match self.loaded.take() {
+            Some((meta, machine)) if meta == snapshot.meta => machine,
+            // Loaded once already, so it loads.
+            _ => load(&snapshot, u64::MAX).expect("an installed snapshot was checked when received"),
+        };
+        debug_assert!(self.waiting_writes.is_empty() && self.confirmed_reads.is_empty(), "a follower has no waiters");
+        self.kv = machine.with_session_bug(self.config.raft.bugs.skip_session_table);
+        self.snapshot_index = snapshot.meta.index;
+        self.bytes_since_snapshot = 0;
+        out.installed = Some(snapshot.meta);
+    }
+
+    /// Asks for a snapshot when the policy says so.
+    fn maybe_snapshot(&mut self, out: &mut ServerOutput) {
+        let applied = self.kv.applied_index();
+        let SnapshotPolicy { every_entries, every_bytes } = self.config.snapshots;
+        let due = every_entries.is_some_and(|n| applied >= self.snapshot_index + n)
+            || every_bytes.is_some_and(|n| self.bytes_since_snapshot >= n);
+        if !due || self.snapshotting || applied <= self.snapshot_index {
+            return;
+        }
+        let term = self.node.log().term_at(applied).expect("an applied entry is held or is the base");
+        self.snapshotting = true;
+        self.bytes_since_snapshot = 0;
+        out.snapshot = Some(SnapshotJob {
+            meta: SnapshotMeta { index: applied, term },
+            machine: self.kv.clone(),
+            omit_sessions: self.config.raft.bugs.snapshot_without_sessions,
+        });
     }
 
     /// What holds after every step (debug and test builds: the node's
@@ -226,6 +358,10 @@ impl KvServer {
 
     fn apply(&mut self, index: LogIndex, entry: Entry<Command>, out: &mut ServerOutput) {
         let waiter = self.waiting_writes.remove(&index);
+        if let Payload::Command(c) = &entry.payload {
+            // What the byte bound of the snapshot policy counts.
+            self.bytes_since_snapshot += command_bytes(c);
+        }
         let executed = match &entry.payload {
             Payload::Noop => {
                 self.kv.apply_noop(index);
@@ -280,6 +416,24 @@ impl KvServer {
 
     fn not_leader(&self) -> ServiceError {
         ServiceError::NotLeader { leader: self.node.leader() }
+    }
+}
+
+/// The machine a snapshot holds, checked against what it says it covers.
+fn load(snapshot: &Snapshot, max_bytes: u64) -> Result<KvMachine, SnapshotError> {
+    let machine = snapshot::decode(&snapshot.data, max_bytes)?;
+    if machine.applied_index() != snapshot.meta.index {
+        let why = format!("it holds index {}, but says it covers {}", machine.applied_index(), snapshot.meta.index);
+        return Err(SnapshotError::Malformed(why));
+    }
+    Ok(machine)
+}
+
+/// Roughly what a command adds to the state: its key and value.
+fn command_bytes(command: &Command) -> u64 {
+    match &command.op {
+        Op::Put { key, value } | Op::Append { key, value } => (key.len() + value.len()) as u64,
+        Op::Get { key } => key.len() as u64,
     }
 }
 

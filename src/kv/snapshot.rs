@@ -33,7 +33,7 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 17;
 
 /// Why snapshot bytes were refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SnapshotError {
     /// Fewer bytes than the header or the declared body.
     Truncated { needed: u64, got: u64 },

@@ -36,6 +36,17 @@ pub struct Config {
     /// durable (a slow disk under a flood of AppendEntries); beyond it the
     /// oldest is dropped, as a lossy network would.
     pub max_held_messages: usize,
+    /// A snapshot travels in chunks of at most this many bytes.
+    pub snapshot_chunk_bytes: usize,
+    /// At most this many snapshot chunks are unacknowledged per follower.
+    pub snapshot_chunks_in_flight: usize,
+    /// A follower refuses a snapshot larger than this (it buffers a
+    /// snapshot whole before installing it).
+    pub max_snapshot_bytes: u64,
+    /// After a snapshot, keep this many entries before it in the log, so
+    /// that a follower only a little behind still catches up from the log
+    /// rather than by a snapshot.
+    pub snapshot_trailing_entries: u64,
     /// Known bugs to switch on, for tests that show the checks catch them.
     pub bugs: InjectedBugs,
 }
@@ -54,6 +65,10 @@ impl Config {
             max_batch_entries: 64,
             max_pending_reads: 1024,
             max_held_messages: 4096,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunks_in_flight: 4,
+            max_snapshot_bytes: 1 << 30,
+            snapshot_trailing_entries: 10_240,
             bugs: InjectedBugs::default(),
         }
     }
@@ -75,10 +90,13 @@ impl Config {
             || self.max_batch_entries == 0
             || self.max_pending_reads == 0
             || self.max_held_messages == 0
+            || self.snapshot_chunk_bytes == 0
+            || self.snapshot_chunks_in_flight == 0
+            || self.max_snapshot_bytes == 0
         {
-            return Err(
-                "max_inflight, max_batch_entries, max_pending_reads and max_held_messages must be positive".into()
-            );
+            return Err("max_inflight, max_batch_entries, max_pending_reads, max_held_messages and the snapshot \
+                        chunk size, chunks in flight and size bound must be positive"
+                .into());
         }
         Ok(())
     }
@@ -110,6 +128,10 @@ pub struct InjectedBugs {
     /// (Honoured by the KV state machine, carried here so one switch set
     /// describes a run.)
     pub skip_session_table: bool,
+    /// (g) A state machine snapshot leaves out the session table: after an
+    /// install, a retried command that lands in the log again is executed
+    /// again. (Honoured by the KV layer, like (e).)
+    pub snapshot_without_sessions: bool,
     /// (f) Reply to a vote before `voted_for` is durable: the reply goes out
     /// at once and the vote is never persisted, so after a crash the node
     /// may vote twice in one term.
@@ -122,13 +144,14 @@ impl InjectedBugs {
     }
 
     /// Every bug by name, for test tables and the CLI.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "commit_previous_term",
         "vote_without_log_check",
         "read_without_quorum",
         "read_before_noop",
         "skip_session_table",
         "vote_before_persist",
+        "snapshot_without_sessions",
     ];
 
     /// The set with only the named bug on.
@@ -141,6 +164,7 @@ impl InjectedBugs {
             "read_before_noop" => b.read_before_noop = true,
             "skip_session_table" => b.skip_session_table = true,
             "vote_before_persist" => b.vote_before_persist = true,
+            "snapshot_without_sessions" => b.snapshot_without_sessions = true,
             _ => return None,
         }
         Some(b)

@@ -68,6 +68,13 @@ impl Durability {
         number
     }
 
+    /// No more than `index` counts as stable until the next report (an
+    /// installed snapshot replaces the log: the disk holds the old one until
+    /// the install's batch is durable).
+    pub fn cap_stable(&mut self, index: LogIndex) {
+        self.stable = self.stable.min(index);
+    }
+
     /// The runtime reported every batch up to `number` durable. Returns
     /// false if that was already known.
     ///

@@ -95,6 +95,32 @@ impl<C: Clone> RaftLog<C> {
         self.entries.truncate((index - self.first_index()) as usize);
     }
 
+    /// Drops every entry up to and including `index`, which becomes the
+    /// base (a snapshot covers it).
+    ///
+    /// # Panics
+    /// If `index` is below the base or past the end.
+    pub fn compact_to(&mut self, index: LogIndex) {
+        assert!(index >= self.base.0 && index <= self.last_index(), "compacting to {index} outside the log");
+        let term = self.term_at(index).expect("an index within the log has a term");
+        self.entries.drain(..(index - self.base.0) as usize);
+        self.base = (index, term);
+    }
+
+    /// Makes the log follow a snapshot ending at (`index`, `term`) (Raft
+    /// Figure 13): if it holds that very entry, the entries after it stay;
+    /// otherwise every entry goes, since any of them may conflict. Returns
+    /// whether entries stayed.
+    pub fn restore(&mut self, index: LogIndex, term: Term) -> bool {
+        if index >= self.base.0 && self.term_at(index) == Some(term) {
+            self.compact_to(index);
+            true
+        } else {
+            *self = RaftLog::with_base((index, term), Vec::new());
+            false
+        }
+    }
+
     /// The largest index `<= index` (clamped to the log) whose term is
     /// `<= term`: where a conflicting suffix can start at the earliest.
     /// Never below the base: everything up to it is committed, so it agrees
@@ -185,6 +211,24 @@ mod tests {
         assert_eq!(l.append(Entry { term: 5, payload: Payload::Noop }), 5);
         l.truncate_from(4);
         assert_eq!((l.last_index(), l.last_term()), (3, 2));
+    }
+
+    #[test]
+    fn compacting_and_restoring_a_snapshot() {
+        let mut l = log(&[1, 1, 2, 2, 2, 4]);
+        l.compact_to(2);
+        assert_eq!((l.base(), l.first_index(), l.entries().len()), ((2, 1), 3, 4));
+        l.compact_to(2);
+        assert_eq!(l.base(), (2, 1), "compacting to the base changes nothing");
+        // A snapshot ending at an entry the log holds keeps what follows.
+        assert!(l.restore(4, 2));
+        assert_eq!((l.base(), l.last_index()), ((4, 2), 6));
+        // One ending at an entry of another term drops everything.
+        assert!(!l.restore(5, 3));
+        assert_eq!((l.base(), l.last_index(), l.entries().len()), ((5, 3), 5, 0));
+        // And one past the end too.
+        assert!(!l.restore(9, 4));
+        assert_eq!((l.last_index(), l.last_term()), (9, 4));
     }
 
     #[test]

@@ -17,10 +17,10 @@
 //! what reached the disk.
 //!
 //! ```
-//! use raftkv::raft::{Config, HardState, Input, RaftNode, Role};
+//! use raftkv::raft::{Config, DurableState, Input, RaftNode, Role};
 //! // A one-node cluster elects itself and commits its no-op once the no-op
 //! // is on (this toy) disk.
-//! let mut node: RaftNode<String> = RaftNode::restart(Config::new(0, 1, 7), HardState::default(), vec![]);
+//! let mut node: RaftNode<String> = RaftNode::restart(Config::new(0, 1, 7), DurableState::default());
 //! let mut disk = Vec::new();
 //! let mut committed = Vec::new();
 //! for _ in 0..100 {
@@ -59,5 +59,8 @@ pub use config::{Config, InjectedBugs};
 pub use log::RaftLog;
 pub use node::RaftNode;
 pub use progress::{Mode, Progress};
-pub use ready::{BatchNumber, Input, LogWrite, Persist, ReadId, Ready, Refusal};
-pub use types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term, TERM_MAX};
+pub use ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
+pub use types::{
+    Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot, SnapshotMeta, Term,
+    TERM_MAX,
+};

@@ -4,8 +4,11 @@ use super::config::Config;
 use super::durability::Durability;
 use super::log::RaftLog;
 use super::progress::{quorum_value, Mode, Progress};
-use super::ready::{BatchNumber, Input, LogWrite, Persist, ReadId, Ready, Refusal};
-use super::types::{Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Term, TERM_MAX};
+use super::ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
+use super::types::{
+    Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot, SnapshotMeta, Term,
+    TERM_MAX,
+};
 use crate::rng::Rng;
 use std::collections::{BTreeSet, VecDeque};
 
@@ -60,8 +63,32 @@ pub struct RaftNode<C> {
     read_round: u64,
     /// Leader: reads waiting for a quorum to acknowledge `round`, in order.
     pending_reads: VecDeque<(ReadId, u64)>,
+    /// The latest snapshot this node holds (taken here or installed): what
+    /// a leader sends a follower that needs compacted entries. The log's
+    /// base never passes it.
+    snapshot: Option<Snapshot>,
+    /// Follower: the snapshot being received, chunk by chunk (at most
+    /// [`Config::max_snapshot_bytes`]).
+    incoming: Option<Incoming>,
+    /// Follower: a snapshot received whole and handed out for checking,
+    /// with who sent it; waits for [`Input::InstallSnapshot`].
+    received: Option<(NodeId, SnapshotMeta)>,
+    /// An installed snapshot whose batch is not yet reported durable: it is
+    /// handed to the state machine, and committed entries after it, once it
+    /// is.
+    installing: Option<(BatchNumber, Snapshot)>,
     /// Per-step output, always empty between steps.
     out: Outbox<C>,
+}
+
+/// A snapshot arriving in chunks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Incoming {
+    from: NodeId,
+    term: Term,
+    meta: SnapshotMeta,
+    total: u64,
+    data: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +97,14 @@ struct Outbox<C> {
     reads: Vec<(ReadId, Result<LogIndex, Refusal>)>,
     /// Lowest log index changed in this step.
     dirty_from: Option<LogIndex>,
+    /// The log was compacted to here in this step.
+    compacted: Option<SnapshotMeta>,
+    /// A snapshot installed in this step, to make durable.
+    installed: Option<Snapshot>,
+    /// A snapshot received whole, for the runtime to check.
+    received: Option<Snapshot>,
+    /// A durable installed snapshot, for the state machine.
+    install: Option<Snapshot>,
 }
 
 /// What a message sent during a step must wait for.
@@ -84,24 +119,51 @@ enum After {
 
 impl<C> Default for Outbox<C> {
     fn default() -> Self {
-        Outbox { messages: Vec::new(), reads: Vec::new(), dirty_from: None }
+        Outbox {
+            messages: Vec::new(),
+            reads: Vec::new(),
+            dirty_from: None,
+            compacted: None,
+            installed: None,
+            received: None,
+            install: None,
+        }
     }
 }
 
 impl<C: Clone> RaftNode<C> {
-    /// A node starting from what it had made durable: `hard` and `log` as
-    /// last persisted (both empty for a brand-new node). Volatile state —
-    /// role, commit index, leader — starts afresh, as after a power cut.
+    /// A node starting from what it had made durable (all empty for a
+    /// brand-new node). Volatile state — role, leader — starts afresh, as
+    /// after a power cut; the commit and applied indexes start at the
+    /// snapshot's, whose state the runtime loads itself.
     ///
-    /// Panics if `config` is invalid ([`Config::validate`]): that is a
-    /// programming error of the caller, not an input error.
-    pub fn restart(config: Config, hard: HardState, log: Vec<Entry<C>>) -> RaftNode<C> {
+    /// The log must follow the snapshot as Raft Figure 13 has it: if it
+    /// holds the snapshot's last entry, the entries after it stay, else the
+    /// log is dropped (a crash can fall between writing an installed
+    /// snapshot and rewriting the log).
+    ///
+    /// Panics if `config` is invalid ([`Config::validate`]), or if the
+    /// snapshot is older than the log's base: those are programming errors
+    /// of the caller, not input errors.
+    pub fn restart(config: Config, durable: DurableState<C>) -> RaftNode<C> {
         if let Err(e) = config.validate() {
             panic!("invalid raft config: {e}");
         }
         let mut rng = node_rng(&config);
         let election_timeout = election_timeout(&mut rng, &config);
-        let log = RaftLog::new(log);
+        let DurableState { hard, snapshot, base, log } = durable;
+        let mut log = RaftLog::with_base((base.index, base.term), log);
+        let covered = snapshot.as_ref().map_or(0, |s| s.meta.index);
+        if let Some(s) = &snapshot {
+            assert!(s.meta.index >= base.index, "a snapshot older than the log's base");
+            if s.meta.index > base.index {
+                // Keeps the log's entries before the snapshot (the trailing
+                // window) when they agree with it.
+                if log.term_at(s.meta.index) != Some(s.meta.term) {
+                    log.restore(s.meta.index, s.meta.term);
+                }
+            }
+        }
         RaftNode {
             rng,
             hard,
@@ -112,8 +174,8 @@ impl<C: Clone> RaftNode<C> {
             held_dropped: 0,
             role: Role::Follower,
             leader: None,
-            commit: 0,
-            handed_out: 0,
+            commit: covered,
+            handed_out: covered,
             election_elapsed: 0,
             election_timeout,
             heartbeat_elapsed: 0,
@@ -122,6 +184,10 @@ impl<C: Clone> RaftNode<C> {
             progress: Vec::new(),
             read_round: 0,
             pending_reads: VecDeque::new(),
+            snapshot,
+            incoming: None,
+            received: None,
+            installing: None,
             out: Outbox::default(),
             config,
         }
@@ -137,6 +203,8 @@ impl<C: Clone> RaftNode<C> {
             Input::Propose(command) => proposed = Some(self.propose(command)),
             Input::Read(id) => self.read(id),
             Input::Persisted(number) => self.persisted(number),
+            Input::SnapshotTaken(snapshot) => self.snapshot_taken(snapshot),
+            Input::InstallSnapshot(snapshot) => self.install_snapshot(snapshot),
         }
         let ready = self.take_ready(proposed);
         self.check_invariants();
@@ -179,6 +247,12 @@ impl<C: Clone> RaftNode<C> {
             envelope.from = new_id(envelope.from);
             envelope.to = new_id(envelope.to);
         }
+        if let Some(incoming) = &mut node.incoming {
+            incoming.from = new_id(incoming.from);
+        }
+        if let Some((from, _)) = &mut node.received {
+            *from = new_id(*from);
+        }
         for (_, result) in &mut node.out.reads {
             if let Err(Refusal::NotLeader { leader }) = result {
                 *leader = leader.map(&new_id);
@@ -216,6 +290,14 @@ impl<C: Clone> RaftNode<C> {
     }
     pub fn log(&self) -> &RaftLog<C> {
         &self.log
+    }
+    /// The latest snapshot this node holds, if any.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+    /// The highest index handed out for applying (or installed).
+    pub fn handed_out(&self) -> LogIndex {
+        self.handed_out
     }
     /// The longest prefix of the log that is durable (reported through
     /// [`Input::Persisted`]) and equal to the in-memory log.
@@ -330,6 +412,9 @@ impl<C: Clone> RaftNode<C> {
         self.hard.term += 1;
         self.hard.voted_for = Some(self.config.id);
         self.leader = None;
+        // A snapshot half received from an old leader is of no more use.
+        self.incoming = None;
+        self.received = None;
         self.role = Role::Candidate;
         self.granted = 0;
         self.refused = 0;
@@ -441,7 +526,9 @@ impl<C: Clone> RaftNode<C> {
                 // A PreVote (and a granted reply) carries a term the
                 // candidate has not entered yet: it must not raise ours.
                 Message::PreVote { .. } | Message::PreVoteReply { granted: true, .. } => {}
-                Message::Append { .. } | Message::Heartbeat { .. } => self.become_follower(term, Some(from)),
+                Message::Append { .. } | Message::Heartbeat { .. } | Message::Snapshot { .. } => {
+                    self.become_follower(term, Some(from))
+                }
                 _ => self.become_follower(term, None),
             }
         } else if term < self.hard.term {
@@ -493,6 +580,16 @@ impl<C: Clone> RaftNode<C> {
                     self.on_heartbeat_reply(from, read_round);
                 }
             }
+            Message::Snapshot { meta, total, offset, data, .. } => {
+                if self.accept_leader(from) {
+                    self.on_snapshot(from, meta, total, offset, data);
+                }
+            }
+            Message::SnapshotReply { index, received, matched, .. } => {
+                if self.role == Role::Leader {
+                    self.on_snapshot_reply(from, index, received, matched);
+                }
+            }
         }
     }
 
@@ -501,7 +598,7 @@ impl<C: Clone> RaftNode<C> {
     fn answer_stale(&mut self, from: NodeId, message: &Message<C>) {
         let term = self.hard.term;
         match message {
-            Message::Append { .. } | Message::Heartbeat { .. } => {
+            Message::Append { .. } | Message::Heartbeat { .. } | Message::Snapshot { .. } => {
                 self.send(from, Message::HeartbeatReply { term, read_round: 0 })
             }
             Message::PreVote { .. } => self.send(from, Message::PreVoteReply { term, granted: false }),
@@ -564,6 +661,10 @@ impl<C: Clone> RaftNode<C> {
         if !well_formed {
             return;
         }
+        let (prev_index, prev_term, entries) = self.skip_compacted(prev_index, prev_term, entries);
+        if entries.first().is_some_and(|e| e.term < prev_term) {
+            return; // older than our committed base: not from a correct leader
+        }
         if self.log.term_at(prev_index) != Some(prev_term) {
             let index = self.log.find_conflict_by_term(prev_index, prev_term);
             let hint = RejectHint { index, term: self.log.term_at(index).unwrap_or(0) };
@@ -599,11 +700,123 @@ impl<C: Clone> RaftNode<C> {
         self.send(from, Message::AppendReply { term, result: Ok(match_index), read_round });
     }
 
+    /// Entries at or below the log's base are compacted here: committed,
+    /// so equal to the leader's. Drops them from an Append, which then
+    /// checks from the base.
+    fn skip_compacted(
+        &self,
+        prev_index: LogIndex,
+        prev_term: Term,
+        mut entries: Vec<Entry<C>>,
+    ) -> (LogIndex, Term, Vec<Entry<C>>) {
+        let (base, base_term) = self.log.base();
+        if prev_index >= base {
+            return (prev_index, prev_term, entries);
+        }
+        let skip = ((base - prev_index) as usize).min(entries.len());
+        entries.drain(..skip);
+        (base, base_term, entries)
+    }
+
     fn advance_commit_to(&mut self, index: LogIndex) {
         debug_assert_ne!(self.role, Role::Leader, "a leader commits by counting, in maybe_commit");
         if index > self.commit {
             debug_assert!(index <= self.log.last_index(), "committing beyond the log");
             self.commit = index;
+        }
+    }
+
+    // ----- snapshots -----------------------------------------------------
+
+    /// A chunk of the leader's snapshot (Raft Figure 13). A snapshot that
+    /// covers nothing newer than our commit index is answered at once with
+    /// that index (our committed prefix is the leader's); one too large
+    /// for [`Config::max_snapshot_bytes`], or a chunk that does not fit its
+    /// declared size, is ignored. Chunks are taken in order; anything else
+    /// is answered with what we hold, so the leader resumes there. A
+    /// snapshot received whole is handed out for checking; the reply waits
+    /// for the install.
+    fn on_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, total: u64, offset: u64, data: Vec<u8>) {
+        let term = self.hard.term;
+        let reply = |received, matched| Message::SnapshotReply { term, index: meta.index, received, matched };
+        if meta.index <= self.commit {
+            return self.send(from, reply(total, Some(self.commit)));
+        }
+        let len = data.len() as u64;
+        let fits = total > 0
+            && total <= self.config.max_snapshot_bytes
+            && offset.checked_add(len).is_some_and(|end| end <= total);
+        if !fits {
+            return;
+        }
+        match &mut self.incoming {
+            Some(i) if (i.from, i.term, i.meta, i.total) == (from, term, meta, total) => {
+                if offset == i.data.len() as u64 {
+                    i.data.extend_from_slice(&data);
+                }
+            }
+            _ if offset == 0 => self.incoming = Some(Incoming { from, term, meta, total, data }),
+            _ => return self.send(from, reply(0, None)),
+        }
+        let received = self.incoming.as_ref().map_or(0, |i| i.data.len() as u64);
+        debug_assert!(received <= total, "a snapshot buffer past its declared size");
+        if received < total {
+            return self.send(from, reply(received, None));
+        }
+        let whole = self.incoming.take().expect("just filled");
+        self.received = Some((from, whole.meta));
+        self.out.received = Some(Snapshot { meta: whole.meta, data: whole.data.into() });
+    }
+
+    /// The runtime checked the snapshot last received and found it good:
+    /// install it. The log keeps the entries after the snapshot if it holds
+    /// its last entry, and loses them all otherwise; the commit index moves
+    /// up to the snapshot; the snapshot, the log and the reply go through
+    /// one batch, and the state machine gets the snapshot once that batch
+    /// is durable.
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let Some((from, meta)) = self.received.take() else { return };
+        if snapshot.meta != meta || self.role != Role::Follower || self.leader != Some(from) {
+            return; // not the one we received, or no longer from our leader
+        }
+        let (term, total) = (self.hard.term, snapshot.data.len() as u64);
+        if meta.index <= self.commit {
+            let matched = Some(self.commit);
+            return self.send(from, Message::SnapshotReply { term, index: meta.index, received: total, matched });
+        }
+        self.log.restore(meta.index, meta.term);
+        self.commit = meta.index;
+        self.snapshot = Some(snapshot.clone());
+        self.out.installed = Some(snapshot);
+        self.out.compacted = Some(meta);
+        self.mark_dirty(meta.index + 1);
+        debug_assert_eq!(self.log.base(), (meta.index, meta.term));
+        let matched = Some(meta.index);
+        self.send(from, Message::SnapshotReply { term, index: meta.index, received: total, matched });
+    }
+
+    /// The runtime made a snapshot of the state machine durable: keep it
+    /// to send, and compact the log up to it less the trailing window.
+    /// Followers being sent an older snapshot start over with this one.
+    fn snapshot_taken(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        assert!(!snapshot.data.is_empty(), "a snapshot has bytes");
+        assert!(meta.index <= self.handed_out, "a snapshot of entries not handed out for applying");
+        if self.snapshot.as_ref().is_some_and(|s| s.meta.index >= meta.index) {
+            return; // not newer than what we hold
+        }
+        assert_eq!(self.log.term_at(meta.index), Some(meta.term), "a snapshot of another log");
+        self.snapshot = Some(snapshot);
+        let to = meta.index.saturating_sub(self.config.snapshot_trailing_entries).max(self.log.base().0);
+        if to > self.log.base().0 {
+            self.log.compact_to(to);
+            let (index, term) = self.log.base();
+            self.out.compacted = Some(SnapshotMeta { index, term });
+        }
+        for pr in &mut self.progress {
+            if matches!(pr.mode, Mode::Snapshot { index, .. } if index < meta.index) {
+                pr.become_snapshot(meta.index);
+            }
         }
     }
 
@@ -644,6 +857,13 @@ impl<C: Clone> RaftNode<C> {
         if !self.durability.persisted(number) {
             return;
         }
+        if self.installing.as_ref().is_some_and(|(batch, _)| *batch <= number) {
+            // The installed snapshot is durable: the state machine may load it.
+            let (_, snapshot) = self.installing.take().expect("checked");
+            debug_assert!(snapshot.meta.index > self.handed_out, "an install moves the state machine forward");
+            self.handed_out = snapshot.meta.index;
+            self.out.install = Some(snapshot);
+        }
         if self.role == Role::Leader {
             let me = usize::from(self.config.id);
             let stable = self.durability.stable();
@@ -674,6 +894,9 @@ impl<C: Clone> RaftNode<C> {
     /// mode one (possibly empty) message, in replicate mode the next batch.
     /// Returns whether it sent one.
     fn send_append(&mut self, peer: NodeId) -> bool {
+        if let Mode::Snapshot { .. } = self.progress[usize::from(peer)].mode {
+            return self.send_snapshot_chunk(peer);
+        }
         let last = self.log.last_index();
         let max_batch = self.config.max_batch_entries as u64;
         let pr = &mut self.progress[usize::from(peer)];
@@ -681,6 +904,12 @@ impl<C: Clone> RaftNode<C> {
             return false;
         }
         let next = pr.next_index.min(last + 1);
+        if next <= self.log.base().0 {
+            // The entries it needs are compacted: send the snapshot instead.
+            let snapshot = self.snapshot.as_ref().expect("a compacted log has a snapshot");
+            pr.become_snapshot(snapshot.meta.index);
+            return self.send_snapshot_chunk(peer);
+        }
         let batch_end = last.min(next + max_batch - 1);
         let entries = self.log.slice(next, batch_end);
         match pr.mode {
@@ -690,6 +919,7 @@ impl<C: Clone> RaftNode<C> {
                 pr.inflight.push_back(batch_end);
             }
             Mode::Probe { .. } => pr.mode = Mode::Probe { sent: true },
+            Mode::Snapshot { .. } => unreachable!("handled above"),
         }
         let prev_index = next - 1;
         let prev_term = self.log.term_at(prev_index).expect("next_index <= last + 1");
@@ -705,15 +935,46 @@ impl<C: Clone> RaftNode<C> {
         true
     }
 
+    /// Sends `peer` the next chunk of the snapshot it is being sent, if
+    /// the chunk window allows. Returns whether it sent one.
+    fn send_snapshot_chunk(&mut self, peer: NodeId) -> bool {
+        let Some(snapshot) = self.snapshot.clone() else { return false };
+        let (chunk_bytes, window) = (self.config.snapshot_chunk_bytes as u64, self.config.snapshot_chunks_in_flight);
+        let pr = &mut self.progress[usize::from(peer)];
+        if let Mode::Snapshot { index, .. } = pr.mode {
+            if index != snapshot.meta.index {
+                // A newer snapshot replaced the one being sent: start over.
+                pr.become_snapshot(snapshot.meta.index);
+            }
+        }
+        let Mode::Snapshot { sent, in_flight, .. } = &mut pr.mode else { return false };
+        let total = snapshot.data.len() as u64;
+        if *in_flight >= window || *sent >= total {
+            return false;
+        }
+        let offset = *sent;
+        let end = total.min(offset + chunk_bytes);
+        *sent = end;
+        *in_flight += 1;
+        let data = snapshot.data[offset as usize..end as usize].to_vec();
+        let message = Message::Snapshot { term: self.hard.term, meta: snapshot.meta, total, offset, data };
+        self.send(peer, message);
+        true
+    }
+
     /// Sends `peer` as many Appends as its window allows: one probe, or in
     /// replicate mode batches until the window is full or nothing is left,
     /// so a follower far behind catches up at the pipeline's pace rather
-    /// than one batch per round trip.
+    /// than one batch per round trip (in snapshot mode: chunks, up to their
+    /// own window).
     fn fill_window(&mut self, peer: NodeId) {
         let mut sent = 0;
         while self.send_append(peer) {
             sent += 1;
-            debug_assert!(sent <= self.config.max_inflight, "the window is bounded");
+            debug_assert!(
+                sent <= self.config.max_inflight.max(self.config.snapshot_chunks_in_flight),
+                "the window is bounded"
+            );
         }
     }
 
@@ -727,6 +988,14 @@ impl<C: Clone> RaftNode<C> {
                 pr.become_probe(next);
             }
             pr.match_at_heartbeat = pr.match_index;
+            // Snapshot chunks outstanding and nothing acknowledged since the
+            // last heartbeat: one was lost; resend from what it holds.
+            if let Mode::Snapshot { sent, acked, in_flight, acked_at_heartbeat, .. } = &mut pr.mode {
+                if *in_flight > 0 && *acked == *acked_at_heartbeat {
+                    (*sent, *in_flight) = (*acked, 0);
+                }
+                *acked_at_heartbeat = *acked;
+            }
         }
         // The current round, not a new one: an echo of a round proves we
         // still led after it began, however late the echo was sent. So the
@@ -749,8 +1018,16 @@ impl<C: Clone> RaftNode<C> {
             return; // claims entries we never sent: forged, and no proof of life either
         }
         self.note_alive(from, read_round);
+        let base = self.log.base().0;
         let pr = &mut self.progress[usize::from(from)];
         match result {
+            // While a snapshot is on its way, only an acknowledgement that
+            // reaches what the log still holds changes course (a stale one
+            // would only send it back to the snapshot's first byte).
+            Ok(match_index) if matches!(pr.mode, Mode::Snapshot { .. }) && match_index < base => {
+                pr.match_index = pr.match_index.max(match_index);
+            }
+            Err(_) if matches!(pr.mode, Mode::Snapshot { .. }) => {}
             Ok(match_index) => {
                 if pr.acknowledge(match_index) {
                     self.maybe_commit();
@@ -778,6 +1055,36 @@ impl<C: Clone> RaftNode<C> {
         if pr.match_index < self.log.last_index() {
             self.fill_window(from);
         }
+        self.release_reads();
+    }
+
+    /// The follower's answer to a snapshot chunk: how much it holds, or
+    /// that its log now matches ours up to `matched`.
+    fn on_snapshot_reply(&mut self, from: NodeId, index: LogIndex, received: u64, matched: Option<LogIndex>) {
+        if matched.is_some_and(|m| m > self.log.last_index()) {
+            return; // claims entries we never had: forged
+        }
+        self.note_alive(from, 0);
+        let pr = &mut self.progress[usize::from(from)];
+        match matched {
+            Some(m) => {
+                if pr.acknowledge(m) {
+                    self.maybe_commit();
+                }
+            }
+            None => {
+                if let Mode::Snapshot { index: sending, sent, acked, in_flight, .. } = &mut pr.mode {
+                    if *sending == index {
+                        *in_flight = in_flight.saturating_sub(1);
+                        *acked = received.min(*sent);
+                        if *in_flight == 0 && received < *sent {
+                            *sent = received; // a chunk was lost: resume where it stopped
+                        }
+                    }
+                }
+            }
+        }
+        self.fill_window(from);
         self.release_reads();
     }
 
@@ -866,16 +1173,20 @@ impl<C: Clone> RaftNode<C> {
     /// its log as well and wait for every batch up to the end of this step:
     /// an acknowledgement (`AppendReply` ok: "I hold these entries") and a
     /// vote request (its `last` index and term win or lose the election).
-    /// Everything else — a leader's Appends and heartbeats, grants and
-    /// refusals, rejection hints, heartbeat echoes — leaves as soon as the
-    /// term and vote are durable, whatever entries are still on their way
-    /// to the disk.
+    /// (A snapshot reply that says the log now matches counts as an
+    /// acknowledgement.) Everything else — a leader's Appends, heartbeats
+    /// and snapshot chunks, grants and refusals, rejection hints, heartbeat
+    /// echoes, chunk receipts — leaves as soon as the term and vote are
+    /// durable, whatever entries are still on their way to the disk.
     fn send(&mut self, to: NodeId, message: Message<C>) {
         debug_assert_ne!(to, self.config.id, "a node never messages itself");
         debug_assert!(to < self.config.members, "a message to a non-member");
         let speaks_of_log = matches!(
             message,
-            Message::AppendReply { result: Ok(_), .. } | Message::Vote { .. } | Message::PreVote { .. }
+            Message::AppendReply { result: Ok(_), .. }
+                | Message::SnapshotReply { matched: Some(_), .. }
+                | Message::Vote { .. }
+                | Message::PreVote { .. }
         );
         let after = if self.config.bugs.vote_before_persist && matches!(message, Message::VoteReply { .. }) {
             After::Batch(0) // bug (f): the vote goes out before it is durable
@@ -915,10 +1226,20 @@ impl<C: Clone> RaftNode<C> {
             self.handed_out_hard = self.hard;
         }
         let log = out.dirty_from.map(|from| LogWrite { from, entries: self.log.slice(from, self.log.last_index()) });
-        let persist = (hard_state.is_some() || log.is_some()).then(|| {
+        let (snapshot, compact) = (out.installed, out.compacted);
+        if snapshot.is_some() {
+            // Until the install is durable the disk holds the old log and
+            // snapshot: nothing past what is already applied counts as stable.
+            self.durability.cap_stable(self.handed_out);
+        }
+        let changed = hard_state.is_some() || log.is_some() || snapshot.is_some() || compact.is_some();
+        let persist = changed.then(|| {
             let range = log.as_ref().map(|w| (w.from, w.from + w.entries.len() as LogIndex - 1));
             let number = self.durability.hand_out(hard_state.is_some(), range);
-            Persist { number, hard_state, log }
+            if let Some(s) = &snapshot {
+                self.installing = Some((number, s.clone()));
+            }
+            Persist { number, snapshot, compact, log, hard_state }
         });
         let (durable, last) = (self.durability.durable_batch(), self.durability.last_batch());
         let mut messages = Vec::with_capacity(out.messages.len());
@@ -938,13 +1259,24 @@ impl<C: Clone> RaftNode<C> {
             }
         }
         let mut committed = Vec::new();
-        let applicable = self.commit.min(self.durability.stable());
+        // While an install waits for its batch, the entries it covers are
+        // not in the log, and those after it wait for it.
+        let applicable =
+            if self.installing.is_some() { self.handed_out } else { self.commit.min(self.durability.stable()) };
         if applicable > self.handed_out {
             let entries = self.log.slice(self.handed_out + 1, applicable);
             committed = (self.handed_out + 1..).zip(entries).collect();
             self.handed_out = applicable;
         }
-        Ready { persist, messages, committed, reads: out.reads, proposed }
+        Ready {
+            persist,
+            messages,
+            committed,
+            reads: out.reads,
+            proposed,
+            received_snapshot: out.received,
+            install: out.install,
+        }
     }
 
     /// Assertions that hold between steps, whatever the inputs were. The
@@ -962,6 +1294,7 @@ impl<C: Clone> RaftNode<C> {
         assert!(self.held.len() <= self.config.max_held_messages, "held messages beyond their bound");
         assert!(self.out.messages.is_empty() && self.out.reads.is_empty() && self.out.dirty_from.is_none());
         self.durability.check(last);
+        self.check_snapshots();
         if let Some(vote) = self.hard.voted_for {
             assert!(vote < self.config.members, "voted for a non-member");
         }
@@ -996,6 +1329,44 @@ impl<C: Clone> RaftNode<C> {
         }
     }
 
+    /// The snapshot, the log's base and the applied index agree.
+    fn check_snapshots(&self) {
+        let (base, _) = self.log.base();
+        assert!(base <= self.commit, "compacted entries that are not committed");
+        if base > 0 {
+            let covered = self.snapshot.as_ref().map(|s| s.meta.index);
+            assert!(covered.is_some_and(|c| c >= base), "a compacted log without a snapshot covering its base");
+        }
+        match &self.installing {
+            Some((batch, s)) => {
+                assert!(*batch > self.durability.durable_batch(), "an install still pending after its batch");
+                assert!(s.meta.index > self.handed_out, "an install that would move the machine back");
+            }
+            None => assert!(self.handed_out >= base, "entries compacted before they were handed out"),
+        }
+        if let Some(i) = &self.incoming {
+            assert!(
+                (i.data.len() as u64) < i.total && i.total <= self.config.max_snapshot_bytes,
+                "an oversized buffer"
+            );
+        }
+        if CHECK_ALL {
+            if let Some(s) = &self.snapshot {
+                assert!(!s.data.is_empty(), "a snapshot without bytes");
+                assert!(s.meta.index <= self.commit, "a snapshot of uncommitted entries");
+            }
+            for pr in &self.progress {
+                if let Mode::Snapshot { index, sent, acked, in_flight, .. } = pr.mode {
+                    let snapshot = self.snapshot.as_ref().expect("sending a snapshot we hold");
+                    let total = snapshot.data.len() as u64;
+                    assert!(index <= snapshot.meta.index, "sending a snapshot newer than ours");
+                    assert!(acked <= sent && sent <= total, "snapshot progress past its size");
+                    assert!(in_flight <= self.config.snapshot_chunks_in_flight, "snapshot chunk window overrun");
+                }
+            }
+        }
+    }
+
     fn check_leader(&self) {
         let (me, last) = (usize::from(self.config.id), self.log.last_index());
         assert_eq!(self.leader, Some(self.config.id));
@@ -1012,6 +1383,9 @@ impl<C: Clone> RaftNode<C> {
         if CHECK_ALL {
             for (id, pr) in self.progress.iter().enumerate().filter(|&(id, _)| id != me) {
                 assert!(pr.match_index <= last, "follower {id} matched beyond the leader's log");
+                if let Mode::Snapshot { .. } = pr.mode {
+                    continue; // next_index is not used until the snapshot is in
+                }
                 assert!(pr.match_index < pr.next_index, "follower {id}: next {} <= match", pr.next_index);
                 assert!(pr.next_index <= last + 1, "follower {id}: next {} beyond the log {last}", pr.next_index);
                 assert!(pr.inflight.len() <= self.config.max_inflight, "follower {id}: window overrun");
@@ -1046,13 +1420,22 @@ impl<C: Clone> RaftNode<C> {
         assert!(self.durability.durable_batch() >= durable, "durability went back");
         if let Some(p) = &ready.persist {
             assert_eq!(p.number, self.durability.last_batch(), "the batch is numbered last");
-            assert!(!(p.hard_state.is_none() && p.log.is_none()), "an empty batch");
+            let empty = p.hard_state.is_none() && p.log.is_none() && p.snapshot.is_none() && p.compact.is_none();
+            assert!(!empty, "an empty batch");
             if let Some(w) = &p.log {
-                assert!(w.from > commit, "a write from {} rewrites committed entries (commit {commit})", w.from);
+                let installed = p.snapshot.as_ref().map_or(0, |s| s.meta.index);
+                assert!(
+                    w.from > commit || w.from > installed,
+                    "a write from {} rewrites committed entries (commit {commit})",
+                    w.from
+                );
                 assert_eq!(w.from + w.entries.len() as LogIndex, self.log.last_index() + 1, "a write ends the log");
             }
+            if let Some(c) = p.compact {
+                assert!(c.index <= self.commit, "compacting uncommitted entries");
+            }
         }
-        let mut next = handed_out + 1;
+        let mut next = ready.install.as_ref().map_or(handed_out, |s| s.meta.index) + 1;
         for (index, entry) in &ready.committed {
             assert_eq!(*index, next, "committed entries out of order");
             assert!(*index <= self.commit && *index <= self.durability.stable());

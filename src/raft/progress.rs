@@ -34,6 +34,19 @@ pub enum Mode {
         sent: bool,
     },
     Replicate,
+    /// The follower needs entries the leader has compacted: it is sent the
+    /// snapshot up to `index` in chunks. `sent` bytes have gone out,
+    /// `acked` the follower reported holding, `in_flight` chunks are
+    /// unacknowledged; `acked_at_heartbeat` is `acked` at the previous
+    /// heartbeat (unmoved with chunks in flight: one was lost, resend from
+    /// `acked`).
+    Snapshot {
+        index: u64,
+        sent: u64,
+        acked: u64,
+        in_flight: usize,
+        acked_at_heartbeat: u64,
+    },
 }
 
 impl Progress {
@@ -56,12 +69,20 @@ impl Progress {
         self.inflight.clear();
     }
 
-    /// True if nothing more may be sent to this follower now.
+    /// True if no more Appends may be sent to this follower now (in
+    /// snapshot mode the chunks have their own window).
     pub fn is_paused(&self, max_inflight: usize) -> bool {
         match self.mode {
             Mode::Probe { sent } => sent,
             Mode::Replicate => self.inflight.len() >= max_inflight,
+            Mode::Snapshot { .. } => true,
         }
+    }
+
+    /// Starts sending the snapshot up to `index` from its first byte.
+    pub fn become_snapshot(&mut self, index: u64) {
+        self.mode = Mode::Snapshot { index, sent: 0, acked: 0, in_flight: 0, acked_at_heartbeat: 0 };
+        self.inflight.clear();
     }
 
     /// Records a successful reply. Returns true if it moved `match_index`.
@@ -73,7 +94,7 @@ impl Progress {
         if advanced {
             self.match_index = match_index;
         }
-        if let Mode::Probe { .. } = self.mode {
+        if let Mode::Probe { .. } | Mode::Snapshot { .. } = self.mode {
             // The logs agree up to `match_index`: start pipelining after it.
             self.mode = Mode::Replicate;
             self.next_index = self.match_index + 1;

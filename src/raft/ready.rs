@@ -45,7 +45,7 @@
 //! acknowledgement sent before the entries are durable can make an entry
 //! "committed" on fewer than a majority of disks.
 
-use super::types::{Entry, Envelope, HardState, LogIndex, NodeId};
+use super::types::{Entry, Envelope, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta};
 
 /// Identifies a read request of the runtime's choosing; echoed back when the
 /// read may be served.
@@ -72,6 +72,15 @@ pub enum Input<C> {
     /// at or below one already reported changes nothing; a number the node
     /// never handed out is a runtime bug (the node panics).
     Persisted(BatchNumber),
+    /// The runtime took this snapshot of the state machine (at an index the
+    /// node handed out for applying) and made it durable. The node keeps it
+    /// to send to followers and compacts its log up to it, less
+    /// [`Config::snapshot_trailing_entries`](super::Config).
+    SnapshotTaken(Snapshot),
+    /// The snapshot last handed out in [`Ready::received_snapshot`] checked
+    /// out (its bytes are a state the machine can load): install it. A
+    /// runtime that finds it unusable just drops it.
+    InstallSnapshot(Snapshot),
 }
 
 /// Why a node refused a proposal or a read.
@@ -84,15 +93,22 @@ pub enum Refusal {
 }
 
 /// One numbered batch of state to make durable, after every earlier batch,
-/// and then report with [`Input::Persisted`].
+/// and then report with [`Input::Persisted`]. Its parts apply in this
+/// order: the snapshot, the compaction, the log write, the hard state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Persist<C> {
     /// This batch's number.
     pub number: BatchNumber,
-    /// The new term and vote, if they changed.
-    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader, to keep (it replaces any
+    /// older one).
+    pub snapshot: Option<Snapshot>,
+    /// Drop every stored entry up to and including this one; the log now
+    /// follows it (a snapshot covers it).
+    pub compact: Option<SnapshotMeta>,
     /// A change to the log, if any.
     pub log: Option<LogWrite<C>>,
+    /// The new term and vote, if they changed.
+    pub hard_state: Option<HardState>,
 }
 
 /// "The log from index `from` on is now exactly `entries`": drop every
@@ -122,10 +138,44 @@ pub struct Ready<C> {
     /// For [`Input::Propose`]: the index the command will occupy if it
     /// commits, or why it was refused.
     pub proposed: Option<Result<LogIndex, Refusal>>,
+    /// A snapshot received whole from the leader: check that its bytes
+    /// are a state the machine can load, and if so feed it back with
+    /// [`Input::InstallSnapshot`].
+    pub received_snapshot: Option<Snapshot>,
+    /// An installed snapshot, now durable here: load the state machine from
+    /// it. It comes before `committed` in the same Ready; later committed
+    /// entries follow its index.
+    pub install: Option<Snapshot>,
 }
 
 impl<C> Default for Ready<C> {
     fn default() -> Self {
-        Ready { persist: None, messages: Vec::new(), committed: Vec::new(), reads: Vec::new(), proposed: None }
+        Ready {
+            persist: None,
+            messages: Vec::new(),
+            committed: Vec::new(),
+            reads: Vec::new(),
+            proposed: None,
+            received_snapshot: None,
+            install: None,
+        }
+    }
+}
+
+/// Everything a node made durable: what [`RaftNode::restart`](super::RaftNode::restart)
+/// builds it again from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DurableState<C> {
+    pub hard: HardState,
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The last compacted entry: `log[0]` is the entry after it.
+    pub base: SnapshotMeta,
+    pub log: Vec<Entry<C>>,
+}
+
+impl<C> Default for DurableState<C> {
+    fn default() -> Self {
+        DurableState { hard: HardState::default(), snapshot: None, base: SnapshotMeta::default(), log: Vec::new() }
     }
 }

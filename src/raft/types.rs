@@ -70,6 +70,31 @@ pub struct RejectHint {
     pub term: Term,
 }
 
+/// What a snapshot covers: every entry up to `index`, the last of which was
+/// of `term`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct SnapshotMeta {
+    pub index: LogIndex,
+    pub term: Term,
+}
+
+/// A snapshot: what it covers and the state machine's bytes, opaque to Raft
+/// (the key/value layer writes and reads them, `kv::snapshot`). Shared, so
+/// that holding it, sending it in chunks and cloning a node cost no copies.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub data: std::sync::Arc<[u8]>,
+}
+
+impl fmt::Debug for Snapshot {
+    /// The bytes are not shown, only their length.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Snapshot {{ index: {}, term: {}, {} bytes }}", self.meta.index, self.meta.term, self.data.len())
+    }
+}
+
 /// A message between two Raft nodes. Every message carries the sender's term.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -125,6 +150,27 @@ pub enum Message<C> {
         term: Term,
         read_round: u64,
     },
+    /// InstallSnapshot (Raft Figure 13, thesis §5), one chunk: the bytes
+    /// `offset..offset + data.len()` of the snapshot `meta`, `total` bytes
+    /// in all. Sent when the follower needs entries the leader has
+    /// compacted.
+    Snapshot {
+        term: Term,
+        meta: SnapshotMeta,
+        total: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// The follower holds the first `received` bytes of the snapshot up to
+    /// `index` (the leader resumes from there); `matched: Some(m)` once its
+    /// log matches the leader's up to `m` (`m >= index`: it installed the
+    /// snapshot, or already had everything it covers).
+    SnapshotReply {
+        term: Term,
+        index: LogIndex,
+        received: u64,
+        matched: Option<LogIndex>,
+    },
 }
 
 impl<C> Message<C> {
@@ -138,7 +184,9 @@ impl<C> Message<C> {
             | Message::Append { term, .. }
             | Message::AppendReply { term, .. }
             | Message::Heartbeat { term, .. }
-            | Message::HeartbeatReply { term, .. } => *term,
+            | Message::HeartbeatReply { term, .. }
+            | Message::Snapshot { term, .. }
+            | Message::SnapshotReply { term, .. } => *term,
         }
     }
 
@@ -153,6 +201,8 @@ impl<C> Message<C> {
             Message::AppendReply { .. } => "AppendReply",
             Message::Heartbeat { .. } => "Heartbeat",
             Message::HeartbeatReply { .. } => "HeartbeatReply",
+            Message::Snapshot { .. } => "Snapshot",
+            Message::SnapshotReply { .. } => "SnapshotReply",
         }
     }
 }
@@ -223,6 +273,20 @@ impl<C: fmt::Display> fmt::Display for Message<C> {
                 write!(f, "Heartbeat t={term} commit={commit} round={read_round}")
             }
             Message::HeartbeatReply { term, read_round } => write!(f, "HeartbeatReply t={term} round={read_round}"),
+            Message::Snapshot { term, meta, total, offset, data } => write!(
+                f,
+                "Snapshot t={term} covers={}/{} bytes={offset}..{} of={total}",
+                meta.index,
+                meta.term,
+                offset.saturating_add(data.len() as u64)
+            ),
+            Message::SnapshotReply { term, index, received, matched } => {
+                write!(f, "SnapshotReply t={term} index={index} received={received}")?;
+                match matched {
+                    Some(m) => write!(f, " matched={m}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }

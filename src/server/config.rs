@@ -159,6 +159,8 @@ impl ClusterConfig {
     pub fn server_config(&self, id: NodeId, seed: u64) -> ServerConfig {
         let mut config = ServerConfig::new(self.raft_config(id, seed));
         config.read_path = self.read_path;
+        // The server's storage keeps no snapshots yet, so it never takes one.
+        config.snapshots = crate::kv::SnapshotPolicy::NEVER;
         config
     }
 

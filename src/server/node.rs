@@ -447,7 +447,7 @@ fn persist_loop(
 mod tests {
     use super::*;
     use crate::kv::{Op, ServerConfig, ServiceError};
-    use crate::raft::{Config, HardState};
+    use crate::raft::{Config, DurableState};
     use crate::server::handoff::WaitError;
     use crate::server::storage::RedbStorage;
     use crate::server::tempdir::TempDir;
@@ -467,7 +467,7 @@ mod tests {
     fn start_node(id: NodeId, dir: &TempDir, wire: &Arc<Mutex<Vec<Option<NodeHandle>>>>) -> NodeRuntime {
         let storage = RedbStorage::open(dir.path()).unwrap();
         let durable = storage.load().unwrap();
-        let server = KvServer::restart(ServerConfig::new(Config::new(id, 3, u64::from(id))), durable.hard, durable.log);
+        let server = KvServer::restart(ServerConfig::new(Config::new(id, 3, u64::from(id))), durable).unwrap();
         let send: SendToPeer = {
             let wire = wire.clone();
             Arc::new(move |envelope: Envelope<Command>| {
@@ -556,7 +556,7 @@ mod tests {
         let storage = RedbStorage::open(dir.path()).unwrap();
         // A lone member of a 3-node cluster: it never leads, so a request
         // would be refused; stop it with a ticket outstanding instead.
-        let server = KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), HardState::default(), vec![]);
+        let server = KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), DurableState::default()).unwrap();
         let node = NodeRuntime::start(server, Box::new(storage), Arc::new(|_| {}), runtime_config(), Arc::new(|_| {}));
         let handle = node.handle().clone();
         let ticket = handle.submit(Command { client: 1, seq: 1, op: Op::Get { key: "k".into() } }).unwrap();
@@ -620,7 +620,7 @@ mod tests {
         let on_fatal: OnFatal = Arc::new(move |failure: &NodeFailure| {
             let _ = tx.lock().unwrap().send(failure.to_string());
         });
-        let server = KvServer::restart(ServerConfig::new(Config::new(0, members, 0)), HardState::default(), vec![]);
+        let server = KvServer::restart(ServerConfig::new(Config::new(0, members, 0)), DurableState::default()).unwrap();
         (NodeRuntime::start(server, storage, send, runtime_config(), on_fatal), rx)
     }
 

@@ -11,6 +11,7 @@ use super::node::{NodeFailure, NodeHandle, NodeRuntime, OnFatal, RuntimeConfig, 
 use super::peer::{PeerConfig, PeerTransport};
 use super::resp::RespLimits;
 use super::storage::{RaftStorage, RedbStorage, StorageError};
+use crate::kv::snapshot::SnapshotError;
 use crate::kv::KvServer;
 use crate::raft::NodeId;
 use std::fmt;
@@ -36,6 +37,8 @@ pub enum StartError {
         members: u8,
     },
     Storage(StorageError),
+    /// The stored snapshot does not load.
+    Snapshot(SnapshotError),
     /// The client port could not listen.
     Clients {
         id: NodeId,
@@ -53,6 +56,7 @@ impl fmt::Display for StartError {
                 write!(f, "node id {id} is not a member of the {members}-node cluster (ids are 0..{members})")
             }
             StartError::Storage(e) => write!(f, "{e}"),
+            StartError::Snapshot(e) => write!(f, "the stored snapshot does not load: {e}"),
             StartError::Clients { id, addr, source } => {
                 write!(f, "node {id}: cannot listen for clients on {addr}: {source}")
             }
@@ -96,7 +100,7 @@ impl Server {
         );
         // The seed only spreads election timeouts; the id keeps members apart.
         let seed = seed_from_clock() ^ u64::from(id);
-        let server = KvServer::restart(cluster.server_config(id, seed), durable.hard, durable.log);
+        let server = KvServer::restart(cluster.server_config(id, seed), durable).map_err(StartError::Snapshot)?;
         let runtime = RuntimeConfig { tick: Duration::from_millis(cluster.tick_ms), ..RuntimeConfig::default() };
 
         // The node needs the transport's sender and the transport needs the

@@ -53,7 +53,7 @@
 //! then the log will start after the snapshot's index instead of at 1.
 
 use crate::kv::Command;
-use crate::raft::{Entry, HardState, LogIndex, LogWrite, Persist};
+use crate::raft::{DurableState, Entry, HardState, LogIndex, LogWrite, Persist};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -86,14 +86,9 @@ pub trait RaftStorage {
     fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError>;
 }
 
-/// A node's durable state: the arguments of
-/// [`RaftNode::restart`](crate::raft::RaftNode::restart).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Durable {
-    pub hard: HardState,
-    /// The log; `log[i]` is the entry at index `i + 1`.
-    pub log: Vec<Entry<Command>>,
-}
+/// A node's durable state: what
+/// [`RaftNode::restart`](crate::raft::RaftNode::restart) takes.
+pub type Durable = DurableState<Command>;
 
 /// Why storage failed. Every variant names the database file.
 #[derive(Debug)]
@@ -309,10 +304,13 @@ impl RaftStorage for RedbStorage {
             }
             log.push(entry);
         }
-        Ok(Durable { hard, log })
+        Ok(Durable { hard, log, ..Durable::default() })
     }
 
     fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
+        // Snapshots are not stored yet: the server runs with
+        // `SnapshotPolicy::NEVER` and so never compacts or installs.
+        assert!(batch.iter().all(|p| p.snapshot.is_none() && p.compact.is_none()), "snapshots are not stored yet");
         if batch.iter().all(|p| p.hard_state.is_none() && p.log.is_none()) {
             return Ok(());
         }
@@ -384,6 +382,8 @@ mod tests {
     fn append(term: u64, from: u64, n: u64) -> Persist<Command> {
         Persist {
             number: from,
+            snapshot: None,
+            compact: None,
             hard_state: Some(HardState { term, voted_for: Some(0) }),
             log: Some(LogWrite { from, entries: (from..from + n).map(|i| entry(term, i)).collect() }),
         }

@@ -68,26 +68,46 @@ pub struct SafetyChecker {
     commit_terms: BTreeMap<Term, LogIndex>,
     /// Hash of the entry applied at each index − 1, by anyone.
     applied: Vec<u64>,
-    /// Per node incarnation: highest seq executed per client.
-    executed: Vec<BTreeMap<ClientId, u64>>,
+    /// Where each `(client, seq)` was executed, by anyone: every replica
+    /// executes it at the same index, or it ran twice. (Judged across
+    /// replicas, so a replica that skipped the execution by installing a
+    /// snapshot is still held to it.)
+    executed_at: HashMap<(ClientId, u64), LogIndex, BuildHasherDefault<DefaultHasher>>,
 }
 
 impl SafetyChecker {
     pub fn new(nodes: usize) -> SafetyChecker {
-        SafetyChecker {
-            chains: vec![Vec::new(); nodes],
-            durable_chains: vec![Vec::new(); nodes],
-            executed: vec![BTreeMap::new(); nodes],
-            ..Default::default()
-        }
+        SafetyChecker { chains: vec![Vec::new(); nodes], durable_chains: vec![Vec::new(); nodes], ..Default::default() }
     }
 
-    /// Node `node` restarted: its volatile state machine starts empty and its
-    /// log is what was durable.
+    /// Node `node` restarted: its log is what was durable.
     pub fn on_restart(&mut self, node: NodeId) {
         let node = usize::from(node);
-        self.executed[node].clear();
         self.chains[node] = self.durable_chains[node].clone();
+    }
+
+    /// Node `node` installed a snapshot covering up to `index` into its
+    /// log (the batch's log write, checked by `on_log_write`, follows):
+    /// its log up to `index` is now the committed prefix.
+    pub fn on_install_batch(&mut self, node: NodeId, index: LogIndex) {
+        self.chains[usize::from(node)] = self.committed_prefix(index);
+    }
+
+    /// The same, as it reaches node `node`'s disk.
+    pub fn on_durable_install(&mut self, node: NodeId, index: LogIndex) {
+        self.durable_chains[usize::from(node)] = self.committed_prefix(index);
+    }
+
+    /// Node `node`'s state machine was replaced by a snapshot covering up
+    /// to `index`. Nothing to record: the entries it covers were applied
+    /// elsewhere, and what they executed is held against every replica.
+    pub fn on_install(&mut self, node: NodeId, index: LogIndex) {
+        debug_assert!(index as usize <= self.committed.len(), "node {node} installed entries not known committed");
+    }
+
+    fn committed_prefix(&self, index: LogIndex) -> Vec<u64> {
+        assert!(index as usize <= self.committed.len(), "a snapshot covers entries not known committed");
+        self.committed[..index as usize].to_vec()
     }
 
     /// `write` reached node `node`'s disk (no check: the same write was
@@ -236,17 +256,16 @@ impl SafetyChecker {
                 }
             }
             if let (true, crate::raft::Payload::Command(c)) = (a.executed, &a.entry.payload) {
-                let last = self.executed[usize::from(node)].entry(c.client).or_insert(0);
-                if c.seq <= *last {
+                let first = *self.executed_at.entry((c.client, c.seq)).or_insert(a.index);
+                if first != a.index {
                     return violation(
                         Invariant::ExactlyOnce,
                         format!(
-                            "node {node} executed client {} seq {} at index {} after seq {}",
-                            c.client, c.seq, a.index, *last
+                            "node {node} executed client {} seq {} at index {}, already executed at index {first}",
+                            c.client, c.seq, a.index
                         ),
                     );
                 }
-                *last = c.seq;
             }
         }
         Ok(())

@@ -32,8 +32,12 @@ pub use workload::Workload;
 
 use crate::clerk::{Clerk, ClerkAction};
 use crate::kv::{Command, KvServer, Op, ReadPath, Response, ServerConfig, ServerInput, ServerOutput};
+use crate::kv::{SnapshotJob, SnapshotPolicy};
 use crate::lincheck::{History, OpKind, Operation};
-use crate::raft::{BatchNumber, Config, Entry, Envelope, HardState, InjectedBugs, NodeId, Persist, Role};
+use crate::raft::{
+    BatchNumber, Config, DurableState, Entry, Envelope, HardState, InjectedBugs, NodeId, Persist, Role, Snapshot,
+    SnapshotMeta,
+};
 use crate::rng::Rng;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -114,6 +118,12 @@ pub struct SimConfig {
     pub disk_us: (Micros, Micros),
     /// The report that a write is durable reaches the node within this.
     pub disk_report_us: Micros,
+    /// When servers snapshot their state machine (never, by default).
+    pub snapshots: SnapshotPolicy,
+    /// Entries kept before a snapshot ([`Config::snapshot_trailing_entries`]).
+    pub snapshot_trailing_entries: u64,
+    /// Bytes per snapshot chunk ([`Config::snapshot_chunk_bytes`]).
+    pub snapshot_chunk_bytes: usize,
     pub bugs: InjectedBugs,
     /// Where a readable trace of elections, commits, faults and client calls
     /// goes, if anywhere (the simulator itself does no I/O).
@@ -136,6 +146,9 @@ impl SimConfig {
             max_batch_entries: 64,
             disk_us: (100, 1_000),
             disk_report_us: 200,
+            snapshots: SnapshotPolicy::NEVER,
+            snapshot_trailing_entries: 10_240,
+            snapshot_chunk_bytes: 1 << 20,
             bugs: InjectedBugs::default(),
             trace: None,
             script: Vec::new(),
@@ -157,22 +170,57 @@ impl SimConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemStorage {
     pub hard: HardState,
+    /// The latest snapshot, taken here or installed.
+    pub snapshot: Option<Snapshot>,
+    /// The last compacted entry; `log[0]` follows it.
+    pub base: SnapshotMeta,
     pub log: Vec<Entry<Command>>,
     /// How many durable writes (fsyncs) were made.
     pub writes: u64,
 }
 
 impl MemStorage {
-    /// Applies one batch (the caller counts the fsyncs in `writes`).
+    /// Applies one batch, its parts in the contract's order (the caller
+    /// counts the fsyncs in `writes`).
     pub fn write(&mut self, p: &Persist<Command>) {
+        if let Some(s) = &p.snapshot {
+            self.keep_snapshot(s.clone());
+        }
+        if let Some(to) = p.compact {
+            let last = self.base.index + self.log.len() as u64;
+            if to.index <= last {
+                self.log.drain(..(to.index - self.base.index) as usize);
+            } else {
+                self.log.clear(); // an installed snapshot past the end of the log
+            }
+            self.base = to;
+        }
+        if let Some(w) = &p.log {
+            let last = self.base.index + self.log.len() as u64;
+            assert!(w.from > self.base.index && w.from <= last + 1, "a log write leaving a gap");
+            self.log.truncate((w.from - self.base.index - 1) as usize);
+            self.log.extend(w.entries.iter().cloned());
+        }
         if let Some(h) = p.hard_state {
             self.hard = h;
         }
-        if let Some(w) = &p.log {
-            assert!(w.from >= 1 && w.from <= self.log.len() as u64 + 1, "a log write leaving a gap");
-            self.log.truncate((w.from - 1) as usize);
-            self.log.extend(w.entries.iter().cloned());
+    }
+
+    /// Keeps `snapshot` if it is newer than the one held.
+    pub fn keep_snapshot(&mut self, snapshot: Snapshot) {
+        if self.snapshot.as_ref().is_none_or(|s| s.meta.index < snapshot.meta.index) {
+            self.snapshot = Some(snapshot);
         }
+    }
+
+    /// Everything a restart reads.
+    pub fn durable(&self) -> DurableState<Command> {
+        DurableState { hard: self.hard, snapshot: self.snapshot.clone(), base: self.base, log: self.log.clone() }
+    }
+
+    /// The index of the last entry stored (or the base's).
+    pub fn last_index(&self) -> u64 {
+        self.base.index + self.log.len() as u64
     }
 }
 
@@ -208,6 +256,10 @@ pub struct Stats {
     pub messages_dropped: u64,
     pub ops_completed: u64,
     pub elections: u64,
+    /// Snapshots taken (written and reported).
+    pub snapshots: u64,
+    /// Snapshots installed from a leader (durable and loaded).
+    pub installs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -239,6 +291,12 @@ enum Event {
         node: NodeId,
         incarnation: u32,
         number: BatchNumber,
+    },
+    /// The server's snapshot job is written: durable, and reported.
+    SnapshotWritten {
+        node: NodeId,
+        incarnation: u32,
+        snapshot: Snapshot,
     },
     Deliver {
         from: Addr,
@@ -475,9 +533,13 @@ impl Sim {
         raft.heartbeat_ticks = config.heartbeat_ticks;
         raft.max_batch_entries = config.max_batch_entries;
         raft.bugs = config.bugs;
+        raft.snapshot_trailing_entries = config.snapshot_trailing_entries;
+        raft.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
         let mut server_config = ServerConfig::new(raft);
         server_config.read_path = config.read_path;
-        s.server = Some(KvServer::restart(server_config, s.storage.hard, s.storage.log.clone()));
+        server_config.snapshots = config.snapshots;
+        let server = KvServer::restart(server_config, s.storage.durable()).expect("the simulator's snapshots load");
+        s.server = Some(server);
         let incarnation = s.incarnation;
         self.checker.on_restart(id);
         let phase = self.choices.range(0, self.config.tick_us);
@@ -485,9 +547,10 @@ impl Sim {
         if incarnation > 1 {
             self.trace(|| {
                 format!(
-                    "restart server {id} (term {}, {} entries durable)",
+                    "restart server {id} (term {}, {} entries durable after index {})",
                     self.storage(id).hard.term,
-                    self.storage(id).log.len()
+                    self.storage(id).log.len(),
+                    self.storage(id).base.index
                 )
             });
         }
@@ -536,6 +599,15 @@ impl Sim {
                 }
             }
             Event::DiskSync { node, incarnation } => self.disk_sync(node, incarnation),
+            Event::SnapshotWritten { node, incarnation, snapshot } => {
+                let s = &mut self.servers[usize::from(node)];
+                if s.incarnation == incarnation && s.server.is_some() {
+                    s.storage.keep_snapshot(snapshot.clone());
+                    self.stats.snapshots += 1;
+                    self.trace(|| format!("server {node} took a snapshot up to index {}", snapshot.meta.index));
+                    self.step_server(node, ServerInput::SnapshotTaken(snapshot));
+                }
+            }
             Event::DiskReport { node, incarnation, number } => {
                 if self.servers[usize::from(node)].incarnation == incarnation {
                     self.step_server(node, ServerInput::Persisted(number));
@@ -627,7 +699,15 @@ impl Sim {
         let node = server.node();
         let (role, term, commit) = (node.role(), node.term(), node.commit_index());
         let mut result = Ok(());
+        if let Some(meta) = out.installed {
+            checker.on_install(id, meta.index);
+            self.stats.installs += 1;
+        }
+        let job = out.snapshot;
         if let Some(batch) = out.persist {
+            if let Some(s) = &batch.snapshot {
+                checker.on_install_batch(id, s.meta.index);
+            }
             if let Some(w) = &batch.log {
                 // The in-memory log changed now; the disk catches up later.
                 let term_now = batch.hard_state.map_or(term_before, |h| h.term);
@@ -656,6 +736,9 @@ impl Sim {
             self.fail(violation);
             return;
         }
+        if let Some(job) = job {
+            self.snapshot_job(id, job);
+        }
         if sync_needed {
             let s = &mut self.servers[usize::from(id)];
             s.syncing = true;
@@ -673,6 +756,15 @@ impl Sim {
         }
     }
 
+    /// Takes a snapshot for server `id`: encodes it now (the simulator has
+    /// no other thread) and writes it after a disk delay.
+    fn snapshot_job(&mut self, id: NodeId, job: SnapshotJob) {
+        let snapshot = job.encode();
+        let incarnation = self.servers[usize::from(id)].incarnation;
+        let delay = self.choices.range(self.config.disk_us.0, self.config.disk_us.1 + 1);
+        self.schedule(delay, Event::SnapshotWritten { node: id, incarnation, snapshot });
+    }
+
     /// One fsync of server `id` completes: every batch queued so far reaches
     /// the disk in order (one write, as a runtime's group commit does), and
     /// the report that they are durable is on its way to the node.
@@ -684,6 +776,9 @@ impl Sim {
         s.syncing = false;
         let Some(last) = s.unsynced.last().map(|b| b.number) else { return };
         for batch in std::mem::take(&mut s.unsynced) {
+            if let Some(snapshot) = &batch.snapshot {
+                self.checker.on_durable_install(id, snapshot.meta.index);
+            }
             if let Some(w) = &batch.log {
                 self.checker.on_durable_write(id, w);
             }
