@@ -35,9 +35,10 @@ pub struct ServerConfig {
     pub snapshots: SnapshotPolicy,
 }
 
-/// Take a snapshot once this many entries, or this many bytes of commands,
-/// were applied since the last one (whichever comes first); `None` for
-/// never (the log then grows without bound).
+/// Take a snapshot once this many entries, or this many bytes of commands
+/// (keys, values and about 16 bytes per entry), were applied since the last
+/// one (whichever comes first); `None` for never (the log then grows
+/// without bound).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotPolicy {
     pub every_entries: Option<u64>,
@@ -429,12 +430,15 @@ fn load(snapshot: &Snapshot, max_bytes: u64) -> Result<KvMachine, SnapshotError>
     Ok(machine)
 }
 
-/// Roughly what a command adds to the state: its key and value.
+/// Roughly what an entry costs in the log: its key and value, and about
+/// 16 bytes of term, client, sequence number and tags.
 fn command_bytes(command: &Command) -> u64 {
-    match &command.op {
-        Op::Put { key, value } | Op::Append { key, value } => (key.len() + value.len()) as u64,
-        Op::Get { key } => key.len() as u64,
-    }
+    const ENTRY_OVERHEAD_BYTES: u64 = 16;
+    ENTRY_OVERHEAD_BYTES
+        + match &command.op {
+            Op::Put { key, value } | Op::Append { key, value } => (key.len() + value.len()) as u64,
+            Op::Get { key } => key.len() as u64,
+        }
 }
 
 fn respond(out: &mut ServerOutput, waiter: &Waiter, result: Result<String, ServiceError>) {

@@ -1035,8 +1035,15 @@ impl<C: Clone> RaftNode<C> {
             }
             Err(hint) => {
                 // Retry from our largest index <= hint.index with a term <=
-                // hint.term: everything after may conflict.
-                let next = self.log.find_conflict_by_term(hint.index, hint.term) + 1;
+                // hint.term: everything after may conflict. If its log ends
+                // below our base, retry from there: what it needs is
+                // compacted, so `send_append` sends the snapshot (the search
+                // would stop at the base and probe from it forever).
+                let next = if hint.index < base {
+                    hint.index + 1
+                } else {
+                    self.log.find_conflict_by_term(hint.index, hint.term) + 1
+                };
                 if hint.index >= pr.match_index {
                     pr.become_probe(next.min(pr.next_index));
                 }

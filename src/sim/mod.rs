@@ -222,6 +222,16 @@ impl MemStorage {
     pub fn last_index(&self) -> u64 {
         self.base.index + self.log.len() as u64
     }
+
+    /// The persisted Raft state's size: the hard state and the log as
+    /// postcard encodes them (the wire's and the disk's encoding). The
+    /// snapshot is the state machine's, not counted.
+    pub fn raft_state_bytes(&self) -> u64 {
+        fn size<T: serde::Serialize>(value: &T) -> u64 {
+            postcard::to_allocvec(value).map_or(0, |bytes| bytes.len() as u64)
+        }
+        size(&self.hard) + size(&self.base) + self.log.iter().map(size).sum::<u64>()
+    }
 }
 
 /// A run stopped by a broken invariant.

@@ -8,7 +8,7 @@
 //! once and in order; finally the whole history must be linearizable.
 
 use super::{Failure, Micros, NetworkConfig, Sim, SimConfig, Stats, Workload};
-use crate::kv::Op;
+use crate::kv::{Op, SnapshotPolicy};
 use crate::lincheck::{self, Budget, History, OpKind, Operation, Verdict};
 use crate::raft::NodeId;
 use std::fmt;
@@ -29,6 +29,11 @@ pub struct Scenario {
     pub iterations: u32,
     /// How long clients run per iteration, in virtual time.
     pub run_us: Micros,
+    /// The lab's `maxraftstate`: with `Some(m)`, servers snapshot once
+    /// about `m` bytes of commands were applied since the last snapshot,
+    /// keep no trailing entries, and after every iteration each server's
+    /// persisted Raft state must be at most 8 × `m` (the lab's 4B bound).
+    pub max_raft_state: Option<u64>,
 }
 
 impl Scenario {
@@ -43,7 +48,13 @@ impl Scenario {
             random_keys: false,
             iterations: 3,
             run_us: 1_500_000,
+            max_raft_state: None,
         }
+    }
+    /// Snapshots with the lab's `maxraftstate` of `bytes` (see the field).
+    pub const fn snapshots(mut self, bytes: u64) -> Scenario {
+        self.max_raft_state = Some(bytes);
+        self
     }
     pub const fn unreliable(mut self) -> Scenario {
         self.unreliable = true;
@@ -67,6 +78,12 @@ impl Scenario {
         let mut config = SimConfig::new(seed, self.servers);
         if self.unreliable {
             config.network = NetworkConfig::unreliable();
+        }
+        if let Some(bytes) = self.max_raft_state {
+            config.snapshots = SnapshotPolicy { every_entries: None, every_bytes: Some(bytes) };
+            config.snapshot_trailing_entries = 0;
+            // Small chunks, so that an install takes several.
+            config.snapshot_chunk_bytes = 256;
         }
         config
     }
@@ -115,6 +132,9 @@ impl Scenario {
                     let value = read_back(sim, 0, &key)?;
                     check_appends(sim.operations(), &key, &value)?;
                 }
+            }
+            if let Some(max) = self.max_raft_state {
+                check_raft_state(sim, 8 * max).map_err(|e| format!("iteration {iteration}: {e}"))?;
             }
         }
         Ok(())
@@ -169,12 +189,31 @@ fn random_split(sim: &mut Sim, servers: u8) -> Vec<Vec<NodeId>> {
 /// Reads `key` through client `client` (which must be idle) and returns the
 /// value, failing if the cluster cannot answer within a minute.
 pub fn read_back(sim: &mut Sim, client: usize, key: &str) -> Result<String, String> {
-    let index = sim.start_op(client, Op::Get { key: key.to_string() });
+    run_op(sim, client, Op::Get { key: key.to_string() })
+}
+
+/// Runs `op` through client `client` (which must be idle) and returns its
+/// output, failing if the cluster cannot answer within a minute.
+pub fn run_op(sim: &mut Sim, client: usize, op: Op) -> Result<String, String> {
+    let what = format!("{op}");
+    let index = sim.start_op(client, op);
     let deadline = sim.now() + 60_000_000;
     if !sim.run_until_clients_idle(deadline).map_err(|f| f.to_string())? {
-        return Err(format!("final Get({key:?}) did not complete within 60 s"));
+        return Err(format!("{what} did not complete within 60 s"));
     }
     Ok(sim.operation(index).output.clone())
+}
+
+/// Every server's persisted Raft state (hard state and log, as stored) is
+/// at most `max` bytes.
+pub fn check_raft_state(sim: &Sim, max: u64) -> Result<(), String> {
+    for id in 0..sim.config().servers {
+        let bytes = sim.storage(id).raft_state_bytes();
+        if bytes > max {
+            return Err(format!("server {id} persists {bytes} bytes of Raft state, more than {max}"));
+        }
+    }
+    Ok(())
 }
 
 /// Every append to `key` that was acknowledged appears in `value` exactly
