@@ -6,7 +6,7 @@
 
 mod common;
 
-use raftkv::kv::Op;
+use raftkv::kv::{Op, SnapshotPolicy};
 use raftkv::lincheck::{self, Budget};
 use raftkv::raft::{InjectedBugs, NodeId};
 use raftkv::sim::scenario::{Chaos, ScenarioFailure};
@@ -277,6 +277,103 @@ fn double_vote_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure>
     // Y steps down and the three hold elections among themselves.
     sim.run_for(3_000_000)?;
     Ok(Ok(()))
+}
+
+// ----- snapshots: (g)-(k) on a chaos schedule that snapshots every 5 entries
+
+/// The chaos schedule with a snapshot every 5 entries, no trailing entries
+/// and 64-byte chunks, so that followers often need snapshots.
+fn snapshot_chaos(seed: u64, bugs: InjectedBugs) -> SimConfig {
+    let mut config = CHAOS.sim_config(seed);
+    config.snapshots = SnapshotPolicy { every_entries: Some(5), every_bytes: None };
+    config.snapshot_trailing_entries = 0;
+    config.snapshot_chunk_bytes = 64;
+    config.bugs = bugs;
+    config
+}
+
+/// How a run with a bug ended: a check failed (its text), or an invariant
+/// asserted inside the node panicked (its message).
+fn outcome(config: SimConfig) -> Option<String> {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CHAOS.run(config)));
+    match run {
+        Ok(Ok(_)) => None,
+        Ok(Err(failure)) => Some(failure.reason),
+        Err(payload) => Some(
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into()),
+        ),
+    }
+}
+
+/// Runs the snapshot chaos schedule with `bug` on over `0..max_seeds` and
+/// asserts that the first failure names `expected`.
+fn assert_snapshot_bug_caught(bug: &str, max_seeds: u64, expected: &[&str]) {
+    let bugs = InjectedBugs::only(bug).expect("a known bug");
+    match (0..max_seeds).find_map(|seed| outcome(snapshot_chaos(seed, bugs)).map(|why| (seed, why))) {
+        Some((seed, why)) => {
+            assert!(expected.iter().any(|e| why.contains(e)), "bug {bug} caught at seed {seed}, but as: {why}");
+            println!("bug {bug} caught at seed {seed}: {}", first_line(&why));
+        }
+        None => panic!("bug {bug} was NOT caught in {max_seeds} seeds: the checks are too weak"),
+    }
+}
+
+/// The control: the same schedule without bugs stays clean.
+#[test]
+fn snapshot_chaos_without_bugs_is_clean() {
+    for seed in common::seeds(100) {
+        if let Some(why) = outcome(snapshot_chaos(seed, InjectedBugs::default())) {
+            panic!("seed {seed}: {why}");
+        }
+    }
+}
+
+/// (g) A snapshot without the session table: after an install, a retried
+/// command that lands in the log again runs a second time on that replica.
+#[test]
+fn snapshot_without_sessions_is_caught() {
+    assert_snapshot_bug_caught("snapshot_without_sessions", 100, &["ExactlyOnce"]);
+}
+
+/// (h) A follower installs a snapshot that does not move it forward.
+#[test]
+fn install_older_snapshot_is_caught() {
+    assert_snapshot_bug_caught("install_older_snapshot", 100, &["not past what it had applied"]);
+}
+
+/// (i) A follower keeps the entries after a snapshot whose last entry its
+/// log disagrees with: caught by the log's own invariant (an entry older
+/// than the snapshot after it) or by log matching.
+#[test]
+fn install_keeps_conflicting_entries_is_caught() {
+    assert_snapshot_bug_caught(
+        "install_keeps_conflicting_entries",
+        100,
+        &["an entry older than the compacted base", "LogMatching"],
+    );
+}
+
+/// (j) Compaction past what the snapshot covers (up to the commit index):
+/// committed entries that were not applied are gone; the node's invariant
+/// that a snapshot covers the log's base catches it.
+#[test]
+fn compact_unapplied_is_caught() {
+    assert_snapshot_bug_caught(
+        "compact_unapplied",
+        100,
+        &["without a snapshot covering its base", "compacted before they were handed out"],
+    );
+}
+
+/// (k) The runtime reports a snapshot before it is durable; the log is
+/// trimmed, and a crash before the snapshot lands leaves a gap.
+#[test]
+fn trim_before_snapshot_durable_is_caught() {
+    assert_snapshot_bug_caught("trim_before_snapshot_durable", 100, &["restarts with a gap"]);
 }
 
 // ----- (a) Figure 8, built by hand ---------------------------------------

@@ -132,6 +132,20 @@ pub struct InjectedBugs {
     /// install, a retried command that lands in the log again is executed
     /// again. (Honoured by the KV layer, like (e).)
     pub snapshot_without_sessions: bool,
+    /// (h) A follower installs a snapshot that is not newer than its commit
+    /// index: its state machine goes back.
+    pub install_older_snapshot: bool,
+    /// (i) A follower whose log holds another entry at the snapshot's last
+    /// index keeps the entries after it on install, though any of them may
+    /// conflict with the leader's.
+    pub install_keeps_conflicting_entries: bool,
+    /// (j) Compaction drops the log up to the commit index, not up to the
+    /// snapshot: committed entries not yet applied are lost.
+    pub compact_unapplied: bool,
+    /// (k) The runtime reports a snapshot taken before it is durable, so the
+    /// log can be trimmed first: a crash in between leaves a gap. (Honoured
+    /// by the simulator's runtime.)
+    pub trim_before_snapshot_durable: bool,
     /// (f) Reply to a vote before `voted_for` is durable: the reply goes out
     /// at once and the vote is never persisted, so after a crash the node
     /// may vote twice in one term.
@@ -144,7 +158,7 @@ impl InjectedBugs {
     }
 
     /// Every bug by name, for test tables and the CLI.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 11] = [
         "commit_previous_term",
         "vote_without_log_check",
         "read_without_quorum",
@@ -152,6 +166,10 @@ impl InjectedBugs {
         "skip_session_table",
         "vote_before_persist",
         "snapshot_without_sessions",
+        "install_older_snapshot",
+        "install_keeps_conflicting_entries",
+        "compact_unapplied",
+        "trim_before_snapshot_durable",
     ];
 
     /// The set with only the named bug on.
@@ -165,6 +183,10 @@ impl InjectedBugs {
             "skip_session_table" => b.skip_session_table = true,
             "vote_before_persist" => b.vote_before_persist = true,
             "snapshot_without_sessions" => b.snapshot_without_sessions = true,
+            "install_older_snapshot" => b.install_older_snapshot = true,
+            "install_keeps_conflicting_entries" => b.install_keeps_conflicting_entries = true,
+            "compact_unapplied" => b.compact_unapplied = true,
+            "trim_before_snapshot_durable" => b.trim_before_snapshot_durable = true,
             _ => return None,
         }
         Some(b)

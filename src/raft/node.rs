@@ -739,7 +739,7 @@ impl<C: Clone> RaftNode<C> {
     fn on_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, total: u64, offset: u64, data: Vec<u8>) {
         let term = self.hard.term;
         let reply = |received, matched| Message::SnapshotReply { term, index: meta.index, received, matched };
-        if meta.index <= self.commit {
+        if meta.index <= self.commit && !self.config.bugs.install_older_snapshot {
             return self.send(from, reply(total, Some(self.commit)));
         }
         let len = data.len() as u64;
@@ -780,12 +780,22 @@ impl<C: Clone> RaftNode<C> {
             return; // not the one we received, or no longer from our leader
         }
         let (term, total) = (self.hard.term, snapshot.data.len() as u64);
-        if meta.index <= self.commit {
+        let bugs = self.config.bugs;
+        if meta.index <= self.commit && !bugs.install_older_snapshot {
             let matched = Some(self.commit);
             return self.send(from, Message::SnapshotReply { term, index: meta.index, received: total, matched });
         }
-        self.log.restore(meta.index, meta.term);
-        self.commit = meta.index;
+        if bugs.install_keeps_conflicting_entries && self.log.term_at(meta.index) != Some(meta.term) {
+            // Bug (i): keep what follows though the log disagrees at the
+            // snapshot's last entry. (RaftLog refuses entries older than
+            // the snapshot's term after it: that assertion, or the
+            // simulator's log matching, catches this.)
+            let kept: Vec<Entry<C>> = self.log.slice(meta.index + 1, self.log.last_index());
+            self.log = RaftLog::with_base((meta.index, meta.term), kept);
+        } else {
+            self.log.restore(meta.index, meta.term);
+        }
+        self.commit = self.commit.max(meta.index);
         self.snapshot = Some(snapshot.clone());
         self.out.installed = Some(snapshot);
         self.out.compacted = Some(meta);
@@ -807,7 +817,10 @@ impl<C: Clone> RaftNode<C> {
         }
         assert_eq!(self.log.term_at(meta.index), Some(meta.term), "a snapshot of another log");
         self.snapshot = Some(snapshot);
-        let to = meta.index.saturating_sub(self.config.snapshot_trailing_entries).max(self.log.base().0);
+        let mut to = meta.index.saturating_sub(self.config.snapshot_trailing_entries).max(self.log.base().0);
+        if self.config.bugs.compact_unapplied {
+            to = self.commit.max(to); // bug (j): past what the snapshot covers
+        }
         if to > self.log.base().0 {
             self.log.compact_to(to);
             let (index, term) = self.log.base();
@@ -860,7 +873,10 @@ impl<C: Clone> RaftNode<C> {
         if self.installing.as_ref().is_some_and(|(batch, _)| *batch <= number) {
             // The installed snapshot is durable: the state machine may load it.
             let (_, snapshot) = self.installing.take().expect("checked");
-            debug_assert!(snapshot.meta.index > self.handed_out, "an install moves the state machine forward");
+            debug_assert!(
+                snapshot.meta.index > self.handed_out || self.config.bugs.install_older_snapshot,
+                "an install moves the state machine forward"
+            );
             self.handed_out = snapshot.meta.index;
             self.out.install = Some(snapshot);
         }
@@ -1347,7 +1363,8 @@ impl<C: Clone> RaftNode<C> {
         match &self.installing {
             Some((batch, s)) => {
                 assert!(*batch > self.durability.durable_batch(), "an install still pending after its batch");
-                assert!(s.meta.index > self.handed_out, "an install that would move the machine back");
+                let forward = s.meta.index > self.handed_out || self.config.bugs.install_older_snapshot;
+                assert!(forward, "an install that would move the machine back");
             }
             None => assert!(self.handed_out >= base, "entries compacted before they were handed out"),
         }
@@ -1423,7 +1440,7 @@ impl<C: Clone> RaftNode<C> {
             assert_eq!(self.hard.voted_for, hard.voted_for, "two votes in term {}", hard.term);
         }
         assert!(self.commit >= commit, "commit went back from {commit} to {}", self.commit);
-        assert!(self.handed_out >= handed_out, "applied went back");
+        assert!(self.handed_out >= handed_out || self.config.bugs.install_older_snapshot, "applied went back");
         assert!(self.durability.durable_batch() >= durable, "durability went back");
         if let Some(p) = &ready.persist {
             assert_eq!(p.number, self.durability.last_batch(), "the batch is numbered last");

@@ -73,17 +73,28 @@ pub struct SafetyChecker {
     /// replicas, so a replica that skipped the execution by installing a
     /// snapshot is still held to it.)
     executed_at: HashMap<(ClientId, u64), LogIndex, BuildHasherDefault<DefaultHasher>>,
+    /// Per node: the index its state machine has applied (a restart starts
+    /// it at its snapshot's), which only moves forward, one at a time or
+    /// by an install.
+    applied_by: Vec<LogIndex>,
 }
 
 impl SafetyChecker {
     pub fn new(nodes: usize) -> SafetyChecker {
-        SafetyChecker { chains: vec![Vec::new(); nodes], durable_chains: vec![Vec::new(); nodes], ..Default::default() }
+        SafetyChecker {
+            chains: vec![Vec::new(); nodes],
+            durable_chains: vec![Vec::new(); nodes],
+            applied_by: vec![0; nodes],
+            ..Default::default()
+        }
     }
 
-    /// Node `node` restarted: its log is what was durable.
-    pub fn on_restart(&mut self, node: NodeId) {
+    /// Node `node` restarted: its log is what was durable, and its state
+    /// machine the snapshot's, up to `snapshot_index`.
+    pub fn on_restart(&mut self, node: NodeId, snapshot_index: LogIndex) {
         let node = usize::from(node);
         self.chains[node] = self.durable_chains[node].clone();
+        self.applied_by[node] = snapshot_index;
     }
 
     /// Node `node` installed a snapshot covering up to `index` into its
@@ -99,10 +110,19 @@ impl SafetyChecker {
     }
 
     /// Node `node`'s state machine was replaced by a snapshot covering up
-    /// to `index`. Nothing to record: the entries it covers were applied
-    /// elsewhere, and what they executed is held against every replica.
-    pub fn on_install(&mut self, node: NodeId, index: LogIndex) {
-        debug_assert!(index as usize <= self.committed.len(), "node {node} installed entries not known committed");
+    /// to `index`. The entries it covers were applied elsewhere, and what
+    /// they executed is held against every replica; but a replica's state
+    /// never goes back.
+    pub fn on_install(&mut self, node: NodeId, index: LogIndex) -> Result<(), Violation> {
+        let applied = &mut self.applied_by[usize::from(node)];
+        if index <= *applied {
+            return violation(
+                Invariant::StateMachineSafety,
+                format!("node {node} installed a snapshot up to {index}, not past what it had applied ({applied})"),
+            );
+        }
+        *applied = index;
+        Ok(())
     }
 
     fn committed_prefix(&self, index: LogIndex) -> Vec<u64> {
@@ -237,6 +257,14 @@ impl SafetyChecker {
     /// Node `node` applied these entries to its state machine.
     pub fn on_applied(&mut self, node: NodeId, applied: &[AppliedEntry]) -> Result<(), Violation> {
         for a in applied {
+            let last = &mut self.applied_by[usize::from(node)];
+            if a.index != *last + 1 {
+                return violation(
+                    Invariant::StateMachineSafety,
+                    format!("node {node} applied index {} right after index {last}", a.index),
+                );
+            }
+            *last = a.index;
             let h = hash_of(&a.entry);
             let i = (a.index - 1) as usize;
             match self.applied.get(i) {

@@ -531,11 +531,21 @@ impl Sim {
     }
 
     /// Starts server `id` again from its durable state (no-op if it is up).
+    /// A durable state with a gap — a log that starts after what the
+    /// snapshot covers — is a failure: what lies between is lost.
     pub fn restart(&mut self, id: NodeId) {
         let (config, seed) = (&self.config, self.config.seed);
         let s = &mut self.servers[usize::from(id)];
         if s.server.is_some() {
             return;
+        }
+        let covered = s.storage.snapshot.as_ref().map_or(0, |snap| snap.meta.index);
+        if s.storage.base.index > covered {
+            let detail = format!(
+                "server {id} restarts with a gap: its log starts after index {}, its snapshot covers up to {covered}",
+                s.storage.base.index
+            );
+            return self.fail(Violation { invariant: Invariant::StateMachineSafety, detail });
         }
         s.incarnation += 1;
         let mut raft = Config::new(id, config.servers, seed ^ (u64::from(s.incarnation) << 32));
@@ -551,7 +561,7 @@ impl Sim {
         let server = KvServer::restart(server_config, s.storage.durable()).expect("the simulator's snapshots load");
         s.server = Some(server);
         let incarnation = s.incarnation;
-        self.checker.on_restart(id);
+        self.checker.on_restart(id, covered);
         let phase = self.choices.range(0, self.config.tick_us);
         self.schedule(phase, Event::Tick { node: id, incarnation });
         if incarnation > 1 {
@@ -613,6 +623,9 @@ impl Sim {
                 let s = &mut self.servers[usize::from(node)];
                 if s.incarnation == incarnation && s.server.is_some() {
                     s.storage.keep_snapshot(snapshot.clone());
+                    if self.config.bugs.trim_before_snapshot_durable {
+                        return; // reported already (bug (k))
+                    }
                     self.stats.snapshots += 1;
                     self.trace(|| format!("server {node} took a snapshot up to index {}", snapshot.meta.index));
                     self.step_server(node, ServerInput::SnapshotTaken(snapshot));
@@ -710,7 +723,7 @@ impl Sim {
         let (role, term, commit) = (node.role(), node.term(), node.commit_index());
         let mut result = Ok(());
         if let Some(meta) = out.installed {
-            checker.on_install(id, meta.index);
+            result = checker.on_install(id, meta.index);
             self.stats.installs += 1;
         }
         let job = out.snapshot;
@@ -718,7 +731,7 @@ impl Sim {
             if let Some(s) = &batch.snapshot {
                 checker.on_install_batch(id, s.meta.index);
             }
-            if let Some(w) = &batch.log {
+            if let (Some(w), true) = (&batch.log, result.is_ok()) {
                 // The in-memory log changed now; the disk catches up later.
                 let term_now = batch.hard_state.map_or(term_before, |h| h.term);
                 result = checker.on_log_write(id, w, led, term_now);
@@ -772,6 +785,14 @@ impl Sim {
         let snapshot = job.encode();
         let incarnation = self.servers[usize::from(id)].incarnation;
         let delay = self.choices.range(self.config.disk_us.0, self.config.disk_us.1 + 1);
+        if self.config.bugs.trim_before_snapshot_durable {
+            // Bug (k): reported now, written later (a large snapshot takes a
+            // while); the node compacts at once.
+            let slow = self.choices.range(10 * delay, 500 * delay + 1);
+            self.schedule(slow, Event::SnapshotWritten { node: id, incarnation, snapshot: snapshot.clone() });
+            self.stats.snapshots += 1;
+            return self.step_server(id, ServerInput::SnapshotTaken(snapshot));
+        }
         self.schedule(delay, Event::SnapshotWritten { node: id, incarnation, snapshot });
     }
 
