@@ -83,7 +83,7 @@ fn every_corpus_is_replayed() {
 #[ignore = "writes files into fuzz/corpus; run by hand"]
 fn write_decode_seeds() {
     use raftkv::kv::{Command, Op};
-    use raftkv::raft::{Entry, Envelope, Message, Payload, RejectHint};
+    use raftkv::raft::{Entry, Envelope, Message, Payload, RejectHint, SnapshotMeta};
     use raftkv::wire::{encode, encode_into, Limits};
 
     let command = |seq, op| Entry { term: 2, payload: Payload::Command(Command { client: 1, seq, op }) };
@@ -106,6 +106,17 @@ fn write_decode_seeds() {
         ),
         ("heartbeat", Message::Heartbeat { term: 2, commit: 300, read_round: 6 }),
         ("heartbeat-reply", Message::HeartbeatReply { term: u64::MAX, read_round: 6 }),
+        (
+            "snapshot",
+            Message::Snapshot {
+                term: 2,
+                meta: SnapshotMeta { index: 40, term: 2 },
+                total: 300,
+                offset: 256,
+                data: vec![1, 2, 3],
+            },
+        ),
+        ("snapshot-reply", Message::SnapshotReply { term: 2, index: 40, received: 300, matched: Some(40) }),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
     std::fs::create_dir_all(&dir).expect("create the corpus directory");

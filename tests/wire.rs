@@ -5,7 +5,7 @@
 
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use raftkv::kv::{Command, Op};
-use raftkv::raft::{Config, Entry, Envelope, Message, Payload, RejectHint};
+use raftkv::raft::{Config, Entry, Envelope, Message, Payload, RejectHint, SnapshotMeta};
 use raftkv::wire::{
     decode, decode_all, encode, encode_into, DecodeError, LimitExceeded, Limits, HEADER_LEN, KIND_PEER, MAGIC, VERSION,
 };
@@ -71,7 +71,7 @@ fn entry(g: &mut Gen) -> Entry<Command> {
 }
 
 fn message(g: &mut Gen) -> Message<Command> {
-    match u8::arbitrary(g) % 8 {
+    match u8::arbitrary(g) % 10 {
         0 => Message::PreVote { term: num(g), last_log_index: num(g), last_log_term: num(g) },
         1 => Message::PreVoteReply { term: num(g), granted: bool::arbitrary(g) },
         2 => Message::Vote { term: num(g), last_log_index: num(g), last_log_term: num(g) },
@@ -87,7 +87,16 @@ fn message(g: &mut Gen) -> Message<Command> {
             Message::AppendReply { term: num(g), result, read_round: num(g) }
         }
         6 => Message::Heartbeat { term: num(g), commit: num(g), read_round: num(g) },
-        _ => Message::HeartbeatReply { term: num(g), read_round: num(g) },
+        7 => Message::HeartbeatReply { term: num(g), read_round: num(g) },
+        8 => {
+            let meta = SnapshotMeta { index: num(g), term: num(g) };
+            let data = (0..usize::arbitrary(g) % 40).map(|_| u8::arbitrary(g)).collect();
+            Message::Snapshot { term: num(g), meta, total: num(g), offset: num(g), data }
+        }
+        _ => {
+            let matched = if bool::arbitrary(g) { Some(num(g)) } else { None };
+            Message::SnapshotReply { term: num(g), index: num(g), received: num(g), matched }
+        }
     }
 }
 
@@ -255,6 +264,18 @@ fn every_variant_has_pinned_bytes() {
         ),
         (Message::Heartbeat { term: 5, commit: 2, read_round: 4 }, "06 05 02 04"),
         (Message::HeartbeatReply { term: u64::MAX, read_round: 0 }, "07 ff ff ff ff ff ff ff ff ff 01 00"),
+        (
+            Message::Snapshot {
+                term: 5,
+                meta: SnapshotMeta { index: 40, term: 3 },
+                total: 300,
+                offset: 256,
+                data: vec![0xaa, 0xbb],
+            },
+            "08 05 28 03 ac 02 80 02 02 aa bb",
+        ),
+        (Message::SnapshotReply { term: 5, index: 40, received: 256, matched: None }, "09 05 28 80 02 00"),
+        (Message::SnapshotReply { term: 5, index: 40, received: 300, matched: Some(40) }, "09 05 28 ac 02 01 28"),
     ];
     for (message, body) in cases {
         let env = Envelope { from: 1, to: 2, message };

@@ -11,8 +11,13 @@ use crate::raft::Envelope;
 use crate::wire::{self, DecodeError, Frames, Limits, HEADER_LEN};
 
 /// Small bounds, so that short inputs reach every limit.
-pub const TIGHT_LIMITS: Limits =
-    Limits { frame_bytes_max: 512, entries_per_append_max: 4, key_bytes_max: 8, value_bytes_max: 16 };
+pub const TIGHT_LIMITS: Limits = Limits {
+    frame_bytes_max: 512,
+    entries_per_append_max: 4,
+    key_bytes_max: 8,
+    value_bytes_max: 16,
+    snapshot_chunk_bytes_max: 32,
+};
 
 /// Decodes `data` with the default and with [`TIGHT_LIMITS`] and checks
 /// every outcome (see `check_decode`).

@@ -30,6 +30,9 @@ pub struct Limits {
     pub key_bytes_max: usize,
     /// Longest value of a `Put` or (KV) `Append` command carried in an entry.
     pub value_bytes_max: usize,
+    /// Most bytes of snapshot in one `Message::Snapshot` chunk. Must be at
+    /// least the senders' `Config::snapshot_chunk_bytes`.
+    pub snapshot_chunk_bytes_max: usize,
 }
 
 impl Limits {
@@ -42,14 +45,18 @@ impl Limits {
     /// 32 KiB: a full default batch (64 entries) of the largest commands
     /// still fits in one default frame (`tests/wire.rs` checks it).
     pub const VALUE_BYTES_MAX_DEFAULT: usize = 32 << 10;
+    /// 1 MiB: the default `Config::snapshot_chunk_bytes`, well inside a
+    /// default frame.
+    pub const SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT: usize = 1 << 20;
 
     /// The most heap bytes one call of [`decode`](super::decode) allocates
     /// on an input of `input_len` bytes, counting the returned message.
     ///
     /// Why it holds: the decoder looks at one frame, at most
     /// `L = min(input_len, frame_bytes_max)` bytes, and allocates only
-    /// 1. each key and value, exactly its length, and the lengths are bytes
-    ///    of the payload, so together at most `L`;
+    /// 1. each key and value, and a snapshot chunk's bytes, exactly its
+    ///    length, and the lengths are bytes of the payload, so together at
+    ///    most `L`;
     /// 2. the entry vector, once, with exactly the declared count as
     ///    capacity, after checking the count against
     ///    `entries_per_append_max` and against the remaining payload bytes
@@ -74,6 +81,7 @@ impl Default for Limits {
             entries_per_append_max: Limits::ENTRIES_PER_APPEND_MAX_DEFAULT,
             key_bytes_max: Limits::KEY_BYTES_MAX_DEFAULT,
             value_bytes_max: Limits::VALUE_BYTES_MAX_DEFAULT,
+            snapshot_chunk_bytes_max: Limits::SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -92,6 +100,8 @@ pub enum LimitExceeded {
     KeyBytes { bytes: u64, max: usize },
     /// A command's value is `bytes` long.
     ValueBytes { bytes: u64, max: usize },
+    /// A snapshot chunk carries `bytes` bytes.
+    SnapshotChunkBytes { bytes: u64, max: usize },
 }
 
 impl fmt::Display for LimitExceeded {
@@ -101,6 +111,9 @@ impl fmt::Display for LimitExceeded {
             LimitExceeded::EntriesPerAppend { count, max } => write!(f, "{count} entries in one Append exceed {max}"),
             LimitExceeded::KeyBytes { bytes, max } => write!(f, "key of {bytes} bytes exceeds {max}"),
             LimitExceeded::ValueBytes { bytes, max } => write!(f, "value of {bytes} bytes exceeds {max}"),
+            LimitExceeded::SnapshotChunkBytes { bytes, max } => {
+                write!(f, "snapshot chunk of {bytes} bytes exceeds {max}")
+            }
         }
     }
 }
@@ -110,6 +123,12 @@ impl fmt::Display for LimitExceeded {
 pub(super) fn check_message(message: &crate::raft::Message<Command>, limits: &Limits) -> Result<(), LimitExceeded> {
     use crate::kv::Op;
     use crate::raft::{Message, Payload};
+    if let Message::Snapshot { data, .. } = message {
+        if data.len() > limits.snapshot_chunk_bytes_max {
+            let (bytes, max) = (data.len() as u64, limits.snapshot_chunk_bytes_max);
+            return Err(LimitExceeded::SnapshotChunkBytes { bytes, max });
+        }
+    }
     let Message::Append { entries, .. } = message else {
         return Ok(());
     };

@@ -12,7 +12,7 @@ use super::error::{DecodeError, EncodeError, Malformed};
 use super::limits::{LimitExceeded, Limits, ENTRY_WIRE_BYTES_MIN};
 use super::reader::Reader;
 use crate::kv::{Command, Op};
-use crate::raft::{Entry, Envelope, Message, Payload, RejectHint};
+use crate::raft::{Entry, Envelope, Message, Payload, RejectHint, SnapshotMeta};
 
 /// Appends the postcard encoding of `envelope` to `out`. On error, `out`
 /// may hold part of it; the caller truncates.
@@ -82,6 +82,19 @@ fn decode_message(r: &mut Reader<'_>, limits: &Limits) -> Result<Message<Command
         7 => {
             let (term, read_round) = (r.u64()?, r.u64()?);
             Message::HeartbeatReply { term, read_round }
+        }
+        8 => {
+            let term = r.u64()?;
+            let meta = SnapshotMeta { index: r.u64()?, term: r.u64()? };
+            let (total, offset) = (r.u64()?, r.u64()?);
+            let max = limits.snapshot_chunk_bytes_max;
+            let data = r.bytes(max, |bytes| LimitExceeded::SnapshotChunkBytes { bytes, max })?;
+            Message::Snapshot { term, meta, total, offset, data }
+        }
+        9 => {
+            let (term, index, received) = (r.u64()?, r.u64()?, r.u64()?);
+            let matched = r.option_u64()?;
+            Message::SnapshotReply { term, index, received, matched }
         }
         index => return Err(unknown(r, "Message", index)),
     };

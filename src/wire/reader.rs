@@ -116,6 +116,38 @@ impl<'a> Reader<'a> {
         Ok(text.to_owned())
     }
 
+    /// A length-prefixed byte string of at most `max` bytes (checked, like
+    /// the length against the remaining input, before allocating).
+    pub(super) fn bytes(
+        &mut self,
+        max: usize,
+        over: impl FnOnce(u64) -> LimitExceeded,
+    ) -> Result<Vec<u8>, DecodeError> {
+        let declared = self.len()?;
+        if declared > max as u64 {
+            return Err(DecodeError::OverLimit(over(declared)));
+        }
+        if declared > self.remaining() as u64 {
+            return Err(self.malformed(Malformed::LengthPastEnd { declared }));
+        }
+        let len = declared as usize;
+        let bytes = self.bytes[self.pos..self.pos + len].to_vec();
+        self.pos += len;
+        Ok(bytes)
+    }
+
+    /// An `Option<u64>`: postcard's tag byte (0 or 1), then the value.
+    pub(super) fn option_u64(&mut self) -> Result<Option<u64>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.u64()?)),
+            index => {
+                self.pos -= 1;
+                Err(self.malformed(Malformed::UnknownVariant { of: "Option", index: u32::from(index) }))
+            }
+        }
+    }
+
     /// Fails unless every payload byte was read.
     pub(super) fn finish(&self) -> Result<(), DecodeError> {
         match self.remaining() {
