@@ -11,12 +11,12 @@
 #[path = "common/cluster.rs"]
 mod cluster;
 
-use cluster::{after_more_ops, free_ports, info_field, leader, until, TestCluster, PATIENCE};
+use cluster::{after_more_ops, free_ports, info_field, info_u64, leader, until, TestCluster, PATIENCE};
 use raftkv::kv::Op;
 use raftkv::lincheck::{self, Budget, History};
 use raftkv::server::client::RemoteClerk;
 use raftkv::server::config::ClusterConfig;
-use raftkv::server::load::{self, LoadSpec, Mix, Progress};
+use raftkv::server::load::{self, ClientRecord, LoadSpec, Mix, Progress};
 use raftkv::server::tempdir::TempDir;
 use raftkv::sim::scenario::check_appends;
 use std::process::{Command, Stdio};
@@ -59,11 +59,34 @@ async fn kill_restart_and_pause_lose_nothing_and_stay_linearizable() {
     progress.stop.store(true, Ordering::Relaxed);
     let records = clients.await.unwrap();
 
+    let history = check_history(&cluster, &records, epoch, 3).await;
+    let completed: usize = records.iter().map(|r| r.latencies_us.len()).sum();
+    assert!(completed >= 1000, "{completed} operations completed");
+
+    // The restarted node caught up with everything committed.
+    let leader_now = leader(&cluster).await;
+    let addrs = cluster.clients();
+    let commit: u64 = info_field(addrs[usize::from(leader_now)], "raft_commit_index").await.unwrap().parse().unwrap();
+    until("the restarted node to apply everything committed", || async {
+        let applied = info_field(addrs[usize::from(first)], "raft_applied_index").await;
+        applied.and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a >= commit)
+    })
+    .await;
+    eprintln!(
+        "e2e: {completed} operations, {} abandoned, {} history entries; killed node {first}, paused node {paused}",
+        records.iter().map(|r| r.abandoned).sum::<u64>(),
+        history.ops.len()
+    );
+}
+
+/// Reads every key back and checks the whole history: every acknowledged
+/// append in the final value exactly once, and linearizable. Writes the
+/// history to a file and fails with its path otherwise.
+async fn check_history(cluster: &TestCluster, records: &[ClientRecord], epoch: Instant, keys: usize) -> History {
     let mut ops: Vec<_> = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
-    // Read every key back; every acknowledged append must be there once.
     let mut clerk = RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500));
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    for k in 0..3 {
+    for k in 0..keys {
         let key = format!("key-{k:04}");
         let call = epoch.elapsed().as_micros() as u64;
         let value = clerk.run(Op::Get { key: key.clone() }, deadline).await.expect("final read");
@@ -82,22 +105,136 @@ async fn kill_restart_and_pause_lose_nothing_and_stay_linearizable() {
         let _ = std::fs::write(&path, history.to_json());
         panic!("history not linearizable ({verdict:?}); written to {}", path.display());
     }
-    let completed: usize = records.iter().map(|r| r.latencies_us.len()).sum();
-    assert!(completed >= 1000, "{completed} operations completed");
+    history
+}
 
-    // The restarted node caught up with everything committed.
-    let leader_now = leader(&cluster).await;
+/// Snapshots on real processes: with a small threshold every node compacts
+/// its log again and again while appends run. A node whose disk is wiped,
+/// and a node paused until the leader compacted past everything it holds,
+/// can only catch up by installing the leader's snapshot; a killed leader
+/// restarts from its own snapshot plus the log after it. Nothing
+/// acknowledged is lost, the history stays linearizable, and no log holds
+/// more than a threshold's worth of entries beyond what it keeps trailing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_compact_and_wiped_or_paused_nodes_catch_up_by_installing_one() {
+    const EVERY: u64 = 150;
+    const TRAILING: u64 = 40;
+    let mut cluster = TestCluster::configure_with("snapshots", 3, |config| {
+        config.snapshots.every_entries = EVERY;
+        config.snapshots.trailing_entries = TRAILING;
+    });
+    cluster.start_all();
     let addrs = cluster.clients();
-    let commit: u64 = info_field(addrs[usize::from(leader_now)], "raft_commit_index").await.unwrap().parse().unwrap();
-    until("the restarted node to apply everything committed", || async {
-        let applied = info_field(addrs[usize::from(first)], "raft_applied_index").await;
-        applied.and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a >= commit)
+    // Big values first, so every snapshot is larger than one chunk (1 MiB)
+    // and each install takes several.
+    let big = |i: usize| format!("{i:04}-").repeat(6000); // 30,000 bytes
+    const BIG_KEYS: usize = 80;
+    let mut clerk = RemoteClerk::new((1 << 40) + 1, addrs.clone(), 0, Duration::from_millis(500));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for i in 0..BIG_KEYS {
+        clerk.run(Op::Put { key: format!("big-{i}"), value: big(i) }, deadline).await.expect("a big put");
+    }
+    let spec = LoadSpec {
+        servers: addrs.clone(),
+        clients: 4,
+        mix: Mix::Appends,
+        keys: 3,
+        key_bytes: 8,
+        value_bytes: 16,
+        seed: 11,
+        op_timeout: Duration::from_secs(10),
+        attempt_timeout: Duration::from_millis(500),
+    };
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+    let counter = |id: u8, field: &'static str| {
+        let addr = addrs[usize::from(id)];
+        async move { info_u64(addr, field).await.unwrap_or(0) }
+    };
+
+    after_more_ops(&progress, 4 * EVERY).await;
+    let first_leader = leader(&cluster).await;
+    assert!(counter(first_leader, "raft_last_snapshot_bytes").await > 0);
+    for id in 0..3 {
+        until(&format!("node {id} to compact its log"), || async {
+            counter(id, "raft_first_index").await > 1 && counter(id, "raft_snapshots_taken").await >= 1
+        })
+        .await;
+    }
+
+    // A replaced disk: the node comes back empty, and what it misses was
+    // compacted away on the leader.
+    let wiped = (first_leader + 1) % 3;
+    cluster.kill9(wiped);
+    cluster.wipe(wiped);
+    after_more_ops(&progress, 2 * EVERY).await;
+    cluster.restart(wiped);
+    until("the wiped node to install a snapshot", || async { counter(wiped, "raft_snapshots_installed").await >= 1 })
+        .await;
+
+    // A follower paused long enough for the leader to compact past all it
+    // holds (its last index read just before the pause, plus a margin for
+    // what reached it in between).
+    let l = leader(&cluster).await;
+    let paused = (0..3).filter(|&i| i != l).find(|&i| i != wiped).unwrap();
+    let paused_last = counter(paused, "raft_last_index").await;
+    cluster.signal(paused, "-STOP");
+    until("the leader to compact past the paused node", || async {
+        counter(leader(&cluster).await, "raft_first_index").await > paused_last + EVERY
     })
     .await;
+    let installed_before = counter(paused, "raft_snapshots_installed").await;
+    cluster.signal(paused, "-CONT");
+    until("the paused node to install a snapshot", || async {
+        counter(paused, "raft_snapshots_installed").await > installed_before
+    })
+    .await;
+
+    // The leader killed: it restarts from its snapshot and the log after it.
+    let killed = leader(&cluster).await;
+    cluster.kill9(killed);
+    after_more_ops(&progress, EVERY).await;
+    cluster.restart(killed);
+    after_more_ops(&progress, EVERY).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let records = clients.await.unwrap();
+    let history = check_history(&cluster, &records, epoch, 3).await;
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for i in 0..BIG_KEYS {
+        let value = clerk.run(Op::Get { key: format!("big-{i}") }, deadline).await.expect("a big get");
+        assert!(value == big(i), "big-{i}: {} bytes, starting {:?}", value.len(), &value[..value.len().min(20)]);
+    }
+    let l = leader(&cluster).await;
+    let commit = counter(l, "raft_commit_index").await;
+    assert!(counter(l, "raft_last_snapshot_bytes").await > 2 << 20, "snapshots span several chunks");
+    for id in 0..3 {
+        until(&format!("node {id} to apply everything committed"), || async {
+            counter(id, "raft_applied_index").await >= commit
+        })
+        .await;
+        let (first, last) = (counter(id, "raft_first_index").await, counter(id, "raft_last_index").await);
+        // Compaction keeps up: the log holds what came since the last
+        // snapshot plus the trailing entries (and what a snapshot in flight
+        // adds while it is written).
+        assert!(last + 1 - first <= 2 * EVERY + TRAILING, "node {id} holds entries {first}..={last}");
+    }
+    let completed: usize = records.iter().map(|r| r.latencies_us.len()).sum();
     eprintln!(
-        "e2e: {completed} operations, {} abandoned, {} history entries; killed node {first}, paused node {paused}",
-        records.iter().map(|r| r.abandoned).sum::<u64>(),
-        history.ops.len()
+        "e2e snapshots: {completed} operations, {} history entries; wiped node {wiped}, paused node {paused}, \
+         killed leader {killed}; snapshots taken {:?}, installed {:?}",
+        history.ops.len(),
+        [
+            counter(0, "raft_snapshots_taken").await,
+            counter(1, "raft_snapshots_taken").await,
+            counter(2, "raft_snapshots_taken").await
+        ],
+        [
+            counter(0, "raft_snapshots_installed").await,
+            counter(1, "raft_snapshots_installed").await,
+            counter(2, "raft_snapshots_installed").await
+        ],
     );
 }
 

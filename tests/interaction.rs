@@ -237,7 +237,7 @@ impl Env {
     }
 
     fn add_nodes(&mut self, args: &Args) {
-        let n = ids(args).first().copied().expect("add-nodes N") as u8;
+        let n = ids(args).first().copied().expect("add-nodes N");
         let bugs = args.get("bug").map_or(InjectedBugs::default(), |b| {
             InjectedBugs::only(&b[0]).unwrap_or_else(|| panic!("unknown bug {}", b[0]))
         });

@@ -5,7 +5,7 @@
 //! `src/server/storage.rs`, which can reach the raw tables.
 
 use raftkv::kv::{Command, Op};
-use raftkv::raft::{Entry, HardState, LogWrite, Payload, Persist};
+use raftkv::raft::{Entry, HardState, LogWrite, Payload, Persist, Snapshot, SnapshotMeta};
 use raftkv::server::storage::{Durable, RaftStorage, RedbStorage, StorageError};
 use raftkv::server::tempdir::TempDir;
 use raftkv::sim::MemStorage;
@@ -160,6 +160,66 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
     assert_eq!(reopened.last_index(), 11);
 }
 
+/// A snapshot whose bytes name what it covers (storage never looks inside).
+fn snapshot(index: u64, term: u64) -> Snapshot {
+    Snapshot { meta: SnapshotMeta { index, term }, data: format!("state up to {index}").into_bytes().into() }
+}
+
+/// One random snapshot step against the model's current state: the runtime
+/// saving a snapshot it took, a compaction to what the stored snapshot
+/// covers, or an installed snapshot (with its compaction, and dropping the
+/// log's conflicting rest), sometimes past the end of the log.
+fn random_snapshot_step(
+    rng: &mut raftkv::rng::Rng,
+    disk: &mut RedbStorage,
+    model: &mut MemStorage,
+    term: u64,
+) -> Option<&'static str> {
+    let (base, last) = (model.base.index, model.last_index());
+    let term_at = |model: &MemStorage, i: u64| {
+        if i == model.base.index {
+            model.base.term
+        } else {
+            model.log[(i - model.base.index - 1) as usize].term
+        }
+    };
+    match rng.range(0, 3) {
+        0 if last > base => {
+            // The runtime took a snapshot of what it applied.
+            let at = rng.range(base + 1, last + 1);
+            let s = snapshot(at, term_at(model, at));
+            disk.save_snapshot(&s).unwrap();
+            model.keep_snapshot(s);
+            Some("saved")
+        }
+        1 if model.snapshot.as_ref().is_some_and(|s| s.meta.index > base) => {
+            let covered = model.snapshot.as_ref().unwrap().meta;
+            let compact = Some(covered);
+            write_both(disk, model, &[Persist { number: 0, snapshot: None, compact, hard_state: None, log: None }]);
+            Some("compacted")
+        }
+        _ if term > 0 => {
+            // Installed from a leader: within the log (keeping the rest) or
+            // past its end (dropping all of it).
+            let at = rng.range(base + 1, last + 4);
+            let meta = if at <= last {
+                SnapshotMeta { index: at, term: term_at(model, at) }
+            } else {
+                SnapshotMeta { index: at, term }
+            };
+            let log = (at > last).then(|| LogWrite { from: at + 1, entries: vec![] });
+            let s = Snapshot { meta, ..snapshot(at, meta.term) };
+            write_both(
+                disk,
+                model,
+                &[Persist { number: 0, snapshot: Some(s), compact: Some(meta), hard_state: None, log }],
+            );
+            Some(if at > last { "installed past the end" } else { "installed within" })
+        }
+        _ => None,
+    }
+}
+
 #[test]
 fn a_long_randomised_history_matches_the_model_across_reopens() {
     let dir = TempDir::new("storage-random").unwrap();
@@ -167,9 +227,18 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
     let mut model = MemStorage::default();
     let mut rng = raftkv::rng::Rng::new(7);
     let mut term = 0;
-    for round in 0..60 {
+    let mut steps = std::collections::BTreeMap::new();
+    for round in 0..120 {
+        if rng.range(0, 4) == 0 {
+            if let Some(kind) = random_snapshot_step(&mut rng, &mut disk, &mut model, term) {
+                *steps.entry(kind).or_insert(0) += 1;
+            }
+            assert_eq!(disk.load().unwrap(), model.durable(), "round {round}");
+            assert_eq!(disk.last_index(), model.last_index(), "round {round}");
+            continue;
+        }
         let mut batch = Vec::new();
-        let mut last = model.log.len() as u64;
+        let mut last = model.last_index();
         for _ in 0..rng.range(1, 4) {
             let hard_state = if rng.range(0, 3) == 0 {
                 term += 1;
@@ -178,7 +247,7 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
                 None
             };
             let log = if rng.range(0, 4) != 0 && term > 0 {
-                let from = rng.range(last.saturating_sub(3).max(1), last + 2);
+                let from = rng.range(last.saturating_sub(3).max(model.base.index + 1), last + 2);
                 let n = rng.range(0, 4);
                 last = from - 1 + n;
                 log_write(from, (from..from + n).map(|i| entry(term, i)).collect())
@@ -188,12 +257,15 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
             batch.push(Persist { number: 0, snapshot: None, compact: None, hard_state, log });
         }
         write_both(&mut disk, &mut model, &batch);
+        assert_eq!(disk.last_index(), model.last_index(), "round {round}");
         if round % 10 == 9 {
             drop(disk);
             disk = RedbStorage::open(dir.path()).unwrap();
             assert_eq!(disk.load().unwrap(), model.durable());
         }
     }
+    // The history is fixed by its seed; make sure it covers every kind.
+    assert_eq!(steps.len(), 4, "snapshot steps taken: {steps:?}");
 }
 
 #[test]
@@ -241,9 +313,16 @@ fn writer_hard(last: u64) -> HardState {
     h
 }
 
+/// The writer compacts its log every this many entries, keeping the last
+/// [`WRITER_TRAILING`] of them, as a server taking snapshots would.
+const WRITER_COMPACT_EVERY: u64 = 40;
+const WRITER_TRAILING: u64 = 15;
+
 /// Not a test on its own: with [`WRITER_ENV`] set, the crash test's child.
 /// It appends entries forever, printing each index once its write returned
-/// (and so is durable), until the parent kills it.
+/// (and so is durable), until the parent kills it. Every
+/// [`WRITER_COMPACT_EVERY`] entries it saves a snapshot and then compacts
+/// the log to it, so that kills also land in and around those.
 #[test]
 fn crash_writer_child() {
     let Some(dir) = std::env::var_os(WRITER_ENV) else { return };
@@ -251,6 +330,7 @@ fn crash_writer_child() {
     let mut i = s.last_index() + 1;
     loop {
         // Every third write is a group commit of two steps.
+        let before = i;
         if i.is_multiple_of(3) {
             s.write(&[&writer_persist(i), &writer_persist(i + 1)]).unwrap();
             println!("durable {i}");
@@ -260,6 +340,14 @@ fn crash_writer_child() {
             s.write(&[&writer_persist(i)]).unwrap();
             println!("durable {i}");
             i += 1;
+        }
+        // A multiple of WRITER_COMPACT_EVERY was among the indexes just written.
+        if (before - 1) / WRITER_COMPACT_EVERY != (i - 1) / WRITER_COMPACT_EVERY {
+            let at = i - 1 - WRITER_TRAILING;
+            let meta = SnapshotMeta { index: at, term: writer_entry(at).term };
+            s.save_snapshot(&Snapshot { meta, ..snapshot(at, meta.term) }).unwrap();
+            s.write(&[&Persist { number: 0, snapshot: None, compact: Some(meta), hard_state: None, log: None }])
+                .unwrap();
         }
     }
 }
@@ -302,13 +390,19 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
 
         let s = RedbStorage::open(dir.path()).unwrap();
         let d = s.load().unwrap();
-        let n = d.log.len() as u64;
+        let n = d.base.index + d.log.len() as u64;
         assert!(n >= reported, "round {round}: {reported} reported durable, {n} recovered");
+        assert!(d.base.index > 0, "round {round}: the writer compacted, the log must start after a base");
+        assert_eq!(d.base.term, writer_entry(d.base.index).term, "round {round}: the base's term");
+        let covered = d.snapshot.as_ref().map(|s| s.meta);
+        assert!(covered.is_some_and(|m| m.index >= d.base.index), "round {round}: {covered:?} vs base {:?}", d.base);
+        assert_eq!(s.last_index(), n, "round {round}");
         for (k, e) in d.log.iter().enumerate() {
-            assert_eq!(*e, writer_entry(k as u64 + 1), "round {round}: entry {}", k + 1);
+            let i = d.base.index + k as u64 + 1;
+            assert_eq!(*e, writer_entry(i), "round {round}: entry {i}");
         }
         assert_eq!(d.hard, writer_hard(n), "round {round}");
-        eprintln!("round {round}: {reported} reported durable, {n} recovered");
+        eprintln!("round {round}: {reported} reported durable, {n} recovered, the log starts after {}", d.base.index);
         reported = n;
     }
 }

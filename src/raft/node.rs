@@ -1459,14 +1459,13 @@ impl<C: Clone> RaftNode<C> {
                 assert!(c.index <= self.commit, "compacting uncommitted entries");
             }
         }
-        let mut next = ready.install.as_ref().map_or(handed_out, |s| s.meta.index) + 1;
-        for (index, entry) in &ready.committed {
+        let first = ready.install.as_ref().map_or(handed_out, |s| s.meta.index) + 1;
+        for (next, (index, entry)) in (first..).zip(&ready.committed) {
             assert_eq!(*index, next, "committed entries out of order");
             assert!(*index <= self.commit && *index <= self.durability.stable());
             if CHECK_ALL {
                 assert_eq!(self.log.term_at(*index), Some(entry.term), "a committed entry differs from the log");
             }
-            next += 1;
         }
         for envelope in &ready.messages {
             assert_eq!(envelope.from, self.config.id, "a message not from this node");

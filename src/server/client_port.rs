@@ -215,8 +215,9 @@ fn info(shared: &Shared) -> String {
     format!(
         "# Server\r\nredis_version:7.0.0\r\nraftkv_version:{}\r\n\r\n# Replication\r\nrole:{role}\r\n\r\n\
          # Raft\r\nraft_id:{}\r\nraft_role:{:?}\r\nraft_term:{}\r\nraft_leader:{leader}\r\n\
-         raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\n\
-         raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n",
+         raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\nraft_first_index:{}\r\n\
+         raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n\
+         raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         s.id,
         s.role.unwrap_or(crate::raft::Role::Follower),
@@ -224,9 +225,13 @@ fn info(shared: &Shared) -> String {
         s.commit_index,
         s.last_index,
         s.applied_index,
+        s.first_index,
         load(&c.fsyncs),
         load(&c.batches),
         load(&c.applied),
         load(&c.dropped_peer_messages),
+        load(&c.snapshots_taken),
+        load(&c.snapshots_installed),
+        load(&c.last_snapshot_bytes),
     )
 }

@@ -9,6 +9,11 @@
 //! heartbeat_ticks = 5     # a leader heartbeats every 50 ms
 //! read_path = "ReadIndex" # or "Log"
 //!
+//! [snapshots]             # when each node compacts its log into a snapshot
+//! every_entries = 10000   # after this many applied entries (0: not by count)
+//! every_mib = 64          # or this many MiB of applied commands (0: not by size)
+//! trailing_entries = 10240 # entries kept behind a snapshot for slow followers
+//!
 //! [[nodes]]               # node 0
 //! peer = "127.0.0.1:7100"
 //! client = "127.0.0.1:6379"
@@ -20,7 +25,7 @@
 //!
 //! A node's id is its position in `nodes`, starting at 0.
 
-use crate::kv::{ReadPath, ServerConfig};
+use crate::kv::{ReadPath, ServerConfig, SnapshotPolicy};
 use crate::raft::types::MAX_NODES;
 use crate::raft::{Config, NodeId};
 use serde::{Deserialize, Serialize};
@@ -52,8 +57,63 @@ pub struct ClusterConfig {
     pub heartbeat_ticks: u32,
     #[serde(default)]
     pub read_path: ReadPath,
+    #[serde(default)]
+    pub snapshots: SnapshotSettings,
     /// The members; a node's id is its index here.
     pub nodes: Vec<NodeAddrs>,
+}
+
+/// When a node takes a snapshot and compacts its log; what keeps its disk
+/// and memory bounded. With both thresholds 0 it never does, and the log
+/// grows without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSettings {
+    /// Take one after this many entries were applied since the last (0: not
+    /// by count).
+    pub every_entries: u64,
+    /// Take one after this many MiB of commands were applied since the last
+    /// (0: not by size).
+    pub every_mib: u64,
+    /// Entries kept in the log behind a snapshot, so that a follower a
+    /// little behind catches up from the log instead of a whole snapshot.
+    pub trailing_entries: u64,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> SnapshotSettings {
+        let policy = SnapshotPolicy::default();
+        SnapshotSettings {
+            every_entries: policy.every_entries.unwrap_or(0),
+            every_mib: policy.every_bytes.map_or(0, |b| b >> 20),
+            trailing_entries: Config::new(0, 1, 0).snapshot_trailing_entries,
+        }
+    }
+}
+
+impl SnapshotSettings {
+    /// Bounds that keep a typo from meaning "never" or "keep everything".
+    const MAX_TRAILING_ENTRIES: u64 = 10_000_000;
+    const MAX_EVERY_MIB: u64 = 1 << 20;
+
+    pub fn policy(&self) -> SnapshotPolicy {
+        let nonzero = |n: u64| (n > 0).then_some(n);
+        SnapshotPolicy { every_entries: nonzero(self.every_entries), every_bytes: nonzero(self.every_mib << 20) }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.trailing_entries > Self::MAX_TRAILING_ENTRIES {
+            return Err(format!(
+                "snapshots.trailing_entries = {} is above {}",
+                self.trailing_entries,
+                Self::MAX_TRAILING_ENTRIES
+            ));
+        }
+        if self.every_mib > Self::MAX_EVERY_MIB {
+            return Err(format!("snapshots.every_mib = {} is above {}", self.every_mib, Self::MAX_EVERY_MIB));
+        }
+        Ok(())
+    }
 }
 
 mod defaults {
@@ -100,6 +160,7 @@ impl ClusterConfig {
             election_ticks: defaults::election_ticks(),
             heartbeat_ticks: defaults::heartbeat_ticks(),
             read_path: ReadPath::default(),
+            snapshots: SnapshotSettings::default(),
             nodes: (0..u16::from(n))
                 .map(|i| NodeAddrs { peer: addr(peer_base + i), client: addr(client_base + i) })
                 .collect(),
@@ -136,6 +197,7 @@ impl ClusterConfig {
                 }
             }
         }
+        self.snapshots.validate().map_err(ConfigError::Invalid)?;
         self.raft_config(0, 0).validate().map_err(ConfigError::Invalid)
     }
 
@@ -153,14 +215,14 @@ impl ClusterConfig {
         let mut raft = Config::new(id, self.members(), seed);
         raft.election_ticks = self.election_ticks;
         raft.heartbeat_ticks = self.heartbeat_ticks;
+        raft.snapshot_trailing_entries = self.snapshots.trailing_entries;
         raft
     }
 
     pub fn server_config(&self, id: NodeId, seed: u64) -> ServerConfig {
         let mut config = ServerConfig::new(self.raft_config(id, seed));
         config.read_path = self.read_path;
-        // The server's storage keeps no snapshots yet, so it never takes one.
-        config.snapshots = crate::kv::SnapshotPolicy::NEVER;
+        config.snapshots = self.snapshots.policy();
         config
     }
 
@@ -188,6 +250,8 @@ mod tests {
         let text = "[[nodes]]\npeer = \"127.0.0.1:1\"\nclient = \"127.0.0.1:2\"\n";
         let config: ClusterConfig = toml::from_str(text).unwrap();
         assert_eq!((config.tick_ms, config.election_ticks, config.heartbeat_ticks), (10, 30, 5));
+        assert_eq!(config.snapshots, SnapshotSettings::default());
+        assert_eq!(config.server_config(0, 0).snapshots, SnapshotPolicy::default());
         config.validate().unwrap();
     }
 
@@ -202,5 +266,28 @@ mod tests {
         assert!(slow_heart.validate().is_err(), "heartbeats must come faster than elections");
         let typo = "tick_ms = 10\nnodez = []\n";
         assert!(toml::from_str::<ClusterConfig>(typo).is_err(), "unknown fields are refused");
+        let huge = ClusterConfig {
+            snapshots: SnapshotSettings { trailing_entries: u64::MAX, ..SnapshotSettings::default() },
+            ..ClusterConfig::local(3, 7100, 6379)
+        };
+        assert!(huge.validate().unwrap_err().to_string().contains("trailing_entries"));
+    }
+
+    #[test]
+    fn snapshot_settings_parse_partially_and_zero_means_never() {
+        let nodes = "[[nodes]]\npeer = \"127.0.0.1:1\"\nclient = \"127.0.0.1:2\"\n";
+        let text = format!("[snapshots]\nevery_entries = 100\n{nodes}");
+        let config: ClusterConfig = toml::from_str(&text).unwrap();
+        let server = config.server_config(0, 0);
+        assert_eq!(server.snapshots, SnapshotPolicy { every_entries: Some(100), every_bytes: Some(64 << 20) });
+        assert_eq!(server.raft.snapshot_trailing_entries, SnapshotSettings::default().trailing_entries);
+
+        let text = format!("[snapshots]\nevery_entries = 0\nevery_mib = 0\ntrailing_entries = 3\n{nodes}");
+        let config: ClusterConfig = toml::from_str(&text).unwrap();
+        assert_eq!(config.server_config(0, 0).snapshots, SnapshotPolicy::NEVER);
+        assert_eq!(config.server_config(0, 0).raft.snapshot_trailing_entries, 3);
+
+        let typo = format!("[snapshots]\nevery_entrys = 5\n{nodes}");
+        assert!(toml::from_str::<ClusterConfig>(&typo).is_err(), "unknown fields are refused");
     }
 }

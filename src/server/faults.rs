@@ -15,7 +15,7 @@
 
 use super::storage::{Durable, RaftStorage, StorageError};
 use crate::kv::Command;
-use crate::raft::Persist;
+use crate::raft::{Persist, Snapshot};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -123,17 +123,27 @@ impl<S: RaftStorage> RaftStorage for FaultyStorage<S> {
     }
 
     fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
+        self.fail_point("writing a batch (injected fault)")?;
+        self.inner.write(batch)
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.fail_point("saving a snapshot (injected fault)")?;
+        self.inner.save_snapshot(snapshot)
+    }
+}
+
+impl<S> FaultyStorage<S> {
+    /// Panics or fails here if the installed plan says so.
+    fn fail_point(&self, op: &'static str) -> Result<(), StorageError> {
         panic_point(Site::Persist);
         if let Some(Fault::StorageError(errno)) = PLAN.get().map(|p| p.fault) {
             if PLAN.get().is_some_and(|p| p.armed(Fault::StorageError(errno))) {
-                return Err(StorageError::Io {
-                    path: self.path.clone(),
-                    op: "writing a batch (injected fault)",
-                    source: std::io::Error::from_raw_os_error(errno),
-                });
+                let source = std::io::Error::from_raw_os_error(errno);
+                return Err(StorageError::Io { path: self.path.clone(), op, source });
             }
         }
-        self.inner.write(batch)
+        Ok(())
     }
 }
 

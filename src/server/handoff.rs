@@ -508,6 +508,21 @@ impl<E> Inbox<E> {
         Ok(())
     }
 
+    /// Queues a report from the runtime's own threads (a snapshot taken)
+    /// without blocking, past the capacity: such reports are bounded by
+    /// design (at most one snapshot is outstanding), and dropping one would
+    /// lose it for good. Fails only once the inbox is closed.
+    pub fn push_report(&self, event: E) -> Result<(), PushError<E>> {
+        let mut s = lock(&self.state);
+        if s.closed {
+            return Err(PushError::Closed(event));
+        }
+        s.events.push_back(event);
+        drop(s);
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Persist thread: every batch up to `number` is durable. Never blocks
     /// for longer than the lock (rule 1); a lower number than one already
     /// reported changes nothing.
@@ -682,14 +697,18 @@ mod tests {
         assert_eq!(inbox.push(3), Err(PushError::Full(3)));
         inbox.persisted(4);
         inbox.persisted(2); // a late, lower report changes nothing
+                            // A report goes in past the capacity, behind the events.
+        inbox.push_report(9).unwrap();
+        assert_eq!(inbox.len(), 3);
         let got = inbox.wait(1, None);
         assert_eq!(got, Inboxed { events: vec![1], durable: 4, closed: false });
-        assert_eq!(inbox.wait(8, None).events, vec![2]);
+        assert_eq!(inbox.wait(8, None).events, vec![2, 9]);
         // Nothing new: a timed wait returns empty.
         let got = inbox.wait(8, Some(Duration::from_millis(1)));
         assert!(got.events.is_empty() && got.durable == 4 && !got.closed);
         inbox.close();
         assert_eq!(inbox.push(5), Err(PushError::Closed(5)));
+        assert_eq!(inbox.push_report(6), Err(PushError::Closed(6)));
         assert!(inbox.wait(8, None).closed);
     }
 

@@ -4,10 +4,12 @@
 //! ```text
 //!  peers, clients ──push──► Inbox ──► node thread ──Persist batches──► persist thread
 //!                  (bounded, never     steps KvServer,  (bounded channel)   one write + fsync
-//!                   blocks)            ticks from the clock                 per group of batches
-//!                                        │   ▲                                   │
-//!               peers ◄── messages ──────┤   └────── Inbox::persisted(n) ◄───────┘
-//!               waiters ◄── answers ─────┘
+//!                   blocks)            ticks from the clock      ▲          per group of batches
+//!                                        │   ▲   │               │               │
+//!               peers ◄── messages ──────┤   │   └─► snapshot ───┘ encoded       │
+//!               waiters ◄── answers ─────┘   │       thread        snapshot      │
+//!                                            └── Inbox::persisted(n), ◄──────────┘
+//!                                                SnapshotTaken
 //! ```
 //!
 //! - The **node thread** owns the [`KvServer`]. It waits on the [`Inbox`]
@@ -22,6 +24,15 @@
 //!   writes them all with one [`RaftStorage::write`] (one fsync: group
 //!   commit), and reports the last batch's number to the inbox. It never
 //!   waits for the node thread.
+//!
+//! - The **snapshot thread** encodes the state machine a [`SnapshotJob`]
+//!   carries (a copy the node made when its policy said so), off the node
+//!   thread's path, and hands the bytes to the persist thread, which saves
+//!   them ([`RaftStorage::save_snapshot`]) in order with the batches and
+//!   then reports [`ServerInput::SnapshotTaken`] through the inbox. Only
+//!   then does the node compact its log (in a later batch), so a crash
+//!   never finds a compacted log without the snapshot that covers it. At
+//!   most one job is outstanding.
 //!
 //! So a leader's AppendEntries leave while its own write is on its way to
 //! the disk (Raft thesis §10.2.1), and a follower's acknowledgement leaves
@@ -42,8 +53,8 @@
 
 use super::handoff::{BoundedChannel, Inbox, PushError, Ticket, Waiters};
 use super::storage::{RaftStorage, StorageError};
-use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput, ServerOutput};
-use crate::raft::{Envelope, LogIndex, NodeId, Persist, Role, Term};
+use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput, ServerOutput, SnapshotJob};
+use crate::raft::{Envelope, LogIndex, NodeId, Persist, Role, Snapshot, Term};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 use std::collections::HashMap;
@@ -84,7 +95,20 @@ pub type OnFatal = Arc<dyn Fn(&NodeFailure) + Send + Sync>;
 /// What the node thread is fed.
 enum Event {
     Peer(Envelope<Command>),
-    Client { request: Request, key: u64 },
+    Client {
+        request: Request,
+        key: u64,
+    },
+    /// The persist thread saved the snapshot of a [`SnapshotJob`].
+    SnapshotTaken(Snapshot),
+}
+
+/// What the persist thread is handed, in the order it must reach the disk.
+enum ToDisk {
+    /// One batch of the node per step of a group.
+    Batches(Vec<Persist<Command>>),
+    /// An encoded snapshot of a [`SnapshotJob`], to save and report.
+    Snapshot(Snapshot),
 }
 
 /// A snapshot of the node, refreshed after every batch (for `INFO`, logs and
@@ -98,6 +122,9 @@ pub struct Status {
     pub commit_index: LogIndex,
     pub last_index: LogIndex,
     pub applied_index: LogIndex,
+    /// The first index the log holds: everything before it was compacted
+    /// into a snapshot.
+    pub first_index: LogIndex,
 }
 
 /// Counters of the runtime, for `INFO` and the benchmark's fsyncs per op.
@@ -112,6 +139,12 @@ pub struct Counters {
     pub applied: AtomicU64,
     /// Peer messages dropped because the event queue was full.
     pub dropped_peer_messages: AtomicU64,
+    /// Snapshots this node took (and saved).
+    pub snapshots_taken: AtomicU64,
+    /// Snapshots received from a leader and installed.
+    pub snapshots_installed: AtomicU64,
+    /// The size in bytes of the last snapshot taken.
+    pub last_snapshot_bytes: AtomicU64,
 }
 
 /// Why a request was not queued.
@@ -195,7 +228,9 @@ impl NodeHandle {
 /// Everything the two threads share, and how to stop them.
 struct Shared {
     inbox: Arc<Inbox<Event>>,
-    batches: BoundedChannel<Vec<Persist<Command>>>,
+    batches: BoundedChannel<ToDisk>,
+    /// Snapshots to encode (at most one outstanding).
+    jobs: BoundedChannel<SnapshotJob>,
     waiters: Waiters<Response>,
     stopped: Arc<AtomicBool>,
     /// Set by the first failure.
@@ -212,6 +247,7 @@ impl Shared {
         self.stopped.store(true, Ordering::Release);
         self.inbox.close();
         self.batches.close();
+        self.jobs.close();
         self.waiters.shutdown();
     }
 
@@ -246,6 +282,7 @@ pub struct NodeRuntime {
     shared: Arc<Shared>,
     node_thread: Option<std::thread::JoinHandle<()>>,
     persist_thread: Option<std::thread::JoinHandle<()>>,
+    snapshot_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl NodeRuntime {
@@ -262,6 +299,7 @@ impl NodeRuntime {
         let shared = Arc::new(Shared {
             inbox: Arc::new(Inbox::new(config.event_queue)),
             batches: BoundedChannel::new(config.batch_queue),
+            jobs: BoundedChannel::new(1),
             waiters: Waiters::new(),
             stopped: Arc::new(AtomicBool::new(false)),
             failed: AtomicBool::new(false),
@@ -305,7 +343,24 @@ impl NodeRuntime {
                 })
                 .expect("spawning the persist thread")
         };
-        NodeRuntime { handle, shared, node_thread: Some(node_thread), persist_thread: Some(persist_thread) }
+        let snapshot_thread = {
+            let shared = shared.clone();
+            let name = format!("raftkv-snapshot-{id}");
+            std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    shared.guard(&name, || snapshot_loop(&shared));
+                    shared.jobs.close();
+                })
+                .expect("spawning the snapshot thread")
+        };
+        NodeRuntime {
+            handle,
+            shared,
+            node_thread: Some(node_thread),
+            persist_thread: Some(persist_thread),
+            snapshot_thread: Some(snapshot_thread),
+        }
     }
 
     pub fn handle(&self) -> &NodeHandle {
@@ -331,6 +386,9 @@ impl NodeRuntime {
             let _ = t.join();
         }
         self.shared.stop();
+        if let Some(t) = self.snapshot_thread.take() {
+            let _ = t.join();
+        }
         match self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
             Some(failure) => Err(failure),
             None => Ok(()),
@@ -354,6 +412,7 @@ fn status_of(server: &KvServer) -> Status {
         commit_index: node.commit_index(),
         last_index: node.log().last_index(),
         applied_index: server.kv().applied_index(),
+        first_index: node.log().first_index(),
     }
 }
 
@@ -392,6 +451,17 @@ fn node_loop(
                     waiting.entry((request.client, request.seq)).or_default().push(key);
                     inputs.push(ServerInput::Client(request));
                 }
+                Event::SnapshotTaken(snapshot) => {
+                    counters.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+                    counters.last_snapshot_bytes.store(snapshot.data.len() as u64, Ordering::Relaxed);
+                    tracing::info!(
+                        node = shared.id,
+                        index = snapshot.meta.index,
+                        bytes = snapshot.data.len(),
+                        "snapshot taken; compacting the log"
+                    );
+                    inputs.push(ServerInput::SnapshotTaken(snapshot));
+                }
             }
         }
         let mut persists = Vec::new();
@@ -404,6 +474,25 @@ fn node_loop(
                 send(envelope);
             }
             counters.applied.fetch_add(out.applied.len() as u64, Ordering::Relaxed);
+            if let Some(job) = out.snapshot {
+                // Never blocks: the one outstanding job's slot is free (the
+                // snapshot thread took the last one before reporting it).
+                if shared.jobs.send(job).is_err() {
+                    return; // the snapshot thread stopped
+                }
+            }
+            if let Some((meta, error)) = out.refused_snapshot {
+                tracing::warn!(
+                    node = shared.id,
+                    index = meta.index,
+                    term = meta.term,
+                    "refused a snapshot from the leader (it will send it again): {error}"
+                );
+            }
+            if let Some(meta) = out.installed {
+                counters.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(node = shared.id, index = meta.index, "installed a snapshot from the leader");
+            }
             for response in out.responses {
                 for key in waiting.remove(&(response.client, response.seq)).unwrap_or_default() {
                     shared.waiters.complete(key, response.clone());
@@ -413,7 +502,7 @@ fn node_loop(
         *status.lock().unwrap_or_else(|e| e.into_inner()) = status_of(&server);
         if !persists.is_empty() {
             counters.batches.fetch_add(1, Ordering::Relaxed);
-            if shared.batches.send(persists).is_err() {
+            if shared.batches.send(ToDisk::Batches(persists)).is_err() {
                 return; // the persist thread stopped
             }
         }
@@ -426,21 +515,48 @@ fn node_loop(
 }
 
 /// Writes every group of batches with one commit, then reports the last
-/// batch's number. Returns when the channel is closed and drained, or on
-/// the first storage error.
+/// batch's number; saves a snapshot where it comes in the order, then
+/// reports it. Returns when the channel is closed and drained, or on the
+/// first storage error.
 fn persist_loop(
     mut storage: Box<dyn RaftStorage + Send>,
     shared: &Shared,
     counters: &Counters,
 ) -> Result<(), StorageError> {
     while let Ok(group) = shared.batches.recv_many(usize::MAX) {
-        let writes: Vec<&Persist<Command>> = group.iter().flatten().collect();
-        let Some(last) = writes.last().map(|p| p.number) else { continue };
-        storage.write(&writes)?;
-        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        shared.inbox.persisted(last);
+        let mut writes: Vec<&Persist<Command>> = Vec::new();
+        let mut snapshots = Vec::new();
+        for item in &group {
+            match item {
+                ToDisk::Batches(batches) => writes.extend(batches),
+                ToDisk::Snapshot(snapshot) => snapshots.push(snapshot),
+            }
+        }
+        // The batches first: saving a snapshot is independent of them (it
+        // covers applied entries only), so it may wait behind them.
+        if let Some(last) = writes.last().map(|p| p.number) {
+            storage.write(&writes)?;
+            counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            shared.inbox.persisted(last);
+        }
+        for snapshot in snapshots {
+            storage.save_snapshot(snapshot)?;
+            // Closed: the node stopped, and nobody needs the report.
+            let _ = shared.inbox.push_report(Event::SnapshotTaken(snapshot.clone()));
+        }
     }
     Ok(())
+}
+
+/// Encodes each snapshot job and hands the bytes to the persist thread.
+/// Returns when either channel closes.
+fn snapshot_loop(shared: &Shared) {
+    while let Ok(job) = shared.jobs.recv() {
+        let snapshot = job.encode();
+        if shared.batches.send(ToDisk::Snapshot(snapshot)).is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -458,16 +574,28 @@ mod tests {
         nodes: Vec<Option<NodeRuntime>>,
         _dirs: Vec<TempDir>,
         wire: Arc<Mutex<Vec<Option<NodeHandle>>>>,
+        /// Snapshot every this many entries (None: the default policy).
+        snapshot_every: Option<u64>,
     }
 
     fn runtime_config() -> RuntimeConfig {
         RuntimeConfig { tick: Duration::from_millis(2), ..RuntimeConfig::default() }
     }
 
-    fn start_node(id: NodeId, dir: &TempDir, wire: &Arc<Mutex<Vec<Option<NodeHandle>>>>) -> NodeRuntime {
+    fn start_node(
+        id: NodeId,
+        dir: &TempDir,
+        wire: &Arc<Mutex<Vec<Option<NodeHandle>>>>,
+        snapshot_every: Option<u64>,
+    ) -> NodeRuntime {
         let storage = RedbStorage::open(dir.path()).unwrap();
         let durable = storage.load().unwrap();
-        let server = KvServer::restart(ServerConfig::new(Config::new(id, 3, u64::from(id))), durable).unwrap();
+        let mut config = ServerConfig::new(Config::new(id, 3, u64::from(id)));
+        if let Some(n) = snapshot_every {
+            config.snapshots = crate::kv::SnapshotPolicy { every_entries: Some(n), every_bytes: None };
+            config.raft.snapshot_trailing_entries = 2;
+        }
+        let server = KvServer::restart(config, durable).unwrap();
         let send: SendToPeer = {
             let wire = wire.clone();
             Arc::new(move |envelope: Envelope<Command>| {
@@ -483,11 +611,11 @@ mod tests {
     }
 
     impl Cluster {
-        fn start(tag: &str) -> Cluster {
+        fn start(tag: &str, snapshot_every: Option<u64>) -> Cluster {
             let dirs: Vec<_> = (0..3).map(|i| TempDir::new(&format!("node-{tag}-{i}")).unwrap()).collect();
             let wire = Arc::new(Mutex::new(vec![None, None, None]));
-            let nodes = (0..3).map(|id| Some(start_node(id, &dirs[usize::from(id)], &wire))).collect();
-            Cluster { nodes, _dirs: dirs, wire }
+            let nodes = (0..3).map(|id| Some(start_node(id, &dirs[usize::from(id)], &wire, snapshot_every))).collect();
+            Cluster { nodes, _dirs: dirs, wire, snapshot_every }
         }
 
         fn handle(&self, id: NodeId) -> NodeHandle {
@@ -500,7 +628,7 @@ mod tests {
         }
 
         fn restart(&mut self, id: NodeId) {
-            let node = start_node(id, &self._dirs[usize::from(id)], &self.wire);
+            let node = start_node(id, &self._dirs[usize::from(id)], &self.wire, self.snapshot_every);
             self.nodes[usize::from(id)] = Some(node);
         }
 
@@ -535,7 +663,7 @@ mod tests {
 
     #[test]
     fn three_nodes_elect_replicate_and_survive_a_restart() {
-        let mut cluster = Cluster::start("basic");
+        let mut cluster = Cluster::start("basic", None);
         cluster.run(1, 1, Op::Put { key: "k".into(), value: "a".into() });
         cluster.run(1, 2, Op::Append { key: "k".into(), value: "b".into() });
         // A retry of an applied write is answered, not executed again.
@@ -548,6 +676,57 @@ mod tests {
         cluster.run(1, 3, Op::Append { key: "k".into(), value: "c".into() });
         cluster.restart(leader);
         assert_eq!(cluster.run(2, 3, Op::Get { key: "k".into() }), "abc");
+    }
+
+    /// Polls `done` until it holds; gives up after 30 s (a failed test, not
+    /// a timing assumption).
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "not within 30 s: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn snapshots_compact_the_log_and_a_wiped_follower_catches_up_by_installing_one() {
+        let mut cluster = Cluster::start("snapshots", Some(5));
+        for seq in 1..=20 {
+            cluster.run(1, seq, Op::Append { key: format!("k{}", seq % 3), value: format!("{seq},") });
+        }
+        let leader = cluster.handle(0).status().leader.unwrap();
+        let handle = cluster.handle(leader);
+        eventually("the leader compacts its log", || handle.status().first_index > 10);
+        assert!(handle.counters().snapshots_taken.load(Ordering::Relaxed) >= 2);
+        assert!(handle.counters().last_snapshot_bytes.load(Ordering::Relaxed) > 0);
+
+        // A follower loses its disk; the log it would need is gone, so it
+        // can only catch up from a snapshot.
+        let follower = (leader + 1) % 3;
+        cluster.stop(follower);
+        let dir = &mut cluster._dirs[usize::from(follower)];
+        *dir = TempDir::new(&format!("node-snapshots-{follower}-wiped")).unwrap();
+        for seq in 21..=30 {
+            cluster.run(1, seq, Op::Append { key: format!("k{}", seq % 3), value: format!("{seq},") });
+        }
+        cluster.restart(follower);
+        let wiped = cluster.handle(follower);
+        eventually("the wiped follower installs a snapshot and catches up", || {
+            wiped.counters().snapshots_installed.load(Ordering::Relaxed) >= 1
+                && wiped.status().applied_index >= handle.status().commit_index
+        });
+
+        // And it restarts from what it installed; the leader then leaves,
+        // so the wiped follower is half of every majority from here on.
+        cluster.stop(follower);
+        cluster.restart(follower);
+        cluster.stop(leader);
+        let expected = |k: u64| (1..=30).filter(|s| s % 3 == k).map(|s| format!("{s},")).collect::<String>();
+        for k in 0..3 {
+            assert_eq!(cluster.run(2, k + 1, Op::Get { key: format!("k{k}") }), expected(k), "k{k}");
+        }
+        let last = cluster.run(2, 10, Op::Append { key: "k0".into(), value: "after".into() });
+        assert_eq!(last, "");
     }
 
     #[test]
@@ -593,6 +772,9 @@ mod tests {
                 source: std::io::Error::from_raw_os_error(5),
             })
         }
+        fn save_snapshot(&mut self, _: &Snapshot) -> Result<(), StorageError> {
+            self.write(&[])
+        }
     }
 
     /// A disk that keeps nothing and never fails.
@@ -603,6 +785,9 @@ mod tests {
             Ok(Default::default())
         }
         fn write(&mut self, _: &[&Persist<Command>]) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn save_snapshot(&mut self, _: &Snapshot) -> Result<(), StorageError> {
             Ok(())
         }
     }

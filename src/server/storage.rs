@@ -24,36 +24,44 @@
 //! of its own. redb is pure Rust, checksums its pages and commits with a
 //! two-phase protocol, so a crash at any instant leaves either the old or the
 //! new committed state; with [`Durability::Immediate`] a commit returns only
-//! after the fsync. Two tables:
+//! after the fsync. Three tables:
 //!
-//! - `meta` (`&str` → bytes): `"format"` = [`FORMAT_VERSION`] as one byte,
-//!   and `"hard_state"` = the postcard encoding of the [`HardState`]
-//!   (absent means the default: term 0, no vote);
-//! - `log` (`u64` → bytes): one row per entry, keyed by its index, valued by
-//!   the postcard encoding of the `Entry<Command>` (the same bytes the peer
-//!   wire format uses for an entry, see `specs/wire.md`).
+//! - `meta` (`&str` → bytes): `"format"` = [`FORMAT_VERSION`] as one byte;
+//!   `"hard_state"` = the postcard encoding of the [`HardState`] (absent
+//!   means the default: term 0, no vote); `"base"` = the postcard encoding
+//!   of the [`SnapshotMeta`] of the last compacted entry (absent means
+//!   nothing was compacted: the log starts at 1);
+//! - `log` (`u64` → bytes): one row per entry after the base, keyed by its
+//!   index, valued by the postcard encoding of the `Entry<Command>` (the
+//!   same bytes the peer wire format uses for an entry, see
+//!   `specs/wire.md`);
+//! - `snapshot` (`&str` → bytes): `"meta"` = the postcard [`SnapshotMeta`]
+//!   and `"data"` = the snapshot's bytes (the framed, checksummed encoding
+//!   of [`kv::snapshot`](crate::kv::snapshot)), always written together.
 //!
 //! A [`LogWrite`] `{ from, entries }` deletes every row at or after `from`
-//! and inserts `entries` at `from, from + 1, …`.
+//! and inserts `entries` at `from, from + 1, …`. A compaction to `m`
+//! deletes every row up to `m.index` and records `m` as the base. The
+//! snapshot is replaced only by a newer one, either one the runtime took
+//! ([`save_snapshot`](RaftStorage::save_snapshot)) or one installed from the
+//! leader (a [`Persist`]'s `snapshot`). The stored snapshot always covers the
+//! base: `load` refuses a base past it.
 //!
 //! # Untrusted bytes
 //!
 //! What comes back from disk is treated as untrusted input: a row that does
 //! not decode, has trailing bytes, or breaks the log's shape (indexes
-//! contiguous from 1, terms never decreasing, no entry newer than the hard
-//! state's term) is reported as [`StorageError::Corrupt`] (or
-//! [`StorageError::CorruptHardState`]) naming the file and the index;
-//! nothing here panics on bad bytes. A single entry decodes with postcard,
-//! whose only allocations are the command's two strings, each checked
-//! against the remaining bytes of the row first.
-//!
-//! # Not yet
-//!
-//! Snapshots and log compaction (dropping a prefix) come with a later issue;
-//! then the log will start after the snapshot's index instead of at 1.
+//! contiguous after the base, terms never decreasing, no entry newer than
+//! the hard state's term) is reported as [`StorageError::Corrupt`] (or
+//! [`StorageError::CorruptHardState`], [`StorageError::CorruptSnapshot`])
+//! naming the file and the index; nothing here panics on bad bytes. A
+//! single entry decodes with postcard, whose only allocations are the
+//! command's two strings, each checked against the remaining bytes of the
+//! row first. The snapshot's bytes are returned as stored; the server
+//! decodes (and checksums) them when it restarts its state machine.
 
 use crate::kv::Command;
-use crate::raft::{DurableState, Entry, HardState, LogIndex, LogWrite, Persist};
+use crate::raft::{DurableState, Entry, HardState, LogIndex, LogWrite, Persist, Snapshot, SnapshotMeta};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -84,6 +92,11 @@ pub trait RaftStorage {
     /// Makes `batch` durable, in order, in one atomic commit. See the trait
     /// docs.
     fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError>;
+
+    /// Makes a snapshot the runtime took durable (it replaces an older one;
+    /// one not newer than the stored one is ignored). Atomic: after a crash
+    /// either the old snapshot or the new one is there, whole.
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 }
 
 /// A node's durable state: what
@@ -104,6 +117,9 @@ pub enum StorageError {
     Corrupt { path: PathBuf, index: LogIndex, reason: String },
     /// The stored hard state is unusable.
     CorruptHardState { path: PathBuf, reason: String },
+    /// The stored snapshot, or the record of where the log starts, is
+    /// unusable (or the two disagree).
+    CorruptSnapshot { path: PathBuf, reason: String },
     /// The database was written by an incompatible version of raftkv.
     UnknownFormat { path: PathBuf, found: Vec<u8> },
     /// A [`LogWrite`] would leave a hole in the log: it starts after the
@@ -126,6 +142,9 @@ impl fmt::Display for StorageError {
             }
             StorageError::CorruptHardState { path, reason } => {
                 write!(f, "raft storage {}: hard state is corrupt: {reason}", path.display())
+            }
+            StorageError::CorruptSnapshot { path, reason } => {
+                write!(f, "raft storage {}: snapshot is corrupt: {reason}", path.display())
             }
             StorageError::UnknownFormat { path, found } => write!(
                 f,
@@ -158,16 +177,25 @@ pub const DB_FILE: &str = "raft.redb";
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const KEY_FORMAT: &str = "format";
 const KEY_HARD_STATE: &str = "hard_state";
+const KEY_BASE: &str = "base";
+const KEY_SNAPSHOT_META: &str = "meta";
+const KEY_SNAPSHOT_DATA: &str = "data";
 
 /// [`RaftStorage`] on a [`redb`] database; see the module docs for the
 /// layout.
 pub struct RedbStorage {
     db: Database,
     path: PathBuf,
-    /// The last stored index (0 when empty), to refuse gaps without a read.
+    /// The last stored index (the base's when the log is empty), to refuse
+    /// gaps without a read.
     last_index: LogIndex,
+    /// The last compacted entry: the log's rows start after it.
+    base: SnapshotMeta,
+    /// The index the stored snapshot covers (0: none).
+    snapshot_index: LogIndex,
 }
 
 impl fmt::Debug for RedbStorage {
@@ -192,7 +220,7 @@ impl RedbStorage {
             // Make the new file's directory entry durable too.
             sync_dir(dir).map_err(|e| io("syncing its directory", e))?;
         }
-        let mut storage = RedbStorage { db, path, last_index: 0 };
+        let mut storage = RedbStorage { db, path, last_index: 0, base: SnapshotMeta::default(), snapshot_index: 0 };
         storage.init()?;
         Ok(storage)
     }
@@ -222,11 +250,38 @@ impl RedbStorage {
                 Some(v) if v == [FORMAT_VERSION] => {}
                 Some(found) => return Err(StorageError::UnknownFormat { path: self.path.clone(), found }),
             }
+            self.base = match meta.get(KEY_BASE).map_err(|e| self.db_err("reading the log's base", e))? {
+                None => SnapshotMeta::default(),
+                Some(v) => decode_exact(v.value())
+                    .map_err(|reason| self.corrupt_snapshot(format!("the log's base {reason}")))?,
+            };
             let log = txn.open_table(LOG).map_err(|e| self.db_err("opening the log table", e))?;
-            self.last_index =
-                log.last().map_err(|e| self.db_err("reading the last index", e))?.map_or(0, |(k, _)| k.value());
+            self.last_index = log
+                .last()
+                .map_err(|e| self.db_err("reading the last index", e))?
+                .map_or(self.base.index, |(k, _)| k.value());
+            let snapshots = txn.open_table(SNAPSHOT).map_err(|e| self.db_err("opening the snapshot table", e))?;
+            self.snapshot_index =
+                match snapshots.get(KEY_SNAPSHOT_META).map_err(|e| self.db_err("reading the snapshot", e))? {
+                    None => 0,
+                    Some(v) => {
+                        decode_exact::<SnapshotMeta>(v.value())
+                            .map_err(|reason| self.corrupt_snapshot(format!("its meta {reason}")))?
+                            .index
+                    }
+                };
         }
         txn.commit().map_err(|e| self.db_err("committing", e))
+    }
+
+    /// Writes `snapshot` into the open transaction (replacing the stored one).
+    fn put_snapshot(&self, txn: &redb::WriteTransaction, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let mut table = txn.open_table(SNAPSHOT).map_err(|e| self.db_err("opening the snapshot table", e))?;
+        let meta = postcard::to_allocvec(&snapshot.meta)
+            .map_err(|e| self.corrupt_snapshot(format!("its meta does not encode: {e}")))?;
+        table.insert(KEY_SNAPSHOT_META, meta.as_slice()).map_err(|e| self.db_err("writing the snapshot", e))?;
+        table.insert(KEY_SNAPSHOT_DATA, &*snapshot.data).map_err(|e| self.db_err("writing the snapshot", e))?;
+        Ok(())
     }
 
     fn begin_write(&self) -> Result<redb::WriteTransaction, StorageError> {
@@ -241,6 +296,10 @@ impl RedbStorage {
 
     fn corrupt(&self, index: LogIndex, reason: impl Into<String>) -> StorageError {
         StorageError::Corrupt { path: self.path.clone(), index, reason: reason.into() }
+    }
+
+    fn corrupt_snapshot(&self, reason: impl Into<String>) -> StorageError {
+        StorageError::CorruptSnapshot { path: self.path.clone(), reason: reason.into() }
     }
 }
 
@@ -276,6 +335,17 @@ impl RaftStorage for RedbStorage {
             Some(v) => decode_exact::<HardState>(v.value())
                 .map_err(|reason| StorageError::CorruptHardState { path: self.path.clone(), reason })?,
         };
+        let base = match meta.get(KEY_BASE).map_err(|e| self.db_err("reading the log's base", e))? {
+            None => SnapshotMeta::default(),
+            Some(v) => {
+                decode_exact(v.value()).map_err(|reason| self.corrupt_snapshot(format!("the log's base {reason}")))?
+            }
+        };
+        let snapshot = self.load_snapshot(&txn)?;
+        if snapshot.as_ref().map_or(0, |s| s.meta.index) < base.index {
+            let reason = format!("the log starts after index {}, past what the snapshot covers", base.index);
+            return Err(self.corrupt_snapshot(reason));
+        }
         let table = txn.open_table(LOG).map_err(|e| self.db_err("opening the log table", e))?;
         let len = table.len().map_err(|e| self.db_err("counting the log", e))?;
         // Only a hint: every row is checked as it is read.
@@ -283,18 +353,17 @@ impl RaftStorage for RedbStorage {
         for row in table.iter().map_err(|e| self.db_err("reading the log", e))? {
             let (key, value) = row.map_err(|e| self.db_err("reading the log", e))?;
             let index = key.value();
-            let expected = log.len() as u64 + 1;
+            let expected = base.index + log.len() as u64 + 1;
             if index != expected {
                 return Err(self.corrupt(expected, format!("missing (the next stored index is {index})")));
             }
             let entry: Entry<Command> = decode_exact(value.value()).map_err(|reason| self.corrupt(index, reason))?;
-            if let Some(prev) = log.last() {
-                if entry.term < prev.term {
-                    return Err(self.corrupt(
-                        index,
-                        format!("term {} is lower than the previous entry's term {}", entry.term, prev.term),
-                    ));
-                }
+            let prev_term = log.last().map_or(base.term, |p| p.term);
+            if entry.term < prev_term {
+                return Err(self.corrupt(
+                    index,
+                    format!("term {} is lower than the previous entry's term {}", entry.term, prev_term),
+                ));
             }
             if entry.term > hard.term {
                 return Err(self.corrupt(
@@ -304,28 +373,42 @@ impl RaftStorage for RedbStorage {
             }
             log.push(entry);
         }
-        Ok(Durable { hard, log, ..Durable::default() })
+        Ok(Durable { hard, snapshot, base, log })
     }
 
     fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
-        // Snapshots are not stored yet: the server runs with
-        // `SnapshotPolicy::NEVER` and so never compacts or installs.
-        assert!(batch.iter().all(|p| p.snapshot.is_none() && p.compact.is_none()), "snapshots are not stored yet");
-        if batch.iter().all(|p| p.hard_state.is_none() && p.log.is_none()) {
+        let empty = |p: &&&Persist<Command>| {
+            p.hard_state.is_none() && p.log.is_none() && p.snapshot.is_none() && p.compact.is_none()
+        };
+        if batch.iter().all(|p| empty(&p)) {
             return Ok(());
         }
         let txn = self.begin_write()?;
-        let mut last_index = self.last_index;
+        let (mut last_index, mut base, mut snapshot_index) = (self.last_index, self.base, self.snapshot_index);
         {
             let mut hard = None;
             let mut log = txn.open_table(LOG).map_err(|e| self.db_err("opening the log table", e))?;
             let mut buf = Vec::new();
             for p in batch {
+                // The contract's order: snapshot, compaction, log, hard state.
+                if let Some(s) = &p.snapshot {
+                    if s.meta.index > snapshot_index {
+                        self.put_snapshot(&txn, s)?;
+                        snapshot_index = s.meta.index;
+                    }
+                }
+                if let Some(to) = p.compact {
+                    if to.index > base.index {
+                        log.retain_in(..=to.index, |_, _| false).map_err(|e| self.db_err("compacting the log", e))?;
+                        base = to;
+                        last_index = last_index.max(to.index);
+                    }
+                }
                 if let Some(h) = p.hard_state {
                     hard = Some(h);
                 }
                 if let Some(LogWrite { from, entries }) = &p.log {
-                    let from = (*from).max(1);
+                    let from = (*from).max(base.index + 1);
                     if from > last_index + 1 {
                         // Dropping `txn` aborts the whole batch.
                         return Err(StorageError::Gap { path: self.path.clone(), from, last_index });
@@ -346,18 +429,56 @@ impl RaftStorage for RedbStorage {
                     }
                 }
             }
+            let mut meta = txn.open_table(META).map_err(|e| self.db_err("opening the meta table", e))?;
             if let Some(h) = hard {
                 let bytes = postcard::to_allocvec(&h).map_err(|e| StorageError::CorruptHardState {
                     path: self.path.clone(),
                     reason: format!("does not encode: {e}"),
                 })?;
-                let mut meta = txn.open_table(META).map_err(|e| self.db_err("opening the meta table", e))?;
                 meta.insert(KEY_HARD_STATE, bytes.as_slice()).map_err(|e| self.db_err("writing the hard state", e))?;
+            }
+            if base != self.base {
+                let bytes = postcard::to_allocvec(&base)
+                    .map_err(|e| self.corrupt_snapshot(format!("the log's base does not encode: {e}")))?;
+                meta.insert(KEY_BASE, bytes.as_slice()).map_err(|e| self.db_err("writing the log's base", e))?;
             }
         }
         txn.commit().map_err(|e| self.db_err("committing", e))?;
-        self.last_index = last_index;
+        (self.last_index, self.base, self.snapshot_index) = (last_index, base, snapshot_index);
         Ok(())
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        if snapshot.meta.index <= self.snapshot_index {
+            return Ok(());
+        }
+        let txn = self.begin_write()?;
+        self.put_snapshot(&txn, snapshot)?;
+        txn.commit().map_err(|e| self.db_err("committing", e))?;
+        self.snapshot_index = snapshot.meta.index;
+        Ok(())
+    }
+}
+
+impl RedbStorage {
+    /// The stored snapshot, if any; its meta and its bytes go together.
+    fn load_snapshot(&self, txn: &redb::ReadTransaction) -> Result<Option<Snapshot>, StorageError> {
+        let table = match txn.open_table(SNAPSHOT) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.db_err("opening the snapshot table", e)),
+        };
+        let meta = table.get(KEY_SNAPSHOT_META).map_err(|e| self.db_err("reading the snapshot", e))?;
+        let data = table.get(KEY_SNAPSHOT_DATA).map_err(|e| self.db_err("reading the snapshot", e))?;
+        match (meta, data) {
+            (None, None) => Ok(None),
+            (Some(meta), Some(data)) => {
+                let meta: SnapshotMeta =
+                    decode_exact(meta.value()).map_err(|reason| self.corrupt_snapshot(format!("its meta {reason}")))?;
+                Ok(Some(Snapshot { meta, data: data.value().into() }))
+            }
+            _ => Err(self.corrupt_snapshot("its meta is stored without its bytes, or the other way round")),
+        }
     }
 }
 
@@ -503,6 +624,62 @@ mod tests {
             txn.open_table(META).unwrap().insert(KEY_FORMAT, &[99][..]).unwrap();
         });
         assert!(matches!(r, Err(StorageError::UnknownFormat { .. })), "{r:?}");
+    }
+
+    /// A log compacted to 3 under a snapshot covering 3.
+    fn compacted(tag: &str) -> TempDir {
+        let dir = stored(tag, &[append(1, 1, 5)]);
+        let mut s = RedbStorage::open(dir.path()).unwrap();
+        let meta = SnapshotMeta { index: 3, term: 1 };
+        s.save_snapshot(&Snapshot { meta, data: vec![1, 2, 3].into() }).unwrap();
+        s.write(&[&Persist { number: 0, snapshot: None, compact: Some(meta), hard_state: None, log: None }]).unwrap();
+        let d = s.load().unwrap();
+        assert_eq!((d.base, d.log.len()), (meta, 2));
+        dir
+    }
+
+    #[test]
+    fn corrupt_snapshots_and_bases_are_refused() {
+        type Tamper = fn(&redb::WriteTransaction);
+        let cases: [(&str, Tamper); 4] = [
+            ("meta-garbage", |txn| {
+                txn.open_table(SNAPSHOT).unwrap().insert(KEY_SNAPSHOT_META, &[0xff; 12][..]).unwrap();
+            }),
+            ("data-missing", |txn| {
+                txn.open_table(SNAPSHOT).unwrap().remove(KEY_SNAPSHOT_DATA).unwrap();
+            }),
+            ("base-garbage", |txn| {
+                txn.open_table(META).unwrap().insert(KEY_BASE, &[0xff][..]).unwrap();
+            }),
+            ("base-past-snapshot", |txn| {
+                let base = postcard::to_allocvec(&SnapshotMeta { index: 4, term: 1 }).unwrap();
+                txn.open_table(META).unwrap().insert(KEY_BASE, base.as_slice()).unwrap();
+                txn.open_table(LOG).unwrap().remove(4).unwrap();
+            }),
+        ];
+        for (tag, f) in cases {
+            let dir = compacted(tag);
+            let r = tamper(dir.path(), f);
+            assert!(matches!(r, Err(StorageError::CorruptSnapshot { .. })), "{tag}: {r:?}");
+            assert!(r.unwrap_err().to_string().contains("snapshot is corrupt"), "{tag}");
+        }
+        // The first row after the base missing: the hole is named.
+        let dir = compacted("first-row");
+        let r = tamper(dir.path(), |txn| {
+            txn.open_table(LOG).unwrap().remove(4).unwrap();
+        });
+        assert!(matches!(r, Err(StorageError::Corrupt { index: 4, .. })), "{r:?}");
+    }
+
+    #[test]
+    fn an_older_snapshot_does_not_replace_a_newer_one() {
+        let dir = compacted("older");
+        let mut s = RedbStorage::open(dir.path()).unwrap();
+        s.save_snapshot(&Snapshot { meta: SnapshotMeta { index: 2, term: 1 }, data: vec![9].into() }).unwrap();
+        let old = Snapshot { meta: SnapshotMeta { index: 1, term: 1 }, data: vec![8].into() };
+        s.write(&[&Persist { number: 0, snapshot: Some(old), compact: None, hard_state: None, log: None }]).unwrap();
+        let kept = s.load().unwrap().snapshot.unwrap();
+        assert_eq!((kept.meta.index, &*kept.data), (3, &[1u8, 2, 3][..]));
     }
 
     #[test]

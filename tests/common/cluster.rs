@@ -47,8 +47,15 @@ impl TestCluster {
     /// A cluster of `n` nodes, none started yet (set their environment
     /// first with [`TestCluster::set_env`]).
     pub fn configure(tag: &str, n: u8) -> TestCluster {
+        TestCluster::configure_with(tag, n, |_| {})
+    }
+
+    /// Like [`TestCluster::configure`], with `edit` applied to the config
+    /// before it is written.
+    pub fn configure_with(tag: &str, n: u8, edit: impl FnOnce(&mut ClusterConfig)) -> TestCluster {
         let ports = free_ports(2 * usize::from(n));
         let mut config = ClusterConfig::local(n, 0, 0);
+        edit(&mut config);
         for (i, node) in config.nodes.iter_mut().enumerate() {
             node.peer.set_port(ports[2 * i]);
             node.client.set_port(ports[2 * i + 1]);
@@ -82,7 +89,7 @@ impl TestCluster {
             .args(["server", "--id", &id.to_string(), "--config"])
             .arg(&self.config_path)
             .arg("--data-dir")
-            .arg(self.root.path().join(format!("node-{id}")))
+            .arg(self.data_dir(id))
             .arg("--exit-with-parent")
             .env("RUST_LOG", "info")
             .envs(self.env[usize::from(id)].iter().map(|(k, v)| (k, v)))
@@ -109,6 +116,17 @@ impl TestCluster {
         assert!(self.children[usize::from(id)].is_none());
         let child = self.spawn(id);
         self.children[usize::from(id)] = Some(child);
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u8) -> PathBuf {
+        self.root.path().join(format!("node-{id}"))
+    }
+
+    /// Deletes the data of stopped node `id`, as a replaced disk would.
+    pub fn wipe(&self, id: u8) {
+        assert!(self.children[usize::from(id)].is_none(), "wipe a stopped node");
+        std::fs::remove_dir_all(self.data_dir(id)).unwrap();
     }
 
     pub fn signal(&self, id: u8, signal: &str) {
@@ -177,6 +195,11 @@ pub async fn info_field(addr: SocketAddr, field: &str) -> Option<String> {
     let text = info(addr, Duration::from_millis(500)).await.ok()?;
     let prefix = format!("{field}:");
     text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().to_string())
+}
+
+/// One numeric `INFO` field of node `addr`, if it answers.
+pub async fn info_u64(addr: SocketAddr, field: &str) -> Option<u64> {
+    info_field(addr, field).await.and_then(|v| v.parse().ok())
 }
 
 /// Waits until `cond` holds, checking every 10 ms, or panics after
