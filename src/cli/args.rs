@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use raftkv::kv::Op;
 use raftkv::lincheck::Budget;
 use raftkv::raft::{InjectedBugs, NodeId};
+use raftkv::server::config::SnapshotSettings;
 use raftkv::server::load::Mix;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,16 @@ enum Command {
         /// Check that every node serves a write and a read, then stop.
         #[arg(long)]
         smoke: bool,
+        /// Take a snapshot and compact the log after this many applied
+        /// entries (0: not by count).
+        #[arg(long, default_value_t = SnapshotSettings::default().every_entries)]
+        snapshot_entries: u64,
+        /// ... or after this many MiB of applied commands (0: not by size).
+        #[arg(long, default_value_t = SnapshotSettings::default().every_mib)]
+        snapshot_mib: u64,
+        /// Entries kept in the log behind a snapshot, for slow followers.
+        #[arg(long, default_value_t = SnapshotSettings::default().trailing_entries)]
+        snapshot_trailing: u64,
     },
     /// Run one server of a cluster described by a config file.
     Server {
@@ -172,9 +183,27 @@ impl Target {
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Cluster { nodes, port, peer_port, data_dir, smoke } => {
-            super::cluster::run(super::cluster::ClusterArgs { nodes, port, peer_port, data_dir, smoke })
-        }
+        Command::Cluster {
+            nodes,
+            port,
+            peer_port,
+            data_dir,
+            smoke,
+            snapshot_entries,
+            snapshot_mib,
+            snapshot_trailing,
+        } => super::cluster::run(super::cluster::ClusterArgs {
+            nodes,
+            port,
+            peer_port,
+            data_dir,
+            smoke,
+            snapshots: SnapshotSettings {
+                every_entries: snapshot_entries,
+                every_mib: snapshot_mib,
+                trailing_entries: snapshot_trailing,
+            },
+        }),
         Command::Server { config, id, data_dir, exit_with_parent } => {
             super::server::run(config, id, data_dir, exit_with_parent)
         }

@@ -4,7 +4,7 @@
 
 use raftkv::kv::Op;
 use raftkv::server::client::{random_client_id, RemoteClerk};
-use raftkv::server::config::ClusterConfig;
+use raftkv::server::config::{ClusterConfig, SnapshotSettings};
 use raftkv::server::tempdir::TempDir;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,10 +22,13 @@ pub struct ClusterArgs {
     pub data_dir: Option<PathBuf>,
     /// Start, check that every node serves a write and a read, stop.
     pub smoke: bool,
+    /// Written into the cluster's `cluster.toml`.
+    pub snapshots: SnapshotSettings,
 }
 
 pub fn run(args: ClusterArgs) -> ExitCode {
-    let config = ClusterConfig::local(args.nodes, args.peer_port, args.port);
+    let config =
+        ClusterConfig { snapshots: args.snapshots, ..ClusterConfig::local(args.nodes, args.peer_port, args.port) };
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
