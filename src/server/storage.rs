@@ -178,6 +178,10 @@ pub const DB_FILE: &str = "raft.redb";
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+/// redb's page cache (its default is 1 GiB, which the process's memory
+/// then grows into). The log is written once and read back only by lagging
+/// followers and restarts, so a small cache costs little.
+const CACHE_BYTES: usize = 16 << 20;
 const KEY_FORMAT: &str = "format";
 const KEY_HARD_STATE: &str = "hard_state";
 const KEY_BASE: &str = "base";
@@ -215,7 +219,10 @@ impl RedbStorage {
         let io = |op, source| StorageError::Io { path: path.clone(), op, source };
         std::fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
         let existed = path.exists();
-        let db = Database::create(&path).map_err(|e| db_err(&path, "opening the database", e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| db_err(&path, "opening the database", e))?;
         if !existed {
             // Make the new file's directory entry durable too.
             sync_dir(dir).map_err(|e| io("syncing its directory", e))?;
@@ -399,7 +406,13 @@ impl RaftStorage for RedbStorage {
                 }
                 if let Some(to) = p.compact {
                     if to.index > base.index {
-                        log.retain_in(..=to.index, |_, _| false).map_err(|e| self.db_err("compacting the log", e))?;
+                        // Row by row: redb 2.4's `retain_in` over the
+                        // same 10,000 rows took 250–950 ms and grew the
+                        // file to 193 MiB; removes take about 22 ms and the
+                        // file stays at 6.5 MiB (specs/performance.md).
+                        for i in base.index + 1..=to.index.min(last_index) {
+                            log.remove(i).map_err(|e| self.db_err("compacting the log", e))?;
+                        }
                         base = to;
                         last_index = last_index.max(to.index);
                     }
