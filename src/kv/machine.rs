@@ -1,7 +1,7 @@
 //! [`KvMachine`]: the deterministic state machine every replica applies the
 //! committed log to, with its client session table.
 
-use super::{ClientId, Command, Op};
+use super::{ClientId, Command, Op, SERVER_ASSIGNED_CLIENT_BIT};
 use crate::raft::LogIndex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -94,7 +94,9 @@ impl KvMachine {
             return Applied { reply, executed: false };
         }
         let reply = self.execute(&command.op);
-        self.sessions.insert(command.client, Session { seq: command.seq, reply: reply.clone() });
+        if command.client & SERVER_ASSIGNED_CLIENT_BIT == 0 {
+            self.sessions.insert(command.client, Session { seq: command.seq, reply: reply.clone() });
+        }
         Applied { reply, executed: true }
     }
 
@@ -146,6 +148,20 @@ mod tests {
         m.apply(3, &cmd(1, 3, append("k", "b")));
         assert_eq!(m.apply(4, &cmd(1, 4, Op::Get { key: "k".into() })).reply, "ab");
         assert_eq!(m.get("k"), "ab");
+    }
+
+    #[test]
+    fn connection_sessions_are_executed_and_not_remembered() {
+        let mut m = KvMachine::new();
+        for i in 0..1000 {
+            let client = SERVER_ASSIGNED_CLIENT_BIT | i;
+            assert!(m.apply(2 * i + 1, &cmd(client, 1, append("k", "x"))).executed);
+            assert_eq!(m.apply(2 * i + 2, &cmd(client, 2, Op::Get { key: "k".into() })).reply.len() as u64, i + 1);
+        }
+        assert!(m.sessions().is_empty(), "a connection's requests leave no session behind");
+        // A clerk's session is remembered as before.
+        m.apply(2001, &cmd(7, 1, append("k", "y")));
+        assert_eq!(m.sessions().len(), 1);
     }
 
     #[test]

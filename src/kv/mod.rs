@@ -21,6 +21,15 @@ use serde::{Deserialize, Serialize};
 /// Identifies a client session; chosen by the client, unique per client.
 pub type ClientId = u64;
 
+/// Client ids with this bit set are assigned by a server to one connection
+/// of a plain Redis client (one that never sent `RAFTKV.SESSION`). Its
+/// server proposes each of its commands once and never retries it, and
+/// the client cannot retry under the same id elsewhere, so there is nothing
+/// to deduplicate: the state machine executes them without remembering a
+/// session, and a million short connections leave the session table as
+/// it was.
+pub const SERVER_ASSIGNED_CLIENT_BIT: ClientId = 1 << 63;
+
 /// A key/value operation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

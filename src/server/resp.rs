@@ -89,10 +89,9 @@ impl Default for RespLimits {
     }
 }
 
-/// Client ids with this bit set are assigned by servers to connections that
-/// never sent `RAFTKV.SESSION` (plain Redis clients); `RAFTKV.SESSION`
-/// refuses them, so a clerk's chosen id never collides with one.
-pub const SERVER_ASSIGNED_CLIENT_BIT: ClientId = 1 << 63;
+/// `RAFTKV.SESSION` refuses ids with this bit, so a clerk's chosen id never
+/// collides with a connection's.
+pub use crate::kv::SERVER_ASSIGNED_CLIENT_BIT;
 
 /// A client request, typed. Names are case-insensitive on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
