@@ -38,6 +38,7 @@ cleanup() {
     rm -rf "$root"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 until grep -q "A leader is elected" "$log"; do
     kill -0 $cluster 2>/dev/null || { cat "$log"; exit 1; }
     sleep 0.1

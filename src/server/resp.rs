@@ -110,6 +110,9 @@ pub enum ClientCommand {
     Session { client: ClientId, seq: u64 },
     /// `PING [message]`.
     Ping { message: Option<Bytes> },
+    /// `ECHO message`: the message (`redis-cli --pipe` ends its input with
+    /// one to know when every reply has arrived).
+    Echo { message: Bytes },
     /// `QUIT` (arguments ignored): `+OK`, then the server closes.
     Quit,
     /// `INFO [section ...]` (arguments ignored): the server's status.
@@ -164,7 +167,9 @@ impl ClientCommand {
             | ClientCommand::Session { .. }
             | ClientCommand::Info => return None,
             ClientCommand::Ping { message: None } => Reply::Pong,
-            ClientCommand::Ping { message: Some(message) } => Reply::Bulk(message.clone()),
+            ClientCommand::Ping { message: Some(message) } | ClientCommand::Echo { message } => {
+                Reply::Bulk(message.clone())
+            }
             ClientCommand::Quit | ClientCommand::ClientSubcommand | ClientCommand::Select { db: 0 } => Reply::Ok,
             ClientCommand::ConfigGet { pattern } => Reply::Array(
                 CONFIG
@@ -202,6 +207,7 @@ impl ClientCommand {
             ClientCommand::Session { client, seq } => vec![name("RAFTKV.SESSION"), n(*client), n(*seq)],
             ClientCommand::Ping { message: None } => vec![name("PING")],
             ClientCommand::Ping { message: Some(message) } => vec![name("PING"), Cow::Borrowed(&message[..])],
+            ClientCommand::Echo { message } => vec![name("ECHO"), Cow::Borrowed(&message[..])],
             ClientCommand::Quit => vec![name("QUIT")],
             ClientCommand::Info => vec![name("INFO")],
             ClientCommand::ConfigGet { pattern } => vec![name("CONFIG"), name("GET"), s(pattern)],
@@ -827,6 +833,9 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
     } else if is("PING") {
         arity("ping", n <= 1)?;
         Ok(ClientCommand::Ping { message: rest.next() })
+    } else if is("ECHO") {
+        arity("echo", n == 1)?;
+        Ok(ClientCommand::Echo { message: next() })
     } else if is("QUIT") {
         Ok(ClientCommand::Quit)
     } else if is("INFO") {
@@ -969,7 +978,7 @@ mod tests {
         fn arbitrary(g: &mut Gen) -> Self {
             let k = RespLimits::default().key_bytes_max;
             let v = RespLimits::default().value_bytes_max;
-            AnyCommand(match u8::arbitrary(g) % 12 {
+            AnyCommand(match u8::arbitrary(g) % 13 {
                 0 => ClientCommand::Get { key: short(g, k) },
                 1 => ClientCommand::Set { key: short(g, k), value: short(g, v) },
                 2 => ClientCommand::Append { key: short(g, k), value: short(g, v) },
@@ -981,6 +990,7 @@ mod tests {
                 8 => ClientCommand::Command,
                 9 => ClientCommand::Select { db: u64::arbitrary(g) },
                 10 => ClientCommand::ClientSubcommand,
+                11 => ClientCommand::Echo { message: bytes(g) },
                 _ => ClientCommand::Hello,
             })
         }
@@ -1188,6 +1198,16 @@ mod tests {
             assert!(out.is_empty(), "{out:?}");
             assert!(matches!(error, Some(RespError::Protocol(_))), "{:?}: {error:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn echo_answers_its_message_and_needs_exactly_one() {
+        let (out, error) = decode_all(b"*2\r\n$4\r\necho\r\n$2\r\nhi\r\nECHO\r\nECHO a b\r\n", RespLimits::default());
+        assert!(error.is_none(), "{error:?}");
+        let echo = ClientCommand::Echo { message: Bytes::from_static(b"hi") };
+        assert_eq!(echo.local_reply(), Some(Reply::Bulk(Bytes::from_static(b"hi"))));
+        assert_eq!(out[0], Ok(echo));
+        assert!(out[1..].iter().all(|r| matches!(r, Err(CommandError::WrongArity { .. }))), "{out:?}");
     }
 
     #[test]
