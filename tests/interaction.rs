@@ -10,13 +10,17 @@
 //! before you commit it); `RUN=name.txt` runs one file.
 //!
 //! The harness plays the network (messages wait in flight until delivered
-//! or dropped) and each node's disk (batches wait until `persist`, which
-//! writes them and reports them durable). Nothing happens unless a line of
-//! the script asks for it.
+//! or dropped), each node's disk (batches wait until `persist`, which
+//! writes them and reports them durable; the disk keeps the hard state, the
+//! latest snapshot, the log's compacted base and the entries after it, as
+//! the simulator's `MemStorage` does) and each node's application (a state
+//! machine that is the list of commands applied, which `snapshot` saves and
+//! which loads the snapshots the node installs). Nothing happens unless a
+//! line of the script asks for it.
 
 use raftkv::raft::{
     BatchNumber, Config, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Message, NodeId, Payload, Persist,
-    RaftNode, Ready, RejectHint, Role,
+    RaftNode, Ready, RejectHint, Role, Snapshot, SnapshotMeta,
 };
 use raftkv::raft::{DurableState, Mode};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -36,11 +40,106 @@ fn interaction_scripts() {
     }
 }
 
-/// A node's durable state.
+/// A node's durable state, kept as the simulator's `MemStorage` keeps it.
 #[derive(Clone, Debug, Default)]
 struct Disk {
     hard: HardState,
+    /// The latest snapshot (taken here or installed); only a newer one
+    /// replaces it.
+    snapshot: Option<Snapshot>,
+    /// The last compacted entry: `log[0]` is the entry after it.
+    base: SnapshotMeta,
     log: Vec<Entry<String>>,
+}
+
+impl Disk {
+    /// Applies one batch, its parts in the contract's order: the snapshot,
+    /// the compaction, the log write, the hard state.
+    fn write(&mut self, p: &Persist<String>) {
+        if let Some(s) = &p.snapshot {
+            self.keep_snapshot(s.clone());
+        }
+        if let Some(to) = p.compact {
+            if to.index > self.base.index {
+                let last = self.base.index + self.log.len() as u64;
+                if to.index <= last {
+                    self.log.drain(..(to.index - self.base.index) as usize);
+                } else {
+                    self.log.clear(); // an installed snapshot past the end of the log
+                }
+                self.base = to;
+            }
+        }
+        if let Some(w) = &p.log {
+            let last = self.base.index + self.log.len() as u64;
+            assert!(w.from > self.base.index && w.from <= last + 1, "a log write from {} leaving a gap", w.from);
+            self.log.truncate((w.from - self.base.index - 1) as usize);
+            self.log.extend(w.entries.iter().cloned());
+        }
+        if let Some(h) = p.hard_state {
+            self.hard = h;
+        }
+    }
+
+    /// Keeps `snapshot` if it is newer than the one held.
+    fn keep_snapshot(&mut self, snapshot: Snapshot) {
+        if self.snapshot.as_ref().is_none_or(|s| s.meta.index < snapshot.meta.index) {
+            self.snapshot = Some(snapshot);
+        }
+    }
+
+    fn durable(&self) -> DurableState<String> {
+        DurableState { hard: self.hard, snapshot: self.snapshot.clone(), base: self.base, log: self.log.clone() }
+    }
+
+    /// `snapshot 4/1 [x,y], log after 2/1 [3/1 x, ...]`, or the log alone.
+    fn describe(&self) -> String {
+        let log = log(&self.log, (self.base.index, self.base.term));
+        match &self.snapshot {
+            Some(s) => format!("snapshot {}, log {log}", snapshot(s)),
+            None => format!("log {log}"),
+        }
+    }
+}
+
+/// A node's application: the commands applied, in order (noops change
+/// nothing). A snapshot of it at index `i` is its commands up to `i`,
+/// written `[x,y,z]`; loading one replaces it.
+#[derive(Clone, Debug, Default)]
+struct Machine {
+    /// The snapshot it was loaded from covers up to here (0: none).
+    loaded: LogIndex,
+    applied: LogIndex,
+    /// Each command with the index it was applied at (those loaded from a
+    /// snapshot at the snapshot's index).
+    commands: Vec<(LogIndex, String)>,
+}
+
+impl Machine {
+    fn apply(&mut self, index: LogIndex, entry: &Entry<String>) {
+        assert_eq!(index, self.applied + 1, "entries handed out for applying out of order");
+        self.applied = index;
+        if let Payload::Command(c) = &entry.payload {
+            self.commands.push((index, c.clone()));
+        }
+    }
+
+    /// The snapshot's bytes at `index` (at or below what is applied, and
+    /// not below a snapshot loaded).
+    fn encode(&self, index: LogIndex) -> Vec<u8> {
+        assert!(index <= self.applied, "a snapshot at {index}: only {} applied", self.applied);
+        assert!(index >= self.loaded, "a snapshot at {index}: the machine was loaded at {}", self.loaded);
+        let upto: Vec<&str> = self.commands.iter().filter(|(i, _)| *i <= index).map(|(_, c)| c.as_str()).collect();
+        format!("[{}]", upto.join(",")).into_bytes()
+    }
+
+    /// The machine a snapshot holds, or `None` if its bytes do not load.
+    fn decode(s: &Snapshot) -> Option<Machine> {
+        let text = std::str::from_utf8(&s.data).ok()?;
+        let inner = text.strip_prefix('[')?.strip_suffix(']')?;
+        let commands = inner.split(',').filter(|c| !c.is_empty()).map(|c| (s.meta.index, c.to_string())).collect();
+        Some(Machine { loaded: s.meta.index, applied: s.meta.index, commands })
+    }
 }
 
 struct Node {
@@ -49,6 +148,11 @@ struct Node {
     unwritten: VecDeque<Persist<String>>,
     /// The last batch written to the disk (reported or not).
     written: BatchNumber,
+    machine: Machine,
+    /// Check and install a snapshot received whole at once (as `KvServer`
+    /// does), or keep it here until `install-snapshot`.
+    hold_received: bool,
+    received: Option<Snapshot>,
 }
 
 #[derive(Default)]
@@ -113,7 +217,12 @@ impl Env {
             "deliver" => self.deliver(args),
             "drop" => {
                 let (from, to) = (number(args, "from"), number(args, "to"));
-                let (dropped, kept) = self.network.drain(..).partition(|e| matches(e, from, to));
+                let mut limit = number(args, "n").unwrap_or(u64::MAX);
+                let (dropped, kept) = self.network.drain(..).partition(|e| {
+                    let drop = limit > 0 && matches(e, from, to);
+                    limit -= u64::from(drop);
+                    drop
+                });
                 self.network = kept;
                 for e in dropped {
                     self.say(format!("dropped {e}"));
@@ -147,7 +256,11 @@ impl Env {
                     assert!(self.nodes[usize::from(id)].is_none(), "restart a crashed node");
                     self.start(id, number(args, "seed"));
                     let disk = &self.disks[usize::from(id)];
-                    self.say(format!("{id} restarted from its disk: {}, log {}", hard(disk.hard), log(&disk.log, 1)));
+                    self.say(format!("{id} restarted from its disk: {}, {}", hard(disk.hard), disk.describe()));
+                    let applied = self.node(id).machine.applied;
+                    if applied > 0 {
+                        self.say(format!("  its state machine loads the snapshot: applied {applied}"));
+                    }
                 }
             }
             "set-disk" => {
@@ -161,6 +274,7 @@ impl Env {
                         disk.hard.voted_for = v.first().and_then(|v| v.parse().ok());
                     }
                     if let Some(terms) = args.get("log") {
+                        assert_eq!(disk.base.index, 0, "set-disk log=... on a compacted disk");
                         disk.log = terms
                             .iter()
                             .enumerate()
@@ -203,15 +317,41 @@ impl Env {
             }
             "log" => {
                 for id in ids {
-                    let disk = log(&self.disks[usize::from(id)].log, 1);
+                    let d = &self.disks[usize::from(id)];
+                    let disk =
+                        if d.snapshot.is_some() { d.describe() } else { log(&d.log, (d.base.index, d.base.term)) };
                     match &self.nodes[usize::from(id)] {
                         Some(n) => {
-                            let memory = log(n.raft.log().entries(), 1);
+                            let memory = log(n.raft.log().entries(), n.raft.log().base());
                             self.say(format!("{id} memory: {memory}"));
                             self.say(format!("{id} disk:   {disk}"));
                         }
                         None => self.say(format!("{id} (crashed) disk: {disk}")),
                     }
+                }
+            }
+            "snapshot" => {
+                for id in ids {
+                    self.take_snapshot(id, number(args, "index"));
+                }
+            }
+            "snapshot-checks" => {
+                // `hold`: a snapshot received whole waits for
+                // `install-snapshot`; `auto`: checked and installed at once.
+                let hold = match word(args).as_deref() {
+                    Some("hold") => true,
+                    Some("auto") => false,
+                    other => panic!("snapshot-checks ID... hold|auto, not {other:?}"),
+                };
+                for id in ids {
+                    self.nodes[usize::from(id)].as_mut().expect("a running node").hold_received = hold;
+                }
+            }
+            "install-snapshot" => {
+                for id in ids {
+                    let node = self.nodes[usize::from(id)].as_mut().expect("a running node");
+                    let snapshot = node.received.take().unwrap_or_else(|| panic!("{id} holds no received snapshot"));
+                    self.check_and_install(id, snapshot);
                 }
             }
             other => panic!("unknown directive {other}"),
@@ -250,26 +390,64 @@ impl Env {
             config.max_batch_entries = number(args, "batch").map_or(config.max_batch_entries, |v| v as usize);
             config.max_pending_reads = number(args, "reads").map_or(config.max_pending_reads, |v| v as usize);
             config.max_held_messages = number(args, "held").map_or(config.max_held_messages, |v| v as usize);
+            config.snapshot_chunk_bytes = number(args, "chunk").map_or(config.snapshot_chunk_bytes, |v| v as usize);
+            config.snapshot_chunks_in_flight =
+                number(args, "chunks").map_or(config.snapshot_chunks_in_flight, |v| v as usize);
+            config.snapshot_trailing_entries = number(args, "trailing").unwrap_or(config.snapshot_trailing_entries);
             config.bugs = bugs;
             self.configs.push(config);
             self.disks.push(Disk::default());
             self.nodes.push(None);
             self.start(id, None);
         }
-        let c = &self.configs[0];
+        let c = self.configs[0].clone();
         self.say(format!(
             "{n} nodes (0..{n}): election after {} ticks, heartbeat every {}, inflight {}, batch {}",
             c.election_ticks, c.heartbeat_ticks, c.max_inflight, c.max_batch_entries
         ));
+        if ["chunk", "chunks", "trailing"].iter().any(|k| args.contains_key(*k)) {
+            self.say(format!(
+                "snapshots: sent in chunks of {} bytes, {} in flight; {} entries kept behind one",
+                c.snapshot_chunk_bytes, c.snapshot_chunks_in_flight, c.snapshot_trailing_entries
+            ));
+        }
+    }
+
+    /// The application takes a snapshot of what it applied (up to `index`,
+    /// by default all of it), writes it to its disk and reports it to the
+    /// node, which compacts its log.
+    fn take_snapshot(&mut self, id: NodeId, index: Option<LogIndex>) {
+        let node = self.node(id);
+        let index = index.unwrap_or(node.machine.applied);
+        assert!(index > 0, "{id} has applied nothing to take a snapshot of");
+        let term = node.raft.log().term_at(index).unwrap_or_else(|| panic!("{id} no longer holds entry {index}"));
+        let data = node.machine.encode(index);
+        let snapshot = Snapshot { meta: SnapshotMeta { index, term }, data: data.into() };
+        self.disks[usize::from(id)].keep_snapshot(snapshot.clone());
+        self.say(format!("{id} took snapshot {} and wrote it to its disk", self::snapshot(&snapshot)));
+        self.step(id, Input::SnapshotTaken(snapshot), &format!("snapshot {index}/{term} taken"));
+    }
+
+    /// What `KvServer` does with a snapshot received whole: check that it
+    /// loads, and if so have the node install it.
+    fn check_and_install(&mut self, id: NodeId, snapshot: Snapshot) {
+        let what = format!("snapshot {}/{}", snapshot.meta.index, snapshot.meta.term);
+        if Machine::decode(&snapshot).is_none() {
+            return self.say(format!("{id} refuses {what}: its bytes do not load"));
+        }
+        self.step(id, Input::InstallSnapshot(snapshot), &format!("install {what} (its bytes load)"));
     }
 
     fn start(&mut self, id: NodeId, seed: Option<u64>) {
         let mut config = self.configs[usize::from(id)].clone();
         config.seed = seed.unwrap_or(0);
-        let disk = self.disks[usize::from(id)].clone();
-        let raft =
-            RaftNode::restart(config, DurableState { hard: disk.hard, log: disk.log, ..DurableState::default() });
-        self.nodes[usize::from(id)] = Some(Node { raft, unwritten: VecDeque::new(), written: 0 });
+        let disk = &self.disks[usize::from(id)];
+        let raft = RaftNode::restart(config, disk.durable());
+        let machine = disk.snapshot.as_ref().map_or_else(Machine::default, |s| Machine::decode(s).expect("it loaded"));
+        assert_eq!(machine.applied, raft.handed_out(), "the node hands out entries after the snapshot");
+        let hold_received = false;
+        let node = Node { raft, unwritten: VecDeque::new(), written: 0, machine, hold_received, received: None };
+        self.nodes[usize::from(id)] = Some(node);
     }
 
     /// Ticks `id` until its role changes (a follower's or candidate's
@@ -333,6 +511,12 @@ impl Env {
         if let Some(batch) = &ready.persist {
             node.unwritten.push_back(batch.clone());
         }
+        if let Some(s) = &ready.install {
+            node.machine = Machine::decode(s).expect("an installed snapshot was checked when received");
+        }
+        for (index, entry) in &ready.committed {
+            node.machine.apply(*index, entry);
+        }
         self.network.extend(ready.messages.iter().cloned());
         (!quiet).then_some(Shown { ready, changed, commit, held })
     }
@@ -348,11 +532,17 @@ impl Env {
         }
         if let Some(b) = &ready.persist {
             let mut line = format!("  persist #{}:", b.number);
+            if let Some(s) = &b.snapshot {
+                write!(line, " snapshot {}", snapshot(s)).unwrap();
+            }
+            if let Some(c) = b.compact {
+                write!(line, " compact up to {}/{}", c.index, c.term).unwrap();
+            }
             if let Some(h) = b.hard_state {
                 write!(line, " {}", hard(h)).unwrap();
             }
             if let Some(w) = &b.log {
-                write!(line, " log from {}: {}", w.from, log(&w.entries, w.from)).unwrap();
+                write!(line, " log from {}: {}", w.from, entries_from(&w.entries, w.from)).unwrap();
             }
             self.say(line);
         }
@@ -361,6 +551,9 @@ impl Env {
         }
         for h in held {
             self.say(format!("  {h}"));
+        }
+        if let Some(s) = &ready.install {
+            self.say(format!("  apply snapshot {}", snapshot(s)));
         }
         for (index, entry) in &ready.committed {
             self.say(format!("  apply {index}/{} {}", entry.term, entry.payload));
@@ -375,6 +568,15 @@ impl Env {
             Some(Ok(index)) => self.say(format!("  proposed at index {index}")),
             Some(Err(refusal)) => self.say(format!("  proposal refused, {refusal:?}")),
             None => {}
+        }
+        if let Some(s) = ready.received_snapshot {
+            self.say(format!("  received snapshot {} whole", snapshot(&s)));
+            let node = self.nodes[usize::from(id)].as_mut().expect("it just stepped");
+            if node.hold_received {
+                node.received = Some(s);
+            } else {
+                self.check_and_install(id, s);
+            }
         }
     }
 
@@ -424,13 +626,7 @@ impl Env {
         let mut wrote = Vec::new();
         while node.unwritten.front().is_some_and(|b| upto.is_none_or(|u| b.number <= u)) {
             let batch = node.unwritten.pop_front().expect("checked");
-            if let Some(h) = batch.hard_state {
-                disk.hard = h;
-            }
-            if let Some(w) = &batch.log {
-                disk.log.truncate((w.from - 1) as usize);
-                disk.log.extend(w.entries.iter().cloned());
-            }
+            disk.write(&batch);
             node.written = batch.number;
             wrote.push(format!("#{}", batch.number));
         }
@@ -497,7 +693,10 @@ impl Env {
             let (granted, refused) = r.votes();
             write!(line, " votes granted {granted:?} refused {refused:?}").unwrap();
         }
-        write!(line, " log {}", log(r.log().entries(), 1)).unwrap();
+        if let Some(s) = r.snapshot() {
+            write!(line, " snapshot {}/{} applied {}", s.meta.index, s.meta.term, r.handed_out()).unwrap();
+        }
+        write!(line, " log {}", log(r.log().entries(), r.log().base())).unwrap();
         self.say(line);
     }
 
@@ -516,7 +715,8 @@ impl Env {
                     Mode::Probe { sent: false } => "probe".to_string(),
                     Mode::Replicate => format!("replicate, in flight up to {:?}", p.inflight),
                     Mode::Snapshot { index, sent, acked, in_flight, .. } => {
-                        format!("snapshot up to {index}: {sent} bytes sent, {acked} acknowledged, {in_flight} chunks in flight")
+                        let chunks = if in_flight == 1 { "chunk" } else { "chunks" };
+                        format!("snapshot up to {index}: {sent} bytes sent, {acked} acknowledged, {in_flight} {chunks} in flight")
                     }
                 };
                 format!("{id}'s view of {peer}: match {} next {} {mode}", p.match_index, p.next_index)
@@ -563,16 +763,35 @@ fn hard(h: HardState) -> String {
     format!("term={} vote={}", h.term, h.voted_for.map_or("none".to_string(), |v| v.to_string()))
 }
 
-fn log(entries: &[Entry<String>], from: LogIndex) -> String {
+/// `[1/1 noop, 2/1 x]`: entries from index `from` on.
+fn entries_from(entries: &[Entry<String>], from: LogIndex) -> String {
     let items: Vec<String> =
         entries.iter().enumerate().map(|(i, e)| format!("{}/{} {}", from + i as u64, e.term, e.payload)).collect();
     format!("[{}]", items.join(", "))
 }
 
+/// A log after its compacted base: `[1/1 noop, 2/1 x]` when nothing is
+/// compacted, `after 4/1 [5/1 y]` when entries up to 4 (of term 1) are
+/// (the first index held is then 5).
+fn log(entries: &[Entry<String>], base: (LogIndex, u64)) -> String {
+    let list = entries_from(entries, base.0 + 1);
+    if base.0 == 0 {
+        list
+    } else {
+        format!("after {}/{} {list}", base.0, base.1)
+    }
+}
+
+/// `4/1 [x,y]`: what a snapshot covers and its bytes (the commands applied
+/// up to it).
+fn snapshot(s: &Snapshot) -> String {
+    format!("{}/{} {}", s.meta.index, s.meta.term, String::from_utf8_lossy(&s.data))
+}
+
 /// Parses the form `Envelope`'s `Display` prints: `1->0 Append t=2 prev=1/1
 /// commit=1 round=0 [2/2 noop, 3/2 x]`.
 fn parse_envelope(line: &str) -> Result<Envelope<String>, String> {
-    let (head, list) = match line.split_once('[') {
+    let (head, list) = match line.split_once(" [") {
         Some((head, rest)) => (head, Some(rest.trim_end().strip_suffix(']').ok_or("missing ]")?)),
         None => (line, None),
     };
@@ -635,6 +854,28 @@ fn parse_envelope(line: &str) -> Result<Envelope<String>, String> {
         }
         "Heartbeat" => Message::Heartbeat { term, commit: num("commit")?, read_round: num("round")? },
         "HeartbeatReply" => Message::HeartbeatReply { term, read_round: num("round")? },
+        "Snapshot" => {
+            let (index, term_of) = pair("covers")?;
+            let (start, end) = fields.get("bytes").and_then(|b| b.split_once("..")).ok_or("bytes=START..END")?;
+            let (start, end): (u64, u64) =
+                (start.parse().map_err(|_| "bad START")?, end.parse().map_err(|_| "bad END")?);
+            let total = num("of")?;
+            if start > end || end > total {
+                return Err("bytes=START..END within of=TOTAL".into());
+            }
+            // The whole snapshot's bytes, if given (`data=[x,y]`); else filler
+            // bytes that do not load.
+            let data = match fields.get("data") {
+                Some(d) if d.len() as u64 == total => d.as_bytes()[start as usize..end as usize].to_vec(),
+                Some(_) => return Err("data= must be of=TOTAL bytes long".into()),
+                None => vec![b'?'; (end - start) as usize],
+            };
+            Message::Snapshot { term, meta: SnapshotMeta { index, term: term_of }, total, offset: start, data }
+        }
+        "SnapshotReply" => {
+            let matched = fields.contains_key("matched").then(|| num("matched")).transpose()?;
+            Message::SnapshotReply { term, index: num("index")?, received: num("received")?, matched }
+        }
         other => return Err(format!("unknown message {other}")),
     };
     Ok(Envelope { from, to, message })
@@ -652,8 +893,24 @@ fn the_printed_form_parses_back() {
         "0->1 AppendReply t=2 ok=3 round=1",
         "1->2 Heartbeat t=2 commit=3 round=1",
         "2->1 HeartbeatReply t=2 round=1",
+        "0->2 Snapshot t=1 covers=6/1 bytes=0..4 of=9",
+        "0->2 Snapshot t=1 covers=6/1 bytes=8..9 of=9",
+        "2->0 SnapshotReply t=1 index=6 received=4",
+        "2->0 SnapshotReply t=1 index=6 received=9 matched=6",
     ];
     for s in samples {
         assert_eq!(parse_envelope(s).map(|e| e.to_string()).as_deref(), Ok(s));
     }
+}
+
+#[test]
+fn a_hand_written_chunk_carries_its_share_of_the_data() {
+    let e = parse_envelope("0->2 Snapshot t=1 covers=3/1 bytes=2..5 of=5 data=[a,b]").expect("parses");
+    let Message::Snapshot { meta, total, offset, data, .. } = &e.message else { panic!("not a chunk: {e}") };
+    assert_eq!((meta.index, meta.term, *total, *offset, data.as_slice()), (3, 1, 5, 2, &b",b]"[..]));
+    assert_eq!(e.to_string(), "0->2 Snapshot t=1 covers=3/1 bytes=2..5 of=5");
+    let filler = parse_envelope("0->2 Snapshot t=1 covers=3/1 bytes=0..2 of=5").expect("parses");
+    assert!(matches!(filler.message, Message::Snapshot { ref data, .. } if data == b"??"));
+    assert!(parse_envelope("0->2 Snapshot t=1 covers=3/1 bytes=0..2 of=5 data=[a]").is_err(), "data of=5 bytes long");
+    assert!(parse_envelope("0->2 Snapshot t=1 covers=3/1 bytes=4..6 of=5").is_err(), "a chunk past the end");
 }
