@@ -263,6 +263,17 @@ impl Env {
                     }
                 }
             }
+            "wipe-disk" => {
+                // Before `restart`: the disk is replaced by an empty one.
+                for id in ids {
+                    self.disks[usize::from(id)] = Disk {
+                        hard: HardState::default(),
+                        snapshot: None,
+                        base: SnapshotMeta::default(),
+                        log: Vec::new(),
+                    };
+                }
+            }
             "set-disk" => {
                 // Before `restart`: what a crashed node's disk holds.
                 for id in ids {

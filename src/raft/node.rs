@@ -466,6 +466,9 @@ impl<C: Clone> RaftNode<C> {
         if term > self.hard.term {
             self.hard.term = term;
             self.hard.voted_for = None;
+            // A snapshot half received from an old leader is of no more use,
+            // and its buffer may hold up to `max_snapshot_bytes`.
+            self.incoming = None;
         }
         if self.role == Role::Leader {
             let refusal = Refusal::NotLeader { leader };
@@ -566,7 +569,18 @@ impl<C: Clone> RaftNode<C> {
             }
             Message::Heartbeat { commit, read_round, .. } => {
                 if self.accept_leader(from) {
-                    self.advance_commit_to(commit.min(self.log.last_index()));
+                    let last = self.log.last_index();
+                    self.advance_commit_to(commit.min(last));
+                    if commit > last {
+                        // The leader carries a commit index we acknowledged
+                        // holding, and we do not: our disk was replaced
+                        // (wiped, or a new machine under an old id). Say
+                        // where our log ends, or an idle leader, which only
+                        // sends heartbeats, would never send what we lack.
+                        let hint = RejectHint { index: last, term: self.log.last_term() };
+                        let reply = Message::AppendReply { term: self.hard.term, result: Err(hint), read_round };
+                        return self.send(from, reply);
+                    }
                     self.send(from, Message::HeartbeatReply { term: self.hard.term, read_round });
                 }
             }
@@ -741,6 +755,12 @@ impl<C: Clone> RaftNode<C> {
         let reply = |received, matched| Message::SnapshotReply { term, index: meta.index, received, matched };
         if meta.index <= self.commit && !self.config.bugs.install_older_snapshot {
             return self.send(from, reply(total, Some(self.commit)));
+        }
+        if meta.term > term {
+            // A correct leader's snapshot covers only entries of its term or
+            // older (as `on_append` ignores entries newer than their
+            // message); installing it would leave a log ending in the future.
+            return;
         }
         let len = data.len() as u64;
         let fits = total > 0
@@ -1060,9 +1080,15 @@ impl<C: Clone> RaftNode<C> {
                 } else {
                     self.log.find_conflict_by_term(hint.index, hint.term) + 1
                 };
-                if hint.index >= pr.match_index {
-                    pr.become_probe(next.min(pr.next_index));
+                if hint.index < pr.match_index {
+                    // Its log ends before entries it acknowledged: its disk
+                    // was replaced (Raft assumes it never is), or this is a
+                    // rejection overtaken by later acknowledgements. Probing
+                    // from its end is right for the first and only resends
+                    // entries in the second.
+                    pr.forget_match(hint.index);
                 }
+                pr.become_probe(next.min(pr.next_index));
             }
         }
         self.fill_window(from);

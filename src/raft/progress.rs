@@ -69,6 +69,14 @@ impl Progress {
         self.inflight.clear();
     }
 
+    /// The follower holds nothing after `index` after all (it lost its log):
+    /// `match_index` goes back to it. The commit index does not: what is
+    /// committed is on a majority whatever this follower lost.
+    pub fn forget_match(&mut self, index: LogIndex) {
+        self.match_index = self.match_index.min(index);
+        self.match_at_heartbeat = self.match_at_heartbeat.min(index);
+    }
+
     /// True if no more Appends may be sent to this follower now (in
     /// snapshot mode the chunks have their own window).
     pub fn is_paused(&self, max_inflight: usize) -> bool {
