@@ -46,6 +46,61 @@ fn node_corpus() {
     replay("node", raftkv::fuzzing::node_target);
 }
 
+/// Together the node seeds drive every snapshot path: a snapshot received
+/// whole, installed and loaded, a compaction after a snapshot taken, chunks
+/// sent by a leader node, and a restart from a snapshot. (A change to the
+/// target's input format that loses them shows here.)
+#[test]
+fn node_corpus_reaches_snapshots() {
+    let mut total = raftkv::fuzzing::NodeReached::default();
+    for path in corpus_files("node") {
+        let data = std::fs::read(&path).expect("a readable seed");
+        let r = raftkv::fuzzing::node_run(&data, raftkv::raft::InjectedBugs::default());
+        total.received += r.received;
+        total.installed += r.installed;
+        total.loaded += r.loaded;
+        total.compacted += r.compacted;
+        total.chunks_sent += r.chunks_sent;
+        total.restarts_with_snapshot += r.restarts_with_snapshot;
+    }
+    let reached = [
+        total.received,
+        total.installed,
+        total.loaded,
+        total.compacted,
+        total.chunks_sent,
+        total.restarts_with_snapshot,
+    ];
+    assert!(reached.iter().all(|&n| n > 0), "the node seeds miss a snapshot path: {total:?}");
+}
+
+/// Prints, for each snapshot path, the smallest input of a directory that
+/// reaches it: how the node seeds were picked from a fuzzing run. Run with
+/// `RAFTKV_PICK_DIR=fuzz/work/node cargo test --test fuzz_corpus -- --ignored pick_node_seeds --nocapture`.
+#[test]
+#[ignore = "reads a fuzzing run's corpus; run by hand"]
+fn pick_node_seeds() {
+    let dir = std::env::var("RAFTKV_PICK_DIR").expect("RAFTKV_PICK_DIR names a corpus directory");
+    let mut best: [Option<(usize, PathBuf)>; 6] = Default::default();
+    for entry in std::fs::read_dir(&dir).expect("a readable directory") {
+        let path = entry.expect("a readable directory entry").path();
+        let data = std::fs::read(&path).expect("a readable input");
+        let outcome =
+            std::panic::catch_unwind(|| raftkv::fuzzing::node_run(&data, raftkv::raft::InjectedBugs::default()));
+        let Ok(r) = outcome else { continue };
+        let counts = [r.received, r.installed, r.loaded, r.compacted, r.chunks_sent, r.restarts_with_snapshot];
+        for (slot, count) in best.iter_mut().zip(counts) {
+            if count > 0 && slot.as_ref().is_none_or(|(len, _)| data.len() < *len) {
+                *slot = Some((data.len(), path.clone()));
+            }
+        }
+    }
+    let names = ["received", "installed", "loaded", "compacted", "chunks_sent", "restarts_with_snapshot"];
+    for (name, slot) in names.iter().zip(best) {
+        println!("{name}: {slot:?}");
+    }
+}
+
 #[test]
 fn cluster_corpus() {
     replay("cluster", raftkv::fuzzing::cluster_target);

@@ -1,4 +1,4 @@
-//! One Raft node under an adversarial network and disk; body in
+//! One Raft node under an adversarial network, disk and snapshot traffic; body in
 //! `raftkv::fuzzing`.
 #![no_main]
 

@@ -14,12 +14,19 @@
 //!   postcard's decoder, and every refusal must be justified.
 //! - [`node_target`]: bytes → a sequence of inputs to one
 //!   [`RaftNode`](crate::raft::RaftNode), its disk's late writes and
-//!   reports, and restarts; the node's own invariant checks run after every
-//!   step, and the harness checks the persistence contract against what it
-//!   reported durable, and the shape of every output.
+//!   reports, and restarts, and snapshot traffic (a leader's chunks, the
+//!   application's checks of what it received, snapshots it takes and
+//!   reports); the node's own invariant checks run after every step, and
+//!   the harness checks the persistence contract against what it reported
+//!   durable (with a disk holding a snapshot and a compacted log, as the
+//!   real storage does), the shape of every output, and the snapshot rules
+//!   (what is installed, what the log keeps, what is compacted);
+//!   [`node_run`] is the same with the bugs given, and says how far it got
+//!   ([`NodeReached`]).
 //! - [`cluster_target`]: bytes → the whole schedule of a simulated cluster
-//!   (losses, delays, disk delays, partitions, crashes); every safety
-//!   invariant and linearizability must hold.
+//!   (losses, delays, disk delays, partitions, crashes), and for some
+//!   inputs a tiny snapshot policy; every safety invariant and
+//!   linearizability must hold.
 //! - [`lincheck_target`]: bytes → a history of at most 8 operations;
 //!   [`lincheck::check`](crate::lincheck::check) must agree with the brute
 //!   force reference, and a reported violation must be minimal.
@@ -52,6 +59,6 @@ mod resp;
 pub use cluster::{cluster_run, cluster_target};
 pub use decode::{decode_target, TIGHT_LIMITS};
 pub use lincheck::lincheck_target;
-pub use node::node_target;
+pub use node::{node_run, node_target, NodeReached};
 #[cfg(all(feature = "resp", not(loom)))]
 pub use resp::{resp_decode_all, resp_target, TIGHT_RESP_LIMITS};
