@@ -39,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap "exit 1" INT TERM
-until grep -q "A leader is elected" "$log"; do
+until grep -qs "A leader is elected" "$log"; do
     kill -0 $cluster 2>/dev/null || { cat "$log"; exit 1; }
     sleep 0.1
 done
