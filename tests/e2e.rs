@@ -238,6 +238,51 @@ async fn snapshots_compact_and_wiped_or_paused_nodes_catch_up_by_installing_one(
     );
 }
 
+/// A follower whose disk is replaced while the cluster is idle: the leader
+/// sends it nothing but heartbeats, and still believes it holds what it
+/// acknowledged (past the leader's compacted base, so no snapshot would be
+/// sent). The follower's answer to a heartbeat says where its log ends, and
+/// it catches up by installing the leader's snapshot with no write to wake
+/// the leader (before that answer existed it waited forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_follower_of_an_idle_cluster_catches_up() {
+    const EVERY: u64 = 20;
+    let mut cluster = TestCluster::configure_with("wiped-idle", 3, |config| {
+        config.snapshots.every_entries = EVERY;
+        config.snapshots.trailing_entries = 5;
+    });
+    cluster.start_all();
+    let addrs = cluster.clients();
+    let mut clerk = RemoteClerk::new((1 << 40) + 2, addrs.clone(), 0, Duration::from_millis(500));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for i in 0..3 * EVERY {
+        clerk.run(Op::Put { key: format!("k{}", i % 7), value: format!("v{i}") }, deadline).await.expect("a put");
+    }
+    let l = leader(&cluster).await;
+    let commit = info_u64(addrs[usize::from(l)], "raft_commit_index").await.unwrap();
+    let follower = (l + 1) % 3;
+    until("every node to compact", || async {
+        let mut all = true;
+        for &addr in &addrs {
+            all &= info_u64(addr, "raft_applied_index").await.unwrap_or(0) >= commit
+                && info_u64(addr, "raft_first_index").await.unwrap_or(0) > 1;
+        }
+        all
+    })
+    .await;
+    cluster.kill9(follower);
+    cluster.wipe(follower);
+    cluster.restart(follower);
+    let addr = addrs[usize::from(follower)];
+    until("the wiped follower to apply what was committed", || async {
+        info_u64(addr, "raft_applied_index").await.unwrap_or(0) >= commit
+    })
+    .await;
+    assert!(info_u64(addr, "raft_snapshots_installed").await.unwrap() >= 1, "it caught up by a snapshot");
+    let value = clerk.run(Op::Get { key: "k0".into() }, tokio::time::Instant::now() + PATIENCE).await.unwrap();
+    assert_eq!(value, format!("v{}", 3 * EVERY - 4), "the last Put to k0 survives");
+}
+
 /// `redis-cli` (Debian's redis-tools) against the cluster: a write through
 /// one node, redirected to the leader with -MOVED, read back through
 /// another. `.ci/run` installs redis-tools and sets
