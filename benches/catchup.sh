@@ -20,11 +20,13 @@ if [ -z "${RAFTKV_BIN:-}" ]; then
     cargo build --release --quiet
 fi
 bin=${RAFTKV_BIN:-target/release/raftkv}
-port=56379
+# Below Linux's ephemeral range (32768 and up): there, a port a client
+# connection just used can sit in TIME_WAIT and refuse the listener.
+port=28379
 root=$(mktemp -d /tmp/raftkv-catchup.XXXXXX)
 log=$root/launcher.log
 
-"$bin" cluster --port $port --peer-port 57379 --data-dir "$root" "$@" >"$log" 2>&1 &
+"$bin" cluster --port $port --peer-port 29379 --data-dir "$root" "$@" >"$log" 2>&1 &
 cluster=$!
 cleanup() {
     kill -9 $cluster 2>/dev/null

@@ -15,10 +15,12 @@ if [ -z "${RAFTKV_BIN:-}" ]; then
     cargo build --release --quiet
 fi
 bin=${RAFTKV_BIN:-target/release/raftkv}
-port=36379
+# Below Linux's ephemeral range (32768 and up): there, a port a client
+# connection just used can sit in TIME_WAIT and refuse the listener.
+port=22379
 servers=127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))
 
-"$bin" cluster --port $port --peer-port 37379 >/tmp/raftkv-bench-cluster.log 2>&1 &
+"$bin" cluster --port $port --peer-port 23379 >/tmp/raftkv-bench-cluster.log 2>&1 &
 cluster=$!
 trap 'kill $cluster 2>/dev/null; wait $cluster 2>/dev/null || true' EXIT
 # The launcher prints this line once a read went through.

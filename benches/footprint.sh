@@ -22,12 +22,14 @@ if [ -z "${RAFTKV_BIN:-}" ]; then
     cargo build --release --quiet
 fi
 bin=${RAFTKV_BIN:-target/release/raftkv}
-port=46379
+# Below Linux's ephemeral range (32768 and up): there, a port a client
+# connection just used can sit in TIME_WAIT and refuse the listener.
+port=26379
 servers=127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))
 root=$(mktemp -d /tmp/raftkv-footprint.XXXXXX)
 log=$root/launcher.log
 
-"$bin" cluster --port $port --peer-port 47379 --data-dir "$root" "$@" >"$log" 2>&1 &
+"$bin" cluster --port $port --peer-port 27379 --data-dir "$root" "$@" >"$log" 2>&1 &
 cluster=$!
 bench=""
 cleanup() {
