@@ -3,11 +3,14 @@
 //! [`Clerk`] with a short script of operations.
 
 use raftkv::clerk::{Clerk, ClerkAction};
-use raftkv::kv::{Command, KvServer, Op, Response, ServerConfig, ServerInput, ServerOutput};
-use raftkv::raft::{DurableState, Entry, Envelope, HardState, NodeId, Role};
+use raftkv::kv::{Command, KvServer, Op, Response, ServerConfig, ServerInput, SnapshotJob};
+use raftkv::raft::{DurableState, Entry, Envelope, HardState, LogIndex, NodeId, Persist, Role, Snapshot, SnapshotMeta};
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Once};
 
 /// Everything that travels between actors.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,11 +30,16 @@ pub enum ModelTimer {
     Heartbeat,
     /// A client's request timed out: retry elsewhere.
     Retry,
+    /// A server's snapshot job is written (and reported; with bug (k),
+    /// reported already): the disk of the snapshot, slower than the log's,
+    /// so other actions may come between the job and its end.
+    Snapshot,
 }
 
-/// Exactly what a server makes durable: its hard state and log. A crash
-/// keeps only this; a recovered server restarts from it. (For a client, its
-/// whole state, so that a client "crash" is only a pause.)
+/// Exactly what a server makes durable: its hard state, its latest
+/// snapshot, the log's base (the last compacted entry) and the log after
+/// it. A crash keeps only this; a recovered server restarts from it. (For a
+/// client, its whole state, so that a client "crash" is only a pause.)
 ///
 /// Behind an `Arc`: stateright clones every storage with every state it
 /// queues, and most steps leave it unchanged.
@@ -44,13 +52,80 @@ pub enum Durable {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DurableServer {
     pub hard: HardState,
+    /// The latest snapshot written, taken here or installed.
+    pub snapshot: Option<Snapshot>,
+    /// The last compacted entry: `log[0]` follows it.
+    pub base: SnapshotMeta,
     pub log: Vec<Entry<Command>>,
+}
+
+impl DurableServer {
+    /// Writes one batch, its parts in the contract's order (the snapshot,
+    /// the compaction, the log write, the hard state), as the simulator's
+    /// `MemStorage::write` does.
+    pub fn write(&mut self, p: &Persist<Command>) {
+        if let Some(s) = &p.snapshot {
+            self.keep_snapshot(s.clone());
+        }
+        if let Some(to) = p.compact {
+            if to.index <= self.last_index() {
+                self.log.drain(..(to.index - self.base.index) as usize);
+            } else {
+                self.log.clear(); // an installed snapshot past the end of the log
+            }
+            self.base = to;
+        }
+        if let Some(w) = &p.log {
+            assert!(w.from > self.base.index && w.from <= self.last_index() + 1, "a log write leaving a gap");
+            self.log.truncate((w.from - self.base.index - 1) as usize);
+            self.log.extend(w.entries.iter().cloned());
+        }
+        if let Some(h) = p.hard_state {
+            self.hard = h;
+        }
+    }
+
+    /// Keeps `snapshot` if it is newer than the one held.
+    pub fn keep_snapshot(&mut self, snapshot: Snapshot) {
+        if self.snapshot.as_ref().is_none_or(|s| s.meta.index < snapshot.meta.index) {
+            self.snapshot = Some(snapshot);
+        }
+    }
+
+    /// The index of the last entry stored (or the base's).
+    pub fn last_index(&self) -> LogIndex {
+        self.base.index + self.log.len() as LogIndex
+    }
+
+    /// What the durable snapshot covers (0 without one).
+    pub fn covered(&self) -> LogIndex {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
+    }
+
+    /// `Err` if a restart from this would lose entries: the log starts
+    /// after what the snapshot covers (the gap of bug (k)).
+    pub fn check_whole(&self) -> Result<(), String> {
+        if self.base.index > self.covered() {
+            return Err(format!(
+                "the durable log starts after index {} but the durable snapshot covers only up to {}: a crash now \
+                 loses the entries between",
+                self.base.index,
+                self.covered()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything a restart reads.
+    pub fn durable_state(&self) -> DurableState<Command> {
+        DurableState { hard: self.hard, snapshot: self.snapshot.clone(), base: self.base, log: self.log.clone() }
+    }
 }
 
 // Stateright keeps each actor state behind an `Arc`; the size gap between a
 // server and a client costs nothing there.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum ActorState {
     /// The replica, plus what it has made durable (shared with its
     /// storage; kept here because an actor reads its storage only when it
@@ -58,8 +133,75 @@ pub enum ActorState {
     Server {
         server: KvServer,
         durable: Arc<DurableServer>,
+        /// The snapshot job the replica handed out, not yet written and
+        /// reported (the [`ModelTimer::Snapshot`] timer finishes it).
+        job: Option<SnapshotJob>,
+        /// Bug (k) only: a snapshot reported taken but not yet written.
+        unwritten: Option<Snapshot>,
+        /// What happened to this incarnation, for the "sometimes"
+        /// properties.
+        seen: Seen,
+    },
+    /// A server that failed a check (the core's assertions or the
+    /// runtime's own), with what it said. It does nothing more, like a
+    /// real server that stops loudly; "no server fails a check" judges it.
+    Failed {
+        why: String,
     },
     Client(ClientState),
+}
+
+/// Events of one server incarnation that the "sometimes" properties look
+/// for. Flags only ever set, so they add few states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Seen {
+    /// It installed a snapshot received from a leader.
+    pub installed: bool,
+    /// It restarted from a durable snapshot.
+    pub restarted_from_snapshot: bool,
+}
+
+/// A summary line per server first (role, term, commit, applied, snapshot
+/// index, log range), then the whole state: the Explorer shows states
+/// with `{:#?}`.
+impl std::fmt::Debug for ActorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActorState::Server { server, durable, job, unwritten, seen } => {
+                let node = server.node();
+                let (base, base_term) = node.log().base();
+                f.debug_struct("Server")
+                    .field("summary", &format_args!("{}", summary(server)))
+                    .field("snapshot_index", &node.snapshot().map_or(0, |s| s.meta.index))
+                    .field("log_base", &format_args!("{base} (term {base_term})"))
+                    .field("durable_snapshot_index", &durable.covered())
+                    .field("snapshot_job", &job.as_ref().map(|j| j.meta))
+                    .field("unwritten_snapshot", &unwritten.as_ref().map(|s| s.meta))
+                    .field("seen", seen)
+                    .field("server", server)
+                    .field("durable", durable)
+                    .finish()
+            }
+            ActorState::Failed { why } => f.debug_struct("Failed").field("why", why).finish(),
+            ActorState::Client(client) => f.debug_tuple("Client").field(client).finish(),
+        }
+    }
+}
+
+/// One line: `Leader term 1, commit 2, applied 2, snapshot 2, log 3..=3`.
+pub fn summary(server: &KvServer) -> String {
+    let node = server.node();
+    let log = node.log();
+    format!(
+        "{:?} term {}, commit {}, applied {}, snapshot {}, log {}..={}",
+        node.role(),
+        node.term(),
+        node.commit_index(),
+        server.kv().applied_index(),
+        node.snapshot().map_or(0, |s| s.meta.index),
+        log.first_index(),
+        log.last_index()
+    )
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -69,9 +211,19 @@ pub struct ClientState {
     pub next: usize,
 }
 
+/// How a server actor's runtime behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct Runtime {
+    /// Cluster size (clients' actor ids follow the servers').
+    pub servers: u8,
+    /// Snapshot jobs end by their own timer action (see
+    /// [`crate::ModelConfig::slow_snapshots`]).
+    pub slow_snapshots: bool,
+}
+
 #[derive(Clone, Debug)]
 pub enum ModelActor {
-    Server { config: ServerConfig, servers: u8 },
+    Server { config: ServerConfig, runtime: Runtime },
     Client { client: u64, servers: u8, script: Vec<Op> },
 }
 
@@ -89,11 +241,21 @@ impl Actor for ModelActor {
                     Some(Durable::Server(durable)) => durable.clone(),
                     _ => Arc::default(),
                 };
+                // The simulator refuses such a restart too (`Sim::restart`);
+                // the write that left it failed its check already.
+                if let Err(why) = durable.check_whole() {
+                    return ActorState::Failed { why: format!("cannot restart: {why}") };
+                }
+                let restart = || KvServer::restart(config.clone(), durable.durable_state());
+                let server = match checked(restart) {
+                    Ok(Ok(server)) => server,
+                    Ok(Err(e)) => return ActorState::Failed { why: format!("cannot restart: snapshot: {e:?}") },
+                    Err(why) => return ActorState::Failed { why: format!("cannot restart: {why}") },
+                };
                 o.set_timer(ModelTimer::Election, model_timeout());
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
-                let state = DurableState { hard: durable.hard, log: durable.log.clone(), ..DurableState::default() };
-                let server = KvServer::restart(config.clone(), state).expect("no snapshots in the models yet");
-                ActorState::Server { server, durable }
+                let seen = Seen { restarted_from_snapshot: durable.snapshot.is_some(), ..Seen::default() };
+                ActorState::Server { server, durable, job: None, unwritten: None, seen }
             }
             ModelActor::Client { client, servers, .. } => {
                 if let Some(Durable::Client(state)) = storage {
@@ -111,11 +273,11 @@ impl Actor for ModelActor {
 
     fn on_msg(&self, _id: Id, state: &mut Cow<ActorState>, src: Id, msg: ModelMsg, o: &mut Out<Self>) {
         match (self, msg) {
-            (ModelActor::Server { servers, .. }, ModelMsg::Raft(envelope)) => {
-                server_step(*servers, state, ServerInput::Peer(envelope), o, |_| {})
+            (ModelActor::Server { runtime, .. }, ModelMsg::Raft(envelope)) => {
+                server_step(*runtime, state, ServerInput::Peer(envelope), o);
             }
-            (ModelActor::Server { servers, .. }, ModelMsg::Request(request)) => {
-                server_step(*servers, state, ServerInput::Client(request), o, |_| {})
+            (ModelActor::Server { runtime, .. }, ModelMsg::Request(request)) => {
+                server_step(*runtime, state, ServerInput::Client(request), o);
             }
             (ModelActor::Client { .. }, ModelMsg::Response(response)) => {
                 let ActorState::Client(client) = state.as_ref() else { return };
@@ -132,17 +294,18 @@ impl Actor for ModelActor {
 
     fn on_timeout(&self, _id: Id, state: &mut Cow<ActorState>, timer: &ModelTimer, o: &mut Out<Self>) {
         match (self, timer) {
-            (ModelActor::Server { servers, .. }, ModelTimer::Election) if !is_leader(state) => {
+            (ModelActor::Server { runtime, .. }, ModelTimer::Election) if is_follower(state) => {
                 // Tick until the timeout elapses: the node starts a (pre-)election.
                 let before = role(state);
-                server_ticks(*servers, state, o, move |s| s.node().role() != before);
+                server_ticks(*runtime, state, o, move |s| s.node().role() != before);
                 o.set_timer(ModelTimer::Election, model_timeout());
             }
-            (ModelActor::Server { servers, .. }, ModelTimer::Heartbeat) if is_leader(state) => {
+            (ModelActor::Server { runtime, .. }, ModelTimer::Heartbeat) if is_leader(state) => {
                 // Tick until the leader sends its heartbeats (or steps down).
-                server_ticks(*servers, state, o, |s| !s.node().is_leader());
+                server_ticks(*runtime, state, o, |s| !s.node().is_leader());
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
             }
+            (ModelActor::Server { runtime, .. }, ModelTimer::Snapshot) => snapshot_written(*runtime, state, o),
             (ModelActor::Client { .. }, ModelTimer::Retry) => {
                 let ActorState::Client(client) = state.as_ref() else { return };
                 let mut client = client.clone();
@@ -186,19 +349,23 @@ fn is_leader(state: &ActorState) -> bool {
     matches!(state, ActorState::Server { server, .. } if server.node().is_leader())
 }
 
+/// A live server that does not lead (a failed one does nothing).
+fn is_follower(state: &ActorState) -> bool {
+    matches!(state, ActorState::Server { server, .. } if !server.node().is_leader())
+}
+
 fn role(state: &ActorState) -> Role {
     match state {
         ActorState::Server { server, .. } => server.node().role(),
-        ActorState::Client(_) => Role::Follower,
+        _ => Role::Follower,
     }
 }
 
 /// Feeds ticks until `done` holds for the server (at most a generous bound).
-fn server_ticks(servers: u8, state: &mut Cow<ActorState>, o: &mut Out<ModelActor>, done: impl Fn(&KvServer) -> bool) {
+fn server_ticks(rt: Runtime, state: &mut Cow<ActorState>, o: &mut Out<ModelActor>, done: impl Fn(&KvServer) -> bool) {
     const MAX_TICKS: usize = 1_000;
     for _ in 0..MAX_TICKS {
-        let mut sent = false;
-        server_step(servers, state, ServerInput::Tick, o, |out| sent = !out.messages.is_empty());
+        let sent = server_step(rt, state, ServerInput::Tick, o);
         let ActorState::Server { server, .. } = state.as_ref() else { return };
         if sent || done(server) {
             return;
@@ -206,44 +373,190 @@ fn server_ticks(servers: u8, state: &mut Cow<ActorState>, o: &mut Out<ModelActor
     }
 }
 
-/// Steps the real replica and carries out its output under the persistence
-/// contract, with a disk that is fast and reliable: a batch is written and
-/// reported durable within the same action (a crash comes between actions,
-/// so it loses nothing the node handed out; the simulator and the `node`
-/// fuzz target play the slow and late disks). Then sends what it asks.
-fn server_step(
+/// Runs `f`, turning a panic (a failed check of the core or of this
+/// runtime) into its message. The default panic hook is silenced for it:
+/// a model with an injected bug may fail in many states.
+fn checked<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
+thread_local! {
+    /// Inside [`checked`]: the panic hook stays quiet.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What one action of a server asks of the model, collected before any of
+/// it is carried out (a failed check sends nothing).
+#[derive(Default)]
+struct Effects {
+    messages: Vec<Envelope<Command>>,
+    responses: Vec<Response>,
+    /// The durable state changed: save it.
+    saved: bool,
+    /// A snapshot job is out: arm its timer.
+    snapshot_timer: bool,
+}
+
+/// Steps the real replica with `input` and carries out its output under
+/// the persistence contract, with a disk that is fast and reliable for the
+/// log: a batch is written and reported durable within the same action (a
+/// crash comes between actions, so it loses nothing the node handed out;
+/// the simulator and the `node` fuzz target play the slow and late disks).
+/// A snapshot job is slower: it is written and reported by its own timer
+/// ([`snapshot_written`]), so commits, installs and crashes may come
+/// between. Then sends what the steps released. Returns whether any
+/// message was sent. A failed check (a panic of the core, or of this
+/// runtime's checks below) turns the server into [`ActorState::Failed`].
+fn server_step(rt: Runtime, state: &mut Cow<ActorState>, input: ServerInput, o: &mut Out<ModelActor>) -> bool {
+    if !matches!(**state, ActorState::Server { .. }) {
+        return false;
+    }
+    let result = {
+        let ActorState::Server { server, durable, job, unwritten, seen } = state.to_mut() else { unreachable!() };
+        checked(|| run(rt, server, durable, job, unwritten, seen, input))
+    };
+    carry_out(rt.servers, state, result, o)
+}
+
+/// The snapshot job's timer: the snapshot is written, then reported (with
+/// bug (k), reported when the job came out, and only written now).
+fn snapshot_written(rt: Runtime, state: &mut Cow<ActorState>, o: &mut Out<ModelActor>) {
+    let pending =
+        |s: &ActorState| matches!(s, ActorState::Server { job, unwritten, .. } if job.is_some() || unwritten.is_some());
+    if !pending(state) {
+        return; // nothing to write (or a failed server): the timer is ignored
+    }
+    let result = {
+        let ActorState::Server { server, durable, job, unwritten, seen } = state.to_mut() else { return };
+        if let Some(snapshot) = unwritten.take() {
+            Arc::make_mut(durable).keep_snapshot(snapshot);
+            Ok(Effects { saved: true, ..Effects::default() })
+        } else if let Some(j) = job.take() {
+            let snapshot = j.encode();
+            Arc::make_mut(durable).keep_snapshot(snapshot.clone());
+            checked(|| {
+                let mut effects = run(rt, server, durable, job, unwritten, seen, ServerInput::SnapshotTaken(snapshot));
+                effects.saved = true;
+                effects
+            })
+        } else {
+            return;
+        }
+    };
+    carry_out(rt.servers, state, result, o);
+}
+
+fn carry_out(
     servers: u8,
     state: &mut Cow<ActorState>,
-    input: ServerInput,
+    result: Result<Effects, String>,
     o: &mut Out<ModelActor>,
-    mut observe: impl FnMut(&ServerOutput),
-) {
-    let ActorState::Server { server, durable } = state.to_mut() else { return };
-    let mut out = server.step(input);
-    debug_assert!(out.snapshot.is_none(), "the models take no snapshots yet (SnapshotPolicy::NEVER)");
-    if let Some(batch) = out.persist.take() {
-        let DurableServer { hard, log } = Arc::make_mut(durable);
-        if let Some(h) = batch.hard_state {
-            *hard = h;
+) -> bool {
+    let effects = match result {
+        Ok(effects) => effects,
+        Err(why) => {
+            *state.to_mut() = ActorState::Failed { why };
+            return false;
         }
-        if let Some(w) = &batch.log {
-            log.truncate((w.from.max(1) - 1) as usize);
-            log.extend(w.entries.iter().cloned());
-        }
+    };
+    let ActorState::Server { durable, .. } = state.as_ref() else { unreachable!() };
+    if effects.saved {
         o.save(Durable::Server(durable.clone()));
-        let then = server.step(ServerInput::Persisted(batch.number));
-        debug_assert!(then.persist.is_none(), "a report of durability changes nothing durable");
-        out.messages.extend(then.messages);
-        out.responses.extend(then.responses);
-        out.applied.extend(then.applied);
     }
-    observe(&out);
-    for envelope in out.messages {
+    if effects.snapshot_timer {
+        o.set_timer(ModelTimer::Snapshot, model_timeout());
+    }
+    let sent = !effects.messages.is_empty();
+    for envelope in effects.messages {
         let to = Id::from(usize::from(envelope.to));
         o.send(to, ModelMsg::Raft(envelope));
     }
-    for response in out.responses {
+    for response in effects.responses {
         let client = Id::from(usize::from(servers) + (response.client - 1) as usize);
         o.send(client, ModelMsg::Response(response));
     }
+    sent
+}
+
+/// Feeds `input`, then every input its outputs call for (`Persisted` for
+/// each batch written, `SnapshotTaken` at once under bug (k)), until none
+/// is left. The runtime's own checks: an installed snapshot moves the
+/// replica forward (the simulator's `SafetyChecker::on_install`), and what
+/// is durable is always a whole state a restart can use (no gap between
+/// the snapshot and the log).
+fn run(
+    rt: Runtime,
+    server: &mut KvServer,
+    durable: &mut Arc<DurableServer>,
+    job: &mut Option<SnapshotJob>,
+    unwritten: &mut Option<Snapshot>,
+    seen: &mut Seen,
+    input: ServerInput,
+) -> Effects {
+    const MAX_STEPS: usize = 64;
+    let mut effects = Effects::default();
+    let mut inputs = VecDeque::from([input]);
+    let mut steps = 0;
+    while let Some(input) = inputs.pop_front() {
+        steps += 1;
+        assert!(steps <= MAX_STEPS, "the replica keeps asking for more steps");
+        let applied = server.kv().applied_index();
+        let out = server.step(input);
+        if let Some(meta) = out.installed {
+            assert!(
+                meta.index > applied,
+                "an install must move the replica forward: installed a snapshot up to {} after applying {applied}",
+                meta.index
+            );
+            seen.installed = true;
+        }
+        if let Some(batch) = &out.persist {
+            Arc::make_mut(durable).write(batch);
+            effects.saved = true;
+            inputs.push_back(ServerInput::Persisted(batch.number));
+        }
+        if let Some(new_job) = out.snapshot {
+            assert!(job.is_none() && unwritten.is_none(), "two snapshot jobs out at once");
+            if !rt.slow_snapshots {
+                // Written and reported within this action.
+                let snapshot = new_job.encode();
+                Arc::make_mut(durable).keep_snapshot(snapshot.clone());
+                effects.saved = true;
+                inputs.push_back(ServerInput::SnapshotTaken(snapshot));
+            } else if server.node().config().bugs.trim_before_snapshot_durable {
+                // Bug (k): reported at once, written when the timer fires.
+                let snapshot = new_job.encode();
+                *unwritten = Some(snapshot.clone());
+                inputs.push_back(ServerInput::SnapshotTaken(snapshot));
+                effects.snapshot_timer = true;
+            } else {
+                *job = Some(new_job);
+                effects.snapshot_timer = true;
+            }
+        }
+        effects.messages.extend(out.messages);
+        effects.responses.extend(out.responses);
+    }
+    if let Err(why) = durable.check_whole() {
+        panic!("{why}");
+    }
+    effects
 }

@@ -220,10 +220,12 @@ fn cell(state: &RaftState) -> u64 {
             ActorState::Server { server, .. } => {
                 let node = server.node();
                 (node.role(), node.hard_state(), node.commit_index(), server.kv().applied_index()).hash(&mut h);
+                node.log().base().hash(&mut h);
                 for entry in node.log().entries() {
                     entry.term.hash(&mut h);
                 }
             }
+            ActorState::Failed { why } => why.hash(&mut h),
             ActorState::Client(client) => (client.next, client.clerk.pending().is_some()).hash(&mut h),
         }
     }

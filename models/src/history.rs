@@ -19,7 +19,8 @@ pub struct ModelHistory {
     /// The request seq of each operation in `ops`, to match retries and
     /// responses to their call.
     pub seqs: Vec<u64>,
-    /// Every server seen sending AppendEntries or heartbeats, by term: a
+    /// Every server seen sending AppendEntries, heartbeats or snapshot
+    /// chunks (what only a leader sends), by term: a
     /// message-level record, so it survives the sender's crash.
     pub leaders: BTreeMap<Term, BTreeSet<NodeId>>,
     /// Some Get was answered by a server that led a term after the first.
@@ -54,7 +55,7 @@ pub fn record_out(_cfg: &ModelConfig, h: &ModelHistory, env: Envelope<&ModelMsg>
             Some(h)
         }
         ModelMsg::Raft(e) => match e.message {
-            Message::Append { term, .. } | Message::Heartbeat { term, .. } => {
+            Message::Append { term, .. } | Message::Heartbeat { term, .. } | Message::Snapshot { term, .. } => {
                 if h.leaders.get(&term).is_some_and(|s| s.contains(&e.from)) {
                     return None;
                 }

@@ -23,10 +23,20 @@
 //! | state machine safety | always | no two servers apply different entries at one index (Fig. 3) |
 //! | exactly once | always | no append is executed twice by any replica |
 //! | linearizable | always | the client history is linearizable (raftkv's checker) |
+//! | no server fails a check | always | the core's assertions and the runtime's checks (an install moves forward; the durable state has no gap) |
 //! | leader elected | sometimes | |
 //! | write acknowledged | sometimes | |
 //! | read sees another client's write | sometimes | |
 //! | new leader serves a read | sometimes | |
+//! | a snapshot is taken | sometimes | a log compacted |
+//! | a follower installs a snapshot | sometimes | InstallSnapshot, received whole and installed |
+//! | a server restarts from a snapshot | sometimes | a recovery reads a durable snapshot |
+//!
+//! Where a property compares logs, entries covered by a snapshot are known
+//! only by the log's base, `(last_included_index, last_included_term)`:
+//! logs are compared where both hold an entry, by term at a base, and
+//! state machines at equal applied indexes stand for what both compacted
+//! (see `agree`).
 
 pub mod actors;
 pub mod guided;
@@ -36,11 +46,11 @@ pub mod shrink;
 pub mod symmetry;
 pub mod walks;
 
-use actors::{ActorState, ModelActor};
+use actors::{ActorState, ModelActor, Runtime};
 use history::ModelHistory;
-use raftkv::kv::{KvServer, Op, ReadPath, ServerConfig};
+use raftkv::kv::{KvServer, Op, ReadPath, ServerConfig, SnapshotPolicy};
 use raftkv::lincheck::{self, Budget, History, OpKind, Verdict};
-use raftkv::raft::{Config, InjectedBugs, LogIndex};
+use raftkv::raft::{Config, InjectedBugs, LogIndex, RaftLog};
 use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
 use stateright::{Expectation, Model};
 
@@ -68,6 +78,21 @@ pub struct ModelConfig {
     /// replicate an old entry without the new ones after it, which is the
     /// schedule of Raft Figure 8 (bug (a)).
     pub max_batch: usize,
+    /// Take a snapshot every this many applied entries (`None`: never).
+    pub snapshot_every: Option<u64>,
+    /// Entries a snapshot leaves in the log before it
+    /// (`Config::snapshot_trailing_entries`); 0 compacts everything it
+    /// covers, so a follower that lags at all needs InstallSnapshot.
+    pub snapshot_trailing: u64,
+    /// Whether a snapshot job is written and reported by an action of its
+    /// own (the `Snapshot` timer), so that other actions (commits, a
+    /// crash) come between the job and its end; otherwise within the
+    /// action that asked for it, which keeps schedules shorter. Bugs (j)
+    /// and (k) live in that gap.
+    pub slow_snapshots: bool,
+    /// Whether clients may crash too (only a pause for them: the clerk's
+    /// state is its storage). `false` leaves `max_crashes` to servers.
+    pub clients_crash: bool,
     pub bugs: InjectedBugs,
 }
 
@@ -85,7 +110,33 @@ impl ModelConfig {
             max_log: 3,
             max_in_flight: 6,
             max_batch: 64,
+            snapshot_every: None,
+            snapshot_trailing: 0,
+            slow_snapshots: false,
+            clients_crash: true,
             bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// The CI configuration with snapshots: one every 2 entries (the
+    /// no-op and the client's Append), none kept in the log, so a follower
+    /// that missed an entry is sent the snapshot; one crash (of a server:
+    /// a client's is only a pause); a per-channel FIFO network, one term
+    /// and two entries, at most 5 messages in flight, to keep the deeper
+    /// schedules of snapshots small.
+    /// A snapshot is taken within 10 actions; a follower installs one in
+    /// 17 ([`schedule::SNAPSHOT_INSTALL`]).
+    pub fn ci_snapshots() -> ModelConfig {
+        ModelConfig {
+            network: Delivery::Ordered,
+            max_crashes: 1,
+            clients_crash: false,
+            max_term: 1,
+            max_log: 2,
+            max_in_flight: 5,
+            snapshot_every: Some(2),
+            snapshot_trailing: 0,
+            ..ModelConfig::ci()
         }
     }
 
@@ -107,10 +158,11 @@ impl ModelConfig {
         raft.heartbeat_ticks = 1;
         raft.election_jitter = false;
         raft.max_batch_entries = self.max_batch;
+        raft.snapshot_trailing_entries = self.snapshot_trailing;
         raft.bugs = self.bugs;
         let mut config = ServerConfig::new(raft);
         config.read_path = self.read_path;
-        config.snapshots = raftkv::kv::SnapshotPolicy::NEVER;
+        config.snapshots = SnapshotPolicy { every_entries: self.snapshot_every, every_bytes: None };
         config
     }
 }
@@ -143,7 +195,8 @@ pub type RaftAction = <RaftModel as stateright::Model>::Action;
 /// The model for `config`, with all its properties.
 pub fn model(config: ModelConfig) -> RaftModel {
     let servers = config.servers;
-    let server_actors = (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), servers });
+    let runtime = Runtime { servers, slow_snapshots: config.slow_snapshots };
+    let server_actors = (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), runtime });
     let client_actors = config.scripts().into_iter().enumerate().map(|(i, script)| ModelActor::Client {
         client: i as u64 + 1,
         servers,
@@ -169,11 +222,26 @@ pub fn model(config: ModelConfig) -> RaftModel {
         .property(Expectation::Always, "state machine safety", state_machine_safety)
         .property(Expectation::Always, "exactly once", exactly_once)
         .property(Expectation::Always, "linearizable", linearizable)
+        .property(Expectation::Always, "no server fails a check", no_server_fails)
         .property(Expectation::Sometimes, "leader elected", leader_elected)
         .property(Expectation::Sometimes, "write acknowledged", write_acknowledged)
         .property(Expectation::Sometimes, "read sees another client's write", read_sees_other_write)
         .property(Expectation::Sometimes, "new leader serves a read", new_leader_serves_read)
+        .property(Expectation::Sometimes, "a snapshot is taken", snapshot_taken)
+        .property(Expectation::Sometimes, "a follower installs a snapshot", follower_installs_snapshot)
+        .property(Expectation::Sometimes, "a server restarts from a snapshot", restarts_from_snapshot)
 }
+
+/// The names of the "always" properties, in the order `model` adds them.
+pub const ALWAYS: [&str; 7] = [
+    "election safety",
+    "log matching",
+    "leader completeness",
+    "state machine safety",
+    "exactly once",
+    "linearizable",
+    "no server fails a check",
+];
 
 /// The condition of the property called `name`; panics if the model has none.
 pub fn condition(model: &RaftModel, name: &str) -> fn(&RaftModel, &RaftState) -> bool {
@@ -192,6 +260,7 @@ fn servers<'a>(state: &'a RaftState, live_only: bool) -> impl Iterator<Item = (u
 
 fn within_boundary(config: &ModelConfig, state: &RaftState) -> bool {
     state.network.len() <= config.max_in_flight
+        && (config.clients_crash || !state.crashed[usize::from(config.servers)..].contains(&true))
         && servers(state, false)
             .all(|(_, s)| s.node().term() <= config.max_term && s.node().log().last_index() as usize <= config.max_log)
 }
@@ -203,16 +272,40 @@ fn election_safety(_: &RaftModel, state: &RaftState) -> bool {
     state.history.leaders.values().all(|senders| senders.len() <= 1)
 }
 
+/// What two logs say alike about every index in `from..=to` that both
+/// know: the same entry where both hold it, the same term where one (or
+/// both) knows only the term, because the index is its compacted base (a
+/// snapshot's last entry, `(last_included_index, last_included_term)`).
+/// Entries below a log's base are covered by its snapshot: that log knows
+/// nothing of them, so they are compared only through the state machines
+/// (see [`state_machine_safety`]). Both logs must reach `to`.
+fn agree(a: &RaftLog<raftkv::kv::Command>, b: &RaftLog<raftkv::kv::Command>, from: LogIndex, to: LogIndex) -> bool {
+    if a.last_index() < to || b.last_index() < to {
+        return false;
+    }
+    (from.max(1)..=to).all(|i| match (a.get(i), b.get(i)) {
+        (Some(x), Some(y)) => x == y,
+        _ => match (a.term_at(i), b.term_at(i)) {
+            (Some(x), Some(y)) => x == y,
+            _ => true, // compacted on one side, below its base
+        },
+    })
+}
+
 /// Raft Fig. 3, Log Matching: if two logs contain an entry with the same
 /// index and term, the logs are identical in all entries up through it.
+/// Over snapshot + suffix: an index counts as "contained" where the log
+/// holds the entry or has it as its base (snapshot's last entry: index
+/// and term known), and "identical" is [`agree`]: the same entry where
+/// both hold it, the same term where one knows only the base.
 fn log_matching(_: &RaftModel, state: &RaftState) -> bool {
     let all: Vec<&KvServer> = servers(state, false).map(|(_, s)| s).collect();
     all.iter().enumerate().all(|(i, a)| {
         all[i + 1..].iter().all(|b| {
             let (la, lb) = (a.node().log(), b.node().log());
             let shared = la.last_index().min(lb.last_index());
-            let same_term = (1..=shared).rev().find(|&x| la.term_at(x) == lb.term_at(x));
-            same_term.is_none_or(|x| la.entries()[..x as usize] == lb.entries()[..x as usize])
+            let same_term = (1..=shared).rev().find(|&x| la.term_at(x).is_some() && la.term_at(x) == lb.term_at(x));
+            same_term.is_none_or(|x| agree(la, lb, 1, x))
         })
     })
 }
@@ -220,31 +313,43 @@ fn log_matching(_: &RaftModel, state: &RaftState) -> bool {
 /// Raft Fig. 3, Leader Completeness: if an entry is committed, it is in the
 /// log of every leader of a later term. A server in term `t` that knows an
 /// entry is committed learned it in a term `<= t`, so every leader of a term
-/// `>= t` must hold its committed prefix.
+/// `>= t` must hold its committed prefix: its log reaches the commit index
+/// and [`agree`]s with the server's up to it (entries compacted on either
+/// side are known by their base's index and term only, and are committed
+/// on both: the rest is state machine safety's).
 fn leader_completeness(_: &RaftModel, state: &RaftState) -> bool {
     servers(state, true).filter(|(_, l)| l.node().is_leader()).all(|(_, leader)| {
         servers(state, false).all(|(_, s)| {
-            let commit = s.node().commit_index() as usize;
             leader.node().term() < s.node().term()
-                || leader.node().log().entries().get(..commit) == s.node().log().entries().get(..commit)
+                || agree(leader.node().log(), s.node().log(), 1, s.node().commit_index())
         })
     })
 }
 
 /// Raft Fig. 3, State Machine Safety: if a server has applied a log entry at
 /// a given index, no other server ever applies a different entry there.
+/// Over snapshot + suffix, for two servers that applied up to `na` and
+/// `nb`: their logs [`agree`] up to `min(na, nb)` (the same entry where
+/// both hold it, the same term at a base); and two servers that applied
+/// the same index hold the same state machine (data and session table),
+/// which covers the entries both compacted: the machine is the only
+/// record of them. (Applied entries are in the log or below its base:
+/// `applied <= commit <= last_index`.)
 fn state_machine_safety(_: &RaftModel, state: &RaftState) -> bool {
     let applied: Vec<(LogIndex, &KvServer)> = servers(state, false).map(|(_, s)| (s.kv().applied_index(), s)).collect();
     applied.iter().enumerate().all(|(i, (na, a))| {
         applied[i + 1..].iter().all(|(nb, b)| {
-            let n = (*na).min(*nb) as usize;
-            a.node().log().entries().get(..n) == b.node().log().entries().get(..n)
+            let (ka, kb) = (a.kv(), b.kv());
+            agree(a.node().log(), b.node().log(), 1, (*na).min(*nb))
+                && (na != nb || (ka.data() == kb.data() && ka.sessions() == kb.sessions()))
         })
     })
 }
 
 /// Exactly-once: no replica's state holds an append's argument twice (each
-/// script's append argument is unique).
+/// script's append argument is unique). Judged on the state machine, so
+/// the same whether it was built by applying entries or loaded from a
+/// snapshot.
 fn exactly_once(model: &RaftModel, state: &RaftState) -> bool {
     let appends: Vec<String> = model
         .cfg
@@ -285,4 +390,66 @@ fn read_sees_other_write(_: &RaftModel, state: &RaftState) -> bool {
 
 fn new_leader_serves_read(_: &RaftModel, state: &RaftState) -> bool {
     state.history.read_by_later_leader
+}
+
+/// Every server passes its checks: the core's own assertions (the node's
+/// `check_invariants` and `check_step`, the replica's, the log's) and the
+/// model runtime's (an installed snapshot moves the replica forward; what
+/// is durable is a whole state, with no gap between the snapshot and the
+/// log). A failed check leaves the server [`ActorState::Failed`].
+fn no_server_fails(_: &RaftModel, state: &RaftState) -> bool {
+    !state.actor_states.iter().any(|s| matches!(**s, ActorState::Failed { .. }))
+}
+
+/// What each failed server said (see [`ActorState::Failed`]).
+pub fn failures(state: &RaftState) -> Vec<&str> {
+    state
+        .actor_states
+        .iter()
+        .filter_map(|s| match &**s {
+            ActorState::Failed { why } => Some(why.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Some server holds a snapshot and has compacted its log.
+fn snapshot_taken(_: &RaftModel, state: &RaftState) -> bool {
+    servers(state, false).any(|(_, s)| s.node().log().base().0 > 0)
+}
+
+fn follower_installs_snapshot(_: &RaftModel, state: &RaftState) -> bool {
+    state.actor_states.iter().any(|s| matches!(&**s, ActorState::Server { seen, .. } if seen.installed))
+}
+
+fn restarts_from_snapshot(_: &RaftModel, state: &RaftState) -> bool {
+    state.actor_states.iter().any(|s| matches!(&**s, ActorState::Server { seen, .. } if seen.restarted_from_snapshot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agree;
+    use raftkv::kv::{Command, Op};
+    use raftkv::raft::{Entry, Payload, RaftLog, Term};
+
+    fn entry(term: Term, value: &str) -> Entry<Command> {
+        let op = Op::Append { key: "k".into(), value: value.into() };
+        Entry { term, payload: Payload::Command(Command { client: 1, seq: 1, op }) }
+    }
+
+    /// Over snapshot + suffix: held entries are compared whole, a base by
+    /// its term, and what lies below a base is not compared (nor panics).
+    #[test]
+    fn agree_compares_held_entries_and_bases_only() {
+        let full = RaftLog::new(vec![entry(1, "a"), entry(1, "b"), entry(2, "c")]);
+        let compacted = RaftLog::with_base((2, 1), vec![entry(2, "c")]);
+        assert!(agree(&full, &compacted, 1, 3), "the same log, one side compacted");
+        let other_base = RaftLog::with_base((2, 2), vec![entry(2, "c")]);
+        assert!(!agree(&full, &other_base, 1, 3), "a base of another term disagrees");
+        let other_entry = RaftLog::with_base((2, 1), vec![entry(2, "x")]);
+        assert!(!agree(&full, &other_entry, 1, 3), "a held entry of the same term but another command disagrees");
+        let both_compacted = RaftLog::with_base((3, 2), Vec::new());
+        assert!(agree(&compacted, &both_compacted, 1, 3), "compacted on both sides up to the same base");
+        assert!(!agree(&compacted, &RaftLog::new(Vec::new()), 1, 1), "a log that does not reach the index");
+    }
 }

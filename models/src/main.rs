@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use raftkv::kv::ReadPath;
 use raftkv::raft::InjectedBugs;
 use raftkv_models::guided::Guided;
-use raftkv_models::schedule::{replay, FIGURE_8};
+use raftkv_models::schedule::{replay, FIGURE_8, SNAPSHOT_INSTALL};
 use raftkv_models::shrink::shrink_breaking;
 use raftkv_models::walks::MostlyDeliver;
 use raftkv_models::{model, Delivery, ModelConfig, RaftModel};
@@ -92,7 +92,10 @@ enum Command {
     /// Words: `T<n>` election timeout, `H<n>` heartbeat, `D<from><to>`
     /// deliver, `C<n>` crash, `R<n>` recover. `figure-8` is the built-in
     /// Raft Figure 8 schedule (needs `--clients 0 --ordered --max-batch 1
-    /// --max-in-flight 12 --max-term 4 --max-log 2`).
+    /// --max-in-flight 12 --max-term 4 --max-log 2`); `snapshot-install`
+    /// a follower installing the leader's snapshot and restarting from it
+    /// (needs `--ordered --crashes 1 --servers-crash-only --max-term 1
+    /// --max-log 2 --max-in-flight 5 --snapshot-every 2`).
     Replay {
         #[command(flatten)]
         model: ModelArgs,
@@ -136,6 +139,20 @@ struct ModelArgs {
     /// Entries per AppendEntries (1 reaches Raft Figure 8's schedule).
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
+    /// Take a snapshot every this many applied entries (never by default).
+    #[arg(long)]
+    snapshot_every: Option<u64>,
+    /// Entries a snapshot leaves in the log before it (0: a lagging
+    /// follower is sent the snapshot).
+    #[arg(long, default_value_t = 0)]
+    snapshot_trailing: u64,
+    /// Write and report each snapshot in an action of its own (bugs (j)
+    /// and (k) need the gap).
+    #[arg(long)]
+    slow_snapshots: bool,
+    /// Only servers crash (a client's crash is only a pause).
+    #[arg(long)]
+    servers_crash_only: bool,
     /// Switch on a known Raft bug.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(InjectedBugs::NAMES))]
     bug: Option<String>,
@@ -167,6 +184,10 @@ impl ModelArgs {
             max_log: self.max_log,
             max_in_flight: self.max_in_flight,
             max_batch: self.max_batch,
+            snapshot_every: self.snapshot_every,
+            snapshot_trailing: self.snapshot_trailing,
+            slow_snapshots: self.slow_snapshots,
+            clients_crash: !self.servers_crash_only,
             bugs: self.bug.as_deref().and_then(InjectedBugs::only).unwrap_or_default(),
         }
     }
@@ -268,7 +289,11 @@ fn main() {
         }
         Command::Replay { model: args, schedule } => {
             let m = model(args.config());
-            let text = if schedule == "figure-8" { FIGURE_8 } else { schedule.as_str() };
+            let text = match schedule.as_str() {
+                "figure-8" => FIGURE_8,
+                "snapshot-install" => SNAPSHOT_INSTALL,
+                other => other,
+            };
             let path = match replay(&m, text) {
                 Ok(path) => path,
                 Err((why, path)) => {

@@ -44,6 +44,21 @@ pub const FIGURE_8: &str = "T0 D01 D10 D01 D10 \
      D02 D20 T0 D02 D02 D02 D20 D20 D20 D02 D20 D02 D20 D02 D20 \
      D01 D01 D01 D01 T1 T2 D12 D12 D21 D21 D21 D12 D12 D21";
 
+/// A snapshot sent to a lagging follower, installed, and restarted from,
+/// on [`crate::ModelConfig::ci_snapshots`] (a snapshot every 2 entries,
+/// none kept in the log, an ordered network, one crash):
+///
+/// 1. server 0 wins term 1 with server 1's vote (actions 1–5); the client's
+///    Append reaches it (6) and commits with server 1 at index 2, after the
+///    no-op (7–10): server 0 applies it, snapshots at 2 and compacts its
+///    whole log;
+/// 2. server 2 only now gets the pre-vote, vote and first AppendEntries
+///    (11–13), and its replies reach the leader (14–16): it holds index 1,
+///    which the leader has compacted, so the leader sends the snapshot;
+/// 3. server 2 installs it (17), crashes (18) and restarts from it (19).
+pub const SNAPSHOT_INSTALL: &str = "T0 D01 D10 D01 D10 D30 D01 D10 D01 D10 \
+     D02 D02 D02 D20 D20 D20 D02 C2 R2";
+
 /// The bounds [`FIGURE_8`] needs: three servers, no clients, one entry per
 /// AppendEntries, an ordered network with room for 11 messages in flight,
 /// four terms and two log entries.
@@ -89,6 +104,22 @@ pub fn replay(model: &RaftModel, schedule: &str) -> Result<Path<RaftState, Actio
         state = next;
     }
     Ok(path(model, init, &actions))
+}
+
+/// The Explorer's address of the state `schedule` reaches: the index of
+/// each action among those the model offers (stateright's
+/// `/.states/<init>/<action>/…` path).
+pub fn action_indices(model: &RaftModel, schedule: &str) -> Result<Vec<usize>, String> {
+    let path = replay(model, schedule).map_err(|(why, _)| why)?;
+    let states = path.clone().into_states();
+    let actions = path.into_actions();
+    let mut indices = vec![0];
+    for (state, action) in states.iter().zip(&actions) {
+        let mut possible = Vec::new();
+        model.actions(state, &mut possible);
+        indices.push(possible.iter().position(|a| a == action).ok_or("an action the model does not offer")?);
+    }
+    Ok(indices)
 }
 
 fn path(model: &RaftModel, init: RaftState, actions: &[Action]) -> Path<RaftState, Action> {

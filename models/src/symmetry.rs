@@ -31,7 +31,7 @@ use std::hash::{Hash, Hasher};
 pub fn representative(state: &RaftState) -> RaftState {
     let servers = state.actor_states.len();
     assert!(
-        state.actor_states.iter().all(|a| matches!(**a, ActorState::Server { .. })),
+        state.actor_states.iter().all(|a| !matches!(**a, ActorState::Client(_))),
         "symmetry reduction needs a model without clients"
     );
     permutations(servers)
@@ -119,9 +119,14 @@ impl Rewrite<Id> for DurableServer {
 impl Rewrite<Id> for ActorState {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
         match self {
-            ActorState::Server { server, durable } => {
-                ActorState::Server { server: server.renumbered(|id| node_id(plan, id)), durable: durable.rewrite(plan) }
-            }
+            ActorState::Server { server, durable, job, unwritten, seen } => ActorState::Server {
+                server: server.renumbered(|id| node_id(plan, id)),
+                durable: durable.rewrite(plan),
+                job: job.clone(),
+                unwritten: unwritten.clone(),
+                seen: *seen,
+            },
+            ActorState::Failed { why } => ActorState::Failed { why: why.clone() },
             ActorState::Client(_) => panic!("symmetry reduction needs a model without clients"),
         }
     }
