@@ -10,7 +10,7 @@
 //! [`Send`]: ClerkAction::Send
 
 use crate::kv::{ClientId, Command, Op, Response, ServiceError};
-use crate::raft::NodeId;
+use crate::raft::{LogIndex, NodeId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Clerk {
@@ -37,14 +37,29 @@ pub enum ClerkAction {
     /// The outstanding operation completed with this result (a Get's value,
     /// `""` for writes).
     Done { seq: u64, output: String },
+    /// The outstanding operation's session expired
+    /// ([`ServiceError::SessionExpired`]): it may or may not have taken
+    /// effect (once), and it is not retried. The next operation opens a
+    /// new session, numbered above what the cluster forgot.
+    Expired { seq: u64 },
 }
 
 impl Clerk {
     /// A clerk for client `client` of a cluster of `servers` servers; it
     /// first tries server `first_guess`.
     pub fn new(client: ClientId, servers: u8, first_guess: NodeId) -> Clerk {
+        Clerk::born(client, servers, first_guess, 0)
+    }
+
+    /// A clerk whose commands are numbered from `born + 1`, where `born` is
+    /// an index the clerk has seen committed (or 0). Every command then
+    /// lands in the log at an index at least its seq, which is what lets
+    /// the bounded session table tell a retry of a forgotten session from a
+    /// new one ([`crate::kv::KvMachine`]); a clerk born at a recent index
+    /// is not mistaken for an old one.
+    pub fn born(client: ClientId, servers: u8, first_guess: NodeId, born: LogIndex) -> Clerk {
         assert!(servers > 0 && first_guess < servers);
-        Clerk { client, servers, leader: first_guess, seq: 0, pending: None, attempt: 0, backing_off: false }
+        Clerk { client, servers, leader: first_guess, seq: born, pending: None, attempt: 0, backing_off: false }
     }
 
     pub fn client(&self) -> ClientId {
@@ -99,6 +114,15 @@ impl Clerk {
                 self.backing_off = true;
                 None
             }
+            Err(ServiceError::SessionExpired { forgotten }) => {
+                let seq = self.seq;
+                self.pending = None;
+                self.leader = from;
+                // Above every seq the table may be confusing us with; the
+                // next command lands at an index above `forgotten` too.
+                self.seq = self.seq.max(forgotten);
+                Some(ClerkAction::Expired { seq })
+            }
         }
     }
 
@@ -133,6 +157,18 @@ mod tests {
     }
     fn reply(seq: u64, result: Result<String, ServiceError>) -> Response {
         Response { client: 9, seq, result }
+    }
+
+    #[test]
+    fn an_expired_session_ends_the_operation_and_renumbers_the_next() {
+        let mut c = Clerk::born(9, 3, 0, 40);
+        let ClerkAction::Send { request, .. } = c.start(get()) else { panic!() };
+        assert_eq!(request.seq, 41, "numbered above the index it was born at");
+        let expired = c.on_response(0, reply(41, Err(ServiceError::SessionExpired { forgotten: 70 })));
+        assert_eq!(expired, Some(ClerkAction::Expired { seq: 41 }));
+        assert_eq!(c.pending(), None, "not retried: its outcome is unknown");
+        let ClerkAction::Send { request, .. } = c.start(get()) else { panic!() };
+        assert_eq!(request.seq, 71, "above what the cluster forgot");
     }
 
     #[test]

@@ -376,6 +376,48 @@ fn trim_before_snapshot_durable_is_caught() {
     assert_snapshot_bug_caught("trim_before_snapshot_durable", 100, &["restarts with a gap"]);
 }
 
+// ----- (l) the bounded session table --------------------------------------
+
+/// The snapshot chaos schedule with room for 2 sessions among 5 clients: the
+/// table forgets a session on almost every new command, retries of
+/// forgotten sessions are refused, and the snapshots carry what was
+/// forgotten.
+fn session_chaos(seed: u64, bugs: InjectedBugs) -> SimConfig {
+    let mut config = snapshot_chaos(seed, bugs);
+    config.max_sessions = 2;
+    config
+}
+
+/// The control: with sessions forgotten all the time, nothing runs twice
+/// and the history (refused calls pending: their outcome is unknown) stays
+/// linearizable; and the bound is reached, so the refusals happen.
+#[test]
+fn forgotten_sessions_without_bugs_are_clean() {
+    let mut expired = 0;
+    for seed in common::seeds(50) {
+        match CHAOS.run(session_chaos(seed, InjectedBugs::default())) {
+            Ok(outcome) => expired += outcome.stats.ops_expired,
+            Err(failure) => panic!("{}", common::report(&failure)),
+        }
+    }
+    assert!(expired > 0, "no session ever expired: the bound was never reached");
+    println!("{expired} calls answered 'session expired' over the seeds");
+}
+
+/// (l) A table that opens a session for any client it does not know runs a
+/// forgotten session's retry a second time.
+#[test]
+fn ignore_forgotten_sessions_is_caught() {
+    let bugs = InjectedBugs::only("ignore_forgotten_sessions").unwrap();
+    match (0..100).find_map(|seed| outcome(session_chaos(seed, bugs)).map(|why| (seed, why))) {
+        Some((seed, why)) => {
+            assert!(why.contains("ExactlyOnce"), "caught at seed {seed}, but as: {why}");
+            println!("bug (l) caught at seed {seed}: {}", first_line(&why));
+        }
+        None => panic!("bug (l) was NOT caught in 100 seeds"),
+    }
+}
+
 // ----- (a) Figure 8, built by hand ---------------------------------------
 
 /// (a) Committing an entry of a previous term by counting its replicas

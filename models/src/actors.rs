@@ -335,7 +335,9 @@ impl ModelActor {
                 o.send(Id::from(usize::from(to)), ModelMsg::Request(request));
                 o.set_timer(ModelTimer::Retry, model_timeout());
             }
-            Some(ClerkAction::Done { .. }) => {
+            // An expired session (never, below the models' session bound of
+            // `MAX_SESSIONS`) leaves the call pending: its outcome is unknown.
+            Some(ClerkAction::Done { .. } | ClerkAction::Expired { .. }) => {
                 o.cancel_timer(ModelTimer::Retry);
                 self.start_next(state, o);
             }

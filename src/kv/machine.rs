@@ -4,20 +4,60 @@
 use super::{ClientId, Command, Op, SERVER_ASSIGNED_CLIENT_BIT};
 use crate::raft::LogIndex;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How many client sessions the table keeps; the least recently active is
+/// forgotten to make room. Part of the replicated state machine's
+/// definition, so every replica must use the same value: a constant, not a
+/// per-server setting. At about 100 bytes a session (more while a reply is
+/// remembered) the table stays near 10 MB.
+pub const MAX_SESSIONS: usize = 100_000;
 
 /// The key/value data plus, per client, the latest executed sequence number
 /// and its reply, so that a retried command is answered without executing it
 /// again — even when the retry lands in the log twice, across leader changes
 /// and crashes (the table is rebuilt by replaying the log, and saved in
 /// snapshots with the data: [`super::snapshot`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// **The table is bounded** ([`MAX_SESSIONS`]): a new session beyond the
+/// bound evicts the one whose last command is oldest, and `forgotten` keeps
+/// the highest such index among evicted sessions. A command from a client
+/// without a session is executed (opening one) only if its seq is above
+/// `forgotten`; otherwise it is refused as [`Applied::expired`], never
+/// executed. That is safe because clerks number their commands above an
+/// index they have seen committed (`Clerk::new`'s `born`), so every command
+/// sits in the log at an index at least its seq: a retry of a command whose
+/// session was evicted has `seq ≤` its session's last index `≤ forgotten`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KvMachine {
     data: BTreeMap<String, String>,
     sessions: BTreeMap<ClientId, Session>,
+    /// `(session.last, client)` for every session: the eviction order.
+    by_age: BTreeSet<(LogIndex, ClientId)>,
+    /// The highest `last` of any evicted session (0: none evicted).
+    forgotten: LogIndex,
+    max_sessions: usize,
     applied: LogIndex,
     /// Injected bug (e): ignore the session table.
     skip_sessions: bool,
+    /// Injected bug (l): open a session for any unknown client, whatever
+    /// was forgotten.
+    ignore_forgotten: bool,
+}
+
+impl Default for KvMachine {
+    fn default() -> KvMachine {
+        KvMachine {
+            data: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_age: BTreeSet::new(),
+            forgotten: 0,
+            max_sessions: MAX_SESSIONS,
+            applied: 0,
+            skip_sessions: false,
+            ignore_forgotten: false,
+        }
+    }
 }
 
 /// What the state machine remembers of one client.
@@ -25,6 +65,8 @@ pub struct KvMachine {
 pub struct Session {
     pub seq: u64,
     pub reply: String,
+    /// The index of the client's last command (executed or answered).
+    pub last: LogIndex,
 }
 
 /// The outcome of applying one command.
@@ -32,8 +74,14 @@ pub struct Session {
 pub struct Applied {
     /// The reply to send (a Get's value; `""` for Put and Append).
     pub reply: String,
-    /// False if the command was a duplicate answered from the session table.
+    /// False if the command was a duplicate answered from the session table,
+    /// or refused because its session expired.
     pub executed: bool,
+    /// `Some(forgotten)`: refused, not executed: the client has no session
+    /// and its seq is not above `forgotten`, so this may be a retry of a
+    /// command of an evicted session. The client may number its next
+    /// commands above `forgotten`.
+    pub expired: Option<LogIndex>,
 }
 
 impl KvMachine {
@@ -41,18 +89,42 @@ impl KvMachine {
         KvMachine::default()
     }
 
+    /// The same machine with a session bound of `max` (tests and the
+    /// simulator; the server uses [`MAX_SESSIONS`]). Every replica of one
+    /// cluster must use the same bound.
+    pub fn with_max_sessions(mut self, max: usize) -> KvMachine {
+        assert!(max >= 1, "room for one session at least");
+        self.max_sessions = max;
+        self.evict_beyond_bound();
+        self
+    }
+
+    /// The same machine with injected bug (l) on or off.
+    pub fn with_forgotten_bug(mut self, ignore_forgotten: bool) -> KvMachine {
+        self.ignore_forgotten = ignore_forgotten;
+        self
+    }
+
+    /// The highest last index of an evicted session (0: none evicted).
+    pub fn forgotten(&self) -> LogIndex {
+        self.forgotten
+    }
+
     /// A machine that skips the session table (injected bug (e)).
     pub fn with_injected_session_bug(skip_sessions: bool) -> KvMachine {
         KvMachine { skip_sessions, ..KvMachine::default() }
     }
 
-    /// A machine as a snapshot left it (see [`super::snapshot::decode`]).
+    /// A machine as a snapshot left it (see [`super::snapshot::decode`]),
+    /// with the default bound until [`KvMachine::with_max_sessions`].
     pub(super) fn restored(
         applied: LogIndex,
         data: BTreeMap<String, String>,
         sessions: BTreeMap<ClientId, Session>,
+        forgotten: LogIndex,
     ) -> KvMachine {
-        KvMachine { data, sessions, applied, skip_sessions: false }
+        let by_age = sessions.iter().map(|(c, s)| (s.last, *c)).collect();
+        KvMachine { data, sessions, by_age, forgotten, applied, ..KvMachine::default() }
     }
 
     /// The same machine, keeping (or dropping) the session table for
@@ -86,18 +158,50 @@ impl KvMachine {
     /// order, each once.
     pub fn apply(&mut self, index: LogIndex, command: &Command) -> Applied {
         self.advance(index);
-        let session = self.sessions.get(&command.client);
-        if let Some(s) = session.filter(|s| command.seq <= s.seq && !self.skip_sessions) {
-            // A retry of something already executed. Only the latest reply
-            // is kept; an older seq's client has moved on and ignores it.
-            let reply = if command.seq == s.seq { s.reply.clone() } else { String::new() };
-            return Applied { reply, executed: false };
+        if command.client & SERVER_ASSIGNED_CLIENT_BIT != 0 {
+            let reply = self.execute(&command.op);
+            return Applied { reply, executed: true, expired: None };
+        }
+        match self.sessions.get(&command.client) {
+            Some(s) if command.seq <= s.seq && !self.skip_sessions => {
+                // A retry of something already executed. Only the latest
+                // reply is kept; an older seq's client has moved on and
+                // ignores it.
+                let reply = if command.seq == s.seq { s.reply.clone() } else { String::new() };
+                self.touch(command.client, index);
+                return Applied { reply, executed: false, expired: None };
+            }
+            None if command.seq <= self.forgotten && !self.ignore_forgotten && !self.skip_sessions => {
+                return Applied { reply: String::new(), executed: false, expired: Some(self.forgotten) };
+            }
+            _ => {}
         }
         let reply = self.execute(&command.op);
-        if command.client & SERVER_ASSIGNED_CLIENT_BIT == 0 {
-            self.sessions.insert(command.client, Session { seq: command.seq, reply: reply.clone() });
+        let old = self.sessions.insert(command.client, Session { seq: command.seq, reply: reply.clone(), last: index });
+        if let Some(old) = old {
+            self.by_age.remove(&(old.last, command.client));
         }
-        Applied { reply, executed: true }
+        self.by_age.insert((index, command.client));
+        self.evict_beyond_bound();
+        Applied { reply, executed: true, expired: None }
+    }
+
+    /// Marks `client`'s session as active at `index`.
+    fn touch(&mut self, client: ClientId, index: LogIndex) {
+        let s = self.sessions.get_mut(&client).expect("touch an existing session");
+        self.by_age.remove(&(s.last, client));
+        s.last = index;
+        self.by_age.insert((index, client));
+    }
+
+    /// Forgets the least recently active sessions while there are too many.
+    fn evict_beyond_bound(&mut self) {
+        while self.sessions.len() > self.max_sessions {
+            let (last, client) = self.by_age.pop_first().expect("by_age indexes every session");
+            self.sessions.remove(&client);
+            self.forgotten = self.forgotten.max(last);
+        }
+        debug_assert_eq!(self.by_age.len(), self.sessions.len(), "by_age indexes every session");
     }
 
     /// The current value of `key` (`""` if missing), for ReadIndex reads.
@@ -162,6 +266,29 @@ mod tests {
         // A clerk's session is remembered as before.
         m.apply(2001, &cmd(7, 1, append("k", "y")));
         assert_eq!(m.sessions().len(), 1);
+    }
+
+    #[test]
+    fn the_least_recently_active_session_is_forgotten_and_its_retries_refused() {
+        let mut m = KvMachine::new().with_max_sessions(2);
+        m.apply(1, &cmd(1, 1, append("k", "a")));
+        m.apply(2, &cmd(2, 1, append("k", "b")));
+        m.apply(3, &cmd(1, 1, append("k", "a"))); // a retry: client 1 is active at 3
+        m.apply(4, &cmd(3, 4, append("k", "c"))); // a third session: client 2 (last at 2) goes
+        assert_eq!((m.sessions().keys().copied().collect::<Vec<_>>(), m.forgotten()), (vec![1, 3], 2));
+        // Client 2's retry cannot be told from a new command: refused, not run.
+        let retry = m.apply(5, &cmd(2, 1, append("k", "b")));
+        assert_eq!((retry.executed, retry.expired), (false, Some(2)));
+        assert_eq!(m.get("k"), "abc");
+        // Numbered above what was forgotten, client 2 opens a new session.
+        assert!(m.apply(6, &cmd(2, 3, append("k", "d"))).executed);
+        assert_eq!((m.sessions().len(), m.forgotten()), (2, 3), "client 1 (last at 3) made room");
+        // With bug (l), a forgotten session's retry runs again.
+        let mut bugged = KvMachine::new().with_max_sessions(1).with_forgotten_bug(true);
+        bugged.apply(1, &cmd(1, 1, append("k", "a")));
+        bugged.apply(2, &cmd(2, 1, append("k", "b")));
+        assert!(bugged.apply(3, &cmd(1, 1, append("k", "a"))).executed);
+        assert_eq!(bugged.get("k"), "aba");
     }
 
     #[test]

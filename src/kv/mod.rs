@@ -10,12 +10,12 @@ mod machine;
 mod server;
 pub mod snapshot;
 
-pub use machine::{Applied, KvMachine, Session};
+pub use machine::{Applied, KvMachine, Session, MAX_SESSIONS};
 pub use server::{
     AppliedEntry, KvServer, ReadPath, ServerConfig, ServerInput, ServerOutput, SnapshotJob, SnapshotPolicy,
 };
 
-use crate::raft::NodeId;
+use crate::raft::{LogIndex, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// Identifies a client session; chosen by the client, unique per client.
@@ -98,6 +98,12 @@ pub struct Response {
 pub enum ServiceError {
     /// Ask `leader` instead (or someone else, if `None`).
     NotLeader { leader: Option<NodeId> },
+    /// Not executed, and never will be under this `(client, seq)`: the
+    /// client has no session (it was evicted, [`MAX_SESSIONS`]) and its seq
+    /// is not above `forgotten`, so this may retry a command that was
+    /// executed before the eviction. Whether it was is unknown; a clerk
+    /// reports it and numbers its next command above `forgotten`.
+    SessionExpired { forgotten: LogIndex },
     /// Too many requests are waiting; try again later.
     Busy,
 }

@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub max_waiting: usize,
     /// When to snapshot the state machine (and so let Raft compact its log).
     pub snapshots: SnapshotPolicy,
+    /// The session table's bound ([`MAX_SESSIONS`](super::MAX_SESSIONS)).
+    /// Part of the state machine: every replica of a cluster must use the
+    /// same value.
+    pub max_sessions: usize,
 }
 
 /// Take a snapshot once this many entries, or this many bytes of commands
@@ -59,7 +63,13 @@ impl Default for SnapshotPolicy {
 
 impl ServerConfig {
     pub fn new(raft: Config) -> ServerConfig {
-        ServerConfig { raft, read_path: ReadPath::ReadIndex, max_waiting: 4096, snapshots: SnapshotPolicy::default() }
+        ServerConfig {
+            raft,
+            read_path: ReadPath::ReadIndex,
+            max_waiting: 4096,
+            snapshots: SnapshotPolicy::default(),
+            max_sessions: super::MAX_SESSIONS,
+        }
     }
 }
 
@@ -161,10 +171,9 @@ impl KvServer {
     /// state machine from the snapshot, if any, then the log re-applied as
     /// it commits. Fails if the snapshot does not load (corrupt on disk).
     pub fn restart(config: ServerConfig, durable: DurableState<Command>) -> Result<KvServer, SnapshotError> {
-        let skip_sessions = config.raft.bugs.skip_session_table;
         let (kv, snapshot_index) = match &durable.snapshot {
-            Some(s) => (load(s, config.raft.max_snapshot_bytes)?.with_session_bug(skip_sessions), s.meta.index),
-            None => (KvMachine::with_injected_session_bug(skip_sessions), 0),
+            Some(s) => (configured(&config, load(s, config.raft.max_snapshot_bytes)?), s.meta.index),
+            None => (configured(&config, KvMachine::new()), 0),
         };
         let node = RaftNode::restart(config.raft.clone(), durable);
         Ok(KvServer {
@@ -268,7 +277,7 @@ impl KvServer {
             _ => load(&snapshot, u64::MAX).expect("an installed snapshot was checked when received"),
         };
         debug_assert!(self.waiting_writes.is_empty() && self.confirmed_reads.is_empty(), "a follower has no waiters");
-        self.kv = machine.with_session_bug(self.config.raft.bugs.skip_session_table);
+        self.kv = configured(&self.config, machine);
         self.snapshot_index = snapshot.meta.index;
         self.bytes_since_snapshot = 0;
         out.installed = Some(snapshot.meta);
@@ -379,7 +388,12 @@ impl KvServer {
                     // Another command in our slot means our proposal was
                     // overwritten by a newer leader: the client must retry.
                     let ours = w.client == command.client && w.seq == command.seq;
-                    respond(out, &w, if ours { Ok(applied.reply.clone()) } else { Err(self.not_leader()) });
+                    let result = match applied.expired {
+                        _ if !ours => Err(self.not_leader()),
+                        Some(forgotten) => Err(ServiceError::SessionExpired { forgotten }),
+                        None => Ok(applied.reply.clone()),
+                    };
+                    respond(out, &w, result);
                 }
                 applied.executed
             }
@@ -454,4 +468,13 @@ impl From<Refusal> for ServiceError {
             Refusal::Busy => ServiceError::Busy,
         }
     }
+}
+
+/// `machine` with this replica's session bound and injected session bugs.
+fn configured(config: &ServerConfig, machine: KvMachine) -> KvMachine {
+    let bugs = &config.raft.bugs;
+    machine
+        .with_max_sessions(config.max_sessions)
+        .with_session_bug(bugs.skip_session_table)
+        .with_forgotten_bug(bugs.ignore_forgotten_sessions)
 }

@@ -8,17 +8,20 @@
 //!
 //! ```text
 //!  0..4    magic  b"RKVS"
-//!  4       version (1)
+//!  4       version (2; 1 is still read)
 //!  5..13   body length, u64 little-endian
 //!  13..17  CRC-32 (IEEE) of the body, little-endian
-//!  17..    body: postcard(applied index, data, sessions)
+//!  17..    body: postcard(applied index, data, sessions, forgotten)
 //! ```
 //!
 //! The body is postcard's encoding (the peer wire format's too, see
 //! `specs/wire.md`): `applied` as a varint, then the data as a sequence of
 //! `(key, value)` string pairs in key order, then the sessions as a sequence
-//! of `(client, seq, reply)` in client order. postcard never allocates past
-//! the remaining input, so a body of `n` bytes decodes into `O(n)` memory.
+//! of `(client, seq, reply, last)` in client order, then the session
+//! table's `forgotten` index (see [`KvMachine`]). Version 1 had neither
+//! `last` nor `forgotten`: its sessions count as active at its applied
+//! index, and nothing as forgotten. postcard never allocates past the
+//! remaining input, so a body of `n` bytes decodes into `O(n)` memory.
 
 use super::machine::{KvMachine, Session};
 use super::ClientId;
@@ -27,8 +30,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 const MAGIC: &[u8; 4] = b"RKVS";
-/// The version this code writes and reads.
-pub const VERSION: u8 = 1;
+/// The version this code writes (it reads this and [`VERSION_1`]).
+pub const VERSION: u8 = 2;
+/// Before the session table was bounded.
+pub const VERSION_1: u8 = 1;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 17;
 
@@ -79,6 +84,15 @@ impl std::error::Error for SnapshotError {}
 struct Body {
     applied: LogIndex,
     data: Vec<(String, String)>,
+    sessions: Vec<(ClientId, u64, String, LogIndex)>,
+    forgotten: LogIndex,
+}
+
+/// Version 1's body.
+#[derive(Deserialize)]
+struct BodyV1 {
+    applied: LogIndex,
+    data: Vec<(String, String)>,
     sessions: Vec<(ClientId, u64, String)>,
 }
 
@@ -91,8 +105,9 @@ pub fn encode(machine: &KvMachine, omit_sessions: bool) -> Vec<u8> {
         sessions: if omit_sessions {
             Vec::new()
         } else {
-            machine.sessions().iter().map(|(c, s)| (*c, s.seq, s.reply.clone())).collect()
+            machine.sessions().iter().map(|(c, s)| (*c, s.seq, s.reply.clone(), s.last)).collect()
         },
+        forgotten: machine.forgotten(),
     };
     // Encoding to a Vec fails only on a serde error, which this plain data
     // does not produce.
@@ -116,8 +131,9 @@ pub fn decode(bytes: &[u8], max_body_bytes: u64) -> Result<KvMachine, SnapshotEr
     if &bytes[0..4] != MAGIC {
         return Err(SnapshotError::BadMagic);
     }
-    if bytes[4] != VERSION {
-        return Err(SnapshotError::UnsupportedVersion { found: bytes[4] });
+    let version = bytes[4];
+    if version != VERSION && version != VERSION_1 {
+        return Err(SnapshotError::UnsupportedVersion { found: version });
     }
     let len = u64::from_le_bytes(bytes[5..13].try_into().expect("8 bytes"));
     if len > max_body_bytes {
@@ -136,8 +152,14 @@ pub fn decode(bytes: &[u8], max_body_bytes: u64) -> Result<KvMachine, SnapshotEr
     if found != expected {
         return Err(SnapshotError::BadChecksum { expected, found });
     }
-    let (body, rest): (Body, &[u8]) =
-        postcard::take_from_bytes(body).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    let malformed = |e: postcard::Error| SnapshotError::Malformed(e.to_string());
+    let (body, rest): (Body, &[u8]) = if version == VERSION_1 {
+        let (v1, rest): (BodyV1, &[u8]) = postcard::take_from_bytes(body).map_err(malformed)?;
+        let sessions = v1.sessions.into_iter().map(|(c, seq, reply)| (c, seq, reply, v1.applied)).collect();
+        (Body { applied: v1.applied, data: v1.data, sessions, forgotten: 0 }, rest)
+    } else {
+        postcard::take_from_bytes(body).map_err(malformed)?
+    };
     if !rest.is_empty() {
         return Err(SnapshotError::Malformed(format!("{} bytes after the body's fields", rest.len())));
     }
@@ -148,8 +170,14 @@ pub fn decode(bytes: &[u8], max_body_bytes: u64) -> Result<KvMachine, SnapshotEr
     if !body.sessions.windows(2).all(|w| w[0].0 < w[1].0) {
         return Err(SnapshotError::Malformed("clients not in strictly increasing order".into()));
     }
-    let sessions = body.sessions.into_iter().map(|(c, seq, reply)| (c, Session { seq, reply })).collect();
-    Ok(KvMachine::restored(body.applied, body.data.into_iter().collect(), sessions))
+    if body.forgotten > body.applied {
+        return Err(SnapshotError::Malformed("sessions forgotten after the applied index".into()));
+    }
+    if let Some((c, ..)) = body.sessions.iter().find(|s| s.3 > body.applied) {
+        return Err(SnapshotError::Malformed(format!("client {c}'s session is active after the applied index")));
+    }
+    let sessions = body.sessions.into_iter().map(|(c, seq, reply, last)| (c, Session { seq, reply, last })).collect();
+    Ok(KvMachine::restored(body.applied, body.data.into_iter().collect(), sessions, body.forgotten))
 }
 
 #[cfg(test)]
@@ -225,15 +253,47 @@ mod tests {
         let mut huge = bytes.clone();
         huge[5..13].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(decode(&huge, u64::MAX), Err(SnapshotError::Truncated { .. })), "no allocation for it");
-        // A body that passes its checksum but lists keys out of order.
-        let bad = Body { applied: 1, data: vec![("b".into(), "".into()), ("a".into(), "".into())], sessions: vec![] };
-        let body = postcard::to_allocvec(&bad).unwrap();
-        let mut forged = Vec::from(&MAGIC[..]);
-        forged.push(VERSION);
-        forged.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        forged.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        forged.extend_from_slice(&body);
-        assert!(matches!(decode(&forged, MAX), Err(SnapshotError::Malformed(_))));
+        // Bodies that pass their checksum but break an invariant.
+        let unordered = vec![("b".into(), "".into()), ("a".into(), "".into())];
+        let bad = Body { applied: 1, data: unordered, sessions: vec![], forgotten: 0 };
+        assert!(matches!(decode(&forged(VERSION, &bad), MAX), Err(SnapshotError::Malformed(_))));
+        let late = Body { applied: 1, data: vec![], sessions: vec![(7, 1, String::new(), 2)], forgotten: 0 };
+        assert!(matches!(decode(&forged(VERSION, &late), MAX), Err(SnapshotError::Malformed(_))));
+        let forgot = Body { applied: 1, data: vec![], sessions: vec![], forgotten: 2 };
+        assert!(matches!(decode(&forged(VERSION, &forgot), MAX), Err(SnapshotError::Malformed(_))));
+    }
+
+    /// Header and checksum around a serialized body.
+    fn forged(version: u8, body: &impl Serialize) -> Vec<u8> {
+        let body = postcard::to_allocvec(body).unwrap();
+        let mut bytes = Vec::from(&MAGIC[..]);
+        bytes.push(version);
+        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    #[test]
+    fn the_session_bound_survives_a_snapshot_and_version_1_still_loads() {
+        let mut m = machine().with_max_sessions(1); // keeps client 9, forgets 7 (last active at 2)
+        assert_eq!((m.sessions().len(), m.forgotten()), (1, 2));
+        let mut back = decode(&encode(&m, false), MAX).unwrap().with_max_sessions(1);
+        assert_eq!(back, m);
+        let retry = Command { client: 7, seq: 2, op: Op::Append { key: "b".into(), value: "x".into() } };
+        assert_eq!(back.apply(6, &retry).expired, Some(2));
+        assert_eq!(m.apply(6, &retry).expired, Some(2));
+        // Version 1 had no `last` and no `forgotten`.
+        #[derive(Serialize)]
+        struct V1 {
+            applied: LogIndex,
+            data: Vec<(String, String)>,
+            sessions: Vec<(ClientId, u64, String)>,
+        }
+        let v1 = V1 { applied: 5, data: vec![("a".into(), "1".into())], sessions: vec![(7, 2, String::new())] };
+        let old = decode(&forged(VERSION_1, &v1), MAX).unwrap();
+        assert_eq!((old.applied_index(), old.get("a").as_str(), old.forgotten()), (5, "1", 0));
+        assert_eq!(old.session(7).map(|s| (s.seq, s.last)), Some((2, 5)), "active at the snapshot's index");
     }
 
     quickcheck::quickcheck! {

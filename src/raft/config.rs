@@ -146,6 +146,10 @@ pub struct InjectedBugs {
     /// log can be trimmed first: a crash in between leaves a gap. (Honoured
     /// by the simulator's runtime.)
     pub trim_before_snapshot_durable: bool,
+    /// (l) The bounded session table opens a session for any client it does
+    /// not know, though the command may retry one executed before its
+    /// session was evicted: executed twice. (Honoured by the KV layer.)
+    pub ignore_forgotten_sessions: bool,
     /// (f) Reply to a vote before `voted_for` is durable: the reply goes out
     /// at once and the vote is never persisted, so after a crash the node
     /// may vote twice in one term.
@@ -158,7 +162,7 @@ impl InjectedBugs {
     }
 
     /// Every bug by name, for test tables and the CLI.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "commit_previous_term",
         "vote_without_log_check",
         "read_without_quorum",
@@ -170,6 +174,7 @@ impl InjectedBugs {
         "install_keeps_conflicting_entries",
         "compact_unapplied",
         "trim_before_snapshot_durable",
+        "ignore_forgotten_sessions",
     ];
 
     /// The set with only the named bug on.
@@ -187,6 +192,7 @@ impl InjectedBugs {
             "install_keeps_conflicting_entries" => b.install_keeps_conflicting_entries = true,
             "compact_unapplied" => b.compact_unapplied = true,
             "trim_before_snapshot_durable" => b.trim_before_snapshot_durable = true,
+            "ignore_forgotten_sessions" => b.ignore_forgotten_sessions = true,
             _ => return None,
         }
         Some(b)

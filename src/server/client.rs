@@ -36,6 +36,10 @@ pub enum ClientError {
     Protocol(String),
     /// The server could not be reached ([`info`] only: `run` retries).
     Io(std::io::Error),
+    /// The cluster forgot this client's session (it was the least recently
+    /// active of too many): the operation may have taken effect, once, or
+    /// not, and is not retried. The next `run` opens a new session.
+    SessionExpired,
 }
 
 impl fmt::Display for ClientError {
@@ -45,6 +49,9 @@ impl fmt::Display for ClientError {
             ClientError::Refused(error) => write!(f, "the server refused the request: {error}"),
             ClientError::Protocol(what) => write!(f, "protocol error: {what}"),
             ClientError::Io(e) => write!(f, "I/O error: {e}"),
+            ClientError::SessionExpired => f.write_str(
+                "session expired: the cluster forgot this client; the operation may or may not have taken effect",
+            ),
         }
     }
 }
@@ -325,13 +332,26 @@ impl RemoteClerk {
     /// After an error the operation's outcome is unknown (it may still take
     /// effect, once); the next `run` uses the next seq.
     pub async fn run(&mut self, op: Op, deadline: Instant) -> Result<String, ClientError> {
-        let mut action = self.clerk.start(op);
+        let mut action = self.clerk.start(op.clone());
         let mut attempts = 0;
+        // Sends of the current seq. One send over TCP is proposed at most
+        // once, so a "session expired" answering the only send means the
+        // command did not run: it is safe to run it again under a seq above
+        // what the cluster forgot (a new clerk, numbered from 0, meets this
+        // once the cluster has forgotten any session).
+        let mut sends_of_seq = 0;
         loop {
             let (to, request, attempt) = match action {
                 ClerkAction::Done { output, .. } => return Ok(output),
+                ClerkAction::Expired { .. } if sends_of_seq == 1 => {
+                    sends_of_seq = 0;
+                    action = self.clerk.start(op.clone());
+                    continue;
+                }
+                ClerkAction::Expired { .. } => return Err(ClientError::SessionExpired),
                 ClerkAction::Send { to, request, attempt } => (to, request, attempt),
             };
+            sends_of_seq += 1;
             if Instant::now() >= deadline {
                 self.abandon(to, &request);
                 return Err(ClientError::Deadline { attempts });
@@ -438,8 +458,13 @@ impl RemoteClerk {
         }
     }
 
-    /// The refusal an error line stands for, if it is a redirect.
+    /// The refusal an error line stands for, if it is a redirect or an
+    /// expired session.
     fn redirect(&self, error: &str) -> Option<Result<String, ServiceError>> {
+        if let Some(rest) = error.strip_prefix(crate::server::resp::SESSION_EXPIRED) {
+            let forgotten = rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            return Some(Err(ServiceError::SessionExpired { forgotten }));
+        }
         let (code, rest) = error.split_once(' ').unwrap_or((error, ""));
         match code {
             "MOVED" => {
@@ -599,6 +624,46 @@ mod tests {
         assert_eq!(got, "v");
         assert_eq!(server_a.log.lock().unwrap().len(), 2, "the leader was remembered");
         assert_eq!(server_b.log.lock().unwrap()[2..], [session(7, 2), ClientCommand::Get { key: "foo".into() }]);
+    }
+
+    /// A cluster that forgot sessions up to index 5: a new clerk's first
+    /// command (seq 1) is refused on its only send, so it did not run, and
+    /// the clerk runs it again as seq 6. A refusal after more than one send
+    /// may answer a retry of a command that ran: that is reported.
+    #[tokio::test]
+    async fn an_expired_session_is_renumbered_only_when_the_command_surely_did_not_run() {
+        let (listener, addr) = bind().await;
+        let expired = Reply::Error(format!("{} 5: ...)", crate::server::resp::SESSION_EXPIRED));
+        let bound = Arc::new(std::sync::Mutex::new(0));
+        let seen = bound.clone();
+        let server = fake(listener, move |cmd| match cmd {
+            ClientCommand::Session { seq, .. } => {
+                *seen.lock().unwrap() = *seq;
+                Act::Reply(Reply::Ok)
+            }
+            _ if *seen.lock().unwrap() <= 5 => Act::Reply(expired.clone()),
+            _ => Act::Reply(Reply::Ok),
+        });
+        let mut clerk = RemoteClerk::new(7, vec![addr], 0, Duration::from_secs(10));
+        assert_eq!(clerk.run(put("k", "x"), soon(20)).await.expect("done"), "");
+        assert_eq!(*server.log.lock().unwrap(), [session(7, 1), set("k", "x"), session(7, 6), set("k", "x")]);
+        assert_eq!(*bound.lock().unwrap(), 6);
+
+        // The same refusal after two sends of one seq: reported, not rerun.
+        let (listener, addr) = bind().await;
+        let sends = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = sends.clone();
+        let expired = Reply::Error(format!("{} 5: ...)", crate::server::resp::SESSION_EXPIRED));
+        let _server = fake(listener, move |cmd| match cmd {
+            ClientCommand::Session { .. } => Act::Reply(Reply::Ok),
+            _ if counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 => {
+                Act::Reply(Reply::Error(crate::server::resp::TRYAGAIN.into()))
+            }
+            _ => Act::Reply(expired.clone()),
+        });
+        let mut clerk = RemoteClerk::new(8, vec![addr], 0, Duration::from_millis(50));
+        assert!(matches!(clerk.run(put("k", "x"), soon(20)).await, Err(ClientError::SessionExpired)));
+        assert_eq!(sends.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

@@ -411,7 +411,8 @@ impl Reply {
     /// address `leader_addr` knows is `MOVED <slot> <addr>`, with the key's
     /// Redis Cluster hash slot, so that `redis-cli -c` and cluster-aware
     /// clients follow it; `NotLeader` without one (or with an unknown
-    /// address) is `CLUSTERDOWN`; `Busy` is `TRYAGAIN`.
+    /// address) is `CLUSTERDOWN`; `Busy` is `TRYAGAIN`; `SessionExpired` is
+    /// `ERR session expired (forgotten up to index N: ...)`.
     pub fn from_result(
         op: &Op,
         result: Result<String, ServiceError>,
@@ -430,6 +431,9 @@ impl Reply {
             },
             Err(ServiceError::NotLeader { leader: None }) => Reply::Error(CLUSTERDOWN.into()),
             Err(ServiceError::Busy) => Reply::Error(TRYAGAIN.into()),
+            Err(ServiceError::SessionExpired { forgotten }) => {
+                Reply::Error(format!("{SESSION_EXPIRED} {forgotten}: this command may repeat one executed before)"))
+            }
         }
     }
 
@@ -451,6 +455,9 @@ impl Reply {
 pub const CLUSTERDOWN: &str = "CLUSTERDOWN no leader is known yet; retry";
 /// The reply when the leader refused a request for load.
 pub const TRYAGAIN: &str = "TRYAGAIN the leader is busy; retry";
+/// How the reply to a command of an expired session starts; the index the
+/// cluster forgot sessions up to follows.
+pub const SESSION_EXPIRED: &str = "ERR session expired (forgotten up to index";
 
 /// A simple string or error line: CR and LF would end it early.
 fn one_line(line: &str) -> String {
@@ -1284,6 +1291,11 @@ mod tests {
         let none = Reply::from_result(&put, Err(ServiceError::NotLeader { leader: None }), addr);
         assert_eq!(none, Reply::Error(CLUSTERDOWN.into()));
         assert_eq!(Reply::from_result(&put, Err(ServiceError::Busy), addr), Reply::Error(TRYAGAIN.into()));
+        let Reply::Error(expired) = Reply::from_result(&put, Err(ServiceError::SessionExpired { forgotten: 9 }), addr)
+        else {
+            panic!("an error reply")
+        };
+        assert!(expired.starts_with("ERR session expired") && expired.contains(" 9: "), "{expired}");
     }
 
     #[test]

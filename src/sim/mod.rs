@@ -124,6 +124,8 @@ pub struct SimConfig {
     pub snapshot_trailing_entries: u64,
     /// Bytes per snapshot chunk ([`Config::snapshot_chunk_bytes`]).
     pub snapshot_chunk_bytes: usize,
+    /// The session table's bound ([`ServerConfig::max_sessions`]).
+    pub max_sessions: usize,
     pub bugs: InjectedBugs,
     /// Where a readable trace of elections, commits, faults and client calls
     /// goes, if anywhere (the simulator itself does no I/O).
@@ -149,6 +151,7 @@ impl SimConfig {
             snapshots: SnapshotPolicy::NEVER,
             snapshot_trailing_entries: 10_240,
             snapshot_chunk_bytes: 1 << 20,
+            max_sessions: crate::kv::MAX_SESSIONS,
             bugs: InjectedBugs::default(),
             trace: None,
             script: Vec::new(),
@@ -265,6 +268,8 @@ pub struct Stats {
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub ops_completed: u64,
+    /// Operations answered "session expired" (outcome unknown).
+    pub ops_expired: u64,
     pub elections: u64,
     /// Snapshots taken (written and reported).
     pub snapshots: u64,
@@ -558,6 +563,7 @@ impl Sim {
         let mut server_config = ServerConfig::new(raft);
         server_config.read_path = config.read_path;
         server_config.snapshots = config.snapshots;
+        server_config.max_sessions = config.max_sessions;
         let server = KvServer::restart(server_config, s.storage.durable()).expect("the simulator's snapshots load");
         s.server = Some(server);
         let incarnation = s.incarnation;
@@ -706,6 +712,16 @@ impl Sim {
                 }
                 self.stats.ops_completed += 1;
                 self.trace(|| format!("client {} returns {:?}", client + 1, self.history[index].output));
+                self.schedule(0, Event::ClientStart { client });
+            }
+            Some(ClerkAction::Expired { .. }) => {
+                // The outcome is unknown: the call stays pending forever
+                // (`ret: None`), as if the client gave up on it.
+                let index = self.clients[client].in_progress.take().expect("expired implies an operation in progress");
+                self.stats.ops_expired += 1;
+                self.trace(|| {
+                    format!("client {} gives up {:?}: session expired", client + 1, self.history[index].kind)
+                });
                 self.schedule(0, Event::ClientStart { client });
             }
         }
