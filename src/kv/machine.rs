@@ -25,7 +25,7 @@ pub const MAX_SESSIONS: usize = 100_000;
 /// without a session is executed (opening one) only if its seq is above
 /// `forgotten`; otherwise it is refused as [`Applied::expired`], never
 /// executed. That is safe because clerks number their commands above an
-/// index they have seen committed (`Clerk::new`'s `born`), so every command
+/// index they have seen committed (`Clerk::born`), so every command
 /// sits in the log at an index at least its seq: a retry of a command whose
 /// session was evicted has `seq ≤` its session's last index `≤ forgotten`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
