@@ -31,8 +31,10 @@
 //!   means the default: term 0, no vote); `"base"` = the postcard encoding
 //!   of the [`SnapshotMeta`] of the last compacted entry (absent means
 //!   nothing was compacted: the log starts at 1);
-//! - `log` (`u64` → bytes): one row per entry after the base, keyed by its
-//!   index, valued by the postcard encoding of the `Entry<Command>` (the
+//! - `log` (`u64` → bytes): one row per entry after the base (and, for a
+//!   few writes after a compaction, compacted rows at or below it, which
+//!   are never read), keyed by its index, valued by the postcard encoding
+//!   of the `Entry<Command>` (the
 //!   same bytes the peer wire format uses for an entry, see
 //!   `specs/wire.md`);
 //! - `snapshot` (`&str` → bytes): `"meta"` = the postcard [`SnapshotMeta`]
@@ -41,7 +43,8 @@
 //!
 //! A [`LogWrite`] `{ from, entries }` deletes every row at or after `from`
 //! and inserts `entries` at `from, from + 1, …`. A compaction to `m`
-//! deletes every row up to `m.index` and records `m` as the base. The
+//! records `m` as the base at once; its rows are deleted
+//! [`TRIM_ROWS_PER_WRITE`] per write transaction from then on. The
 //! snapshot is replaced only by a newer one, either one the runtime took
 //! ([`save_snapshot`](RaftStorage::save_snapshot)) or one installed from the
 //! leader (a [`Persist`]'s `snapshot`). The stored snapshot always covers the
