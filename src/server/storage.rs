@@ -44,7 +44,7 @@
 //! A [`LogWrite`] `{ from, entries }` deletes every row at or after `from`
 //! and inserts `entries` at `from, from + 1, …`. A compaction to `m`
 //! records `m` as the base at once; its rows are deleted
-//! [`TRIM_ROWS_PER_WRITE`] per write transaction from then on. The
+//! `TRIM_ROWS_PER_WRITE` (1,000) per write transaction from then on. The
 //! snapshot is replaced only by a newer one, either one the runtime took
 //! ([`save_snapshot`](RaftStorage::save_snapshot)) or one installed from the
 //! leader (a [`Persist`]'s `snapshot`). The stored snapshot always covers the
