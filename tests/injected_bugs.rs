@@ -271,7 +271,7 @@ fn double_vote_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure>
     sim.partition(&[vec![a, x], vec![v, y, b]]);
     // V's term T reaches its disk (the vote too, unless the bug drops it),
     // then V reboots.
-    run_until(sim, 5_000, |s| s.storage(v).hard.term >= term)?;
+    run_until(sim, 5_000, |s| s.storage(v).disk.hard.term >= term)?;
     sim.crash(v);
     sim.restart(v);
     // Y steps down and the three hold elections among themselves.
@@ -541,10 +541,10 @@ fn figure_8_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
     sim.partition(&[vec![s5], without_s5]);
     // Its no-op must reach its own disk before the crash (the disk takes up
     // to a millisecond or so).
-    run_until(sim, 5_000, |s| s.storage(s5).log.len() as u64 >= index)?;
+    run_until(sim, 5_000, |s| s.storage(s5).disk.log.len() as u64 >= index)?;
     sim.crash(s5);
     sim.run_for(30_000)?;
-    if sim.storage(s5).log.len() as u64 != index {
+    if sim.storage(s5).disk.log.len() as u64 != index {
         return Ok(Err("S5's log does not end where S1's entry sits"));
     }
     // (c) S1 restarts and is elected again (it or S2, which hold the entry);
@@ -558,7 +558,7 @@ fn figure_8_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
     let s3 = leader_among(sim, &holders).expect("leader");
     // Wait until a majority holds the old entry (and, with the bug, S3 has
     // counted it as committed), then cut S3 off before its no-op spreads.
-    let holds_old = |s: &Sim, id: NodeId| s.storage(id).log.len() as u64 >= index;
+    let holds_old = |s: &Sim, id: NodeId| s.storage(id).disk.log.len() as u64 >= index;
     let on_majority = |s: &Sim| (0..5).filter(|&id| id != s5 && holds_old(s, id)).count() >= 3;
     let decided = |s: &Sim| s.server(s3).is_some_and(|n| n.node().commit_index() >= index) || on_majority(s);
     if !run_until(sim, 1_000_000, decided)? {
@@ -573,7 +573,7 @@ fn figure_8_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
     // whose last term is newest, can win there. Electing it is legal unless
     // the old entry was committed — which only the bug does.
     let lacking: Vec<NodeId> =
-        (0..5).filter(|&id| id != s3 && id != s5 && sim.storage(id).log.len() as u64 <= index).take(2).collect();
+        (0..5).filter(|&id| id != s3 && id != s5 && sim.storage(id).disk.log.len() as u64 <= index).take(2).collect();
     if lacking.len() < 2 {
         return Ok(Err("fewer than two nodes lack S3's no-op"));
     }

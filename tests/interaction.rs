@@ -40,65 +40,16 @@ fn interaction_scripts() {
     }
 }
 
-/// A node's durable state, kept as the simulator's `MemStorage` keeps it.
-#[derive(Clone, Debug, Default)]
-struct Disk {
-    hard: HardState,
-    /// The latest snapshot (taken here or installed); only a newer one
-    /// replaces it.
-    snapshot: Option<Snapshot>,
-    /// The last compacted entry: `log[0]` is the entry after it.
-    base: SnapshotMeta,
-    log: Vec<Entry<String>>,
-}
+/// A node's durable state, written batch by batch by
+/// [`DurableState::write`], as the simulator's disk is.
+type Disk = DurableState<String>;
 
-impl Disk {
-    /// Applies one batch, its parts in the contract's order: the snapshot,
-    /// the compaction, the log write, the hard state.
-    fn write(&mut self, p: &Persist<String>) {
-        if let Some(s) = &p.snapshot {
-            self.keep_snapshot(s.clone());
-        }
-        if let Some(to) = p.compact {
-            if to.index > self.base.index {
-                let last = self.base.index + self.log.len() as u64;
-                if to.index <= last {
-                    self.log.drain(..(to.index - self.base.index) as usize);
-                } else {
-                    self.log.clear(); // an installed snapshot past the end of the log
-                }
-                self.base = to;
-            }
-        }
-        if let Some(w) = &p.log {
-            let last = self.base.index + self.log.len() as u64;
-            assert!(w.from > self.base.index && w.from <= last + 1, "a log write from {} leaving a gap", w.from);
-            self.log.truncate((w.from - self.base.index - 1) as usize);
-            self.log.extend(w.entries.iter().cloned());
-        }
-        if let Some(h) = p.hard_state {
-            self.hard = h;
-        }
-    }
-
-    /// Keeps `snapshot` if it is newer than the one held.
-    fn keep_snapshot(&mut self, snapshot: Snapshot) {
-        if self.snapshot.as_ref().is_none_or(|s| s.meta.index < snapshot.meta.index) {
-            self.snapshot = Some(snapshot);
-        }
-    }
-
-    fn durable(&self) -> DurableState<String> {
-        DurableState { hard: self.hard, snapshot: self.snapshot.clone(), base: self.base, log: self.log.clone() }
-    }
-
-    /// `snapshot 4/1 [x,y], log after 2/1 [3/1 x, ...]`, or the log alone.
-    fn describe(&self) -> String {
-        let log = log(&self.log, (self.base.index, self.base.term));
-        match &self.snapshot {
-            Some(s) => format!("snapshot {}, log {log}", snapshot(s)),
-            None => format!("log {log}"),
-        }
+/// `snapshot 4/1 [x,y], log after 2/1 [3/1 x, ...]`, or the log alone.
+fn describe(disk: &Disk) -> String {
+    let log = log(&disk.log, (disk.base.index, disk.base.term));
+    match &disk.snapshot {
+        Some(s) => format!("snapshot {}, log {log}", snapshot(s)),
+        None => format!("log {log}"),
     }
 }
 
@@ -256,7 +207,7 @@ impl Env {
                     assert!(self.nodes[usize::from(id)].is_none(), "restart a crashed node");
                     self.start(id, number(args, "seed"));
                     let disk = &self.disks[usize::from(id)];
-                    self.say(format!("{id} restarted from its disk: {}, {}", hard(disk.hard), disk.describe()));
+                    self.say(format!("{id} restarted from its disk: {}, {}", hard(disk.hard), describe(disk)));
                     let applied = self.node(id).machine.applied;
                     if applied > 0 {
                         self.say(format!("  its state machine loads the snapshot: applied {applied}"));
@@ -266,12 +217,7 @@ impl Env {
             "wipe-disk" => {
                 // Before `restart`: the disk is replaced by an empty one.
                 for id in ids {
-                    self.disks[usize::from(id)] = Disk {
-                        hard: HardState::default(),
-                        snapshot: None,
-                        base: SnapshotMeta::default(),
-                        log: Vec::new(),
-                    };
+                    self.disks[usize::from(id)] = Disk::default();
                 }
             }
             "set-disk" => {
@@ -330,7 +276,7 @@ impl Env {
                 for id in ids {
                     let d = &self.disks[usize::from(id)];
                     let disk =
-                        if d.snapshot.is_some() { d.describe() } else { log(&d.log, (d.base.index, d.base.term)) };
+                        if d.snapshot.is_some() { describe(d) } else { log(&d.log, (d.base.index, d.base.term)) };
                     match &self.nodes[usize::from(id)] {
                         Some(n) => {
                             let memory = log(n.raft.log().entries(), n.raft.log().base());
@@ -453,7 +399,7 @@ impl Env {
         let mut config = self.configs[usize::from(id)].clone();
         config.seed = seed.unwrap_or(0);
         let disk = &self.disks[usize::from(id)];
-        let raft = RaftNode::restart(config, disk.durable());
+        let raft = RaftNode::restart(config, disk.clone());
         let machine = disk.snapshot.as_ref().map_or_else(Machine::default, |s| Machine::decode(s).expect("it loaded"));
         assert_eq!(machine.applied, raft.handed_out(), "the node hands out entries after the snapshot");
         let hold_received = false;

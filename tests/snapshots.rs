@@ -158,13 +158,13 @@ fn snapshot_basic() {
         for _ in 0..10 {
             appends(&mut sim, client, "k", 10)?;
             for id in 0..3 {
-                let log = sim.storage(id).log.len();
+                let log = sim.storage(id).disk.log.len();
                 if log > 30 {
                     return Err(format!("server {id} keeps {log} entries after snapshots every 10"));
                 }
             }
         }
-        if (0..3).any(|id| sim.storage(id).snapshot.is_none()) {
+        if (0..3).any(|id| sim.storage(id).disk.snapshot.is_none()) {
             return Err("a server never took a snapshot".into());
         }
         let stats = sim.stats().clone();
@@ -263,7 +263,7 @@ fn snapshot_init() {
                 sim.crash(id);
             }
             for id in 0..3 {
-                if sim.storage(id).snapshot.is_none() {
+                if sim.storage(id).disk.snapshot.is_none() {
                     return Err(format!("server {id} has no snapshot to start from"));
                 }
                 sim.restart(id);
@@ -344,7 +344,7 @@ fn snapshot_size() {
         }
         check_raft_state(&sim, 8 * MAX_RAFT_STATE)?;
         for id in 0..3 {
-            if let Some(s) = &sim.storage(id).snapshot {
+            if let Some(s) = &sim.storage(id).disk.snapshot {
                 if s.data.len() > 500 {
                     return Err(format!("server {id}'s snapshot is {} bytes", s.data.len()));
                 }

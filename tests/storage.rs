@@ -175,12 +175,12 @@ fn random_snapshot_step(
     model: &mut MemStorage,
     term: u64,
 ) -> Option<&'static str> {
-    let (base, last) = (model.base.index, model.last_index());
+    let (base, last) = (model.disk.base.index, model.last_index());
     let term_at = |model: &MemStorage, i: u64| {
-        if i == model.base.index {
-            model.base.term
+        if i == model.disk.base.index {
+            model.disk.base.term
         } else {
-            model.log[(i - model.base.index - 1) as usize].term
+            model.disk.log[(i - model.disk.base.index - 1) as usize].term
         }
     };
     match rng.range(0, 3) {
@@ -189,11 +189,11 @@ fn random_snapshot_step(
             let at = rng.range(base + 1, last + 1);
             let s = snapshot(at, term_at(model, at));
             disk.save_snapshot(&s).unwrap();
-            model.keep_snapshot(s);
+            model.disk.keep_snapshot(s);
             Some("saved")
         }
-        1 if model.snapshot.as_ref().is_some_and(|s| s.meta.index > base) => {
-            let covered = model.snapshot.as_ref().unwrap().meta;
+        1 if model.disk.snapshot.as_ref().is_some_and(|s| s.meta.index > base) => {
+            let covered = model.disk.snapshot.as_ref().unwrap().meta;
             let compact = Some(covered);
             write_both(disk, model, &[Persist { number: 0, snapshot: None, compact, hard_state: None, log: None }]);
             Some("compacted")
@@ -247,7 +247,7 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
                 None
             };
             let log = if rng.range(0, 4) != 0 && term > 0 {
-                let from = rng.range(last.saturating_sub(3).max(model.base.index + 1), last + 2);
+                let from = rng.range(last.saturating_sub(3).max(model.disk.base.index + 1), last + 2);
                 let n = rng.range(0, 4);
                 last = from - 1 + n;
                 log_write(from, (from..from + n).map(|i| entry(term, i)).collect())

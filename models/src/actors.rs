@@ -4,7 +4,7 @@
 
 use raftkv::clerk::{Clerk, ClerkAction};
 use raftkv::kv::{Command, KvServer, Op, Response, ServerConfig, ServerInput, SnapshotJob};
-use raftkv::raft::{DurableState, Entry, Envelope, HardState, LogIndex, NodeId, Persist, Role, Snapshot, SnapshotMeta};
+use raftkv::raft::{DurableState, Envelope, NodeId, Role, Snapshot};
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -51,66 +51,22 @@ pub enum Durable {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DurableServer {
-    pub hard: HardState,
-    /// The latest snapshot written, taken here or installed.
-    pub snapshot: Option<Snapshot>,
-    /// The last compacted entry: `log[0]` follows it.
-    pub base: SnapshotMeta,
-    pub log: Vec<Entry<Command>>,
+    /// The hard state, the latest snapshot written (taken here or
+    /// installed), the log's base and the log after it, written batch by
+    /// batch by [`DurableState::write`], as the simulator's disk is.
+    pub disk: DurableState<Command>,
 }
 
 impl DurableServer {
-    /// Writes one batch, its parts in the contract's order (the snapshot,
-    /// the compaction, the log write, the hard state), as the simulator's
-    /// `MemStorage::write` does.
-    pub fn write(&mut self, p: &Persist<Command>) {
-        if let Some(s) = &p.snapshot {
-            self.keep_snapshot(s.clone());
-        }
-        if let Some(to) = p.compact {
-            if to.index <= self.last_index() {
-                self.log.drain(..(to.index - self.base.index) as usize);
-            } else {
-                self.log.clear(); // an installed snapshot past the end of the log
-            }
-            self.base = to;
-        }
-        if let Some(w) = &p.log {
-            assert!(w.from > self.base.index && w.from <= self.last_index() + 1, "a log write leaving a gap");
-            self.log.truncate((w.from - self.base.index - 1) as usize);
-            self.log.extend(w.entries.iter().cloned());
-        }
-        if let Some(h) = p.hard_state {
-            self.hard = h;
-        }
-    }
-
-    /// Keeps `snapshot` if it is newer than the one held.
-    pub fn keep_snapshot(&mut self, snapshot: Snapshot) {
-        if self.snapshot.as_ref().is_none_or(|s| s.meta.index < snapshot.meta.index) {
-            self.snapshot = Some(snapshot);
-        }
-    }
-
-    /// The index of the last entry stored (or the base's).
-    pub fn last_index(&self) -> LogIndex {
-        self.base.index + self.log.len() as LogIndex
-    }
-
-    /// What the durable snapshot covers (0 without one).
-    pub fn covered(&self) -> LogIndex {
-        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
-    }
-
     /// `Err` if a restart from this would lose entries: the log starts
     /// after what the snapshot covers (the gap of bug (k)).
     pub fn check_whole(&self) -> Result<(), String> {
-        if self.base.index > self.covered() {
+        if self.disk.base.index > self.disk.covered() {
             return Err(format!(
                 "the durable log starts after index {} but the durable snapshot covers only up to {}: a crash now \
                  loses the entries between",
-                self.base.index,
-                self.covered()
+                self.disk.base.index,
+                self.disk.covered()
             ));
         }
         Ok(())
@@ -118,7 +74,7 @@ impl DurableServer {
 
     /// Everything a restart reads.
     pub fn durable_state(&self) -> DurableState<Command> {
-        DurableState { hard: self.hard, snapshot: self.snapshot.clone(), base: self.base, log: self.log.clone() }
+        self.disk.clone()
     }
 }
 
@@ -174,7 +130,7 @@ impl std::fmt::Debug for ActorState {
                     .field("summary", &format_args!("{}", summary(server)))
                     .field("snapshot_index", &node.snapshot().map_or(0, |s| s.meta.index))
                     .field("log_base", &format_args!("{base} (term {base_term})"))
-                    .field("durable_snapshot_index", &durable.covered())
+                    .field("durable_snapshot_index", &durable.disk.covered())
                     .field("snapshot_job", &job.as_ref().map(|j| j.meta))
                     .field("unwritten_snapshot", &unwritten.as_ref().map(|s| s.meta))
                     .field("seen", seen)
@@ -254,7 +210,7 @@ impl Actor for ModelActor {
                 };
                 o.set_timer(ModelTimer::Election, model_timeout());
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
-                let seen = Seen { restarted_from_snapshot: durable.snapshot.is_some(), ..Seen::default() };
+                let seen = Seen { restarted_from_snapshot: durable.disk.snapshot.is_some(), ..Seen::default() };
                 ActorState::Server { server, durable, job: None, unwritten: None, seen }
             }
             ModelActor::Client { client, servers, .. } => {
@@ -449,11 +405,11 @@ fn snapshot_written(rt: Runtime, state: &mut Cow<ActorState>, o: &mut Out<ModelA
     let result = {
         let ActorState::Server { server, durable, job, unwritten, seen } = state.to_mut() else { return };
         if let Some(snapshot) = unwritten.take() {
-            Arc::make_mut(durable).keep_snapshot(snapshot);
+            Arc::make_mut(durable).disk.keep_snapshot(snapshot);
             Ok(Effects { saved: true, ..Effects::default() })
         } else if let Some(j) = job.take() {
             let snapshot = j.encode();
-            Arc::make_mut(durable).keep_snapshot(snapshot.clone());
+            Arc::make_mut(durable).disk.keep_snapshot(snapshot.clone());
             checked(|| {
                 let mut effects = run(rt, server, durable, job, unwritten, seen, ServerInput::SnapshotTaken(snapshot));
                 effects.saved = true;
@@ -531,7 +487,7 @@ fn run(
             seen.installed = true;
         }
         if let Some(batch) = &out.persist {
-            Arc::make_mut(durable).write(batch);
+            Arc::make_mut(durable).disk.write(batch);
             effects.saved = true;
             inputs.push_back(ServerInput::Persisted(batch.number));
         }
@@ -540,7 +496,7 @@ fn run(
             if !rt.slow_snapshots {
                 // Written and reported within this action.
                 let snapshot = new_job.encode();
-                Arc::make_mut(durable).keep_snapshot(snapshot.clone());
+                Arc::make_mut(durable).disk.keep_snapshot(snapshot.clone());
                 effects.saved = true;
                 inputs.push_back(ServerInput::SnapshotTaken(snapshot));
             } else if server.node().config().bugs.trim_before_snapshot_durable {

@@ -111,7 +111,7 @@ impl Rewrite<Id> for ModelMsg {
 impl Rewrite<Id> for DurableServer {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
         let mut durable = self.clone();
-        durable.hard.voted_for = self.hard.voted_for.map(|v| node_id(plan, v));
+        durable.disk.hard.voted_for = self.disk.hard.voted_for.map(|v| node_id(plan, v));
         durable
     }
 }

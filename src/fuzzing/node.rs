@@ -121,20 +121,25 @@ fn snapshot_bytes(meta: SnapshotMeta, total: u64, from: u64, to: u64) -> Vec<u8>
 
 /// What is on the disk, as the real storage keeps it: a term and vote, the
 /// latest snapshot, the last compacted entry (the base) and the log after
-/// it.
+/// it, written by [`DurableState::write`] once this harness checked the
+/// batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Disk {
-    hard: HardState,
-    snapshot: Option<Snapshot>,
-    base: SnapshotMeta,
-    log: Vec<Entry<Command>>,
+struct Disk(DurableState<Command>);
+
+impl std::ops::Deref for Disk {
+    type Target = DurableState<Command>;
+    fn deref(&self) -> &DurableState<Command> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Disk {
+    fn deref_mut(&mut self) -> &mut DurableState<Command> {
+        &mut self.0
+    }
 }
 
 impl Disk {
-    fn last_index(&self) -> LogIndex {
-        self.base.index + self.log.len() as LogIndex
-    }
-
     /// The entry at `index`, if stored (after the base, not past the end).
     fn entry(&self, index: LogIndex) -> Option<&Entry<Command>> {
         let i = index.checked_sub(self.base.index + 1)?;
@@ -148,56 +153,29 @@ impl Disk {
         self.entry(index).map(|e| e.term)
     }
 
-    /// The index the stored snapshot covers (0: none).
-    fn covered(&self) -> LogIndex {
-        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
-    }
-
-    /// Keeps `snapshot` if it is newer than the stored one, as
-    /// `sim::MemStorage` and `RedbStorage` do.
-    fn keep_snapshot(&mut self, snapshot: &Snapshot) {
-        if snapshot.meta.index > self.covered() {
-            self.snapshot = Some(snapshot.clone());
-        }
-    }
-
-    /// Applies one batch, its parts in the contract's order (snapshot,
-    /// compaction, log write, hard state) as `sim::MemStorage` does, after
-    /// checking that the compaction moves the base forward and that the
-    /// log write leaves no gap; then checks that the disk can be restarted
-    /// from.
+    /// Checks that the batch's compaction moves the base forward and that
+    /// its log write leaves no gap, writes it, then checks that the disk
+    /// can be restarted from.
     fn write(&mut self, persist: &Persist<Command>) {
         let number = persist.number;
-        if let Some(s) = &persist.snapshot {
-            self.keep_snapshot(s);
-        }
         if let Some(to) = persist.compact {
             assert!(
                 to.index > self.base.index,
                 "batch {number}: a compaction to {to:?} behind the base {:?}",
                 self.base
             );
-            if to.index <= self.last_index() {
-                self.log.drain(..(to.index - self.base.index) as usize);
-            } else {
-                self.log.clear(); // an installed snapshot past the end of the log
-            }
-            self.base = to;
         }
         if let Some(w) = &persist.log {
-            let last = self.last_index();
+            // Against the base and end the compaction leaves.
+            let base = persist.compact.map_or(self.base.index, |to| to.index);
+            let last = persist.compact.map_or(self.last_index(), |to| to.index.max(self.last_index()));
             assert!(
-                w.from > self.base.index && w.from <= last + 1,
-                "batch {number}: log write at {} leaves a gap after {last} (base {})",
+                w.from > base && w.from <= last + 1,
+                "batch {number}: log write at {} leaves a gap after {last} (base {base})",
                 w.from,
-                self.base.index
             );
-            self.log.truncate((w.from - self.base.index - 1) as usize);
-            self.log.extend(w.entries.iter().cloned());
         }
-        if let Some(h) = persist.hard_state {
-            self.hard = h;
-        }
+        self.0.write(persist);
         self.check_loadable(&format!("after batch {number}"));
     }
 
@@ -212,10 +190,6 @@ impl Disk {
             self.base.index,
             self.covered()
         );
-    }
-
-    fn durable(&self) -> DurableState<Command> {
-        DurableState { hard: self.hard, snapshot: self.snapshot.clone(), base: self.base, log: self.log.clone() }
     }
 
     /// The base and log a node restarted from this disk must hold (Raft
@@ -463,8 +437,8 @@ impl Harness {
     /// Makes a snapshot the application took durable (it is reported too:
     /// the node is told at once).
     fn write_snapshot(&mut self, snapshot: &Snapshot) {
-        self.disk.keep_snapshot(snapshot);
-        self.reported.keep_snapshot(snapshot);
+        self.disk.keep_snapshot(snapshot.clone());
+        self.reported.keep_snapshot(snapshot.clone());
     }
 
     /// Starts a snapshot of the application, or finishes the one under
@@ -561,7 +535,7 @@ impl Harness {
     fn restart(&mut self, seed: u64) {
         self.disk.check_loadable("at a restart");
         self.config.seed = seed;
-        self.node = RaftNode::restart(self.config.clone(), self.disk.durable());
+        self.node = RaftNode::restart(self.config.clone(), self.disk.0.clone());
         let (base, log) = self.disk.restarted_log();
         assert_eq!(self.disk.hard, self.node.hard_state(), "restarted with another term or vote");
         assert_eq!(self.node.snapshot(), self.disk.snapshot.as_ref(), "restarted with another snapshot");

@@ -179,3 +179,59 @@ impl<C> Default for DurableState<C> {
         DurableState { hard: HardState::default(), snapshot: None, base: SnapshotMeta::default(), log: Vec::new() }
     }
 }
+
+impl<C: Clone> DurableState<C> {
+    /// Writes one batch the way every storage must, its parts in the
+    /// contract's order: a received snapshot (kept only if newer), the
+    /// compaction (the log up to it dropped, all of it when an installed
+    /// snapshot reaches past its end; never backwards), the log write, the
+    /// hard state. The one in-memory disk of the simulator, the models and
+    /// the test harnesses; `RedbStorage::write` does the same in one redb
+    /// transaction. Panics on a log write that would leave a gap.
+    pub fn write(&mut self, p: &Persist<C>) {
+        if let Some(s) = &p.snapshot {
+            self.keep_snapshot(s.clone());
+        }
+        if let Some(to) = p.compact {
+            if to.index > self.base.index {
+                if to.index <= self.last_index() {
+                    self.log.drain(..(to.index - self.base.index) as usize);
+                } else {
+                    self.log.clear(); // an installed snapshot past the end of the log
+                }
+                self.base = to;
+            }
+        }
+        if let Some(w) = &p.log {
+            let last = self.last_index();
+            assert!(
+                w.from > self.base.index && w.from <= last + 1,
+                "a log write from {} leaves a gap after {last} (base {})",
+                w.from,
+                self.base.index
+            );
+            self.log.truncate((w.from - self.base.index - 1) as usize);
+            self.log.extend(w.entries.iter().cloned());
+        }
+        if let Some(h) = p.hard_state {
+            self.hard = h;
+        }
+    }
+
+    /// Keeps `snapshot` if it is newer than the one held.
+    pub fn keep_snapshot(&mut self, snapshot: Snapshot) {
+        if snapshot.meta.index > self.covered() {
+            self.snapshot = Some(snapshot);
+        }
+    }
+
+    /// The index of the last entry stored (the base's when the log is empty).
+    pub fn last_index(&self) -> LogIndex {
+        self.base.index + self.log.len() as LogIndex
+    }
+
+    /// The index the stored snapshot covers (0: none).
+    pub fn covered(&self) -> LogIndex {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
+    }
+}

@@ -34,10 +34,7 @@ use crate::clerk::{Clerk, ClerkAction};
 use crate::kv::{Command, KvServer, Op, ReadPath, Response, ServerConfig, ServerInput, ServerOutput};
 use crate::kv::{SnapshotJob, SnapshotPolicy};
 use crate::lincheck::{History, OpKind, Operation};
-use crate::raft::{
-    BatchNumber, Config, DurableState, Entry, Envelope, HardState, InjectedBugs, NodeId, Persist, Role, Snapshot,
-    SnapshotMeta,
-};
+use crate::raft::{BatchNumber, Config, DurableState, Envelope, InjectedBugs, NodeId, Persist, Role, Snapshot};
 use crate::rng::Rng;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -172,58 +169,28 @@ impl SimConfig {
 /// What reached a server's disk; all that survives its crash.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemStorage {
-    pub hard: HardState,
-    /// The latest snapshot, taken here or installed.
-    pub snapshot: Option<Snapshot>,
-    /// The last compacted entry; `log[0]` follows it.
-    pub base: SnapshotMeta,
-    pub log: Vec<Entry<Command>>,
+    /// The hard state, the latest snapshot (taken here or installed), the
+    /// log's base and the log after it.
+    pub disk: DurableState<Command>,
     /// How many durable writes (fsyncs) were made.
     pub writes: u64,
 }
 
 impl MemStorage {
-    /// Applies one batch, its parts in the contract's order (the caller
-    /// counts the fsyncs in `writes`).
+    /// Applies one batch ([`DurableState::write`]; the caller counts the
+    /// fsyncs in `writes`).
     pub fn write(&mut self, p: &Persist<Command>) {
-        if let Some(s) = &p.snapshot {
-            self.keep_snapshot(s.clone());
-        }
-        if let Some(to) = p.compact {
-            let last = self.base.index + self.log.len() as u64;
-            if to.index <= last {
-                self.log.drain(..(to.index - self.base.index) as usize);
-            } else {
-                self.log.clear(); // an installed snapshot past the end of the log
-            }
-            self.base = to;
-        }
-        if let Some(w) = &p.log {
-            let last = self.base.index + self.log.len() as u64;
-            assert!(w.from > self.base.index && w.from <= last + 1, "a log write leaving a gap");
-            self.log.truncate((w.from - self.base.index - 1) as usize);
-            self.log.extend(w.entries.iter().cloned());
-        }
-        if let Some(h) = p.hard_state {
-            self.hard = h;
-        }
-    }
-
-    /// Keeps `snapshot` if it is newer than the one held.
-    pub fn keep_snapshot(&mut self, snapshot: Snapshot) {
-        if self.snapshot.as_ref().is_none_or(|s| s.meta.index < snapshot.meta.index) {
-            self.snapshot = Some(snapshot);
-        }
+        self.disk.write(p);
     }
 
     /// Everything a restart reads.
     pub fn durable(&self) -> DurableState<Command> {
-        DurableState { hard: self.hard, snapshot: self.snapshot.clone(), base: self.base, log: self.log.clone() }
+        self.disk.clone()
     }
 
     /// The index of the last entry stored (or the base's).
     pub fn last_index(&self) -> u64 {
-        self.base.index + self.log.len() as u64
+        self.disk.last_index()
     }
 
     /// The persisted Raft state's size: the hard state and the log as
@@ -233,7 +200,7 @@ impl MemStorage {
         fn size<T: serde::Serialize>(value: &T) -> u64 {
             postcard::to_allocvec(value).map_or(0, |bytes| bytes.len() as u64)
         }
-        size(&self.hard) + size(&self.base) + self.log.iter().map(size).sum::<u64>()
+        size(&self.disk.hard) + size(&self.disk.base) + self.disk.log.iter().map(size).sum::<u64>()
     }
 }
 
@@ -544,11 +511,11 @@ impl Sim {
         if s.server.is_some() {
             return;
         }
-        let covered = s.storage.snapshot.as_ref().map_or(0, |snap| snap.meta.index);
-        if s.storage.base.index > covered {
+        let covered = s.storage.disk.covered();
+        if s.storage.disk.base.index > covered {
             let detail = format!(
                 "server {id} restarts with a gap: its log starts after index {}, its snapshot covers up to {covered}",
-                s.storage.base.index
+                s.storage.disk.base.index
             );
             return self.fail(Violation { invariant: Invariant::StateMachineSafety, detail });
         }
@@ -574,9 +541,9 @@ impl Sim {
             self.trace(|| {
                 format!(
                     "restart server {id} (term {}, {} entries durable after index {})",
-                    self.storage(id).hard.term,
-                    self.storage(id).log.len(),
-                    self.storage(id).base.index
+                    self.storage(id).disk.hard.term,
+                    self.storage(id).disk.log.len(),
+                    self.storage(id).disk.base.index
                 )
             });
         }
@@ -628,7 +595,7 @@ impl Sim {
             Event::SnapshotWritten { node, incarnation, snapshot } => {
                 let s = &mut self.servers[usize::from(node)];
                 if s.incarnation == incarnation && s.server.is_some() {
-                    s.storage.keep_snapshot(snapshot.clone());
+                    s.storage.disk.keep_snapshot(snapshot.clone());
                     if self.config.bugs.trim_before_snapshot_durable {
                         return; // reported already (bug (k))
                     }
