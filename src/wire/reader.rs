@@ -101,18 +101,9 @@ impl<'a> Reader<'a> {
         max: usize,
         over: impl FnOnce(u64) -> LimitExceeded,
     ) -> Result<String, DecodeError> {
-        let declared = self.len()?;
-        if declared > max as u64 {
-            return Err(DecodeError::OverLimit(over(declared)));
-        }
-        if declared > self.remaining() as u64 {
-            return Err(self.malformed(Malformed::LengthPastEnd { declared }));
-        }
-        // Both checks passed, so the length fits in usize and in the input.
-        let len = declared as usize;
-        let bytes = &self.bytes[self.pos..self.pos + len];
+        let bytes = self.bounded(max, over)?;
         let text = std::str::from_utf8(bytes).map_err(|_| self.malformed(Malformed::BadUtf8))?;
-        self.pos += len;
+        self.pos += bytes.len();
         Ok(text.to_owned())
     }
 
@@ -123,6 +114,16 @@ impl<'a> Reader<'a> {
         max: usize,
         over: impl FnOnce(u64) -> LimitExceeded,
     ) -> Result<Vec<u8>, DecodeError> {
+        let bytes = self.bounded(max, over)?;
+        self.pos += bytes.len();
+        Ok(bytes.to_vec())
+    }
+
+    /// Reads a length prefix and returns the field it announces, not yet
+    /// consumed: at most `max` bytes (`over` builds the limit error from the
+    /// declared length) and within the input, both checked before anything
+    /// is allocated.
+    fn bounded(&mut self, max: usize, over: impl FnOnce(u64) -> LimitExceeded) -> Result<&'a [u8], DecodeError> {
         let declared = self.len()?;
         if declared > max as u64 {
             return Err(DecodeError::OverLimit(over(declared)));
@@ -130,10 +131,8 @@ impl<'a> Reader<'a> {
         if declared > self.remaining() as u64 {
             return Err(self.malformed(Malformed::LengthPastEnd { declared }));
         }
-        let len = declared as usize;
-        let bytes = self.bytes[self.pos..self.pos + len].to_vec();
-        self.pos += len;
-        Ok(bytes)
+        // Both checks passed, so the length fits in usize and in the input.
+        Ok(&self.bytes[self.pos..self.pos + declared as usize])
     }
 
     /// An `Option<u64>`: postcard's tag byte (0 or 1), then the value.
