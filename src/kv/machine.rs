@@ -3,8 +3,8 @@
 
 use super::{ClientId, Command, Op, SERVER_ASSIGNED_CLIENT_BIT};
 use crate::raft::LogIndex;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
 
 /// How many client sessions the table keeps; the least recently active is
 /// forgotten to make room. Part of the replicated state machine's
@@ -19,6 +19,11 @@ pub const MAX_SESSIONS: usize = 100_000;
 /// and crashes (the table is rebuilt by replaying the log, and saved in
 /// snapshots with the data: [`super::snapshot`]).
 ///
+/// **Cloning is O(1).** The maps are persistent B-trees ([`imbl`]) that share
+/// their nodes until one side writes, so the node thread hands a snapshot
+/// thread a consistent copy without copying the data; the applier then pays
+/// for the few nodes it changes while the snapshot is encoded.
+///
 /// **The table is bounded** ([`MAX_SESSIONS`]): a new session beyond the
 /// bound evicts the one whose last command is oldest, and `forgotten` keeps
 /// the highest such index among evicted sessions. A command from a client
@@ -28,12 +33,12 @@ pub const MAX_SESSIONS: usize = 100_000;
 /// index they have seen committed (`Clerk::born`), so every command
 /// sits in the log at an index at least its seq: a retry of a command whose
 /// session was evicted has `seq ≤` its session's last index `≤ forgotten`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KvMachine {
-    data: BTreeMap<String, String>,
-    sessions: BTreeMap<ClientId, Session>,
+    data: OrdMap<String, String>,
+    sessions: OrdMap<ClientId, Session>,
     /// `(session.last, client)` for every session: the eviction order.
-    by_age: BTreeSet<(LogIndex, ClientId)>,
+    by_age: OrdSet<(LogIndex, ClientId)>,
     /// The highest `last` of any evicted session (0: none evicted).
     forgotten: LogIndex,
     max_sessions: usize,
@@ -48,9 +53,9 @@ pub struct KvMachine {
 impl Default for KvMachine {
     fn default() -> KvMachine {
         KvMachine {
-            data: BTreeMap::new(),
-            sessions: BTreeMap::new(),
-            by_age: BTreeSet::new(),
+            data: OrdMap::new(),
+            sessions: OrdMap::new(),
+            by_age: OrdSet::new(),
             forgotten: 0,
             max_sessions: MAX_SESSIONS,
             applied: 0,
@@ -119,8 +124,8 @@ impl KvMachine {
     /// with the default bound until [`KvMachine::with_max_sessions`].
     pub(super) fn restored(
         applied: LogIndex,
-        data: BTreeMap<String, String>,
-        sessions: BTreeMap<ClientId, Session>,
+        data: OrdMap<String, String>,
+        sessions: OrdMap<ClientId, Session>,
         forgotten: LogIndex,
     ) -> KvMachine {
         let by_age = sessions.iter().map(|(c, s)| (s.last, *c)).collect();
@@ -135,12 +140,12 @@ impl KvMachine {
     }
 
     /// Every key and its value, in key order (for snapshots).
-    pub fn data(&self) -> &BTreeMap<String, String> {
+    pub fn data(&self) -> &OrdMap<String, String> {
         &self.data
     }
 
     /// Every client's session, in client order (for snapshots).
-    pub fn sessions(&self) -> &BTreeMap<ClientId, Session> {
+    pub fn sessions(&self) -> &OrdMap<ClientId, Session> {
         &self.sessions
     }
 
@@ -197,7 +202,7 @@ impl KvMachine {
     /// Forgets the least recently active sessions while there are too many.
     fn evict_beyond_bound(&mut self) {
         while self.sessions.len() > self.max_sessions {
-            let (last, client) = self.by_age.pop_first().expect("by_age indexes every session");
+            let (last, client) = self.by_age.remove_min().expect("by_age indexes every session");
             self.sessions.remove(&client);
             self.forgotten = self.forgotten.max(last);
         }

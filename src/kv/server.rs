@@ -88,7 +88,9 @@ pub enum ServerInput {
 /// A snapshot to take: the state machine as it stood after applying
 /// `meta.index`. The runtime encodes it ([`snapshot::encode`], off the
 /// node's path: it may be large), makes it durable, and reports
-/// [`ServerInput::SnapshotTaken`]. At most one is outstanding.
+/// [`ServerInput::SnapshotTaken`]. At most one is outstanding. `machine`
+/// is a copy that shares its maps with the live one (O(1) to make; see
+/// [`KvMachine`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotJob {
     pub meta: SnapshotMeta,
