@@ -351,6 +351,7 @@ impl Env {
             config.snapshot_chunks_in_flight =
                 number(args, "chunks").map_or(config.snapshot_chunks_in_flight, |v| v as usize);
             config.snapshot_trailing_entries = number(args, "trailing").unwrap_or(config.snapshot_trailing_entries);
+            config.snapshot_trailing_bytes = number(args, "trailing_bytes").unwrap_or(config.snapshot_trailing_bytes);
             config.bugs = bugs;
             self.configs.push(config);
             self.disks.push(Disk::default());
@@ -362,10 +363,13 @@ impl Env {
             "{n} nodes (0..{n}): election after {} ticks, heartbeat every {}, inflight {}, batch {}",
             c.election_ticks, c.heartbeat_ticks, c.max_inflight, c.max_batch_entries
         ));
-        if ["chunk", "chunks", "trailing"].iter().any(|k| args.contains_key(*k)) {
+        if ["chunk", "chunks", "trailing", "trailing_bytes"].iter().any(|k| args.contains_key(*k)) {
             self.say(format!(
-                "snapshots: sent in chunks of {} bytes, {} in flight; {} entries kept behind one",
-                c.snapshot_chunk_bytes, c.snapshot_chunks_in_flight, c.snapshot_trailing_entries
+                "snapshots: sent in chunks of {} bytes, {} in flight; at most {} entries and {} bytes kept behind one",
+                c.snapshot_chunk_bytes,
+                c.snapshot_chunks_in_flight,
+                c.snapshot_trailing_entries,
+                c.snapshot_trailing_bytes
             ));
         }
     }

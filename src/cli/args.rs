@@ -53,6 +53,9 @@ enum Command {
         /// Entries kept in the log behind a snapshot, for slow followers.
         #[arg(long, default_value_t = SnapshotSettings::default().trailing_entries)]
         snapshot_trailing: u64,
+        /// ... and at most this many MiB of commands.
+        #[arg(long, default_value_t = SnapshotSettings::default().trailing_mib)]
+        snapshot_trailing_mib: u64,
     },
     /// Run one server of a cluster described by a config file.
     Server {
@@ -192,6 +195,7 @@ pub fn main() -> ExitCode {
             snapshot_entries,
             snapshot_mib,
             snapshot_trailing,
+            snapshot_trailing_mib,
         } => super::cluster::run(super::cluster::ClusterArgs {
             nodes,
             port,
@@ -202,6 +206,7 @@ pub fn main() -> ExitCode {
                 every_entries: snapshot_entries,
                 every_mib: snapshot_mib,
                 trailing_entries: snapshot_trailing,
+                trailing_mib: snapshot_trailing_mib,
             },
         }),
         Command::Server { config, id, data_dir, exit_with_parent } => {

@@ -62,6 +62,19 @@ pub struct Command {
     pub op: Op,
 }
 
+impl crate::raft::CommandBytes for Command {
+    /// Roughly what the command costs in the log: its key and value, and
+    /// about 16 bytes of term, client, sequence number and tags.
+    fn bytes(&self) -> u64 {
+        const ENTRY_OVERHEAD_BYTES: u64 = 16;
+        ENTRY_OVERHEAD_BYTES
+            + match &self.op {
+                Op::Put { key, value } | Op::Append { key, value } => (key.len() + value.len()) as u64,
+                Op::Get { key } => key.len() as u64,
+            }
+    }
+}
+
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -6,8 +6,8 @@
 use super::snapshot::{self, SnapshotError};
 use super::{ClientId, Command, KvMachine, Op, Request, Response, ServiceError};
 use crate::raft::{
-    BatchNumber, Config, DurableState, Entry, Envelope, Input, LogIndex, NodeId, Payload, Persist, RaftNode, ReadId,
-    Ready, Refusal, Snapshot, SnapshotMeta, Term,
+    BatchNumber, CommandBytes, Config, DurableState, Entry, Envelope, Input, LogIndex, NodeId, Payload, Persist,
+    RaftNode, ReadId, Ready, Refusal, Snapshot, SnapshotMeta, Term,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -374,7 +374,7 @@ impl KvServer {
         let waiter = self.waiting_writes.remove(&index);
         if let Payload::Command(c) = &entry.payload {
             // What the byte bound of the snapshot policy counts.
-            self.bytes_since_snapshot += command_bytes(c);
+            self.bytes_since_snapshot += c.bytes();
         }
         let executed = match &entry.payload {
             Payload::Noop => {
@@ -446,17 +446,6 @@ fn load(snapshot: &Snapshot, max_bytes: u64) -> Result<KvMachine, SnapshotError>
         return Err(SnapshotError::Malformed(why));
     }
     Ok(machine)
-}
-
-/// Roughly what an entry costs in the log: its key and value, and about
-/// 16 bytes of term, client, sequence number and tags.
-fn command_bytes(command: &Command) -> u64 {
-    const ENTRY_OVERHEAD_BYTES: u64 = 16;
-    ENTRY_OVERHEAD_BYTES
-        + match &command.op {
-            Op::Put { key, value } | Op::Append { key, value } => (key.len() + value.len()) as u64,
-            Op::Get { key } => key.len() as u64,
-        }
 }
 
 fn respond(out: &mut ServerOutput, waiter: &Waiter, result: Result<String, ServiceError>) {

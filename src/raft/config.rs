@@ -47,6 +47,11 @@ pub struct Config {
     /// that a follower only a little behind still catches up from the log
     /// rather than by a snapshot.
     pub snapshot_trailing_entries: u64,
+    /// ... and at most this many bytes of commands ([`CommandBytes`]), so
+    /// that large values do not make the trailing window hundreds of MiB.
+    ///
+    /// [`CommandBytes`]: super::types::CommandBytes
+    pub snapshot_trailing_bytes: u64,
     /// Known bugs to switch on, for tests that show the checks catch them.
     pub bugs: InjectedBugs,
 }
@@ -69,6 +74,7 @@ impl Config {
             snapshot_chunks_in_flight: 4,
             max_snapshot_bytes: 1 << 30,
             snapshot_trailing_entries: 10_240,
+            snapshot_trailing_bytes: 64 << 20,
             bugs: InjectedBugs::default(),
         }
     }

@@ -61,6 +61,6 @@ pub use node::RaftNode;
 pub use progress::{Mode, Progress};
 pub use ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 pub use types::{
-    Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot, SnapshotMeta, Term,
-    TERM_MAX,
+    CommandBytes, Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot,
+    SnapshotMeta, Term, TERM_MAX,
 };

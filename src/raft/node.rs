@@ -6,8 +6,8 @@ use super::log::RaftLog;
 use super::progress::{quorum_value, Mode, Progress};
 use super::ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 use super::types::{
-    Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot, SnapshotMeta, Term,
-    TERM_MAX,
+    CommandBytes, Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot,
+    SnapshotMeta, Term, TERM_MAX,
 };
 use crate::rng::Rng;
 use std::collections::{BTreeSet, VecDeque};
@@ -131,7 +131,7 @@ impl<C> Default for Outbox<C> {
     }
 }
 
-impl<C: Clone> RaftNode<C> {
+impl<C: Clone + CommandBytes> RaftNode<C> {
     /// A node starting from what it had made durable (all empty for a
     /// brand-new node). Volatile state — role, leader — starts afresh, as
     /// after a power cut; the commit and applied indexes start at the
@@ -837,7 +837,7 @@ impl<C: Clone> RaftNode<C> {
         }
         assert_eq!(self.log.term_at(meta.index), Some(meta.term), "a snapshot of another log");
         self.snapshot = Some(snapshot);
-        let mut to = meta.index.saturating_sub(self.config.snapshot_trailing_entries).max(self.log.base().0);
+        let mut to = self.trailing_start(meta.index);
         if self.config.bugs.compact_unapplied {
             to = self.commit.max(to); // bug (j): past what the snapshot covers
         }
@@ -851,6 +851,23 @@ impl<C: Clone> RaftNode<C> {
                 pr.become_snapshot(meta.index);
             }
         }
+    }
+
+    /// Where to compact to after a snapshot at `index`: the log keeps at
+    /// most `snapshot_trailing_entries` entries and `snapshot_trailing_bytes`
+    /// bytes of commands before it (whichever bound comes first).
+    fn trailing_start(&self, index: LogIndex) -> LogIndex {
+        let floor = index.saturating_sub(self.config.snapshot_trailing_entries).max(self.log.base().0);
+        let (mut start, mut bytes) = (index, 0u64);
+        while start > floor {
+            let entry = self.log.get(start).expect("entries after the base are held");
+            bytes = bytes.saturating_add(entry.payload.bytes());
+            if bytes > self.config.snapshot_trailing_bytes {
+                break;
+            }
+            start -= 1;
+        }
+        start
     }
 
     // ----- leader --------------------------------------------------------

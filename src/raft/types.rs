@@ -25,6 +25,30 @@ pub const MAX_NODES: usize = 9;
 // Votes are tallied in `u16` bitmasks indexed by node id.
 const _: () = assert!(MAX_NODES <= 16);
 
+/// What a command weighs in bytes: the node bounds in bytes what it keeps of
+/// the log behind a snapshot ([`crate::raft::Config::snapshot_trailing_bytes`]).
+/// An estimate of the command's size in the log is enough.
+pub trait CommandBytes {
+    fn bytes(&self) -> u64;
+}
+
+/// The interaction scripts' commands: plain strings.
+impl CommandBytes for String {
+    fn bytes(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl<C: CommandBytes> Payload<C> {
+    /// The command's weight; a no-op weighs nothing.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Payload::Noop => 0,
+            Payload::Command(c) => c.bytes(),
+        }
+    }
+}
+
 /// One slot of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

@@ -13,6 +13,7 @@
 //! every_entries = 10000   # after this many applied entries (0: not by count)
 //! every_mib = 64          # or this many MiB of applied commands (0: not by size)
 //! trailing_entries = 10240 # entries kept behind a snapshot for slow followers
+//! trailing_mib = 64       # and at most this many MiB of commands
 //!
 //! [[nodes]]               # node 0
 //! peer = "127.0.0.1:7100"
@@ -78,6 +79,9 @@ pub struct SnapshotSettings {
     /// Entries kept in the log behind a snapshot, so that a follower a
     /// little behind catches up from the log instead of a whole snapshot.
     pub trailing_entries: u64,
+    /// ... and at most this many MiB of commands (large values would
+    /// otherwise make the window hundreds of MiB).
+    pub trailing_mib: u64,
 }
 
 impl Default for SnapshotSettings {
@@ -87,6 +91,7 @@ impl Default for SnapshotSettings {
             every_entries: policy.every_entries.unwrap_or(0),
             every_mib: policy.every_bytes.map_or(0, |b| b >> 20),
             trailing_entries: Config::new(0, 1, 0).snapshot_trailing_entries,
+            trailing_mib: Config::new(0, 1, 0).snapshot_trailing_bytes >> 20,
         }
     }
 }
@@ -109,8 +114,10 @@ impl SnapshotSettings {
                 Self::MAX_TRAILING_ENTRIES
             ));
         }
-        if self.every_mib > Self::MAX_EVERY_MIB {
-            return Err(format!("snapshots.every_mib = {} is above {}", self.every_mib, Self::MAX_EVERY_MIB));
+        for (name, mib) in [("every_mib", self.every_mib), ("trailing_mib", self.trailing_mib)] {
+            if mib > Self::MAX_EVERY_MIB {
+                return Err(format!("snapshots.{name} = {mib} is above {}", Self::MAX_EVERY_MIB));
+            }
         }
         Ok(())
     }
@@ -216,6 +223,7 @@ impl ClusterConfig {
         raft.election_ticks = self.election_ticks;
         raft.heartbeat_ticks = self.heartbeat_ticks;
         raft.snapshot_trailing_entries = self.snapshots.trailing_entries;
+        raft.snapshot_trailing_bytes = self.snapshots.trailing_mib << 20;
         raft
     }
 
@@ -271,6 +279,11 @@ mod tests {
             ..ClusterConfig::local(3, 7100, 6379)
         };
         assert!(huge.validate().unwrap_err().to_string().contains("trailing_entries"));
+        let huge = ClusterConfig {
+            snapshots: SnapshotSettings { trailing_mib: 1 << 40, ..SnapshotSettings::default() },
+            ..ClusterConfig::local(3, 7100, 6379)
+        };
+        assert!(huge.validate().unwrap_err().to_string().contains("trailing_mib"));
     }
 
     #[test]
@@ -281,11 +294,14 @@ mod tests {
         let server = config.server_config(0, 0);
         assert_eq!(server.snapshots, SnapshotPolicy { every_entries: Some(100), every_bytes: Some(64 << 20) });
         assert_eq!(server.raft.snapshot_trailing_entries, SnapshotSettings::default().trailing_entries);
+        assert_eq!(server.raft.snapshot_trailing_bytes, 64 << 20);
 
-        let text = format!("[snapshots]\nevery_entries = 0\nevery_mib = 0\ntrailing_entries = 3\n{nodes}");
+        let text =
+            format!("[snapshots]\nevery_entries = 0\nevery_mib = 0\ntrailing_entries = 3\ntrailing_mib = 1\n{nodes}");
         let config: ClusterConfig = toml::from_str(&text).unwrap();
         assert_eq!(config.server_config(0, 0).snapshots, SnapshotPolicy::NEVER);
         assert_eq!(config.server_config(0, 0).raft.snapshot_trailing_entries, 3);
+        assert_eq!(config.server_config(0, 0).raft.snapshot_trailing_bytes, 1 << 20);
 
         let typo = format!("[snapshots]\nevery_entrys = 5\n{nodes}");
         assert!(toml::from_str::<ClusterConfig>(&typo).is_err(), "unknown fields are refused");
