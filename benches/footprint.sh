@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Disk and memory under steady load (specs/performance.md, "Footprint"): a
 # local 3-node cluster, `raftkv bench --clients 64 --keys 1000` (Puts) for
-# SECONDS, and every STEP seconds each node's data directory size and RSS.
+# SECONDS, and every STEP seconds each node's data directory size, RSS and
+# live heap (INFO's used_memory: allocated and not freed).
 # At the end: the bench's own report, and each node's restart time (the
 # time from starting the process to its first answered INFO, after a
 # SIGKILL) with what it restarted from.
@@ -56,7 +57,7 @@ info() { redis-cli -p $((port + $1)) info 2>/dev/null | tr -d '\r' | awk -F: -v 
     --key-size 16 --value-size 100 >"$root/bench.out" 2>&1 &
 bench=$!
 printf "%6s" "t (s)"
-for id in 0 1 2; do printf " | node %s disk MiB  RSS MiB  log entries  snapshots" $id; done
+for id in 0 1 2; do printf " | node %s disk MiB  RSS MiB  heap MiB  log entries  snapshots" $id; done
 echo
 start=$(date +%s)
 while kill -0 $bench 2>/dev/null; do
@@ -67,7 +68,9 @@ while kill -0 $bench 2>/dev/null; do
         first=$(info $id raft_first_index)
         last=$(info $id raft_last_index)
         entries=$(( ${last:-0} - ${first:-1} + 1 ))
-        printf " | %16s  %7s  %11s  %9s" "$(disk_mib $id)" "$(rss_mib "$pid")" "$entries" "$(info $id raft_snapshots_taken)"
+        heap=$(info $id used_memory | awk '{ printf "%.1f", $1 / 1048576 }')
+        printf " | %16s  %7s  %8s  %11s  %9s" "$(disk_mib $id)" "$(rss_mib "$pid")" "$heap" "$entries" \
+            "$(info $id raft_snapshots_taken)"
     done
     echo
 done

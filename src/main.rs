@@ -4,6 +4,11 @@
 #[cfg(not(loom))]
 mod cli;
 
+/// Counts live heap bytes for `INFO`'s `used_memory`.
+#[cfg(not(loom))]
+#[global_allocator]
+static ALLOCATOR: raftkv::server::memory::CountingAllocator = raftkv::server::memory::CountingAllocator;
+
 #[cfg(not(loom))]
 fn main() -> std::process::ExitCode {
     cli::args::main()

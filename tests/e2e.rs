@@ -219,6 +219,11 @@ async fn snapshots_compact_and_wiped_or_paused_nodes_catch_up_by_installing_one(
         // snapshot plus the trailing entries (and what a snapshot in flight
         // adds while it is written).
         assert!(last + 1 - first <= 2 * EVERY + TRAILING, "node {id} holds entries {first}..={last}");
+        // INFO's used_memory counts the live heap (the binary's counting
+        // allocator): every replica holds at least the big values.
+        let (used, rss) = (counter(id, "used_memory").await, counter(id, "used_memory_rss").await);
+        assert!(used >= (BIG_KEYS * big(0).len()) as u64, "node {id}: used_memory {used} below its data");
+        assert!(rss > 0, "node {id}: used_memory_rss unknown");
     }
     let completed: usize = records.iter().map(|r| r.latencies_us.len()).sum();
     eprintln!(

@@ -217,7 +217,8 @@ fn info(shared: &Shared) -> String {
          # Raft\r\nraft_id:{}\r\nraft_role:{:?}\r\nraft_term:{}\r\nraft_leader:{leader}\r\n\
          raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\nraft_first_index:{}\r\n\
          raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n\
-         raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n",
+         raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n\r\n\
+         # Memory\r\nused_memory:{}\r\nused_memory_rss:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         s.id,
         s.role.unwrap_or(crate::raft::Role::Follower),
@@ -233,5 +234,8 @@ fn info(shared: &Shared) -> String {
         load(&c.snapshots_taken),
         load(&c.snapshots_installed),
         load(&c.last_snapshot_bytes),
+        // 0 where nothing was counted (not the raftkv binary) or unknown.
+        super::memory::used_bytes().unwrap_or(0),
+        super::memory::rss_bytes().unwrap_or(0),
     )
 }

@@ -19,6 +19,7 @@
 //!   client port.
 //! - [`client_port`]: the RESP listener that turns commands into requests.
 //! - [`load`]: closed-loop clients recording a history (bench, e2e tests).
+//! - [`memory`]: the allocation counter behind `INFO`'s `used_memory`.
 //! - [`tempdir`]: self-removing data directories for local clusters and tests.
 //! - [`resp`]: the client protocol, RESP2, server side: the request codec,
 //!   replies and redirects (`specs/client.md`).
@@ -40,6 +41,8 @@ pub mod faults;
 pub mod handoff;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod load;
+#[cfg(all(feature = "runtime", not(loom)))]
+pub mod memory;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod node;
 #[cfg(all(feature = "runtime", not(loom)))]
