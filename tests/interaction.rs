@@ -668,8 +668,7 @@ impl Env {
             .raft
             .progress()
             .iter()
-            .enumerate()
-            .filter(|&(peer, _)| peer != usize::from(id))
+            .filter(|&(&peer, _)| peer != id)
             .map(|(peer, p)| {
                 let mode = match p.mode {
                     Mode::Probe { sent: true } => "probe (waiting for a reply)".to_string(),

@@ -1252,7 +1252,7 @@ mod tests {
         }
         to_leader(&mut h, 2, Message::SnapshotReply { term: 1, index: 3, received: total, matched: Some(3) });
         assert_eq!(h.reached.chunks_sent, total.div_ceil(4), "every chunk sent once");
-        assert_eq!(h.node.progress()[2].match_index, 3);
+        assert_eq!(h.node.progress()[&2].match_index, 3);
     }
 
     /// Open bug, found by this target (`fuzz/regressions/node/

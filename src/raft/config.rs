@@ -106,11 +106,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// Votes needed to win an election or commit an entry.
-    pub fn quorum(&self) -> usize {
-        usize::from(self.members) / 2 + 1
-    }
 }
 
 /// Known Raft bugs that tests, fuzzers and models can switch on, to show that

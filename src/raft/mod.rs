@@ -50,6 +50,7 @@
 pub mod config;
 mod durability;
 mod log;
+pub mod membership;
 mod node;
 mod progress;
 pub mod ready;
@@ -57,6 +58,7 @@ pub mod types;
 
 pub use config::{Config, InjectedBugs};
 pub use log::RaftLog;
+pub use membership::{Membership, NodeSet};
 pub use node::RaftNode;
 pub use progress::{Mode, Progress};
 pub use ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};

@@ -3,14 +3,15 @@
 use super::config::Config;
 use super::durability::Durability;
 use super::log::RaftLog;
-use super::progress::{quorum_value, Mode, Progress};
+use super::membership::{Membership, NodeSet};
+use super::progress::{Mode, Progress};
 use super::ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 use super::types::{
     CommandBytes, Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot,
     SnapshotMeta, Term, TERM_MAX,
 };
 use crate::rng::Rng;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// One Raft server: PreVote, CheckQuorum, pipelined and batched replication,
 /// fast log backtracking, a no-op on election and ReadIndex reads.
@@ -53,12 +54,15 @@ pub struct RaftNode<C> {
     /// This term's randomized election timeout.
     election_timeout: u32,
     heartbeat_elapsed: u32,
-    /// Bit `i` set: node `i` granted its (pre-)vote this (pre-)election.
-    granted: u16,
-    /// Bit `i` set: node `i` refused.
-    refused: u16,
-    /// Per-follower replication state; empty unless leader.
-    progress: Vec<Progress>,
+    /// Who voters and learners are: the cluster's latest configuration.
+    membership: Membership,
+    /// Who granted its (pre-)vote this (pre-)election.
+    granted: NodeSet,
+    /// Who refused.
+    refused: NodeSet,
+    /// Per-member replication state (the leader's own entry included);
+    /// empty unless leader.
+    progress: BTreeMap<NodeId, Progress>,
     /// Leader: the latest read round sent with heartbeats and appends.
     read_round: u64,
     /// Leader: reads waiting for a quorum to acknowledge `round`, in order.
@@ -179,9 +183,10 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             election_elapsed: 0,
             election_timeout,
             heartbeat_elapsed: 0,
-            granted: 0,
-            refused: 0,
-            progress: Vec::new(),
+            membership: Membership::initial(config.members),
+            granted: NodeSet::EMPTY,
+            refused: NodeSet::EMPTY,
+            progress: BTreeMap::new(),
             read_round: 0,
             pending_reads: VecDeque::new(),
             snapshot,
@@ -222,26 +227,19 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// jitter, servers differ by more than their numbers.
     pub fn renumbered(&self, new_id: impl Fn(NodeId) -> NodeId) -> RaftNode<C> {
         assert!(!self.config.election_jitter, "renumbering needs election_jitter off");
-        let members = usize::from(self.config.members);
-        let new_index = |id: usize| usize::from(new_id(id as NodeId));
-        debug_assert!(
-            (0..members).all(|id| new_index(id) < members)
-                && (0..members).map(new_index).collect::<BTreeSet<_>>().len() == members,
-            "not a permutation of the members"
-        );
-        let bits =
-            |mask: u16| (0..members).filter(|&id| mask & (1 << id) != 0).fold(0u16, |m, id| m | 1 << new_index(id));
+        let members = self.membership.members();
+        debug_assert!(members.map(&new_id) == members, "not a permutation of the members");
         let mut node = self.clone();
         node.config.id = new_id(self.config.id);
         node.rng = node_rng(&node.config); // never drawn from without jitter
         node.hard.voted_for = self.hard.voted_for.map(&new_id);
         node.handed_out_hard.voted_for = self.handed_out_hard.voted_for.map(&new_id);
         node.leader = self.leader.map(&new_id);
-        node.granted = bits(self.granted);
-        node.refused = bits(self.refused);
-        for (id, progress) in self.progress.iter().enumerate() {
-            node.progress[new_index(id)] = progress.clone();
-        }
+        node.membership.voters = self.membership.voters.map(&new_id);
+        node.membership.learners = self.membership.learners.map(&new_id);
+        node.granted = self.granted.map(&new_id);
+        node.refused = self.refused.map(&new_id);
+        node.progress = self.progress.iter().map(|(id, progress)| (new_id(*id), progress.clone())).collect();
         let held = node.held.iter_mut().map(|(_, e)| e);
         for envelope in node.out.messages.iter_mut().map(|(_, e)| e).chain(held) {
             envelope.from = new_id(envelope.from);
@@ -314,14 +312,16 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     }
     /// In a (pre-)election: who granted and who refused, so far.
     pub fn votes(&self) -> (Vec<NodeId>, Vec<NodeId>) {
-        let members = (0..self.config.members).collect::<Vec<_>>();
-        let pick = |mask: u16| members.iter().copied().filter(|&id| mask & (1 << id) != 0).collect();
-        (pick(self.granted), pick(self.refused))
+        (self.granted.iter().collect(), self.refused.iter().collect())
     }
     /// A leader's view of each member (its own entry included); empty
     /// unless leader.
-    pub fn progress(&self) -> &[Progress] {
+    pub fn progress(&self) -> &BTreeMap<NodeId, Progress> {
         &self.progress
+    }
+    /// The cluster's configuration as this node knows it.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
     /// The held messages, oldest first, each with the batch it waits for.
     pub fn held(&self) -> impl Iterator<Item = (BatchNumber, &Envelope<C>)> {
@@ -364,13 +364,13 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// Returns whether it is still leader.
     fn check_quorum(&mut self) -> bool {
         debug_assert_eq!(self.role, Role::Leader, "only a leader checks its quorum");
-        let me = usize::from(self.config.id);
-        let active = (0..self.progress.len()).filter(|&i| i == me || self.progress[i].recently_active).count();
-        debug_assert!(active >= 1 && active <= usize::from(self.config.members));
-        for p in &mut self.progress {
+        let me = self.config.id;
+        let active: NodeSet =
+            self.progress.iter().filter(|&(&id, p)| id == me || p.recently_active).map(|(&id, _)| id).collect();
+        for p in self.progress.values_mut() {
             p.recently_active = false;
         }
-        if active < self.config.quorum() {
+        if !self.membership.is_quorum(active) {
             self.become_follower(self.hard.term, None);
             return false;
         }
@@ -393,10 +393,10 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         self.leader = None;
         self.role = Role::PreCandidate;
-        self.granted = 0;
-        self.refused = 0;
+        self.granted = NodeSet::EMPTY;
+        self.refused = NodeSet::EMPTY;
         self.record_vote(self.config.id, true);
-        debug_assert_eq!(self.granted.count_ones(), 1, "a pre-election starts with our own grant only");
+        debug_assert_eq!(self.granted.len(), 1, "a pre-election starts with our own grant only");
         if self.tally() == Some(true) {
             return self.campaign();
         }
@@ -416,8 +416,8 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.incoming = None;
         self.received = None;
         self.role = Role::Candidate;
-        self.granted = 0;
-        self.refused = 0;
+        self.granted = NodeSet::EMPTY;
+        self.refused = NodeSet::EMPTY;
         self.record_vote(self.config.id, true);
         if self.tally() == Some(true) {
             return self.become_leader();
@@ -430,25 +430,23 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// Counts `from`'s answer; only its first answer in an election counts
     /// (later ones are duplicates or stragglers from an earlier round).
     fn record_vote(&mut self, from: NodeId, granted: bool) {
-        debug_assert!(from < self.config.members, "a vote from a non-member");
         debug_assert!(matches!(self.role, Role::PreCandidate | Role::Candidate), "votes count only in an election");
-        let bit = 1u16 << from;
-        if (self.granted | self.refused) & bit != 0 {
+        if self.granted.union(self.refused).contains(from) {
             return;
         }
         if granted {
-            self.granted |= bit;
+            self.granted.insert(from);
         } else {
-            self.refused |= bit;
+            self.refused.insert(from);
         }
     }
 
-    /// `Some(true)`: won; `Some(false)`: lost; `None`: undecided.
+    /// `Some(true)`: won; `Some(false)`: lost; `None`: undecided. Only
+    /// voters' answers count.
     fn tally(&self) -> Option<bool> {
-        let quorum = self.config.quorum() as u32;
-        if self.granted.count_ones() >= quorum {
+        if self.membership.is_quorum(self.granted) {
             Some(true)
-        } else if self.refused.count_ones() >= quorum {
+        } else if self.membership.is_quorum(self.refused) {
             Some(false)
         } else {
             None
@@ -488,7 +486,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         assert_eq!(self.hard.voted_for, Some(self.config.id), "a leader voted for itself");
         assert_eq!(self.role, Role::Candidate, "only a candidate wins an election");
         debug_assert!(
-            self.config.members == 1 || self.durability.hard_state_batch() <= self.durability.durable_batch(),
+            self.membership.voters.len() == 1 || self.durability.hard_state_batch() <= self.durability.durable_batch(),
             "won with votes for a term and vote not yet durable: its Vote requests waited for them"
         );
         self.role = Role::Leader;
@@ -496,9 +494,10 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let last = self.log.last_index();
-        self.progress = (0..self.config.members).map(|_| Progress::new(last)).collect();
+        let me = self.config.id;
+        self.progress = self.peers().chain([me]).map(|id| (id, Progress::new(last))).collect();
         // The leader counts itself in a quorum only with what is durable.
-        self.progress[usize::from(self.config.id)].match_index = self.durability.stable();
+        self.progress.get_mut(&me).expect("the leader's own progress").match_index = self.durability.stable();
         // The no-op: committing an entry of our own term commits all earlier
         // ones, and until then we may not serve reads.
         self.append_local(Entry { term: self.hard.term, payload: Payload::Noop });
@@ -514,7 +513,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     fn receive(&mut self, envelope: Envelope<C>) {
         let Envelope { from, to, message } = envelope;
-        if to != self.config.id || from >= self.config.members || from == self.config.id {
+        if to != self.config.id || !self.membership.contains(from) || from == self.config.id {
             return; // misaddressed or from a stranger: not ours to answer
         }
         if message.term() > TERM_MAX {
@@ -846,7 +845,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             let (index, term) = self.log.base();
             self.out.compacted = Some(SnapshotMeta { index, term });
         }
-        for pr in &mut self.progress {
+        for pr in self.progress.values_mut() {
             if matches!(pr.mode, Mode::Snapshot { index, .. } if index < meta.index) {
                 pr.become_snapshot(meta.index);
             }
@@ -891,9 +890,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let index = self.log.append(entry);
         self.mark_dirty(index);
         if self.role == Role::Leader {
-            let me = usize::from(self.config.id);
-            self.progress[me].next_index = index + 1;
-            debug_assert!(self.progress[me].match_index <= self.durability.stable());
+            let own = self.progress.get_mut(&self.config.id).expect("the leader's own progress");
+            own.next_index = index + 1;
+            debug_assert!(own.match_index <= self.durability.stable());
         }
         index
     }
@@ -918,10 +917,10 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             self.out.install = Some(snapshot);
         }
         if self.role == Role::Leader {
-            let me = usize::from(self.config.id);
             let stable = self.durability.stable();
-            debug_assert!(stable >= self.progress[me].match_index, "a leader's durable prefix never shrinks");
-            self.progress[me].match_index = stable;
+            let own = self.progress.get_mut(&self.config.id).expect("the leader's own progress");
+            debug_assert!(stable >= own.match_index, "a leader's durable prefix never shrinks");
+            own.match_index = stable;
             self.maybe_commit();
         }
         // Held messages wait for different batches (an acknowledgement for
@@ -947,12 +946,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// mode one (possibly empty) message, in replicate mode the next batch.
     /// Returns whether it sent one.
     fn send_append(&mut self, peer: NodeId) -> bool {
-        if let Mode::Snapshot { .. } = self.progress[usize::from(peer)].mode {
+        if let Mode::Snapshot { .. } = self.progress[&peer].mode {
             return self.send_snapshot_chunk(peer);
         }
         let last = self.log.last_index();
         let max_batch = self.config.max_batch_entries as u64;
-        let pr = &mut self.progress[usize::from(peer)];
+        let pr = self.progress.get_mut(&peer).expect("a member's progress");
         if pr.is_paused(self.config.max_inflight) {
             return false;
         }
@@ -993,7 +992,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     fn send_snapshot_chunk(&mut self, peer: NodeId) -> bool {
         let Some(snapshot) = self.snapshot.clone() else { return false };
         let (chunk_bytes, window) = (self.config.snapshot_chunk_bytes as u64, self.config.snapshot_chunks_in_flight);
-        let pr = &mut self.progress[usize::from(peer)];
+        let pr = self.progress.get_mut(&peer).expect("a member's progress");
         if let Mode::Snapshot { index, .. } = pr.mode {
             if index != snapshot.meta.index {
                 // A newer snapshot replaced the one being sent: start over.
@@ -1033,7 +1032,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     fn heartbeat(&mut self) {
         for peer in self.peers() {
-            let pr = &mut self.progress[usize::from(peer)];
+            let pr = self.progress.get_mut(&peer).expect("a member's progress");
             // Entries outstanding but no progress for a whole heartbeat
             // interval: a message was lost, so probe again.
             if pr.mode == Mode::Replicate && !pr.inflight.is_empty() && pr.match_index == pr.match_at_heartbeat {
@@ -1061,8 +1060,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// proves we still led after the round began.
     fn broadcast_read_round(&mut self) {
         let (term, round) = (self.hard.term, self.read_round);
-        let commits: Vec<LogIndex> = self.progress.iter().map(|p| p.match_index.min(self.commit)).collect();
-        self.broadcast(|peer| Message::Heartbeat { term, commit: commits[usize::from(peer)], read_round: round });
+        let commits: BTreeMap<NodeId, LogIndex> =
+            self.progress.iter().map(|(&id, p)| (id, p.match_index.min(self.commit))).collect();
+        self.broadcast(|peer| Message::Heartbeat { term, commit: commits[&peer], read_round: round });
     }
 
     fn on_append_reply(&mut self, from: NodeId, result: Result<LogIndex, RejectHint>, read_round: u64) {
@@ -1072,7 +1072,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         self.note_alive(from, read_round);
         let base = self.log.base().0;
-        let pr = &mut self.progress[usize::from(from)];
+        let pr = self.progress.get_mut(&from).expect("a member's progress");
         match result {
             // While a snapshot is on its way, only an acknowledgement that
             // reaches what the log still holds changes course (a stale one
@@ -1114,7 +1114,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     fn on_heartbeat_reply(&mut self, from: NodeId, read_round: u64) {
         self.note_alive(from, read_round);
-        let pr = &mut self.progress[usize::from(from)];
+        let pr = self.progress.get_mut(&from).expect("a member's progress");
         if let Mode::Probe { .. } = pr.mode {
             pr.mode = Mode::Probe { sent: false }; // the probe may have been lost
         }
@@ -1131,7 +1131,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             return; // claims entries we never had: forged
         }
         self.note_alive(from, 0);
-        let pr = &mut self.progress[usize::from(from)];
+        let pr = self.progress.get_mut(&from).expect("a member's progress");
         match matched {
             Some(m) => {
                 if pr.acknowledge(m) {
@@ -1156,7 +1156,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     fn note_alive(&mut self, from: NodeId, read_round: u64) {
         debug_assert_ne!(from, self.config.id, "a leader hears from others, not itself");
-        let pr = &mut self.progress[usize::from(from)];
+        let pr = self.progress.get_mut(&from).expect("a member's progress");
         pr.recently_active = true;
         pr.read_round_acked = pr.read_round_acked.max(read_round.min(self.read_round));
     }
@@ -1166,8 +1166,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// only indirectly, by committing one of ours after it.
     fn maybe_commit(&mut self) {
         debug_assert_eq!(self.role, Role::Leader);
-        let mut matches: Vec<LogIndex> = self.progress.iter().map(|p| p.match_index).collect();
-        let index = quorum_value(&mut matches, self.config.quorum());
+        let index = self.membership.quorum_value(|id| self.progress.get(&id).map_or(0, |p| p.match_index));
         debug_assert!(index <= self.log.last_index(), "a quorum holds entries the leader lacks");
         if index > self.commit
             && (self.log.term_at(index) == Some(self.hard.term) || self.config.bugs.commit_previous_term)
@@ -1210,11 +1209,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if self.pending_reads.is_empty() || !(self.committed_in_term() || self.config.bugs.read_before_noop) {
             return;
         }
-        let me = usize::from(self.config.id);
-        let mut acked: Vec<u64> = (0..self.progress.len())
-            .map(|i| if i == me { self.read_round } else { self.progress[i].read_round_acked })
-            .collect();
-        let confirmed = quorum_value(&mut acked, self.config.quorum());
+        let me = self.config.id;
+        let confirmed = self.membership.quorum_value(|id| match self.progress.get(&id) {
+            _ if id == me => self.read_round,
+            Some(p) => p.read_round_acked,
+            None => 0,
+        });
         debug_assert!(confirmed <= self.read_round, "a quorum confirmed a round not yet started");
         debug_assert!(self.commit <= self.log.last_index());
         while let Some(&(id, round)) = self.pending_reads.front() {
@@ -1230,7 +1230,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     fn peers(&self) -> impl Iterator<Item = NodeId> {
         let me = self.config.id;
-        (0..self.config.members).filter(move |&p| p != me)
+        self.membership.members().iter().filter(move |&p| p != me)
     }
 
     /// Queues a message, noting what it must wait for (see
@@ -1246,7 +1246,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// durable, whatever entries are still on their way to the disk.
     fn send(&mut self, to: NodeId, message: Message<C>) {
         debug_assert_ne!(to, self.config.id, "a node never messages itself");
-        debug_assert!(to < self.config.members, "a message to a non-member");
+        debug_assert!(self.membership.contains(to), "a message to a non-member");
         let speaks_of_log = matches!(
             message,
             Message::AppendReply { result: Ok(_), .. }
@@ -1356,13 +1356,13 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         assert!(self.hard.term <= TERM_MAX, "term beyond TERM_MAX");
         assert!(self.log.last_term() <= self.hard.term, "an entry of a future term");
         assert_eq!(self.hard, self.handed_out_hard, "a term or vote change not handed out for persisting");
-        assert!(self.granted & self.refused == 0, "a node both granted and refused");
+        assert!(self.granted.intersection(self.refused).is_empty(), "a node both granted and refused");
         assert!(self.held.len() <= self.config.max_held_messages, "held messages beyond their bound");
         assert!(self.out.messages.is_empty() && self.out.reads.is_empty() && self.out.dirty_from.is_none());
         self.durability.check(last);
         self.check_snapshots();
         if let Some(vote) = self.hard.voted_for {
-            assert!(vote < self.config.members, "voted for a non-member");
+            assert!(vote <= super::types::MAX_NODE_ID, "voted for an impossible id");
         }
         match self.role {
             Role::Leader => self.check_leader(),
@@ -1389,7 +1389,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             assert!(self.held.iter().all(|&(batch, _)| batch <= last), "a message held for a batch never handed out");
             assert!(self.held.iter().all(|(_, e)| e.from == self.config.id && e.to != self.config.id));
             if self.role == Role::PreCandidate || self.role == Role::Candidate {
-                assert!(self.granted & (1 << self.config.id) != 0, "a (pre-)candidate counts its own vote");
+                assert!(self.granted.contains(self.config.id), "a (pre-)candidate counts its own vote");
                 assert!(self.leader.is_none(), "a (pre-)candidate knows no leader");
             }
         }
@@ -1422,7 +1422,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                 assert!(!s.data.is_empty(), "a snapshot without bytes");
                 assert!(s.meta.index <= self.commit, "a snapshot of uncommitted entries");
             }
-            for pr in &self.progress {
+            for pr in self.progress.values() {
                 if let Mode::Snapshot { index, sent, acked, in_flight, .. } = pr.mode {
                     let snapshot = self.snapshot.as_ref().expect("sending a snapshot we hold");
                     let total = snapshot.data.len() as u64;
@@ -1435,20 +1435,21 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     }
 
     fn check_leader(&self) {
-        let (me, last) = (usize::from(self.config.id), self.log.last_index());
+        let (me, last) = (self.config.id, self.log.last_index());
         assert_eq!(self.leader, Some(self.config.id));
         assert_eq!(self.hard.voted_for, Some(self.config.id), "a leader voted for itself");
-        assert_eq!(self.progress.len(), usize::from(self.config.members));
+        let tracked: NodeSet = self.progress.keys().copied().collect();
+        assert_eq!(tracked, self.membership.members().union([me].into_iter().collect()), "progress for each member");
         assert!(self.pending_reads.len() <= self.config.max_pending_reads);
-        assert_eq!(self.progress[me].match_index, self.durability.stable(), "a leader counts exactly its stable log");
+        assert_eq!(self.progress[&me].match_index, self.durability.stable(), "a leader counts exactly its stable log");
         assert!(self.election_elapsed < self.config.election_ticks, "a leader's CheckQuorum period overran");
         assert!(self.heartbeat_elapsed < self.config.heartbeat_ticks, "a heartbeat that was not sent");
         assert!(
-            self.config.members == 1 || self.durability.hard_state_batch() <= self.durability.durable_batch(),
+            self.membership.voters.len() == 1 || self.durability.hard_state_batch() <= self.durability.durable_batch(),
             "a leader whose term and vote are not durable"
         );
         if CHECK_ALL {
-            for (id, pr) in self.progress.iter().enumerate().filter(|&(id, _)| id != me) {
+            for (id, pr) in self.progress.iter().filter(|&(&id, _)| id != me) {
                 assert!(pr.match_index <= last, "follower {id} matched beyond the leader's log");
                 if let Mode::Snapshot { .. } = pr.mode {
                     continue; // next_index is not used until the snapshot is in
@@ -1512,7 +1513,11 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         for envelope in &ready.messages {
             assert_eq!(envelope.from, self.config.id, "a message not from this node");
-            assert!(envelope.to != self.config.id && envelope.to < self.config.members, "a message to {}", envelope.to);
+            assert!(
+                envelope.to != self.config.id && self.membership.contains(envelope.to),
+                "a message to {}",
+                envelope.to
+            );
             // (A PreVote names the term it would campaign in, a granted
             // PreVoteReply the requester's: neither is the sender's term.)
             if !matches!(envelope.message, Message::PreVote { .. } | Message::PreVoteReply { granted: true, .. }) {

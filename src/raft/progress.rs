@@ -113,24 +113,9 @@ impl Progress {
     }
 }
 
-/// The largest value that at least `quorum` of `values` reach: the index a
-/// majority has replicated, or the read round a majority has acknowledged.
-pub fn quorum_value(values: &mut [u64], quorum: usize) -> u64 {
-    assert!(quorum >= 1 && quorum <= values.len(), "quorum {quorum} of {} values", values.len());
-    values.sort_unstable_by(|a, b| b.cmp(a));
-    values[quorum - 1]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quorum_value_is_the_majority_minimum() {
-        assert_eq!(quorum_value(&mut [5, 1, 3], 2), 3);
-        assert_eq!(quorum_value(&mut [5, 1, 3, 4, 0], 3), 3);
-        assert_eq!(quorum_value(&mut [7], 1), 7);
-    }
 
     #[test]
     fn probe_then_pipeline() {

@@ -22,8 +22,10 @@ pub const TERM_MAX: Term = u64::MAX / 2;
 
 /// Largest cluster the node accepts (bounds per-peer state and messages).
 pub const MAX_NODES: usize = 9;
-// Votes are tallied in `u16` bitmasks indexed by node id.
-const _: () = assert!(MAX_NODES <= 16);
+/// The highest node id: sets of ids are `u64` bitmasks
+/// ([`super::membership::NodeSet`]).
+pub const MAX_NODE_ID: NodeId = 63;
+const _: () = assert!(MAX_NODES <= MAX_NODE_ID as usize + 1);
 
 /// What a command weighs in bytes: the node bounds in bytes what it keeps of
 /// the log behind a snapshot ([`crate::raft::Config::snapshot_trailing_bytes`]).
