@@ -138,7 +138,7 @@ fn every_corpus_is_replayed() {
 #[ignore = "writes files into fuzz/corpus; run by hand"]
 fn write_decode_seeds() {
     use raftkv::kv::{Command, Op};
-    use raftkv::raft::{Entry, Envelope, Message, Payload, RejectHint, SnapshotMeta};
+    use raftkv::raft::{Entry, Envelope, Membership, Message, Payload, RejectHint, SnapshotMeta};
     use raftkv::wire::{encode, encode_into, Limits};
 
     let command = |seq, op| Entry { term: 2, payload: Payload::Command(Command { client: 1, seq, op }) };
@@ -166,6 +166,7 @@ fn write_decode_seeds() {
             Message::Snapshot {
                 term: 2,
                 meta: SnapshotMeta { index: 40, term: 2 },
+                membership: Membership::initial(3),
                 total: 300,
                 offset: 256,
                 data: vec![1, 2, 3],

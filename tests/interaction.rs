@@ -19,8 +19,8 @@
 //! line of the script asks for it.
 
 use raftkv::raft::{
-    BatchNumber, Config, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Message, NodeId, Payload, Persist,
-    RaftNode, Ready, RejectHint, Role, Snapshot, SnapshotMeta,
+    BatchNumber, Config, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Membership, MembershipChange,
+    Message, NodeId, NodeSet, Payload, Persist, RaftNode, Ready, RejectHint, Role, Snapshot, SnapshotMeta,
 };
 use raftkv::raft::{DurableState, Mode};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -151,6 +151,37 @@ impl Env {
                 for line in input.lines().filter(|l| !l.trim().is_empty()) {
                     let envelope = parse_envelope(line).unwrap_or_else(|e| panic!("{line}: {e}"));
                     self.step(id, Input::Message(envelope.clone()), &format!("receives {envelope}"));
+                }
+            }
+            "change" => {
+                let (what, target) = ["add-learner", "promote", "remove"]
+                    .iter()
+                    .find_map(|k| Some((*k, number(args, k)? as NodeId)))
+                    .expect("change ID add-learner=N|promote=N|remove=N");
+                let change = match what {
+                    "add-learner" => MembershipChange::AddLearner(target),
+                    "promote" => MembershipChange::Promote(target),
+                    _ => MembershipChange::Remove(target),
+                };
+                for id in ids {
+                    self.step(id, Input::ChangeMembership(change), &format!("change {change:?}"));
+                }
+            }
+            "join" => {
+                // A new server: empty disk, no configuration until a leader
+                // sends it one (Config::members = 0).
+                for id in ids {
+                    let mut config = self.configs[0].clone();
+                    (config.id, config.members) = (id, 0);
+                    let at = usize::from(id);
+                    if self.configs.len() <= at {
+                        self.configs.resize_with(at + 1, || config.clone());
+                        self.disks.resize_with(at + 1, Disk::default);
+                        self.nodes.resize_with(at + 1, || None);
+                    }
+                    self.configs[at] = config;
+                    self.start(id, None);
+                    self.say(format!("{id} joins with an empty disk and no configuration"));
                 }
             }
             "propose" => {
@@ -383,7 +414,8 @@ impl Env {
         assert!(index > 0, "{id} has applied nothing to take a snapshot of");
         let term = node.raft.log().term_at(index).unwrap_or_else(|| panic!("{id} no longer holds entry {index}"));
         let data = node.machine.encode(index);
-        let snapshot = Snapshot { meta: SnapshotMeta { index, term }, data: data.into() };
+        let membership = node.raft.membership_at(index).1;
+        let snapshot = Snapshot { meta: SnapshotMeta { index, term }, membership, data: data.into() };
         self.disks[usize::from(id)].keep_snapshot(snapshot.clone());
         self.say(format!("{id} took snapshot {} and wrote it to its disk", self::snapshot(&snapshot)));
         self.step(id, Input::SnapshotTaken(snapshot), &format!("snapshot {index}/{term} taken"));
@@ -657,6 +689,9 @@ impl Env {
         if let Some(s) = r.snapshot() {
             write!(line, " snapshot {}/{} applied {}", s.meta.index, s.meta.term, r.handed_out()).unwrap();
         }
+        if *r.membership() != Membership::initial(r.config().members) {
+            write!(line, " config {}", r.membership()).unwrap();
+        }
         write!(line, " log {}", log(r.log().entries(), r.log().base())).unwrap();
         self.say(line);
     }
@@ -748,6 +783,21 @@ fn snapshot(s: &Snapshot) -> String {
     format!("{}/{} {}", s.meta.index, s.meta.term, String::from_utf8_lossy(&s.data))
 }
 
+/// Parses what `Display for Membership` prints: `voters=0.1.2
+/// learners=3` (the learners optional).
+fn parse_membership(text: &str) -> Result<Membership, String> {
+    let mut m = Membership::default();
+    for field in text.split_whitespace() {
+        let set = |ids: &str| NodeSet::parse(ids).ok_or(format!("bad ids in {field}"));
+        match field.split_once('=') {
+            Some(("voters", ids)) => m.voters = set(ids)?,
+            Some(("learners", ids)) => m.learners = set(ids)?,
+            _ => return Err(format!("expected voters=IDS or learners=IDS, not {field}")),
+        }
+    }
+    Ok(m)
+}
+
 /// Parses the form `Envelope`'s `Display` prints: `1->0 Append t=2 prev=1/1
 /// commit=1 round=0 [2/2 noop, 3/2 x]`.
 fn parse_envelope(line: &str) -> Result<Envelope<String>, String> {
@@ -798,7 +848,11 @@ fn parse_envelope(line: &str) -> Result<Envelope<String>, String> {
             for item in list.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let (it, payload) = item.split_once(' ').ok_or("an entry is I/T PAYLOAD")?;
                 let (_, t) = it.split_once('/').ok_or("an entry is I/T PAYLOAD")?;
-                let payload = if payload == "noop" { Payload::Noop } else { Payload::Command(payload.to_string()) };
+                let payload = match payload.strip_prefix("config ") {
+                    _ if payload == "noop" => Payload::Noop,
+                    Some(sets) => Payload::Config(parse_membership(sets)?),
+                    None => Payload::Command(payload.to_string()),
+                };
                 entries.push(Entry { term: t.parse().map_err(|_| "bad entry term")?, payload });
             }
             Message::Append { term, prev_index, prev_term, entries, commit: num("commit")?, read_round: num("round")? }
@@ -830,7 +884,11 @@ fn parse_envelope(line: &str) -> Result<Envelope<String>, String> {
                 Some(_) => return Err("data= must be of=TOTAL bytes long".into()),
                 None => vec![b'?'; (end - start) as usize],
             };
-            Message::Snapshot { term, meta: SnapshotMeta { index, term: term_of }, total, offset: start, data }
+            let sets: Vec<String> =
+                ["voters", "learners"].iter().filter_map(|k| Some(format!("{k}={}", fields.get(k)?))).collect();
+            let membership = parse_membership(&sets.join(" "))?;
+            let meta = SnapshotMeta { index, term: term_of };
+            Message::Snapshot { term, meta, membership, total, offset: start, data }
         }
         "SnapshotReply" => {
             let matched = fields.contains_key("matched").then(|| num("matched")).transpose()?;
@@ -853,8 +911,10 @@ fn the_printed_form_parses_back() {
         "0->1 AppendReply t=2 ok=3 round=1",
         "1->2 Heartbeat t=2 commit=3 round=1",
         "2->1 HeartbeatReply t=2 round=1",
-        "0->2 Snapshot t=1 covers=6/1 bytes=0..4 of=9",
-        "0->2 Snapshot t=1 covers=6/1 bytes=8..9 of=9",
+        "0->2 Snapshot t=1 covers=6/1 voters=0.1.2 bytes=0..4 of=9",
+        "0->2 Snapshot t=1 covers=6/1 voters=0.2 learners=1 bytes=8..9 of=9",
+        "1->0 Append t=2 prev=1/1 commit=1 round=4 [2/2 config voters=0.1 learners=2, 3/2 x]",
+        "0->2 Snapshot t=1 covers=6/1 voters=0.1.2 bytes=8..9 of=9",
         "2->0 SnapshotReply t=1 index=6 received=4",
         "2->0 SnapshotReply t=1 index=6 received=9 matched=6",
     ];
@@ -865,12 +925,15 @@ fn the_printed_form_parses_back() {
 
 #[test]
 fn a_hand_written_chunk_carries_its_share_of_the_data() {
-    let e = parse_envelope("0->2 Snapshot t=1 covers=3/1 bytes=2..5 of=5 data=[a,b]").expect("parses");
+    let e = parse_envelope("0->2 Snapshot t=1 covers=3/1 voters=0.1.2 bytes=2..5 of=5 data=[a,b]").expect("parses");
     let Message::Snapshot { meta, total, offset, data, .. } = &e.message else { panic!("not a chunk: {e}") };
     assert_eq!((meta.index, meta.term, *total, *offset, data.as_slice()), (3, 1, 5, 2, &b",b]"[..]));
-    assert_eq!(e.to_string(), "0->2 Snapshot t=1 covers=3/1 bytes=2..5 of=5");
-    let filler = parse_envelope("0->2 Snapshot t=1 covers=3/1 bytes=0..2 of=5").expect("parses");
+    assert_eq!(e.to_string(), "0->2 Snapshot t=1 covers=3/1 voters=0.1.2 bytes=2..5 of=5");
+    let filler = parse_envelope("0->2 Snapshot t=1 covers=3/1 voters=0.1.2 bytes=0..2 of=5").expect("parses");
     assert!(matches!(filler.message, Message::Snapshot { ref data, .. } if data == b"??"));
-    assert!(parse_envelope("0->2 Snapshot t=1 covers=3/1 bytes=0..2 of=5 data=[a]").is_err(), "data of=5 bytes long");
+    assert!(
+        parse_envelope("0->2 Snapshot t=1 covers=3/1 voters=0.1.2 bytes=0..2 of=5 data=[a]").is_err(),
+        "data of=5 bytes long"
+    );
     assert!(parse_envelope("0->2 Snapshot t=1 covers=3/1 bytes=4..6 of=5").is_err(), "a chunk past the end");
 }

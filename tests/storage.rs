@@ -5,7 +5,7 @@
 //! `src/server/storage.rs`, which can reach the raw tables.
 
 use raftkv::kv::{Command, Op};
-use raftkv::raft::{Entry, HardState, LogWrite, Payload, Persist, Snapshot, SnapshotMeta};
+use raftkv::raft::{Entry, HardState, LogWrite, Membership, Payload, Persist, Snapshot, SnapshotMeta};
 use raftkv::server::storage::{Durable, RaftStorage, RedbStorage, StorageError};
 use raftkv::server::tempdir::TempDir;
 use raftkv::sim::MemStorage;
@@ -162,7 +162,11 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
 
 /// A snapshot whose bytes name what it covers (storage never looks inside).
 fn snapshot(index: u64, term: u64) -> Snapshot {
-    Snapshot { meta: SnapshotMeta { index, term }, data: format!("state up to {index}").into_bytes().into() }
+    Snapshot {
+        meta: SnapshotMeta { index, term },
+        membership: Membership::initial(3),
+        data: format!("state up to {index}").into_bytes().into(),
+    }
 }
 
 /// One random snapshot step against the model's current state: the runtime

@@ -5,7 +5,7 @@
 
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use raftkv::kv::{Command, Op};
-use raftkv::raft::{Config, Entry, Envelope, Message, Payload, RejectHint, SnapshotMeta};
+use raftkv::raft::{Config, Entry, Envelope, Membership, Message, NodeSet, Payload, RejectHint, SnapshotMeta};
 use raftkv::wire::{
     decode, decode_all, encode, encode_into, DecodeError, LimitExceeded, Limits, HEADER_LEN, KIND_PEER, MAGIC, VERSION,
 };
@@ -61,11 +61,18 @@ fn op(g: &mut Gen) -> Op {
     }
 }
 
+/// A well-formed configuration: voters (at least one) and learners apart.
+fn membership(g: &mut Gen) -> Membership {
+    let voters = NodeSet::from_bits(u64::arbitrary(g) | 1);
+    let learners = NodeSet::from_bits(u64::arbitrary(g) & !voters.bits());
+    Membership { voters, learners }
+}
+
 fn entry(g: &mut Gen) -> Entry<Command> {
-    let payload = if bool::arbitrary(g) {
-        Payload::Noop
-    } else {
-        Payload::Command(Command { client: num(g), seq: num(g), op: op(g) })
+    let payload = match u8::arbitrary(g) % 5 {
+        0 | 1 => Payload::Noop,
+        2 => Payload::Config(membership(g)),
+        _ => Payload::Command(Command { client: num(g), seq: num(g), op: op(g) }),
     };
     Entry { term: num(g), payload }
 }
@@ -91,7 +98,8 @@ fn message(g: &mut Gen) -> Message<Command> {
         8 => {
             let meta = SnapshotMeta { index: num(g), term: num(g) };
             let data = (0..usize::arbitrary(g) % 40).map(|_| u8::arbitrary(g)).collect();
-            Message::Snapshot { term: num(g), meta, total: num(g), offset: num(g), data }
+            let membership = membership(g);
+            Message::Snapshot { term: num(g), meta, membership, total: num(g), offset: num(g), data }
         }
         _ => {
             let matched = if bool::arbitrary(g) { Some(num(g)) } else { None };
@@ -268,11 +276,23 @@ fn every_variant_has_pinned_bytes() {
             Message::Snapshot {
                 term: 5,
                 meta: SnapshotMeta { index: 40, term: 3 },
+                membership: Membership { voters: NodeSet::first(3), learners: NodeSet::from_bits(8) },
                 total: 300,
                 offset: 256,
                 data: vec![0xaa, 0xbb],
             },
-            "08 05 28 03 ac 02 80 02 02 aa bb",
+            "08 05 28 03 07 08 ac 02 80 02 02 aa bb",
+        ),
+        (
+            Message::Append {
+                term: 5,
+                prev_index: 3,
+                prev_term: 2,
+                entries: vec![Entry { term: 5, payload: Payload::Config(Membership::initial(3)) }],
+                commit: 2,
+                read_round: 7,
+            },
+            "04 05 03 02 01 05 02 07 00 02 07",
         ),
         (Message::SnapshotReply { term: 5, index: 40, received: 256, matched: None }, "09 05 28 80 02 00"),
         (Message::SnapshotReply { term: 5, index: 40, received: 300, matched: Some(40) }, "09 05 28 ac 02 01 28"),
@@ -280,7 +300,7 @@ fn every_variant_has_pinned_bytes() {
     for (message, body) in cases {
         let env = Envelope { from: 1, to: 2, message };
         let payload_len = 2 + body.split(' ').count();
-        let expected = format!("d5 01 01 {payload_len:02x} 00 00 00 01 02 {body}");
+        let expected = format!("d5 02 01 {payload_len:02x} 00 00 00 01 02 {body}");
         let frame = frame_of(&env);
         assert_eq!(hex(&frame), expected, "{env:?}");
         assert_eq!(decode(&frame, &Limits::default()), Ok((env, frame.len())));

@@ -7,8 +7,8 @@
 //! here.
 
 use crate::kv::Command;
-use crate::raft::Envelope;
-use crate::wire::{self, DecodeError, Frames, Limits, HEADER_LEN};
+use crate::raft::{Envelope, Membership, NodeSet};
+use crate::wire::{self, DecodeError, Frames, Limits, Malformed, HEADER_LEN};
 
 /// Small bounds, so that short inputs reach every limit.
 pub const TIGHT_LIMITS: Limits = Limits {
@@ -78,6 +78,13 @@ fn check_decoded(data: &[u8], limits: &Limits, envelope: &Envelope<Command>, use
 /// postcard reads, re-encodes to the very same bytes, and that fits the
 /// limits: that would be a valid frame the decoder wrongly refused.
 fn check_refusal(data: &[u8], limits: &Limits, error: &DecodeError) {
+    if let DecodeError::Malformed { reason: Malformed::BadMembership { voters, learners }, .. } = error {
+        // A check of meaning, not of syntax: postcard reads such a
+        // configuration, and it must be one no correct peer sends.
+        let m = Membership { voters: NodeSet::from_bits(*voters), learners: NodeSet::from_bits(*learners) };
+        assert!(m.voters.is_empty() || !m.is_well_formed(), "refused a well-formed configuration {m:?}");
+        return;
+    }
     let Some(len_bytes) = data.get(3..HEADER_LEN) else { return };
     let Ok(len_bytes) = <[u8; 4]>::try_from(len_bytes) else { return };
     let payload_len = u32::from_le_bytes(len_bytes) as usize;

@@ -61,8 +61,8 @@
 use super::cluster::bugs_from_env;
 use crate::kv::{Command, Op};
 use crate::raft::{
-    BatchNumber, Config, DurableState, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Message, NodeId,
-    Payload, Persist, RaftNode, ReadId, Ready, RejectHint, Snapshot, SnapshotMeta, Term,
+    BatchNumber, Config, DurableState, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Membership, Message,
+    NodeId, NodeSet, Payload, Persist, RaftNode, ReadId, Ready, RejectHint, Snapshot, SnapshotMeta, Term,
 };
 use arbitrary::Unstructured;
 use std::collections::VecDeque;
@@ -216,10 +216,10 @@ struct App {
 
 impl App {
     /// A snapshot of the application as it stands: between 4 and 16 bytes.
-    fn snapshot(self) -> Snapshot {
+    fn snapshot(self, membership: Membership) -> Snapshot {
         let meta = SnapshotMeta { index: self.applied, term: self.term };
         let total = 4 + self.applied % 13;
-        Snapshot { meta, data: snapshot_bytes(meta, total, 0, total).into() }
+        Snapshot { meta, membership, data: snapshot_bytes(meta, total, 0, total).into() }
     }
 }
 
@@ -445,7 +445,9 @@ impl Harness {
     /// way: it is made durable and reported to the node, which compacts.
     fn snapshot_job(&mut self) {
         match self.job.take() {
-            None if self.app.applied > 0 => self.job = Some(self.app.snapshot()),
+            None if self.app.applied > 0 => {
+                self.job = Some(self.app.snapshot(self.node.membership_at(self.app.applied).1))
+            }
             None => {}
             Some(snapshot) => {
                 if self.config.bugs.trim_before_snapshot_durable {
@@ -477,7 +479,8 @@ impl Harness {
                     meta.term = meta.term.saturating_add(1);
                 }
                 let total = offered.data.len() as u64;
-                self.install(Snapshot { meta, data: snapshot_bytes(meta, total, 0, total).into() });
+                let membership = offered.membership;
+                self.install(Snapshot { meta, membership, data: snapshot_bytes(meta, total, 0, total).into() });
             }
             6 => {}                   // later
             _ => self.offered = None, // it does not load: dropped
@@ -771,7 +774,8 @@ impl Harness {
             self.sending[at].next = next.saturating_add(data.len() as u64);
         }
         let to = if u.ratio(1, 32)? { u.int_in_range(0..=self.config.members)? } else { self.config.id };
-        Ok(Envelope { from, to, message: Message::Snapshot { term, meta, total, offset, data } })
+        let membership = Membership::initial(self.config.members);
+        Ok(Envelope { from, to, message: Message::Snapshot { term, meta, membership, total, offset, data } })
     }
 
     /// A snapshot for the fuzzer to send: usually from the leader the node
@@ -825,7 +829,9 @@ impl Harness {
             let meta = SnapshotMeta { index: self.index(u)?, term: self.term(u)? };
             let len = u.int_in_range(0..=16)?;
             let data = u.bytes(len)?.to_vec();
-            Message::Snapshot { term, meta, total: u.arbitrary()?, offset: u.arbitrary()?, data }
+            let (voters, learners) = (NodeSet::from_bits(u.arbitrary()?), NodeSet::from_bits(u.arbitrary()?));
+            let membership = Membership { voters, learners };
+            Message::Snapshot { term, meta, membership, total: u.arbitrary()?, offset: u.arbitrary()?, data }
         };
         Ok(Envelope { from, to: self.config.id, message })
     }
@@ -897,7 +903,7 @@ impl Harness {
             }
             // A chunk arrived (or, without `yes`, was lost); after the last
             // one the follower may say its log now matches.
-            Message::Snapshot { term, meta, total, offset, data } => {
+            Message::Snapshot { term, meta, total, offset, data, .. } => {
                 let end = offset + data.len() as u64;
                 let received = if yes { end } else { u.int_in_range(0..=*offset)? };
                 let matched = (yes && end == *total && u.ratio(3, 4)?).then_some(meta.index);
@@ -1004,7 +1010,8 @@ mod tests {
     /// Bytes `from..to` of the snapshot `meta` of `total` bytes, as a chunk.
     fn chunk(h: &mut Harness, term: Term, meta: SnapshotMeta, total: u64, from: u64, to: u64) {
         let data = snapshot_bytes(meta, total, from, to);
-        from_leader(h, Message::Snapshot { term, meta, total, offset: from, data });
+        let membership = Membership::initial(3);
+        from_leader(h, Message::Snapshot { term, meta, membership, total, offset: from, data });
     }
 
     /// The whole snapshot, in order, in 4-byte chunks.

@@ -6,8 +6,8 @@
 use super::snapshot::{self, SnapshotError};
 use super::{ClientId, Command, KvMachine, Op, Request, Response, ServiceError};
 use crate::raft::{
-    BatchNumber, CommandBytes, Config, DurableState, Entry, Envelope, Input, LogIndex, NodeId, Payload, Persist,
-    RaftNode, ReadId, Ready, Refusal, Snapshot, SnapshotMeta, Term,
+    BatchNumber, CommandBytes, Config, DurableState, Entry, Envelope, Input, LogIndex, Membership, NodeId, Payload,
+    Persist, RaftNode, ReadId, Ready, Refusal, Snapshot, SnapshotMeta, Term,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -94,6 +94,8 @@ pub enum ServerInput {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotJob {
     pub meta: SnapshotMeta,
+    /// The cluster's configuration as of `meta.index`.
+    pub membership: Membership,
     pub machine: KvMachine,
     /// Injected bug (g): leave the session table out.
     pub omit_sessions: bool,
@@ -102,7 +104,8 @@ pub struct SnapshotJob {
 impl SnapshotJob {
     /// The snapshot's bytes.
     pub fn encode(&self) -> Snapshot {
-        Snapshot { meta: self.meta, data: snapshot::encode(&self.machine, self.omit_sessions).into() }
+        let data = snapshot::encode(&self.machine, self.omit_sessions).into();
+        Snapshot { meta: self.meta, membership: self.membership, data }
     }
 }
 
@@ -301,6 +304,7 @@ impl KvServer {
         self.bytes_since_snapshot = 0;
         out.snapshot = Some(SnapshotJob {
             meta: SnapshotMeta { index: applied, term },
+            membership: self.node.membership_at(applied).1,
             machine: self.kv.clone(),
             omit_sessions: self.config.raft.bugs.snapshot_without_sessions,
         });
@@ -377,7 +381,9 @@ impl KvServer {
             self.bytes_since_snapshot += c.bytes();
         }
         let executed = match &entry.payload {
-            Payload::Noop => {
+            // A configuration is the Raft node's business; the state machine
+            // only counts its index.
+            Payload::Noop | Payload::Config(_) => {
                 self.kv.apply_noop(index);
                 if let Some((w, _)) = waiter {
                     respond(out, &w, Err(self.not_leader()));
@@ -456,7 +462,10 @@ impl From<Refusal> for ServiceError {
     fn from(refusal: Refusal) -> ServiceError {
         match refusal {
             Refusal::NotLeader { leader } => ServiceError::NotLeader { leader },
-            Refusal::Busy => ServiceError::Busy,
+            // Only a configuration change is refused these ways, and a
+            // retry later may succeed.
+            Refusal::Busy | Refusal::NoCommitInTerm | Refusal::ChangePending { .. } => ServiceError::Busy,
+            Refusal::BadChange(e) => unreachable!("a client request proposed a configuration change ({e})"),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! How a node is tuned, and which known bugs a test has switched on.
 
-use super::types::{NodeId, MAX_NODES};
+use super::types::{NodeId, MAX_NODES, MAX_NODE_ID};
 use serde::{Deserialize, Serialize};
 
 /// Static configuration of one Raft node. All durations are in ticks: the
@@ -8,9 +8,13 @@ use serde::{Deserialize, Serialize};
 /// time, the real server a wall-clock interval).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Config {
-    /// This node's id; must be `< members`.
+    /// This node's id; `< members` for a founding member, at most
+    /// [`MAX_NODE_ID`] for one that joins later.
     pub id: NodeId,
-    /// Cluster size: the members are `0..members`.
+    /// The initial configuration: voters `0..members`, until the log or a
+    /// snapshot says otherwise. 0 for a server joining a running cluster:
+    /// it has no configuration (and never campaigns) until a leader sends
+    /// it one.
     pub members: u8,
     /// A follower that hears from no leader for a random number of ticks in
     /// `[election_ticks, 2 * election_ticks)` starts a (pre-)election.
@@ -83,11 +87,14 @@ impl Config {
     /// building a node from user-supplied settings.
     pub fn validate(&self) -> Result<(), String> {
         let n = usize::from(self.members);
-        if n == 0 || n > MAX_NODES {
-            return Err(format!("members must be 1..={MAX_NODES}, got {n}"));
+        if n > MAX_NODES {
+            return Err(format!("members must be 0..={MAX_NODES}, got {n}"));
         }
-        if self.id >= self.members {
+        if n > 0 && self.id >= self.members {
             return Err(format!("id {} is not a member of 0..{}", self.id, self.members));
+        }
+        if self.id > MAX_NODE_ID {
+            return Err(format!("id {} is above {MAX_NODE_ID}", self.id));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= 2 * self.heartbeat_ticks {
             return Err("need 0 < 2 * heartbeat_ticks < election_ticks".into());
@@ -155,6 +162,16 @@ pub struct InjectedBugs {
     /// at once and the vote is never persisted, so after a crash the node
     /// may vote twice in one term.
     pub vote_before_persist: bool,
+    /// (m) A leader proposes a configuration change before it has committed
+    /// an entry of its own term: the bug in single-server changes as first
+    /// published (Ongaro, raft-dev, 2015).
+    pub change_before_term_commit: bool,
+    /// (n) A leader proposes a configuration change while another is not
+    /// yet committed: two changes in flight can move the configuration by
+    /// two voters, and two majorities need not overlap.
+    pub concurrent_changes: bool,
+    /// (q) Learners count in majorities (votes, commit, reads, CheckQuorum).
+    pub learner_in_quorum: bool,
 }
 
 impl InjectedBugs {
@@ -163,7 +180,7 @@ impl InjectedBugs {
     }
 
     /// Every bug by name, for test tables and the CLI.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 15] = [
         "commit_previous_term",
         "vote_without_log_check",
         "read_without_quorum",
@@ -176,6 +193,9 @@ impl InjectedBugs {
         "compact_unapplied",
         "trim_before_snapshot_durable",
         "ignore_forgotten_sessions",
+        "change_before_term_commit",
+        "concurrent_changes",
+        "learner_in_quorum",
     ];
 
     /// The set with only the named bug on.
@@ -194,6 +214,9 @@ impl InjectedBugs {
             "compact_unapplied" => b.compact_unapplied = true,
             "trim_before_snapshot_durable" => b.trim_before_snapshot_durable = true,
             "ignore_forgotten_sessions" => b.ignore_forgotten_sessions = true,
+            "change_before_term_commit" => b.change_before_term_commit = true,
+            "concurrent_changes" => b.concurrent_changes = true,
+            "learner_in_quorum" => b.learner_in_quorum = true,
             _ => return None,
         }
         Some(b)

@@ -58,7 +58,7 @@ pub mod types;
 
 pub use config::{Config, InjectedBugs};
 pub use log::RaftLog;
-pub use membership::{Membership, NodeSet};
+pub use membership::{ChangeError, Membership, MembershipChange, NodeSet};
 pub use node::RaftNode;
 pub use progress::{Mode, Progress};
 pub use ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};

@@ -3,12 +3,12 @@
 use super::config::Config;
 use super::durability::Durability;
 use super::log::RaftLog;
-use super::membership::{Membership, NodeSet};
+use super::membership::{Membership, MembershipChange, NodeSet};
 use super::progress::{Mode, Progress};
 use super::ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 use super::types::{
     CommandBytes, Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot,
-    SnapshotMeta, Term, TERM_MAX,
+    SnapshotMeta, Term, MAX_NODE_ID, TERM_MAX,
 };
 use crate::rng::Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -54,8 +54,13 @@ pub struct RaftNode<C> {
     /// This term's randomized election timeout.
     election_timeout: u32,
     heartbeat_elapsed: u32,
-    /// Who voters and learners are: the cluster's latest configuration.
+    /// Who voters and learners are: the latest configuration in the log
+    /// (committed or not, thesis §4.1), else the snapshot's, else the
+    /// initial one ([`Config::members`]).
     membership: Membership,
+    /// The index of the entry that set `membership` (the snapshot's index,
+    /// or 0 for the initial configuration).
+    membership_index: LogIndex,
     /// Who granted its (pre-)vote this (pre-)election.
     granted: NodeSet,
     /// Who refused.
@@ -91,6 +96,7 @@ struct Incoming {
     from: NodeId,
     term: Term,
     meta: SnapshotMeta,
+    membership: Membership,
     total: u64,
     data: Vec<u8>,
 }
@@ -168,7 +174,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                 }
             }
         }
-        RaftNode {
+        let mut node = RaftNode {
             rng,
             hard,
             handed_out_hard: hard,
@@ -184,6 +190,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             election_timeout,
             heartbeat_elapsed: 0,
             membership: Membership::initial(config.members),
+            membership_index: 0,
             granted: NodeSet::EMPTY,
             refused: NodeSet::EMPTY,
             progress: BTreeMap::new(),
@@ -195,7 +202,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             installing: None,
             out: Outbox::default(),
             config,
-        }
+        };
+        node.reread_membership();
+        node
     }
 
     /// Feeds one input and returns what the runtime must do about it.
@@ -206,6 +215,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             Input::Tick => self.tick(),
             Input::Message(envelope) => self.receive(envelope),
             Input::Propose(command) => proposed = Some(self.propose(command)),
+            Input::ChangeMembership(change) => proposed = Some(self.change_membership(change)),
             Input::Read(id) => self.read(id),
             Input::Persisted(number) => self.persisted(number),
             Input::SnapshotTaken(snapshot) => self.snapshot_taken(snapshot),
@@ -323,6 +333,25 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
+    /// The configuration in force once the entry at `index` (at or after
+    /// the snapshot's last, if any) is applied, and the index of the entry
+    /// that set it: the latest `Config` entry up to `index`, else the
+    /// snapshot's configuration, else the initial one (index 0).
+    pub fn membership_at(&self, index: LogIndex) -> (LogIndex, Membership) {
+        let covered = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let floor = covered.max(self.log.base().0);
+        let found =
+            (floor + 1..=index.min(self.log.last_index())).rev().find_map(|i| match &self.log.get(i)?.payload {
+                Payload::Config(m) => Some((i, *m)),
+                _ => None,
+            });
+        match (found, &self.snapshot) {
+            (Some(found), _) => found,
+            // (An empty one was stored before snapshots held configurations.)
+            (None, Some(s)) if !s.membership.voters.is_empty() => (s.meta.index, s.membership),
+            (None, _) => (0, Membership::initial(self.config.members)),
+        }
+    }
     /// The held messages, oldest first, each with the batch it waits for.
     pub fn held(&self) -> impl Iterator<Item = (BatchNumber, &Envelope<C>)> {
         self.held.iter().map(|(batch, envelope)| (*batch, envelope))
@@ -354,7 +383,11 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                 self.heartbeat();
             }
         } else if self.election_elapsed >= self.election_timeout {
-            self.start_pre_election();
+            if self.membership.is_voter(self.config.id) {
+                self.start_pre_election();
+            } else {
+                self.reset_election_timer(); // a learner (or a removed server) never campaigns
+            }
         }
     }
 
@@ -370,7 +403,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         for p in self.progress.values_mut() {
             p.recently_active = false;
         }
-        if !self.membership.is_quorum(active) {
+        if !self.counted().is_quorum(active) {
             self.become_follower(self.hard.term, None);
             return false;
         }
@@ -402,7 +435,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let term = self.hard.term + 1; // proposed, not taken: a PreVote raises no term
-        self.broadcast(|_| Message::PreVote { term, last_log_index, last_log_term });
+        self.broadcast_to(self.membership.voters, |_| Message::PreVote { term, last_log_index, last_log_term });
     }
 
     fn campaign(&mut self) {
@@ -424,7 +457,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let term = self.hard.term;
-        self.broadcast(|_| Message::Vote { term, last_log_index, last_log_term });
+        self.broadcast_to(self.membership.voters, |_| Message::Vote { term, last_log_index, last_log_term });
     }
 
     /// Counts `from`'s answer; only its first answer in an election counts
@@ -444,9 +477,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// `Some(true)`: won; `Some(false)`: lost; `None`: undecided. Only
     /// voters' answers count.
     fn tally(&self) -> Option<bool> {
-        if self.membership.is_quorum(self.granted) {
+        if self.counted().is_quorum(self.granted) {
             Some(true)
-        } else if self.membership.is_quorum(self.refused) {
+        } else if self.counted().is_quorum(self.refused) {
             Some(false)
         } else {
             None
@@ -513,8 +546,15 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     fn receive(&mut self, envelope: Envelope<C>) {
         let Envelope { from, to, message } = envelope;
-        if to != self.config.id || !self.membership.contains(from) || from == self.config.id {
-            return; // misaddressed or from a stranger: not ours to answer
+        if to != self.config.id || from == self.config.id || from > MAX_NODE_ID {
+            return; // misaddressed: not ours to answer
+        }
+        if matches!(message, Message::PreVote { .. } | Message::Vote { .. }) && !self.membership.is_voter(from) {
+            // Only voters campaign: this one was removed (thesis §4.2.3) or
+            // is not yet a voter as far as we know. (A leader's messages
+            // are taken from anyone: a lagging follower may not know yet
+            // that its new leader joined.)
+            return;
         }
         if message.term() > TERM_MAX {
             return; // forged or corrupt: see TERM_MAX
@@ -583,23 +623,25 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                     self.send(from, Message::HeartbeatReply { term: self.hard.term, read_round });
                 }
             }
+            // (Replies count only from members: one from a server removed
+            // since is stale.)
             Message::AppendReply { result, read_round, .. } => {
-                if self.role == Role::Leader {
+                if self.role == Role::Leader && self.progress.contains_key(&from) {
                     self.on_append_reply(from, result, read_round);
                 }
             }
             Message::HeartbeatReply { read_round, .. } => {
-                if self.role == Role::Leader {
+                if self.role == Role::Leader && self.progress.contains_key(&from) {
                     self.on_heartbeat_reply(from, read_round);
                 }
             }
-            Message::Snapshot { meta, total, offset, data, .. } => {
+            Message::Snapshot { meta, membership, total, offset, data, .. } => {
                 if self.accept_leader(from) {
-                    self.on_snapshot(from, meta, total, offset, data);
+                    self.on_snapshot(from, (meta, membership), total, offset, data);
                 }
             }
             Message::SnapshotReply { index, received, matched, .. } => {
-                if self.role == Role::Leader {
+                if self.role == Role::Leader && self.progress.contains_key(&from) {
                     self.on_snapshot_reply(from, index, received, matched);
                 }
             }
@@ -667,7 +709,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         read_round: u64,
     ) {
         let term = self.hard.term;
-        let well_formed = entries.iter().all(|e| e.term <= term)
+        let well_formed = entries.iter().all(|e| e.term <= term && well_formed_payload(&e.payload))
             && entries.windows(2).all(|w| w[0].term <= w[1].term)
             && entries.first().is_none_or(|e| e.term >= prev_term)
             && prev_index.checked_add(entries.len() as u64).is_some();
@@ -749,7 +791,14 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// is answered with what we hold, so the leader resumes there. A
     /// snapshot received whole is handed out for checking; the reply waits
     /// for the install.
-    fn on_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, total: u64, offset: u64, data: Vec<u8>) {
+    fn on_snapshot(
+        &mut self,
+        from: NodeId,
+        (meta, membership): (SnapshotMeta, Membership),
+        total: u64,
+        offset: u64,
+        data: Vec<u8>,
+    ) {
         let term = self.hard.term;
         let reply = |received, matched| Message::SnapshotReply { term, index: meta.index, received, matched };
         if meta.index <= self.commit && !self.config.bugs.install_older_snapshot {
@@ -765,16 +814,16 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let fits = total > 0
             && total <= self.config.max_snapshot_bytes
             && offset.checked_add(len).is_some_and(|end| end <= total);
-        if !fits {
+        if !fits || !membership.is_well_formed() || membership.voters.is_empty() {
             return;
         }
         match &mut self.incoming {
-            Some(i) if (i.from, i.term, i.meta, i.total) == (from, term, meta, total) => {
+            Some(i) if (i.from, i.term, i.meta, i.membership, i.total) == (from, term, meta, membership, total) => {
                 if offset == i.data.len() as u64 {
                     i.data.extend_from_slice(&data);
                 }
             }
-            _ if offset == 0 => self.incoming = Some(Incoming { from, term, meta, total, data }),
+            _ if offset == 0 => self.incoming = Some(Incoming { from, term, meta, membership, total, data }),
             _ => return self.send(from, reply(0, None)),
         }
         let received = self.incoming.as_ref().map_or(0, |i| i.data.len() as u64);
@@ -784,7 +833,8 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         let whole = self.incoming.take().expect("just filled");
         self.received = Some((from, whole.meta));
-        self.out.received = Some(Snapshot { meta: whole.meta, data: whole.data.into() });
+        let membership = whole.membership;
+        self.out.received = Some(Snapshot { meta: whole.meta, membership, data: whole.data.into() });
     }
 
     /// The runtime checked the snapshot last received and found it good:
@@ -819,6 +869,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.out.installed = Some(snapshot);
         self.out.compacted = Some(meta);
         self.mark_dirty(meta.index + 1);
+        self.reread_membership();
         debug_assert_eq!(self.log.base(), (meta.index, meta.term));
         let matched = Some(meta.index);
         self.send(from, Message::SnapshotReply { term, index: meta.index, received: total, matched });
@@ -878,6 +929,31 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let index = self.append_local(Entry { term: self.hard.term, payload: Payload::Command(command) });
         debug_assert_eq!(index, self.log.last_index(), "a proposal goes at the end of the log");
         self.replicate_to_all();
+        Ok(index)
+    }
+
+    /// Proposes a configuration change (thesis §4.1–4.3): one server at a
+    /// time, only once this leader has committed an entry of its term (so
+    /// its log holds the latest committed configuration: the fix to the
+    /// single-server algorithm as first published), and never while another
+    /// change is uncommitted. The new configuration is used from the moment
+    /// it is appended.
+    fn change_membership(&mut self, change: MembershipChange) -> Result<LogIndex, Refusal> {
+        if self.role != Role::Leader {
+            return Err(Refusal::NotLeader { leader: self.leader });
+        }
+        if !self.committed_in_term() && !self.config.bugs.change_before_term_commit {
+            return Err(Refusal::NoCommitInTerm);
+        }
+        if self.membership_index > self.commit && !self.config.bugs.concurrent_changes {
+            return Err(Refusal::ChangePending { index: self.membership_index });
+        }
+        let membership = change.apply(&self.membership).map_err(Refusal::BadChange)?;
+        let index = self.append_local(Entry { term: self.hard.term, payload: Payload::Config(membership) });
+        debug_assert_eq!((self.membership_index, self.membership), (index, membership), "in force once appended");
+        self.replicate_to_all();
+        // The new majority may already hold what the old one did not.
+        self.maybe_commit();
         Ok(index)
     }
 
@@ -1009,7 +1085,8 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         *sent = end;
         *in_flight += 1;
         let data = snapshot.data[offset as usize..end as usize].to_vec();
-        let message = Message::Snapshot { term: self.hard.term, meta: snapshot.meta, total, offset, data };
+        let (term, meta, membership) = (self.hard.term, snapshot.meta, snapshot.membership);
+        let message = Message::Snapshot { term, meta, membership, total, offset, data };
         self.send(peer, message);
         true
     }
@@ -1020,6 +1097,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// than one batch per round trip (in snapshot mode: chunks, up to their
     /// own window).
     fn fill_window(&mut self, peer: NodeId) {
+        if !self.progress.contains_key(&peer) {
+            return; // no longer leader (a committed removal of ourselves), or it left
+        }
         let mut sent = 0;
         while self.send_append(peer) {
             sent += 1;
@@ -1166,7 +1246,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// only indirectly, by committing one of ours after it.
     fn maybe_commit(&mut self) {
         debug_assert_eq!(self.role, Role::Leader);
-        let index = self.membership.quorum_value(|id| self.progress.get(&id).map_or(0, |p| p.match_index));
+        let index = self.counted().quorum_value(|id| self.progress.get(&id).map_or(0, |p| p.match_index));
         debug_assert!(index <= self.log.last_index(), "a quorum holds entries the leader lacks");
         if index > self.commit
             && (self.log.term_at(index) == Some(self.hard.term) || self.config.bugs.commit_previous_term)
@@ -1177,6 +1257,22 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             );
             self.commit = index;
             self.release_reads();
+            if !self.membership.is_voter(self.config.id) && self.membership_index <= self.commit {
+                // Our removal is committed (thesis §4.2.2): tell the others
+                // the commit index, and step down. Not a voter, we never
+                // campaign again.
+                self.broadcast_read_round();
+                self.become_follower(self.hard.term, None);
+            }
+        }
+    }
+
+    /// Who counts in majorities: the voters (with bug (q), the learners
+    /// too).
+    fn counted(&self) -> Membership {
+        match self.config.bugs.learner_in_quorum {
+            true => Membership { voters: self.membership.members(), learners: NodeSet::EMPTY },
+            false => self.membership,
         }
     }
 
@@ -1210,7 +1306,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             return;
         }
         let me = self.config.id;
-        let confirmed = self.membership.quorum_value(|id| match self.progress.get(&id) {
+        let confirmed = self.counted().quorum_value(|id| match self.progress.get(&id) {
             _ if id == me => self.read_round,
             Some(p) => p.read_round_acked,
             None => 0,
@@ -1264,8 +1360,14 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.out.messages.push((after, Envelope { from: self.config.id, to, message }));
     }
 
-    fn broadcast(&mut self, mut message: impl FnMut(NodeId) -> Message<C>) {
-        for peer in self.peers() {
+    fn broadcast(&mut self, message: impl FnMut(NodeId) -> Message<C>) {
+        self.broadcast_to(self.membership.members(), message)
+    }
+
+    /// Sends `message(peer)` to every peer in `to`.
+    fn broadcast_to(&mut self, to: NodeSet, mut message: impl FnMut(NodeId) -> Message<C>) {
+        let me = self.config.id;
+        for peer in to.iter().filter(|&p| p != me) {
             let m = message(peer);
             self.send(peer, m);
         }
@@ -1273,6 +1375,46 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     fn mark_dirty(&mut self, index: LogIndex) {
         self.out.dirty_from = Some(self.out.dirty_from.map_or(index, |d| d.min(index)));
+        self.log_changed(index);
+    }
+
+    /// The log changed from `from` on: a `Config` entry there is the new
+    /// configuration; if the entry that set the current one was cut off,
+    /// the latest before it is.
+    fn log_changed(&mut self, from: LogIndex) {
+        let last = self.log.last_index();
+        let found = (from..=last).rev().find_map(|i| match &self.log.get(i)?.payload {
+            Payload::Config(m) => Some((i, *m)),
+            _ => None,
+        });
+        match found {
+            Some((index, membership)) => self.set_membership(index, membership),
+            None if self.membership_index >= from => self.reread_membership(),
+            None => {}
+        }
+    }
+
+    /// Takes the configuration from the log and snapshot afresh (after a
+    /// restart or an install).
+    fn reread_membership(&mut self) {
+        let (index, membership) = self.membership_at(self.log.last_index());
+        self.set_membership(index, membership);
+    }
+
+    fn set_membership(&mut self, index: LogIndex, membership: Membership) {
+        self.membership_index = index;
+        if membership == self.membership {
+            return;
+        }
+        self.membership = membership;
+        if self.role == Role::Leader {
+            // Replicate to whoever joined; forget whoever left.
+            let (me, last) = (self.config.id, self.log.last_index());
+            self.progress.retain(|&id, _| id == me || membership.contains(id));
+            for id in membership.members().iter() {
+                self.progress.entry(id).or_insert_with(|| Progress::new(last));
+            }
+        }
     }
 
     /// Ends a step: numbers this step's batch (if it changed anything
@@ -1362,7 +1504,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.durability.check(last);
         self.check_snapshots();
         if let Some(vote) = self.hard.voted_for {
-            assert!(vote <= super::types::MAX_NODE_ID, "voted for an impossible id");
+            assert!(vote <= MAX_NODE_ID, "voted for an impossible id");
         }
         match self.role {
             Role::Leader => self.check_leader(),
@@ -1513,11 +1655,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         for envelope in &ready.messages {
             assert_eq!(envelope.from, self.config.id, "a message not from this node");
-            assert!(
-                envelope.to != self.config.id && self.membership.contains(envelope.to),
-                "a message to {}",
-                envelope.to
-            );
+            assert!(envelope.to != self.config.id && envelope.to <= MAX_NODE_ID, "a message to {}", envelope.to);
             // (A PreVote names the term it would campaign in, a granted
             // PreVoteReply the requester's: neither is the sender's term.)
             if !matches!(envelope.message, Message::PreVote { .. } | Message::PreVoteReply { granted: true, .. }) {
@@ -1532,6 +1670,16 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if let Some(Ok(index)) = ready.proposed {
             assert_eq!(self.log.term_at(index), Some(self.hard.term), "a proposal not in this term's slot");
         }
+    }
+}
+
+/// A configuration entry from the network names at least one voter, and
+/// no server as both voter and learner (the wire decoder refuses the
+/// second; other runtimes may not).
+fn well_formed_payload<C>(payload: &Payload<C>) -> bool {
+    match payload {
+        Payload::Config(m) => m.is_well_formed() && !m.voters.is_empty(),
+        _ => true,
     }
 }
 

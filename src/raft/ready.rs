@@ -45,6 +45,7 @@
 //! acknowledgement sent before the entries are durable can make an entry
 //! "committed" on fewer than a majority of disks.
 
+use super::membership::{ChangeError, MembershipChange};
 use super::types::{Entry, Envelope, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta};
 
 /// Identifies a read request of the runtime's choosing; echoed back when the
@@ -64,6 +65,12 @@ pub enum Input<C> {
     Message(Envelope<C>),
     /// A client command to replicate. Refused unless this node leads.
     Propose(C),
+    /// A configuration change to replicate (thesis §4.1, one server at a
+    /// time). Refused unless this node leads, has committed an entry of its
+    /// term, and has no other change uncommitted. Like a proposal, its
+    /// outcome is [`Ready::proposed`]; it takes effect as soon as it is in
+    /// the log.
+    ChangeMembership(MembershipChange),
     /// A linearizable read: answered, once leadership is confirmed, with the
     /// index the state machine must have applied before serving it
     /// (ReadIndex, thesis §6.4).
@@ -90,6 +97,13 @@ pub enum Refusal {
     NotLeader { leader: Option<NodeId> },
     /// Too many reads are already waiting for confirmation.
     Busy,
+    /// A configuration change before this leader committed an entry of its
+    /// term: it may not know the latest committed configuration yet.
+    NoCommitInTerm,
+    /// A configuration change while the one at this index is uncommitted.
+    ChangePending { index: LogIndex },
+    /// The change does not apply to the current configuration.
+    BadChange(ChangeError),
 }
 
 /// One numbered batch of state to make durable, after every earlier batch,

@@ -4,6 +4,7 @@
 //! containers, because the Stateright models hash and clone them by the
 //! million and the simulator must replay a seed bit for bit.
 
+use super::membership::Membership;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -42,10 +43,10 @@ impl CommandBytes for String {
 }
 
 impl<C: CommandBytes> Payload<C> {
-    /// The command's weight; a no-op weighs nothing.
+    /// The command's weight; a no-op or a configuration weighs nothing.
     pub fn bytes(&self) -> u64 {
         match self {
-            Payload::Noop => 0,
+            Payload::Noop | Payload::Config(_) => 0,
             Payload::Command(c) => c.bytes(),
         }
     }
@@ -69,6 +70,10 @@ pub enum Payload<C> {
     Noop,
     /// A command for the state machine.
     Command(C),
+    /// The cluster's new configuration (thesis §4.1: one server added,
+    /// removed, or promoted from learner at a time). Every server uses the
+    /// latest one in its log, committed or not.
+    Config(Membership),
 }
 
 /// The part of a node's state that must survive a crash, besides the log.
@@ -105,19 +110,30 @@ pub struct SnapshotMeta {
     pub term: Term,
 }
 
-/// A snapshot: what it covers and the state machine's bytes, opaque to Raft
-/// (the key/value layer writes and reads them, `kv::snapshot`). Shared, so
-/// that holding it, sending it in chunks and cloning a node cost no copies.
+/// A snapshot: what it covers, the configuration as of its last entry, and
+/// the state machine's bytes, opaque to Raft (the key/value layer writes
+/// and reads them, `kv::snapshot`). Shared, so that holding it, sending it
+/// in chunks and cloning a node cost no copies.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
+    /// Empty (no voters) only in a snapshot stored before configurations
+    /// were: the node reads that as its initial configuration.
+    pub membership: Membership,
     pub data: std::sync::Arc<[u8]>,
 }
 
 impl fmt::Debug for Snapshot {
     /// The bytes are not shown, only their length.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Snapshot {{ index: {}, term: {}, {} bytes }}", self.meta.index, self.meta.term, self.data.len())
+        write!(
+            f,
+            "Snapshot {{ index: {}, term: {}, {:?}, {} bytes }}",
+            self.meta.index,
+            self.meta.term,
+            self.membership,
+            self.data.len()
+        )
     }
 }
 
@@ -183,6 +199,8 @@ pub enum Message<C> {
     Snapshot {
         term: Term,
         meta: SnapshotMeta,
+        /// The configuration as of the snapshot's last entry.
+        membership: Membership,
         total: u64,
         offset: u64,
         data: Vec<u8>,
@@ -263,6 +281,7 @@ impl<C: fmt::Display> fmt::Display for Payload<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Payload::Noop => f.write_str("noop"),
+            Payload::Config(m) => write!(f, "config {m}"),
             Payload::Command(c) => write!(f, "{c}"),
         }
     }
@@ -299,9 +318,9 @@ impl<C: fmt::Display> fmt::Display for Message<C> {
                 write!(f, "Heartbeat t={term} commit={commit} round={read_round}")
             }
             Message::HeartbeatReply { term, read_round } => write!(f, "HeartbeatReply t={term} round={read_round}"),
-            Message::Snapshot { term, meta, total, offset, data } => write!(
+            Message::Snapshot { term, meta, membership, total, offset, data } => write!(
                 f,
-                "Snapshot t={term} covers={}/{} bytes={offset}..{} of={total}",
+                "Snapshot t={term} covers={}/{} {membership} bytes={offset}..{} of={total}",
                 meta.index,
                 meta.term,
                 offset.saturating_add(data.len() as u64)

@@ -37,9 +37,12 @@
 //!   of the `Entry<Command>` (the
 //!   same bytes the peer wire format uses for an entry, see
 //!   `specs/wire.md`);
-//! - `snapshot` (`&str` → bytes): `"meta"` = the postcard [`SnapshotMeta`]
-//!   and `"data"` = the snapshot's bytes (the framed, checksummed encoding
-//!   of [`kv::snapshot`](crate::kv::snapshot)), always written together.
+//! - `snapshot` (`&str` → bytes): `"meta"` = the postcard [`SnapshotMeta`],
+//!   `"membership"` = the postcard [`Membership`] as of its last entry
+//!   (absent in stores written before it was kept: read as empty, which the
+//!   node takes for its initial configuration) and `"data"` = the
+//!   snapshot's bytes (the framed, checksummed encoding of
+//!   [`kv::snapshot`](crate::kv::snapshot)), always written together.
 //!
 //! A [`LogWrite`] `{ from, entries }` deletes every row at or after `from`
 //! and inserts `entries` at `from, from + 1, …`. A compaction to `m`
@@ -64,7 +67,7 @@
 //! decodes (and checksums) them when it restarts its state machine.
 
 use crate::kv::Command;
-use crate::raft::{DurableState, Entry, HardState, LogIndex, LogWrite, Persist, Snapshot, SnapshotMeta};
+use crate::raft::{DurableState, Entry, HardState, LogIndex, LogWrite, Membership, Persist, Snapshot, SnapshotMeta};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -195,6 +198,7 @@ const KEY_HARD_STATE: &str = "hard_state";
 const KEY_BASE: &str = "base";
 const KEY_SNAPSHOT_META: &str = "meta";
 const KEY_SNAPSHOT_DATA: &str = "data";
+const KEY_SNAPSHOT_MEMBERSHIP: &str = "membership";
 
 /// [`RaftStorage`] on a [`redb`] database; see the module docs for the
 /// layout.
@@ -301,6 +305,11 @@ impl RedbStorage {
             .map_err(|e| self.corrupt_snapshot(format!("its meta does not encode: {e}")))?;
         table.insert(KEY_SNAPSHOT_META, meta.as_slice()).map_err(|e| self.db_err("writing the snapshot", e))?;
         table.insert(KEY_SNAPSHOT_DATA, &*snapshot.data).map_err(|e| self.db_err("writing the snapshot", e))?;
+        let membership = postcard::to_allocvec(&snapshot.membership)
+            .map_err(|e| self.corrupt_snapshot(format!("its configuration does not encode: {e}")))?;
+        table
+            .insert(KEY_SNAPSHOT_MEMBERSHIP, membership.as_slice())
+            .map_err(|e| self.db_err("writing the snapshot", e))?;
         Ok(())
     }
 
@@ -510,12 +519,24 @@ impl RedbStorage {
         };
         let meta = table.get(KEY_SNAPSHOT_META).map_err(|e| self.db_err("reading the snapshot", e))?;
         let data = table.get(KEY_SNAPSHOT_DATA).map_err(|e| self.db_err("reading the snapshot", e))?;
+        let membership = table.get(KEY_SNAPSHOT_MEMBERSHIP).map_err(|e| self.db_err("reading the snapshot", e))?;
         match (meta, data) {
             (None, None) => Ok(None),
             (Some(meta), Some(data)) => {
                 let meta: SnapshotMeta =
                     decode_exact(meta.value()).map_err(|reason| self.corrupt_snapshot(format!("its meta {reason}")))?;
-                Ok(Some(Snapshot { meta, data: data.value().into() }))
+                // Absent in a store written before snapshots held the
+                // configuration: empty, which the node reads as its
+                // initial configuration.
+                let membership: Membership = match membership {
+                    Some(m) => decode_exact(m.value())
+                        .map_err(|reason| self.corrupt_snapshot(format!("its configuration {reason}")))?,
+                    None => Membership::default(),
+                };
+                if !membership.is_well_formed() {
+                    return Err(self.corrupt_snapshot(format!("its configuration {membership:?} names a voter twice")));
+                }
+                Ok(Some(Snapshot { meta, membership, data: data.value().into() }))
             }
             _ => Err(self.corrupt_snapshot("its meta is stored without its bytes, or the other way round")),
         }
@@ -671,7 +692,7 @@ mod tests {
         let dir = stored(tag, &[append(1, 1, 5)]);
         let mut s = RedbStorage::open(dir.path()).unwrap();
         let meta = SnapshotMeta { index: 3, term: 1 };
-        s.save_snapshot(&Snapshot { meta, data: vec![1, 2, 3].into() }).unwrap();
+        s.save_snapshot(&Snapshot { meta, membership: Membership::initial(3), data: vec![1, 2, 3].into() }).unwrap();
         s.write(&[&Persist { number: 0, snapshot: None, compact: Some(meta), hard_state: None, log: None }]).unwrap();
         let d = s.load().unwrap();
         assert_eq!((d.base, d.log.len()), (meta, 2));
@@ -721,7 +742,7 @@ mod tests {
         let dir = stored("trim", &[append(1, 1, 2_600)]);
         let mut s = RedbStorage::open(dir.path()).unwrap();
         let meta = SnapshotMeta { index: 2_500, term: 1 };
-        s.save_snapshot(&Snapshot { meta, data: vec![1].into() }).unwrap();
+        s.save_snapshot(&Snapshot { meta, membership: Membership::initial(3), data: vec![1].into() }).unwrap();
         let compact = Persist { number: 0, snapshot: None, compact: Some(meta), hard_state: None, log: None };
         s.write(&[&compact]).unwrap();
         assert_eq!(rows(&s), 2_600 - TRIM_ROWS_PER_WRITE, "one slice went with the compaction");
@@ -740,7 +761,7 @@ mod tests {
         let far = SnapshotMeta { index: 1_000_000, term: 1 };
         let install = Persist {
             number: 0,
-            snapshot: Some(Snapshot { meta: far, data: vec![2].into() }),
+            snapshot: Some(Snapshot { meta: far, membership: Membership::initial(3), data: vec![2].into() }),
             compact: Some(far),
             hard_state: None,
             log: None,
@@ -754,8 +775,17 @@ mod tests {
     fn an_older_snapshot_does_not_replace_a_newer_one() {
         let dir = compacted("older");
         let mut s = RedbStorage::open(dir.path()).unwrap();
-        s.save_snapshot(&Snapshot { meta: SnapshotMeta { index: 2, term: 1 }, data: vec![9].into() }).unwrap();
-        let old = Snapshot { meta: SnapshotMeta { index: 1, term: 1 }, data: vec![8].into() };
+        s.save_snapshot(&Snapshot {
+            meta: SnapshotMeta { index: 2, term: 1 },
+            membership: Membership::initial(3),
+            data: vec![9].into(),
+        })
+        .unwrap();
+        let old = Snapshot {
+            meta: SnapshotMeta { index: 1, term: 1 },
+            membership: Membership::initial(3),
+            data: vec![8].into(),
+        };
         s.write(&[&Persist { number: 0, snapshot: Some(old), compact: None, hard_state: None, log: None }]).unwrap();
         let kept = s.load().unwrap().snapshot.unwrap();
         assert_eq!((kept.meta.index, &*kept.data), (3, &[1u8, 2, 3][..]));

@@ -55,6 +55,9 @@ pub enum Malformed {
     LengthPastEnd { declared: u64 },
     /// The message ended `count` bytes before the payload did.
     TrailingBytes { count: usize },
+    /// A configuration without voters, or naming a server both voter and
+    /// learner (the bitmasks of each).
+    BadMembership { voters: u64, learners: u64 },
 }
 
 impl fmt::Display for DecodeError {

@@ -65,7 +65,7 @@ use reader::Reader;
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xD5;
 /// The wire version this code speaks. See `specs/wire.md` for when it changes.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Frame kind: one peer message, an `Envelope<Command>`.
 pub const KIND_PEER: u8 = 1;
 /// Frame kind reserved for InstallSnapshot chunks; refused until defined.

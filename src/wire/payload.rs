@@ -12,7 +12,7 @@ use super::error::{DecodeError, EncodeError, Malformed};
 use super::limits::{LimitExceeded, Limits, ENTRY_WIRE_BYTES_MIN};
 use super::reader::Reader;
 use crate::kv::{Command, Op};
-use crate::raft::{Entry, Envelope, Message, Payload, RejectHint, SnapshotMeta};
+use crate::raft::{Entry, Envelope, Membership, Message, NodeSet, Payload, RejectHint, SnapshotMeta};
 
 /// Appends the postcard encoding of `envelope` to `out`. On error, `out`
 /// may hold part of it; the caller truncates.
@@ -86,10 +86,11 @@ fn decode_message(r: &mut Reader<'_>, limits: &Limits) -> Result<Message<Command
         8 => {
             let term = r.u64()?;
             let meta = SnapshotMeta { index: r.u64()?, term: r.u64()? };
+            let membership = decode_membership(r)?;
             let (total, offset) = (r.u64()?, r.u64()?);
             let max = limits.snapshot_chunk_bytes_max;
             let data = r.bytes(max, |bytes| LimitExceeded::SnapshotChunkBytes { bytes, max })?;
-            Message::Snapshot { term, meta, total, offset, data }
+            Message::Snapshot { term, meta, membership, total, offset, data }
         }
         9 => {
             let (term, index, received) = (r.u64()?, r.u64()?, r.u64()?);
@@ -125,9 +126,21 @@ fn decode_entry(r: &mut Reader<'_>, limits: &Limits) -> Result<Entry<Command>, D
     let payload = match r.variant()? {
         0 => Payload::Noop,
         1 => Payload::Command(decode_command(r, limits)?),
+        2 => Payload::Config(decode_membership(r)?),
         index => return Err(unknown(r, "Payload", index)),
     };
     Ok(Entry { term, payload })
+}
+
+/// Voters then learners, each a `u64` bitmask of node ids; disjoint, with
+/// at least one voter.
+fn decode_membership(r: &mut Reader<'_>) -> Result<Membership, DecodeError> {
+    let (voters, learners) = (NodeSet::from_bits(r.u64()?), NodeSet::from_bits(r.u64()?));
+    let membership = Membership { voters, learners };
+    if !membership.is_well_formed() || voters.is_empty() {
+        return Err(r.malformed(Malformed::BadMembership { voters: voters.bits(), learners: learners.bits() }));
+    }
+    Ok(membership)
 }
 
 fn decode_command(r: &mut Reader<'_>, limits: &Limits) -> Result<Command, DecodeError> {

@@ -50,7 +50,12 @@ fn header_is_checked_byte_by_byte() {
     assert_eq!(decode(&[], &limits), Err(DecodeError::Incomplete { needed: 7 }));
     assert_eq!(decode(&[0x00], &limits), Err(DecodeError::BadMagic { found: 0 }));
     assert_eq!(decode(&[MAGIC], &limits), Err(DecodeError::Incomplete { needed: 6 }));
-    assert_eq!(decode(&[MAGIC, 2], &limits), Err(DecodeError::UnsupportedVersion { found: 2 }));
+    assert_eq!(decode(&[MAGIC, 3], &limits), Err(DecodeError::UnsupportedVersion { found: 3 }));
+    assert_eq!(
+        decode(&[MAGIC, 1], &limits),
+        Err(DecodeError::UnsupportedVersion { found: 1 }),
+        "before configurations"
+    );
     assert_eq!(decode(&[MAGIC, 0], &limits), Err(DecodeError::UnsupportedVersion { found: 0 }));
     assert_eq!(decode(&[MAGIC, VERSION, 0], &limits), Err(DecodeError::UnknownKind { tag: 0 }));
     let snapshot = [MAGIC, VERSION, KIND_INSTALL_SNAPSHOT, 0, 0, 0, 0];
@@ -58,6 +63,22 @@ fn header_is_checked_byte_by_byte() {
     assert_eq!(decode(&[MAGIC, VERSION, KIND_PEER, 9], &limits), Err(DecodeError::Incomplete { needed: 3 }));
     let header_only = [MAGIC, VERSION, KIND_PEER, 10, 0, 0, 0];
     assert_eq!(decode(&header_only, &limits), Err(DecodeError::Incomplete { needed: 10 }));
+}
+
+#[test]
+fn a_configuration_without_voters_or_with_a_server_twice_is_refused() {
+    // 1->2 Snapshot t=5 covers=40/3, then voters and learners, total 300,
+    // offset 256, two bytes.
+    let chunk =
+        |voters: u8, learners: u8| frame(&[1, 2, 8, 5, 40, 3, voters, learners, 0xac, 2, 0x80, 2, 2, 0xaa, 0xbb]);
+    assert!(decode(&chunk(7, 8), &Limits::default()).is_ok(), "voters {{0,1,2}}, learner 3");
+    assert_eq!(malformed(&chunk(3, 1)), Malformed::BadMembership { voters: 3, learners: 1 }, "0 is both");
+    assert_eq!(malformed(&chunk(0, 8)), Malformed::BadMembership { voters: 0, learners: 8 }, "no voter");
+    // The same check for a configuration entry: 1->2 Append t=5 prev=3/2
+    // [5/5 config], commit 2, round 7.
+    let append = |voters: u8| frame(&[1, 2, 4, 5, 3, 2, 1, 5, 2, voters, 0, 2, 7]);
+    assert!(decode(&append(7), &Limits::default()).is_ok());
+    assert_eq!(malformed(&append(0)), Malformed::BadMembership { voters: 0, learners: 0 });
 }
 
 #[test]
@@ -174,7 +195,7 @@ fn other_malformed_payloads() {
     assert_eq!(malformed(&frame(&[0, 1, 10])), Malformed::UnknownVariant { of: "Message", index: 10 });
     assert_eq!(malformed(&frame(&[0, 1, 9, 5, 1, 1, 2])), Malformed::UnknownVariant { of: "Option", index: 2 });
     // A snapshot chunk declaring more bytes than the payload holds.
-    assert_eq!(malformed(&frame(&[0, 1, 8, 5, 1, 1, 9, 0, 5, 1])), Malformed::LengthPastEnd { declared: 5 });
+    assert_eq!(malformed(&frame(&[0, 1, 8, 5, 1, 1, 7, 0, 9, 0, 5, 1])), Malformed::LengthPastEnd { declared: 5 });
     assert_eq!(malformed(&frame(&[0, 1, 5, 1, 2, 0, 0])), Malformed::UnknownVariant { of: "Result", index: 2 });
     let append = |entry: &[u8]| {
         let mut payload = vec![0, 1, 4, 1, 0, 0, 1];
@@ -183,7 +204,7 @@ fn other_malformed_payloads() {
         frame(&payload)
     };
     assert!(decode(&append(&[1, 0]), &Limits::default()).is_ok());
-    assert_eq!(malformed(&append(&[1, 2])), Malformed::UnknownVariant { of: "Payload", index: 2 });
+    assert_eq!(malformed(&append(&[1, 3])), Malformed::UnknownVariant { of: "Payload", index: 3 });
     assert_eq!(malformed(&append(&[1, 1, 0, 0, 3])), Malformed::UnknownVariant { of: "Op", index: 3 });
     assert_eq!(malformed(&append(&[1, 1, 0, 0, 2, 1, 0xff])), Malformed::BadUtf8);
     assert_eq!(malformed(&frame(&[0, 1, 7, 1])), Malformed::UnexpectedEnd);
