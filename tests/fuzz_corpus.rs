@@ -151,7 +151,8 @@ fn write_decode_seeds() {
     let messages = [
         ("prevote", Message::PreVote { term: 3, last_log_index: 4, last_log_term: 2 }),
         ("prevote-reply", Message::PreVoteReply { term: 3, granted: true }),
-        ("vote", Message::Vote { term: 3, last_log_index: 4, last_log_term: 2 }),
+        ("vote", Message::Vote { term: 3, last_log_index: 4, last_log_term: 2, transfer: false }),
+        ("timeout-now", Message::TimeoutNow { term: 3 }),
         ("vote-reply", Message::VoteReply { term: 3, granted: false }),
         ("append", Message::Append { term: 2, prev_index: 0, prev_term: 0, entries, commit: 1, read_round: 5 }),
         ("append-reply-ok", Message::AppendReply { term: 2, result: Ok(4), read_round: 5 }),

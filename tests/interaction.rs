@@ -167,6 +167,12 @@ impl Env {
                     self.step(id, Input::ChangeMembership(change), &format!("change {change:?}"));
                 }
             }
+            "transfer" => {
+                let to = number(args, "to").expect("transfer ID to=N") as NodeId;
+                for id in ids {
+                    self.step(id, Input::TransferLeadership(to), &format!("transfer leadership to {to}"));
+                }
+            }
             "join" => {
                 // A new server: empty disk, no configuration until a leader
                 // sends it one (Config::members = 0).
@@ -839,7 +845,7 @@ fn parse_envelope(line: &str) -> Result<Envelope<String>, String> {
         "PreVoteReply" => Message::PreVoteReply { term, granted },
         "Vote" => {
             let (last_log_index, last_log_term) = pair("last")?;
-            Message::Vote { term, last_log_index, last_log_term }
+            Message::Vote { term, last_log_index, last_log_term, transfer: flags.contains("transfer") }
         }
         "VoteReply" => Message::VoteReply { term, granted },
         "Append" => {
@@ -890,6 +896,7 @@ fn parse_envelope(line: &str) -> Result<Envelope<String>, String> {
             let meta = SnapshotMeta { index, term: term_of };
             Message::Snapshot { term, meta, membership, total, offset: start, data }
         }
+        "TimeoutNow" => Message::TimeoutNow { term },
         "SnapshotReply" => {
             let matched = fields.contains_key("matched").then(|| num("matched")).transpose()?;
             Message::SnapshotReply { term, index: num("index")?, received: num("received")?, matched }
@@ -905,6 +912,8 @@ fn the_printed_form_parses_back() {
         "1->0 PreVote t=2 last=3/1",
         "0->1 PreVoteReply t=2 granted",
         "0->2 VoteReply t=2 refused",
+        "2->0 Vote t=3 last=4/2 transfer",
+        "1->2 TimeoutNow t=2",
         "1->0 Append t=2 prev=1/1 commit=1 round=4 [2/2 noop, 3/2 x]",
         "1->0 Append t=2 prev=1/1 commit=1 round=0 []",
         "0->1 AppendReply t=2 reject hint=1/1 round=0",

@@ -78,10 +78,12 @@ fn entry(g: &mut Gen) -> Entry<Command> {
 }
 
 fn message(g: &mut Gen) -> Message<Command> {
-    match u8::arbitrary(g) % 10 {
+    match u8::arbitrary(g) % 11 {
         0 => Message::PreVote { term: num(g), last_log_index: num(g), last_log_term: num(g) },
         1 => Message::PreVoteReply { term: num(g), granted: bool::arbitrary(g) },
-        2 => Message::Vote { term: num(g), last_log_index: num(g), last_log_term: num(g) },
+        2 => {
+            Message::Vote { term: num(g), last_log_index: num(g), last_log_term: num(g), transfer: bool::arbitrary(g) }
+        }
         3 => Message::VoteReply { term: num(g), granted: bool::arbitrary(g) },
         4 => {
             let count = usize::arbitrary(g) % 12;
@@ -101,6 +103,7 @@ fn message(g: &mut Gen) -> Message<Command> {
             let membership = membership(g);
             Message::Snapshot { term: num(g), meta, membership, total: num(g), offset: num(g), data }
         }
+        10 => Message::TimeoutNow { term: num(g) },
         _ => {
             let matched = if bool::arbitrary(g) { Some(num(g)) } else { None };
             Message::SnapshotReply { term: num(g), index: num(g), received: num(g), matched }
@@ -259,7 +262,9 @@ fn every_variant_has_pinned_bytes() {
     let cases: Vec<(Message<Command>, &str)> = vec![
         (Message::PreVote { term: 5, last_log_index: 3, last_log_term: 2 }, "00 05 03 02"),
         (Message::PreVoteReply { term: 5, granted: true }, "01 05 01"),
-        (Message::Vote { term: 300, last_log_index: 3, last_log_term: 2 }, "02 ac 02 03 02"),
+        (Message::Vote { term: 300, last_log_index: 3, last_log_term: 2, transfer: false }, "02 ac 02 03 02 00"),
+        (Message::Vote { term: 5, last_log_index: 3, last_log_term: 2, transfer: true }, "02 05 03 02 01"),
+        (Message::TimeoutNow { term: 5 }, "0a 05"),
         (Message::VoteReply { term: 5, granted: false }, "03 05 00"),
         (
             Message::Append { term: 5, prev_index: 3, prev_term: 2, entries, commit: 2, read_round: 7 },

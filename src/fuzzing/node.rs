@@ -846,7 +846,10 @@ impl Harness {
         let message = match u.int_in_range(0..=7u8)? {
             0 => Message::PreVote { term, last_log_index: self.index(u)?, last_log_term: self.term(u)? },
             1 => Message::PreVoteReply { term, granted: u.arbitrary()? },
-            2 => Message::Vote { term, last_log_index: self.index(u)?, last_log_term: self.term(u)? },
+            2 => {
+                let (last_log_index, last_log_term) = (self.index(u)?, self.term(u)?);
+                Message::Vote { term, last_log_index, last_log_term, transfer: u.arbitrary()? }
+            }
             3 => Message::VoteReply { term, granted: u.arbitrary()? },
             4 => {
                 let (prev_index, prev_term) = (self.index(u)?, self.term(u)?);

@@ -464,8 +464,11 @@ impl From<Refusal> for ServiceError {
             Refusal::NotLeader { leader } => ServiceError::NotLeader { leader },
             // Only a configuration change is refused these ways, and a
             // retry later may succeed.
-            Refusal::Busy | Refusal::NoCommitInTerm | Refusal::ChangePending { .. } => ServiceError::Busy,
+            Refusal::Busy | Refusal::NoCommitInTerm | Refusal::ChangePending { .. } | Refusal::Transferring { .. } => {
+                ServiceError::Busy
+            }
             Refusal::BadChange(e) => unreachable!("a client request proposed a configuration change ({e})"),
+            Refusal::NotAVoter(id) => unreachable!("a client request transferred leadership (to {id})"),
         }
     }
 }

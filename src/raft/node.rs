@@ -68,6 +68,8 @@ pub struct RaftNode<C> {
     /// Per-member replication state (the leader's own entry included);
     /// empty unless leader.
     progress: BTreeMap<NodeId, Progress>,
+    /// Leader: handing leadership over (thesis §3.10).
+    transfer: Option<Transfer>,
     /// Leader: the latest read round sent with heartbeats and appends.
     read_round: u64,
     /// Leader: reads waiting for a quorum to acknowledge `round`, in order.
@@ -88,6 +90,16 @@ pub struct RaftNode<C> {
     installing: Option<(BatchNumber, Snapshot)>,
     /// Per-step output, always empty between steps.
     out: Outbox<C>,
+}
+
+/// A leadership transfer in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Transfer {
+    to: NodeId,
+    /// Ticks since it began; abandoned after an election timeout.
+    ticks: u32,
+    /// `TimeoutNow` was sent.
+    told: bool,
 }
 
 /// A snapshot arriving in chunks.
@@ -194,6 +206,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             granted: NodeSet::EMPTY,
             refused: NodeSet::EMPTY,
             progress: BTreeMap::new(),
+            transfer: None,
             read_round: 0,
             pending_reads: VecDeque::new(),
             snapshot,
@@ -216,6 +229,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             Input::Message(envelope) => self.receive(envelope),
             Input::Propose(command) => proposed = Some(self.propose(command)),
             Input::ChangeMembership(change) => proposed = Some(self.change_membership(change)),
+            Input::TransferLeadership(to) => proposed = Some(self.transfer_leadership(to)),
             Input::Read(id) => self.read(id),
             Input::Persisted(number) => self.persisted(number),
             Input::SnapshotTaken(snapshot) => self.snapshot_taken(snapshot),
@@ -372,6 +386,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.election_elapsed += 1;
         if self.role == Role::Leader {
             self.heartbeat_elapsed += 1;
+            if let Some(t) = &mut self.transfer {
+                t.ticks += 1;
+                if t.ticks >= self.config.election_ticks {
+                    self.transfer = None; // the target did not take over: lead on
+                }
+            }
             if self.election_elapsed >= self.config.election_ticks {
                 self.election_elapsed = 0;
                 if !self.check_quorum() {
@@ -431,15 +451,21 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.record_vote(self.config.id, true);
         debug_assert_eq!(self.granted.len(), 1, "a pre-election starts with our own grant only");
         if self.tally() == Some(true) {
-            return self.campaign();
+            return self.campaign(false);
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let term = self.hard.term + 1; // proposed, not taken: a PreVote raises no term
         self.broadcast_to(self.membership.voters, |_| Message::PreVote { term, last_log_index, last_log_term });
     }
 
-    fn campaign(&mut self) {
-        debug_assert_eq!(self.role, Role::PreCandidate, "a campaign follows a won pre-election");
+    /// Starts an election. `transfer`: our leader told us to (TimeoutNow),
+    /// so there is no pre-election, and voters in their leader lease grant
+    /// the vote all the same.
+    fn campaign(&mut self, transfer: bool) {
+        debug_assert!(
+            self.role == Role::PreCandidate || transfer,
+            "a campaign follows a won pre-election or a TimeoutNow"
+        );
         debug_assert!(self.hard.term < TERM_MAX, "start_pre_election stops below TERM_MAX");
         self.reset_election_timer();
         self.hard.term += 1;
@@ -457,7 +483,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let term = self.hard.term;
-        self.broadcast_to(self.membership.voters, |_| Message::Vote { term, last_log_index, last_log_term });
+        self.broadcast_to(self.membership.voters, |_| Message::Vote { term, last_log_index, last_log_term, transfer });
     }
 
     /// Counts `from`'s answer; only its first answer in an election counts
@@ -510,6 +536,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.role = Role::Follower;
         self.leader = leader;
         self.progress.clear();
+        self.transfer = None;
         self.reset_election_timer();
         debug_assert!(self.pending_reads.is_empty(), "a follower answers no reads itself");
         debug_assert!(leader != Some(self.config.id), "a follower of itself");
@@ -564,7 +591,8 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             match &message {
                 // A node in a leader's lease ignores even higher-term
                 // elections, so a rejoining node cannot depose the leader.
-                Message::PreVote { .. } | Message::Vote { .. } if self.in_leader_lease() => return,
+                // (A transfer's vote is the leader's own wish.)
+                Message::PreVote { .. } | Message::Vote { transfer: false, .. } if self.in_leader_lease() => return,
                 // A PreVote (and a granted reply) carries a term the
                 // candidate has not entered yet: it must not raise ours.
                 Message::PreVote { .. } | Message::PreVoteReply { granted: true, .. } => {}
@@ -645,6 +673,13 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                     self.on_snapshot_reply(from, index, received, matched);
                 }
             }
+            Message::TimeoutNow { .. } => {
+                // Only from the leader of our term, and only to a voter.
+                let me = self.config.id;
+                if self.role == Role::Follower && self.leader == Some(from) && self.membership.is_voter(me) {
+                    self.campaign(true);
+                }
+            }
         }
     }
 
@@ -677,7 +712,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         self.record_vote(from, granted);
         match (self.tally(), phase) {
-            (Some(true), Role::PreCandidate) => self.campaign(),
+            (Some(true), Role::PreCandidate) => self.campaign(false),
             (Some(true), _) => self.become_leader(),
             (Some(false), _) => self.become_follower(self.hard.term, None),
             (None, _) => {}
@@ -926,6 +961,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if self.role != Role::Leader {
             return Err(Refusal::NotLeader { leader: self.leader });
         }
+        if let Some(t) = self.transfer {
+            return Err(Refusal::Transferring { to: t.to });
+        }
         let index = self.append_local(Entry { term: self.hard.term, payload: Payload::Command(command) });
         debug_assert_eq!(index, self.log.last_index(), "a proposal goes at the end of the log");
         self.replicate_to_all();
@@ -942,6 +980,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if self.role != Role::Leader {
             return Err(Refusal::NotLeader { leader: self.leader });
         }
+        if let Some(t) = self.transfer {
+            return Err(Refusal::Transferring { to: t.to });
+        }
         if !self.committed_in_term() && !self.config.bugs.change_before_term_commit {
             return Err(Refusal::NoCommitInTerm);
         }
@@ -955,6 +996,37 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         // The new majority may already hold what the old one did not.
         self.maybe_commit();
         Ok(index)
+    }
+
+    /// Hands leadership to `to` (thesis §3.10): stop taking proposals, bring
+    /// its log up to ours, then tell it to campaign at once.
+    fn transfer_leadership(&mut self, to: NodeId) -> Result<LogIndex, Refusal> {
+        if self.role != Role::Leader {
+            return Err(Refusal::NotLeader { leader: self.leader });
+        }
+        if !self.membership.is_voter(to) {
+            return Err(Refusal::NotAVoter(to));
+        }
+        let last = self.log.last_index();
+        if to == self.config.id {
+            return Ok(last); // already there
+        }
+        if self.transfer.is_none_or(|t| t.to != to) {
+            self.transfer = Some(Transfer { to, ticks: 0, told: false });
+        }
+        self.fill_window(to);
+        self.maybe_hand_over();
+        Ok(last)
+    }
+
+    /// Tells the transfer's target to campaign once its log matches ours.
+    fn maybe_hand_over(&mut self) {
+        let Some(t) = self.transfer else { return };
+        let caught_up = self.progress.get(&t.to).is_some_and(|p| p.match_index == self.log.last_index());
+        if caught_up && !t.told {
+            self.transfer = Some(Transfer { told: true, ..t });
+            self.send(t.to, Message::TimeoutNow { term: self.hard.term });
+        }
     }
 
     /// Appends to the in-memory log. The entry counts towards a commit
@@ -1189,6 +1261,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             }
         }
         self.fill_window(from);
+        self.maybe_hand_over();
         self.release_reads();
     }
 
@@ -1231,6 +1304,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             }
         }
         self.fill_window(from);
+        self.maybe_hand_over();
         self.release_reads();
     }
 
@@ -1342,7 +1416,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// durable, whatever entries are still on their way to the disk.
     fn send(&mut self, to: NodeId, message: Message<C>) {
         debug_assert_ne!(to, self.config.id, "a node never messages itself");
-        debug_assert!(self.membership.contains(to), "a message to a non-member");
+        debug_assert!(to <= MAX_NODE_ID, "a message to an impossible id");
         let speaks_of_log = matches!(
             message,
             Message::AppendReply { result: Ok(_), .. }
@@ -1509,7 +1583,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         match self.role {
             Role::Leader => self.check_leader(),
             _ => {
-                assert!(self.progress.is_empty() && self.pending_reads.is_empty());
+                assert!(self.progress.is_empty() && self.pending_reads.is_empty() && self.transfer.is_none());
                 assert_ne!(self.leader, Some(self.config.id), "a non-leader names itself leader");
                 assert!(self.election_elapsed < self.election_timeout, "an election timeout that did not fire");
             }

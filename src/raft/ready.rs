@@ -71,6 +71,12 @@ pub enum Input<C> {
     /// outcome is [`Ready::proposed`]; it takes effect as soon as it is in
     /// the log.
     ChangeMembership(MembershipChange),
+    /// Hand leadership to this voter (thesis §3.10): bring its log up to
+    /// date, then tell it to campaign at once (`TimeoutNow`). Proposals are
+    /// refused meanwhile; the attempt is abandoned after an election
+    /// timeout. Its outcome is [`Ready::proposed`]: the index the target
+    /// must hold before it is told, or why it was refused.
+    TransferLeadership(NodeId),
     /// A linearizable read: answered, once leadership is confirmed, with the
     /// index the state machine must have applied before serving it
     /// (ReadIndex, thesis §6.4).
@@ -104,6 +110,11 @@ pub enum Refusal {
     ChangePending { index: LogIndex },
     /// The change does not apply to the current configuration.
     BadChange(ChangeError),
+    /// Leadership is being handed to `to`: try again shortly (probably
+    /// there).
+    Transferring { to: NodeId },
+    /// Leadership can only go to a voter.
+    NotAVoter(NodeId),
 }
 
 /// One numbered batch of state to make durable, after every earlier batch,

@@ -153,11 +153,14 @@ pub enum Message<C> {
         term: Term,
         granted: bool,
     },
-    /// RequestVote (Raft Figure 2).
+    /// RequestVote (Raft Figure 2). `transfer`: the candidate campaigns
+    /// because its leader handed over (TimeoutNow), so voters grant it even
+    /// within their leader lease (thesis §3.10).
     Vote {
         term: Term,
         last_log_index: LogIndex,
         last_log_term: Term,
+        transfer: bool,
     },
     VoteReply {
         term: Term,
@@ -215,6 +218,12 @@ pub enum Message<C> {
         received: u64,
         matched: Option<LogIndex>,
     },
+    /// Leadership transfer (thesis §3.10): "your log is as long as mine;
+    /// campaign now", from the leader of `term` to the server it hands over
+    /// to.
+    TimeoutNow {
+        term: Term,
+    },
 }
 
 impl<C> Message<C> {
@@ -230,7 +239,8 @@ impl<C> Message<C> {
             | Message::Heartbeat { term, .. }
             | Message::HeartbeatReply { term, .. }
             | Message::Snapshot { term, .. }
-            | Message::SnapshotReply { term, .. } => *term,
+            | Message::SnapshotReply { term, .. }
+            | Message::TimeoutNow { term } => *term,
         }
     }
 
@@ -247,6 +257,7 @@ impl<C> Message<C> {
             Message::HeartbeatReply { .. } => "HeartbeatReply",
             Message::Snapshot { .. } => "Snapshot",
             Message::SnapshotReply { .. } => "SnapshotReply",
+            Message::TimeoutNow { .. } => "TimeoutNow",
         }
     }
 }
@@ -295,8 +306,12 @@ impl<C: fmt::Display> fmt::Display for Message<C> {
                 write!(f, "PreVote t={term} last={last_log_index}/{last_log_term}")
             }
             Message::PreVoteReply { term, granted } => write!(f, "PreVoteReply t={term} {}", verdict(*granted)),
-            Message::Vote { term, last_log_index, last_log_term } => {
-                write!(f, "Vote t={term} last={last_log_index}/{last_log_term}")
+            Message::Vote { term, last_log_index, last_log_term, transfer } => {
+                write!(f, "Vote t={term} last={last_log_index}/{last_log_term}")?;
+                if *transfer {
+                    f.write_str(" transfer")?;
+                }
+                Ok(())
             }
             Message::VoteReply { term, granted } => write!(f, "VoteReply t={term} {}", verdict(*granted)),
             Message::Append { term, prev_index, prev_term, entries, commit, read_round } => {
@@ -332,6 +347,7 @@ impl<C: fmt::Display> fmt::Display for Message<C> {
                     None => Ok(()),
                 }
             }
+            Message::TimeoutNow { term } => write!(f, "TimeoutNow t={term}"),
         }
     }
 }

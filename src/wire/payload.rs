@@ -49,8 +49,8 @@ fn decode_message(r: &mut Reader<'_>, limits: &Limits) -> Result<Message<Command
             Message::PreVoteReply { term, granted }
         }
         2 => {
-            let (term, last_log_index, last_log_term) = (r.u64()?, r.u64()?, r.u64()?);
-            Message::Vote { term, last_log_index, last_log_term }
+            let (term, last_log_index, last_log_term, transfer) = (r.u64()?, r.u64()?, r.u64()?, r.bool()?);
+            Message::Vote { term, last_log_index, last_log_term, transfer }
         }
         3 => {
             let (term, granted) = (r.u64()?, r.bool()?);
@@ -97,6 +97,7 @@ fn decode_message(r: &mut Reader<'_>, limits: &Limits) -> Result<Message<Command
             let matched = r.option_u64()?;
             Message::SnapshotReply { term, index, received, matched }
         }
+        10 => Message::TimeoutNow { term: r.u64()? },
         index => return Err(unknown(r, "Message", index)),
     };
     Ok(message)

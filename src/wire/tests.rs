@@ -192,7 +192,7 @@ fn varints_must_be_canonical_and_in_range() {
 #[test]
 fn other_malformed_payloads() {
     assert_eq!(malformed(&frame(&[0, 1, 1, 5, 2])), Malformed::BadBool { found: 2 });
-    assert_eq!(malformed(&frame(&[0, 1, 10])), Malformed::UnknownVariant { of: "Message", index: 10 });
+    assert_eq!(malformed(&frame(&[0, 1, 11])), Malformed::UnknownVariant { of: "Message", index: 11 });
     assert_eq!(malformed(&frame(&[0, 1, 9, 5, 1, 1, 2])), Malformed::UnknownVariant { of: "Option", index: 2 });
     // A snapshot chunk declaring more bytes than the payload holds.
     assert_eq!(malformed(&frame(&[0, 1, 8, 5, 1, 1, 7, 0, 9, 0, 5, 1])), Malformed::LengthPastEnd { declared: 5 });
