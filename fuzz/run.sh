@@ -5,8 +5,9 @@
 # New inputs go to fuzz/work/TARGET (not committed); the committed seeds in
 # fuzz/corpus/TARGET are read too. A crash lands in fuzz/artifacts/TARGET/.
 #
-# The raftkv crate has no unsafe code (only the counting allocator of the
-# decode and resp targets, tests/common/counting_alloc.rs, does), so no
+# The code the targets run has no unsafe code (only the counting allocators
+# do: the decode and resp targets', tests/common/counting_alloc.rs, and the
+# server binary's, src/server/memory.rs, which no target links), so no
 # sanitizer is built in by default (AddressSanitizer made the targets 2-8x
 # slower, and safe Rust has nothing for it to find that a panic would not
 # show); SANITIZER=address turns it on.

@@ -60,9 +60,11 @@
 
 use super::cluster::bugs_from_env;
 use crate::kv::{Command, Op};
+use crate::raft::types::MAX_NODE_ID;
 use crate::raft::{
-    BatchNumber, Config, DurableState, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Membership, Message,
-    NodeId, NodeSet, Payload, Persist, RaftNode, ReadId, Ready, RejectHint, Snapshot, SnapshotMeta, Term,
+    BatchNumber, Config, DurableState, Entry, Envelope, HardState, InjectedBugs, Input, LogIndex, Membership,
+    MembershipChange, Message, NodeId, NodeSet, Payload, Persist, RaftNode, ReadId, Ready, RejectHint, Snapshot,
+    SnapshotMeta, Term,
 };
 use arbitrary::Unstructured;
 use std::collections::VecDeque;
@@ -357,10 +359,27 @@ impl Harness {
                 let envelope = self.envelope(u)?;
                 self.step(Input::Message(envelope));
             }
-            6 => {
-                let command = command(u)?;
-                self.step(Input::Propose(command));
-            }
+            6 => match u.int_in_range(0..=7u8)? {
+                // Configuration changes and leadership transfers, to ids in
+                // and around the cluster.
+                0 => {
+                    let id = u.int_in_range(0..=self.config.members.saturating_add(1))?;
+                    let change = match u.int_in_range(0..=2u8)? {
+                        0 => MembershipChange::AddLearner(id),
+                        1 => MembershipChange::Promote(id),
+                        _ => MembershipChange::Remove(id),
+                    };
+                    self.step(Input::ChangeMembership(change));
+                }
+                1 => {
+                    let to = u.int_in_range(0..=self.config.members)?;
+                    self.step(Input::TransferLeadership(to));
+                }
+                _ => {
+                    let command = command(u)?;
+                    self.step(Input::Propose(command));
+                }
+            },
             7 => {
                 self.next_read += 1;
                 self.step(Input::Read(self.next_read));
@@ -635,7 +654,8 @@ impl Harness {
         }
         for message in ready.messages {
             assert_eq!(message.from, self.config.id, "message not from the node: {message:?}");
-            assert!(message.to != message.from && message.to < self.config.members, "bad recipient: {message:?}");
+            // (A reply may go to a sender outside the configuration.)
+            assert!(message.to != message.from && message.to <= MAX_NODE_ID, "bad recipient: {message:?}");
             self.check_durable_before_sent(&message);
             self.check_chunk(&message);
             if self.sent.len() == SENT_KEPT {
@@ -960,7 +980,19 @@ fn entries(u: &mut Unstructured<'_>, prev_term: Term, term: Term) -> arbitrary::
             5 => term,
             _ => u.int_in_range(0..=term.saturating_add(1))?,
         };
-        let payload = if u.ratio(1, 4)? { Payload::Noop } else { Payload::Command(command(u)?) };
+        let payload = match u.int_in_range(0..=11u8)? {
+            0..=2 => Payload::Noop,
+            // A configuration of the cluster's ids, sometimes with a
+            // learner, sometimes malformed (no voter, or one twice).
+            3 => {
+                let (voters, learners) = (u.int_in_range(0..=7u64)?, u.int_in_range(0..=24u64)?);
+                Payload::Config(Membership {
+                    voters: NodeSet::from_bits(voters),
+                    learners: NodeSet::from_bits(learners),
+                })
+            }
+            _ => Payload::Command(command(u)?),
+        };
         entries.push(Entry { term: entry_term, payload });
     }
     Ok(entries)

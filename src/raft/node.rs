@@ -1332,13 +1332,28 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             self.commit = index;
             self.release_reads();
             if !self.membership.is_voter(self.config.id) && self.membership_index <= self.commit {
-                // Our removal is committed (thesis §4.2.2): tell the others
-                // the commit index, and step down. Not a voter, we never
-                // campaign again.
-                self.broadcast_read_round();
-                self.become_follower(self.hard.term, None);
+                self.step_down_removed();
             }
         }
+    }
+
+    /// Our removal is committed (thesis §4.2.2): tell the others the commit
+    /// index, hand over to the voter whose log is longest if it holds all
+    /// of ours (a leadership transfer, so no one waits out an election
+    /// timeout), and step down. Not a voter, we never campaign again.
+    fn step_down_removed(&mut self) {
+        self.broadcast_read_round();
+        let last = self.log.last_index();
+        let successor = self
+            .progress
+            .iter()
+            .filter(|&(&id, p)| self.membership.is_voter(id) && p.match_index == last)
+            .map(|(&id, _)| id)
+            .next();
+        if let Some(to) = successor {
+            self.send(to, Message::TimeoutNow { term: self.hard.term });
+        }
+        self.become_follower(self.hard.term, None);
     }
 
     /// Who counts in majorities: the voters (with bug (q), the learners
@@ -1577,6 +1592,14 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         assert!(self.out.messages.is_empty() && self.out.reads.is_empty() && self.out.dirty_from.is_none());
         self.durability.check(last);
         self.check_snapshots();
+        assert!(self.membership.is_well_formed(), "a server both voter and learner: {:?}", self.membership);
+        if CHECK_ALL {
+            // (The index may differ: a snapshot taken since may now stand
+            // for the entry that set it.)
+            let (index, latest) = self.membership_at(self.log.last_index());
+            assert_eq!(self.membership, latest, "not the latest configuration in the log");
+            assert!(index <= self.log.last_index() && self.membership_index <= self.log.last_index());
+        }
         if let Some(vote) = self.hard.voted_for {
             assert!(vote <= MAX_NODE_ID, "voted for an impossible id");
         }
