@@ -1297,12 +1297,12 @@ mod tests {
         assert_eq!(h.node.progress()[&2].match_index, 3);
     }
 
-    /// Open bug, found by this target (`fuzz/regressions/node/
+    /// Found by this target (`fuzz/corpus/node/
     /// install-snapshot-of-a-future-term`): a snapshot whose last entry is
-    /// of a term newer than its message's is received and installed, and
-    /// the node's own invariant ("an entry of a future term") panics. A
+    /// of a term newer than its message's was received and installed, and
+    /// the node's own invariant ("an entry of a future term") panicked. A
     /// correct leader never sends one, but a forged or corrupt message must
-    /// not bring a node down; `RaftNode::on_snapshot` should ignore it, as
+    /// not bring a node down: `RaftNode::on_snapshot` ignores it, as
     /// `on_append` ignores entries newer than their message.
     #[test]
     fn a_snapshot_of_a_future_term_is_not_installed() {
@@ -1314,6 +1314,20 @@ mod tests {
             install_offered(&mut h);
         }
         assert!(h.node.log().last_term() <= h.node.term(), "the log ends in an entry of a future term");
+    }
+
+    /// Found by this target (`fuzz/corpus/node/snapshot-at-index-u64-max`):
+    /// a snapshot claiming to cover index
+    /// `u64::MAX` was installed, and the next index overflowed. Ignored
+    /// now, like any snapshot past `INDEX_MAX`.
+    #[test]
+    fn a_snapshot_past_index_max_is_not_installed() {
+        let mut h = harness(InjectedBugs::default());
+        append(&mut h, 1, (0, 0), &[1], 0);
+        durable(&mut h);
+        send_snapshot(&mut h, 1, meta(u64::MAX, 1), 8);
+        assert!(h.offered.is_none(), "a snapshot past INDEX_MAX was received whole");
+        assert_eq!(h.node.log().last_index(), 1);
     }
 
     /// Chunks from a stale term are answered with the node's term; a future

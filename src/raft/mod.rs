@@ -64,5 +64,5 @@ pub use progress::{Mode, Progress};
 pub use ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 pub use types::{
     CommandBytes, Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot,
-    SnapshotMeta, Term, TERM_MAX,
+    SnapshotMeta, Term, INDEX_MAX, TERM_MAX,
 };

@@ -8,7 +8,7 @@ use super::progress::{Mode, Progress};
 use super::ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 use super::types::{
     CommandBytes, Entry, Envelope, HardState, LogIndex, Message, NodeId, Payload, RejectHint, Role, Snapshot,
-    SnapshotMeta, Term, MAX_NODE_ID, TERM_MAX,
+    SnapshotMeta, Term, INDEX_MAX, MAX_NODE_ID, TERM_MAX,
 };
 use crate::rng::Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -839,10 +839,11 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if meta.index <= self.commit && !self.config.bugs.install_older_snapshot {
             return self.send(from, reply(total, Some(self.commit)));
         }
-        if meta.term > term {
+        if meta.term > term || meta.index > INDEX_MAX {
             // A correct leader's snapshot covers only entries of its term or
             // older (as `on_append` ignores entries newer than their
             // message); installing it would leave a log ending in the future.
+            // And no correct cluster gets near INDEX_MAX: forged or corrupt.
             return;
         }
         let len = data.len() as u64;

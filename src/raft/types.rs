@@ -21,6 +21,11 @@ pub type LogIndex = u64;
 /// from overflowing.
 pub const TERM_MAX: Term = u64::MAX / 2;
 
+/// The highest log index a node accepts in a snapshot, for the same reason:
+/// no correct cluster gets near it, and refusing more keeps `index + 1`
+/// from overflowing.
+pub const INDEX_MAX: LogIndex = u64::MAX / 2;
+
 /// Largest cluster the node accepts (bounds per-peer state and messages).
 pub const MAX_NODES: usize = 9;
 /// The highest node id: sets of ids are `u64` bitmasks
