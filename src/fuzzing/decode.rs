@@ -82,7 +82,7 @@ fn check_refusal(data: &[u8], limits: &Limits, error: &DecodeError) {
         // A check of meaning, not of syntax: postcard reads such a
         // configuration, and it must be one no correct peer sends.
         let m = Membership { voters: NodeSet::from_bits(*voters), learners: NodeSet::from_bits(*learners) };
-        assert!(m.voters.is_empty() || !m.is_well_formed(), "refused a well-formed configuration {m:?}");
+        assert!(!m.can_lead_a_cluster(), "refused a well-formed configuration {m:?}");
         return;
     }
     let Some(len_bytes) = data.get(3..HEADER_LEN) else { return };

@@ -116,6 +116,13 @@ impl Membership {
         self.voters.intersection(self.learners).is_empty()
     }
 
+    /// Well formed and with a voter: what a configuration from the log, a
+    /// snapshot or the network must be (only a joining server, before it
+    /// hears of one, and a store from before configurations have none).
+    pub fn can_lead_a_cluster(&self) -> bool {
+        self.is_well_formed() && !self.voters.is_empty()
+    }
+
     /// Votes needed to win an election or commit an entry.
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
@@ -248,7 +255,7 @@ impl MembershipChange {
                 next.learners.remove(id);
             }
         }
-        debug_assert!(next.is_well_formed() && !next.voters.is_empty());
+        debug_assert!(next.can_lead_a_cluster());
         Ok(next)
     }
 }

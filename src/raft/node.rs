@@ -354,12 +354,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     pub fn membership_at(&self, index: LogIndex) -> (LogIndex, Membership) {
         let covered = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
         let floor = covered.max(self.log.base().0);
-        let found =
-            (floor + 1..=index.min(self.log.last_index())).rev().find_map(|i| match &self.log.get(i)?.payload {
-                Payload::Config(m) => Some((i, *m)),
-                _ => None,
-            });
-        match (found, &self.snapshot) {
+        match (self.latest_config_entry(floor + 1, index), &self.snapshot) {
             (Some(found), _) => found,
             // (An empty one was stored before snapshots held configurations.)
             (None, Some(s)) if !s.membership.voters.is_empty() => (s.meta.index, s.membership),
@@ -850,7 +845,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let fits = total > 0
             && total <= self.config.max_snapshot_bytes
             && offset.checked_add(len).is_some_and(|end| end <= total);
-        if !fits || !membership.is_well_formed() || membership.voters.is_empty() {
+        if !fits || !membership.can_lead_a_cluster() {
             return;
         }
         match &mut self.incoming {
@@ -1472,16 +1467,19 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// configuration; if the entry that set the current one was cut off,
     /// the latest before it is.
     fn log_changed(&mut self, from: LogIndex) {
-        let last = self.log.last_index();
-        let found = (from..=last).rev().find_map(|i| match &self.log.get(i)?.payload {
-            Payload::Config(m) => Some((i, *m)),
-            _ => None,
-        });
-        match found {
+        match self.latest_config_entry(from, self.log.last_index()) {
             Some((index, membership)) => self.set_membership(index, membership),
             None if self.membership_index >= from => self.reread_membership(),
             None => {}
         }
+    }
+
+    /// The last `Config` entry the log holds in `from..=to`, and its index.
+    fn latest_config_entry(&self, from: LogIndex, to: LogIndex) -> Option<(LogIndex, Membership)> {
+        (from..=to.min(self.log.last_index())).rev().find_map(|i| match &self.log.get(i)?.payload {
+            Payload::Config(m) => Some((i, *m)),
+            _ => None,
+        })
     }
 
     /// Takes the configuration from the log and snapshot afresh (after a
@@ -1776,7 +1774,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 /// second; other runtimes may not).
 fn well_formed_payload<C>(payload: &Payload<C>) -> bool {
     match payload {
-        Payload::Config(m) => m.is_well_formed() && !m.voters.is_empty(),
+        Payload::Config(m) => m.can_lead_a_cluster(),
         _ => true,
     }
 }

@@ -138,7 +138,7 @@ fn decode_entry(r: &mut Reader<'_>, limits: &Limits) -> Result<Entry<Command>, D
 fn decode_membership(r: &mut Reader<'_>) -> Result<Membership, DecodeError> {
     let (voters, learners) = (NodeSet::from_bits(r.u64()?), NodeSet::from_bits(r.u64()?));
     let membership = Membership { voters, learners };
-    if !membership.is_well_formed() || voters.is_empty() {
+    if !membership.can_lead_a_cluster() {
         return Err(r.malformed(Malformed::BadMembership { voters: voters.bits(), learners: learners.bits() }));
     }
     Ok(membership)
