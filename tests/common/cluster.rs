@@ -28,12 +28,39 @@ pub struct TestCluster {
     env: Vec<Vec<(String, String)>>,
 }
 
-/// Free ports on 127.0.0.1: bound to port 0, then released for the server
-/// to take (another process could grab one in between; unlikely on a test
-/// machine, and it would fail loudly, not silently).
+/// Ports below the kernel's ephemeral range (32768–60999 here, see
+/// `/proc/sys/net/ipv4/ip_local_port_range`) that only these tests hand
+/// out, and clear of the benchmarks' fixed ports (22379 and up).
+const TEST_PORTS: std::ops::Range<u16> = 12_000..21_000;
+
+/// Free ports on 127.0.0.1 for servers to listen on. Not from the
+/// ephemeral range: a port the kernel chose for `bind(0)` and that was
+/// then released can be taken by any outgoing connection (the peer links
+/// of a test running beside this one) before the server binds it, which
+/// made a CI run fail with "Address already in use". Ports outside that
+/// range are only ever taken by listeners, and every listener of these
+/// tests gets its port here: a process-wide counter (starting at an offset
+/// derived from the process id, so that two test binaries started together
+/// are unlikely to overlap) walks the range, skipping ports someone holds.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ =
+        NEXT.compare_exchange(u32::MAX, std::process::id().wrapping_mul(97) % span, Ordering::SeqCst, Ordering::SeqCst);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = TEST_PORTS.start + u16::try_from(offset).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(ports.len(), n, "no {n} free ports in {TEST_PORTS:?}");
+    ports
 }
 
 impl TestCluster {
