@@ -6,9 +6,12 @@
 
 mod common;
 
+use raftkv::kv::AdminOp;
 use raftkv::kv::{Op, SnapshotPolicy};
 use raftkv::lincheck::{self, Budget};
+use raftkv::raft::MembershipChange;
 use raftkv::raft::{InjectedBugs, NodeId};
+use raftkv::sim::churn::Churn;
 use raftkv::sim::scenario::{Chaos, ScenarioFailure};
 use raftkv::sim::{Failure, Sim, SimConfig, Workload};
 
@@ -209,6 +212,9 @@ fn stale_read_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> 
     if !complete(sim, writer, Op::Put { key: "k".into(), value: "2".into() })? {
         return Ok(Err("the second write did not complete"));
     }
+    // The read must start after the write returned: at the same instant
+    // the two would be concurrent, and either order linearizable.
+    sim.run_for(50)?;
     if !sim.server(old).is_some_and(|n| n.node().is_leader()) {
         return Ok(Err("the old leader stepped down before the read"));
     }
@@ -489,18 +495,11 @@ fn figure_8(seed: u64, bugs: InjectedBugs) -> Figure8 {
     }
 }
 
-/// Polls in 50 µs steps (shorter than any message delay, so the test can
-/// act between a leader's election and its first AppendEntries) until
-/// `done` holds or `limit_us` passes.
+/// Runs event by event until `done` holds (so the test can act between a
+/// leader's election and its first AppendEntries) or `limit_us` passes.
 fn run_until(sim: &mut Sim, limit_us: u64, done: impl Fn(&Sim) -> bool) -> Result<bool, Failure> {
     let deadline = sim.now() + limit_us;
-    while sim.now() < deadline {
-        if done(sim) {
-            return Ok(true);
-        }
-        sim.run_for(50)?;
-    }
-    Ok(done(sim))
+    sim.run_until_true(deadline, done)
 }
 
 fn leader_among(sim: &Sim, nodes: &[NodeId]) -> Option<NodeId> {
@@ -587,4 +586,221 @@ fn figure_8_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
     }
     sim.run_for(500_000)?;
     Ok(Ok(()))
+}
+
+// ----- membership: (m), (n), (q) under churn and on hand-built schedules
+
+const CHURN: Churn = Churn { slots: 5, founders: 3, clients: 4, keys: 3, run_us: 5_000_000 };
+
+/// The control: the churn schedule (faults, and an operator adding,
+/// promoting, removing and handing leadership around) without bugs stays
+/// clean, and it does change the configuration.
+#[test]
+fn churn_without_bugs_is_clean() {
+    let mut changes = 0;
+    for seed in common::seeds(200) {
+        let mut sim = Sim::new(CHURN.sim_config(seed));
+        if let Err(failure) = CHURN.run_in(&mut sim) {
+            panic!("{}", common::report(&failure));
+        }
+        changes += Churn::committed_changes(&sim);
+    }
+    println!("{changes} configuration changes committed");
+    assert!(changes >= 200, "only {changes} changes committed: the schedule hardly churns");
+}
+
+/// (q) is caught by the churn schedule itself (about once in a hundred
+/// seeds): a leader commits with learners that the next election does not
+/// ask.
+#[test]
+fn learner_in_quorum_is_caught_by_churn() {
+    let bugs = InjectedBugs::only("learner_in_quorum").unwrap();
+    let failure = (0..400).find_map(|seed| {
+        let mut config = CHURN.sim_config(seed);
+        config.bugs = bugs;
+        CHURN.run(config).err().filter(|f| f.reason.contains("LeaderCompleteness"))
+    });
+    let failure = failure.expect("bug learner_in_quorum NOT caught as LeaderCompleteness in 400 churn seeds");
+    println!("caught at seed {}: {}", failure.seed, first_line(&failure.reason));
+}
+
+/// A run of a hand-built membership schedule: `schedule` drives a cluster
+/// of five slots whose founders are `0..founders`, on a reliable network,
+/// with one client writing throughout.
+fn membership_schedule(
+    seed: u64,
+    bugs: InjectedBugs,
+    founders: u8,
+    schedule: fn(&mut Sim) -> Result<Result<(), &'static str>, Failure>,
+) -> Scheduled {
+    let mut config = SimConfig::new(seed, 5);
+    config.members = founders;
+    config.bugs = bugs;
+    let mut sim = Sim::new(config);
+    sim.add_client(Workload::random_keys(3));
+    let result = schedule(&mut sim);
+    if let Ok(Ok(())) = result {
+        let verdict = lincheck::check(&sim.history(), Budget::steps(Budget::DEFAULT_MAX_STEPS));
+        if !verdict.is_ok() {
+            return Scheduled::Caught(format!("history not linearizable: {verdict:?}"));
+        }
+    }
+    result.into()
+}
+
+/// Runs `schedule` over 30 seeds with `bug` on and then off: with it, some
+/// seed must be caught as `expected`; without it, every seed that reaches
+/// the schedule's shape must be clean, and some must reach it.
+fn assert_schedule_catches(
+    bug: &str,
+    expected: &str,
+    founders: u8,
+    schedule: fn(&mut Sim) -> Result<Result<(), &'static str>, Failure>,
+) {
+    let bugs = InjectedBugs::only(bug).unwrap();
+    let mut caught = 0;
+    for seed in 0..30 {
+        match membership_schedule(seed, bugs, founders, schedule) {
+            Scheduled::Caught(why) => {
+                assert!(why.contains(expected), "seed {seed}: {bug} caught as something else: {why}");
+                caught += 1;
+            }
+            Scheduled::Clean => {}
+            Scheduled::NotReached(why) => println!("seed {seed}: not reached: {why}"),
+        }
+    }
+    println!("{bug} caught in {caught} of 30 seeds");
+    assert!(caught > 0, "bug {bug} NOT caught in 30 seeds");
+    let mut reached = 0;
+    for seed in common::seeds(30) {
+        match membership_schedule(seed, InjectedBugs::default(), founders, schedule) {
+            Scheduled::Caught(why) => panic!("seed {seed}, no bug: {why}"),
+            Scheduled::Clean => reached += 1,
+            Scheduled::NotReached(why) => println!("seed {seed}, no bug: not reached: {why}"),
+        }
+    }
+    assert!(reached > 0, "without the bug the schedule never ran to its end: the control proves nothing");
+}
+
+/// Runs until a leader has committed an entry of its term; returns it.
+fn settled_leader(sim: &mut Sim) -> Result<Option<NodeId>, Failure> {
+    let settled = |s: &Sim| s.leader().is_some_and(|l| s.server(l).is_some_and(|n| n.node().committed_in_term()));
+    if !run_until(sim, 3_000_000, settled)? {
+        return Ok(None);
+    }
+    Ok(sim.leader())
+}
+
+/// Asks `leader` for `change` and runs until it answers; whether it
+/// committed.
+fn change_and_wait(sim: &mut Sim, leader: NodeId, change: MembershipChange) -> Result<bool, Failure> {
+    let id = sim.admin(leader, AdminOp::Change(change));
+    let answered = |s: &Sim| s.admin_replies().iter().any(|(_, _, r)| r.id == id);
+    run_until(sim, 2_000_000, answered)?;
+    Ok(sim.admin_replies().iter().any(|(_, _, r)| r.id == id && r.result.is_ok()))
+}
+
+/// Learners 3 and 4 join the founders 0, 1, 2 and catch up; returns the
+/// leader.
+fn with_two_learners(sim: &mut Sim) -> Result<Result<NodeId, &'static str>, Failure> {
+    let Some(leader) = settled_leader(sim)? else { return Ok(Err("no settled leader")) };
+    for learner in [3, 4] {
+        if !change_and_wait(sim, leader, MembershipChange::AddLearner(learner))? {
+            return Ok(Err("a learner was not added"));
+        }
+    }
+    sim.run_for(300_000)?;
+    if sim.leader() != Some(leader) {
+        return Ok(Err("leadership changed while the learners caught up"));
+    }
+    Ok(Ok(leader))
+}
+
+/// (q)'s schedule: voters 0, 1, 2 and learners 3, 4; the leader is cut off
+/// from the other two voters with both learners. With the bug it commits
+/// the client's writes with the learners' acknowledgements; the other two
+/// voters elect a leader without them.
+fn learners_outvote(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
+    let leader = match with_two_learners(sim)? {
+        Ok(leader) => leader,
+        Err(why) => return Ok(Err(why)),
+    };
+    let rest: Vec<NodeId> = (0..3).filter(|&id| id != leader).collect();
+    sim.partition(&[vec![leader, 3, 4], rest]);
+    sim.run_for(2_000_000)?;
+    Ok(Ok(()))
+}
+
+#[test]
+fn learner_in_quorum_is_caught() {
+    assert_schedule_catches("learner_in_quorum", "LeaderCompleteness", 3, learners_outvote);
+}
+
+/// (n)'s schedule: voters 0, 1, 2 and learners 3, 4; the leader is asked to
+/// promote both at once and is cut off with them at that instant. With the
+/// bug both promotions are in force, five voters, and the leader commits
+/// with itself and the two new ones; the other two, still with three
+/// voters, elect a leader without those entries. A correct leader refuses
+/// the second promotion and cannot commit with one of four.
+fn promote_two_at_once(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
+    let leader = match with_two_learners(sim)? {
+        Ok(leader) => leader,
+        Err(why) => return Ok(Err(why)),
+    };
+    sim.admin(leader, AdminOp::Change(MembershipChange::Promote(3)));
+    sim.admin(leader, AdminOp::Change(MembershipChange::Promote(4)));
+    let rest: Vec<NodeId> = (0..3).filter(|&id| id != leader).collect();
+    sim.partition(&[vec![leader, 3, 4], rest]);
+    sim.run_for(2_000_000)?;
+    Ok(Ok(()))
+}
+
+#[test]
+fn concurrent_changes_are_caught() {
+    assert_schedule_catches("concurrent_changes", "LeaderCompleteness", 3, promote_two_at_once);
+}
+
+/// (m)'s schedule, the counterexample of Ongaro's 2015 raft-dev post in
+/// learner form: founders 0–3, learner 4. Leader L1 promotes 4 and is cut
+/// off with it at once (the change reaches only 4). The other three elect
+/// L2; at that instant one of its voters, X, crashes, and L2 is asked to
+/// remove X before it has committed anything of its term. With the bug,
+/// L2 and the remaining Y commit its no-op and the removal (a majority of
+/// the new three voters). Then L2 and Y are cut off, X restarts beside L1
+/// and 4, and with L1's five-voter configuration they elect a leader that
+/// lacks what L2 committed. A correct L2 refuses the change, and its no-op
+/// cannot commit without X or L1.
+fn change_before_noop(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
+    let Some(l1) = settled_leader(sim)? else { return Ok(Err("no settled leader")) };
+    if !change_and_wait(sim, l1, MembershipChange::AddLearner(4))? {
+        return Ok(Err("the learner was not added"));
+    }
+    sim.run_for(300_000)?;
+    if sim.leader() != Some(l1) {
+        return Ok(Err("leadership changed while the learner caught up"));
+    }
+    let first_term = sim.server(l1).expect("up").node().term();
+    let rest: Vec<NodeId> = (0..4).filter(|&id| id != l1).collect();
+    sim.admin(l1, AdminOp::Change(MembershipChange::Promote(4)));
+    sim.partition(&[vec![l1, 4], rest.clone()]);
+    let newer =
+        |s: &Sim| leader_among(s, &rest).is_some_and(|l| s.server(l).is_some_and(|n| n.node().term() > first_term));
+    if !run_until(sim, 3_000_000, newer)? {
+        return Ok(Err("no leader among the other three"));
+    }
+    let l2 = leader_among(sim, &rest).expect("leader");
+    let others: Vec<NodeId> = rest.iter().copied().filter(|&id| id != l2).collect();
+    let (x, y) = (others[0], others[1]);
+    sim.crash(x);
+    sim.admin(l2, AdminOp::Change(MembershipChange::Remove(x)));
+    sim.run_for(200_000)?;
+    sim.partition(&[vec![l2, y], vec![l1, 4, x]]);
+    sim.restart(x);
+    sim.run_for(3_000_000)?;
+    Ok(Ok(()))
+}
+
+#[test]
+fn change_before_term_commit_is_caught() {
+    assert_schedule_catches("change_before_term_commit", "LeaderCompleteness", 4, change_before_noop);
 }

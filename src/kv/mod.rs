@@ -6,10 +6,12 @@
 //! take the ReadIndex path unless [`ReadPath::Log`] sends them through the
 //! log too.
 
+mod admin;
 mod machine;
 mod server;
 pub mod snapshot;
 
+pub use admin::{AdminDone, AdminError, AdminId, AdminOp, AdminReply, AdminRequest};
 pub use machine::{Applied, KvMachine, Session, MAX_SESSIONS};
 pub use server::{
     AppliedEntry, KvServer, ReadPath, ServerConfig, ServerInput, ServerOutput, SnapshotJob, SnapshotPolicy,

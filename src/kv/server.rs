@@ -3,6 +3,7 @@
 //! into proposals or ReadIndex reads, applies what Raft commits, and answers
 //! each request only once its effect is committed and applied.
 
+use super::admin::{AdminDone, AdminError, AdminId, AdminOp, AdminReply, AdminRequest};
 use super::snapshot::{self, SnapshotError};
 use super::{ClientId, Command, KvMachine, Op, Request, Response, ServiceError};
 use crate::raft::{
@@ -83,6 +84,9 @@ pub enum ServerInput {
     Persisted(BatchNumber),
     /// The snapshot a [`SnapshotJob`] asked for is written and durable.
     SnapshotTaken(Snapshot),
+    /// An operator's request: a membership change or a leadership
+    /// transfer.
+    Admin(AdminRequest),
 }
 
 /// A snapshot to take: the state machine as it stood after applying
@@ -125,6 +129,8 @@ pub struct ServerOutput {
     pub refused_snapshot: Option<(SnapshotMeta, SnapshotError)>,
     pub messages: Vec<Envelope<Command>>,
     pub responses: Vec<Response>,
+    /// Replies to operators' requests.
+    pub admin_replies: Vec<AdminReply>,
     /// Every log entry applied in this step, for checkers.
     pub applied: Vec<AppliedEntry>,
     /// The state machine was replaced by an installed snapshot covering up
@@ -155,6 +161,9 @@ pub struct KvServer {
     /// Proposed writes (and logged Gets) by log index, with the leader term
     /// they were proposed in.
     waiting_writes: BTreeMap<LogIndex, (Waiter, Term)>,
+    /// Proposed membership changes by log index, with the leader term they
+    /// were proposed in (at most one, unless bug (n) is on).
+    waiting_changes: BTreeMap<LogIndex, (AdminId, Term)>,
     /// Reads waiting for the leader to confirm them.
     waiting_reads: BTreeMap<ReadId, (Waiter, String)>,
     /// Confirmed reads waiting for the machine to apply their read index.
@@ -186,6 +195,7 @@ impl KvServer {
             node,
             kv,
             waiting_writes: BTreeMap::new(),
+            waiting_changes: BTreeMap::new(),
             waiting_reads: BTreeMap::new(),
             confirmed_reads: Vec::new(),
             next_read_id: 0,
@@ -216,7 +226,7 @@ impl KvServer {
 
     /// Requests accepted but not answered yet.
     pub fn waiting(&self) -> usize {
-        self.waiting_writes.len() + self.waiting_reads.len() + self.confirmed_reads.len()
+        self.waiting_writes.len() + self.waiting_changes.len() + self.waiting_reads.len() + self.confirmed_reads.len()
     }
 
     /// Feeds one input; the output is carried out under the contract of
@@ -234,6 +244,7 @@ impl KvServer {
                 self.snapshot_index = self.snapshot_index.max(snapshot.meta.index);
                 Some(self.node.step(Input::SnapshotTaken(snapshot)))
             }
+            ServerInput::Admin(request) => self.admin(request, &mut out),
         };
         if let Some(ready) = ready {
             self.carry_out(ready, &mut out);
@@ -281,7 +292,10 @@ impl KvServer {
             // Loaded once already, so it loads.
             _ => load(&snapshot, u64::MAX).expect("an installed snapshot was checked when received"),
         };
-        debug_assert!(self.waiting_writes.is_empty() && self.confirmed_reads.is_empty(), "a follower has no waiters");
+        debug_assert!(
+            self.waiting_writes.is_empty() && self.waiting_changes.is_empty() && self.confirmed_reads.is_empty(),
+            "a follower has no waiters"
+        );
         self.kv = configured(&self.config, machine);
         self.snapshot_index = snapshot.meta.index;
         self.bytes_since_snapshot = 0;
@@ -327,6 +341,14 @@ impl KvServer {
         );
         assert!(self.waiting_writes.keys().all(|&index| index > applied), "a waiter for an applied entry");
         assert!(self.waiting_writes.values().all(|(_, term)| *term == self.node.term()), "a waiter from another term");
+        assert!(
+            self.waiting_changes.is_empty() || self.node.is_leader(),
+            "a non-leader still waits for a change (failed when it loses the term)"
+        );
+        assert!(
+            self.waiting_changes.iter().all(|(&index, (_, term))| index > applied && *term == self.node.term()),
+            "a change waiter for an applied entry or from another term"
+        );
         assert!(self.confirmed_reads.iter().all(|(index, ..)| *index > applied), "a servable read left waiting");
         assert!(
             self.confirmed_reads.iter().all(|(index, ..)| *index <= self.node.commit_index()),
@@ -366,6 +388,33 @@ impl KvServer {
         }
     }
 
+    /// An operator's request: a change waits for its entry to commit and
+    /// apply; a transfer is answered once started.
+    fn admin(&mut self, request: AdminRequest, out: &mut ServerOutput) -> Option<Ready<Command>> {
+        let reply = |result| AdminReply { id: request.id, result };
+        if self.waiting() >= self.config.max_waiting {
+            out.admin_replies.push(reply(Err(AdminError::Refused(Refusal::Busy))));
+            return None;
+        }
+        let input = match request.op {
+            AdminOp::Change(change) => Input::ChangeMembership(change),
+            AdminOp::TransferLeadership(to) => Input::TransferLeadership(to),
+        };
+        let ready = self.node.step(input);
+        match (ready.proposed, request.op) {
+            (Some(Ok(index)), AdminOp::Change(_)) => {
+                let displaced = self.waiting_changes.insert(index, (request.id, self.node.term()));
+                debug_assert!(displaced.is_none(), "a leader proposes each index once");
+            }
+            (Some(Ok(_)), AdminOp::TransferLeadership(to)) => {
+                out.admin_replies.push(reply(Ok(AdminDone::TransferStarted { to })));
+            }
+            (Some(Err(refusal)), _) => out.admin_replies.push(reply(Err(AdminError::Refused(refusal)))),
+            (None, _) => unreachable!("a change or transfer always gets an outcome"),
+        }
+        Some(ready)
+    }
+
     fn on_read_outcome(&mut self, id: ReadId, result: Result<LogIndex, Refusal>, out: &mut ServerOutput) {
         let Some((waiter, key)) = self.waiting_reads.remove(&id) else { return };
         match result {
@@ -376,6 +425,16 @@ impl KvServer {
 
     fn apply(&mut self, index: LogIndex, entry: Entry<Command>, out: &mut ServerOutput) {
         let waiter = self.waiting_writes.remove(&index);
+        if let Some((id, proposed_in)) = self.waiting_changes.remove(&index) {
+            let result = match &entry.payload {
+                Payload::Config(membership) if entry.term == proposed_in => {
+                    Ok(AdminDone::Changed { index, membership: *membership })
+                }
+                // A newer leader's entry took the slot: ours never applies.
+                _ => Err(AdminError::Refused(Refusal::NotLeader { leader: self.node.leader() })),
+            };
+            out.admin_replies.push(AdminReply { id, result });
+        }
         if let Payload::Command(c) = &entry.payload {
             // What the byte bound of the snapshot policy counts.
             self.bytes_since_snapshot += c.bytes();
@@ -385,6 +444,7 @@ impl KvServer {
             // only counts its index.
             Payload::Noop | Payload::Config(_) => {
                 self.kv.apply_noop(index);
+
                 if let Some((w, _)) = waiter {
                     respond(out, &w, Err(self.not_leader()));
                 }
@@ -425,10 +485,18 @@ impl KvServer {
     /// be answered by us: tell their clients to retry elsewhere (the session
     /// table makes the retry safe if the write commits after all).
     fn fail_orphaned_writes(&mut self, out: &mut ServerOutput) {
-        if self.waiting_writes.is_empty() {
+        if self.waiting_writes.is_empty() && self.waiting_changes.is_empty() {
             return;
         }
         let (leading, term) = (self.node.is_leader(), self.node.term());
+        let leader = self.node.leader();
+        self.waiting_changes.retain(|_, (id, proposed_in)| {
+            let alive = leading && *proposed_in == term;
+            if !alive {
+                out.admin_replies.push(AdminReply { id: *id, result: Err(AdminError::OutcomeUnknown { leader }) });
+            }
+            alive
+        });
         let error = self.not_leader();
         self.waiting_writes.retain(|_, (waiter, proposed_in)| {
             let alive = leading && *proposed_in == term;

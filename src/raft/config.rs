@@ -170,7 +170,10 @@ pub struct InjectedBugs {
     /// yet committed: two changes in flight can move the configuration by
     /// two voters, and two majorities need not overlap.
     pub concurrent_changes: bool,
-    /// (q) Learners count in majorities (votes, commit, reads, CheckQuorum).
+    /// (q) Learners count in the majorities that commit, confirm reads and
+    /// keep a leader in office (CheckQuorum), while elections count voters
+    /// only: a majority of the members need not overlap a majority of the
+    /// voters.
     pub learner_in_quorum: bool,
 }
 

@@ -496,11 +496,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     }
 
     /// `Some(true)`: won; `Some(false)`: lost; `None`: undecided. Only
-    /// voters' answers count.
+    /// voters' answers count (also with bug (q), which is about what
+    /// replicates).
     fn tally(&self) -> Option<bool> {
-        if self.counted().is_quorum(self.granted) {
+        if self.membership.is_quorum(self.granted) {
             Some(true)
-        } else if self.counted().is_quorum(self.refused) {
+        } else if self.membership.is_quorum(self.refused) {
             Some(false)
         } else {
             None
@@ -571,13 +572,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if to != self.config.id || from == self.config.id || from > MAX_NODE_ID {
             return; // misaddressed: not ours to answer
         }
-        if matches!(message, Message::PreVote { .. } | Message::Vote { .. }) && !self.membership.is_voter(from) {
-            // Only voters campaign: this one was removed (thesis §4.2.3) or
-            // is not yet a voter as far as we know. (A leader's messages
-            // are taken from anyone: a lagging follower may not know yet
-            // that its new leader joined.)
-            return;
-        }
+        // Messages are taken from servers outside our configuration too
+        // (thesis §4.1): a new voter must be able to elect a leader before
+        // it has heard of its own promotion, and a lagging follower from a
+        // leader it does not know joined. A removed server cannot disrupt:
+        // PreVote and the leader lease below keep its elections from
+        // raising anyone's term (thesis §4.2.3).
         if message.term() > TERM_MAX {
             return; // forged or corrupt: see TERM_MAX
         }
@@ -1352,8 +1352,8 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.become_follower(self.hard.term, None);
     }
 
-    /// Who counts in majorities: the voters (with bug (q), the learners
-    /// too).
+    /// Who counts in the majorities that commit, confirm reads and keep a
+    /// leader in office: the voters (with bug (q), the learners too).
     fn counted(&self) -> Membership {
         match self.config.bugs.learner_in_quorum {
             true => Membership { voters: self.membership.members(), learners: NodeSet::EMPTY },

@@ -117,6 +117,21 @@ pub enum Refusal {
     NotAVoter(NodeId),
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotLeader { leader: Some(l) } => write!(f, "not the leader (node {l} is)"),
+            Refusal::NotLeader { leader: None } => write!(f, "not the leader (none known)"),
+            Refusal::Busy => write!(f, "busy"),
+            Refusal::NoCommitInTerm => write!(f, "the leader has not committed an entry of its term yet"),
+            Refusal::ChangePending { index } => write!(f, "the change at index {index} is not committed yet"),
+            Refusal::BadChange(e) => write!(f, "{e}"),
+            Refusal::Transferring { to } => write!(f, "leadership is being handed to {to}"),
+            Refusal::NotAVoter(id) => write!(f, "node {id} is not a voter"),
+        }
+    }
+}
+
 /// One numbered batch of state to make durable, after every earlier batch,
 /// and then report with [`Input::Persisted`]. Its parts apply in this
 /// order: the snapshot, the compaction, the log write, the hard state.

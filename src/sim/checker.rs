@@ -97,6 +97,11 @@ impl SafetyChecker {
         self.applied_by[node] = snapshot_index;
     }
 
+    /// Node `node`'s disk was replaced by an empty one.
+    pub fn on_wipe(&mut self, node: NodeId) {
+        self.durable_chains[usize::from(node)].clear();
+    }
+
     /// Node `node` installed a snapshot covering up to `index` into its
     /// log (the batch's log write, checked by `on_log_write`, follows):
     /// its log up to `index` is now the committed prefix.

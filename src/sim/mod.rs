@@ -22,6 +22,7 @@
 //! MIT 6.824 lab's test shapes on top.
 
 pub mod checker;
+pub mod churn;
 pub mod network;
 pub mod scenario;
 mod workload;
@@ -31,6 +32,7 @@ pub use network::{NetworkConfig, Topology};
 pub use workload::Workload;
 
 use crate::clerk::{Clerk, ClerkAction};
+use crate::kv::{AdminId, AdminOp, AdminReply, AdminRequest};
 use crate::kv::{Command, KvServer, Op, ReadPath, Response, ServerConfig, ServerInput, ServerOutput};
 use crate::kv::{SnapshotJob, SnapshotPolicy};
 use crate::lincheck::{History, OpKind, Operation};
@@ -99,7 +101,12 @@ impl fmt::Debug for TraceSink {
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub seed: u64,
+    /// Server slots, ids `0..servers`; clients know them all.
     pub servers: u8,
+    /// The founding voters are `0..members`; the other slots start as
+    /// servers that are not members yet (they join when an operator adds
+    /// them: [`Sim::admin`]).
+    pub members: u8,
     pub network: NetworkConfig,
     /// Virtual length of one Raft tick.
     pub tick_us: Micros,
@@ -136,6 +143,7 @@ impl SimConfig {
         SimConfig {
             seed,
             servers,
+            members: servers,
             network: NetworkConfig::reliable(),
             tick_us: 10_000,
             election_ticks: 30,
@@ -326,6 +334,9 @@ struct SimServer {
     /// A `DiskSync` is scheduled for this incarnation.
     syncing: bool,
     incarnation: u32,
+    /// Restarts as a server that is not a member yet (a founding member
+    /// whose disk was wiped is a new server, not a founder again).
+    joining: bool,
 }
 
 struct SimClient {
@@ -350,6 +361,9 @@ pub struct Sim {
     topology: Topology,
     checker: SafetyChecker,
     history: Vec<Operation>,
+    /// Every reply to an operator's request, with who sent it and when.
+    admin_replies: Vec<(Micros, NodeId, AdminReply)>,
+    next_admin_id: AdminId,
     failure: Option<Failure>,
     stats: Stats,
 }
@@ -370,12 +384,15 @@ impl Sim {
                     unsynced: Vec::new(),
                     syncing: false,
                     incarnation: 0,
+                    joining: false,
                 })
                 .collect(),
             clients: Vec::new(),
             topology: Topology::new(n, 0),
             checker: SafetyChecker::new(usize::from(n)),
             history: Vec::new(),
+            admin_replies: Vec::new(),
+            next_admin_id: 1,
             failure: None,
             stats: Stats::default(),
             config,
@@ -438,16 +455,46 @@ impl Sim {
             if next.at > until || self.failure.is_some() {
                 break;
             }
-            let Reverse(Scheduled { at, event, .. }) = self.queue.pop().expect("peeked");
-            self.now = at;
-            self.stats.steps += 1;
-            self.process(event);
+            self.process_next();
         }
         if let Some(f) = &self.failure {
             return Err(f.clone());
         }
         self.now = self.now.max(until);
         Ok(())
+    }
+
+    /// Runs event by event until `condition` holds (checked before each
+    /// event), at most until virtual time `deadline`. Returns whether it
+    /// holds: for schedules that must act at an exact moment, such as the
+    /// instant a leader is elected, before its first message is delivered.
+    pub fn run_until_true(
+        &mut self,
+        deadline: Micros,
+        mut condition: impl FnMut(&Sim) -> bool,
+    ) -> Result<bool, Failure> {
+        loop {
+            if condition(self) {
+                return Ok(true);
+            }
+            let next = self.queue.peek().map(|Reverse(s)| s.at);
+            match next {
+                Some(at) if at <= deadline && self.failure.is_none() => self.process_next(),
+                _ => {
+                    self.run_until(deadline)?;
+                    return Ok(condition(self));
+                }
+            }
+        }
+    }
+
+    /// Processes the next event in the queue, if any.
+    fn process_next(&mut self) {
+        if let Some(Reverse(Scheduled { at, event, .. })) = self.queue.pop() {
+            self.now = at;
+            self.stats.steps += 1;
+            self.process(event);
+        }
     }
 
     /// Runs for `duration` more virtual time.
@@ -498,6 +545,19 @@ impl Sim {
         }
     }
 
+    /// Replaces server `id`'s disk with an empty one (crashing it first):
+    /// it restarts as a new server that is not a member, and may join again
+    /// as a learner. Wiping a voter is the operator's mistake, not a fault
+    /// Raft tolerates: it loses its vote and its log.
+    pub fn wipe(&mut self, id: NodeId) {
+        self.crash(id);
+        let s = &mut self.servers[usize::from(id)];
+        s.storage = MemStorage::default();
+        s.joining = true;
+        self.checker.on_wipe(id);
+        self.trace(|| format!("wipe server {id}'s disk"));
+    }
+
     pub fn is_up(&self, id: NodeId) -> bool {
         self.servers[usize::from(id)].server.is_some()
     }
@@ -520,7 +580,8 @@ impl Sim {
             return self.fail(Violation { invariant: Invariant::StateMachineSafety, detail });
         }
         s.incarnation += 1;
-        let mut raft = Config::new(id, config.servers, seed ^ (u64::from(s.incarnation) << 32));
+        let members = if s.joining || id >= config.members { 0 } else { config.members };
+        let mut raft = Config::new(id, members, seed ^ (u64::from(s.incarnation) << 32));
         raft.election_ticks = config.election_ticks;
         raft.heartbeat_ticks = config.heartbeat_ticks;
         raft.max_batch_entries = config.max_batch_entries;
@@ -547,6 +608,31 @@ impl Sim {
                 )
             });
         }
+    }
+
+    // ----- operators -----------------------------------------------------
+
+    /// An operator's request, handed straight to server `to` (which refuses
+    /// it unless it leads); its reply is recorded in [`Sim::admin_replies`].
+    pub fn admin(&mut self, to: NodeId, op: AdminOp) -> AdminId {
+        let id = self.next_admin_id;
+        self.next_admin_id += 1;
+        self.trace(|| format!("operator asks server {to}: {op:?} (request {id})"));
+        self.step_server(to, ServerInput::Admin(AdminRequest { id, op }));
+        id
+    }
+
+    /// Every reply to an operator's request so far: when, from whom.
+    pub fn admin_replies(&self) -> &[(Micros, NodeId, AdminReply)] {
+        &self.admin_replies
+    }
+
+    /// The server that believes it leads in the highest term, if any is up.
+    pub fn leader(&self) -> Option<NodeId> {
+        (0..self.config.servers)
+            .filter_map(|id| self.server(id).filter(|s| s.node().is_leader()).map(|s| (s.node().term(), id)))
+            .max()
+            .map(|(_, id)| id)
     }
 
     // ----- clients -------------------------------------------------------
@@ -759,6 +845,10 @@ impl Sim {
         for response in out.responses {
             let client = (response.client - 1) as usize;
             self.send(Addr::Server(id), Addr::Client(client), Packet::Response(response));
+        }
+        for reply in out.admin_replies {
+            self.trace(|| format!("server {id} answers operator request {}: {:?}", reply.id, reply.result));
+            self.admin_replies.push((self.now, id, reply));
         }
     }
 

@@ -143,7 +143,11 @@ impl Scenario {
 
 /// Turns a finished run into its verdict: the driver's own failure if it
 /// had one, else the linearizability of the whole history.
-fn conclude(scenario: &'static str, sim: &Sim, driven: Result<(), String>) -> Result<Outcome, ScenarioFailure> {
+pub(super) fn conclude(
+    scenario: &'static str,
+    sim: &Sim,
+    driven: Result<(), String>,
+) -> Result<Outcome, ScenarioFailure> {
     let history = sim.history();
     let fail =
         |reason: String, history: History| ScenarioFailure { scenario, seed: sim.config().seed, reason, history };
@@ -174,7 +178,7 @@ pub fn partition_until(sim: &mut Sim, end: Micros) -> Result<(), Failure> {
     Ok(())
 }
 
-fn random_split(sim: &mut Sim, servers: u8) -> Vec<Vec<NodeId>> {
+pub(super) fn random_split(sim: &mut Sim, servers: u8) -> Vec<Vec<NodeId>> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for id in 0..servers {
         if sim.choices().chance(1, 2) {

@@ -1,0 +1,148 @@
+//! Membership churn under faults: the chaos schedule of
+//! [`Chaos`](super::scenario::Chaos), with an operator who adds, promotes
+//! and removes servers and hands leadership around while clients run.
+//!
+//! The cluster has more server slots than founding voters; the others start
+//! as servers that are not members. Every 50–600 ms one thing happens: a
+//! fault (a random partition, the leader isolated, a heal, a crash, a quick
+//! reboot, every crashed server restarted) or an operator's request to the
+//! server that leads: add a non-member as a learner (wiping its disk first,
+//! sometimes, as a replaced machine; only when that cannot cost the cluster
+//! a vote), promote a learner, remove a voter or a learner (the leader
+//! itself included), or hand leadership to another voter. A third of the
+//! changes are followed at once by a second one, as a script would send
+//! them: a correct leader refuses it while the first is uncommitted.
+//! The verdict is the simulator's safety checks after every step and the
+//! linearizability of the whole history.
+
+use super::scenario::{conclude, random_split, Outcome, ScenarioFailure};
+use super::{Micros, NetworkConfig, Sim, SimConfig, Workload};
+use crate::kv::{AdminDone, AdminOp};
+use crate::raft::{MembershipChange, NodeId};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Churn {
+    /// Server slots, ids `0..slots`.
+    pub slots: u8,
+    /// Founding voters, ids `0..founders`.
+    pub founders: u8,
+    pub clients: usize,
+    pub keys: u64,
+    pub run_us: Micros,
+}
+
+impl Churn {
+    pub fn sim_config(&self, seed: u64) -> SimConfig {
+        let mut config = SimConfig::new(seed, self.slots);
+        config.members = self.founders;
+        config.network = NetworkConfig::unreliable();
+        config
+    }
+
+    pub fn run(&self, config: SimConfig) -> Result<Outcome, ScenarioFailure> {
+        let mut sim = Sim::new(config);
+        self.run_in(&mut sim)
+    }
+
+    /// Runs the schedule in `sim` (made from [`Churn::sim_config`]), which
+    /// keeps the state of the run for a look afterwards.
+    pub fn run_in(&self, sim: &mut Sim) -> Result<Outcome, ScenarioFailure> {
+        let driven = self.drive(sim);
+        conclude("churn", sim, driven)
+    }
+
+    /// How many changes were committed in a run (from its replies).
+    pub fn committed_changes(sim: &Sim) -> usize {
+        sim.admin_replies().iter().filter(|(_, _, r)| matches!(r.result, Ok(AdminDone::Changed { .. }))).count()
+    }
+
+    fn drive(&self, sim: &mut Sim) -> Result<(), String> {
+        for _ in 0..self.clients {
+            sim.add_client(Workload::random_keys(self.keys));
+        }
+        let end = sim.now() + self.run_us;
+        while sim.now() < end {
+            let pause = sim.choices().range(50_000, 600_000);
+            sim.run_until((sim.now() + pause).min(end)).map_err(|f| f.to_string())?;
+            let victim = sim.choices().range(0, u64::from(self.slots)) as NodeId;
+            match sim.choices().range(0, 12) {
+                0 => {
+                    let groups = random_split(sim, self.slots);
+                    sim.partition(&groups);
+                }
+                1 => {
+                    if let Some(leader) = sim.leader() {
+                        let rest: Vec<NodeId> = (0..self.slots).filter(|&id| id != leader).collect();
+                        sim.partition(&[vec![leader], rest]);
+                    }
+                }
+                2 => sim.heal(),
+                3 => sim.crash(victim),
+                4 => {
+                    sim.crash(victim);
+                    let down = sim.choices().range(0, 100_000);
+                    sim.run_for(down).map_err(|f| f.to_string())?;
+                    sim.restart(victim);
+                }
+                5 | 6 => (0..self.slots).for_each(|id| sim.restart(id)),
+                7..=10 => {
+                    self.change(sim);
+                    if sim.choices().chance(1, 3) {
+                        self.change(sim);
+                    }
+                }
+                _ => self.transfer(sim),
+            }
+        }
+        sim.stop_clients();
+        sim.heal();
+        (0..self.slots).for_each(|id| sim.restart(id));
+        let deadline = sim.now() + 60_000_000;
+        if !sim.run_until_clients_idle(deadline).map_err(|f| f.to_string())? {
+            return Err("clients did not finish within 60 s after healing".into());
+        }
+        Ok(())
+    }
+
+    /// Asks the leader for one random change that applies to its
+    /// configuration.
+    fn change(&self, sim: &mut Sim) {
+        let Some(leader) = sim.leader() else { return };
+        let node = sim.server(leader).expect("a leader is up").node();
+        let latest = *node.membership();
+        let committed = node.membership_at(node.commit_index()).1;
+        let mut options = Vec::new();
+        for id in 0..self.slots {
+            if !latest.contains(id) {
+                options.push(MembershipChange::AddLearner(id));
+            } else if !latest.is_voter(id) {
+                options.push(MembershipChange::Promote(id));
+                options.push(MembershipChange::Remove(id));
+            } else if latest.voters.len() > 2 {
+                // Down to two voters at least: a cluster of one has no
+                // majorities to get wrong.
+                options.push(MembershipChange::Remove(id));
+            }
+        }
+        let change = options[sim.choices().range(0, options.len() as u64) as usize];
+        if let MembershipChange::AddLearner(id) = change {
+            // A replaced machine. Only a server that is a voter in neither
+            // configuration: a learner's disk holds no vote that counts.
+            let votes = latest.is_voter(id) || committed.is_voter(id);
+            if !votes && id != leader && sim.choices().chance(1, 2) {
+                sim.wipe(id);
+                sim.restart(id);
+            }
+        }
+        sim.admin(leader, AdminOp::Change(change));
+    }
+
+    /// Asks the leader to hand leadership to another voter.
+    fn transfer(&self, sim: &mut Sim) {
+        let Some(leader) = sim.leader() else { return };
+        let voters: Vec<NodeId> =
+            sim.server(leader).expect("a leader is up").node().membership().voters.iter().collect();
+        let to = voters[sim.choices().range(0, voters.len() as u64) as usize];
+        sim.admin(leader, AdminOp::TransferLeadership(to));
+    }
+}
