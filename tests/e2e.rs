@@ -14,9 +14,10 @@ mod cluster;
 use cluster::{after_more_ops, free_ports, info_field, info_u64, leader, until, TestCluster, PATIENCE};
 use raftkv::kv::Op;
 use raftkv::lincheck::{self, Budget, History};
-use raftkv::server::client::RemoteClerk;
+use raftkv::server::client::{operator, RemoteClerk};
 use raftkv::server::config::ClusterConfig;
 use raftkv::server::load::{self, ClientRecord, LoadSpec, Mix, Progress};
+use raftkv::server::resp::{ClientCommand, MemberCommand};
 use raftkv::server::tempdir::TempDir;
 use raftkv::sim::scenario::check_appends;
 use std::process::{Command, Stdio};
@@ -77,6 +78,115 @@ async fn kill_restart_and_pause_lose_nothing_and_stay_linearizable() {
         records.iter().map(|r| r.abandoned).sum::<u64>(),
         history.ops.len()
     );
+}
+
+/// Membership change on real processes, under load: a fourth server joins
+/// as a learner (catching up by snapshot) and is promoted; a founder is
+/// killed, removed, its disk replaced, and added back with `--join`; the
+/// leader is removed (it hands over first) and added back; leadership is
+/// handed to the newcomer. Nothing acknowledged is lost, the history stays
+/// linearizable, and every server ends with the same configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_replaced_and_removed_while_serving() {
+    let mut cluster = TestCluster::configure_with("members", 4, |config| {
+        config.initial_voters = Some(3);
+        config.snapshots.every_entries = 100;
+        config.snapshots.trailing_entries = 10;
+    });
+    cluster.start_all();
+    let addrs = cluster.clients();
+    let spec = LoadSpec {
+        servers: addrs.clone(),
+        clients: 4,
+        mix: Mix::Appends,
+        keys: 3,
+        key_bytes: 8,
+        value_bytes: 16,
+        seed: 11,
+        op_timeout: Duration::from_secs(10),
+        attempt_timeout: Duration::from_millis(500),
+    };
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+    let operate = |command: ClientCommand| {
+        let addrs = addrs.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            match operator(&addrs, &command, deadline).await {
+                Ok(text) => text,
+                Err(e) => panic!("{command:?}: {e}"),
+            }
+        }
+    };
+    let voters = |id: u8| {
+        let addr = addrs[usize::from(id)];
+        async move { info_field(addr, "raft_voters").await.unwrap_or_default() }
+    };
+
+    // A new server joins: a learner first, caught up (by snapshot: the
+    // leader has compacted past its start), then a voter.
+    after_more_ops(&progress, 300).await;
+    assert_eq!(voters(3).await, "", "node 3 starts outside the configuration");
+    let added = operate(ClientCommand::Member(MemberCommand::Add(3))).await;
+    assert!(added.contains("learners=3"), "{added}");
+    until("node 3 to catch up", || async {
+        let leader_commit = info_u64(addrs[usize::from(leader(&cluster).await)], "raft_commit_index").await;
+        let applied = info_u64(addrs[3], "raft_applied_index").await;
+        applied.zip(leader_commit).is_some_and(|(a, c)| a + 20 >= c && a > 0)
+    })
+    .await;
+    let promoted = operate(ClientCommand::Member(MemberCommand::Promote(3))).await;
+    assert!(promoted.contains("voters=0.1.2.3"), "{promoted}");
+
+    // A founder's machine dies: removed, its disk replaced, added back.
+    after_more_ops(&progress, 200).await;
+    let dead = leader(&cluster).await;
+    cluster.kill9(dead);
+    let removed = operate(ClientCommand::Member(MemberCommand::Remove(dead))).await;
+    assert!(!voters_in(&removed).contains(&dead) && voters_in(&removed).len() == 3, "{removed}");
+    cluster.wipe(dead);
+    cluster.set_join(dead, true);
+    cluster.restart(dead);
+    operate(ClientCommand::Member(MemberCommand::Add(dead))).await;
+    until("the replaced node to catch up", || async {
+        info_u64(addrs[usize::from(dead)], "raft_applied_index").await.is_some_and(|a| a > 0)
+    })
+    .await;
+    operate(ClientCommand::Member(MemberCommand::Promote(dead))).await;
+
+    // The leader is removed (it hands over, then steps down), and added
+    // back; then leadership goes to node 3.
+    after_more_ops(&progress, 200).await;
+    let old_leader = leader(&cluster).await;
+    operate(ClientCommand::Member(MemberCommand::Remove(old_leader))).await;
+    until("another leader", || async { leader(&cluster).await != old_leader }).await;
+    operate(ClientCommand::Member(MemberCommand::Add(old_leader))).await;
+    operate(ClientCommand::Member(MemberCommand::Promote(old_leader))).await;
+    after_more_ops(&progress, 200).await;
+    operate(ClientCommand::Transfer { to: 3 }).await;
+    until("node 3 to lead", || async { leader(&cluster).await == 3 }).await;
+    after_more_ops(&progress, 200).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let records = clients.await.unwrap();
+    check_history(&cluster, &records, epoch, 3).await;
+
+    // Every server ends with the same four voters, and says so through the
+    // command line too.
+    for id in 0..4 {
+        until(&format!("node {id} to hold the final configuration"), || async { voters(id).await == "0,1,2,3" }).await;
+    }
+    let servers = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_raftkv")).args(["member", "list", "--servers", &servers]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("voters=0.1.2.3") && text.contains("leader: 3"), "{text}");
+}
+
+/// The voters in a `... voters=0.1.2 learners=3` text.
+fn voters_in(text: &str) -> Vec<u8> {
+    let field = text.split_whitespace().find_map(|w| w.strip_prefix("voters=")).unwrap_or("");
+    field.split('.').filter_map(|id| id.parse().ok()).collect()
 }
 
 /// Reads every key back and checks the whole history: every acknowledged

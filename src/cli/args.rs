@@ -8,6 +8,7 @@ use raftkv::lincheck::Budget;
 use raftkv::raft::{InjectedBugs, NodeId};
 use raftkv::server::config::SnapshotSettings;
 use raftkv::server::load::Mix;
+use raftkv::server::resp::{ClientCommand, MemberCommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,27 @@ enum Command {
         /// to it, so servers never outlive them).
         #[arg(long)]
         exit_with_parent: bool,
+        /// Start outside the configuration even if this id is one of the
+        /// config's initial voters: for a server whose disk was replaced,
+        /// which an operator then adds back (`raftkv member add`). Only
+        /// matters while the data directory holds no configuration.
+        #[arg(long)]
+        join: bool,
+    },
+    /// Show or change the cluster's members, at its leader.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Hand leadership to another voter (it campaigns at once once it has
+    /// the leader's whole log).
+    TransferLeader {
+        /// The voter to lead next.
+        id: NodeId,
+        #[command(flatten)]
+        target: Target,
     },
     /// Put(key, value): replace the value.
     Put {
@@ -158,6 +180,20 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Subcommand)]
+enum MemberAction {
+    /// The configuration as the first server answering sees it, and its
+    /// leader.
+    List,
+    /// Add a server as a learner: it receives the log (or a snapshot) but
+    /// does not vote. Its id must be in the cluster's config file.
+    Add { id: NodeId },
+    /// Make a learner a voter (best once it has caught up: see `list`).
+    Promote { id: NodeId },
+    /// Remove a voter or a learner (the leader too: it hands over first).
+    Remove { id: NodeId },
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchMix {
     Puts,
@@ -169,10 +205,10 @@ enum BenchMix {
 #[derive(clap::Args)]
 struct Target {
     /// The servers' client addresses, in node-id order.
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
+    #[arg(long, global = true, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
     servers: Vec<SocketAddr>,
     /// Give up after this many seconds.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, global = true, default_value_t = 10.0)]
     timeout: f64,
 }
 
@@ -180,6 +216,11 @@ impl Target {
     fn run(self, op: Op) -> ExitCode {
         let timeout = Duration::try_from_secs_f64(self.timeout).unwrap_or(Duration::from_secs(10));
         super::client::run(self.servers, op, timeout)
+    }
+
+    fn operate(self, command: ClientCommand) -> ExitCode {
+        let timeout = Duration::try_from_secs_f64(self.timeout).unwrap_or(Duration::from_secs(10));
+        super::member::run(self.servers, command, timeout)
     }
 }
 
@@ -209,9 +250,19 @@ pub fn main() -> ExitCode {
                 trailing_mib: snapshot_trailing_mib,
             },
         }),
-        Command::Server { config, id, data_dir, exit_with_parent } => {
-            super::server::run(config, id, data_dir, exit_with_parent)
+        Command::Server { config, id, data_dir, exit_with_parent, join } => {
+            super::server::run(config, id, data_dir, exit_with_parent, join)
         }
+        Command::Member { action, target } => {
+            let member = match action {
+                MemberAction::List => MemberCommand::List,
+                MemberAction::Add { id } => MemberCommand::Add(id),
+                MemberAction::Promote { id } => MemberCommand::Promote(id),
+                MemberAction::Remove { id } => MemberCommand::Remove(id),
+            };
+            target.operate(ClientCommand::Member(member))
+        }
+        Command::TransferLeader { id, target } => target.operate(ClientCommand::Transfer { to: id }),
         Command::Put { key, value, target } => target.run(Op::Put { key, value }),
         Command::Append { key, value, target } => target.run(Op::Append { key, value }),
         Command::Get { key, target } => target.run(Op::Get { key }),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: bool) -> ExitCode {
+pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: bool, join: bool) -> ExitCode {
     super::init_logging();
     super::exit_on_panic();
     match raftkv::server::faults::FaultPlan::from_env() {
@@ -37,7 +37,7 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
                 NodeFailure::Panic { .. } => super::EXIT_PANIC,
             }));
         });
-        let server = match Server::start(ServerOptions { cluster, id, data_dir }, on_fatal).await {
+        let server = match Server::start(ServerOptions { cluster, id, data_dir, join }, on_fatal).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -153,6 +153,16 @@ struct Waiter {
     seq: u64,
 }
 
+/// An operator waiting for a configuration entry to commit and apply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ChangeWaiter {
+    id: AdminId,
+    /// The leader term it was proposed in.
+    term: Term,
+    /// The configuration the entry holds.
+    membership: Membership,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KvServer {
     config: ServerConfig,
@@ -161,9 +171,9 @@ pub struct KvServer {
     /// Proposed writes (and logged Gets) by log index, with the leader term
     /// they were proposed in.
     waiting_writes: BTreeMap<LogIndex, (Waiter, Term)>,
-    /// Proposed membership changes by log index, with the leader term they
-    /// were proposed in (at most one, unless bug (n) is on).
-    waiting_changes: BTreeMap<LogIndex, (AdminId, Term)>,
+    /// Proposed membership changes by log index (at most one, unless bug
+    /// (n) is on).
+    waiting_changes: BTreeMap<LogIndex, ChangeWaiter>,
     /// Reads waiting for the leader to confirm them.
     waiting_reads: BTreeMap<ReadId, (Waiter, String)>,
     /// Confirmed reads waiting for the machine to apply their read index.
@@ -285,17 +295,20 @@ impl KvServer {
 
     /// The node's installed snapshot is durable: the state machine becomes
     /// it. Nothing waits on the entries it covers (only a leader has
-    /// waiters, and a leader installs no snapshot).
+    /// waiters, and a leader installs no snapshot), but for a change that
+    /// removed its leader: committed, so in force.
     fn install(&mut self, snapshot: Snapshot, out: &mut ServerOutput) {
         let machine = match self.loaded.take() {
             Some((meta, machine)) if meta == snapshot.meta => machine,
             // Loaded once already, so it loads.
             _ => load(&snapshot, u64::MAX).expect("an installed snapshot was checked when received"),
         };
-        debug_assert!(
-            self.waiting_writes.is_empty() && self.waiting_changes.is_empty() && self.confirmed_reads.is_empty(),
-            "a follower has no waiters"
-        );
+        debug_assert!(self.waiting_writes.is_empty() && self.confirmed_reads.is_empty(), "a follower has no waiters");
+        let later = self.waiting_changes.split_off(&(snapshot.meta.index + 1));
+        for (index, waiter) in std::mem::replace(&mut self.waiting_changes, later) {
+            let done = AdminDone::Changed { index, membership: waiter.membership };
+            out.admin_replies.push(AdminReply { id: waiter.id, result: Ok(done) });
+        }
         self.kv = configured(&self.config, machine);
         self.snapshot_index = snapshot.meta.index;
         self.bytes_since_snapshot = 0;
@@ -342,12 +355,10 @@ impl KvServer {
         assert!(self.waiting_writes.keys().all(|&index| index > applied), "a waiter for an applied entry");
         assert!(self.waiting_writes.values().all(|(_, term)| *term == self.node.term()), "a waiter from another term");
         assert!(
-            self.waiting_changes.is_empty() || self.node.is_leader(),
-            "a non-leader still waits for a change (failed when it loses the term)"
-        );
-        assert!(
-            self.waiting_changes.iter().all(|(&index, (_, term))| index > applied && *term == self.node.term()),
-            "a change waiter for an applied entry or from another term"
+            self.waiting_changes.iter().all(|(&index, w)| index > applied
+                && ((self.node.is_leader() && w.term == self.node.term())
+                    || committed_here(&self.node, index, w.term))),
+            "a change waiter for an applied entry, or one that can no longer be answered"
         );
         assert!(self.confirmed_reads.iter().all(|(index, ..)| *index > applied), "a servable read left waiting");
         assert!(
@@ -403,7 +414,9 @@ impl KvServer {
         let ready = self.node.step(input);
         match (ready.proposed, request.op) {
             (Some(Ok(index)), AdminOp::Change(_)) => {
-                let displaced = self.waiting_changes.insert(index, (request.id, self.node.term()));
+                let waiter =
+                    ChangeWaiter { id: request.id, term: self.node.term(), membership: *self.node.membership() };
+                let displaced = self.waiting_changes.insert(index, waiter);
                 debug_assert!(displaced.is_none(), "a leader proposes each index once");
             }
             (Some(Ok(_)), AdminOp::TransferLeadership(to)) => {
@@ -425,9 +438,9 @@ impl KvServer {
 
     fn apply(&mut self, index: LogIndex, entry: Entry<Command>, out: &mut ServerOutput) {
         let waiter = self.waiting_writes.remove(&index);
-        if let Some((id, proposed_in)) = self.waiting_changes.remove(&index) {
+        if let Some(ChangeWaiter { id, term, .. }) = self.waiting_changes.remove(&index) {
             let result = match &entry.payload {
-                Payload::Config(membership) if entry.term == proposed_in => {
+                Payload::Config(membership) if entry.term == term => {
                     Ok(AdminDone::Changed { index, membership: *membership })
                 }
                 // A newer leader's entry took the slot: ours never applies.
@@ -490,10 +503,14 @@ impl KvServer {
         }
         let (leading, term) = (self.node.is_leader(), self.node.term());
         let leader = self.node.leader();
-        self.waiting_changes.retain(|_, (id, proposed_in)| {
-            let alive = leading && *proposed_in == term;
+        let node = &self.node;
+        self.waiting_changes.retain(|&index, waiter| {
+            // A leader that removed itself steps down as its change commits,
+            // possibly before applying it: committed, it will be applied.
+            let alive = (leading && waiter.term == term) || committed_here(node, index, waiter.term);
             if !alive {
-                out.admin_replies.push(AdminReply { id: *id, result: Err(AdminError::OutcomeUnknown { leader }) });
+                let result = Err(AdminError::OutcomeUnknown { leader });
+                out.admin_replies.push(AdminReply { id: waiter.id, result });
             }
             alive
         });
@@ -510,6 +527,11 @@ impl KvServer {
     fn not_leader(&self) -> ServiceError {
         ServiceError::NotLeader { leader: self.node.leader() }
     }
+}
+
+/// The entry at `index`, of term `term`, is committed and held here.
+fn committed_here(node: &RaftNode<Command>, index: LogIndex, term: Term) -> bool {
+    index <= node.commit_index() && node.log().term_at(index) == Some(term)
 }
 
 /// The machine a snapshot holds, checked against what it says it covers.

@@ -80,6 +80,71 @@ pub async fn info(addr: SocketAddr, timeout: Duration) -> Result<String, ClientE
     }
 }
 
+/// Runs an operator's command (`RAFTKV.MEMBER`, `RAFTKV.TRANSFER`) at the
+/// leader: starts at `servers[0]`, follows `MOVED`, and tries the next
+/// server after `CLUSTERDOWN`, `TRYAGAIN` or a server it cannot reach, until
+/// `deadline`. Returns the server's text. Never sends the command twice
+/// where it may have taken effect: a connection lost after sending is an
+/// error, as are `ERR` and `UNKNOWN` replies.
+pub async fn operator(
+    servers: &[SocketAddr],
+    command: &ClientCommand,
+    deadline: Instant,
+) -> Result<String, ClientError> {
+    let mut to = *servers.first().ok_or_else(|| ClientError::Protocol("no servers given".into()))?;
+    let mut attempts = 0;
+    let mut last_refusal = None;
+    while Instant::now() < deadline {
+        attempts += 1;
+        let Ok(Ok(mut conn)) = tokio::time::timeout_at(deadline, Connection::open(to)).await else {
+            to = next_server(servers, to);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut out = BytesMut::new();
+        encode_request(command, &mut out);
+        conn.stream.write_all(&out).await.map_err(ClientError::Io)?;
+        let reply = match tokio::time::timeout_at(deadline, conn.next_reply()).await {
+            Err(_elapsed) => return Err(ClientError::Deadline { attempts }),
+            Ok(Err(RespError::Io(e))) => return Err(ClientError::Io(e)),
+            Ok(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+            Ok(Ok(reply)) => reply,
+        };
+        let error = match reply {
+            Reply::Bulk(text) => {
+                return String::from_utf8(Vec::from(text))
+                    .map_err(|_| ClientError::Protocol("text is not UTF-8".into()))
+            }
+            Reply::Error(error) => error,
+            other => return Err(ClientError::Protocol(format!("{other:?} in answer to {command:?}"))),
+        };
+        let (code, rest) = error.split_once(' ').unwrap_or((&error, ""));
+        match code {
+            "MOVED" => match rest.split_once(' ').and_then(|(_slot, addr)| addr.parse().ok()) {
+                Some(leader) => to = leader,
+                None => return Err(ClientError::Protocol(format!("a redirect without an address: {error}"))),
+            },
+            "CLUSTERDOWN" | "TRYAGAIN" => {
+                last_refusal = Some(error.clone());
+                if code == "CLUSTERDOWN" {
+                    to = next_server(servers, to);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return Err(ClientError::Refused(error)),
+        }
+    }
+    match last_refusal {
+        Some(error) => Err(ClientError::Refused(format!("{error} (gave up after {attempts} attempts)"))),
+        None => Err(ClientError::Deadline { attempts }),
+    }
+}
+
+/// The server after `to` in `servers` (the first if `to` is not listed).
+fn next_server(servers: &[SocketAddr], to: SocketAddr) -> SocketAddr {
+    servers[servers.iter().position(|&a| a == to).map_or(0, |i| (i + 1) % servers.len())]
+}
+
 /// Decodes the replies a server sends (and encodes requests, for use with
 /// `Framed`). Bounded like the server's codec: a reply over
 /// `reply_bytes_max`, nested deeper than [`ReplyCodec::DEPTH_MAX`] or with

@@ -19,8 +19,10 @@
 use super::client::random_client_id;
 use super::config::ClusterConfig;
 use super::node::{NodeHandle, SubmitError};
-use super::resp::{ClientCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT};
-use crate::kv::{ClientId, Command, Response, ServiceError};
+use super::resp::{ClientCommand, MemberCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT};
+use super::resp::{CLUSTERDOWN, TRYAGAIN};
+use crate::kv::{AdminError, AdminOp, AdminReply, ClientId, Command, Response, ServiceError};
+use crate::raft::{MembershipChange, Refusal};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -177,6 +179,17 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
             return (Reply::Ok, false);
         }
         Err(ClientCommand::Info) => return (Reply::Bulk(info(shared).into()), false),
+        Err(ClientCommand::Member(MemberCommand::List)) => return (Reply::Bulk(members(shared).into()), false),
+        Err(ClientCommand::Member(member)) => {
+            let change = match member {
+                MemberCommand::Add(id) => MembershipChange::AddLearner(id),
+                MemberCommand::Promote(id) => MembershipChange::Promote(id),
+                MemberCommand::Remove(id) => MembershipChange::Remove(id),
+                MemberCommand::List => unreachable!("answered above"),
+            };
+            return (admin(shared, AdminOp::Change(change)).await, false);
+        }
+        Err(ClientCommand::Transfer { to }) => return (admin(shared, AdminOp::TransferLeadership(to)).await, false),
         Err(other) => unreachable!("{other:?} has a local reply"),
     };
     let (client, seq) = session.next();
@@ -203,6 +216,71 @@ async fn submit(node: &NodeHandle, request: Command) -> Result<String, ServiceEr
     }
 }
 
+/// Runs an operator's request at the node and turns its outcome into the
+/// reply: the result as text, or the redirect or error a client expects
+/// (`specs/client.md`, "Membership").
+async fn admin(shared: &Shared, op: AdminOp) -> Reply {
+    let named = match op {
+        AdminOp::Change(MembershipChange::AddLearner(id) | MembershipChange::Promote(id)) => Some(id),
+        AdminOp::TransferLeadership(id) => Some(id),
+        AdminOp::Change(MembershipChange::Remove(_)) => None,
+    };
+    if let Some(id) = named.filter(|&id| shared.cluster.node(id).is_none()) {
+        // Its peers would not know where to reach it.
+        let known = shared.cluster.members();
+        return Reply::Error(format!("ERR node {id} is not in the cluster's address book (ids 0..{known})"));
+    }
+    let ticket = match shared.node.admin(op) {
+        Ok(ticket) => ticket,
+        Err(SubmitError::Busy) => return Reply::Error(TRYAGAIN.into()),
+        Err(SubmitError::Stopped) => return Reply::Error(CLUSTERDOWN.into()),
+    };
+    let result = match tokio::task::spawn_blocking(move || ticket.wait()).await {
+        Ok(Ok(AdminReply { result, .. })) => result,
+        // Stopping: a change may have been proposed already.
+        Ok(Err(_)) | Err(_) => Err(AdminError::OutcomeUnknown { leader: None }),
+    };
+    match result {
+        Ok(done) => Reply::Bulk(done.to_string().into()),
+        Err(AdminError::Refused(Refusal::NotLeader { leader })) => {
+            match leader.and_then(|id| shared.cluster.node(id)) {
+                // Slot 0: the redirect of a keyless command.
+                Some(addrs) => Reply::Error(format!("MOVED 0 {}", addrs.client)),
+                None => Reply::Error(CLUSTERDOWN.into()),
+            }
+        }
+        Err(AdminError::Refused(
+            refusal @ (Refusal::Busy
+            | Refusal::NoCommitInTerm
+            | Refusal::ChangePending { .. }
+            | Refusal::Transferring { .. }),
+        )) => Reply::Error(format!("TRYAGAIN {refusal}")),
+        Err(AdminError::Refused(refusal @ (Refusal::BadChange(_) | Refusal::NotAVoter(_)))) => {
+            Reply::Error(format!("ERR {refusal}"))
+        }
+        Err(unknown @ AdminError::OutcomeUnknown { .. }) => Reply::Error(format!("UNKNOWN {unknown}")),
+    }
+}
+
+/// Node ids separated by commas (nothing for none), for `INFO`.
+fn ids(set: crate::raft::NodeSet) -> String {
+    set.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// `RAFTKV.MEMBER LIST`: the configuration in force at this server, its
+/// leader, and who is who.
+fn members(shared: &Shared) -> String {
+    let s = shared.node.status();
+    let leader = s.leader.map_or("none".to_string(), |l| l.to_string());
+    let mut text = format!("{}\nleader: {leader}\n", s.membership);
+    for id in s.membership.members().iter() {
+        let role = if s.membership.is_voter(id) { "voter" } else { "learner" };
+        let client = shared.cluster.node(id).map_or("(not in the address book)".to_string(), |n| n.client.to_string());
+        text.push_str(&format!("{id} {role} {client}\n"));
+    }
+    text
+}
+
 fn info(shared: &Shared) -> String {
     let s = shared.node.status();
     let c = shared.node.counters();
@@ -217,7 +295,8 @@ fn info(shared: &Shared) -> String {
          # Raft\r\nraft_id:{}\r\nraft_role:{:?}\r\nraft_term:{}\r\nraft_leader:{leader}\r\n\
          raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\nraft_first_index:{}\r\n\
          raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n\
-         raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n\r\n\
+         raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n\
+         raft_voters:{}\r\nraft_learners:{}\r\n\r\n\
          # Memory\r\nused_memory:{}\r\nused_memory_rss:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         s.id,
@@ -234,6 +313,8 @@ fn info(shared: &Shared) -> String {
         load(&c.snapshots_taken),
         load(&c.snapshots_installed),
         load(&c.last_snapshot_bytes),
+        ids(s.membership.voters),
+        ids(s.membership.learners),
         // 0 where nothing was counted (not the raftkv binary) or unknown.
         super::memory::used_bytes().unwrap_or(0),
         super::memory::rss_bytes().unwrap_or(0),

@@ -24,7 +24,11 @@
 //! client = "127.0.0.1:6380"
 //! ```
 //!
-//! A node's id is its position in `nodes`, starting at 0.
+//! A node's id is its position in `nodes`, starting at 0. With
+//! `initial_voters = N` (before `[snapshots]`), only nodes `0..N` found the
+//! cluster; the others start outside it, and an operator adds them
+//! (`raftkv member add ID`, then `promote ID`). The file is an address
+//! book: the configuration itself lives in the Raft log.
 
 use crate::kv::{ReadPath, ServerConfig, SnapshotPolicy};
 use crate::raft::types::MAX_NODES;
@@ -58,9 +62,14 @@ pub struct ClusterConfig {
     pub heartbeat_ticks: u32,
     #[serde(default)]
     pub read_path: ReadPath,
+    /// The founding voters are nodes `0..initial_voters` (all of them when
+    /// absent). Only read by a server whose log holds no configuration yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_voters: Option<u8>,
     #[serde(default)]
     pub snapshots: SnapshotSettings,
-    /// The members; a node's id is its index here.
+    /// Every server that is or may become a member; a node's id is its
+    /// index here.
     pub nodes: Vec<NodeAddrs>,
 }
 
@@ -167,6 +176,7 @@ impl ClusterConfig {
             election_ticks: defaults::election_ticks(),
             heartbeat_ticks: defaults::heartbeat_ticks(),
             read_path: ReadPath::default(),
+            initial_voters: None,
             snapshots: SnapshotSettings::default(),
             nodes: (0..u16::from(n))
                 .map(|i| NodeAddrs { peer: addr(peer_base + i), client: addr(client_base + i) })
@@ -204,22 +214,35 @@ impl ClusterConfig {
                 }
             }
         }
+        if let Some(n) = self.initial_voters {
+            if n == 0 || usize::from(n) > self.nodes.len() {
+                return invalid(format!("initial_voters = {n}; it must be 1 to the number of nodes"));
+            }
+        }
         self.snapshots.validate().map_err(ConfigError::Invalid)?;
         self.raft_config(0, 0).validate().map_err(ConfigError::Invalid)
     }
 
+    /// How many nodes the file lists: every id it knows.
     pub fn members(&self) -> u8 {
         self.nodes.len() as u8
     }
 
-    /// The node `id`'s addresses, if it is a member.
+    /// The founding voters are `0..initial_voters()`.
+    pub fn initial_voters(&self) -> u8 {
+        self.initial_voters.unwrap_or(self.members())
+    }
+
+    /// The node `id`'s addresses, if the file lists it.
     pub fn node(&self, id: NodeId) -> Option<&NodeAddrs> {
         self.nodes.get(usize::from(id))
     }
 
-    /// The Raft settings of member `id`; `seed` drives its election jitter.
+    /// The Raft settings of node `id`; `seed` drives its election jitter. A
+    /// node beyond the founders starts outside the configuration.
     pub fn raft_config(&self, id: NodeId, seed: u64) -> Config {
-        let mut raft = Config::new(id, self.members(), seed);
+        let founders = self.initial_voters();
+        let mut raft = Config::new(id, if id < founders { founders } else { 0 }, seed);
         raft.election_ticks = self.election_ticks;
         raft.heartbeat_ticks = self.heartbeat_ticks;
         raft.snapshot_trailing_entries = self.snapshots.trailing_entries;
@@ -272,6 +295,10 @@ mod tests {
         assert!(empty.validate().is_err());
         let slow_heart = ClusterConfig { heartbeat_ticks: 100, ..ClusterConfig::local(3, 7100, 6379) };
         assert!(slow_heart.validate().is_err(), "heartbeats must come faster than elections");
+        let none = ClusterConfig { initial_voters: Some(0), ..ClusterConfig::local(3, 7100, 6379) };
+        assert!(none.validate().unwrap_err().to_string().contains("initial_voters"));
+        let too_many = ClusterConfig { initial_voters: Some(4), ..ClusterConfig::local(3, 7100, 6379) };
+        assert!(too_many.validate().is_err());
         let typo = "tick_ms = 10\nnodez = []\n";
         assert!(toml::from_str::<ClusterConfig>(typo).is_err(), "unknown fields are refused");
         let huge = ClusterConfig {
@@ -284,6 +311,20 @@ mod tests {
             ..ClusterConfig::local(3, 7100, 6379)
         };
         assert!(huge.validate().unwrap_err().to_string().contains("trailing_mib"));
+    }
+
+    #[test]
+    fn nodes_beyond_the_initial_voters_start_outside_the_configuration() {
+        let text = "initial_voters = 2\n[[nodes]]\npeer = \"127.0.0.1:1\"\nclient = \"127.0.0.1:2\"\n\
+                    [[nodes]]\npeer = \"127.0.0.1:3\"\nclient = \"127.0.0.1:4\"\n\
+                    [[nodes]]\npeer = \"127.0.0.1:5\"\nclient = \"127.0.0.1:6\"\n";
+        let config: ClusterConfig = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!((config.raft_config(0, 0).members, config.raft_config(1, 0).members), (2, 2));
+        assert_eq!(config.raft_config(2, 0).members, 0, "node 2 joins later");
+        let back: ClusterConfig = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(back, config);
+        assert!(!ClusterConfig::local(3, 1, 10).to_toml().contains("initial_voters"), "absent unless set");
     }
 
     #[test]

@@ -49,12 +49,14 @@
 //! node thread remembers which keys wait for which `(client, seq)` and
 //! answers them. The pure server answers every accepted request eventually
 //! (committed, refused, or failed when its leader loses the term), so the
-//! map drains.
+//! map drains. An operator's request ([`NodeHandle::admin`]) goes the same
+//! way, its ticket key serving as its [`AdminId`].
 
 use super::handoff::{BoundedChannel, Inbox, PushError, Ticket, Waiters};
 use super::storage::{RaftStorage, StorageError};
+use crate::kv::{AdminId, AdminOp, AdminReply, AdminRequest};
 use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput, ServerOutput, SnapshotJob};
-use crate::raft::{Envelope, LogIndex, NodeId, Persist, Role, Snapshot, Term};
+use crate::raft::{Envelope, LogIndex, Membership, NodeId, Persist, Role, Snapshot, Term};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 use std::collections::HashMap;
@@ -99,6 +101,7 @@ enum Event {
         request: Request,
         key: u64,
     },
+    Admin(AdminRequest),
     /// The persist thread saved the snapshot of a [`SnapshotJob`].
     SnapshotTaken(Snapshot),
 }
@@ -125,6 +128,9 @@ pub struct Status {
     /// The first index the log holds: everything before it was compacted
     /// into a snapshot.
     pub first_index: LogIndex,
+    /// The configuration in force here: the latest in the log, committed
+    /// or not.
+    pub membership: Membership,
 }
 
 /// Counters of the runtime, for `INFO` and the benchmark's fsyncs per op.
@@ -181,6 +187,7 @@ impl std::fmt::Display for NodeFailure {
 pub struct NodeHandle {
     inbox: Arc<Inbox<Event>>,
     waiters: Waiters<Response>,
+    admin_waiters: Waiters<AdminReply>,
     next_key: Arc<AtomicU64>,
     status: Arc<Mutex<Status>>,
     counters: Arc<Counters>,
@@ -198,6 +205,21 @@ impl NodeHandle {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let ticket = self.waiters.register(key);
         match self.inbox.push(Event::Client { request, key }) {
+            Ok(()) => Ok(ticket),
+            Err(PushError::Full(_)) => Err(SubmitError::Busy),
+            Err(PushError::Closed(_)) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// Queues an operator's request; the ticket is answered as
+    /// [`AdminReply`] says (a change once committed and applied here).
+    pub fn admin(&self, op: AdminOp) -> Result<Ticket<AdminReply>, SubmitError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(SubmitError::Stopped);
+        }
+        let id: AdminId = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let ticket = self.admin_waiters.register(id);
+        match self.inbox.push(Event::Admin(AdminRequest { id, op })) {
             Ok(()) => Ok(ticket),
             Err(PushError::Full(_)) => Err(SubmitError::Busy),
             Err(PushError::Closed(_)) => Err(SubmitError::Stopped),
@@ -232,6 +254,7 @@ struct Shared {
     /// Snapshots to encode (at most one outstanding).
     jobs: BoundedChannel<SnapshotJob>,
     waiters: Waiters<Response>,
+    admin_waiters: Waiters<AdminReply>,
     stopped: Arc<AtomicBool>,
     /// Set by the first failure.
     failed: AtomicBool,
@@ -249,6 +272,7 @@ impl Shared {
         self.batches.close();
         self.jobs.close();
         self.waiters.shutdown();
+        self.admin_waiters.shutdown();
     }
 
     /// A failure: logged, everything stopped, then (for the first failure
@@ -301,6 +325,7 @@ impl NodeRuntime {
             batches: BoundedChannel::new(config.batch_queue),
             jobs: BoundedChannel::new(1),
             waiters: Waiters::new(),
+            admin_waiters: Waiters::new(),
             stopped: Arc::new(AtomicBool::new(false)),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -311,6 +336,7 @@ impl NodeRuntime {
         let handle = NodeHandle {
             inbox: shared.inbox.clone(),
             waiters: shared.waiters.clone(),
+            admin_waiters: shared.admin_waiters.clone(),
             next_key: Arc::new(AtomicU64::new(0)),
             status: status.clone(),
             counters: Arc::new(Counters::default()),
@@ -413,6 +439,7 @@ fn status_of(server: &KvServer) -> Status {
         last_index: node.log().last_index(),
         applied_index: server.kv().applied_index(),
         first_index: node.log().first_index(),
+        membership: *node.membership(),
     }
 }
 
@@ -450,6 +477,10 @@ fn node_loop(
                 Event::Client { request, key } => {
                     waiting.entry((request.client, request.seq)).or_default().push(key);
                     inputs.push(ServerInput::Client(request));
+                }
+                Event::Admin(request) => {
+                    tracing::info!(node = shared.id, "operator asks: {:?}", request.op);
+                    inputs.push(ServerInput::Admin(request));
                 }
                 Event::SnapshotTaken(snapshot) => {
                     counters.snapshots_taken.fetch_add(1, Ordering::Relaxed);
@@ -497,6 +528,13 @@ fn node_loop(
                 for key in waiting.remove(&(response.client, response.seq)).unwrap_or_default() {
                     shared.waiters.complete(key, response.clone());
                 }
+            }
+            for reply in out.admin_replies {
+                match &reply.result {
+                    Ok(done) => tracing::info!(node = shared.id, "operator's request: {done}"),
+                    Err(e) => tracing::info!(node = shared.id, "operator's request not done: {e}"),
+                }
+                shared.admin_waiters.complete(reply.id, reply);
             }
         }
         *status.lock().unwrap_or_else(|e| e.into_inner()) = status_of(&server);

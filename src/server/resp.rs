@@ -130,6 +130,21 @@ pub enum ClientCommand {
     /// `HELLO [...]`: always refused with `-NOPROTO`, so clients stay on
     /// RESP2.
     Hello,
+    /// `RAFTKV.MEMBER LIST|ADD id|PROMOTE id|REMOVE id`: show or change the
+    /// cluster's configuration (`specs/client.md`).
+    Member(MemberCommand),
+    /// `RAFTKV.TRANSFER id`: hand leadership to voter `id`.
+    Transfer { to: NodeId },
+}
+
+/// The operator's membership commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberCommand {
+    /// This server's view: the configuration in force here, and the leader.
+    List,
+    Add(NodeId),
+    Promote(NodeId),
+    Remove(NodeId),
 }
 
 impl ClientCommand {
@@ -165,7 +180,9 @@ impl ClientCommand {
             | ClientCommand::Set { .. }
             | ClientCommand::Append { .. }
             | ClientCommand::Session { .. }
-            | ClientCommand::Info => return None,
+            | ClientCommand::Info
+            | ClientCommand::Member(_)
+            | ClientCommand::Transfer { .. } => return None,
             ClientCommand::Ping { message: None } => Reply::Pong,
             ClientCommand::Ping { message: Some(message) } | ClientCommand::Echo { message } => {
                 Reply::Bulk(message.clone())
@@ -215,6 +232,16 @@ impl ClientCommand {
             ClientCommand::Select { db } => vec![name("SELECT"), n(*db)],
             ClientCommand::ClientSubcommand => vec![name("CLIENT"), name("SETNAME")],
             ClientCommand::Hello => vec![name("HELLO")],
+            ClientCommand::Member(member) => {
+                let (sub, id) = match member {
+                    MemberCommand::List => return vec![name("RAFTKV.MEMBER"), name("LIST")],
+                    MemberCommand::Add(id) => ("ADD", id),
+                    MemberCommand::Promote(id) => ("PROMOTE", id),
+                    MemberCommand::Remove(id) => ("REMOVE", id),
+                };
+                vec![name("RAFTKV.MEMBER"), name(sub), n(u64::from(*id))]
+            }
+            ClientCommand::Transfer { to } => vec![name("RAFTKV.TRANSFER"), n(u64::from(*to))],
         }
     }
 }
@@ -677,6 +704,14 @@ fn find_line(buf: &[u8], pos: usize, max: usize) -> Result<Option<usize>, RespEr
 }
 
 /// `0` or a decimal without sign or leading zeros that fits a `u64`.
+/// A node id argument: a decimal up to [`MAX_NODE_ID`](crate::raft::types::MAX_NODE_ID).
+fn node_id(digits: &[u8]) -> Result<NodeId, CommandError> {
+    parse_decimal(digits)
+        .filter(|&id| id <= u64::from(crate::raft::types::MAX_NODE_ID))
+        .map(|id| id as NodeId)
+        .ok_or(CommandError::BadInteger { what: "node id" })
+}
+
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -865,6 +900,30 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
         Ok(ClientCommand::ClientSubcommand)
     } else if is("HELLO") {
         Ok(ClientCommand::Hello)
+    } else if is("RAFTKV.MEMBER") {
+        arity("raftkv.member", n >= 1)?;
+        let sub = next();
+        let sub_is = |s: &str| sub.eq_ignore_ascii_case(s.as_bytes());
+        if sub_is("LIST") {
+            arity("raftkv.member|list", n == 1)?;
+            return Ok(ClientCommand::Member(MemberCommand::List));
+        }
+        let change: fn(NodeId) -> MemberCommand = if sub_is("ADD") {
+            MemberCommand::Add
+        } else if sub_is("PROMOTE") {
+            MemberCommand::Promote
+        } else if sub_is("REMOVE") {
+            MemberCommand::Remove
+        } else {
+            return Err(CommandError::Unsupported {
+                what: format!("RAFTKV.MEMBER {}", printable(&sub).to_uppercase()),
+            });
+        };
+        arity("raftkv.member", n == 2)?;
+        Ok(ClientCommand::Member(change(node_id(&next())?)))
+    } else if is("RAFTKV.TRANSFER") {
+        arity("raftkv.transfer", n == 1)?;
+        Ok(ClientCommand::Transfer { to: node_id(&next())? })
     } else {
         Err(CommandError::Unknown { name: printable(&name) })
     }
@@ -985,7 +1044,8 @@ mod tests {
         fn arbitrary(g: &mut Gen) -> Self {
             let k = RespLimits::default().key_bytes_max;
             let v = RespLimits::default().value_bytes_max;
-            AnyCommand(match u8::arbitrary(g) % 13 {
+            let id = u8::arbitrary(g) % (crate::raft::types::MAX_NODE_ID + 1);
+            AnyCommand(match u8::arbitrary(g) % 18 {
                 0 => ClientCommand::Get { key: short(g, k) },
                 1 => ClientCommand::Set { key: short(g, k), value: short(g, v) },
                 2 => ClientCommand::Append { key: short(g, k), value: short(g, v) },
@@ -998,6 +1058,11 @@ mod tests {
                 9 => ClientCommand::Select { db: u64::arbitrary(g) },
                 10 => ClientCommand::ClientSubcommand,
                 11 => ClientCommand::Echo { message: bytes(g) },
+                13 => ClientCommand::Member(MemberCommand::List),
+                14 => ClientCommand::Member(MemberCommand::Add(id)),
+                15 => ClientCommand::Member(MemberCommand::Promote(id)),
+                16 => ClientCommand::Member(MemberCommand::Remove(id)),
+                17 => ClientCommand::Transfer { to: id },
                 _ => ClientCommand::Hello,
             })
         }

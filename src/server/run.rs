@@ -27,6 +27,9 @@ pub struct ServerOptions {
     pub id: NodeId,
     /// Holds `raft.redb`; created if missing.
     pub data_dir: PathBuf,
+    /// Start outside the configuration even if `id` is an initial voter
+    /// (a replaced disk): `raftkv server --join`.
+    pub join: bool,
 }
 
 /// Why a server did not start. Every message names the node or the file.
@@ -81,7 +84,7 @@ impl Server {
     /// `on_fatal` is told when the node stops on its own (a storage error or
     /// a panic); `raftkv server` exits the process there.
     pub async fn start(options: ServerOptions, on_fatal: OnFatal) -> Result<Server, StartError> {
-        let ServerOptions { cluster, id, data_dir } = options;
+        let ServerOptions { cluster, id, data_dir, join } = options;
         let me = cluster.node(id).ok_or(StartError::NotAMember { id, members: cluster.members() })?.clone();
         let storage = RedbStorage::open(&data_dir).map_err(StartError::Storage)?;
         let durable = storage.load().map_err(StartError::Storage)?;
@@ -100,7 +103,11 @@ impl Server {
         );
         // The seed only spreads election timeouts; the id keeps members apart.
         let seed = seed_from_clock() ^ u64::from(id);
-        let server = KvServer::restart(cluster.server_config(id, seed), durable).map_err(StartError::Snapshot)?;
+        let mut config = cluster.server_config(id, seed);
+        if join {
+            config.raft.members = 0;
+        }
+        let server = KvServer::restart(config, durable).map_err(StartError::Snapshot)?;
         let runtime = RuntimeConfig { tick: Duration::from_millis(cluster.tick_ms), ..RuntimeConfig::default() };
 
         // The node needs the transport's sender and the transport needs the

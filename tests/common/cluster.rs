@@ -26,6 +26,8 @@ pub struct TestCluster {
     children: Vec<Option<Child>>,
     /// Extra environment for the next start of each node.
     env: Vec<Vec<(String, String)>>,
+    /// Start each node with `--join` (outside the configuration).
+    join: Vec<bool>,
 }
 
 /// Ports below the kernel's ephemeral range (32768–60999 here, see
@@ -97,6 +99,7 @@ impl TestCluster {
             root,
             children: (0..nodes).map(|_| None).collect(),
             env: vec![Vec::new(); nodes],
+            join: vec![false; nodes],
         }
     }
 
@@ -118,6 +121,7 @@ impl TestCluster {
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .arg("--exit-with-parent")
+            .args(self.join[usize::from(id)].then_some("--join"))
             .env("RUST_LOG", "info")
             .envs(self.env[usize::from(id)].iter().map(|(k, v)| (k, v)))
             // Closed when this test process dies, however it dies: the
@@ -160,6 +164,12 @@ impl TestCluster {
         let pid = self.children[usize::from(id)].as_ref().expect("node is running").id();
         let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
         assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Whether node `id` starts with `--join` from now on (a replaced disk
+    /// the operator adds back).
+    pub fn set_join(&mut self, id: u8, join: bool) {
+        self.join[usize::from(id)] = join;
     }
 
     /// Sets environment variables for node `id`'s next start (and clears

@@ -1,0 +1,104 @@
+//! Membership change in the simulator, one behaviour per test, each over
+//! many seeds: what an operator sees, and the cases the churn schedule
+//! (`sim::churn`, run by `tests/injected_bugs.rs`) found.
+
+mod common;
+
+use raftkv::kv::{AdminDone, AdminError, AdminOp, AdminReply};
+use raftkv::raft::{MembershipChange, NodeId};
+use raftkv::sim::{Sim, SimConfig, Workload};
+
+/// A cluster of `slots` servers whose founders are `0..founders`, with one
+/// client writing, run until its leader has committed an entry of its
+/// term. Returns the leader.
+fn settled(seed: u64, slots: u8, founders: u8) -> (Sim, NodeId) {
+    settled_with(SimConfig::new(seed, slots), founders)
+}
+
+fn settled_with(mut config: SimConfig, founders: u8) -> (Sim, NodeId) {
+    let seed = config.seed;
+    config.members = founders;
+    let mut sim = Sim::new(config);
+    sim.add_client(Workload::random_keys(2));
+    let settled = |s: &Sim| s.leader().is_some_and(|l| s.server(l).is_some_and(|n| n.node().committed_in_term()));
+    let deadline = sim.now() + 3_000_000;
+    assert!(sim.run_until_true(deadline, settled).unwrap(), "seed {seed}: no leader settled");
+    let leader = sim.leader().unwrap();
+    (sim, leader)
+}
+
+/// Asks `to` for `op` and runs until it answers (at most 2 s).
+fn ask(sim: &mut Sim, to: NodeId, op: AdminOp) -> AdminReply {
+    let id = sim.admin(to, op);
+    let answered = |s: &Sim| s.admin_replies().iter().any(|(_, _, r)| r.id == id);
+    let deadline = sim.now() + 2_000_000;
+    assert!(sim.run_until_true(deadline, answered).unwrap(), "seed {}: {op:?} unanswered", sim.config().seed);
+    sim.admin_replies().iter().find(|(_, _, r)| r.id == id).unwrap().2
+}
+
+/// A leader that removes itself steps down as the change commits, often
+/// before it has applied it (a slow disk here: the others hold the entry
+/// before the leader's own write is durable); its operator still learns
+/// the change committed (not "outcome unknown"), and another voter leads.
+#[test]
+fn a_leader_removing_itself_answers_that_the_change_committed() {
+    for seed in common::seeds(30) {
+        let mut config = SimConfig::new(seed, 3);
+        config.disk_us = (5_000, 20_000);
+        let (mut sim, leader) = settled_with(config, 3);
+        let reply = ask(&mut sim, leader, AdminOp::Change(MembershipChange::Remove(leader)));
+        match reply.result {
+            Ok(AdminDone::Changed { membership, .. }) => assert!(!membership.contains(leader), "seed {seed}"),
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        let others = |s: &Sim| s.leader().is_some_and(|l| l != leader);
+        let deadline = sim.now() + 2_000_000;
+        assert!(sim.run_until_true(deadline, others).unwrap(), "seed {seed}: no successor");
+    }
+}
+
+/// A follower refuses an operator and names the leader; a change that
+/// does not apply is refused with why.
+#[test]
+fn followers_redirect_and_bad_changes_are_refused() {
+    for seed in common::seeds(10) {
+        let (mut sim, leader) = settled(seed, 4, 3);
+        let follower = (leader + 1) % 3;
+        let reply = ask(&mut sim, follower, AdminOp::Change(MembershipChange::AddLearner(3)));
+        let redirected = matches!(reply.result, Err(AdminError::Refused(raftkv::raft::Refusal::NotLeader { .. })));
+        assert!(redirected, "seed {seed}: {reply:?}");
+        let reply = ask(&mut sim, leader, AdminOp::Change(MembershipChange::Promote(3)));
+        assert!(matches!(reply.result, Err(AdminError::Refused(raftkv::raft::Refusal::BadChange(_)))), "{reply:?}");
+    }
+}
+
+/// Found by the churn schedule: a sole voter adds a learner and promotes
+/// it while cut off from it, so it steps down (it has no majority of two);
+/// the learner's disk is replaced meanwhile and it rejoins knowing no
+/// configuration at all. When they can talk again the learner must answer
+/// the old leader's vote requests, though it does not know it as a voter:
+/// otherwise neither ever leads again. (Voters once ignored vote requests
+/// from servers they did not know as voters.)
+#[test]
+fn a_promoted_server_that_knows_no_configuration_still_votes() {
+    for seed in common::seeds(20) {
+        let (mut sim, leader) = settled(seed, 2, 1);
+        assert_eq!(leader, 0);
+        let added = ask(&mut sim, 0, AdminOp::Change(MembershipChange::AddLearner(1)));
+        assert!(added.result.is_ok(), "seed {seed}: {added:?}");
+        sim.run_for(200_000).unwrap();
+        sim.partition(&[vec![0], vec![1]]);
+        let id = sim.admin(0, AdminOp::Change(MembershipChange::Promote(1)));
+        let stepped_down = |s: &Sim| s.leader().is_none();
+        let deadline = sim.now() + 3_000_000;
+        assert!(sim.run_until_true(deadline, stepped_down).unwrap(), "seed {seed}: node 0 kept leading alone");
+        sim.wipe(1);
+        sim.restart(1);
+        sim.heal();
+        let elected = |s: &Sim| s.leader().is_some();
+        let deadline = sim.now() + 5_000_000;
+        assert!(sim.run_until_true(deadline, elected).unwrap(), "seed {seed}: no leader after the heal");
+        let unknown = sim.admin_replies().iter().any(|(_, _, r)| r.id == id && r.result.is_err());
+        assert!(unknown, "seed {seed}: the promotion's leader stepped down, so its outcome was unknown");
+    }
+}
