@@ -32,6 +32,10 @@ enum Command {
         /// How many servers.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
         nodes: u8,
+        /// Also start this many spare servers outside the configuration,
+        /// to add with `raftkv member add` (ids after the nodes').
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=8))]
+        spares: u8,
         /// Client (RESP) port of node 0; node i listens on port + i.
         #[arg(long, default_value_t = 6379)]
         port: u16,
@@ -229,6 +233,7 @@ pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Cluster {
             nodes,
+            spares,
             port,
             peer_port,
             data_dir,
@@ -239,6 +244,7 @@ pub fn main() -> ExitCode {
             snapshot_trailing_mib,
         } => super::cluster::run(super::cluster::ClusterArgs {
             nodes,
+            spares,
             port,
             peer_port,
             data_dir,

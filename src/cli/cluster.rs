@@ -12,7 +12,10 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
 pub struct ClusterArgs {
+    /// The founding voters.
     pub nodes: u8,
+    /// Servers started outside the configuration, for an operator to add.
+    pub spares: u8,
     /// Client port of node 0; node i listens on `port + i`.
     pub port: u16,
     /// Peer port of node 0; node i listens on `peer_port + i`.
@@ -27,8 +30,12 @@ pub struct ClusterArgs {
 }
 
 pub fn run(args: ClusterArgs) -> ExitCode {
-    let config =
-        ClusterConfig { snapshots: args.snapshots, ..ClusterConfig::local(args.nodes, args.peer_port, args.port) };
+    let all = args.nodes.saturating_add(args.spares);
+    let config = ClusterConfig {
+        snapshots: args.snapshots,
+        initial_voters: (args.spares > 0).then_some(args.nodes),
+        ..ClusterConfig::local(all, args.peer_port, args.port)
+    };
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -56,7 +63,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let mut children = Children(Vec::new());
-    for id in 0..args.nodes {
+    for id in 0..all {
         match spawn_node(&config_path, &root, id) {
             Ok(child) => children.0.push(child),
             Err(e) => {
@@ -68,8 +75,9 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     let clients: Vec<SocketAddr> = config.nodes.iter().map(|n| n.client).collect();
     println!("raftkv: a {}-node cluster on 127.0.0.1, data in {}", args.nodes, root.display());
     for (id, node) in config.nodes.iter().enumerate() {
+        let spare = if id >= usize::from(args.nodes) { "  (spare: not a member yet)" } else { "" };
         println!(
-            "  node {id}: clients {}  peers {}  log {}",
+            "  node {id}: clients {}  peers {}  log {}{spare}",
             node.client,
             node.peer,
             log_path(&root, id as u8).display()
@@ -89,6 +97,9 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         println!("  cargo run --release -- get greeting");
     } else {
         println!("  cargo run --release -- get greeting --servers {servers}");
+    }
+    if args.spares > 0 {
+        println!("  cargo run --release -- member add {} --servers {servers}", args.nodes);
     }
     if args.smoke {
         return match runtime.block_on(smoke(&clients)) {

@@ -1321,6 +1321,23 @@ mod tests {
         assert_eq!(one(b"\x01\r\n"), Err(CommandError::Unknown { name: s("\\u{1}") }));
     }
 
+    #[test]
+    fn operator_commands_parse_and_refuse_bad_ids() {
+        assert_eq!(one(b"raftkv.member list\r\n"), Ok(ClientCommand::Member(MemberCommand::List)));
+        assert_eq!(one(b"RAFTKV.MEMBER add 3\r\n"), Ok(ClientCommand::Member(MemberCommand::Add(3))));
+        assert_eq!(one(b"RAFTKV.MEMBER PROMOTE 63\r\n"), Ok(ClientCommand::Member(MemberCommand::Promote(63))));
+        assert_eq!(one(b"RAFTKV.MEMBER remove 0\r\n"), Ok(ClientCommand::Member(MemberCommand::Remove(0))));
+        assert_eq!(one(b"raftkv.transfer 2\r\n"), Ok(ClientCommand::Transfer { to: 2 }));
+        assert_eq!(one(b"RAFTKV.MEMBER ADD 64\r\n"), Err(CommandError::BadInteger { what: "node id" }));
+        assert_eq!(one(b"RAFTKV.MEMBER ADD -1\r\n"), Err(CommandError::BadInteger { what: "node id" }));
+        assert_eq!(one(b"RAFTKV.MEMBER ADD\r\n"), Err(CommandError::WrongArity { command: "raftkv.member" }));
+        assert_eq!(one(b"RAFTKV.MEMBER\r\n"), Err(CommandError::WrongArity { command: "raftkv.member" }));
+        assert_eq!(one(b"RAFTKV.MEMBER LIST 1\r\n"), Err(CommandError::WrongArity { command: "raftkv.member|list" }));
+        assert_eq!(one(b"RAFTKV.MEMBER swap 1\r\n"), Err(CommandError::Unsupported { what: s("RAFTKV.MEMBER SWAP") }));
+        assert_eq!(one(b"raftkv.transfer 1 2\r\n"), Err(CommandError::WrongArity { command: "raftkv.transfer" }));
+        assert_eq!(one(b"RAFTKV.MEMBER ADD 3\r\n").unwrap().local_reply(), None, "the node answers");
+    }
+
     fn reply_bytes(reply: Reply) -> Vec<u8> {
         let mut out = BytesMut::new();
         ServerCodec::default().encode(reply, &mut out).unwrap();
