@@ -183,6 +183,44 @@ async fn members_are_added_replaced_and_removed_while_serving() {
     assert!(out.status.success() && text.contains("voters=0.1.2.3") && text.contains("leader: 3"), "{text}");
 }
 
+/// A leader asked to stop (SIGTERM) hands leadership over first: it exits
+/// cleanly, says to whom it handed over, the others go on without waiting
+/// out an election timeout, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_asked_to_stop_hands_over_first() {
+    let mut cluster = TestCluster::start("handover", 3);
+    let spec = LoadSpec {
+        servers: cluster.clients(),
+        clients: 4,
+        mix: Mix::Appends,
+        keys: 3,
+        key_bytes: 8,
+        value_bytes: 16,
+        seed: 13,
+        op_timeout: Duration::from_secs(10),
+        attempt_timeout: Duration::from_millis(500),
+    };
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+    after_more_ops(&progress, 200).await;
+    let first = leader(&cluster).await;
+    cluster.signal(first, "-TERM");
+    let status = cluster.wait_exit(first);
+    assert!(status.success(), "node {first} exited with {status}");
+    let log = cluster.log_of(first);
+    assert!(log.contains("handed leadership to"), "node {first} did not hand over:\n{log}");
+    after_more_ops(&progress, 200).await;
+    cluster.restart(first);
+    after_more_ops(&progress, 200).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let records = clients.await.unwrap();
+    check_history(&cluster, &records, epoch, 3).await;
+    let longest = records.iter().flat_map(|r| r.latencies_us.iter().map(|(_, us)| *us)).max().unwrap_or(0);
+    let line = log.lines().find(|l| l.contains("handed leadership to")).unwrap_or("");
+    eprintln!("e2e: node {first} stopped gracefully; {line}; the longest operation took {longest} µs");
+}
+
 /// The voters in a `... voters=0.1.2 learners=3` text.
 fn voters_in(text: &str) -> Vec<u8> {
     let field = text.split_whitespace().find_map(|w| w.strip_prefix("voters=")).unwrap_or("");

@@ -102,3 +102,25 @@ fn a_promoted_server_that_knows_no_configuration_still_votes() {
         assert!(unknown, "seed {seed}: the promotion's leader stepped down, so its outcome was unknown");
     }
 }
+
+/// A hand-over (what a leader asked to stop does first) goes to the voter
+/// whose log matches the most of the leader's, which then leads; a sole
+/// voter has no one to hand over to.
+#[test]
+fn a_hand_over_goes_to_the_best_placed_voter() {
+    for seed in common::seeds(20) {
+        let (mut sim, leader) = settled(seed, 3, 3);
+        let progress = sim.server(leader).unwrap().node().progress().clone();
+        let best = (0..3).filter(|&id| id != leader).map(|id| progress[&id].match_index).max().unwrap();
+        let reply = ask(&mut sim, leader, AdminOp::HandOver);
+        let Ok(AdminDone::TransferStarted { to }) = reply.result else { panic!("seed {seed}: {reply:?}") };
+        assert!(to != leader && progress[&to].match_index == best, "seed {seed}: {to} is not the best placed");
+        let handed = |s: &Sim| s.leader() == Some(to);
+        // Well within one election timeout: no election was waited out.
+        let deadline = sim.now() + sim.config().election_us();
+        assert!(sim.run_until_true(deadline, handed).unwrap(), "seed {seed}: {to} did not take over in time");
+    }
+    let (mut sim, leader) = settled(1, 1, 1);
+    let reply = ask(&mut sim, leader, AdminOp::HandOver);
+    assert_eq!(reply.result, Err(AdminError::NoSuccessor));
+}

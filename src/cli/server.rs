@@ -26,8 +26,9 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
             return ExitCode::from(2);
         }
     };
+    let (election_ticks, tick_ms) = (cluster.election_ticks, cluster.tick_ms);
     let runtime = super::runtime();
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         // The node stopped on its own: nothing it has not made durable may be
         // acted on, so the process ends here, loudly.
         let on_fatal: OnFatal = std::sync::Arc::new(move |failure: &NodeFailure| {
@@ -46,6 +47,19 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
         };
         let reason = wait_for_stop(&server, exit_with_parent).await;
         tracing::info!(node = id, "stopping: {reason}");
+        if matches!(reason, Stop::Asked) {
+            // Two election timeouts at most: past that, an election would
+            // have been quicker.
+            let patience = Duration::from_millis(2 * 2 * u64::from(election_ticks) * tick_ms);
+            let started = std::time::Instant::now();
+            match server.hand_over(patience).await {
+                Ok(Some(leader)) => {
+                    tracing::info!(node = id, "handed leadership to {leader} in {:?}", started.elapsed())
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(node = id, "stopping without handing leadership over: {e}"),
+            }
+        }
         match server.shutdown().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -53,7 +67,33 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Not a plain drop: it would wait for the blocking thread still reading
+    // stdin for `--exit-with-parent`, which never returns while the
+    // launcher lives (a SIGTERM'd server then never exited). Everything
+    // that matters was shut down above.
+    runtime.shutdown_background();
+    code
+}
+
+/// Why the server stops.
+enum Stop {
+    /// Ctrl-C or SIGTERM: a graceful stop, leadership handed over first.
+    Asked,
+    /// The launcher is gone (with the rest of its cluster, probably).
+    Orphaned,
+    /// The node stopped on its own and has logged why.
+    Failed,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Asked => "asked to (Ctrl-C or SIGTERM)",
+            Stop::Orphaned => "the launching process is gone",
+            Stop::Failed => "the node stopped",
+        })
+    }
 }
 
 /// Waits for Ctrl-C, SIGTERM, the node stopping on its own (a storage
@@ -61,7 +101,7 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
 /// end of stdin: a launcher that holds our stdin's pipe (`raftkv cluster`,
 /// the end-to-end tests) closes it by dying, however it dies, so no server
 /// outlives it.
-async fn wait_for_stop(server: &Server, exit_with_parent: bool) -> &'static str {
+async fn wait_for_stop(server: &Server, exit_with_parent: bool) -> Stop {
     let failed = async {
         let mut every = tokio::time::interval(Duration::from_millis(100));
         while !server.handle().is_stopped() {
@@ -81,9 +121,9 @@ async fn wait_for_stop(server: &Server, exit_with_parent: bool) -> &'static str 
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupted",
-        _ = orphaned => "the launching process is gone",
-        _ = super::sigterm() => "terminated",
-        _ = failed => "the node stopped",
+        _ = tokio::signal::ctrl_c() => Stop::Asked,
+        _ = orphaned => Stop::Orphaned,
+        _ = super::sigterm() => Stop::Asked,
+        _ = failed => Stop::Failed,
     }
 }

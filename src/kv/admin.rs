@@ -17,6 +17,10 @@ pub enum AdminOp {
     Change(MembershipChange),
     /// Hand leadership to this voter.
     TransferLeadership(NodeId),
+    /// Hand leadership to the voter best placed to take it
+    /// ([`RaftNode::successor`](crate::raft::RaftNode::successor)): what a
+    /// leader does before it stops.
+    HandOver,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +55,8 @@ pub enum AdminError {
     /// it committed: a later leader may still commit it, or drop it. The
     /// operator must look at the configuration before trying again.
     OutcomeUnknown { leader: Option<NodeId> },
+    /// A hand-over with no other voter to take over.
+    NoSuccessor,
 }
 
 impl fmt::Display for AdminDone {
@@ -73,6 +79,7 @@ impl fmt::Display for AdminError {
                     None => Ok(()),
                 }
             }
+            AdminError::NoSuccessor => write!(f, "no other voter to hand leadership to"),
         }
     }
 }

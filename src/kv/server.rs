@@ -410,6 +410,19 @@ impl KvServer {
         let input = match request.op {
             AdminOp::Change(change) => Input::ChangeMembership(change),
             AdminOp::TransferLeadership(to) => Input::TransferLeadership(to),
+            AdminOp::HandOver => match (self.node.successor(), self.node.is_leader()) {
+                (Some(to), _) => Input::TransferLeadership(to),
+                (None, true) => {
+                    out.admin_replies.push(reply(Err(AdminError::NoSuccessor)));
+                    return None;
+                }
+                // Refused as not leading.
+                (None, false) => Input::TransferLeadership(self.node.id()),
+            },
+        };
+        let target = match input {
+            Input::TransferLeadership(to) => to,
+            _ => self.node.id(),
         };
         let ready = self.node.step(input);
         match (ready.proposed, request.op) {
@@ -419,8 +432,8 @@ impl KvServer {
                 let displaced = self.waiting_changes.insert(index, waiter);
                 debug_assert!(displaced.is_none(), "a leader proposes each index once");
             }
-            (Some(Ok(_)), AdminOp::TransferLeadership(to)) => {
-                out.admin_replies.push(reply(Ok(AdminDone::TransferStarted { to })));
+            (Some(Ok(_)), AdminOp::TransferLeadership(_) | AdminOp::HandOver) => {
+                out.admin_replies.push(reply(Ok(AdminDone::TransferStarted { to: target })));
             }
             (Some(Err(refusal)), _) => out.admin_replies.push(reply(Err(AdminError::Refused(refusal)))),
             (None, _) => unreachable!("a change or transfer always gets an outcome"),

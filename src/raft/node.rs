@@ -11,6 +11,7 @@ use super::types::{
     SnapshotMeta, Term, INDEX_MAX, MAX_NODE_ID, TERM_MAX,
 };
 use crate::rng::Rng;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
 
 /// One Raft server: PreVote, CheckQuorum, pipelined and batched replication,
@@ -992,6 +993,17 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         // The new majority may already hold what the old one did not.
         self.maybe_commit();
         Ok(index)
+    }
+
+    /// The voter best placed to lead next, for a leader about to stop: the
+    /// one whose log matches the most of ours (ties: the lowest id). `None`
+    /// unless this node leads and another voter exists.
+    pub fn successor(&self) -> Option<NodeId> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let others = self.membership.voters.iter().filter(|&id| id != self.config.id);
+        others.max_by_key(|&id| (self.progress.get(&id).map_or(0, |p| p.match_index), Reverse(id)))
     }
 
     /// Hands leadership to `to` (thesis §3.10): stop taking proposals, bring

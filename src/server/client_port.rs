@@ -223,7 +223,7 @@ async fn admin(shared: &Shared, op: AdminOp) -> Reply {
     let named = match op {
         AdminOp::Change(MembershipChange::AddLearner(id) | MembershipChange::Promote(id)) => Some(id),
         AdminOp::TransferLeadership(id) => Some(id),
-        AdminOp::Change(MembershipChange::Remove(_)) => None,
+        AdminOp::Change(MembershipChange::Remove(_)) | AdminOp::HandOver => None,
     };
     if let Some(id) = named.filter(|&id| shared.cluster.node(id).is_none()) {
         // Its peers would not know where to reach it.
@@ -259,6 +259,7 @@ async fn admin(shared: &Shared, op: AdminOp) -> Reply {
             Reply::Error(format!("ERR {refusal}"))
         }
         Err(unknown @ AdminError::OutcomeUnknown { .. }) => Reply::Error(format!("UNKNOWN {unknown}")),
+        Err(none @ AdminError::NoSuccessor) => Reply::Error(format!("ERR {none}")),
     }
 }
 

@@ -12,7 +12,7 @@ use super::peer::{PeerConfig, PeerTransport};
 use super::resp::RespLimits;
 use super::storage::{RaftStorage, RedbStorage, StorageError};
 use crate::kv::snapshot::SnapshotError;
-use crate::kv::KvServer;
+use crate::kv::{AdminOp, KvServer};
 use crate::raft::NodeId;
 use std::fmt;
 use std::net::SocketAddr;
@@ -155,6 +155,36 @@ impl Server {
 
     pub fn peer_addr(&self) -> SocketAddr {
         self.peers.local_addr()
+    }
+
+    /// If this server leads, hands leadership to the voter best placed to
+    /// take it and waits, at most `patience`, until another server leads:
+    /// a graceful stop costs the cluster no election timeout (thesis
+    /// §3.10). Returns who leads now, if another; `Ok(None)` if this
+    /// server did not lead. The server keeps serving meanwhile.
+    pub async fn hand_over(&self, patience: Duration) -> Result<Option<NodeId>, String> {
+        let handle = self.node.handle();
+        if handle.status().role != Some(crate::raft::Role::Leader) {
+            return Ok(None);
+        }
+        let ticket = handle.admin(AdminOp::HandOver).map_err(|e| format!("{e:?}"))?;
+        let reply = tokio::task::spawn_blocking(move || ticket.wait())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        reply.result.map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut every = tokio::time::interval(Duration::from_millis(5));
+        loop {
+            let status = handle.status();
+            if status.role != Some(crate::raft::Role::Leader) && status.leader.is_some_and(|l| l != self.id) {
+                return Ok(status.leader);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("no other server leads after {patience:?}"));
+            }
+            every.tick().await;
+        }
     }
 
     /// Stops the node first (every waiting request is answered), then the
