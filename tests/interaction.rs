@@ -167,6 +167,13 @@ impl Env {
                     self.step(id, Input::ChangeMembership(change), &format!("change {change:?}"));
                 }
             }
+            "promote-when-caught-up" => {
+                let learner = number(args, "learner").expect("promote-when-caught-up ID learner=N") as NodeId;
+                for id in ids {
+                    let what = format!("promote {learner} once caught up");
+                    self.step(id, Input::PromoteWhenCaughtUp(learner), &what);
+                }
+            }
             "transfer" => {
                 let to = number(args, "to").expect("transfer ID to=N") as NodeId;
                 for id in ids {
@@ -567,6 +574,12 @@ impl Env {
             Some(Ok(index)) => self.say(format!("  proposed at index {index}")),
             Some(Err(refusal)) => self.say(format!("  proposal refused, {refusal:?}")),
             None => {}
+        }
+        for (learner, result) in &ready.promotions {
+            match result {
+                Ok(index) => self.say(format!("  {learner} caught up: its promotion proposed at index {index}")),
+                Err(refusal) => self.say(format!("  {learner} not promoted, {refusal:?}")),
+            }
         }
         if let Some(s) = ready.received_snapshot {
             self.say(format!("  received snapshot {} whole", snapshot(&s)));

@@ -5,7 +5,7 @@
 mod common;
 
 use raftkv::kv::{AdminDone, AdminError, AdminOp, AdminReply};
-use raftkv::raft::{MembershipChange, NodeId};
+use raftkv::raft::{MembershipChange, NodeId, Refusal};
 use raftkv::sim::{Sim, SimConfig, Workload};
 
 /// A cluster of `slots` servers whose founders are `0..founders`, with one
@@ -65,10 +65,10 @@ fn followers_redirect_and_bad_changes_are_refused() {
         let (mut sim, leader) = settled(seed, 4, 3);
         let follower = (leader + 1) % 3;
         let reply = ask(&mut sim, follower, AdminOp::Change(MembershipChange::AddLearner(3)));
-        let redirected = matches!(reply.result, Err(AdminError::Refused(raftkv::raft::Refusal::NotLeader { .. })));
+        let redirected = matches!(reply.result, Err(AdminError::Refused(Refusal::NotLeader { .. })));
         assert!(redirected, "seed {seed}: {reply:?}");
         let reply = ask(&mut sim, leader, AdminOp::Change(MembershipChange::Promote(3)));
-        assert!(matches!(reply.result, Err(AdminError::Refused(raftkv::raft::Refusal::BadChange(_)))), "{reply:?}");
+        assert!(matches!(reply.result, Err(AdminError::Refused(Refusal::BadChange(_)))), "{reply:?}");
     }
 }
 
@@ -123,4 +123,45 @@ fn a_hand_over_goes_to_the_best_placed_voter() {
     let (mut sim, leader) = settled(1, 1, 1);
     let reply = ask(&mut sim, leader, AdminOp::HandOver);
     assert_eq!(reply.result, Err(AdminError::NoSuccessor));
+}
+
+/// An operator's `PromoteWhenCaughtUp`: a learner that keeps up is
+/// promoted by the leader itself, and the operator hears once the
+/// promotion is committed; one that cannot be reached is given up, and the
+/// configuration stays as it was.
+#[test]
+fn a_learner_is_promoted_once_caught_up_or_given_up() {
+    for seed in common::seeds(20) {
+        let (mut sim, leader) = settled(seed, 4, 3);
+        let added = ask(&mut sim, leader, AdminOp::Change(MembershipChange::AddLearner(3)));
+        assert!(added.result.is_ok(), "seed {seed}: {added:?}");
+        let reply = ask(&mut sim, leader, AdminOp::PromoteWhenCaughtUp(3));
+        match reply.result {
+            Ok(AdminDone::Changed { membership, .. }) => assert!(membership.is_voter(3), "seed {seed}"),
+            other => panic!("seed {seed}: {other:?}"),
+        }
+    }
+    for seed in common::seeds(10) {
+        let (mut sim, leader) = settled(seed, 5, 3);
+        for learner in [3, 4] {
+            let added = ask(&mut sim, leader, AdminOp::Change(MembershipChange::AddLearner(learner)));
+            assert!(added.result.is_ok(), "seed {seed}: {added:?}");
+        }
+        let rest: Vec<NodeId> = (0..4).collect();
+        sim.partition(&[rest, vec![4]]);
+        let id = sim.admin(leader, AdminOp::PromoteWhenCaughtUp(4));
+        // A second operator asking for the same promotion is told to wait.
+        let again = ask(&mut sim, leader, AdminOp::PromoteWhenCaughtUp(4));
+        assert!(matches!(again.result, Err(AdminError::Refused(Refusal::CatchingUp { id: 4 }))), "{again:?}");
+        let answered = |s: &Sim| s.admin_replies().iter().any(|(_, _, r)| r.id == id);
+        let deadline = sim.now() + 12 * sim.config().election_us();
+        assert!(sim.run_until_true(deadline, answered).unwrap(), "seed {seed}: never given up");
+        let reply = sim.admin_replies().iter().find(|(_, _, r)| r.id == id).unwrap().2;
+        assert!(
+            matches!(reply.result, Err(AdminError::Refused(Refusal::NotCaughtUp { id: 4, .. }))),
+            "seed {seed}: {reply:?}"
+        );
+        let membership = *sim.server(leader).unwrap().node().membership();
+        assert!(!membership.is_voter(4) && membership.contains(4), "seed {seed}: {membership}");
+    }
 }

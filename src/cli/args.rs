@@ -189,10 +189,16 @@ enum MemberAction {
     /// The configuration as the first server answering sees it, and its
     /// leader.
     List,
-    /// Add a server as a learner: it receives the log (or a snapshot) but
-    /// does not vote. Its id must be in the cluster's config file.
-    Add { id: NodeId },
-    /// Make a learner a voter (best once it has caught up: see `list`).
+    /// Add a server: first as a learner, which receives the log (or a
+    /// snapshot) but does not vote, then, once it has caught up, as a
+    /// voter. Its id must be in the cluster's config file.
+    Add {
+        id: NodeId,
+        /// Stop at learner (promote it later with `promote`).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Make a learner a voter, once it has caught up with the log.
     Promote { id: NodeId },
     /// Remove a voter or a learner (the leader too: it hands over first).
     Remove { id: NodeId },
@@ -222,9 +228,9 @@ impl Target {
         super::client::run(self.servers, op, timeout)
     }
 
-    fn operate(self, command: ClientCommand) -> ExitCode {
+    fn operate(self, commands: Vec<ClientCommand>) -> ExitCode {
         let timeout = Duration::try_from_secs_f64(self.timeout).unwrap_or(Duration::from_secs(10));
-        super::member::run(self.servers, command, timeout)
+        super::member::run(self.servers, commands, timeout)
     }
 }
 
@@ -260,15 +266,16 @@ pub fn main() -> ExitCode {
             super::server::run(config, id, data_dir, exit_with_parent, join)
         }
         Command::Member { action, target } => {
-            let member = match action {
-                MemberAction::List => MemberCommand::List,
-                MemberAction::Add { id } => MemberCommand::Add(id),
-                MemberAction::Promote { id } => MemberCommand::Promote(id),
-                MemberAction::Remove { id } => MemberCommand::Remove(id),
+            let commands = match action {
+                MemberAction::List => vec![MemberCommand::List],
+                MemberAction::Add { id, learner: true } => vec![MemberCommand::Add(id)],
+                MemberAction::Add { id, learner: false } => vec![MemberCommand::Add(id), MemberCommand::Promote(id)],
+                MemberAction::Promote { id } => vec![MemberCommand::Promote(id)],
+                MemberAction::Remove { id } => vec![MemberCommand::Remove(id)],
             };
-            target.operate(ClientCommand::Member(member))
+            target.operate(commands.into_iter().map(ClientCommand::Member).collect())
         }
-        Command::TransferLeader { id, target } => target.operate(ClientCommand::Transfer { to: id }),
+        Command::TransferLeader { id, target } => target.operate(vec![ClientCommand::Transfer { to: id }]),
         Command::Put { key, value, target } => target.run(Op::Put { key, value }),
         Command::Append { key, value, target } => target.run(Op::Append { key, value }),
         Command::Get { key, target } => target.run(Op::Get { key }),

@@ -375,6 +375,10 @@ impl Harness {
                     let to = u.int_in_range(0..=self.config.members)?;
                     self.step(Input::TransferLeadership(to));
                 }
+                2 => {
+                    let id = u.int_in_range(0..=self.config.members.saturating_add(1))?;
+                    self.step(Input::PromoteWhenCaughtUp(id));
+                }
                 _ => {
                     let command = command(u)?;
                     self.step(Input::Propose(command));

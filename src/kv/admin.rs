@@ -15,6 +15,10 @@ pub type AdminId = u64;
 pub enum AdminOp {
     /// One server joins as a learner, is promoted, or leaves.
     Change(MembershipChange),
+    /// Promote this learner once it has caught up with the log
+    /// ([`Input::PromoteWhenCaughtUp`](crate::raft::Input)); answered once
+    /// the promotion is committed, like a change.
+    PromoteWhenCaughtUp(NodeId),
     /// Hand leadership to this voter.
     TransferLeadership(NodeId),
     /// Hand leadership to the voter best placed to take it

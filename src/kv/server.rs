@@ -174,6 +174,10 @@ pub struct KvServer {
     /// Proposed membership changes by log index (at most one, unless bug
     /// (n) is on).
     waiting_changes: BTreeMap<LogIndex, ChangeWaiter>,
+    /// Operators waiting for a learner to catch up and its promotion to
+    /// be proposed, by learner, with the leader term they asked in (one per
+    /// learner: a second is refused).
+    waiting_promotions: BTreeMap<NodeId, (AdminId, Term)>,
     /// Reads waiting for the leader to confirm them.
     waiting_reads: BTreeMap<ReadId, (Waiter, String)>,
     /// Confirmed reads waiting for the machine to apply their read index.
@@ -206,6 +210,7 @@ impl KvServer {
             kv,
             waiting_writes: BTreeMap::new(),
             waiting_changes: BTreeMap::new(),
+            waiting_promotions: BTreeMap::new(),
             waiting_reads: BTreeMap::new(),
             confirmed_reads: Vec::new(),
             next_read_id: 0,
@@ -236,7 +241,11 @@ impl KvServer {
 
     /// Requests accepted but not answered yet.
     pub fn waiting(&self) -> usize {
-        self.waiting_writes.len() + self.waiting_changes.len() + self.waiting_reads.len() + self.confirmed_reads.len()
+        self.waiting_writes.len()
+            + self.waiting_changes.len()
+            + self.waiting_promotions.len()
+            + self.waiting_reads.len()
+            + self.confirmed_reads.len()
     }
 
     /// Feeds one input; the output is carried out under the contract of
@@ -273,6 +282,9 @@ impl KvServer {
         out.messages.extend(ready.messages);
         for (id, result) in ready.reads {
             self.on_read_outcome(id, result, out);
+        }
+        for (learner, result) in ready.promotions {
+            self.on_promotion(learner, result, out);
         }
         if let Some(snapshot) = ready.install {
             self.install(snapshot, out);
@@ -360,6 +372,10 @@ impl KvServer {
                     || committed_here(&self.node, index, w.term))),
             "a change waiter for an applied entry, or one that can no longer be answered"
         );
+        assert!(
+            self.waiting_promotions.values().all(|(_, term)| self.node.is_leader() && *term == self.node.term()),
+            "a promotion waiter from another term"
+        );
         assert!(self.confirmed_reads.iter().all(|(index, ..)| *index > applied), "a servable read left waiting");
         assert!(
             self.confirmed_reads.iter().all(|(index, ..)| *index <= self.node.commit_index()),
@@ -410,6 +426,11 @@ impl KvServer {
         let input = match request.op {
             AdminOp::Change(change) => Input::ChangeMembership(change),
             AdminOp::TransferLeadership(to) => Input::TransferLeadership(to),
+            AdminOp::PromoteWhenCaughtUp(id) if self.waiting_promotions.contains_key(&id) => {
+                out.admin_replies.push(reply(Err(AdminError::Refused(Refusal::CatchingUp { id }))));
+                return None;
+            }
+            AdminOp::PromoteWhenCaughtUp(id) => Input::PromoteWhenCaughtUp(id),
             AdminOp::HandOver => match (self.node.successor(), self.node.is_leader()) {
                 (Some(to), _) => Input::TransferLeadership(to),
                 (None, true) => {
@@ -432,6 +453,9 @@ impl KvServer {
                 let displaced = self.waiting_changes.insert(index, waiter);
                 debug_assert!(displaced.is_none(), "a leader proposes each index once");
             }
+            (Some(Ok(_)), AdminOp::PromoteWhenCaughtUp(id)) => {
+                self.waiting_promotions.insert(id, (request.id, self.node.term()));
+            }
             (Some(Ok(_)), AdminOp::TransferLeadership(_) | AdminOp::HandOver) => {
                 out.admin_replies.push(reply(Ok(AdminDone::TransferStarted { to: target })));
             }
@@ -439,6 +463,20 @@ impl KvServer {
             (None, _) => unreachable!("a change or transfer always gets an outcome"),
         }
         Some(ready)
+    }
+
+    /// A learner caught up and its promotion was proposed (its operators
+    /// now wait for that entry), or the catch-up was given up.
+    fn on_promotion(&mut self, learner: NodeId, result: Result<LogIndex, Refusal>, out: &mut ServerOutput) {
+        let Some((id, _)) = self.waiting_promotions.remove(&learner) else { return };
+        match result {
+            Ok(index) => {
+                let waiter = ChangeWaiter { id, term: self.node.term(), membership: *self.node.membership() };
+                let displaced = self.waiting_changes.insert(index, waiter);
+                debug_assert!(displaced.is_none(), "a leader proposes each index once");
+            }
+            Err(refusal) => out.admin_replies.push(AdminReply { id, result: Err(AdminError::Refused(refusal)) }),
+        }
     }
 
     fn on_read_outcome(&mut self, id: ReadId, result: Result<LogIndex, Refusal>, out: &mut ServerOutput) {
@@ -511,12 +549,20 @@ impl KvServer {
     /// be answered by us: tell their clients to retry elsewhere (the session
     /// table makes the retry safe if the write commits after all).
     fn fail_orphaned_writes(&mut self, out: &mut ServerOutput) {
-        if self.waiting_writes.is_empty() && self.waiting_changes.is_empty() {
+        if self.waiting_writes.is_empty() && self.waiting_changes.is_empty() && self.waiting_promotions.is_empty() {
             return;
         }
         let (leading, term) = (self.node.is_leader(), self.node.term());
         let leader = self.node.leader();
         let node = &self.node;
+        self.waiting_promotions.retain(|_, (id, asked_in)| {
+            let alive = leading && *asked_in == term;
+            if !alive {
+                let result = Err(AdminError::Refused(Refusal::NotLeader { leader }));
+                out.admin_replies.push(AdminReply { id: *id, result });
+            }
+            alive
+        });
         self.waiting_changes.retain(|&index, waiter| {
             // A leader that removed itself steps down as its change commits,
             // possibly before applying it: committed, it will be applied.
@@ -570,8 +616,12 @@ impl From<Refusal> for ServiceError {
             Refusal::Busy | Refusal::NoCommitInTerm | Refusal::ChangePending { .. } | Refusal::Transferring { .. } => {
                 ServiceError::Busy
             }
-            Refusal::BadChange(e) => unreachable!("a client request proposed a configuration change ({e})"),
-            Refusal::NotAVoter(id) => unreachable!("a client request transferred leadership (to {id})"),
+            Refusal::BadChange(_)
+            | Refusal::NotAVoter(_)
+            | Refusal::CatchingUp { .. }
+            | Refusal::NotCaughtUp { .. } => {
+                unreachable!("a client request was refused as an operator's ({refusal})")
+            }
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct Config {
     /// At most this many reads may wait for leadership confirmation; more
     /// are refused at once rather than queued without bound.
     pub max_pending_reads: usize,
+    /// A learner being caught up for its promotion
+    /// ([`Input::PromoteWhenCaughtUp`](super::Input)) gets this many rounds.
+    pub catch_up_rounds: u32,
     /// At most this many messages wait for their batch to be reported
     /// durable (a slow disk under a flood of AppendEntries); beyond it the
     /// oldest is dropped, as a lossy network would.
@@ -73,6 +76,7 @@ impl Config {
             max_inflight: 8,
             max_batch_entries: 64,
             max_pending_reads: 1024,
+            catch_up_rounds: 10,
             max_held_messages: 4096,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_chunks_in_flight: 4,

@@ -3,7 +3,7 @@
 use super::config::Config;
 use super::durability::Durability;
 use super::log::RaftLog;
-use super::membership::{Membership, MembershipChange, NodeSet};
+use super::membership::{ChangeError, Membership, MembershipChange, NodeSet};
 use super::progress::{Mode, Progress};
 use super::ready::{BatchNumber, DurableState, Input, LogWrite, Persist, ReadId, Ready, Refusal};
 use super::types::{
@@ -71,6 +71,8 @@ pub struct RaftNode<C> {
     progress: BTreeMap<NodeId, Progress>,
     /// Leader: handing leadership over (thesis §3.10).
     transfer: Option<Transfer>,
+    /// Leader: a learner caught up for its promotion (thesis §4.2.1).
+    catch_up: Option<CatchUp>,
     /// Leader: the latest read round sent with heartbeats and appends.
     read_round: u64,
     /// Leader: reads waiting for a quorum to acknowledge `round`, in order.
@@ -103,6 +105,19 @@ struct Transfer {
     told: bool,
 }
 
+/// A learner being caught up before its promotion (thesis §4.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CatchUp {
+    id: NodeId,
+    /// The round ends when the learner holds this index: the leader's last
+    /// when the round began.
+    round_end: LogIndex,
+    /// Ticks since the round began.
+    ticks: u32,
+    /// Rounds begun so far.
+    rounds: u32,
+}
+
 /// A snapshot arriving in chunks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Incoming {
@@ -118,6 +133,7 @@ struct Incoming {
 struct Outbox<C> {
     messages: Vec<(After, Envelope<C>)>,
     reads: Vec<(ReadId, Result<LogIndex, Refusal>)>,
+    promotions: Vec<(NodeId, Result<LogIndex, Refusal>)>,
     /// Lowest log index changed in this step.
     dirty_from: Option<LogIndex>,
     /// The log was compacted to here in this step.
@@ -145,6 +161,7 @@ impl<C> Default for Outbox<C> {
         Outbox {
             messages: Vec::new(),
             reads: Vec::new(),
+            promotions: Vec::new(),
             dirty_from: None,
             compacted: None,
             installed: None,
@@ -208,6 +225,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             refused: NodeSet::EMPTY,
             progress: BTreeMap::new(),
             transfer: None,
+            catch_up: None,
             read_round: 0,
             pending_reads: VecDeque::new(),
             snapshot,
@@ -231,6 +249,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             Input::Propose(command) => proposed = Some(self.propose(command)),
             Input::ChangeMembership(change) => proposed = Some(self.change_membership(change)),
             Input::TransferLeadership(to) => proposed = Some(self.transfer_leadership(to)),
+            Input::PromoteWhenCaughtUp(id) => proposed = Some(self.promote_when_caught_up(id)),
             Input::Read(id) => self.read(id),
             Input::Persisted(number) => self.persisted(number),
             Input::SnapshotTaken(snapshot) => self.snapshot_taken(snapshot),
@@ -272,6 +291,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         if let Some(incoming) = &mut node.incoming {
             incoming.from = new_id(incoming.from);
+        }
+        if let Some(t) = &mut node.transfer {
+            t.to = new_id(t.to);
+        }
+        if let Some(c) = &mut node.catch_up {
+            c.id = new_id(c.id);
         }
         if let Some((from, _)) = &mut node.received {
             *from = new_id(*from);
@@ -388,6 +413,10 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                     self.transfer = None; // the target did not take over: lead on
                 }
             }
+            if let Some(c) = &mut self.catch_up {
+                c.ticks += 1;
+            }
+            self.advance_catch_up();
             if self.election_elapsed >= self.config.election_ticks {
                 self.election_elapsed = 0;
                 if !self.check_quorum() {
@@ -534,6 +563,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.leader = leader;
         self.progress.clear();
         self.transfer = None;
+        self.catch_up = None;
         self.reset_election_timer();
         debug_assert!(self.pending_reads.is_empty(), "a follower answers no reads itself");
         debug_assert!(leader != Some(self.config.id), "a follower of itself");
@@ -995,6 +1025,77 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         Ok(index)
     }
 
+    /// Starts catching learner `id` up for its promotion (see
+    /// [`Input::PromoteWhenCaughtUp`]); the first round ends when it holds
+    /// our last entry.
+    fn promote_when_caught_up(&mut self, id: NodeId) -> Result<LogIndex, Refusal> {
+        if self.role != Role::Leader {
+            return Err(Refusal::NotLeader { leader: self.leader });
+        }
+        if let Some(t) = self.transfer {
+            return Err(Refusal::Transferring { to: t.to });
+        }
+        if !self.membership.contains(id) {
+            return Err(Refusal::BadChange(ChangeError::NotMember(id)));
+        }
+        if self.membership.is_voter(id) {
+            return Err(Refusal::BadChange(ChangeError::NotLearner(id)));
+        }
+        match self.catch_up {
+            Some(c) if c.id != id => return Err(Refusal::CatchingUp { id: c.id }),
+            Some(_) => {} // already under way: goes on
+            None => {
+                let last = self.log.last_index();
+                self.catch_up = Some(CatchUp { id, round_end: last, ticks: 0, rounds: 1 });
+            }
+        }
+        self.advance_catch_up();
+        Ok(self.log.last_index())
+    }
+
+    /// Ends the catch-up's round if the learner holds its last entry: a
+    /// round no longer than an election timeout means the learner is caught
+    /// up, and its promotion is proposed (as soon as a change may be);
+    /// otherwise the next round begins, up to [`Config::catch_up_rounds`].
+    /// A round ten election timeouts long is given up: the learner is
+    /// unreachable or far too slow.
+    fn advance_catch_up(&mut self) {
+        let Some(c) = self.catch_up else { return };
+        let election = self.config.election_ticks;
+        let matched = self.progress.get(&c.id).map_or(0, |p| p.match_index);
+        let give_up = |node: &mut Self| {
+            node.catch_up = None;
+            node.out.promotions.push((c.id, Err(Refusal::NotCaughtUp { id: c.id, rounds: c.rounds })));
+        };
+        if matched < c.round_end {
+            if c.ticks > 10 * election {
+                give_up(self);
+            }
+            return;
+        }
+        if c.ticks > election {
+            if c.rounds >= self.config.catch_up_rounds {
+                return give_up(self);
+            }
+            let last = self.log.last_index();
+            self.catch_up = Some(CatchUp { round_end: last, ticks: 0, rounds: c.rounds + 1, ..c });
+            // The learner may hold all of it already: a round of no time.
+            return self.advance_catch_up();
+        }
+        match self.change_membership(MembershipChange::Promote(c.id)) {
+            Ok(index) => {
+                self.catch_up = None;
+                self.out.promotions.push((c.id, Ok(index)));
+            }
+            // A moment later it may: try again on the next tick.
+            Err(Refusal::NoCommitInTerm | Refusal::ChangePending { .. }) => {}
+            Err(refusal) => {
+                self.catch_up = None;
+                self.out.promotions.push((c.id, Err(refusal)));
+            }
+        }
+    }
+
     /// The voter best placed to lead next, for a leader about to stop: the
     /// one whose log matches the most of ours (ties: the lowest id). `None`
     /// unless this node leads and another voter exists.
@@ -1270,6 +1371,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         self.fill_window(from);
         self.maybe_hand_over();
+        self.advance_catch_up();
         self.release_reads();
     }
 
@@ -1313,6 +1415,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         self.fill_window(from);
         self.maybe_hand_over();
+        self.advance_catch_up();
         self.release_reads();
     }
 
@@ -1582,6 +1685,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             committed,
             reads: out.reads,
             proposed,
+            promotions: out.promotions,
             received_snapshot: out.received,
             install: out.install,
         }
@@ -1617,7 +1721,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         match self.role {
             Role::Leader => self.check_leader(),
             _ => {
-                assert!(self.progress.is_empty() && self.pending_reads.is_empty() && self.transfer.is_none());
+                assert!(
+                    self.progress.is_empty()
+                        && self.pending_reads.is_empty()
+                        && self.transfer.is_none()
+                        && self.catch_up.is_none()
+                );
                 assert_ne!(self.leader, Some(self.config.id), "a non-leader names itself leader");
                 assert!(self.election_elapsed < self.election_timeout, "an election timeout that did not fire");
             }

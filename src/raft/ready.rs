@@ -71,6 +71,16 @@ pub enum Input<C> {
     /// outcome is [`Ready::proposed`]; it takes effect as soon as it is in
     /// the log.
     ChangeMembership(MembershipChange),
+    /// Promote this learner once it has caught up (thesis §4.2.1): the
+    /// leader replicates to it in rounds, each sending what the leader
+    /// held when the round began, and proposes the promotion once a round
+    /// takes no longer than an election timeout (so the new voter will not
+    /// hold up commits for long). Its outcome is [`Ready::proposed`] (the
+    /// catch-up began, or why not); the promotion's, later, is
+    /// [`Ready::promotions`]. One at a time; given up after
+    /// [`Config::catch_up_rounds`](super::Config) rounds or a round ten
+    /// election timeouts long.
+    PromoteWhenCaughtUp(NodeId),
     /// Hand leadership to this voter (thesis §3.10): bring its log up to
     /// date, then tell it to campaign at once (`TimeoutNow`). Proposals are
     /// refused meanwhile; the attempt is abandoned after an election
@@ -115,6 +125,11 @@ pub enum Refusal {
     Transferring { to: NodeId },
     /// Leadership can only go to a voter.
     NotAVoter(NodeId),
+    /// Another learner is being caught up for its promotion.
+    CatchingUp { id: NodeId },
+    /// The learner did not catch up: its rounds stayed longer than an
+    /// election timeout, or it stopped answering.
+    NotCaughtUp { id: NodeId, rounds: u32 },
 }
 
 impl std::fmt::Display for Refusal {
@@ -128,6 +143,10 @@ impl std::fmt::Display for Refusal {
             Refusal::BadChange(e) => write!(f, "{e}"),
             Refusal::Transferring { to } => write!(f, "leadership is being handed to {to}"),
             Refusal::NotAVoter(id) => write!(f, "node {id} is not a voter"),
+            Refusal::CatchingUp { id } => write!(f, "node {id} is being caught up for its promotion"),
+            Refusal::NotCaughtUp { id, rounds } => {
+                write!(f, "node {id} did not catch up with the log in {rounds} rounds (is it reachable?)")
+            }
         }
     }
 }
@@ -178,6 +197,9 @@ pub struct Ready<C> {
     /// For [`Input::Propose`]: the index the command will occupy if it
     /// commits, or why it was refused.
     pub proposed: Option<Result<LogIndex, Refusal>>,
+    /// For an earlier [`Input::PromoteWhenCaughtUp`]: the learner caught up
+    /// and its promotion was proposed at this index, or it was given up.
+    pub promotions: Vec<(NodeId, Result<LogIndex, Refusal>)>,
     /// A snapshot received whole from the leader: check that its bytes
     /// are a state the machine can load, and if so feed it back with
     /// [`Input::InstallSnapshot`].
@@ -196,6 +218,7 @@ impl<C> Default for Ready<C> {
             committed: Vec::new(),
             reads: Vec::new(),
             proposed: None,
+            promotions: Vec::new(),
             received_snapshot: None,
             install: None,
         }

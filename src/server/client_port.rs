@@ -183,7 +183,9 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
         Err(ClientCommand::Member(member)) => {
             let change = match member {
                 MemberCommand::Add(id) => MembershipChange::AddLearner(id),
-                MemberCommand::Promote(id) => MembershipChange::Promote(id),
+                MemberCommand::Promote(id) => {
+                    return (admin(shared, AdminOp::PromoteWhenCaughtUp(id)).await, false);
+                }
                 MemberCommand::Remove(id) => MembershipChange::Remove(id),
                 MemberCommand::List => unreachable!("answered above"),
             };
@@ -222,7 +224,7 @@ async fn submit(node: &NodeHandle, request: Command) -> Result<String, ServiceEr
 async fn admin(shared: &Shared, op: AdminOp) -> Reply {
     let named = match op {
         AdminOp::Change(MembershipChange::AddLearner(id) | MembershipChange::Promote(id)) => Some(id),
-        AdminOp::TransferLeadership(id) => Some(id),
+        AdminOp::TransferLeadership(id) | AdminOp::PromoteWhenCaughtUp(id) => Some(id),
         AdminOp::Change(MembershipChange::Remove(_)) | AdminOp::HandOver => None,
     };
     if let Some(id) = named.filter(|&id| shared.cluster.node(id).is_none()) {
@@ -253,11 +255,12 @@ async fn admin(shared: &Shared, op: AdminOp) -> Reply {
             refusal @ (Refusal::Busy
             | Refusal::NoCommitInTerm
             | Refusal::ChangePending { .. }
-            | Refusal::Transferring { .. }),
+            | Refusal::Transferring { .. }
+            | Refusal::CatchingUp { .. }),
         )) => Reply::Error(format!("TRYAGAIN {refusal}")),
-        Err(AdminError::Refused(refusal @ (Refusal::BadChange(_) | Refusal::NotAVoter(_)))) => {
-            Reply::Error(format!("ERR {refusal}"))
-        }
+        Err(AdminError::Refused(
+            refusal @ (Refusal::BadChange(_) | Refusal::NotAVoter(_) | Refusal::NotCaughtUp { .. }),
+        )) => Reply::Error(format!("ERR {refusal}")),
         Err(unknown @ AdminError::OutcomeUnknown { .. }) => Reply::Error(format!("UNKNOWN {unknown}")),
         Err(none @ AdminError::NoSuccessor) => Reply::Error(format!("ERR {none}")),
     }

@@ -8,7 +8,8 @@
 //! reboot, every crashed server restarted) or an operator's request to the
 //! server that leads: add a non-member as a learner (wiping its disk first,
 //! sometimes, as a replaced machine; only when that cannot cost the cluster
-//! a vote), promote a learner, remove a voter or a learner (the leader
+//! a vote), promote a learner (at once, or once it has caught up), remove a
+//! voter or a learner (the leader
 //! itself included), or hand leadership to another voter. A third of the
 //! changes are followed at once by a second one, as a script would send
 //! them: a correct leader refuses it while the first is uncommitted.
@@ -112,20 +113,22 @@ impl Churn {
         let latest = *node.membership();
         let committed = node.membership_at(node.commit_index()).1;
         let mut options = Vec::new();
+        let change = |c| AdminOp::Change(c);
         for id in 0..self.slots {
             if !latest.contains(id) {
-                options.push(MembershipChange::AddLearner(id));
+                options.push(change(MembershipChange::AddLearner(id)));
             } else if !latest.is_voter(id) {
-                options.push(MembershipChange::Promote(id));
-                options.push(MembershipChange::Remove(id));
+                options.push(change(MembershipChange::Promote(id)));
+                options.push(AdminOp::PromoteWhenCaughtUp(id));
+                options.push(change(MembershipChange::Remove(id)));
             } else if latest.voters.len() > 2 {
                 // Down to two voters at least: a cluster of one has no
                 // majorities to get wrong.
-                options.push(MembershipChange::Remove(id));
+                options.push(change(MembershipChange::Remove(id)));
             }
         }
-        let change = options[sim.choices().range(0, options.len() as u64) as usize];
-        if let MembershipChange::AddLearner(id) = change {
+        let op = options[sim.choices().range(0, options.len() as u64) as usize];
+        if let AdminOp::Change(MembershipChange::AddLearner(id)) = op {
             // A replaced machine. Only a server that is a voter in neither
             // configuration: a learner's disk holds no vote that counts.
             let votes = latest.is_voter(id) || committed.is_voter(id);
@@ -134,7 +137,7 @@ impl Churn {
                 sim.restart(id);
             }
         }
-        sim.admin(leader, AdminOp::Change(change));
+        sim.admin(leader, op);
     }
 
     /// Asks the leader to hand leadership to another voter.
