@@ -3,8 +3,8 @@
 //! [`Clerk`] with a short script of operations.
 
 use raftkv::clerk::{Clerk, ClerkAction};
-use raftkv::kv::{Command, KvServer, Op, Response, ServerConfig, ServerInput, SnapshotJob};
-use raftkv::raft::{DurableState, Envelope, NodeId, Role, Snapshot};
+use raftkv::kv::{AdminOp, AdminRequest, Command, KvServer, Op, Response, ServerConfig, ServerInput, SnapshotJob};
+use raftkv::raft::{DurableState, Envelope, Membership, MembershipChange, NodeId, Role, Snapshot};
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -34,6 +34,9 @@ pub enum ModelTimer {
     /// reported already): the disk of the snapshot, slower than the log's,
     /// so other actions may come between the job and its end.
     Snapshot,
+    /// The operator asks this server, if it leads, for the next
+    /// configuration change of [`Runtime::reconfigure`].
+    Reconfigure,
 }
 
 /// Exactly what a server makes durable: its hard state, its latest
@@ -175,6 +178,35 @@ pub struct Runtime {
     /// Snapshot jobs end by their own timer action (see
     /// [`crate::ModelConfig::slow_snapshots`]).
     pub slow_snapshots: bool,
+    /// An operator changes the configuration: see [`Reconfigure`].
+    pub reconfigure: Option<Reconfigure>,
+}
+
+/// The operator's plan: server `join` (started outside the configuration)
+/// is added as a learner and promoted, then founder `leave` is removed, one
+/// change at a time, each asked of whoever leads when the
+/// [`ModelTimer::Reconfigure`] timer fires. Which change comes next is read
+/// off the leader's configuration, so a change lost with a leader is asked
+/// again of the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reconfigure {
+    pub join: NodeId,
+    pub leave: NodeId,
+}
+
+impl Reconfigure {
+    /// The next change after `m`, if any is left.
+    pub fn next(&self, m: &Membership) -> Option<MembershipChange> {
+        if !m.contains(self.join) {
+            Some(MembershipChange::AddLearner(self.join))
+        } else if !m.is_voter(self.join) {
+            Some(MembershipChange::Promote(self.join))
+        } else if m.contains(self.leave) {
+            Some(MembershipChange::Remove(self.leave))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -210,6 +242,9 @@ impl Actor for ModelActor {
                 };
                 o.set_timer(ModelTimer::Election, model_timeout());
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
+                if let ModelActor::Server { runtime: Runtime { reconfigure: Some(_), .. }, .. } = self {
+                    o.set_timer(ModelTimer::Reconfigure, model_timeout());
+                }
                 let seen = Seen { restarted_from_snapshot: durable.disk.snapshot.is_some(), ..Seen::default() };
                 ActorState::Server { server, durable, job: None, unwritten: None, seen }
             }
@@ -262,6 +297,22 @@ impl Actor for ModelActor {
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
             }
             (ModelActor::Server { runtime, .. }, ModelTimer::Snapshot) => snapshot_written(*runtime, state, o),
+            (ModelActor::Server { runtime, .. }, ModelTimer::Reconfigure) => {
+                let (Some(plan), ActorState::Server { server, .. }) = (runtime.reconfigure, state.as_ref()) else {
+                    return;
+                };
+                match plan.next(server.node().membership()) {
+                    // Only a leader takes it; a follower's refusal would
+                    // change nothing, so it is not asked.
+                    Some(change) if server.node().is_leader() => {
+                        let request = AdminRequest { id: 0, op: AdminOp::Change(change) };
+                        server_step(*runtime, state, ServerInput::Admin(request), o);
+                        o.set_timer(ModelTimer::Reconfigure, model_timeout());
+                    }
+                    Some(_) => o.set_timer(ModelTimer::Reconfigure, model_timeout()),
+                    None => {} // the plan is done, as far as this server knows
+                }
+            }
             (ModelActor::Client { .. }, ModelTimer::Retry) => {
                 let ActorState::Client(client) = state.as_ref() else { return };
                 let mut client = client.clone();

@@ -31,6 +31,8 @@
 //! | a snapshot is taken | sometimes | a log compacted |
 //! | a follower installs a snapshot | sometimes | InstallSnapshot, received whole and installed |
 //! | a server restarts from a snapshot | sometimes | a recovery reads a durable snapshot |
+//! | four voters | sometimes | membership model: the joiner promoted |
+//! | a founder removed while serving | sometimes | membership model: 3 → 4 → 3 committed |
 //!
 //! Where a property compares logs, entries covered by a snapshot are known
 //! only by the log's base, `(last_included_index, last_included_term)`:
@@ -93,6 +95,12 @@ pub struct ModelConfig {
     /// Whether clients may crash too (only a pause for them: the clerk's
     /// state is its storage). `false` leaves `max_crashes` to servers.
     pub clients_crash: bool,
+    /// The founding voters are `0..founders` (all servers if `None`); the
+    /// others start outside the configuration. With `reconfigure`, an
+    /// operator adds the first of them and removes server 0
+    /// ([`actors::Reconfigure`]).
+    pub founders: Option<u8>,
+    pub reconfigure: bool,
     pub bugs: InjectedBugs,
 }
 
@@ -114,7 +122,29 @@ impl ModelConfig {
             snapshot_trailing: 0,
             slow_snapshots: false,
             clients_crash: true,
+            founders: None,
+            reconfigure: false,
             bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// The CI configuration of membership change, 3 → 4 → 3 voters: server
+    /// 3 starts outside the configuration; an operator adds it as a
+    /// learner, promotes it, then removes server 0 (thesis §4.1). No
+    /// clients (the configuration entries are the log's traffic), two
+    /// terms, a log of five entries (no-ops and the three changes), an
+    /// ordered network.
+    pub fn ci_membership() -> ModelConfig {
+        ModelConfig {
+            servers: 4,
+            founders: Some(3),
+            reconfigure: true,
+            clients: 0,
+            network: Delivery::Ordered,
+            max_term: 2,
+            max_log: 5,
+            max_in_flight: 6,
+            ..ModelConfig::ci()
         }
     }
 
@@ -140,6 +170,11 @@ impl ModelConfig {
         }
     }
 
+    /// How many servers found the cluster.
+    pub fn founders(&self) -> u8 {
+        self.founders.unwrap_or(self.servers).min(self.servers)
+    }
+
     /// The client scripts.
     pub fn scripts(&self) -> Vec<Vec<Op>> {
         let key = || "k".to_string();
@@ -152,7 +187,8 @@ impl ModelConfig {
     }
 
     fn server_config(&self, id: u8) -> ServerConfig {
-        let mut raft = Config::new(id, self.servers, 0);
+        let founders = self.founders();
+        let mut raft = Config::new(id, if id < founders { founders } else { 0 }, 0);
         // Timers are jumps in the model: short tick counts keep states small.
         raft.election_ticks = 3;
         raft.heartbeat_ticks = 1;
@@ -195,7 +231,8 @@ pub type RaftAction = <RaftModel as stateright::Model>::Action;
 /// The model for `config`, with all its properties.
 pub fn model(config: ModelConfig) -> RaftModel {
     let servers = config.servers;
-    let runtime = Runtime { servers, slow_snapshots: config.slow_snapshots };
+    let reconfigure = config.reconfigure.then_some(actors::Reconfigure { join: config.founders(), leave: 0 });
+    let runtime = Runtime { servers, slow_snapshots: config.slow_snapshots, reconfigure };
     let server_actors = (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), runtime });
     let client_actors = config.scripts().into_iter().enumerate().map(|(i, script)| ModelActor::Client {
         client: i as u64 + 1,
@@ -230,6 +267,8 @@ pub fn model(config: ModelConfig) -> RaftModel {
         .property(Expectation::Sometimes, "a snapshot is taken", snapshot_taken)
         .property(Expectation::Sometimes, "a follower installs a snapshot", follower_installs_snapshot)
         .property(Expectation::Sometimes, "a server restarts from a snapshot", restarts_from_snapshot)
+        .property(Expectation::Sometimes, "four voters", four_voters)
+        .property(Expectation::Sometimes, "a founder removed while serving", founder_removed)
 }
 
 /// The names of the "always" properties, in the order `model` adds them.
@@ -420,6 +459,22 @@ fn snapshot_taken(_: &RaftModel, state: &RaftState) -> bool {
 
 fn follower_installs_snapshot(_: &RaftModel, state: &RaftState) -> bool {
     state.actor_states.iter().any(|s| matches!(&**s, ActorState::Server { seen, .. } if seen.installed))
+}
+
+/// Some server holds a configuration of four voters, the joiner among them.
+fn four_voters(model: &RaftModel, state: &RaftState) -> bool {
+    let join = model.cfg.founders();
+    servers(state, false).any(|(_, s)| s.node().membership().voters.len() == 4 && s.node().membership().is_voter(join))
+}
+
+/// A leader commits a configuration without server 0 that has the joiner
+/// as a voter: the whole plan, 3 → 4 → 3.
+fn founder_removed(model: &RaftModel, state: &RaftState) -> bool {
+    let join = model.cfg.founders();
+    servers(state, true).any(|(_, s)| {
+        let (_, committed) = s.node().membership_at(s.node().commit_index());
+        s.node().is_leader() && committed.is_voter(join) && !committed.contains(0)
+    })
 }
 
 fn restarts_from_snapshot(_: &RaftModel, state: &RaftState) -> bool {

@@ -153,6 +153,11 @@ struct ModelArgs {
     /// Only servers crash (a client's crash is only a pause).
     #[arg(long)]
     servers_crash_only: bool,
+    /// Membership change: the last server starts outside the
+    /// configuration; an operator adds it as a learner, promotes it, then
+    /// removes server 0 (3 → 4 → 3 voters with `--servers 4`).
+    #[arg(long)]
+    reconfigure: bool,
     /// Switch on a known Raft bug.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(InjectedBugs::NAMES))]
     bug: Option<String>,
@@ -188,6 +193,8 @@ impl ModelArgs {
             snapshot_trailing: self.snapshot_trailing,
             slow_snapshots: self.slow_snapshots,
             clients_crash: !self.servers_crash_only,
+            founders: self.reconfigure.then(|| self.servers.saturating_sub(1)),
+            reconfigure: self.reconfigure,
             bugs: self.bug.as_deref().and_then(InjectedBugs::only).unwrap_or_default(),
         }
     }
@@ -197,8 +204,11 @@ fn main() {
     match Cli::parse().command {
         Command::Check { model: args, depth, threads, dfs, first_failure, symmetry } => {
             let config = args.config();
-            if symmetry && !(dfs && config.clients == 0) {
-                eprintln!("error: --symmetry needs --dfs (stateright reduces symmetry only there) and --clients 0");
+            if symmetry && !(dfs && config.clients == 0 && !config.reconfigure) {
+                eprintln!(
+                    "error: --symmetry needs --dfs (stateright reduces symmetry only there) and --clients 0, and \
+                     not --reconfigure (its servers are not interchangeable)"
+                );
                 std::process::exit(2);
             }
             println!("checking {config:?}");
