@@ -319,6 +319,10 @@ impl Connection {
     }
 }
 
+/// How long a [`RemoteClerk`] pauses after a refusal (`TRYAGAIN`,
+/// `CLUSTERDOWN`) before it asks again.
+pub const REFUSAL_BACKOFF: Duration = Duration::from_millis(25);
+
 /// What one exchange with a server came to.
 enum Outcome {
     /// The server answered the request.
@@ -431,9 +435,17 @@ impl RemoteClerk {
                     match self.clerk.on_response(to, response) {
                         Some(next) => Some(next),
                         None => {
-                            // The clerk backs off until the attempt's timeout.
+                            // Refused (busy, or no leader known): the clerk
+                            // backs off until its timeout, which here is a
+                            // short pause, not the attempt's whole timeout:
+                            // a leader handing over refuses writes for a few
+                            // milliseconds, an election lasts a fraction of
+                            // a second, and a client waiting out a whole
+                            // second after each was most of the unavailability
+                            // measured (specs/performance.md, "Leader
+                            // hand-over").
                             self.waits += 1;
-                            tokio::time::sleep_until(attempt_deadline).await;
+                            tokio::time::sleep_until((Instant::now() + REFUSAL_BACKOFF).min(attempt_deadline)).await;
                             self.clerk.on_timeout(attempt)
                         }
                     }

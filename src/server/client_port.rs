@@ -204,7 +204,11 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
 /// Hands the request to the node and waits (on a blocking thread: tickets
 /// block) for its answer.
 async fn submit(node: &NodeHandle, request: Command) -> Result<String, ServiceError> {
-    let not_leader = ServiceError::NotLeader { leader: None };
+    // A stopping server names the leader it knows last (after a hand-over,
+    // the one it handed to), so that its clients go there at once instead
+    // of waiting out a CLUSTERDOWN.
+    let status = node.status();
+    let not_leader = ServiceError::NotLeader { leader: status.leader.filter(|&l| l != status.id) };
     let ticket = match node.submit(request) {
         Ok(ticket) => ticket,
         Err(SubmitError::Busy) => return Err(ServiceError::Busy),
