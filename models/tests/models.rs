@@ -231,15 +231,20 @@ fn random_walks(config: ModelConfig, states: usize) -> impl Checker<RaftModel> {
 /// "always" property checked on the way, in the first million states.
 #[test]
 fn random_walks_reach_every_sometimes_property() {
-    let config = walk_config(Default::default());
     let sometimes =
         ["leader elected", "write acknowledged", "read sees another client's write", "new leader serves a read"];
+    assert_walks_reach(walk_config(Default::default()), &sometimes, 1_000_000);
+}
+
+/// Random walks through `config`, `states` states of them, break no
+/// "always" property and reach every one of `sometimes`.
+fn assert_walks_reach(config: ModelConfig, sometimes: &[&'static str], states: usize) {
     let started = std::time::Instant::now();
-    let checker = random_walks(config, 1_000_000);
+    let checker = random_walks(config, states);
     let m = checker.model();
     println!("simulation: {} states visited in {:.1?}", checker.state_count(), started.elapsed());
     assert_no_violation(&checker);
-    for name in sometimes {
+    for &name in sometimes {
         let path = checker.discovery(name).unwrap_or_else(|| panic!("random walks never reached {name:?}"));
         // The checker keeps the last walk in which the property held; say
         // where it first held in that walk.
@@ -263,26 +268,31 @@ fn random_walks_catch_injected_bugs() {
         ("skip_session_table", "exactly once"),
     ];
     for (bug, property) in cases {
-        let config = walk_config(raftkv::raft::InjectedBugs::only(bug).unwrap());
-        let started = std::time::Instant::now();
-        let checker = random_walks(config, 5_000_000);
-        let walk = checker.discovery(property).unwrap_or_else(|| {
-            panic!("random walks did not catch {bug} as {property} in {} states", checker.state_count())
-        });
-        let found = started.elapsed();
-        let m = checker.model();
-        let walk = walk.into_actions();
-        let (small, path) = shrink_breaking(m, &walk, property);
-        assert!(!condition(m, property)(m, path.last_state()), "the shrunk schedule must still break {property}");
-        println!(
-            "{bug}: {property} broken after {} states ({found:.1?}) in a walk of {} actions, shrunk to {} \
-             ({:.1?}):\n{path}",
-            checker.state_count(),
-            walk.len(),
-            small.len(),
-            started.elapsed() - found,
-        );
+        assert_walks_catch(walk_config(raftkv::raft::InjectedBugs::only(bug).unwrap()), bug, property, 5_000_000);
     }
+}
+
+/// Random walks through `config` (which has `bug` on) break `property`
+/// within `states` states; the walk is shrunk to a 1-minimal
+/// counterexample that still breaks it, and printed.
+fn assert_walks_catch(config: ModelConfig, bug: &str, property: &'static str, states: usize) {
+    let started = std::time::Instant::now();
+    let checker = random_walks(config, states);
+    let walk = checker.discovery(property).unwrap_or_else(|| {
+        panic!("random walks did not catch {bug} as {property} in {} states", checker.state_count())
+    });
+    let found = started.elapsed();
+    let m = checker.model();
+    let walk = walk.into_actions();
+    let (small, path) = shrink_breaking(m, &walk, property);
+    assert!(!condition(m, property)(m, path.last_state()), "the shrunk schedule must still break {property}");
+    println!(
+        "{bug}: {property} broken after {} states ({found:.1?}) in a walk of {} actions, shrunk to {} ({:.1?}):\n{path}",
+        checker.state_count(),
+        walk.len(),
+        small.len(),
+        started.elapsed() - found,
+    );
 }
 
 // ----- snapshots ------------------------------------------------------------
@@ -437,17 +447,7 @@ fn membership_model_is_clean_to_ci_depth() {
 fn random_walks_carry_out_the_membership_plan() {
     let config =
         ModelConfig { max_crashes: 1, max_term: 4, max_log: 8, max_in_flight: 8, ..ModelConfig::ci_membership() };
-    let started = std::time::Instant::now();
-    let checker = random_walks(config, 300_000);
-    println!("membership walks: {} states in {:.1?}", checker.state_count(), started.elapsed());
-    assert_no_violation(&checker);
-    let m = checker.model();
-    for name in ["four voters", "a founder removed while serving"] {
-        let path = checker.discovery(name).unwrap_or_else(|| panic!("random walks never reached {name:?}"));
-        let holds = condition(m, name);
-        let first = path.into_states().iter().position(|s| holds(m, s)).expect("it held in this walk");
-        println!("{name}: first holds after {first} actions of a walk");
-    }
+    assert_walks_reach(config, &["four voters", "a founder removed while serving"], 300_000);
 }
 
 /// Bug (n), a change proposed while another is uncommitted: the plan's
@@ -470,21 +470,5 @@ fn random_walks_catch_concurrent_changes() {
         bugs: raftkv::raft::InjectedBugs::only("concurrent_changes").unwrap(),
         ..ModelConfig::ci_membership()
     };
-    let started = std::time::Instant::now();
-    let checker = random_walks(config, 2_000_000);
-    let property = "leader completeness";
-    let walk = checker
-        .discovery(property)
-        .unwrap_or_else(|| panic!("random walks did not catch concurrent_changes in {} states", checker.state_count()));
-    let found = started.elapsed();
-    let m = checker.model();
-    let walk = walk.into_actions();
-    let (small, path) = shrink_breaking(m, &walk, property);
-    assert!(!condition(m, property)(m, path.last_state()), "the shrunk schedule must still break {property}");
-    println!(
-        "concurrent_changes: {property} broken after {} states ({found:.1?}) in a walk of {} actions, shrunk to {}:\n{path}",
-        checker.state_count(),
-        walk.len(),
-        small.len(),
-    );
+    assert_walks_catch(config, "concurrent_changes", "leader completeness", 2_000_000);
 }

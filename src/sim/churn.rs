@@ -16,7 +16,7 @@
 //! The verdict is the simulator's safety checks after every step and the
 //! linearizability of the whole history.
 
-use super::scenario::{conclude, random_split, Outcome, ScenarioFailure};
+use super::scenario::{conclude, finish, Fault, Outcome, ScenarioFailure};
 use super::{Micros, NetworkConfig, Sim, SimConfig, Workload};
 use crate::kv::{AdminDone, AdminOp};
 use crate::raft::{MembershipChange, NodeId};
@@ -67,25 +67,9 @@ impl Churn {
             sim.run_until((sim.now() + pause).min(end)).map_err(|f| f.to_string())?;
             let victim = sim.choices().range(0, u64::from(self.slots)) as NodeId;
             match sim.choices().range(0, 12) {
-                0 => {
-                    let groups = random_split(sim, self.slots);
-                    sim.partition(&groups);
-                }
-                1 => {
-                    if let Some(leader) = sim.leader() {
-                        let rest: Vec<NodeId> = (0..self.slots).filter(|&id| id != leader).collect();
-                        sim.partition(&[vec![leader], rest]);
-                    }
-                }
-                2 => sim.heal(),
-                3 => sim.crash(victim),
-                4 => {
-                    sim.crash(victim);
-                    let down = sim.choices().range(0, 100_000);
-                    sim.run_for(down).map_err(|f| f.to_string())?;
-                    sim.restart(victim);
-                }
-                5 | 6 => (0..self.slots).for_each(|id| sim.restart(id)),
+                // The chaos faults, restarts twice as likely.
+                n @ 0..=4 => Fault::ALL[n as usize].strike(sim, victim)?,
+                5 | 6 => Fault::RestartAll.strike(sim, victim)?,
                 7..=10 => {
                     self.change(sim);
                     if sim.choices().chance(1, 3) {
@@ -95,14 +79,7 @@ impl Churn {
                 _ => self.transfer(sim),
             }
         }
-        sim.stop_clients();
-        sim.heal();
-        (0..self.slots).for_each(|id| sim.restart(id));
-        let deadline = sim.now() + 60_000_000;
-        if !sim.run_until_clients_idle(deadline).map_err(|f| f.to_string())? {
-            return Err("clients did not finish within 60 s after healing".into());
-        }
-        Ok(())
+        finish(sim)
     }
 
     /// Asks the leader for one random change that applies to its

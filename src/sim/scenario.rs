@@ -312,37 +312,72 @@ impl Chaos {
             let pause = sim.choices().range(50_000, 800_000);
             sim.run_until((sim.now() + pause).min(end)).map_err(|f| f.to_string())?;
             let victim = sim.choices().range(0, u64::from(self.servers)) as NodeId;
-            match sim.choices().range(0, 6) {
-                0 => {
-                    let groups = random_split(sim, self.servers);
-                    sim.partition(&groups);
-                }
-                1 => {
-                    if let Some(leader) =
-                        (0..self.servers).find(|&id| sim.server(id).is_some_and(|s| s.node().is_leader()))
-                    {
-                        let rest: Vec<NodeId> = (0..self.servers).filter(|&id| id != leader).collect();
-                        sim.partition(&[vec![leader], rest]);
-                    }
-                }
-                2 => sim.heal(),
-                3 => sim.crash(victim),
-                4 => {
-                    sim.crash(victim);
-                    let down = sim.choices().range(0, 100_000);
-                    sim.run_for(down).map_err(|f| f.to_string())?;
-                    sim.restart(victim);
-                }
-                _ => (0..self.servers).for_each(|id| sim.restart(id)),
-            }
+            let fault = Fault::ALL[sim.choices().range(0, Fault::ALL.len() as u64) as usize];
+            fault.strike(sim, victim)?;
         }
-        sim.stop_clients();
-        sim.heal();
-        (0..self.servers).for_each(|id| sim.restart(id));
-        let deadline = sim.now() + 60_000_000;
-        if !sim.run_until_clients_idle(deadline).map_err(|f| f.to_string())? {
-            return Err("clients did not finish within 60 s after healing".into());
+        finish(sim)
+    }
+}
+
+/// One fault of the chaos schedules ([`Chaos`], [`Churn`](super::churn::Churn)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// Split the servers at random into two groups.
+    Partition,
+    /// Cut the leader off from the other servers (a deposed leader that
+    /// does not know it yet).
+    IsolateLeader,
+    Heal,
+    Crash,
+    /// Crash, and restart 0–100 ms later: it may have voted or
+    /// acknowledged just before.
+    Reboot,
+    /// Restart every crashed server.
+    RestartAll,
+}
+
+impl Fault {
+    pub(super) const ALL: [Fault; 6] =
+        [Fault::Partition, Fault::IsolateLeader, Fault::Heal, Fault::Crash, Fault::Reboot, Fault::RestartAll];
+
+    /// Strikes `sim` (`victim` for a crash or a reboot).
+    pub(super) fn strike(self, sim: &mut Sim, victim: NodeId) -> Result<(), String> {
+        let servers = sim.config().servers;
+        match self {
+            Fault::Partition => {
+                let groups = random_split(sim, servers);
+                sim.partition(&groups);
+            }
+            Fault::IsolateLeader => {
+                if let Some(leader) = sim.leader() {
+                    let rest: Vec<NodeId> = (0..servers).filter(|&id| id != leader).collect();
+                    sim.partition(&[vec![leader], rest]);
+                }
+            }
+            Fault::Heal => sim.heal(),
+            Fault::Crash => sim.crash(victim),
+            Fault::Reboot => {
+                sim.crash(victim);
+                let down = sim.choices().range(0, 100_000);
+                sim.run_for(down).map_err(|f| f.to_string())?;
+                sim.restart(victim);
+            }
+            Fault::RestartAll => (0..servers).for_each(|id| sim.restart(id)),
         }
         Ok(())
     }
+}
+
+/// The end of a chaos schedule: clients stop starting operations, the
+/// network heals, every server restarts, and the clients must finish within
+/// a minute.
+pub(super) fn finish(sim: &mut Sim) -> Result<(), String> {
+    sim.stop_clients();
+    sim.heal();
+    (0..sim.config().servers).for_each(|id| sim.restart(id));
+    let deadline = sim.now() + 60_000_000;
+    if !sim.run_until_clients_idle(deadline).map_err(|f| f.to_string())? {
+        return Err("clients did not finish within 60 s after healing".into());
+    }
+    Ok(())
 }
