@@ -6,6 +6,10 @@
 # started again empty. It catches up by InstallSnapshot (the leader's latest
 # snapshot) plus AppendEntries for the entries after it. Printed: the time
 # from its start to applying the leader's commit index, and the rate.
+# Then a new server joins (`raftkv member add 3`, a spare the launcher
+# started outside the configuration): added as a learner, caught up by the
+# same snapshot, promoted once a catch-up round is shorter than an
+# election timeout. Printed: the command's time, and the learner's.
 #
 #   benches/catchup.sh [KEYS] [VALUE_BYTES] [-- extra `raftkv cluster` flags]
 #
@@ -26,7 +30,7 @@ port=28379
 root=$(mktemp -d /tmp/raftkv-catchup.XXXXXX)
 log=$root/launcher.log
 
-"$bin" cluster --port $port --peer-port 29379 --data-dir "$root" "$@" >"$log" 2>&1 &
+"$bin" cluster --spares 1 --port $port --peer-port 29379 --data-dir "$root" "$@" >"$log" 2>&1 &
 cluster=$!
 cleanup() {
     kill -9 $cluster 2>/dev/null
@@ -90,3 +94,10 @@ done
 t1=$(date +%s%N)
 ms=$(( (t1 - t0) / 1000000 ))
 echo "node $follower, wiped, applied index $target $ms ms after its start ($(info $follower raft_snapshots_installed) snapshot installed; its log now from $(info $follower raft_first_index)): $(awk -v mb="$mb" -v ms="$ms" 'BEGIN { printf "%.0f", mb / (ms / 1000) }') MB/s of state"
+
+servers=127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2)),127.0.0.1:$((port + 3))
+t0=$(date +%s%N)
+"$bin" member add 3 --servers "$servers" --timeout 60 >"$root/join.out"
+t1=$(date +%s%N)
+ms=$(( (t1 - t0) / 1000000 ))
+echo "node 3 joined (learner, caught up, promoted: $(tail -1 "$root/join.out")) in $ms ms; applied index $(info 3 raft_applied_index), $(info 3 raft_snapshots_installed) snapshot installed"
