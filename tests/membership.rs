@@ -165,3 +165,52 @@ fn a_learner_is_promoted_once_caught_up_or_given_up() {
         assert!(!membership.is_voter(4) && membership.contains(4), "seed {seed}: {membership}");
     }
 }
+
+/// Elections among the remaining servers, and the longest wait for a
+/// completed operation, in the 3 s after a removed server comes back
+/// without knowing it was removed (it was down while its removal
+/// committed, and the leader sends nothing to non-members).
+fn after_a_missed_removal(seed: u64, bugs: raftkv::raft::InjectedBugs) -> (u64, u64) {
+    let mut config = SimConfig::new(seed, 3);
+    config.bugs = bugs;
+    let (mut sim, leader) = settled_with(config, 3);
+    let removed = (leader + 1) % 3;
+    sim.crash(removed);
+    let reply = ask(&mut sim, leader, AdminOp::Change(MembershipChange::Remove(removed)));
+    assert!(reply.result.is_ok(), "seed {seed}: {reply:?}");
+    sim.restart(removed);
+    let (elections, from) = (sim.stats().elections, sim.now());
+    sim.run_for(3_000_000).unwrap();
+    let mut returns: Vec<u64> = sim.operations().iter().filter_map(|o| o.ret).filter(|&r| r >= from).collect();
+    returns.sort_unstable();
+    returns.insert(0, from);
+    returns.push(sim.now());
+    let longest_gap = returns.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    (sim.stats().elections - elections, longest_gap)
+}
+
+/// A removed server that missed its removal cannot disrupt the cluster
+/// (thesis §4.2.3): it times out again and again, but PreVote keeps its
+/// term, and voters that hear from their leader ignore it. Bug (p),
+/// `without_prevote`, lets it raise terms and depose the leader over and
+/// over: caught by counting elections, since no safety check fires.
+#[test]
+fn a_removed_server_cannot_disrupt_the_cluster() {
+    let (mut quiet_gaps, mut disrupted_gaps) = (Vec::new(), Vec::new());
+    for seed in common::seeds(10) {
+        let (elections, gap) = after_a_missed_removal(seed, Default::default());
+        assert_eq!(elections, 0, "seed {seed}: the removed server caused {elections} elections");
+        quiet_gaps.push(gap);
+        let (elections, gap) =
+            after_a_missed_removal(seed, raftkv::raft::InjectedBugs::only("without_prevote").unwrap());
+        assert!(elections >= 1, "seed {seed}: bug (p) not caught: no election");
+        disrupted_gaps.push(gap);
+    }
+    quiet_gaps.sort_unstable();
+    disrupted_gaps.sort_unstable();
+    println!(
+        "longest wait for an operation (virtual µs), median: {} without the bug, {} with it",
+        quiet_gaps[quiet_gaps.len() / 2],
+        disrupted_gaps[disrupted_gaps.len() / 2]
+    );
+}

@@ -179,6 +179,12 @@ pub struct InjectedBugs {
     /// only: a majority of the members need not overlap a majority of the
     /// voters.
     pub learner_in_quorum: bool,
+    /// (p) Elections skip PreVote, and a voter heeds vote requests within
+    /// its leader lease: a server that missed its own removal keeps timing
+    /// out and, with ever higher terms, deposes the cluster's leader again
+    /// and again (thesis §4.2.3). A liveness bug: no safety check fires;
+    /// counting the elections does.
+    pub without_prevote: bool,
 }
 
 impl InjectedBugs {
@@ -187,7 +193,7 @@ impl InjectedBugs {
     }
 
     /// Every bug by name, for test tables and the CLI.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "commit_previous_term",
         "vote_without_log_check",
         "read_without_quorum",
@@ -203,6 +209,7 @@ impl InjectedBugs {
         "change_before_term_commit",
         "concurrent_changes",
         "learner_in_quorum",
+        "without_prevote",
     ];
 
     /// The set with only the named bug on.
@@ -224,6 +231,7 @@ impl InjectedBugs {
             "change_before_term_commit" => b.change_before_term_commit = true,
             "concurrent_changes" => b.concurrent_changes = true,
             "learner_in_quorum" => b.learner_in_quorum = true,
+            "without_prevote" => b.without_prevote = true,
             _ => return None,
         }
         Some(b)

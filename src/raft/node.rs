@@ -475,7 +475,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.refused = NodeSet::EMPTY;
         self.record_vote(self.config.id, true);
         debug_assert_eq!(self.granted.len(), 1, "a pre-election starts with our own grant only");
-        if self.tally() == Some(true) {
+        if self.tally() == Some(true) || self.config.bugs.without_prevote {
             return self.campaign(false);
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
@@ -618,7 +618,11 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                 // A node in a leader's lease ignores even higher-term
                 // elections, so a rejoining node cannot depose the leader.
                 // (A transfer's vote is the leader's own wish.)
-                Message::PreVote { .. } | Message::Vote { transfer: false, .. } if self.in_leader_lease() => return,
+                Message::PreVote { .. } | Message::Vote { transfer: false, .. }
+                    if self.in_leader_lease() && !self.config.bugs.without_prevote =>
+                {
+                    return
+                }
                 // A PreVote (and a granted reply) carries a term the
                 // candidate has not entered yet: it must not raise ours.
                 Message::PreVote { .. } | Message::PreVoteReply { granted: true, .. } => {}
