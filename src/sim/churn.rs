@@ -9,10 +9,10 @@
 //! server that leads: add a non-member as a learner (wiping its disk first,
 //! sometimes, as a replaced machine; only when that cannot cost the cluster
 //! a vote), promote a learner (at once, or once it has caught up), remove a
-//! voter or a learner (the leader
-//! itself included), or hand leadership to another voter. A third of the
-//! changes are followed at once by a second one, as a script would send
-//! them: a correct leader refuses it while the first is uncommitted.
+//! voter or a learner (the leader itself included), or hand leadership to
+//! another voter. A third of the changes are followed at once by a second
+//! one, as a script would send them: a correct leader refuses it while the
+//! first is uncommitted.
 //! The verdict is the simulator's safety checks after every step and the
 //! linearizability of the whole history.
 
