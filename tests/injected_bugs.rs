@@ -684,20 +684,16 @@ fn assert_schedule_catches(
 
 /// Runs until a leader has committed an entry of its term; returns it.
 fn settled_leader(sim: &mut Sim) -> Result<Option<NodeId>, Failure> {
-    let settled = |s: &Sim| s.leader().is_some_and(|l| s.server(l).is_some_and(|n| n.node().committed_in_term()));
-    if !run_until(sim, 3_000_000, settled)? {
-        return Ok(None);
-    }
-    Ok(sim.leader())
+    run_until(sim, 3_000_000, |s| s.settled_leader().is_some())?;
+    Ok(sim.settled_leader())
 }
 
 /// Asks `leader` for `change` and runs until it answers; whether it
 /// committed.
 fn change_and_wait(sim: &mut Sim, leader: NodeId, change: MembershipChange) -> Result<bool, Failure> {
     let id = sim.admin(leader, AdminOp::Change(change));
-    let answered = |s: &Sim| s.admin_replies().iter().any(|(_, _, r)| r.id == id);
-    run_until(sim, 2_000_000, answered)?;
-    Ok(sim.admin_replies().iter().any(|(_, _, r)| r.id == id && r.result.is_ok()))
+    run_until(sim, 2_000_000, |s| s.admin_reply(id).is_some())?;
+    Ok(sim.admin_reply(id).is_some_and(|r| r.result.is_ok()))
 }
 
 /// Learners 3 and 4 join the founders 0, 1, 2 and catch up; returns the

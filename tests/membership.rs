@@ -20,20 +20,19 @@ fn settled_with(mut config: SimConfig, founders: u8) -> (Sim, NodeId) {
     config.members = founders;
     let mut sim = Sim::new(config);
     sim.add_client(Workload::random_keys(2));
-    let settled = |s: &Sim| s.leader().is_some_and(|l| s.server(l).is_some_and(|n| n.node().committed_in_term()));
     let deadline = sim.now() + 3_000_000;
-    assert!(sim.run_until_true(deadline, settled).unwrap(), "seed {seed}: no leader settled");
-    let leader = sim.leader().unwrap();
+    assert!(sim.run_until_true(deadline, |s| s.settled_leader().is_some()).unwrap(), "seed {seed}: no leader settled");
+    let leader = sim.settled_leader().unwrap();
     (sim, leader)
 }
 
 /// Asks `to` for `op` and runs until it answers (at most 2 s).
 fn ask(sim: &mut Sim, to: NodeId, op: AdminOp) -> AdminReply {
     let id = sim.admin(to, op);
-    let answered = |s: &Sim| s.admin_replies().iter().any(|(_, _, r)| r.id == id);
     let deadline = sim.now() + 2_000_000;
-    assert!(sim.run_until_true(deadline, answered).unwrap(), "seed {}: {op:?} unanswered", sim.config().seed);
-    sim.admin_replies().iter().find(|(_, _, r)| r.id == id).unwrap().2
+    let answered = sim.run_until_true(deadline, |s| s.admin_reply(id).is_some()).unwrap();
+    assert!(answered, "seed {}: {op:?} unanswered", sim.config().seed);
+    *sim.admin_reply(id).unwrap()
 }
 
 /// A leader that removes itself steps down as the change commits, often
@@ -98,7 +97,7 @@ fn a_promoted_server_that_knows_no_configuration_still_votes() {
         let elected = |s: &Sim| s.leader().is_some();
         let deadline = sim.now() + 5_000_000;
         assert!(sim.run_until_true(deadline, elected).unwrap(), "seed {seed}: no leader after the heal");
-        let unknown = sim.admin_replies().iter().any(|(_, _, r)| r.id == id && r.result.is_err());
+        let unknown = sim.admin_reply(id).is_some_and(|r| r.result.is_err());
         assert!(unknown, "seed {seed}: the promotion's leader stepped down, so its outcome was unknown");
     }
 }
@@ -153,10 +152,9 @@ fn a_learner_is_promoted_once_caught_up_or_given_up() {
         // A second operator asking for the same promotion is told to wait.
         let again = ask(&mut sim, leader, AdminOp::PromoteWhenCaughtUp(4));
         assert!(matches!(again.result, Err(AdminError::Refused(Refusal::CatchingUp { id: 4 }))), "{again:?}");
-        let answered = |s: &Sim| s.admin_replies().iter().any(|(_, _, r)| r.id == id);
         let deadline = sim.now() + 12 * sim.config().election_us();
-        assert!(sim.run_until_true(deadline, answered).unwrap(), "seed {seed}: never given up");
-        let reply = sim.admin_replies().iter().find(|(_, _, r)| r.id == id).unwrap().2;
+        assert!(sim.run_until_true(deadline, |s| s.admin_reply(id).is_some()).unwrap(), "seed {seed}: never given up");
+        let reply = *sim.admin_reply(id).unwrap();
         assert!(
             matches!(reply.result, Err(AdminError::Refused(Refusal::NotCaughtUp { id: 4, .. }))),
             "seed {seed}: {reply:?}"

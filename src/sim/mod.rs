@@ -580,8 +580,8 @@ impl Sim {
             return self.fail(Violation { invariant: Invariant::StateMachineSafety, detail });
         }
         s.incarnation += 1;
-        let members = if s.joining || id >= config.members { 0 } else { config.members };
-        let mut raft = Config::new(id, members, seed ^ (u64::from(s.incarnation) << 32));
+        let founders = if s.joining { 0 } else { config.members };
+        let mut raft = Config::founded_by(id, founders, seed ^ (u64::from(s.incarnation) << 32));
         raft.election_ticks = config.election_ticks;
         raft.heartbeat_ticks = config.heartbeat_ticks;
         raft.max_batch_entries = config.max_batch_entries;
@@ -625,6 +625,17 @@ impl Sim {
     /// Every reply to an operator's request so far: when, from whom.
     pub fn admin_replies(&self) -> &[(Micros, NodeId, AdminReply)] {
         &self.admin_replies
+    }
+
+    /// The reply to operator request `id`, once there is one.
+    pub fn admin_reply(&self, id: AdminId) -> Option<&AdminReply> {
+        self.admin_replies.iter().map(|(_, _, reply)| reply).find(|reply| reply.id == id)
+    }
+
+    /// [`Sim::leader`], once it has committed an entry of its term: then it
+    /// takes configuration changes.
+    pub fn settled_leader(&self) -> Option<NodeId> {
+        self.leader().filter(|&l| self.server(l).is_some_and(|s| s.node().committed_in_term()))
     }
 
     /// The server that believes it leads in the highest term, if any is up.
