@@ -187,8 +187,7 @@ impl ModelConfig {
     }
 
     fn server_config(&self, id: u8) -> ServerConfig {
-        let founders = self.founders();
-        let mut raft = Config::new(id, if id < founders { founders } else { 0 }, 0);
+        let mut raft = Config::founded_by(id, self.founders(), 0);
         // Timers are jumps in the model: short tick counts keep states small.
         raft.election_ticks = 3;
         raft.heartbeat_ticks = 1;

@@ -64,6 +64,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// [`Config::new`] for node `id` of a cluster founded by voters
+    /// `0..founders`: a founder, or (any other id) a server that starts
+    /// outside the configuration and joins when an operator adds it.
+    pub fn founded_by(id: NodeId, founders: u8, seed: u64) -> Config {
+        Config::new(id, if id < founders { founders } else { 0 }, seed)
+    }
+
     /// Sensible defaults for a node of a `members`-node cluster.
     pub fn new(id: NodeId, members: u8, seed: u64) -> Config {
         Config {

@@ -241,8 +241,7 @@ impl ClusterConfig {
     /// The Raft settings of node `id`; `seed` drives its election jitter. A
     /// node beyond the founders starts outside the configuration.
     pub fn raft_config(&self, id: NodeId, seed: u64) -> Config {
-        let founders = self.initial_voters();
-        let mut raft = Config::new(id, if id < founders { founders } else { 0 }, seed);
+        let mut raft = Config::founded_by(id, self.initial_voters(), seed);
         raft.election_ticks = self.election_ticks;
         raft.heartbeat_ticks = self.heartbeat_ticks;
         raft.snapshot_trailing_entries = self.snapshots.trailing_entries;
