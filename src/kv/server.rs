@@ -268,7 +268,7 @@ impl KvServer {
         if let Some(ready) = ready {
             self.carry_out(ready, &mut out);
         }
-        self.fail_orphaned_writes(&mut out);
+        self.fail_orphaned_waiters(&mut out);
         self.maybe_snapshot(&mut out);
         self.check_invariants(&out);
         out
@@ -423,46 +423,51 @@ impl KvServer {
             out.admin_replies.push(reply(Err(AdminError::Refused(Refusal::Busy))));
             return None;
         }
-        let input = match request.op {
-            AdminOp::Change(change) => Input::ChangeMembership(change),
-            AdminOp::TransferLeadership(to) => Input::TransferLeadership(to),
-            AdminOp::PromoteWhenCaughtUp(id) if self.waiting_promotions.contains_key(&id) => {
-                out.admin_replies.push(reply(Err(AdminError::Refused(Refusal::CatchingUp { id }))));
-                return None;
-            }
-            AdminOp::PromoteWhenCaughtUp(id) => Input::PromoteWhenCaughtUp(id),
+        // A hand-over is a transfer to the best-placed voter (or, when not
+        // leading, one the node refuses as such).
+        let op = match request.op {
             AdminOp::HandOver => match (self.node.successor(), self.node.is_leader()) {
-                (Some(to), _) => Input::TransferLeadership(to),
+                (Some(to), _) => AdminOp::TransferLeadership(to),
                 (None, true) => {
                     out.admin_replies.push(reply(Err(AdminError::NoSuccessor)));
                     return None;
                 }
-                // Refused as not leading.
-                (None, false) => Input::TransferLeadership(self.node.id()),
+                (None, false) => AdminOp::TransferLeadership(self.node.id()),
             },
-        };
-        let target = match input {
-            Input::TransferLeadership(to) => to,
-            _ => self.node.id(),
-        };
-        let ready = self.node.step(input);
-        match (ready.proposed, request.op) {
-            (Some(Ok(index)), AdminOp::Change(_)) => {
-                let waiter =
-                    ChangeWaiter { id: request.id, term: self.node.term(), membership: *self.node.membership() };
-                let displaced = self.waiting_changes.insert(index, waiter);
-                debug_assert!(displaced.is_none(), "a leader proposes each index once");
+            AdminOp::PromoteWhenCaughtUp(id) if self.waiting_promotions.contains_key(&id) => {
+                out.admin_replies.push(reply(Err(AdminError::Refused(Refusal::CatchingUp { id }))));
+                return None;
             }
+            op => op,
+        };
+        let ready = self.node.step(match op {
+            AdminOp::Change(change) => Input::ChangeMembership(change),
+            AdminOp::TransferLeadership(to) => Input::TransferLeadership(to),
+            AdminOp::PromoteWhenCaughtUp(id) => Input::PromoteWhenCaughtUp(id),
+            AdminOp::HandOver => unreachable!("resolved above"),
+        });
+        match (ready.proposed, op) {
+            (Some(Ok(index)), AdminOp::Change(_)) => self.wait_for_change(index, request.id),
             (Some(Ok(_)), AdminOp::PromoteWhenCaughtUp(id)) => {
                 self.waiting_promotions.insert(id, (request.id, self.node.term()));
             }
-            (Some(Ok(_)), AdminOp::TransferLeadership(_) | AdminOp::HandOver) => {
-                out.admin_replies.push(reply(Ok(AdminDone::TransferStarted { to: target })));
+            (Some(Ok(_)), AdminOp::TransferLeadership(to)) => {
+                out.admin_replies.push(reply(Ok(AdminDone::TransferStarted { to })));
             }
             (Some(Err(refusal)), _) => out.admin_replies.push(reply(Err(AdminError::Refused(refusal)))),
-            (None, _) => unreachable!("a change or transfer always gets an outcome"),
+            (Some(Ok(_)), AdminOp::HandOver) | (None, _) => {
+                unreachable!("a change or transfer always gets an outcome")
+            }
         }
         Some(ready)
+    }
+
+    /// Operator `id` waits for the configuration entry this leader just
+    /// proposed at `index` (its configuration now) to commit and apply.
+    fn wait_for_change(&mut self, index: LogIndex, id: AdminId) {
+        let waiter = ChangeWaiter { id, term: self.node.term(), membership: *self.node.membership() };
+        let displaced = self.waiting_changes.insert(index, waiter);
+        debug_assert!(displaced.is_none(), "a leader proposes each index once");
     }
 
     /// A learner caught up and its promotion was proposed (its operators
@@ -470,11 +475,7 @@ impl KvServer {
     fn on_promotion(&mut self, learner: NodeId, result: Result<LogIndex, Refusal>, out: &mut ServerOutput) {
         let Some((id, _)) = self.waiting_promotions.remove(&learner) else { return };
         match result {
-            Ok(index) => {
-                let waiter = ChangeWaiter { id, term: self.node.term(), membership: *self.node.membership() };
-                let displaced = self.waiting_changes.insert(index, waiter);
-                debug_assert!(displaced.is_none(), "a leader proposes each index once");
-            }
+            Ok(index) => self.wait_for_change(index, id),
             Err(refusal) => out.admin_replies.push(AdminReply { id, result: Err(AdminError::Refused(refusal)) }),
         }
     }
@@ -508,7 +509,6 @@ impl KvServer {
             // only counts its index.
             Payload::Noop | Payload::Config(_) => {
                 self.kv.apply_noop(index);
-
                 if let Some((w, _)) = waiter {
                     respond(out, &w, Err(self.not_leader()));
                 }
@@ -547,8 +547,10 @@ impl KvServer {
 
     /// Writes proposed by a leader that has since lost its term can no longer
     /// be answered by us: tell their clients to retry elsewhere (the session
-    /// table makes the retry safe if the write commits after all).
-    fn fail_orphaned_writes(&mut self, out: &mut ServerOutput) {
+    /// table makes the retry safe if the write commits after all). The same
+    /// for operators: a promotion not yet proposed is refused, a change not
+    /// known committed has an unknown outcome.
+    fn fail_orphaned_waiters(&mut self, out: &mut ServerOutput) {
         if self.waiting_writes.is_empty() && self.waiting_changes.is_empty() && self.waiting_promotions.is_empty() {
             return;
         }

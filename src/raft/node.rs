@@ -105,6 +105,11 @@ struct Transfer {
     told: bool,
 }
 
+/// A catch-up round that lasts this many election timeouts without the
+/// learner finishing it is given up: the learner is unreachable or far too
+/// slow.
+const CATCH_UP_ROUND_MAX_ELECTIONS: u32 = 10;
+
 /// A learner being caught up before its promotion (thesis §4.2.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct CatchUp {
@@ -1061,25 +1066,22 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// round no longer than an election timeout means the learner is caught
     /// up, and its promotion is proposed (as soon as a change may be);
     /// otherwise the next round begins, up to [`Config::catch_up_rounds`].
-    /// A round ten election timeouts long is given up: the learner is
-    /// unreachable or far too slow.
+    /// A round [`CATCH_UP_ROUND_MAX_ELECTIONS`] election timeouts long is
+    /// given up.
     fn advance_catch_up(&mut self) {
         let Some(c) = self.catch_up else { return };
         let election = self.config.election_ticks;
         let matched = self.progress.get(&c.id).map_or(0, |p| p.match_index);
-        let give_up = |node: &mut Self| {
-            node.catch_up = None;
-            node.out.promotions.push((c.id, Err(Refusal::NotCaughtUp { id: c.id, rounds: c.rounds })));
-        };
+        let not_caught_up = Err(Refusal::NotCaughtUp { id: c.id, rounds: c.rounds });
         if matched < c.round_end {
-            if c.ticks > 10 * election {
-                give_up(self);
+            if c.ticks > CATCH_UP_ROUND_MAX_ELECTIONS * election {
+                self.end_catch_up(not_caught_up);
             }
             return;
         }
         if c.ticks > election {
             if c.rounds >= self.config.catch_up_rounds {
-                return give_up(self);
+                return self.end_catch_up(not_caught_up);
             }
             let last = self.log.last_index();
             self.catch_up = Some(CatchUp { round_end: last, ticks: 0, rounds: c.rounds + 1, ..c });
@@ -1087,17 +1089,17 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             return self.advance_catch_up();
         }
         match self.change_membership(MembershipChange::Promote(c.id)) {
-            Ok(index) => {
-                self.catch_up = None;
-                self.out.promotions.push((c.id, Ok(index)));
-            }
             // A moment later it may: try again on the next tick.
             Err(Refusal::NoCommitInTerm | Refusal::ChangePending { .. }) => {}
-            Err(refusal) => {
-                self.catch_up = None;
-                self.out.promotions.push((c.id, Err(refusal)));
-            }
+            outcome => self.end_catch_up(outcome),
         }
+    }
+
+    /// The catch-up is over: its promotion was proposed at an index, or it
+    /// was given up ([`Ready::promotions`]).
+    fn end_catch_up(&mut self, outcome: Result<LogIndex, Refusal>) {
+        let c = self.catch_up.take().expect("a catch-up under way");
+        self.out.promotions.push((c.id, outcome));
     }
 
     /// The voter best placed to lead next, for a leader about to stop: the

@@ -80,6 +80,11 @@ pub async fn info(addr: SocketAddr, timeout: Duration) -> Result<String, ClientE
     }
 }
 
+/// How long a client ([`RemoteClerk`], [`operator`]) pauses after a
+/// refusal (`TRYAGAIN`, `CLUSTERDOWN`) or a server it cannot reach before
+/// it asks again.
+pub const REFUSAL_BACKOFF: Duration = Duration::from_millis(25);
+
 /// Runs an operator's command (`RAFTKV.MEMBER`, `RAFTKV.TRANSFER`) at the
 /// leader: starts at `servers[0]`, follows `MOVED`, and tries the next
 /// server after `CLUSTERDOWN`, `TRYAGAIN` or a server it cannot reach, until
@@ -98,7 +103,7 @@ pub async fn operator(
         attempts += 1;
         let Ok(Ok(mut conn)) = tokio::time::timeout_at(deadline, Connection::open(to)).await else {
             to = next_server(servers, to);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(REFUSAL_BACKOFF).await;
             continue;
         };
         let mut out = BytesMut::new();
@@ -129,7 +134,7 @@ pub async fn operator(
                 if code == "CLUSTERDOWN" {
                     to = next_server(servers, to);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(REFUSAL_BACKOFF).await;
             }
             _ => return Err(ClientError::Refused(error)),
         }
@@ -318,10 +323,6 @@ impl Connection {
         }
     }
 }
-
-/// How long a [`RemoteClerk`] pauses after a refusal (`TRYAGAIN`,
-/// `CLUSTERDOWN`) before it asks again.
-pub const REFUSAL_BACKOFF: Duration = Duration::from_millis(25);
 
 /// What one exchange with a server came to.
 enum Outcome {

@@ -179,17 +179,14 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
             return (Reply::Ok, false);
         }
         Err(ClientCommand::Info) => return (Reply::Bulk(info(shared).into()), false),
-        Err(ClientCommand::Member(MemberCommand::List)) => return (Reply::Bulk(members(shared).into()), false),
         Err(ClientCommand::Member(member)) => {
-            let change = match member {
-                MemberCommand::Add(id) => MembershipChange::AddLearner(id),
-                MemberCommand::Promote(id) => {
-                    return (admin(shared, AdminOp::PromoteWhenCaughtUp(id)).await, false);
-                }
-                MemberCommand::Remove(id) => MembershipChange::Remove(id),
-                MemberCommand::List => unreachable!("answered above"),
+            let op = match member {
+                MemberCommand::List => return (Reply::Bulk(members(shared).into()), false),
+                MemberCommand::Add(id) => AdminOp::Change(MembershipChange::AddLearner(id)),
+                MemberCommand::Promote(id) => AdminOp::PromoteWhenCaughtUp(id),
+                MemberCommand::Remove(id) => AdminOp::Change(MembershipChange::Remove(id)),
             };
-            return (admin(shared, AdminOp::Change(change)).await, false);
+            return (admin(shared, op).await, false);
         }
         Err(ClientCommand::Transfer { to }) => return (admin(shared, AdminOp::TransferLeadership(to)).await, false),
         Err(other) => unreachable!("{other:?} has a local reply"),
