@@ -15,7 +15,7 @@ fn filled(keys: u64, value_bytes: usize) -> KvMachine {
     let mut m = KvMachine::new();
     for i in 0..keys {
         let op = Op::Put { key: format!("key-{i:012}"), value: "v".repeat(value_bytes) };
-        m.apply(i + 1, &Command { client: i % 64, seq: i / 64 + 1, op });
+        m.apply(i + 1, &Command { client: u128::from(i % 64), seq: i / 64 + 1, op });
     }
     m
 }
@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
     // The shape of benches/footprint.sh: 1,000 keys of 100 bytes.
     let puts: Vec<Command> = (0..10_000u64)
         .map(|i| Command {
-            client: i % 64,
+            client: u128::from(i % 64),
             seq: 1_000 + i,
             op: Op::Put { key: format!("key-{:012}", i * 7 % 1_000), value: "x".repeat(100) },
         })

@@ -14,7 +14,7 @@ use raftkv::server::tempdir::TempDir;
 
 fn entry(i: u64) -> Entry<Command> {
     let op = Op::Put { key: format!("key-{:012}", i % 1000), value: "v".repeat(100) };
-    Entry { term: 1, payload: Payload::Command(Command { client: i % 64, seq: i, op }) }
+    Entry { term: 1, payload: Payload::Command(Command { client: u128::from(i % 64), seq: i, op }) }
 }
 
 fn filled(entries: u64) -> (TempDir, RedbStorage) {

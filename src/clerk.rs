@@ -42,6 +42,12 @@ pub enum ClerkAction {
     /// effect (once), and it is not retried. The next operation opens a
     /// new session, numbered above what the cluster forgot.
     Expired { seq: u64 },
+    /// The outstanding operation was refused as stale
+    /// ([`ServiceError::StaleRequest`]): not executed, and never will be.
+    /// This clerk's session has executed seq `latest`, above its own, so
+    /// another client is using the same id; the clerk's next commands
+    /// would be refused too. Start a clerk with a fresh id.
+    Stale { seq: u64, latest: u64 },
 }
 
 impl Clerk {
@@ -122,6 +128,10 @@ impl Clerk {
                 // next command lands at an index above `forgotten` too.
                 self.seq = self.seq.max(forgotten);
                 Some(ClerkAction::Expired { seq })
+            }
+            Err(ServiceError::StaleRequest { latest }) => {
+                self.pending = None;
+                Some(ClerkAction::Stale { seq: self.seq, latest })
             }
         }
     }

@@ -110,7 +110,7 @@ fn appends(sim: &mut Sim, client: usize, key: &str, count: u64) -> Result<(), St
     let id = client as u64 + 1;
     let done = sim.operations().iter().filter(|o| o.client == id && o.key == key).count() as u64;
     for n in done..done + count {
-        run_op(sim, client, Op::Append { key: key.into(), value: Workload::append_value(id, n) })?;
+        run_op(sim, client, Op::Append { key: key.into(), value: Workload::append_value(u128::from(id), n) })?;
     }
     Ok(())
 }

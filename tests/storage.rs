@@ -15,7 +15,11 @@ use std::process::{Command as Process, Stdio};
 use std::time::Instant;
 
 fn command(i: u64, value: &str) -> Command {
-    Command { client: i % 7, seq: i, op: Op::Append { key: format!("key-{}", i % 13), value: value.to_string() } }
+    Command {
+        client: u128::from(i % 7),
+        seq: i,
+        op: Op::Append { key: format!("key-{}", i % 13), value: value.to_string() },
+    }
 }
 
 fn entry(term: u64, i: u64) -> Entry<Command> {

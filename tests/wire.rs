@@ -72,7 +72,9 @@ fn entry(g: &mut Gen) -> Entry<Command> {
     let payload = match u8::arbitrary(g) % 5 {
         0 | 1 => Payload::Noop,
         2 => Payload::Config(membership(g)),
-        _ => Payload::Command(Command { client: num(g), seq: num(g), op: op(g) }),
+        _ => {
+            Payload::Command(Command { client: u128::from(num(g)) << (u8::arbitrary(g) % 65), seq: num(g), op: op(g) })
+        }
     };
     Entry { term: num(g), payload }
 }
@@ -318,7 +320,7 @@ fn every_variant_has_pinned_bytes() {
 /// longest varint.
 fn largest_entry(limits: &Limits) -> Entry<Command> {
     let op = Op::Put { key: "k".repeat(limits.key_bytes_max), value: "v".repeat(limits.value_bytes_max) };
-    Entry { term: u64::MAX, payload: Payload::Command(Command { client: u64::MAX, seq: u64::MAX, op }) }
+    Entry { term: u64::MAX, payload: Payload::Command(Command { client: u128::MAX, seq: u64::MAX, op }) }
 }
 
 #[test]

@@ -255,7 +255,7 @@ impl Actor for ModelActor {
                     }
                     return ActorState::Client((**state).clone());
                 }
-                let mut state = ClientState { clerk: Clerk::new(*client, *servers, 0), next: 0 };
+                let mut state = ClientState { clerk: Clerk::new(u128::from(*client), *servers, 0), next: 0 };
                 self.start_next(&mut state, o);
                 ActorState::Client(state)
             }
@@ -344,7 +344,9 @@ impl ModelActor {
             }
             // An expired session (never, below the models' session bound of
             // `MAX_SESSIONS`) leaves the call pending: its outcome is unknown.
-            Some(ClerkAction::Done { .. } | ClerkAction::Expired { .. }) => {
+            // So does a stale refusal (never: the models' clients have
+            // distinct ids); it was not executed.
+            Some(ClerkAction::Done { .. } | ClerkAction::Expired { .. } | ClerkAction::Stale { .. }) => {
                 o.cancel_timer(ModelTimer::Retry);
                 self.start_next(state, o);
             }

@@ -4,7 +4,7 @@
 
 use crate::actors::ModelMsg;
 use crate::ModelConfig;
-use raftkv::kv::Op;
+use raftkv::kv::{ClientId, Op};
 use raftkv::lincheck::{OpKind, Operation};
 use raftkv::raft::{Message, NodeId, Term};
 use stateright::actor::Envelope;
@@ -42,7 +42,7 @@ pub fn record_out(_cfg: &ModelConfig, h: &ModelHistory, env: Envelope<&ModelMsg>
                 Op::Get { .. } => (OpKind::Get, String::new()),
             };
             h.ops.push(Operation {
-                client: cmd.client,
+                client: u64::try_from(cmd.client).expect("the models' client ids are small"),
                 kind,
                 key: cmd.op.key().to_string(),
                 value,
@@ -96,7 +96,7 @@ pub fn record_in(_cfg: &ModelConfig, h: &ModelHistory, env: Envelope<&ModelMsg>)
 
 impl ModelHistory {
     /// The operation `(client, seq)`, if called.
-    pub fn find(&self, client: u64, seq: u64) -> Option<usize> {
-        (0..self.ops.len()).find(|&i| self.ops[i].client == client && self.seqs[i] == seq)
+    pub fn find(&self, client: ClientId, seq: u64) -> Option<usize> {
+        (0..self.ops.len()).find(|&i| u128::from(self.ops[i].client) == client && self.seqs[i] == seq)
     }
 }

@@ -1,7 +1,7 @@
 //! [`KvMachine`]: the deterministic state machine every replica applies the
 //! committed log to, with its client session table.
 
-use super::{ClientId, Command, Op, SERVER_ASSIGNED_CLIENT_BIT};
+use super::{ClientId, Command, Op, ServiceError, SERVER_ASSIGNED_CLIENT_BIT};
 use crate::raft::LogIndex;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
@@ -80,13 +80,17 @@ pub struct Applied {
     /// The reply to send (a Get's value; `""` for Put and Append).
     pub reply: String,
     /// False if the command was a duplicate answered from the session table,
-    /// or refused because its session expired.
+    /// or refused.
     pub executed: bool,
-    /// `Some(forgotten)`: refused, not executed: the client has no session
-    /// and its seq is not above `forgotten`, so this may be a retry of a
-    /// command of an evicted session. The client may number its next
-    /// commands above `forgotten`.
-    pub expired: Option<LogIndex>,
+    /// Refused, not executed:
+    /// - [`ServiceError::SessionExpired`]: the client has no session and
+    ///   its seq is not above `forgotten`, so this may be a retry of a
+    ///   command of an evicted session. The client may number its next
+    ///   commands above `forgotten`.
+    /// - [`ServiceError::StaleRequest`]: the session has executed a later
+    ///   seq; the client that sent this one has moved on, or shares its id
+    ///   with another.
+    pub refused: Option<ServiceError>,
 }
 
 impl KvMachine {
@@ -165,19 +169,27 @@ impl KvMachine {
         self.advance(index);
         if command.client & SERVER_ASSIGNED_CLIENT_BIT != 0 {
             let reply = self.execute(&command.op);
-            return Applied { reply, executed: true, expired: None };
+            return Applied { reply, executed: true, refused: None };
         }
         match self.sessions.get(&command.client) {
-            Some(s) if command.seq <= s.seq && !self.skip_sessions => {
-                // A retry of something already executed. Only the latest
-                // reply is kept; an older seq's client has moved on and
-                // ignores it.
-                let reply = if command.seq == s.seq { s.reply.clone() } else { String::new() };
+            Some(s) if command.seq == s.seq && !self.skip_sessions => {
+                // A retry of the latest command executed: its reply again.
+                let reply = s.reply.clone();
                 self.touch(command.client, index);
-                return Applied { reply, executed: false, expired: None };
+                return Applied { reply, executed: false, refused: None };
+            }
+            Some(s) if command.seq < s.seq && !self.skip_sessions => {
+                // Only the latest reply is kept. A retry of an older seq
+                // comes from a client that has moved on and ignores the
+                // answer; anyone else waiting on it shares the id by mistake
+                // and must hear that it was not executed.
+                let refused = Some(ServiceError::StaleRequest { latest: s.seq });
+                self.touch(command.client, index);
+                return Applied { reply: String::new(), executed: false, refused };
             }
             None if command.seq <= self.forgotten && !self.ignore_forgotten && !self.skip_sessions => {
-                return Applied { reply: String::new(), executed: false, expired: Some(self.forgotten) };
+                let refused = Some(ServiceError::SessionExpired { forgotten: self.forgotten });
+                return Applied { reply: String::new(), executed: false, refused };
             }
             _ => {}
         }
@@ -188,7 +200,7 @@ impl KvMachine {
         }
         self.by_age.insert((index, command.client));
         self.evict_beyond_bound();
-        Applied { reply, executed: true, expired: None }
+        Applied { reply, executed: true, refused: None }
     }
 
     /// Marks `client`'s session as active at `index`.
@@ -263,7 +275,7 @@ mod tests {
     fn connection_sessions_are_executed_and_not_remembered() {
         let mut m = KvMachine::new();
         for i in 0..1000 {
-            let client = SERVER_ASSIGNED_CLIENT_BIT | i;
+            let client = SERVER_ASSIGNED_CLIENT_BIT | u128::from(i);
             assert!(m.apply(2 * i + 1, &cmd(client, 1, append("k", "x"))).executed);
             assert_eq!(m.apply(2 * i + 2, &cmd(client, 2, Op::Get { key: "k".into() })).reply.len() as u64, i + 1);
         }
@@ -283,7 +295,7 @@ mod tests {
         assert_eq!((m.sessions().keys().copied().collect::<Vec<_>>(), m.forgotten()), (vec![1, 3], 2));
         // Client 2's retry cannot be told from a new command: refused, not run.
         let retry = m.apply(5, &cmd(2, 1, append("k", "b")));
-        assert_eq!((retry.executed, retry.expired), (false, Some(2)));
+        assert_eq!((retry.executed, retry.refused), (false, Some(ServiceError::SessionExpired { forgotten: 2 })));
         assert_eq!(m.get("k"), "abc");
         // Numbered above what was forgotten, client 2 opens a new session.
         assert!(m.apply(6, &cmd(2, 3, append("k", "d"))).executed);
@@ -306,6 +318,22 @@ mod tests {
         // Another client's same seq is its own.
         assert!(m.apply(3, &cmd(8, 1, append("k", "y"))).executed);
         assert_eq!(m.get("k"), "xy");
+    }
+
+    /// Two clients that drew the same id (issue 21: the bench once did)
+    /// share one session. The one behind must hear that its append was not
+    /// executed; before, it was answered `""` like a success and its write
+    /// silently vanished.
+    #[test]
+    fn an_older_seq_of_a_session_is_refused_as_stale_never_answered_as_done() {
+        let mut m = KvMachine::new();
+        assert!(m.apply(1, &cmd(7, 5, append("k", "ahead"))).executed);
+        let behind = m.apply(2, &cmd(7, 3, append("k", "behind")));
+        assert_eq!((behind.executed, behind.refused), (false, Some(ServiceError::StaleRequest { latest: 5 })));
+        assert_eq!(m.get("k"), "ahead");
+        // The session's latest seq is still answered from the table.
+        let retry = m.apply(3, &cmd(7, 5, append("k", "ahead")));
+        assert_eq!((retry.executed, retry.refused), (false, None));
     }
 
     #[test]

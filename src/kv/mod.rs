@@ -21,7 +21,18 @@ use crate::raft::{LogIndex, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// Identifies a client session; chosen by the client, unique per client.
-pub type ClientId = u64;
+///
+/// 128 bits so that ids drawn at random from the operating system cannot
+/// collide in practice (`server::client::random_client_id`, 127 random
+/// bits: among a billion sessions the chance that any two share an id is
+/// about 10^-20). Two clients sharing an id would share a session, and the
+/// one that lags would have its commands refused as
+/// [`ServiceError::StaleRequest`]. Random rather than assigned by the
+/// cluster through the log (the thesis's RegisterClient, §6.3) because a
+/// clerk can then start without a round trip to a leader, and the session
+/// table stays bounded by evicting idle sessions ([`MAX_SESSIONS`]) rather
+/// than by expiring registrations.
+pub type ClientId = u128;
 
 /// Client ids with this bit set are assigned by a server to one connection
 /// of a plain Redis client (one that never sent `RAFTKV.SESSION`). Its
@@ -30,7 +41,7 @@ pub type ClientId = u64;
 /// to deduplicate: the state machine executes them without remembering a
 /// session, and a million short connections leave the session table as
 /// it was.
-pub const SERVER_ASSIGNED_CLIENT_BIT: ClientId = 1 << 63;
+pub const SERVER_ASSIGNED_CLIENT_BIT: ClientId = 1 << 127;
 
 /// A key/value operation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -121,4 +132,11 @@ pub enum ServiceError {
     SessionExpired { forgotten: LogIndex },
     /// Too many requests are waiting; try again later.
     Busy,
+    /// Not executed, and never will be: this client's session has already
+    /// executed the later seq `latest`. A well-behaved clerk never sees it
+    /// for the command it is waiting on (it sends seqs in order and moves
+    /// on only after an answer); it means two clients share one id, or a
+    /// client reused a seq. Answering it with success would tell the
+    /// lagging client that a write it made was applied when it was not.
+    StaleRequest { latest: u64 },
 }

@@ -520,9 +520,9 @@ impl KvServer {
                     // Another command in our slot means our proposal was
                     // overwritten by a newer leader: the client must retry.
                     let ours = w.client == command.client && w.seq == command.seq;
-                    let result = match applied.expired {
+                    let result = match applied.refused {
                         _ if !ours => Err(self.not_leader()),
-                        Some(forgotten) => Err(ServiceError::SessionExpired { forgotten }),
+                        Some(refused) => Err(refused),
                         None => Ok(applied.reply.clone()),
                     };
                     respond(out, &w, result);

@@ -319,8 +319,9 @@ mod tests {
         let mut back = decode(&encode(&m, false), MAX).unwrap().with_max_sessions(1);
         assert_eq!(back, m);
         let retry = Command { client: 7, seq: 2, op: Op::Append { key: "b".into(), value: "x".into() } };
-        assert_eq!(back.apply(6, &retry).expired, Some(2));
-        assert_eq!(m.apply(6, &retry).expired, Some(2));
+        let expired = Some(crate::kv::ServiceError::SessionExpired { forgotten: 2 });
+        assert_eq!(back.apply(6, &retry).refused, expired);
+        assert_eq!(m.apply(6, &retry).refused, expired);
         // Version 1 had no `last` and no `forgotten`.
         #[derive(Serialize)]
         struct V1 {

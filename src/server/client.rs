@@ -40,6 +40,10 @@ pub enum ClientError {
     /// active of too many): the operation may have taken effect, once, or
     /// not, and is not retried. The next `run` opens a new session.
     SessionExpired,
+    /// The cluster refused the operation as older than this client id's
+    /// latest (`-ERR stale request`): it was not executed. Another client
+    /// is using the same id; a fresh [`RemoteClerk`] draws a new one.
+    StaleRequest { latest: u64 },
 }
 
 impl fmt::Display for ClientError {
@@ -51,6 +55,10 @@ impl fmt::Display for ClientError {
             ClientError::Io(e) => write!(f, "I/O error: {e}"),
             ClientError::SessionExpired => f.write_str(
                 "session expired: the cluster forgot this client; the operation may or may not have taken effect",
+            ),
+            ClientError::StaleRequest { latest } => write!(
+                f,
+                "stale request: this client id's session has executed seq {latest}, so another client uses the same id; not executed"
             ),
         }
     }
@@ -353,7 +361,7 @@ pub struct RemoteClerk {
 }
 
 impl RemoteClerk {
-    /// A clerk for client `client` (below 2^63: higher ids are
+    /// A clerk for client `client` (below 2^127: higher ids are
     /// server-assigned) of the servers at `addrs` (their client ports,
     /// index = server id), trying `first_guess` first and waiting
     /// `attempt_timeout` for each answer.
@@ -419,6 +427,7 @@ impl RemoteClerk {
                     continue;
                 }
                 ClerkAction::Expired { .. } => return Err(ClientError::SessionExpired),
+                ClerkAction::Stale { latest, .. } => return Err(ClientError::StaleRequest { latest }),
                 ClerkAction::Send { to, request, attempt } => (to, request, attempt),
             };
             sends_of_seq += 1;
@@ -543,6 +552,10 @@ impl RemoteClerk {
             let forgotten = rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
             return Some(Err(ServiceError::SessionExpired { forgotten }));
         }
+        if let Some(rest) = error.strip_prefix(crate::server::resp::STALE_REQUEST) {
+            let latest = rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            return Some(Err(ServiceError::StaleRequest { latest }));
+        }
         let (code, rest) = error.split_once(' ').unwrap_or((error, ""));
         match code {
             "MOVED" => {
@@ -571,16 +584,20 @@ impl fmt::Debug for RemoteClerk {
     }
 }
 
-/// A fresh random client id for a clerk session: 63 bits from the OS's
-/// randomness (through `RandomState`'s seed), below
-/// [`SERVER_ASSIGNED_CLIENT_BIT`](super::resp::SERVER_ASSIGNED_CLIENT_BIT),
-/// so that sessions of different runs and processes never collide. Servers
-/// set that bit on the ones they assign.
+/// A fresh random client id for a clerk session: 127 bits from the
+/// operating system's random source, below
+/// [`SERVER_ASSIGNED_CLIENT_BIT`](super::resp::SERVER_ASSIGNED_CLIENT_BIT)
+/// (servers set that bit on the ids they assign to plain connections).
+/// Drawn afresh for every session, never derived from a seed, so that
+/// sessions of different clients, processes and runs cannot collide in
+/// practice (see [`ClientId`] for the odds).
+///
+/// Panics if the operating system has no randomness to give: a clerk
+/// without a unique id could corrupt another client's session.
 pub fn random_client_id() -> ClientId {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0);
-    h.finish() >> 1
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    u128::from_le_bytes(bytes) >> 1
 }
 
 #[cfg(test)]
@@ -742,6 +759,23 @@ mod tests {
         let mut clerk = RemoteClerk::new(8, vec![addr], 0, Duration::from_millis(50));
         assert!(matches!(clerk.run(put("k", "x"), soon(20)).await, Err(ClientError::SessionExpired)));
         assert_eq!(sends.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    /// The server's refusal of a seq older than the session's latest
+    /// (`Reply::from_result` of `StaleRequest`) reaches the caller as an
+    /// error, after one send: never retried, never reported as done.
+    #[tokio::test]
+    async fn a_stale_refusal_is_reported_not_retried() {
+        let (listener, addr) = bind().await;
+        let stale = Reply::from_result(&put("k", "x"), Err(ServiceError::StaleRequest { latest: 12 }), |_| None);
+        let server = fake(listener, move |cmd| match cmd {
+            ClientCommand::Session { .. } => Act::Reply(Reply::Ok),
+            _ => Act::Reply(stale.clone()),
+        });
+        let mut clerk = RemoteClerk::new(7, vec![addr], 0, Duration::from_secs(10));
+        let result = clerk.run(put("k", "x"), soon(20)).await;
+        assert!(matches!(result, Err(ClientError::StaleRequest { latest: 12 })), "{result:?}");
+        assert_eq!(*server.log.lock().unwrap(), [session(7, 1), set("k", "x")]);
     }
 
     #[tokio::test]

@@ -674,7 +674,7 @@ mod tests {
         /// leader hints, retry with the same `(client, seq)` until answered.
         /// Gives up after 30 s of wall-clock time (a failed test, not a
         /// timing assumption: elections take well under a second).
-        fn run(&self, client: u64, seq: u64, op: Op) -> String {
+        fn run(&self, client: ClientId, seq: u64, op: Op) -> String {
             let deadline = Instant::now() + Duration::from_secs(30);
             let mut target = 0;
             while Instant::now() < deadline {

@@ -211,7 +211,7 @@ impl ClientCommand {
         fn s(s: &str) -> Cow<'_, [u8]> {
             Cow::Borrowed(s.as_bytes())
         }
-        fn n(n: u64) -> Cow<'static, [u8]> {
+        fn n(n: impl ToString) -> Cow<'static, [u8]> {
             Cow::Owned(n.to_string().into_bytes())
         }
         fn name(name: &'static str) -> Cow<'static, [u8]> {
@@ -439,7 +439,8 @@ impl Reply {
     /// Redis Cluster hash slot, so that `redis-cli -c` and cluster-aware
     /// clients follow it; `NotLeader` without one (or with an unknown
     /// address) is `CLUSTERDOWN`; `Busy` is `TRYAGAIN`; `SessionExpired` is
-    /// `ERR session expired (forgotten up to index N: ...)`.
+    /// `ERR session expired (forgotten up to index N: ...)`; `StaleRequest`
+    /// is `ERR stale request (this session has executed seq N: ...)`.
     pub fn from_result(
         op: &Op,
         result: Result<String, ServiceError>,
@@ -461,6 +462,9 @@ impl Reply {
             Err(ServiceError::SessionExpired { forgotten }) => {
                 Reply::Error(format!("{SESSION_EXPIRED} {forgotten}: this command may repeat one executed before)"))
             }
+            Err(ServiceError::StaleRequest { latest }) => Reply::Error(format!(
+                "{STALE_REQUEST} {latest}: not executed; is another client using this client id?)"
+            )),
         }
     }
 
@@ -485,6 +489,9 @@ pub const TRYAGAIN: &str = "TRYAGAIN the leader is busy; retry";
 /// How the reply to a command of an expired session starts; the index the
 /// cluster forgot sessions up to follows.
 pub const SESSION_EXPIRED: &str = "ERR session expired (forgotten up to index";
+/// How the reply to a command older than its session's latest starts; the
+/// session's latest seq follows.
+pub const STALE_REQUEST: &str = "ERR stale request (this session has executed seq";
 
 /// A simple string or error line: CR and LF would end it early.
 fn one_line(line: &str) -> String {
@@ -713,7 +720,12 @@ fn node_id(digits: &[u8]) -> Result<NodeId, CommandError> {
 }
 
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+    parse_client_id(digits)?.try_into().ok()
+}
+
+/// A `u128` in canonical decimal (no sign, no leading zero).
+fn parse_client_id(digits: &[u8]) -> Option<u128> {
+    if digits.is_empty() || digits.len() > 39 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
     if digits.len() > 1 && digits[0] == b'0' {
@@ -863,10 +875,10 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
         Ok(ClientCommand::Append { key: key(next(), limits)?, value: value(next(), limits)? })
     } else if is("RAFTKV.SESSION") {
         arity("raftkv.session", n == 2)?;
-        let client = parse_decimal(&next()).ok_or(CommandError::BadInteger { what: "client id" })?;
+        let client = parse_client_id(&next()).ok_or(CommandError::BadInteger { what: "client id" })?;
         let seq = parse_decimal(&next()).ok_or(CommandError::BadInteger { what: "seq" })?;
         if client & SERVER_ASSIGNED_CLIENT_BIT != 0 {
-            return Err(CommandError::BadSession { reason: "client ids of 2^63 and above are server-assigned" });
+            return Err(CommandError::BadSession { reason: "client ids of 2^127 and above are server-assigned" });
         }
         if seq == 0 {
             return Err(CommandError::BadSession { reason: "seq starts at 1" });
@@ -1049,7 +1061,7 @@ mod tests {
                 0 => ClientCommand::Get { key: short(g, k) },
                 1 => ClientCommand::Set { key: short(g, k), value: short(g, v) },
                 2 => ClientCommand::Append { key: short(g, k), value: short(g, v) },
-                3 => ClientCommand::Session { client: u64::arbitrary(g) >> 1, seq: u64::arbitrary(g).max(1) },
+                3 => ClientCommand::Session { client: u128::arbitrary(g) >> 1, seq: u64::arbitrary(g).max(1) },
                 4 => ClientCommand::Ping { message: bool::arbitrary(g).then(|| bytes(g)) },
                 5 => ClientCommand::Quit,
                 6 => ClientCommand::Info,
@@ -1221,6 +1233,20 @@ mod tests {
         assert_eq!(one(&encoded(&cmd)), Ok(cmd));
     }
 
+    /// Client ids are 127 bits: past 2^64 they are a client's own, from
+    /// 2^127 on they are server-assigned, past 2^128 they are no number.
+    #[test]
+    fn session_client_ids_span_127_bits() {
+        let session = |id: &str| one(format!("RAFTKV.SESSION {id} 1\r\n").as_bytes());
+        assert_eq!(session("18446744073709551616"), Ok(ClientCommand::Session { client: 1 << 64, seq: 1 }));
+        let top = (SERVER_ASSIGNED_CLIENT_BIT - 1).to_string();
+        assert_eq!(session(&top), Ok(ClientCommand::Session { client: SERVER_ASSIGNED_CLIENT_BIT - 1, seq: 1 }));
+        let assigned = CommandError::BadSession { reason: "client ids of 2^127 and above are server-assigned" };
+        assert_eq!(session(&SERVER_ASSIGNED_CLIENT_BIT.to_string()), Err(assigned));
+        let too_big = CommandError::BadInteger { what: "client id" };
+        assert_eq!(session("340282366920938463463374607431768211456"), Err(too_big));
+    }
+
     #[test]
     fn command_errors_are_answered_and_the_connection_goes_on() {
         let limits = TIGHT;
@@ -1231,7 +1257,7 @@ mod tests {
         buf.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$2\r\n\xff\xfe\r\n");
         buf.extend_from_slice(b"*1\r\n$8\r\nFLUSHALL\r\n");
         buf.extend_from_slice(b"*3\r\n$3\r\nget\r\n$1\r\na\r\n$1\r\nb\r\n");
-        buf.extend_from_slice(b"*3\r\n$14\r\nraftkv.session\r\n$19\r\n9223372036854775808\r\n$1\r\n1\r\n");
+        buf.extend_from_slice(b"*3\r\n$14\r\nraftkv.session\r\n$1\r\n1\r\n$1\r\n0\r\n");
         buf.extend_from_slice(b"*2\r\n$4\r\nPING\r\n$2\r\nhi\r\n");
         let (out, error) = decode_all(&buf, limits);
         assert!(error.is_none(), "{error:?}");
@@ -1244,7 +1270,7 @@ mod tests {
                 Err(CommandError::NotUtf8 { what: "key" }),
                 Err(CommandError::Unknown { name: s("FLUSHALL") }),
                 Err(CommandError::WrongArity { command: "get" }),
-                Err(CommandError::BadSession { reason: "client ids of 2^63 and above are server-assigned" }),
+                Err(CommandError::BadSession { reason: "seq starts at 1" }),
                 Ok(ClientCommand::Ping { message: Some(Bytes::from_static(b"hi")) }),
             ]
         );

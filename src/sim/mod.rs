@@ -407,7 +407,7 @@ impl Sim {
     pub fn add_client(&mut self, workload: Workload) -> usize {
         let index = self.clients.len();
         let first_guess = self.choices.range(0, u64::from(self.config.servers)) as NodeId;
-        let clerk = Clerk::new(index as u64 + 1, self.config.servers, first_guess);
+        let clerk = Clerk::new(index as u128 + 1, self.config.servers, first_guess);
         let rng = self.choices.fork();
         self.clients.push(SimClient { clerk, workload, in_progress: None, stopped: false, rng });
         self.topology.grow_clients(self.clients.len());
@@ -745,7 +745,7 @@ impl Sim {
         };
         let index = self.history.len();
         self.history.push(Operation {
-            client: self.clients[client].clerk.client(),
+            client: u64::try_from(self.clients[client].clerk.client()).expect("simulated client ids are small"),
             kind,
             key: op.key().to_string(),
             value,
@@ -787,6 +787,11 @@ impl Sim {
                     format!("client {} gives up {:?}: session expired", client + 1, self.history[index].kind)
                 });
                 self.schedule(0, Event::ClientStart { client });
+            }
+            Some(ClerkAction::Stale { seq, latest }) => {
+                // Simulated clients have distinct ids and send their seqs in
+                // order, so their session can never be ahead of them.
+                panic!("client {} was told its seq {seq} is stale (its session is at {latest})", client + 1)
             }
         }
     }

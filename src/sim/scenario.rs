@@ -128,7 +128,7 @@ impl Scenario {
             }
             if !self.random_keys {
                 for client in 0..self.clients {
-                    let key = Workload::own_key_of(client as u64 + 1);
+                    let key = Workload::own_key_of(client as u128 + 1);
                     let value = read_back(sim, 0, &key)?;
                     check_appends(sim.operations(), &key, &value)?;
                 }

@@ -145,7 +145,7 @@ fn decode_membership(r: &mut Reader<'_>) -> Result<Membership, DecodeError> {
 }
 
 fn decode_command(r: &mut Reader<'_>, limits: &Limits) -> Result<Command, DecodeError> {
-    let (client, seq) = (r.u64()?, r.u64()?);
+    let (client, seq) = (r.u128()?, r.u64()?);
     let key_max = limits.key_bytes_max;
     let value_max = limits.value_bytes_max;
     let key = |r: &mut Reader<'_>| r.string(key_max, |bytes| LimitExceeded::KeyBytes { bytes, max: key_max });

@@ -51,13 +51,14 @@ impl<'a> Reader<'a> {
 
     /// An unsigned LEB128 varint of at most `bits` bits, in canonical form
     /// (no trailing zero groups), as postcard writes them.
-    fn varint(&mut self, bits: u32) -> Result<u64, DecodeError> {
+    fn varint(&mut self, bits: u32) -> Result<u128, DecodeError> {
+        debug_assert!(bits <= 128);
         let start = self.pos;
         let groups_max = bits.div_ceil(7);
-        let mut value: u64 = 0;
+        let mut value: u128 = 0;
         for group in 0..groups_max {
             let byte = self.u8()?;
-            let payload = u64::from(byte & 0x7f);
+            let payload = u128::from(byte & 0x7f);
             let shift = 7 * group;
             // The last group may only use the bits that are left.
             if group == groups_max - 1 && payload >> (bits - shift) != 0 {
@@ -79,7 +80,12 @@ impl<'a> Reader<'a> {
 
     /// A `u64` (terms, indexes, ids, sequence numbers, read rounds).
     pub(super) fn u64(&mut self) -> Result<u64, DecodeError> {
-        self.varint(64)
+        self.varint(64).map(|v| v as u64)
+    }
+
+    /// A `u128` (client ids).
+    pub(super) fn u128(&mut self) -> Result<u128, DecodeError> {
+        self.varint(128)
     }
 
     /// An enum variant index (postcard writes it as a `u32` varint).
@@ -91,7 +97,7 @@ impl<'a> Reader<'a> {
     /// A sequence or string length (a `usize` varint; 64-bit everywhere on
     /// the wire, so 32-bit hosts see oversized lengths as over the limit).
     pub(super) fn len(&mut self) -> Result<u64, DecodeError> {
-        self.varint(64)
+        self.varint(64).map(|v| v as u64)
     }
 
     /// A length-prefixed UTF-8 string of at most `max` bytes. `over` builds
