@@ -8,6 +8,9 @@
 //! election_ticks = 30     # election timeout: 30..60 ticks (300..600 ms)
 //! heartbeat_ticks = 5     # a leader heartbeats every 50 ms
 //! read_path = "ReadIndex" # or "Log"
+//! peer_silence_ms = 150   # a peer connection whose bytes go unacked this long
+//!                         # is redialled (default: half the minimum election
+//!                         # timeout; specs/wire.md, "Liveness")
 //!
 //! [snapshots]             # when each node compacts its log into a snapshot
 //! every_entries = 10000   # after this many applied entries (0: not by count)
@@ -38,6 +41,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where one member listens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +70,11 @@ pub struct ClusterConfig {
     /// absent). Only read by a server whose log holds no configuration yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_voters: Option<u8>,
+    /// A peer connection whose written bytes go unacknowledged this long
+    /// is dropped and redialled; default: half the minimum election
+    /// timeout. See [`ClusterConfig::peer_silence`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_silence_ms: Option<u64>,
     #[serde(default)]
     pub snapshots: SnapshotSettings,
     /// Every server that is or may become a member; a node's id is its
@@ -177,6 +186,7 @@ impl ClusterConfig {
             heartbeat_ticks: defaults::heartbeat_ticks(),
             read_path: ReadPath::default(),
             initial_voters: None,
+            peer_silence_ms: None,
             snapshots: SnapshotSettings::default(),
             nodes: (0..u16::from(n))
                 .map(|i| NodeAddrs { peer: addr(peer_base + i), client: addr(client_base + i) })
@@ -219,8 +229,30 @@ impl ClusterConfig {
                 return invalid(format!("initial_voters = {n}; it must be 1 to the number of nodes"));
             }
         }
+        if let Some(ms) = self.peer_silence_ms {
+            let election_min = self.tick_ms * u64::from(self.election_ticks);
+            if ms < 4 || ms >= election_min {
+                return invalid(format!(
+                    "peer_silence_ms = {ms}; it must be at least 4 and below the minimum election timeout ({election_min} ms), or a dead link would outlast it"
+                ));
+            }
+        }
         self.snapshots.validate().map_err(ConfigError::Invalid)?;
         self.raft_config(0, 0).validate().map_err(ConfigError::Invalid)
+    }
+
+    /// How long a peer connection's written bytes may go unacknowledged
+    /// before it is redialled: `peer_silence_ms`, or half the minimum
+    /// election timeout, so that a link that died in a partition is
+    /// replaced well before a follower would give up on its leader.
+    pub fn peer_silence(&self) -> Duration {
+        let election_min = self.tick_ms * u64::from(self.election_ticks);
+        Duration::from_millis(self.peer_silence_ms.unwrap_or(election_min / 2).max(4))
+    }
+
+    /// How often a leader heartbeats.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.tick_ms * u64::from(self.heartbeat_ticks))
     }
 
     /// How many nodes the file lists: every id it knows.
@@ -282,7 +314,22 @@ mod tests {
         assert_eq!((config.tick_ms, config.election_ticks, config.heartbeat_ticks), (10, 30, 5));
         assert_eq!(config.snapshots, SnapshotSettings::default());
         assert_eq!(config.server_config(0, 0).snapshots, SnapshotPolicy::default());
+        assert_eq!(
+            (config.peer_silence(), config.heartbeat_interval()),
+            (Duration::from_millis(150), Duration::from_millis(50))
+        );
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn peer_silence_must_stay_below_the_minimum_election_timeout() {
+        let set = |ms| ClusterConfig { peer_silence_ms: Some(ms), ..ClusterConfig::local(3, 7100, 6379) };
+        assert_eq!(set(100).peer_silence(), Duration::from_millis(100));
+        set(100).validate().unwrap();
+        for bad in [0, 3, 300, 5_000] {
+            let error = set(bad).validate().unwrap_err().to_string();
+            assert!(error.contains("peer_silence_ms"), "{error}");
+        }
     }
 
     #[test]

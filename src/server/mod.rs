@@ -14,6 +14,8 @@
 //!   out its outputs under the persistence contract: send and answer at
 //!   once, persist in groups (one fsync), report durability back.
 //! - [`peer`]: the peer transport: Raft envelopes over TCP as wire frames.
+//! - [`link`]: when a peer connection is dead and when to redial, as pure
+//!   state machines the transport follows (tested in simulated time).
 //! - [`config`]: the cluster configuration file.
 //! - [`run`]: one server process assembled: storage, node, peer transport,
 //!   client port.
@@ -39,6 +41,8 @@ pub mod config;
 pub mod faults;
 #[cfg(feature = "runtime")]
 pub mod handoff;
+#[cfg(all(feature = "runtime", not(loom)))]
+pub mod link;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod load;
 #[cfg(all(feature = "runtime", not(loom)))]

@@ -8,9 +8,9 @@
 //!
 //! - **Outbound**: one TCP connection per peer, owned by a writer task. The
 //!   node thread (a plain std thread) hands envelopes to a [`PeerSender`],
-//!   which puts them on that peer's bounded queue without blocking, or drops
-//!   them when the queue is full. The writer connects when it has something
-//!   to send (retrying with exponential backoff), then encodes as many
+//!   which puts them on that peer's bounded queue without blocking; a full
+//!   queue drops its oldest envelope. The writer connects when it has
+//!   something to send (redialling with backoff), then encodes as many
 //!   queued envelopes as are ready into one buffer per write.
 //! - **Inbound**: a listener task accepts connections, and a reader task per
 //!   connection decodes frames into a bounded buffer and hands each valid
@@ -18,24 +18,30 @@
 //!   (bytes that do not decode, or an envelope whose addresses do not fit
 //!   the cluster configuration, see [`Refused`]) is logged and closes that
 //!   connection; the transport keeps serving the others.
+//! - **Liveness** ([`super::link`]): the reader acks what arrives, one byte
+//!   at a time, paced; a writer whose bytes go unacknowledged for
+//!   `silence_max` drops the connection and redials. A blackholed
+//!   connection is thus replaced within a fraction of an election timeout,
+//!   not when the kernel's retransmissions give up.
 //!
 //! Every task belongs to the [`PeerTransport`]: [`PeerTransport::shutdown`]
 //! ends them all and waits for them, and dropping it aborts them.
 
+use super::link::{AckPacer, Liveness, Redial, ACK};
 use crate::kv::Command;
 use crate::raft::{Envelope, NodeId};
 use crate::wire::{self, DecodeError, Limits};
 use bytes::BufMut;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -50,13 +56,6 @@ pub const WRITE_BATCH_BYTES: usize = 64 << 10;
 /// A reader asks the socket for at least this many bytes at a time (less
 /// only when its buffer bound leaves less room).
 pub const READ_CHUNK_BYTES: usize = 64 << 10;
-/// A connection attempt that has not succeeded after this long counts as
-/// failed (a partitioned peer would otherwise hold a writer in the kernel's
-/// SYN retries for minutes).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// A write that has not completed after this long (the peer stopped reading,
-/// or the network went away without a reset) drops the connection.
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many inbound connections per cluster member are open at
 /// once (each may hold a read buffer of up to one frame); more are closed
 /// as soon as they are accepted.
@@ -74,19 +73,29 @@ pub struct PeerConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The wire bounds, for both directions.
     pub limits: Limits,
-    /// Envelopes waiting per peer; more are dropped.
+    /// Envelopes waiting per peer; a full queue drops its oldest.
     pub queue_capacity: usize,
     /// The first pause after a failed connection attempt; it doubles after
-    /// each further failure.
+    /// each further failure ([`Redial`]).
     pub backoff_min: Duration,
     /// The longest pause between connection attempts.
     pub backoff_max: Duration,
+    /// A connection whose written bytes go unacknowledged this long is
+    /// dropped and redialled ([`Liveness`]); readers ack every quarter of
+    /// it, and a connection attempt may take half of it.
+    pub silence_max: Duration,
 }
 
 impl PeerConfig {
     pub const QUEUE_CAPACITY_DEFAULT: usize = 1024;
     pub const BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(20);
-    pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
+    /// The default heartbeat interval: a dead link is redialled at least
+    /// as often as a leader heartbeats.
+    pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_millis(50);
+    /// Half the default minimum election timeout (300 ms).
+    pub const SILENCE_MAX_DEFAULT: Duration = Duration::from_millis(150);
+    /// The shortest `silence_max` accepted: acks every millisecond.
+    pub const SILENCE_MAX_MIN: Duration = Duration::from_millis(4);
 
     /// A config with the default limits, queue capacity and backoff.
     pub fn new(id: NodeId, listen: SocketAddr, peers: BTreeMap<NodeId, SocketAddr>) -> Self {
@@ -98,12 +107,26 @@ impl PeerConfig {
             queue_capacity: Self::QUEUE_CAPACITY_DEFAULT,
             backoff_min: Self::BACKOFF_MIN_DEFAULT,
             backoff_max: Self::BACKOFF_MAX_DEFAULT,
+            silence_max: Self::SILENCE_MAX_DEFAULT,
         }
+    }
+
+    /// How long a connection attempt may take before it counts as failed
+    /// (a partitioned peer would otherwise hold a writer in the kernel's
+    /// SYN retries, 1 s then 3 s, ...): a fresh SYN soon after a heal.
+    pub fn connect_timeout(&self) -> Duration {
+        self.silence_max / 2
+    }
+
+    /// How often a reader acks while bytes arrive.
+    pub fn ack_interval(&self) -> Duration {
+        self.silence_max / 4
     }
 
     /// Checks what [`PeerTransport::start`] needs: `peers` does not name
     /// this node, the queue holds at least one envelope, and
-    /// `0 < backoff_min <= backoff_max`.
+    /// `0 < backoff_min <= backoff_max`, and `silence_max` is at least
+    /// [`PeerConfig::SILENCE_MAX_MIN`].
     pub fn validate(&self) -> io::Result<()> {
         let invalid = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
         if self.peers.contains_key(&self.id) {
@@ -118,6 +141,14 @@ impl PeerConfig {
                 self.id, self.backoff_min, self.backoff_max
             ));
         }
+        if self.silence_max < Self::SILENCE_MAX_MIN {
+            return invalid(format!(
+                "peer config of node {}: silence_max ({:?}) must be at least {:?}",
+                self.id,
+                self.silence_max,
+                Self::SILENCE_MAX_MIN
+            ));
+        }
         Ok(())
     }
 }
@@ -128,10 +159,11 @@ impl PeerConfig {
 pub struct PeerStats {
     /// Accepted onto a peer's queue by [`PeerSender::send`].
     pub queued: u64,
+    /// Dropped from a full queue, oldest first, to make room for a newer
+    /// envelope (Raft's newer messages supersede older ones).
     /// Written to a connection (handed to the kernel: a connection that
     /// breaks afterwards may still lose them).
     pub sent: u64,
-    /// Dropped by `send` because the peer's queue was full.
     pub dropped_full: u64,
     /// Dropped by `send` because `to` is not a peer (or is this node), or
     /// `from` is not this node.
@@ -154,6 +186,13 @@ pub struct PeerStats {
     pub connections_in: u64,
     /// Inbound connections closed at once because too many were open.
     pub connections_refused: u64,
+    /// Outbound connections dropped because what was written on them went
+    /// unacknowledged for `silence_max`.
+    pub connections_silent: u64,
+    /// Acks received on outbound connections.
+    pub acks_in: u64,
+    /// Acks written on inbound connections.
+    pub acks_out: u64,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +210,9 @@ struct Counters {
     connect_failures: AtomicU64,
     connections_in: AtomicU64,
     connections_refused: AtomicU64,
+    connections_silent: AtomicU64,
+    acks_in: AtomicU64,
+    acks_out: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -194,6 +236,9 @@ impl Counters {
             connect_failures: get(&self.connect_failures),
             connections_in: get(&self.connections_in),
             connections_refused: get(&self.connections_refused),
+            connections_silent: get(&self.connections_silent),
+            acks_in: get(&self.acks_in),
+            acks_out: get(&self.acks_out),
         }
     }
 }
@@ -244,8 +289,71 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct PeerSender {
     id: NodeId,
-    queues: Arc<BTreeMap<NodeId, mpsc::Sender<Envelope<Command>>>>,
+    queues: Arc<BTreeMap<NodeId, Arc<PeerQueue>>>,
     counters: Arc<Counters>,
+}
+
+/// One peer's outbound envelopes: bounded, and a full queue drops its
+/// *oldest* envelope. After a link has been down, what is worth sending is
+/// the newest: a later heartbeat carries a later commit index, a later
+/// append or vote request supersedes an earlier one.
+struct PeerQueue {
+    items: Mutex<VecDeque<Envelope<Command>>>,
+    capacity: usize,
+    /// Wakes the writer; a notification with no writer waiting is kept.
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+enum Pushed {
+    Queued,
+    /// Queued, and the oldest envelope dropped to make room.
+    DroppedOldest,
+    Closed,
+}
+
+impl PeerQueue {
+    fn new(capacity: usize) -> PeerQueue {
+        PeerQueue { items: Mutex::new(VecDeque::new()), capacity, ready: Notify::new(), closed: AtomicBool::new(false) }
+    }
+
+    fn push(&self, envelope: Envelope<Command>) -> Pushed {
+        if self.closed.load(Ordering::Relaxed) {
+            return Pushed::Closed;
+        }
+        let dropped = {
+            let mut items = lock(&self.items);
+            let dropped = items.len() >= self.capacity && items.pop_front().is_some();
+            items.push_back(envelope);
+            dropped
+        };
+        self.ready.notify_one();
+        if dropped {
+            Pushed::DroppedOldest
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    fn pop(&self) -> Option<Envelope<Command>> {
+        lock(&self.items).pop_front()
+    }
+
+    /// The next envelope, waiting for one.
+    async fn next(&self) -> Envelope<Command> {
+        loop {
+            if let Some(envelope) = self.pop() {
+                return envelope;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuses every later push and drops what is queued.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        lock(&self.items).clear();
+    }
 }
 
 impl fmt::Debug for PeerSender {
@@ -255,9 +363,14 @@ impl fmt::Debug for PeerSender {
 }
 
 impl PeerSender {
-    /// Queues `envelope` for `envelope.to`, or drops it (counting it in
-    /// [`PeerStats`]) when that peer's queue is full, the peer is unknown or
-    /// the transport has stopped.
+    /// Closes every queue: later sends count as `dropped_closed`.
+    fn close(&self) {
+        self.queues.values().for_each(|queue| queue.close());
+    }
+
+    /// Queues `envelope` for `envelope.to` (dropping that queue's oldest
+    /// envelope when it is full), or drops it when the peer is unknown or
+    /// the transport has stopped; every drop is counted in [`PeerStats`].
     ///
     /// Sending to this node itself, or with a `from` other than this node,
     /// is a bug in the caller: it fails a `debug_assert` and is dropped.
@@ -271,10 +384,13 @@ impl PeerSender {
                 return bump(&self.counters.dropped_misaddressed, 1);
             }
         };
-        match queue.try_send(envelope) {
-            Ok(()) => bump(&self.counters.queued, 1),
-            Err(TrySendError::Full(_)) => bump(&self.counters.dropped_full, 1),
-            Err(TrySendError::Closed(_)) => bump(&self.counters.dropped_closed, 1),
+        match queue.push(envelope) {
+            Pushed::Queued => bump(&self.counters.queued, 1),
+            Pushed::DroppedOldest => {
+                bump(&self.counters.queued, 1);
+                bump(&self.counters.dropped_full, 1);
+            }
+            Pushed::Closed => bump(&self.counters.dropped_closed, 1),
         }
     }
 }
@@ -321,8 +437,8 @@ impl PeerTransport {
         let mut writers = JoinSet::new();
         let mut queues = BTreeMap::new();
         for (&peer, &addr) in &config.peers {
-            let (tx, rx) = mpsc::channel(config.queue_capacity);
-            queues.insert(peer, tx);
+            let queue = Arc::new(PeerQueue::new(config.queue_capacity));
+            queues.insert(peer, queue.clone());
             let writer = Writer {
                 me: config.id,
                 peer,
@@ -330,9 +446,11 @@ impl PeerTransport {
                 limits: config.limits,
                 backoff_min: config.backoff_min,
                 backoff_max: config.backoff_max,
+                silence_max: config.silence_max,
+                connect_timeout: config.connect_timeout(),
                 counters: counters.clone(),
             };
-            writers.spawn(writer.run(rx));
+            writers.spawn(writer.run(queue));
         }
 
         let inbound = Arc::new(Inbound {
@@ -344,6 +462,7 @@ impl PeerTransport {
             current: Mutex::new(BTreeMap::new()),
             max_connections: INBOUND_PER_MEMBER * (config.peers.len() + 1),
             accept_pause: config.backoff_min,
+            ack_interval: config.ack_interval(),
         });
         let listener = tokio::spawn(listen_loop(listener, inbound, stop.clone()));
         info!(node = config.id, %local_addr, peers = config.peers.len(), "peer transport started");
@@ -372,6 +491,7 @@ impl PeerTransport {
     /// dropped; later [`PeerSender::send`]s count as `dropped_closed`.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
+        self.sender.close();
         self.writers.shutdown().await;
         if let Some(listener) = self.listener.take() {
             // It ends by itself once it has closed its readers.
@@ -385,6 +505,7 @@ impl PeerTransport {
 impl Drop for PeerTransport {
     fn drop(&mut self) {
         self.stop.cancel();
+        self.sender.close();
         if let Some(listener) = self.listener.take() {
             // Aborting drops its reader set, which aborts every reader.
             listener.abort();
@@ -403,80 +524,86 @@ struct Writer {
     limits: Limits,
     backoff_min: Duration,
     backoff_max: Duration,
+    silence_max: Duration,
+    connect_timeout: Duration,
     counters: Arc<Counters>,
 }
 
+/// How a connection's life ended, as far as the writer is concerned.
+enum Dropped {
+    /// Broken or closed by the peer: redial at once if it had been healthy.
+    Broken,
+    /// What was written went unacknowledged for `silence_max`.
+    Silent,
+}
+
 impl Writer {
-    /// Owns the connection to one peer until the queue closes.
-    async fn run(self, mut queue: mpsc::Receiver<Envelope<Command>>) {
+    /// Owns the connection to one peer, for as long as the transport runs.
+    async fn run(self, queue: Arc<PeerQueue>) {
         let mut buf = Vec::new();
+        let mut redial = Redial::new(self.backoff_min, self.backoff_max);
         loop {
             // Connect only when there is something to send.
-            let Some(first) = queue.recv().await else { return };
-            let stream = self.connect().await;
-            if !self.serve(stream, first, &mut queue, &mut buf).await {
-                return;
+            let first = queue.next().await;
+            let stream = self.connect(&mut redial).await;
+            if let Dropped::Silent = self.serve(stream, first, &queue, &mut buf, &mut redial).await {
+                bump(&self.counters.connections_silent, 1);
+                warn!(node = self.me, peer = self.peer, silence = ?self.silence_max, "no ack from peer; reconnecting");
+                redial.failed();
             }
         }
     }
 
-    /// Connects, pausing between failed attempts from `backoff_min`,
-    /// doubling up to `backoff_max`; the pause starts again from
-    /// `backoff_min` at the next call.
-    async fn connect(&self) -> TcpStream {
-        let mut pause = self.backoff_min;
+    /// Connects, pausing before each attempt as [`Redial`] says.
+    async fn connect(&self, redial: &mut Redial) -> TcpStream {
         loop {
-            let error = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await {
+            let pause = redial.pause();
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            let error = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
                 Ok(Ok(stream)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        debug!(node = self.me, peer = self.peer, error = %e, "cannot set TCP_NODELAY");
-                    }
+                    set_backstops(&stream, self.silence_max);
                     bump(&self.counters.connections_out, 1);
                     info!(node = self.me, peer = self.peer, addr = %self.addr, "connected to peer");
                     return stream;
                 }
                 Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
+                Err(_) => format!("no answer within {:?}", self.connect_timeout),
             };
             bump(&self.counters.connect_failures, 1);
-            debug!(node = self.me, peer = self.peer, addr = %self.addr, %error, retry_in = ?pause, "cannot connect to peer");
-            tokio::time::sleep(pause).await;
-            pause = pause.saturating_mul(2).min(self.backoff_max);
+            redial.failed();
+            debug!(node = self.me, peer = self.peer, addr = %self.addr, %error, retry_in = ?redial.pause(), "cannot connect to peer");
         }
     }
 
     /// Writes queued envelopes to `stream`, `first` first, until the
-    /// connection breaks (returns `true`: reconnect) or the queue closes
-    /// (returns `false`).
+    /// connection breaks or goes silent.
     async fn serve(
         &self,
         mut stream: TcpStream,
         first: Envelope<Command>,
-        queue: &mut mpsc::Receiver<Envelope<Command>>,
+        queue: &PeerQueue,
         buf: &mut Vec<u8>,
-    ) -> bool {
+        redial: &mut Redial,
+    ) -> Dropped {
         let (mut rd, mut wr) = stream.split();
-        // A peer never writes on a connection it accepted: a read that
-        // returns means the peer closed it (or broke the protocol).
-        let mut probe = [0u8; 16];
+        let mut live = Liveness::new(self.silence_max);
+        let mut acks = [0u8; 64];
         let mut next = Some(first);
         loop {
             let first = match next.take() {
                 Some(envelope) => envelope,
                 None => tokio::select! {
                     biased;
-                    read = rd.read(&mut probe) => {
-                        match read {
-                            Ok(0) => debug!(node = self.me, peer = self.peer, "peer closed the connection"),
-                            Ok(n) => warn!(node = self.me, peer = self.peer, bytes = n, "peer wrote on our outbound connection; closing it"),
-                            Err(e) => debug!(node = self.me, peer = self.peer, error = %e, "connection to peer broke"),
+                    read = rd.read(&mut acks) => {
+                        if !self.on_read(read, &acks, &mut live, false, redial) {
+                            return Dropped::Broken;
                         }
-                        return true;
+                        continue;
                     }
-                    envelope = queue.recv() => match envelope {
-                        Some(envelope) => envelope,
-                        None => return false,
-                    },
+                    () = until(live.deadline()) => return Dropped::Silent,
+                    envelope = queue.next() => envelope,
                 },
             };
 
@@ -494,34 +621,106 @@ impl Writer {
                     }
                 }
                 if buf.len() < WRITE_BATCH_BYTES {
-                    envelope = queue.try_recv().ok();
+                    envelope = queue.pop();
                 }
             }
             if batch == 0 {
                 continue;
             }
-            let result = tokio::time::timeout(WRITE_STALL_TIMEOUT, wr.write_all(buf)).await;
+            live.wrote(Instant::now());
+            // Acks keep arriving while a large write is under way: read
+            // them beside it, or a slow but live link would look silent.
+            let ended = {
+                let write = wr.write_all(buf);
+                tokio::pin!(write);
+                loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written.map_err(Some),
+                        read = rd.read(&mut acks) => {
+                            if !self.on_read(read, &acks, &mut live, true, redial) {
+                                break Err(None);
+                            }
+                        }
+                        () = until(live.deadline()) => {
+                            bump(&self.counters.dropped_write, batch);
+                            return Dropped::Silent;
+                        }
+                    }
+                }
+            };
             if buf.capacity() > 2 * WRITE_BATCH_BYTES {
                 *buf = Vec::new();
             }
-            match result {
-                Ok(Ok(())) => bump(&self.counters.sent, batch),
-                Ok(Err(e)) => {
+            match ended {
+                Ok(()) => bump(&self.counters.sent, batch),
+                Err(error) => {
                     bump(&self.counters.dropped_write, batch);
-                    warn!(node = self.me, peer = self.peer, error = %e, lost = batch, "write to peer failed; reconnecting");
-                    return true;
-                }
-                Err(_) => {
-                    bump(&self.counters.dropped_write, batch);
-                    warn!(
-                        node = self.me,
-                        peer = self.peer,
-                        lost = batch,
-                        "write to peer stalled for {WRITE_STALL_TIMEOUT:?}; reconnecting"
-                    );
-                    return true;
+                    if let Some(e) = error {
+                        warn!(node = self.me, peer = self.peer, error = %e, lost = batch, "write to peer failed; reconnecting");
+                    }
+                    return Dropped::Broken;
                 }
             }
+        }
+    }
+
+    /// What the peer wrote back: acks keep the connection alive (returns
+    /// true); the end of the stream, an error, or any byte but [`ACK`] end
+    /// it.
+    fn on_read(
+        &self,
+        read: io::Result<usize>,
+        bytes: &[u8],
+        live: &mut Liveness,
+        writing: bool,
+        redial: &mut Redial,
+    ) -> bool {
+        match read {
+            Ok(0) => debug!(node = self.me, peer = self.peer, "peer closed the connection"),
+            Ok(n) if bytes[..n].iter().all(|&b| b == ACK) => {
+                bump(&self.counters.acks_in, n as u64);
+                live.acked(Instant::now(), writing);
+                redial.healthy();
+                return true;
+            }
+            Ok(n) => warn!(
+                node = self.me,
+                peer = self.peer,
+                bytes = n,
+                "peer wrote something other than acks on our outbound connection; closing it"
+            ),
+            Err(e) => debug!(node = self.me, peer = self.peer, error = %e, "connection to peer broke"),
+        }
+        false
+    }
+}
+
+/// Sleeps until `deadline`, or forever if there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Socket options of a peer connection: no Nagle delay for small Raft
+/// messages, and the kernel's own bounds as a backstop behind the acks
+/// ([`Liveness`]): unacknowledged data fails the connection after
+/// `TCP_USER_TIMEOUT`, and keepalive probes find a dead idle one. Each
+/// failure is logged and ignored: the acks still bound the silence.
+fn set_backstops(stream: &TcpStream, silence_max: Duration) {
+    let socket = socket2::SockRef::from(stream);
+    let backstop = (4 * silence_max).max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new().with_time(backstop).with_interval(backstop).with_retries(3);
+    let results = [
+        ("TCP_NODELAY", stream.set_nodelay(true)),
+        ("TCP_USER_TIMEOUT", socket.set_tcp_user_timeout(Some(backstop))),
+        ("SO_KEEPALIVE", socket.set_tcp_keepalive(&keepalive)),
+    ];
+    for (option, result) in results {
+        if let Err(e) = result {
+            debug!(option, error = %e, "cannot set a peer socket option");
         }
     }
 }
@@ -540,6 +739,8 @@ struct Inbound {
     current: Mutex<BTreeMap<NodeId, (u64, CancellationToken)>>,
     max_connections: usize,
     accept_pause: Duration,
+    /// How often a reader acks while bytes arrive ([`AckPacer`]).
+    ack_interval: Duration,
 }
 
 async fn listen_loop(listener: TcpListener, inbound: Arc<Inbound>, stop: CancellationToken) {
@@ -626,7 +827,9 @@ impl Connection {
         }
     }
 
-    /// Reads and delivers frames until the stream ends or one is refused.
+    /// Reads and delivers frames until the stream ends or one is refused,
+    /// acking what arrives as [`AckPacer`] says (an ack that does not fit
+    /// the send buffer is skipped: the next bytes owe another).
     ///
     /// The buffer holds at most `frame_bytes_max + HEADER_LEN` bytes: after
     /// every decoded frame is taken out, what remains is a proper prefix of
@@ -637,16 +840,38 @@ impl Connection {
         let max = limits.frame_bytes_max.saturating_add(wire::HEADER_LEN);
         let mut buf: Vec<u8> = Vec::new();
         let mut needed = 0;
+        let mut pacer = AckPacer::new(self.inbound.ack_interval);
         loop {
             let room = max.saturating_sub(buf.len());
             let chunk = needed.max(READ_CHUNK_BYTES).min(room);
             if buf.capacity() - buf.len() < chunk {
                 buf.reserve_exact(chunk);
             }
-            match stream.read_buf(&mut (&mut buf).limit(chunk)).await {
-                Ok(0) => return Ended::Eof,
-                Ok(_) => {}
-                Err(e) => return Ended::Io(e),
+            let mut into = (&mut buf).limit(chunk);
+            let read = tokio::select! {
+                read = stream.read_buf(&mut into) => Some(read),
+                () = until(pacer.due()) => None,
+            };
+            let arrived = match read {
+                Some(Ok(0)) => return Ended::Eof,
+                Some(Ok(_)) => true,
+                Some(Err(e)) => return Ended::Io(e),
+                None => false,
+            };
+            let now = Instant::now();
+            if arrived {
+                pacer.received(now);
+            }
+            if pacer.should_send(now) {
+                match stream.try_write(&[ACK]) {
+                    Ok(n) => bump(&self.inbound.counters.acks_out, n as u64),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Ended::Io(e),
+                }
+                pacer.sent(now);
+            }
+            if !arrived {
+                continue;
             }
             let mut at = 0;
             loop {
@@ -709,6 +934,7 @@ mod tests {
     use crate::kv::Op;
     use crate::raft::{Entry, Message, Payload};
     use tokio::io::AsyncRead;
+    use tokio::sync::mpsc;
 
     /// Generous: only a broken transport gets near it.
     const WAIT: Duration = Duration::from_secs(10);
@@ -759,12 +985,16 @@ mod tests {
     }
 
     /// Reads until the other side closes; panics on data or on a timeout.
+    /// Reads until the connection closes; acks may come first, nothing else.
     async fn assert_closed(stream: &mut (impl AsyncRead + Unpin)) {
         let mut byte = [0u8; 1];
-        match tokio::time::timeout(WAIT, stream.read(&mut byte)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {}
-            Ok(Ok(_)) => panic!("expected the connection to be closed, got data"),
-            Err(_) => panic!("the connection was not closed in time"),
+        loop {
+            match tokio::time::timeout(WAIT, stream.read(&mut byte)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) if byte[0] == ACK => {}
+                Ok(Ok(_)) => panic!("expected the connection to be closed, got {byte:?}"),
+                Err(_) => panic!("the connection was not closed in time"),
+            }
         }
     }
 
@@ -823,6 +1053,89 @@ mod tests {
         assert_eq!((sa.queued, sa.sent, sa.frames_in, sa.connections_out, sa.connections_in), (21, 21, 20, 1, 1));
         assert_eq!((sb.queued, sb.sent, sb.frames_in, sb.connections_out, sb.connections_in), (20, 20, 21, 1, 1));
         assert_eq!(sa.refused_frames + sb.refused_frames + sa.dropped_full + sb.dropped_full, 0);
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    /// A TCP relay in front of `to` whose forwarding can be paused: while
+    /// `paused` holds true it reads nothing, in either direction, on any
+    /// connection, old or new, so bytes stall as on a blackholed link
+    /// (and resume, none lost, when it is set back to false).
+    async fn pausable_relay(to: SocketAddr, paused: tokio::sync::watch::Receiver<bool>) -> (SocketAddr, JoinSet<()>) {
+        async fn pump(
+            mut from: tokio::net::tcp::OwnedReadHalf,
+            mut into: tokio::net::tcp::OwnedWriteHalf,
+            mut paused: tokio::sync::watch::Receiver<bool>,
+        ) {
+            let mut buf = [0u8; 4096];
+            loop {
+                if paused.wait_for(|p| !p).await.is_err() {
+                    return;
+                }
+                match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if paused.wait_for(|p| !p).await.is_err() || into.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let listener = TcpListener::bind(any_port()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut pumps = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(to).await else { continue };
+                let ((cr, cw), (sr, sw)) = (client.into_split(), server.into_split());
+                pumps.spawn(pump(cr, sw, paused.clone()));
+                pumps.spawn(pump(sr, cw, paused.clone()));
+            }
+        });
+        (addr, tasks)
+    }
+
+    /// Issue 21: a connection that stops carrying bytes (without any error:
+    /// the relay just stops reading) is dropped within `silence_max` and
+    /// redialled, and the link carries messages again once bytes flow. The
+    /// transport before acks kept writing into the stalled connection
+    /// until a write had stalled for 5 s.
+    #[tokio::test]
+    async fn a_connection_that_goes_silent_is_dropped_and_redialled() {
+        let (deliver_b, mut at_b) = collector();
+        let b = PeerTransport::start(config(1, any_port(), &[(0, free_addr())]), deliver_b).await.unwrap();
+        let (pause, paused) = tokio::sync::watch::channel(false);
+        let (relay, _relay) = pausable_relay(b.local_addr(), paused).await;
+        let (deliver_a, _at_a) = collector();
+        let a = PeerTransport::start(config(0, any_port(), &[(1, relay)]), deliver_a).await.unwrap();
+        let to_b = a.sender();
+        to_b.send(heartbeat(0, 1, 1));
+        assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 1));
+        wait_until("the first ack arrived", || a.stats().acks_in > 0).await;
+
+        pause.send(true).unwrap();
+        let mut term = 1;
+        wait_until("the writer gave up on the silent connection and redialled", || {
+            term += 1;
+            to_b.send(heartbeat(0, 1, term)); // as a leader heartbeats
+            let stats = a.stats();
+            stats.connections_silent >= 1 && stats.connections_out >= 2
+        })
+        .await;
+
+        pause.send(false).unwrap();
+        let after = term + 1_000;
+        let mut heard = false;
+        wait_until("a heartbeat sent after the relay resumed arrived", || {
+            to_b.send(heartbeat(0, 1, after));
+            while let Ok(envelope) = at_b.try_recv() {
+                heard |= envelope == heartbeat(0, 1, after);
+            }
+            heard
+        })
+        .await;
         a.shutdown().await;
         b.shutdown().await;
     }
@@ -1001,7 +1314,7 @@ mod tests {
         thread.join().unwrap();
 
         let stats = a.stats();
-        assert_eq!(stats.queued + stats.dropped_full, 400);
+        assert_eq!(stats.queued, 400);
         assert!(stats.dropped_full >= 300, "{stats:?}");
         // Shutdown does not wait for the stuck write.
         tokio::time::timeout(WAIT, a.shutdown()).await.expect("shutdown hung on a stuck writer");
@@ -1086,8 +1399,7 @@ mod tests {
     }
 
     fn bare_sender(id: NodeId) -> PeerSender {
-        let (tx, _rx) = mpsc::channel(1);
-        PeerSender { id, queues: Arc::new([(1, tx)].into()), counters: Arc::default() }
+        PeerSender { id, queues: Arc::new([(1, Arc::new(PeerQueue::new(1)))].into()), counters: Arc::default() }
     }
 
     #[test]
@@ -1102,7 +1414,7 @@ mod tests {
     fn sending_to_an_unknown_peer_or_after_stop_drops() {
         let sender = bare_sender(0);
         sender.send(heartbeat(0, 5, 1));
-        // The receiver is gone, as after a shutdown.
+        sender.close(); // as a shutdown does
         sender.send(heartbeat(0, 1, 1));
         let stats = sender.counters.snapshot();
         assert_eq!((stats.dropped_misaddressed, stats.dropped_closed, stats.queued), (1, 1, 0));

@@ -124,7 +124,10 @@ impl Server {
         };
         let node = NodeRuntime::start(server, storage, send, runtime, on_fatal);
         let others = cluster.nodes.iter().enumerate().filter(|(i, _)| *i != usize::from(id));
-        let peer_config = PeerConfig::new(id, me.peer, others.map(|(i, n)| (i as NodeId, n.peer)).collect());
+        let mut peer_config = PeerConfig::new(id, me.peer, others.map(|(i, n)| (i as NodeId, n.peer)).collect());
+        peer_config.silence_max = cluster.peer_silence();
+        // A dead link is redialled at least as often as a leader heartbeats.
+        peer_config.backoff_max = cluster.heartbeat_interval().max(peer_config.backoff_min);
         let deliver = {
             let handle = node.handle().clone();
             Arc::new(move |envelope| {
