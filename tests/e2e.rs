@@ -11,15 +11,15 @@
 #[path = "common/cluster.rs"]
 mod cluster;
 
-use cluster::{after_more_ops, free_ports, info_field, info_u64, leader, until, TestCluster, PATIENCE};
+use cluster::{
+    after_more_ops, appends_load, check_history, free_ports, info_field, info_u64, leader, until, TestCluster, PATIENCE,
+};
 use raftkv::kv::Op;
-use raftkv::lincheck::{self, Budget, History};
 use raftkv::server::client::{operator, RemoteClerk};
 use raftkv::server::config::ClusterConfig;
-use raftkv::server::load::{self, ClientRecord, LoadSpec, Mix, Progress};
+use raftkv::server::load::{self, Progress};
 use raftkv::server::resp::{ClientCommand, MemberCommand};
 use raftkv::server::tempdir::TempDir;
-use raftkv::sim::scenario::check_appends;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -188,51 +188,6 @@ async fn a_leader_asked_to_stop_hands_over_first() {
 fn voters_in(text: &str) -> Vec<u8> {
     let field = text.split_whitespace().find_map(|w| w.strip_prefix("voters=")).unwrap_or("");
     field.split('.').filter_map(|id| id.parse().ok()).collect()
-}
-
-/// The load of these tests: 4 clients appending to 3 keys (so that every
-/// acknowledged append can be looked for in the final values), seeded.
-fn appends_load(servers: Vec<std::net::SocketAddr>, seed: u64) -> LoadSpec {
-    LoadSpec {
-        servers,
-        clients: 4,
-        mix: Mix::Appends,
-        keys: 3,
-        key_bytes: 8,
-        value_bytes: 16,
-        seed,
-        op_timeout: Duration::from_secs(10),
-        attempt_timeout: Duration::from_millis(500),
-    }
-}
-
-/// Reads every key back and checks the whole history: every acknowledged
-/// append in the final value exactly once, and linearizable. Writes the
-/// history to a file and fails with its path otherwise.
-async fn check_history(cluster: &TestCluster, records: &[ClientRecord], epoch: Instant, keys: usize) -> History {
-    let mut ops: Vec<_> = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
-    let mut clerk = RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500));
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    for k in 0..keys {
-        let key = format!("key-{k:04}");
-        let call = epoch.elapsed().as_micros() as u64;
-        let value = clerk.run(Op::Get { key: key.clone() }, deadline).await.expect("final read");
-        let ret = epoch.elapsed().as_micros() as u64;
-        ops.push(raftkv::lincheck::Operation::get(99, &key, &value, call, Some(ret)));
-        if let Err(e) = check_appends(&ops, &key, &value) {
-            let path = std::env::temp_dir().join("raftkv-e2e-history.json");
-            let _ = std::fs::write(&path, History::new(ops.clone()).to_json());
-            panic!("key {key}: {e}; final value {value:?}; history in {}", path.display());
-        }
-    }
-    let history = History::new(ops);
-    let verdict = lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
-    if !verdict.is_ok() {
-        let path = std::env::temp_dir().join("raftkv-e2e-history.json");
-        let _ = std::fs::write(&path, history.to_json());
-        panic!("history not linearizable ({verdict:?}); written to {}", path.display());
-    }
-    history
 }
 
 /// Snapshots on real processes: with a small threshold every node compacts

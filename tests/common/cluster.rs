@@ -5,10 +5,13 @@
 //! test fails (then the logs are printed and the directory kept).
 #![allow(dead_code)] // each test file uses a different part
 
-use raftkv::server::client::info;
+use raftkv::kv::Op;
+use raftkv::lincheck::{self, Budget, History};
+use raftkv::server::client::{info, RemoteClerk};
 use raftkv::server::config::ClusterConfig;
-use raftkv::server::load::Progress;
+use raftkv::server::load::{ClientRecord, LoadSpec, Mix, Progress};
 use raftkv::server::tempdir::TempDir;
+use raftkv::sim::scenario::check_appends;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -28,6 +31,8 @@ pub struct TestCluster {
     env: Vec<Vec<(String, String)>>,
     /// Start each node with `--join` (outside the configuration).
     join: Vec<bool>,
+    /// A command each node runs under (e.g. `ip netns exec NS`).
+    wrap: Vec<Vec<String>>,
 }
 
 /// Ports below the kernel's ephemeral range (32768–60999 here, see
@@ -101,7 +106,18 @@ impl TestCluster {
             children: (0..nodes).map(|_| None).collect(),
             env: vec![Vec::new(); nodes],
             join: vec![false; nodes],
+            wrap: vec![Vec::new(); nodes],
         }
+    }
+
+    /// Moves node `id` (not started yet) to address `ip` (same ports),
+    /// run under the command `wrap` (e.g. `ip netns exec NS`).
+    pub fn place(&mut self, id: u8, ip: std::net::IpAddr, wrap: Vec<String>) {
+        let node = &mut self.config.nodes[usize::from(id)];
+        node.peer.set_ip(ip);
+        node.client.set_ip(ip);
+        std::fs::write(&self.config_path, self.config.to_toml()).unwrap();
+        self.wrap[usize::from(id)] = wrap;
     }
 
     pub fn start_all(&mut self) {
@@ -116,7 +132,16 @@ impl TestCluster {
             .append(true)
             .open(self.root.path().join(format!("node-{id}.log")))
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        let wrap = &self.wrap[usize::from(id)];
+        let mut command = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_raftkv"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_raftkv")),
+        };
+        command
             .args(["server", "--id", &id.to_string(), "--config"])
             .arg(&self.config_path)
             .arg("--data-dir")
@@ -269,4 +294,49 @@ pub async fn leader(cluster: &TestCluster) -> u8 {
 pub async fn after_more_ops(progress: &Progress, more: u64) {
     let target = progress.completed.load(Ordering::Relaxed) + more;
     until(&format!("{more} more operations"), || async { progress.completed.load(Ordering::Relaxed) >= target }).await;
+}
+
+/// The load of these tests: 4 clients appending to 3 keys (so that every
+/// acknowledged append can be looked for in the final values), seeded.
+pub fn appends_load(servers: Vec<std::net::SocketAddr>, seed: u64) -> LoadSpec {
+    LoadSpec {
+        servers,
+        clients: 4,
+        mix: Mix::Appends,
+        keys: 3,
+        key_bytes: 8,
+        value_bytes: 16,
+        seed,
+        op_timeout: Duration::from_secs(10),
+        attempt_timeout: Duration::from_millis(500),
+    }
+}
+
+/// Reads every key back and checks the whole history: every acknowledged
+/// append in the final value exactly once, and linearizable. Writes the
+/// history to a file and fails with its path otherwise.
+pub async fn check_history(cluster: &TestCluster, records: &[ClientRecord], epoch: Instant, keys: usize) -> History {
+    let mut ops: Vec<_> = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
+    let mut clerk = RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for k in 0..keys {
+        let key = format!("key-{k:04}");
+        let call = epoch.elapsed().as_micros() as u64;
+        let value = clerk.run(Op::Get { key: key.clone() }, deadline).await.expect("final read");
+        let ret = epoch.elapsed().as_micros() as u64;
+        ops.push(raftkv::lincheck::Operation::get(99, &key, &value, call, Some(ret)));
+        if let Err(e) = check_appends(&ops, &key, &value) {
+            let path = std::env::temp_dir().join("raftkv-e2e-history.json");
+            let _ = std::fs::write(&path, History::new(ops.clone()).to_json());
+            panic!("key {key}: {e}; final value {value:?}; history in {}", path.display());
+        }
+    }
+    let history = History::new(ops);
+    let verdict = lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
+    if !verdict.is_ok() {
+        let path = std::env::temp_dir().join("raftkv-e2e-history.json");
+        let _ = std::fs::write(&path, history.to_json());
+        panic!("history not linearizable ({verdict:?}); written to {}", path.display());
+    }
+    history
 }

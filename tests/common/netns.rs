@@ -1,0 +1,164 @@
+//! Real network partitions for real processes: each server in its own
+//! network namespace, joined by veth pairs to a bridge in the test's own
+//! namespace (where the clients run), and cut apart by nftables rules inside
+//! the servers' namespaces that match only traffic between servers, so a
+//! cut-off server stays reachable by clients.
+//!
+//! Needs root, `ip` and `nft`; [`Netns::create`] says why not otherwise, and
+//! the caller skips with that message. Every namespace, link and rule it
+//! creates is removed when the `Netns` drops, also when the test fails.
+//! Names carry the process id; namespaces left by a test process that no
+//! longer exists (killed before it could clean up) are removed on creation.
+//! Addresses are in 10.213.0.0/16, a /24 per test process.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+
+pub struct Netns {
+    bridge: String,
+    namespaces: Vec<String>,
+    subnet: u8,
+}
+
+/// Which way a cut drops packets, seen from the server it is applied to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// Nothing in, nothing out.
+    Both,
+    /// It receives, but nothing it sends arrives.
+    CannotSend,
+}
+
+const PREFIX: &str = "rkv";
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let output = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+impl Netns {
+    /// `n` namespaces on one bridge, with nftables tables ready for cuts.
+    pub fn create(n: u8) -> Result<Netns, String> {
+        // /proc/self belongs to the process's effective user.
+        let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").map_err(|e| e.to_string())?);
+        if euid != 0 {
+            return Err("needs root (network namespaces and nftables)".into());
+        }
+        for tool in ["ip", "nft"] {
+            if Command::new(tool).arg("-V").output().is_err() {
+                return Err(format!("`{tool}` is not installed (apt-get install iproute2 nftables)"));
+            }
+        }
+        remove_leftovers();
+        let pid = std::process::id();
+        let net = Netns {
+            bridge: format!("{PREFIX}b{pid}"),
+            namespaces: (0..n).map(|i| format!("{PREFIX}-{pid}-{i}")).collect(),
+            subnet: (pid % 250) as u8,
+        };
+        net.build().map(|()| net)
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let s = self.subnet;
+        run(&["ip", "link", "add", &self.bridge, "type", "bridge"])?;
+        run(&["ip", "addr", "add", &format!("10.213.{s}.1/24"), "dev", &self.bridge])?;
+        run(&["ip", "link", "set", &self.bridge, "up"])?;
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            let host = format!("{}v{i}", self.bridge);
+            run(&["ip", "netns", "add", ns])?;
+            run(&["ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+            run(&["ip", "link", "set", &host, "master", &self.bridge, "up"])?;
+            run(&["ip", "-n", ns, "addr", "add", &format!("{}/24", self.addr(i as u8)), "dev", "eth0"])?;
+            run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+            let rules = "add table inet cut\n\
+                 add chain inet cut in { type filter hook input priority 0; }\n\
+                 add chain inet cut out { type filter hook output priority 0; }\n";
+            nft(ns, rules)?;
+        }
+        Ok(())
+    }
+
+    /// Server `i`'s address.
+    pub fn addr(&self, i: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 213, self.subnet, 10 + i))
+    }
+
+    /// The command prefix that runs a program in server `i`'s namespace.
+    pub fn exec_prefix(&self, i: u8) -> Vec<String> {
+        ["ip", "netns", "exec", &self.namespaces[usize::from(i)]].map(String::from).to_vec()
+    }
+
+    /// Cuts server `i` off from server `j`, `way` as seen from `i`.
+    pub fn cut(&self, i: u8, j: u8, way: Way) {
+        let (ns, peer) = (&self.namespaces[usize::from(i)], self.addr(j));
+        let mut rules = format!("add rule inet cut out ip daddr {peer} drop\n");
+        if way == Way::Both {
+            rules += &format!("add rule inet cut in ip saddr {peer} drop\n");
+        }
+        nft(ns, &rules).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Cuts server `i` off from every other server, `way` as seen from `i`.
+    pub fn isolate(&self, i: u8, way: Way) {
+        for j in 0..self.namespaces.len() as u8 {
+            if j != i {
+                self.cut(i, j, way);
+            }
+        }
+    }
+
+    /// Removes every cut.
+    pub fn heal(&self) {
+        for ns in &self.namespaces {
+            nft(ns, "flush chain inet cut in\nflush chain inet cut out\n").unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+fn nft(ns: &str, rules: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e}"))?;
+    child.stdin.take().unwrap().write_all(rules.as_bytes()).map_err(|e| format!("nft: {e}"))?;
+    let output = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("nft in {ns} failed on {rules:?}: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair, and with
+        // it the other end; its nftables tables go with it.
+        for ns in &self.namespaces {
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+        let _ = run(&["ip", "link", "del", &self.bridge]);
+    }
+}
+
+/// Removes the namespaces and bridges of test processes that are gone.
+fn remove_leftovers() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+    for name in listing.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(pid) = name.strip_prefix(&format!("{PREFIX}-")).and_then(|r| r.split('-').next()) else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(&["ip", "netns", "del", name]);
+            let _ = run(&["ip", "link", "del", &format!("{PREFIX}b{pid}")]);
+        }
+    }
+}
