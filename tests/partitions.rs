@@ -24,7 +24,8 @@ mod netns;
 
 use cluster::{after_more_ops, appends_load, check_history, leader, TestCluster};
 use netns::{Netns, Way};
-use raftkv::server::load::{self, ClientRecord, Progress};
+use raftkv::rng::Rng;
+use raftkv::server::load::{self, ClientRecord, LoadSpec, Progress};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,16 +54,23 @@ struct Event {
     heal_us: u64,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_of_real_processes_lose_nothing_and_stay_linearizable() {
-    let Some(net) = netns_or_skip(3) else { return };
-    let mut cluster = TestCluster::configure("partitions", 3);
+/// Three servers, one per namespace of `net`, started; and the load: 8
+/// clients appending to 3 keys.
+fn start(net: &Netns, tag: &str, seed: u64) -> (TestCluster, LoadSpec) {
+    let mut cluster = TestCluster::configure(tag, 3);
     for id in 0..3 {
         cluster.place(id, net.addr(id), net.exec_prefix(id));
     }
     cluster.start_all();
-    let mut spec = appends_load(cluster.clients(), 21);
+    let mut spec = appends_load(cluster.clients(), seed);
     spec.clients = 8;
+    (cluster, spec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_of_real_processes_lose_nothing_and_stay_linearizable() {
+    let Some(net) = netns_or_skip(3) else { return };
+    let (cluster, spec) = start(&net, "partitions", 21);
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
     let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
@@ -92,14 +100,92 @@ async fn partitions_of_real_processes_lose_nothing_and_stay_linearizable() {
     check_history(&cluster, &records, epoch, 3).await;
 }
 
-/// Prints, per event: the longest window without a completed operation
-/// between the cut and 2 s after the heal, how long after the cut the first
-/// operation completed, and how long after the heal.
+/// A random schedule of faults, each leaving a majority able to talk: one
+/// server isolated (both ways, or unable to send), a bridge (two servers
+/// cut from each other), one server killed with SIGKILL (restarted when
+/// the fault ends) or paused with SIGSTOP (continued), or no fault; each
+/// held 1-3 s. `RAFTKV_SEED` picks the schedule (default 1),
+/// `RAFTKV_NEMESIS_SECONDS` its length (default 12; the long form is 600:
+/// `RAFTKV_NEMESIS_SECONDS=600 cargo test --release --test partitions
+/// random -- --nocapture`). Linearizable, nothing acknowledged lost; the
+/// longest window without a completed operation (every state has a
+/// majority, so the target is at most 1 s) and the longest operation are
+/// printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_schedule_of_faults_that_each_leave_a_majority_keeps_serving() {
+    let Some(net) = netns_or_skip(3) else { return };
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (seed, seconds) = (env("RAFTKV_SEED", 1), env("RAFTKV_NEMESIS_SECONDS", 12));
+    eprintln!("nemesis seed {seed} for {seconds} s; replay: RAFTKV_SEED={seed} RAFTKV_NEMESIS_SECONDS={seconds} cargo test --test partitions random -- --nocapture");
+    let (mut cluster, spec) = start(&net, "nemesis", seed);
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+    after_more_ops(&progress, 200).await;
+
+    let mut rng = Rng::new(seed);
+    let now_us = || epoch.elapsed().as_micros() as u64;
+    let mut events = Vec::new();
+    while epoch.elapsed() < Duration::from_secs(seconds) {
+        let victim = rng.range(0, 3) as u8;
+        let other = (victim + 1 + rng.range(0, 2) as u8) % 3;
+        let hold = Duration::from_millis(rng.range(1_000, 3_001));
+        let cut_us = now_us();
+        let name = match rng.range(0, 6) {
+            0 => {
+                net.isolate(victim, Way::Both);
+                format!("{victim} isolated")
+            }
+            1 => {
+                net.isolate(victim, Way::CannotSend);
+                format!("{victim} cannot send")
+            }
+            2 => {
+                net.cut(victim, other, Way::Both);
+                net.cut(other, victim, Way::Both);
+                format!("bridge: {victim} and {other} apart")
+            }
+            3 => {
+                cluster.kill9(victim);
+                format!("{victim} killed")
+            }
+            4 => {
+                cluster.signal(victim, "-STOP");
+                format!("{victim} paused")
+            }
+            _ => "no fault".to_string(),
+        };
+        tokio::time::sleep(hold).await; // the fault's duration, not a synchronisation
+        net.heal();
+        if name.ends_with("killed") {
+            cluster.restart(victim);
+        } else if name.ends_with("paused") {
+            cluster.signal(victim, "-CONT");
+        }
+        events.push(Event { name, cut_us, heal_us: now_us() });
+    }
+    after_more_ops(&progress, 200).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let records = clients.await.unwrap();
+    report_availability(&records, &events);
+    check_history(&cluster, &records, epoch, 3).await;
+}
+
+/// Prints the longest operation and the longest window without a completed
+/// operation over the whole run; then, per event, that window between the
+/// cut and 2 s after the heal, and how long after the cut and after the
+/// heal the first operation completed.
 fn report_availability(records: &[ClientRecord], events: &[Event]) {
     let mut done: Vec<u64> = records.iter().flat_map(|r| r.history.iter().filter_map(|op| op.ret)).collect();
     done.sort_unstable();
     let longest_op = records.iter().flat_map(|r| r.latencies_us.iter().map(|(_, us)| *us)).max().unwrap_or_default();
-    eprintln!("{} operations completed; the longest took {:.0} ms", done.len(), longest_op as f64 / 1e3);
+    let longest_gap = done.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    eprintln!(
+        "{} operations completed; the longest took {:.0} ms; the longest window without one: {:.0} ms",
+        done.len(),
+        longest_op as f64 / 1e3,
+        longest_gap as f64 / 1e3
+    );
     eprintln!("{:<36} {:>12} {:>16} {:>16}", "event", "longest gap", "first op after", "first after heal");
     for e in events {
         let window_end = e.heal_us + 2_000_000;

@@ -19,6 +19,9 @@ pub struct Netns {
     bridge: String,
     namespaces: Vec<String>,
     subnet: u8,
+    /// One `Netns` per process at a time (names and subnet derive from the
+    /// process id): tests of one binary that need one take turns.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 /// Which way a cut drops packets, seen from the server it is applied to.
@@ -54,12 +57,15 @@ impl Netns {
                 return Err(format!("`{tool}` is not installed (apt-get install iproute2 nftables)"));
             }
         }
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         remove_leftovers();
         let pid = std::process::id();
         let net = Netns {
             bridge: format!("{PREFIX}b{pid}"),
             namespaces: (0..n).map(|i| format!("{PREFIX}-{pid}-{i}")).collect(),
             subnet: (pid % 250) as u8,
+            _turn: turn,
         };
         net.build().map(|()| net)
     }
@@ -141,24 +147,42 @@ fn nft(ns: &str, rules: &str) -> Result<(), String> {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its end of the veth pair, and with
-        // it the other end; its nftables tables go with it.
-        for ns in &self.namespaces {
+        // Deleting one end of a veth pair deletes both at once; a deleted
+        // namespace's own links go only when the kernel gets round to it.
+        // Its nftables tables go with it.
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            let _ = run(&["ip", "link", "del", &format!("{}v{i}", self.bridge)]);
             let _ = run(&["ip", "netns", "del", ns]);
         }
         let _ = run(&["ip", "link", "del", &self.bridge]);
     }
 }
 
-/// Removes the namespaces and bridges of test processes that are gone.
+/// Removes the namespaces, bridges and veth pairs of test processes that
+/// are gone.
 fn remove_leftovers() {
-    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else { return };
-    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
-    for name in listing.lines().filter_map(|l| l.split_whitespace().next()) {
+    let gone = |pid: &str| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let listing = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for name in listing(&["netns", "list"]).lines().filter_map(|l| l.split_whitespace().next()) {
         let Some(pid) = name.strip_prefix(&format!("{PREFIX}-")).and_then(|r| r.split('-').next()) else { continue };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if gone(pid) {
             let _ = run(&["ip", "netns", "del", name]);
-            let _ = run(&["ip", "link", "del", &format!("{PREFIX}b{pid}")]);
+        }
+    }
+    // `ip -o link` lines read "27: rkvb123v1@if2: <...>": links named
+    // rkvb<pid> (bridges) and rkvb<pid>v<i> (veth ends).
+    for line in listing(&["-o", "link", "show"]).lines() {
+        let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) else { continue };
+        let Some(rest) = name.strip_prefix(&format!("{PREFIX}b")) else { continue };
+        let pid = rest.split('v').next().unwrap_or(rest);
+        if !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()) && gone(pid) {
+            let _ = run(&["ip", "link", "del", name]);
         }
     }
 }
