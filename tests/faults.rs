@@ -17,12 +17,9 @@
 #[path = "common/cluster.rs"]
 mod cluster;
 
-use cluster::{after_more_ops, info_field, leader, until, TestCluster, PATIENCE};
-use raftkv::kv::Op;
-use raftkv::lincheck::{self, Budget, History, Operation};
-use raftkv::server::client::{info, RemoteClerk};
+use cluster::{after_more_ops, info_field, leader, until, TestCluster};
+use raftkv::server::client::info;
 use raftkv::server::load::{self, LoadSpec, Mix, Progress};
-use raftkv::sim::scenario::check_appends;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -61,25 +58,10 @@ fn fire(cluster: &mut TestCluster, id: u8, trigger: &PathBuf) -> (Option<i32>, S
     (status.code(), cluster.log_of(id))
 }
 
-/// Reads every key back, then checks the whole history: every acknowledged
-/// append exactly once, none out of order, and linearizable.
+/// Reads every key back and checks the whole history (the shared
+/// `cluster::check_history`); returns how many operations completed.
 async fn check_history(cluster: &TestCluster, records: Vec<load::ClientRecord>, epoch: Instant) -> usize {
-    let mut ops: Vec<Operation> = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
-    let mut clerk = RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500));
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    for k in 0..KEYS {
-        let key = format!("key-{k:04}");
-        let call = epoch.elapsed().as_micros() as u64;
-        let value = clerk.run(Op::Get { key: key.clone() }, deadline).await.expect("final read");
-        let ret = epoch.elapsed().as_micros() as u64;
-        ops.push(Operation::get(99, &key, &value, call, Some(ret)));
-        if let Err(e) = check_appends(&ops, &key, &value) {
-            panic!("key {key}: {e}; final value {value:?}");
-        }
-    }
-    let history = History::new(ops);
-    let verdict = lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
-    assert!(verdict.is_ok(), "history not linearizable: {verdict:?}");
+    cluster::check_history(cluster, &records, epoch, KEYS as usize).await;
     records.iter().map(|r| r.latencies_us.len()).sum()
 }
 
