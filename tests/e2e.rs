@@ -450,3 +450,63 @@ fn bad_setups_fail_with_clear_errors() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("a-file"), "{err}");
 }
+
+/// `raftkv cluster` itself (issue 16): a node killed with SIGKILL is
+/// reported and restarted, the others keep serving meanwhile, and SIGTERM
+/// stops everything with success. Before, the launcher stopped the whole
+/// cluster when one node died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_restarts_a_node_that_dies_while_the_others_serve() {
+    /// Kills the launcher (and so its nodes) if the test fails.
+    struct Launcher(std::process::Child);
+    impl Drop for Launcher {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (port, peer_port) = (cluster::free_port_run(3), cluster::free_port_run(3));
+    let dir = TempDir::new("launcher").unwrap();
+    let out = dir.path().join("launcher.out");
+    let mut launcher = Launcher(
+        Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .args(["cluster", "--port", &port.to_string(), "--peer-port", &peer_port.to_string(), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let clients: Vec<std::net::SocketAddr> = (0..3).map(|i| ([127, 0, 0, 1], port + i).into()).collect();
+    let pid_of = |id: usize| info_u64(clients[id], "process_id");
+    until("node 1 answers", || async { pid_of(1).await.is_some() }).await;
+    let victim = pid_of(1).await.unwrap();
+    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());
+
+    // Served without node 1, through node 0 or 2 (whichever leads).
+    let mut clerk = RemoteClerk::new(1 << 41, clients.clone(), 0, Duration::from_millis(500));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    clerk.run(Op::Put { key: "k".into(), value: "while node 1 was down".into() }, deadline).await.unwrap();
+    until("node 1 runs again, as a new process", || async { pid_of(1).await.is_some_and(|p| p != victim) }).await;
+    // Node 1 catches up: its own applied index reaches the leader's commit.
+    let leader_commit =
+        info_u64(clients[usize::from(cluster::leader_among(&clients).await)], "raft_commit_index").await.unwrap();
+    until("node 1 caught up", || async {
+        info_u64(clients[1], "raft_applied_index").await.is_some_and(|a| a >= leader_commit)
+    })
+    .await;
+
+    assert!(Command::new("kill").args(["-TERM", &launcher.0.id().to_string()]).status().unwrap().success());
+    let exited = Instant::now();
+    let status = loop {
+        if let Some(status) = launcher.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(exited.elapsed() < PATIENCE, "the launcher did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling a child process, not synchronising
+    };
+    let said = std::fs::read_to_string(&out).unwrap();
+    assert!(status.success(), "{status}; it said:\n{said}");
+    assert!(said.contains("node 1 exited") && said.contains("node 1 restarted"), "{said}");
+}

@@ -48,6 +48,10 @@ enum Command {
         /// Check that every node serves a write and a read, then stop.
         #[arg(long)]
         smoke: bool,
+        /// Leave a node that exits down, instead of restarting it (after
+        /// 1 s, doubling to 30 s while it keeps exiting within a minute).
+        #[arg(long)]
+        no_restart: bool,
         /// Take a snapshot and compact the log after this many applied
         /// entries (0: not by count).
         #[arg(long, default_value_t = SnapshotSettings::default().every_entries)]
@@ -244,6 +248,7 @@ pub fn main() -> ExitCode {
             peer_port,
             data_dir,
             smoke,
+            no_restart,
             snapshot_entries,
             snapshot_mib,
             snapshot_trailing,
@@ -255,6 +260,7 @@ pub fn main() -> ExitCode {
             peer_port,
             data_dir,
             smoke,
+            no_restart,
             snapshots: SnapshotSettings {
                 every_entries: snapshot_entries,
                 every_mib: snapshot_mib,

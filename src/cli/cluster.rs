@@ -1,6 +1,9 @@
 //! `raftkv cluster`: a local cluster of real server processes on
 //! 127.0.0.1, for trying raftkv out. Each member is a child process running
-//! `raftkv server` with its own data directory and log file.
+//! `raftkv server` with its own data directory and log file. A member that
+//! exits (kill -9 it to watch Raft carry on) is reported and restarted with
+//! backoff ([`Restarts`]), or left down with `--no-restart`; the others
+//! keep serving. Ctrl-C or SIGTERM stops everything it started.
 
 use raftkv::kv::Op;
 use raftkv::server::client::{random_client_id, RemoteClerk};
@@ -9,7 +12,7 @@ use raftkv::server::tempdir::TempDir;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct ClusterArgs {
     /// The founding voters.
@@ -25,6 +28,8 @@ pub struct ClusterArgs {
     pub data_dir: Option<PathBuf>,
     /// Start, check that every node serves a write and a read, stop.
     pub smoke: bool,
+    /// Leave a node that exits down instead of restarting it.
+    pub no_restart: bool,
     /// Written into the cluster's `cluster.toml`.
     pub snapshots: SnapshotSettings,
 }
@@ -62,10 +67,12 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         eprintln!("error: cannot write {}: {e}", config_path.display());
         return ExitCode::from(2);
     }
-    let mut children = Children(Vec::new());
+    let mut children = Children { config: config_path, root: root.clone(), slots: Vec::new() };
     for id in 0..all {
-        match spawn_node(&config_path, &root, id) {
-            Ok(child) => children.0.push(child),
+        match spawn_node(&children.config, &root, id, false) {
+            Ok(child) => {
+                children.slots.push(Slot { child: Some(child), started: Some(Instant::now()), ..Slot::default() })
+            }
             Err(e) => {
                 eprintln!("error: cannot start node {id}: {e}");
                 return ExitCode::FAILURE;
@@ -113,8 +120,12 @@ pub fn run(args: ClusterArgs) -> ExitCode {
             }
         };
     }
-    println!("Ctrl-C stops the cluster.");
-    match runtime.block_on(wait_for_exit(&mut children)) {
+    if args.no_restart {
+        println!("Ctrl-C stops the cluster; a node that exits stays down (--no-restart).");
+    } else {
+        println!("Ctrl-C stops the cluster; a node that exits is restarted.");
+    }
+    match runtime.block_on(wait_for_exit(&mut children, !args.no_restart)) {
         None => ExitCode::SUCCESS,
         Some(msg) => {
             eprintln!("error: {msg}");
@@ -142,8 +153,14 @@ fn log_path(root: &Path, id: u8) -> PathBuf {
     root.join(format!("node-{id}.log"))
 }
 
-fn spawn_node(config: &Path, root: &Path, id: u8) -> std::io::Result<Child> {
-    let log = std::fs::File::create(log_path(root, id))?;
+/// Starts node `id`; a restart appends to its log, a first start begins it.
+fn spawn_node(config: &Path, root: &Path, id: u8, restart: bool) -> std::io::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(restart)
+        .truncate(!restart)
+        .open(log_path(root, id))?;
     Command::new(std::env::current_exe()?)
         .arg("server")
         .arg("--config")
@@ -162,22 +179,101 @@ fn spawn_node(config: &Path, root: &Path, id: u8) -> std::io::Result<Child> {
 }
 
 /// The children, stopped (SIGKILL: storage is crash-safe) when dropped.
-struct Children(Vec<Child>);
+struct Children {
+    config: PathBuf,
+    root: PathBuf,
+    /// By node id.
+    slots: Vec<Slot>,
+}
 
-impl Children {
-    /// The first child that exited, with how.
-    fn exited(&mut self) -> Option<String> {
-        self.0.iter_mut().enumerate().find_map(|(id, c)| match c.try_wait() {
-            Ok(Some(status)) => Some(format!("node {id} exited ({status}); see its log")),
-            _ => None,
-        })
+/// One node: its process while it runs, and when to start it again.
+#[derive(Default)]
+struct Slot {
+    child: Option<Child>,
+    started: Option<Instant>,
+    restarts: Restarts,
+    restart_at: Option<Instant>,
+}
+
+/// How long to wait before starting a node that exited: 1 s, doubling up
+/// to 30 s while it keeps exiting within a minute of its start (a node that
+/// cannot start, say its port is taken, is not respawned flat out); one
+/// that ran for a minute or more starts over at 1 s.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Restarts {
+    /// Exits in a row, each within a minute of its start.
+    quick_exits: u32,
+}
+
+impl Restarts {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+    const STABLE: Duration = Duration::from_secs(60);
+
+    /// The node exited after running for `ran`: how long to wait.
+    fn after_exit(&mut self, ran: Duration) -> Duration {
+        if ran >= Self::STABLE {
+            self.quick_exits = 0;
+        }
+        let wait = Self::FIRST.saturating_mul(1 << self.quick_exits.min(16)).min(Self::MAX);
+        self.quick_exits = self.quick_exits.saturating_add(1);
+        wait
     }
 }
 
 impl Children {
+    /// The first child that exited, with how (while starting: any exit is
+    /// an error then).
+    fn exited(&mut self) -> Option<String> {
+        self.slots.iter_mut().enumerate().find_map(|(id, slot)| match slot.child.as_mut()?.try_wait() {
+            Ok(Some(status)) => Some(format!("node {id} exited ({status}); see its log")),
+            _ => None,
+        })
+    }
+
+    /// Notices nodes that exited and (with `restart`) starts those whose
+    /// wait is over, saying so on stdout. Returns an error when no node is
+    /// left running and none will be started again.
+    fn supervise(&mut self, restart: bool) -> Result<(), String> {
+        let now = Instant::now();
+        for (id, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(child) = slot.child.as_mut() {
+                let Ok(Some(status)) = child.try_wait() else { continue };
+                slot.child = None;
+                let log = log_path(&self.root, id as u8);
+                if !restart {
+                    println!("node {id} exited ({status}); leaving it down (--no-restart); log: {}", log.display());
+                    continue;
+                }
+                let ran = slot.started.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+                let wait = slot.restarts.after_exit(ran);
+                slot.restart_at = Some(now + wait);
+                println!("node {id} exited ({status}); restarting it in {wait:?}; log: {}", log.display());
+            } else if slot.restart_at.is_some_and(|at| at <= now) {
+                slot.restart_at = None;
+                match spawn_node(&self.config, &self.root, id as u8, true) {
+                    Ok(child) => {
+                        println!("node {id} restarted (pid {})", child.id());
+                        slot.child = Some(child);
+                        slot.started = Some(now);
+                    }
+                    Err(e) => {
+                        let wait = slot.restarts.after_exit(Duration::ZERO);
+                        slot.restart_at = Some(now + wait);
+                        println!("node {id} could not be restarted ({e}); trying again in {wait:?}");
+                    }
+                }
+            }
+        }
+        if self.slots.iter().all(|s| s.child.is_none() && s.restart_at.is_none()) {
+            return Err("every node has exited".into());
+        }
+        Ok(())
+    }
+
     /// Asks every child to stop (see `raftkv server --exit-with-parent`).
     fn close_stdins(&mut self) {
-        for child in &mut self.0 {
+        for child in self.slots.iter_mut().filter_map(|s| s.child.as_mut()) {
             drop(child.stdin.take());
         }
     }
@@ -188,7 +284,7 @@ impl Children {
         let deadline = tokio::time::Instant::now() + grace;
         let mut every = tokio::time::interval(Duration::from_millis(50));
         while tokio::time::Instant::now() < deadline {
-            if self.0.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+            if self.slots.iter_mut().filter_map(|s| s.child.as_mut()).all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
                 return;
             }
             every.tick().await;
@@ -198,7 +294,7 @@ impl Children {
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in self.slots.iter_mut().filter_map(|s| s.child.as_mut()) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -243,9 +339,10 @@ async fn smoke(clients: &[SocketAddr]) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits for Ctrl-C (which the terminal also sends to the children),
-/// SIGTERM, or a child dying. Returns why, if it is an error.
-async fn wait_for_exit(children: &mut Children) -> Option<String> {
+/// Waits for Ctrl-C (which the terminal also sends to the children) or
+/// SIGTERM, restarting nodes that exit (with `restart`). Returns an error
+/// if every node exited for good.
+async fn wait_for_exit(children: &mut Children, restart: bool) -> Option<String> {
     let mut every = tokio::time::interval(Duration::from_millis(200));
     let terminated = super::sigterm();
     tokio::pin!(terminated);
@@ -263,10 +360,24 @@ async fn wait_for_exit(children: &mut Children) -> Option<String> {
                 return None;
             }
             _ = every.tick() => {
-                if let Some(exit) = children.exited() {
-                    return Some(exit);
+                if let Err(e) = children.supervise(restart) {
+                    return Some(e);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_that_keeps_exiting_waits_longer_and_a_stable_one_starts_over() {
+        let mut restarts = Restarts::default();
+        let waits: Vec<u64> = (0..8).map(|_| restarts.after_exit(Duration::from_secs(2)).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(restarts.after_exit(Duration::from_secs(60)), Duration::from_secs(1));
+        assert_eq!(restarts.after_exit(Duration::ZERO), Duration::from_secs(2));
     }
 }

@@ -296,7 +296,7 @@ fn info(shared: &Shared) -> String {
     };
     let leader = s.leader.map_or("none".to_string(), |l| l.to_string());
     format!(
-        "# Server\r\nredis_version:7.0.0\r\nraftkv_version:{}\r\n\r\n# Replication\r\nrole:{role}\r\n\r\n\
+        "# Server\r\nredis_version:7.0.0\r\nraftkv_version:{}\r\nprocess_id:{}\r\n\r\n# Replication\r\nrole:{role}\r\n\r\n\
          # Raft\r\nraft_id:{}\r\nraft_role:{:?}\r\nraft_term:{}\r\nraft_leader:{leader}\r\n\
          raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\nraft_first_index:{}\r\n\
          raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n\
@@ -304,6 +304,7 @@ fn info(shared: &Shared) -> String {
          raft_voters:{}\r\nraft_learners:{}\r\n\r\n\
          # Memory\r\nused_memory:{}\r\nused_memory_rss:{}\r\n",
         env!("CARGO_PKG_VERSION"),
+        std::process::id(),
         s.id,
         s.role.unwrap_or(crate::raft::Role::Follower),
         s.term,

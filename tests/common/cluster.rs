@@ -71,6 +71,18 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     ports
 }
 
+/// `n` consecutive free ports (for `raftkv cluster --port P`, whose node
+/// `i` listens on `P + i`); the first.
+pub fn free_port_run(n: usize) -> u16 {
+    for _ in 0..100 {
+        let ports = free_ports(n);
+        if ports.windows(2).all(|w| w[1] == w[0] + 1) {
+            return ports[0];
+        }
+    }
+    panic!("no {n} consecutive free ports in {TEST_PORTS:?}")
+}
+
 impl TestCluster {
     /// A cluster of `n` nodes, all started.
     pub fn start(tag: &str, n: u8) -> TestCluster {
@@ -278,10 +290,15 @@ pub async fn until<F: std::future::Future<Output = bool>>(what: &str, mut cond: 
 
 /// The node that says it leads, once one does.
 pub async fn leader(cluster: &TestCluster) -> u8 {
+    leader_among(&cluster.clients()).await
+}
+
+/// The server (by index in `clients`) that says it leads, once one does.
+pub async fn leader_among(clients: &[SocketAddr]) -> u8 {
     let deadline = Instant::now() + PATIENCE;
     let mut every = tokio::time::interval(Duration::from_millis(10));
     loop {
-        for (id, addr) in cluster.clients().iter().enumerate() {
+        for (id, addr) in clients.iter().enumerate() {
             if info_field(*addr, "raft_role").await.as_deref() == Some("Leader") {
                 return id as u8;
             }
