@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -92,6 +93,44 @@ pub async fn info(addr: SocketAddr, timeout: Duration) -> Result<String, ClientE
 /// refusal (`TRYAGAIN`, `CLUSTERDOWN`) or a server it cannot reach before
 /// it asks again.
 pub const REFUSAL_BACKOFF: Duration = Duration::from_millis(25);
+
+/// How long [`RemoteClerk`] waits for an answer before it asks the other
+/// servers, every [`PROBE_EVERY`], whether another leads now. A leader that
+/// is paused, or cut off from its peers, answers nothing; waiting out the
+/// whole attempt timeout (0.5-1 s) before trying elsewhere was most of the
+/// unavailability when a leader was paused (issue 21).
+pub const PROBE_AFTER: Duration = Duration::from_millis(100);
+/// How often the probe asks, while the answer is still outstanding.
+pub const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// Asks every server but `waiting_on` for its `INFO` after
+/// [`PROBE_AFTER`], then every [`PROBE_EVERY`], until one says it leads in
+/// the newest term any of them reports (a leader cut off from its peers
+/// may still think it leads, in an older term); returns its id. Never
+/// returns if none does: the caller races it against the answer it waits
+/// for. One server at a time, each given `PROBE_EVERY` to answer.
+async fn leader_elsewhere(addrs: Arc<[SocketAddr]>, waiting_on: NodeId) -> NodeId {
+    tokio::time::sleep(PROBE_AFTER).await;
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    loop {
+        every.tick().await;
+        let mut newest: Option<(u64, Option<NodeId>)> = None;
+        for (id, &addr) in addrs.iter().enumerate().filter(|&(id, _)| id != usize::from(waiting_on)) {
+            let Ok(text) = info(addr, PROBE_EVERY).await else { continue };
+            let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim);
+            let Some(term) = field("raft_term").and_then(|t| t.parse::<u64>().ok()) else { continue };
+            let leads = (field("raft_role") == Some("Leader")).then_some(id as NodeId);
+            match newest {
+                Some((t, _)) if t > term => {}
+                Some((t, known)) if t == term => newest = Some((t, known.or(leads))),
+                _ => newest = Some((term, leads)),
+            }
+        }
+        if let Some((_, Some(leader))) = newest {
+            return leader;
+        }
+    }
+}
 
 /// Runs an operator's command (`RAFTKV.MEMBER`, `RAFTKV.TRANSFER`) at the
 /// leader: starts at `servers[0]`, follows `MOVED`, and tries the next
@@ -349,7 +388,7 @@ enum Outcome {
 pub struct RemoteClerk {
     clerk: Clerk,
     /// Client address of server `i` at index `i`.
-    addrs: Vec<SocketAddr>,
+    addrs: Arc<[SocketAddr]>,
     conns: Vec<Option<Connection>>,
     attempt_timeout: Duration,
     /// Sends in a row that failed with an I/O error: once every server has
@@ -378,7 +417,7 @@ impl RemoteClerk {
         let conns = addrs.iter().map(|_| None).collect();
         RemoteClerk {
             clerk: Clerk::new(client, servers, first_guess),
-            addrs,
+            addrs: addrs.into(),
             conns,
             attempt_timeout,
             io_failures: 0,
@@ -437,7 +476,18 @@ impl RemoteClerk {
             }
             attempts += 1;
             let attempt_deadline = (Instant::now() + self.attempt_timeout).min(deadline);
-            let exchange = tokio::time::timeout_at(attempt_deadline, self.exchange(to, &request)).await;
+            let probe = leader_elsewhere(self.addrs.clone(), to);
+            let exchange = tokio::select! {
+                biased;
+                exchange = tokio::time::timeout_at(attempt_deadline, self.exchange(to, &request)) => exchange,
+                leader = probe => {
+                    // Another server leads now: what `to` would have
+                    // answered had it been able to. Its connection is
+                    // mid-exchange: drop it.
+                    self.conns[to as usize] = None;
+                    Ok(Ok(Outcome::Answered(Err(ServiceError::NotLeader { leader: Some(leader) }))))
+                }
+            };
             let next = match exchange {
                 Ok(Ok(Outcome::Answered(result))) => {
                     self.io_failures = 0;
@@ -776,6 +826,36 @@ mod tests {
         let result = clerk.run(put("k", "x"), soon(20)).await;
         assert!(matches!(result, Err(ClientError::StaleRequest { latest: 12 })), "{result:?}");
         assert_eq!(*server.log.lock().unwrap(), [session(7, 1), set("k", "x")]);
+    }
+
+    /// A leader that answers nothing (paused, or cut off from its peers):
+    /// the clerk asks the others and moves to the one that leads in the
+    /// newest term, long before its 10 s attempt timeout. Server 1 still
+    /// claims to lead in an older term (a deposed leader that has not
+    /// noticed); server 2 leads in the newest. Without the probe the
+    /// operation would wait out the attempt timeout, past the deadline.
+    #[tokio::test]
+    async fn a_silent_leader_is_left_for_the_one_the_others_report() {
+        let info = |role: &'static str, term: u64| {
+            Act::Reply(Reply::Bulk(Bytes::from(format!("# Raft\r\nraft_role:{role}\r\nraft_term:{term}\r\n"))))
+        };
+        let (silent, a) = bind().await;
+        let (stale, b) = bind().await;
+        let (fresh, c) = bind().await;
+        let _silent = fake(silent, |_| Act::Silent);
+        let _stale = fake(stale, move |cmd| match cmd {
+            ClientCommand::Info => info("Leader", 3),
+            _ => Act::Silent,
+        });
+        let leader = fake(fresh, move |cmd| match cmd {
+            ClientCommand::Info => info("Leader", 4),
+            other => healthy(other),
+        });
+        let mut clerk = RemoteClerk::new(7, vec![a, b, c], 0, Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(clerk.run(put("k", "x"), deadline).await.expect("done before the deadline"), "");
+        assert!(leader.log.lock().unwrap().contains(&set("k", "x")));
+        assert_eq!(clerk.waits(), 0, "no attempt timeout was waited out");
     }
 
     #[tokio::test]
