@@ -159,11 +159,11 @@ impl PeerConfig {
 pub struct PeerStats {
     /// Accepted onto a peer's queue by [`PeerSender::send`].
     pub queued: u64,
-    /// Dropped from a full queue, oldest first, to make room for a newer
-    /// envelope (Raft's newer messages supersede older ones).
     /// Written to a connection (handed to the kernel: a connection that
     /// breaks afterwards may still lose them).
     pub sent: u64,
+    /// Dropped from a full queue, oldest first, to make room for a newer
+    /// envelope (Raft's newer messages supersede older ones).
     pub dropped_full: u64,
     /// Dropped by `send` because `to` is not a peer (or is this node), or
     /// `from` is not this node.
@@ -172,7 +172,8 @@ pub struct PeerStats {
     pub dropped_closed: u64,
     /// Dropped by a writer because the envelope breaks the wire limits.
     pub dropped_encode: u64,
-    /// Lost in a write that failed or stalled.
+    /// Lost in a write that failed, or that was under way when its
+    /// connection went silent.
     pub dropped_write: u64,
     /// Valid inbound envelopes handed to `deliver`.
     pub frames_in: u64,
@@ -548,7 +549,13 @@ impl Writer {
             let stream = self.connect(&mut redial).await;
             if let Dropped::Silent = self.serve(stream, first, &queue, &mut buf, &mut redial).await {
                 bump(&self.counters.connections_silent, 1);
-                warn!(node = self.me, peer = self.peer, silence = ?self.silence_max, "no ack from peer; reconnecting");
+                // Once per outage at warn: a paused peer accepts every
+                // redial in its kernel and leaves each one silent.
+                if redial.pause().is_zero() {
+                    warn!(node = self.me, peer = self.peer, silence = ?self.silence_max, "no ack from peer; reconnecting");
+                } else {
+                    debug!(node = self.me, peer = self.peer, "no ack from peer again; reconnecting");
+                }
                 redial.failed();
             }
         }
