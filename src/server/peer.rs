@@ -572,7 +572,13 @@ impl Writer {
                 Ok(Ok(stream)) => {
                     set_backstops(&stream, self.silence_max);
                     bump(&self.counters.connections_out, 1);
-                    info!(node = self.me, peer = self.peer, addr = %self.addr, "connected to peer");
+                    // At info once per outage: a paused peer accepts a
+                    // redial every few hundred milliseconds.
+                    if redial.pause().is_zero() {
+                        info!(node = self.me, peer = self.peer, addr = %self.addr, "connected to peer");
+                    } else {
+                        debug!(node = self.me, peer = self.peer, addr = %self.addr, "connected to peer again");
+                    }
                     return stream;
                 }
                 Ok(Err(e)) => e.to_string(),
@@ -688,6 +694,9 @@ impl Writer {
             Ok(n) if bytes[..n].iter().all(|&b| b == ACK) => {
                 bump(&self.counters.acks_in, n as u64);
                 live.acked(Instant::now(), writing);
+                if !redial.pause().is_zero() {
+                    info!(node = self.me, peer = self.peer, "peer acknowledges again");
+                }
                 redial.healthy();
                 return true;
             }

@@ -335,8 +335,10 @@ pub fn appends_load(servers: Vec<std::net::SocketAddr>, seed: u64) -> LoadSpec {
 pub async fn check_history(cluster: &TestCluster, records: &[ClientRecord], epoch: Instant, keys: usize) -> History {
     let mut ops: Vec<_> = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
     let mut clerk = RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500));
-    let deadline = tokio::time::Instant::now() + PATIENCE;
     for k in 0..keys {
+        // Each read gets its own deadline: a long run reads back
+        // a thousand keys.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         let key = format!("key-{k:04}");
         let call = epoch.elapsed().as_micros() as u64;
         let value = clerk.run(Op::Get { key: key.clone() }, deadline).await.expect("final read");

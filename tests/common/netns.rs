@@ -64,7 +64,7 @@ impl Netns {
         let net = Netns {
             bridge: format!("{PREFIX}b{pid}"),
             namespaces: (0..n).map(|i| format!("{PREFIX}-{pid}-{i}")).collect(),
-            subnet: (pid % 250) as u8,
+            subnet: free_subnet(pid),
             _turn: turn,
         };
         net.build().map(|()| net)
@@ -126,6 +126,15 @@ impl Netns {
             nft(ns, "flush chain inet cut in\nflush chain inet cut out\n").unwrap_or_else(|e| panic!("{e}"));
         }
     }
+}
+
+/// A /24 of 10.213.0.0/16 that no interface uses yet, starting from one
+/// derived from `pid` (two test processes at once, CI's and a long run's,
+/// must not share one).
+fn free_subnet(pid: u32) -> u8 {
+    let output = Command::new("ip").args(["-o", "-4", "addr", "show"]).output();
+    let used = output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    (0..250u32).map(|i| ((pid + i) % 250) as u8).find(|s| !used.contains(&format!(" 10.213.{s}."))).unwrap_or(0)
 }
 
 fn nft(ns: &str, rules: &str) -> Result<(), String> {
