@@ -15,7 +15,7 @@ use cluster::{
     after_more_ops, appends_load, check_history, free_ports, info_field, info_u64, leader, until, TestCluster, PATIENCE,
 };
 use raftkv::kv::Op;
-use raftkv::server::client::{operator, RemoteClerk};
+use raftkv::server::client::{operator, Access, RemoteClerk};
 use raftkv::server::config::ClusterConfig;
 use raftkv::server::load::{self, Progress};
 use raftkv::server::resp::{ClientCommand, MemberCommand};
@@ -93,7 +93,7 @@ async fn members_are_added_replaced_and_removed_while_serving() {
         let addrs = addrs.clone();
         async move {
             let deadline = tokio::time::Instant::now() + PATIENCE;
-            match operator(&addrs, &command, deadline).await {
+            match operator(&addrs, &Access::plain(), &command, deadline).await {
                 Ok(text) => text,
                 Err(e) => panic!("{command:?}: {e}"),
             }
@@ -367,10 +367,7 @@ async fn a_wiped_follower_of_an_idle_cluster_catches_up() {
 /// test instead of skipping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cli_follows_moved_and_reads_back() {
-    let available = Command::new("redis-cli").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(std::env::var_os("RAFTKV_REQUIRE_REDIS_TOOLS").is_none(), "redis-cli is required but missing");
-        eprintln!("SKIPPED: redis-cli is not installed (apt-get install redis-tools)");
+    if !redis_cli_available() {
         return;
     }
     let cluster = TestCluster::start("redis-cli", 3);
@@ -401,6 +398,17 @@ async fn redis_cli_follows_moved_and_reads_back() {
         .unwrap();
     let text = String::from_utf8_lossy(&bench.stdout).to_string() + &String::from_utf8_lossy(&bench.stderr);
     assert!(bench.status.success() && text.contains("SET"), "redis-benchmark: {text}");
+}
+
+/// Whether `redis-cli` is installed; a test that needs it and finds none
+/// fails under `RAFTKV_REQUIRE_REDIS_TOOLS` and is skipped otherwise.
+fn redis_cli_available() -> bool {
+    let available = Command::new("redis-cli").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(std::env::var_os("RAFTKV_REQUIRE_REDIS_TOOLS").is_none(), "redis-cli is required but missing");
+        eprintln!("SKIPPED: redis-cli is not installed (apt-get install redis-tools)");
+    }
+    available
 }
 
 /// Bad setups end the server at once with exit code 2 and a message that
@@ -491,7 +499,9 @@ async fn the_launcher_restarts_a_node_that_dies_while_the_others_serve() {
     until("node 1 runs again, as a new process", || async { pid_of(1).await.is_some_and(|p| p != victim) }).await;
     // Node 1 catches up: its own applied index reaches the leader's commit.
     let leader_commit =
-        info_u64(clients[usize::from(cluster::leader_among(&clients).await)], "raft_commit_index").await.unwrap();
+        info_u64(clients[usize::from(cluster::leader_among(&clients, &Access::plain()).await)], "raft_commit_index")
+            .await
+            .unwrap();
     until("node 1 caught up", || async {
         info_u64(clients[1], "raft_applied_index").await.is_some_and(|a| a >= leader_commit)
     })
@@ -509,4 +519,60 @@ async fn the_launcher_restarts_a_node_that_dies_while_the_others_serve() {
     let said = std::fs::read_to_string(&out).unwrap();
     assert!(status.success(), "{status}; it said:\n{said}");
     assert!(said.contains("node 1 exited") && said.contains("node 1 restarted"), "{said}");
+}
+
+/// A TLS cluster (`[tls]` with clients on): the load runs over TLS through
+/// a leader's kill -9 and restart (the restarted node authenticates to its
+/// peers again) and stays linearizable with nothing lost; a plain-text
+/// client gets no answer, and a plain-text peer connection is refused with
+/// a log line saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_serves_tls_clients_through_a_crash_and_refuses_plain_text() {
+    let mut cluster = TestCluster::configure("tls", 3);
+    cluster.enable_tls();
+    cluster.start_all();
+    let mut spec = appends_load(cluster.clients(), 11);
+    spec.access = cluster.access.clone();
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+
+    after_more_ops(&progress, 200).await;
+    let first = leader(&cluster).await;
+    cluster.kill9(first);
+    after_more_ops(&progress, 200).await;
+    cluster.restart(first);
+    after_more_ops(&progress, 200).await;
+
+    let addr = cluster.clients()[0];
+    let plain = raftkv::server::client::info(addr, &Access::plain(), Duration::from_millis(500)).await;
+    assert!(plain.is_err(), "a plain-text client was answered: {plain:?}");
+    let mut forged = tokio::net::TcpStream::connect(cluster.config.nodes[0].peer).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut forged, b"\x52\x4b\x01\x00\x00\x00\x00\x04abcd").await.unwrap();
+    until("node 0 to log the refused plain-text peer", || async {
+        cluster.log_of(0).contains("refused peer connection: TLS handshake failed")
+    })
+    .await;
+
+    if redis_cli_available() {
+        // redis-cli --tls follows MOVED to the leader, over TLS.
+        let ca = cluster.root.path().join("certs/ca.pem");
+        let cli = |id: usize, args: &[&str]| {
+            let port = cluster.config.nodes[id].client.port().to_string();
+            let out = Command::new("redis-cli")
+                .args(["--tls", "--cacert", ca.to_str().unwrap(), "-c", "-h", "127.0.0.1", "-p", &port])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(cli(1, &["set", "over-tls", "yes"]), "OK");
+        assert_eq!(cli(2, &["get", "over-tls"]), "yes");
+    }
+
+    progress.stop.store(true, Ordering::Relaxed);
+    let records = clients.await.unwrap();
+    let history = check_history(&cluster, &records, epoch, 3).await;
+    eprintln!("e2e tls: {} history entries; killed and restarted node {first}", history.ops.len());
 }

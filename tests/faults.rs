@@ -18,7 +18,7 @@
 mod cluster;
 
 use cluster::{after_more_ops, info_field, leader, until, TestCluster};
-use raftkv::server::client::info;
+use raftkv::server::client::{info, Access};
 use raftkv::server::load::{self, LoadSpec, Mix, Progress};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -38,6 +38,7 @@ fn spec(cluster: &TestCluster, seed: u64) -> LoadSpec {
         seed,
         op_timeout: Duration::from_secs(10),
         attempt_timeout: Duration::from_millis(300),
+        access: Access::plain(),
     }
 }
 
@@ -119,7 +120,7 @@ async fn a_panic_in_any_thread_ends_the_server_and_the_others_keep_serving() {
         std::fs::write(&trigger, b"fire").unwrap();
         if *fault == "panic-client" {
             // A command on one of node 0's client connections.
-            let _ = info(node0, Duration::from_millis(500)).await;
+            let _ = info(node0, &Access::plain(), Duration::from_millis(500)).await;
         }
         let status = cluster.wait_exit(0);
         std::fs::remove_file(&trigger).unwrap();

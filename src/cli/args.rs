@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use raftkv::kv::Op;
 use raftkv::lincheck::Budget;
 use raftkv::raft::{InjectedBugs, NodeId};
+use raftkv::server::client::Access;
 use raftkv::server::config::SnapshotSettings;
 use raftkv::server::load::Mix;
 use raftkv::server::resp::{ClientCommand, MemberCommand};
@@ -65,6 +66,27 @@ enum Command {
         /// ... and at most this many MiB of commands.
         #[arg(long, default_value_t = SnapshotSettings::default().trailing_mib)]
         snapshot_trailing_mib: u64,
+        /// TLS on every port: peers authenticate each other mutually, and
+        /// clients need the printed `--cacert` (certificates are issued
+        /// into the data directory's `certs/`).
+        #[arg(long)]
+        tls: bool,
+    },
+    /// Issue a certificate authority and a certificate per node for a TLS
+    /// cluster (`[tls] dir = "..."` in cluster.toml). Run again with more
+    /// nodes to add certificates: an authority already in DIR is reused.
+    Certs {
+        /// Where to write `ca.pem`, `ca.key`, `node-<id>.pem`, `node-<id>.key`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Issue certificates for nodes 0..N.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+        nodes: u8,
+        /// Also name this host (DNS name or IP address) in every node
+        /// certificate, for clients that reach the nodes by it (loopback
+        /// names are always included). Repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
     /// Run one server of a cluster described by a config file.
     Server {
@@ -155,6 +177,8 @@ enum Command {
         /// The servers' client addresses, in node-id order.
         #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
         servers: Vec<SocketAddr>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Run a simulated cluster under faults, print a trace of elections,
     /// commits, faults and client calls, and check the history.
@@ -224,17 +248,47 @@ struct Target {
     /// Give up after this many seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     timeout: f64,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+/// How to reach the servers' client ports.
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// Speak TLS, trusting the authority in this file (`ca.pem` from
+    /// `raftkv certs`; `raftkv cluster --tls` prints its path).
+    #[arg(long, global = true)]
+    cacert: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    fn access(&self) -> Result<Access, ExitCode> {
+        let access = match &self.cacert {
+            Some(file) => Access::tls(file),
+            None => Ok(Access::plain()),
+        };
+        access.map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        })
+    }
 }
 
 impl Target {
     fn run(self, op: Op) -> ExitCode {
         let timeout = Duration::try_from_secs_f64(self.timeout).unwrap_or(Duration::from_secs(10));
-        super::client::run(self.servers, op, timeout)
+        match self.access.access() {
+            Ok(access) => super::client::run(self.servers, access, op, timeout),
+            Err(code) => code,
+        }
     }
 
     fn operate(self, commands: Vec<ClientCommand>) -> ExitCode {
         let timeout = Duration::try_from_secs_f64(self.timeout).unwrap_or(Duration::from_secs(10));
-        super::member::run(self.servers, commands, timeout)
+        match self.access.access() {
+            Ok(access) => super::member::run(self.servers, access, commands, timeout),
+            Err(code) => code,
+        }
     }
 }
 
@@ -253,6 +307,7 @@ pub fn main() -> ExitCode {
             snapshot_mib,
             snapshot_trailing,
             snapshot_trailing_mib,
+            tls,
         } => super::cluster::run(super::cluster::ClusterArgs {
             nodes,
             spares,
@@ -267,7 +322,20 @@ pub fn main() -> ExitCode {
                 trailing_entries: snapshot_trailing,
                 trailing_mib: snapshot_trailing_mib,
             },
+            tls,
         }),
+        Command::Certs { out, nodes, hosts } => match raftkv::server::tls::issue(&out, 0..nodes, &hosts) {
+            Ok(written) => {
+                for path in written {
+                    println!("wrote {}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Server { config, id, data_dir, exit_with_parent, join } => {
             super::server::run(config, id, data_dir, exit_with_parent, join)
         }
@@ -285,9 +353,26 @@ pub fn main() -> ExitCode {
         Command::Put { key, value, target } => target.run(Op::Put { key, value }),
         Command::Append { key, value, target } => target.run(Op::Append { key, value }),
         Command::Get { key, target } => target.run(Op::Get { key }),
-        Command::Bench { clients, seconds, mix, keys, key_size, value_size, seed, history_out, check, servers } => {
+        Command::Bench {
+            clients,
+            seconds,
+            mix,
+            keys,
+            key_size,
+            value_size,
+            seed,
+            history_out,
+            check,
+            servers,
+            access,
+        } => {
+            let access = match access.access() {
+                Ok(access) => access,
+                Err(code) => return code,
+            };
             super::bench::run(super::bench::BenchArgs {
                 servers,
+                access,
                 clients,
                 duration: Duration::from_secs(seconds),
                 mix: match mix {

@@ -5,7 +5,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use raftkv::kv::Op;
 use raftkv::lincheck::{self, Budget, History, Verdict};
-use raftkv::server::client::info;
+use raftkv::server::client::{info, Access};
 use raftkv::server::load::{self, LoadSpec, Mix, Progress};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub struct BenchArgs {
     pub servers: Vec<SocketAddr>,
+    pub access: Access,
     pub clients: usize,
     pub duration: Duration,
     pub mix: Mix,
@@ -39,8 +40,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
         seed: args.seed,
         op_timeout: Duration::from_secs(10),
         attempt_timeout: Duration::from_secs(1),
+        access: args.access.clone(),
     };
-    let fsyncs_before = runtime.block_on(total_fsyncs(&args.servers));
+    let fsyncs_before = runtime.block_on(total_fsyncs(&args.servers, &args.access));
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
     let bar = ProgressBar::new(args.duration.as_secs().max(1));
@@ -63,7 +65,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     });
     let elapsed = epoch.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let fsyncs_after = runtime.block_on(total_fsyncs(&args.servers));
+    let fsyncs_after = runtime.block_on(total_fsyncs(&args.servers, &args.access));
 
     let mut puts = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
     let mut gets = puts.clone();
@@ -131,10 +133,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
 }
 
 /// The sum of every node's fsync counter, if every node answers INFO.
-async fn total_fsyncs(servers: &[SocketAddr]) -> Option<u64> {
+async fn total_fsyncs(servers: &[SocketAddr], access: &Access) -> Option<u64> {
     let mut total = 0;
     for addr in servers {
-        let text = info(*addr, Duration::from_secs(2)).await.ok()?;
+        let text = info(*addr, access, Duration::from_secs(2)).await.ok()?;
         total += text.lines().find_map(|l| l.strip_prefix("raft_fsyncs:"))?.trim().parse::<u64>().ok()?;
     }
     Some(total)

@@ -2,12 +2,12 @@
 //! follows leader redirects and retries with the same `(client, seq)`.
 
 use raftkv::kv::Op;
-use raftkv::server::client::{random_client_id, RemoteClerk};
+use raftkv::server::client::{random_client_id, Access, RemoteClerk};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub fn run(servers: Vec<SocketAddr>, op: Op, timeout: Duration) -> ExitCode {
+pub fn run(servers: Vec<SocketAddr>, access: Access, op: Op, timeout: Duration) -> ExitCode {
     if servers.is_empty() {
         eprintln!("error: no servers given");
         return ExitCode::from(2);
@@ -15,7 +15,7 @@ pub fn run(servers: Vec<SocketAddr>, op: Op, timeout: Duration) -> ExitCode {
     let is_get = matches!(op, Op::Get { .. });
     let runtime = super::runtime();
     let result = runtime.block_on(async move {
-        let mut clerk = RemoteClerk::new(random_client_id(), servers, 0, Duration::from_secs(1));
+        let mut clerk = RemoteClerk::new(random_client_id(), servers, 0, Duration::from_secs(1)).with_access(access);
         clerk.run(op, tokio::time::Instant::now() + timeout).await
     });
     match result {

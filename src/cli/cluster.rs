@@ -3,12 +3,15 @@
 //! `raftkv server` with its own data directory and log file. A member that
 //! exits (kill -9 it to watch Raft carry on) is reported and restarted with
 //! backoff ([`Restarts`]), or left down with `--no-restart`; the others
-//! keep serving. Ctrl-C or SIGTERM stops everything it started.
+//! keep serving. Ctrl-C or SIGTERM stops everything it started. With
+//! `--tls`, it issues a certificate authority and node certificates into
+//! the data directory first, and every port speaks TLS.
 
 use raftkv::kv::Op;
-use raftkv::server::client::{random_client_id, RemoteClerk};
-use raftkv::server::config::{ClusterConfig, SnapshotSettings};
+use raftkv::server::client::{random_client_id, Access, RemoteClerk};
+use raftkv::server::config::{ClusterConfig, SnapshotSettings, TlsSettings};
 use raftkv::server::tempdir::TempDir;
+use raftkv::server::tls;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -32,11 +35,13 @@ pub struct ClusterArgs {
     pub no_restart: bool,
     /// Written into the cluster's `cluster.toml`.
     pub snapshots: SnapshotSettings,
+    /// TLS on both ports, with certificates issued into `<data>/certs`.
+    pub tls: bool,
 }
 
 pub fn run(args: ClusterArgs) -> ExitCode {
     let all = args.nodes.saturating_add(args.spares);
-    let config = ClusterConfig {
+    let mut config = ClusterConfig {
         snapshots: args.snapshots,
         initial_voters: (args.spares > 0).then_some(args.nodes),
         ..ClusterConfig::local(all, args.peer_port, args.port)
@@ -62,6 +67,19 @@ pub fn run(args: ClusterArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut access = Access::plain();
+    if args.tls {
+        let dir = root.join("certs");
+        let issued = tls::issue(&dir, 0..all, &[]).and_then(|_| Access::tls(&dir.join(tls::CA_CERT)));
+        match issued {
+            Ok(tls) => access = tls,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        config.tls = Some(TlsSettings { dir, clients: true });
+    }
     let config_path = root.join("cluster.toml");
     if let Err(e) = std::fs::write(&config_path, config.to_toml()) {
         eprintln!("error: cannot write {}: {e}", config_path.display());
@@ -80,7 +98,8 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         }
     }
     let clients: Vec<SocketAddr> = config.nodes.iter().map(|n| n.client).collect();
-    println!("raftkv: a {}-node cluster on 127.0.0.1, data in {}", args.nodes, root.display());
+    let tls_note = if args.tls { " (TLS on every port)" } else { "" };
+    println!("raftkv: a {}-node cluster on 127.0.0.1{tls_note}, data in {}", args.nodes, root.display());
     for (id, node) in config.nodes.iter().enumerate() {
         let spare = if id >= usize::from(args.nodes) { "  (spare: not a member yet)" } else { "" };
         println!(
@@ -91,25 +110,30 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         );
     }
     let runtime = super::runtime();
-    if let Err(e) = runtime.block_on(wait_until_serving(&clients, &mut children)) {
+    if let Err(e) = runtime.block_on(wait_until_serving(&clients, &access, &mut children)) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
     println!("A leader is elected and every node answers. Talk to any node, for example:");
-    println!("  redis-cli -c -p {} set greeting hello", args.port);
-    println!("  redis-cli -c -p {} get greeting", args.port + u16::from(args.nodes) - 1);
+    let (cli_tls, our_tls) = match &config.tls {
+        Some(tls) => {
+            let ca = tls.dir.join(tls::CA_CERT);
+            (format!(" --tls --cacert {}", ca.display()), format!(" --cacert {}", ca.display()))
+        }
+        None => (String::new(), String::new()),
+    };
+    println!("  redis-cli{cli_tls} -c -p {} set greeting hello", args.port);
+    println!("  redis-cli{cli_tls} -c -p {} get greeting", args.port + u16::from(args.nodes) - 1);
     let servers: Vec<String> = clients.iter().map(|a| a.to_string()).collect();
     let servers = servers.join(",");
-    if servers == super::args::DEFAULT_SERVERS {
-        println!("  cargo run --release -- get greeting");
-    } else {
-        println!("  cargo run --release -- get greeting --servers {servers}");
-    }
+    let servers_arg =
+        if servers == super::args::DEFAULT_SERVERS { String::new() } else { format!(" --servers {servers}") };
+    println!("  cargo run --release -- get greeting{servers_arg}{our_tls}");
     if args.spares > 0 {
-        println!("  cargo run --release -- member add {} --servers {servers}", args.nodes);
+        println!("  cargo run --release -- member add {}{servers_arg}{our_tls}", args.nodes);
     }
     if args.smoke {
-        return match runtime.block_on(smoke(&clients)) {
+        return match runtime.block_on(smoke(&clients, &access)) {
             Ok(()) => {
                 println!("smoke check passed: a write through each node was read back through every node");
                 ExitCode::SUCCESS
@@ -303,9 +327,10 @@ impl Drop for Children {
 
 /// Waits until a write goes through, asking each node in turn (the clerk
 /// follows redirects), or a node dies, or 30 s pass.
-async fn wait_until_serving(clients: &[SocketAddr], children: &mut Children) -> Result<(), String> {
+async fn wait_until_serving(clients: &[SocketAddr], access: &Access, children: &mut Children) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut clerk = RemoteClerk::new(random_client_id(), clients.to_vec(), 0, Duration::from_millis(500));
+    let mut clerk = RemoteClerk::new(random_client_id(), clients.to_vec(), 0, Duration::from_millis(500))
+        .with_access(access.clone());
     loop {
         if let Some(exit) = children.exited() {
             return Err(exit);
@@ -321,15 +346,17 @@ async fn wait_until_serving(clients: &[SocketAddr], children: &mut Children) -> 
     }
 }
 
-async fn smoke(clients: &[SocketAddr]) -> Result<(), String> {
+async fn smoke(clients: &[SocketAddr], access: &Access) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for first in 0..clients.len() {
-        let mut clerk = RemoteClerk::new(random_client_id(), clients.to_vec(), first as u8, Duration::from_secs(1));
+        let mut clerk = RemoteClerk::new(random_client_id(), clients.to_vec(), first as u8, Duration::from_secs(1))
+            .with_access(access.clone());
         let value = format!("written-via-node-{first}");
         clerk.run(Op::Put { key: "smoke".into(), value: value.clone() }, deadline).await.map_err(|e| e.to_string())?;
         for reader in 0..clients.len() {
             let mut clerk =
-                RemoteClerk::new(random_client_id(), clients.to_vec(), reader as u8, Duration::from_secs(1));
+                RemoteClerk::new(random_client_id(), clients.to_vec(), reader as u8, Duration::from_secs(1))
+                    .with_access(access.clone());
             let got = clerk.run(Op::Get { key: "smoke".into() }, deadline).await.map_err(|e| e.to_string())?;
             if got != value {
                 return Err(format!("read {got:?} through node {reader} after writing {value:?}"));

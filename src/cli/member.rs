@@ -3,7 +3,7 @@
 //! `RAFTKV.TRANSFER`; `specs/client.md`). `member add` is two of them: add
 //! as a learner, then promote once caught up.
 
-use raftkv::server::client::operator;
+use raftkv::server::client::{operator, Access};
 use raftkv::server::resp::ClientCommand;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Runs `commands` in order, each within `timeout`; stops at the first
 /// that fails.
-pub fn run(servers: Vec<SocketAddr>, commands: Vec<ClientCommand>, timeout: Duration) -> ExitCode {
+pub fn run(servers: Vec<SocketAddr>, access: Access, commands: Vec<ClientCommand>, timeout: Duration) -> ExitCode {
     if servers.is_empty() {
         eprintln!("error: no servers given");
         return ExitCode::from(2);
@@ -19,7 +19,7 @@ pub fn run(servers: Vec<SocketAddr>, commands: Vec<ClientCommand>, timeout: Dura
     let runtime = super::runtime();
     runtime.block_on(async move {
         for command in commands {
-            match operator(&servers, &command, tokio::time::Instant::now() + timeout).await {
+            match operator(&servers, &access, &command, tokio::time::Instant::now() + timeout).await {
                 Ok(text) => println!("{}", text.trim_end()),
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -12,6 +12,7 @@ use crate::clerk::{Clerk, ClerkAction};
 use crate::kv::{ClientId, Command, Op, Response, ServiceError};
 use crate::raft::NodeId;
 use crate::server::resp::{encode_request, ClientCommand, Reply, RespError};
+use crate::server::tls::{self, BoxStream, TlsError};
 use crate::wire::Limits;
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
@@ -22,6 +23,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Why [`RemoteClerk::run`] gave up.
@@ -67,14 +70,46 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+/// How a client reaches the servers' client ports: plain TCP, or TLS that
+/// checks each server's certificate against the cluster's authority (the
+/// certificate must name the address dialled, as `raftkv certs` issues
+/// them: loopback addresses and `--host`s).
+#[derive(Clone, Default)]
+pub struct Access {
+    tls: Option<TlsConnector>,
+}
+
+impl Access {
+    /// Plain TCP.
+    pub fn plain() -> Access {
+        Access::default()
+    }
+
+    /// TLS, trusting the authority whose certificate is in `ca_file`
+    /// (`ca.pem` from `raftkv certs`).
+    pub fn tls(ca_file: &std::path::Path) -> Result<Access, TlsError> {
+        Ok(Access { tls: Some(tls::client_connector(ca_file)?) })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Access").field("tls", &self.tls.is_some()).finish()
+    }
+}
+
 /// Asks the server at `addr` for its `INFO` text (`field:value` lines under
 /// `# Section` headers), waiting at most `timeout`.
-pub async fn info(addr: SocketAddr, timeout: Duration) -> Result<String, ClientError> {
+pub async fn info(addr: SocketAddr, access: &Access, timeout: Duration) -> Result<String, ClientError> {
     let ask = async {
-        let mut conn = Connection::open(addr).await?;
+        let mut conn = Connection::open(addr, access).await?;
         let mut out = BytesMut::new();
         encode_request(&ClientCommand::Info, &mut out);
-        conn.stream.write_all(&out).await?;
+        conn.send(&out).await?;
         conn.next_reply().await
     };
     match tokio::time::timeout(timeout, ask).await {
@@ -109,14 +144,14 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// may still think it leads, in an older term); returns its id. Never
 /// returns if none does: the caller races it against the answer it waits
 /// for. One server at a time, each given `PROBE_EVERY` to answer.
-async fn leader_elsewhere(addrs: Arc<[SocketAddr]>, waiting_on: NodeId) -> NodeId {
+async fn leader_elsewhere(addrs: Arc<[SocketAddr]>, access: Access, waiting_on: NodeId) -> NodeId {
     tokio::time::sleep(PROBE_AFTER).await;
     let mut every = tokio::time::interval(PROBE_EVERY);
     loop {
         every.tick().await;
         let mut newest: Option<(u64, Option<NodeId>)> = None;
         for (id, &addr) in addrs.iter().enumerate().filter(|&(id, _)| id != usize::from(waiting_on)) {
-            let Ok(text) = info(addr, PROBE_EVERY).await else { continue };
+            let Ok(text) = info(addr, &access, PROBE_EVERY).await else { continue };
             let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim);
             let Some(term) = field("raft_term").and_then(|t| t.parse::<u64>().ok()) else { continue };
             let leads = (field("raft_role") == Some("Leader")).then_some(id as NodeId);
@@ -140,6 +175,7 @@ async fn leader_elsewhere(addrs: Arc<[SocketAddr]>, waiting_on: NodeId) -> NodeI
 /// error, as are `ERR` and `UNKNOWN` replies.
 pub async fn operator(
     servers: &[SocketAddr],
+    access: &Access,
     command: &ClientCommand,
     deadline: Instant,
 ) -> Result<String, ClientError> {
@@ -148,14 +184,14 @@ pub async fn operator(
     let mut last_refusal = None;
     while Instant::now() < deadline {
         attempts += 1;
-        let Ok(Ok(mut conn)) = tokio::time::timeout_at(deadline, Connection::open(to)).await else {
+        let Ok(Ok(mut conn)) = tokio::time::timeout_at(deadline, Connection::open(to, access)).await else {
             to = next_server(servers, to);
             tokio::time::sleep(REFUSAL_BACKOFF).await;
             continue;
         };
         let mut out = BytesMut::new();
         encode_request(command, &mut out);
-        conn.stream.write_all(&out).await.map_err(ClientError::Io)?;
+        conn.send(&out).await.map_err(ClientError::Io)?;
         let reply = match tokio::time::timeout_at(deadline, conn.next_reply()).await {
             Err(_elapsed) => return Err(ClientError::Deadline { attempts }),
             Ok(Err(RespError::Io(e))) => return Err(ClientError::Io(e)),
@@ -346,16 +382,26 @@ impl Encoder<&ClientCommand> for ReplyCodec {
 /// (A `Framed` would do the same, but reading from it needs the `futures`
 /// `Stream` trait, which is not a dependency.)
 struct Connection {
-    stream: TcpStream,
+    stream: BoxStream,
     read: BytesMut,
     codec: ReplyCodec,
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr) -> Result<Connection, RespError> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    async fn open(addr: SocketAddr, access: &Access) -> Result<Connection, RespError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream: BoxStream = match &access.tls {
+            None => Box::new(tcp),
+            Some(connector) => Box::new(connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?),
+        };
         Ok(Connection { stream, read: BytesMut::with_capacity(4096), codec: ReplyCodec::default() })
+    }
+
+    /// Writes and flushes (TLS holds the last record until flushed).
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     async fn next_reply(&mut self) -> Result<Reply, RespError> {
@@ -397,6 +443,7 @@ pub struct RemoteClerk {
     io_failures: usize,
     /// Attempts that ended by waiting out the attempt timeout.
     waits: u64,
+    access: Access,
 }
 
 impl RemoteClerk {
@@ -422,7 +469,14 @@ impl RemoteClerk {
             attempt_timeout,
             io_failures: 0,
             waits: 0,
+            access: Access::plain(),
         }
+    }
+
+    /// Reaches the servers as `access` says (plain TCP by default).
+    pub fn with_access(mut self, access: Access) -> RemoteClerk {
+        self.access = access;
+        self
     }
 
     pub fn client(&self) -> ClientId {
@@ -476,7 +530,7 @@ impl RemoteClerk {
             }
             attempts += 1;
             let attempt_deadline = (Instant::now() + self.attempt_timeout).min(deadline);
-            let probe = leader_elsewhere(self.addrs.clone(), to);
+            let probe = leader_elsewhere(self.addrs.clone(), self.access.clone(), to);
             let exchange = tokio::select! {
                 biased;
                 exchange = tokio::time::timeout_at(attempt_deadline, self.exchange(to, &request)) => exchange,
@@ -554,7 +608,7 @@ impl RemoteClerk {
     async fn exchange(&mut self, to: NodeId, request: &Command) -> Result<Outcome, RespError> {
         let slot = &mut self.conns[to as usize];
         if slot.is_none() {
-            *slot = Some(Connection::open(self.addrs[to as usize]).await?);
+            *slot = Some(Connection::open(self.addrs[to as usize], &self.access).await?);
         }
         let Some(conn) = slot.as_mut() else { unreachable!("opened above") };
         let mut out = BytesMut::new();
@@ -565,7 +619,7 @@ impl RemoteClerk {
             Op::Append { key, value } => ClientCommand::Append { key: key.clone(), value: value.clone() },
         };
         encode_request(&cmd, &mut out);
-        conn.stream.write_all(&out).await?;
+        conn.send(&out).await?;
         match conn.next_reply().await? {
             Reply::Ok => {}
             Reply::Error(error) => {
@@ -985,11 +1039,11 @@ mod tests {
             ClientCommand::Info => Act::Reply(Reply::Bulk(Bytes::from_static(b"# Raft\r\nraft_role:Leader\r\n"))),
             _ => Act::Close,
         });
-        let text = info(addr, Duration::from_secs(10)).await.expect("answered");
+        let text = info(addr, &Access::plain(), Duration::from_secs(10)).await.expect("answered");
         assert!(text.lines().any(|l| l == "raft_role:Leader"), "{text:?}");
         let (closed, closed_addr) = bind().await;
         drop(closed);
-        assert!(matches!(info(closed_addr, Duration::from_secs(10)).await, Err(ClientError::Io(_))));
+        assert!(matches!(info(closed_addr, &Access::plain(), Duration::from_secs(10)).await, Err(ClientError::Io(_))));
     }
 
     fn decode_replies(bytes: &[u8]) -> Result<Vec<Reply>, RespError> {

@@ -21,6 +21,7 @@ use super::config::ClusterConfig;
 use super::node::{NodeHandle, SubmitError};
 use super::resp::{ClientCommand, MemberCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT};
 use super::resp::{CLUSTERDOWN, TRYAGAIN};
+use super::tls::{BoxStream, NodeTls};
 use crate::kv::{AdminError, AdminOp, AdminReply, ClientId, Command, Response, ServiceError};
 use crate::raft::{MembershipChange, Refusal};
 use bytes::BytesMut;
@@ -43,7 +44,13 @@ struct Shared {
     node: NodeHandle,
     cluster: ClusterConfig,
     limits: RespLimits,
+    /// TLS on this port, server side only.
+    tls: Option<Arc<NodeTls>>,
 }
+
+/// How long a client has to complete its TLS handshake: a connection that
+/// never does is closed, not kept.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl ClientPort {
     /// Binds `listen` and serves clients on the current tokio runtime.
@@ -52,11 +59,12 @@ impl ClientPort {
         node: NodeHandle,
         cluster: ClusterConfig,
         limits: RespLimits,
+        tls: Option<Arc<NodeTls>>,
     ) -> std::io::Result<ClientPort> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let shared = Arc::new(Shared { node, cluster, limits });
+        let shared = Arc::new(Shared { node, cluster, limits, tls });
         let task = tokio::spawn(accept_loop(listener, shared, stopped));
         Ok(ClientPort { local_addr, stop, task })
     }
@@ -80,7 +88,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: wa
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, peer, shared.clone()));
+                    connections.spawn(handshake_and_serve(stream, peer, shared.clone()));
                 }
                 // Out of file descriptors and the like: log, keep serving.
                 Err(e) => tracing::warn!("accepting a client connection failed: {e}"),
@@ -92,8 +100,28 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: wa
     connections.shutdown().await;
 }
 
+/// With TLS on the port, the handshake first (bounded by
+/// [`TLS_HANDSHAKE_TIMEOUT`]); a client that fails it is logged and closed.
+async fn handshake_and_serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let stream: BoxStream = match &shared.tls {
+        None => Box::new(stream),
+        Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept_client(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, "refused client connection: TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "refused client connection: no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+                return;
+            }
+        },
+    };
+    serve(stream, peer, shared).await
+}
+
 /// One client connection, until it closes, misbehaves or the port stops.
-async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn serve(mut stream: BoxStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut codec = ServerCodec::new(shared.limits);
     let mut input = BytesMut::with_capacity(4096);
     let mut output = BytesMut::with_capacity(4096);
@@ -106,7 +134,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                     let (reply, close) = execute(command, &mut session, &shared).await;
                     encode(&mut codec, reply, &mut output);
                     if close {
-                        let _ = stream.write_all(&output).await;
+                        let _ = write_out(&mut stream, &output).await;
                         return;
                     }
                 }
@@ -117,13 +145,13 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                     if let Some(reply) = e.reply() {
                         encode(&mut codec, reply, &mut output);
                     }
-                    let _ = stream.write_all(&output).await;
+                    let _ = write_out(&mut stream, &output).await;
                     return;
                 }
             }
         }
         if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
+            if write_out(&mut stream, &output).await.is_err() {
                 return;
             }
             output.clear();
@@ -133,6 +161,12 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             Ok(_) => {}
         }
     }
+}
+
+/// Writes and flushes (a TLS stream holds the last record until flushed).
+async fn write_out(stream: &mut BoxStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 fn encode(codec: &mut ServerCodec, reply: Reply, output: &mut BytesMut) {

@@ -18,6 +18,10 @@
 //! trailing_entries = 10240 # entries kept behind a snapshot for slow followers
 //! trailing_mib = 64       # and at most this many MiB of commands
 //!
+//! [tls]                   # optional: mutual TLS between peers
+//! dir = "certs"           # from `raftkv certs --out certs` (relative to this file)
+//! clients = true          # TLS on the client port too (default false)
+//!
 //! [[nodes]]               # node 0
 //! peer = "127.0.0.1:7100"
 //! client = "127.0.0.1:6379"
@@ -77,6 +81,10 @@ pub struct ClusterConfig {
     pub peer_silence_ms: Option<u64>,
     #[serde(default)]
     pub snapshots: SnapshotSettings,
+    /// TLS on the peer port (and, if asked, the client port); plain TCP
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
     /// Every server that is or may become a member; a node's id is its
     /// index here.
     pub nodes: Vec<NodeAddrs>,
@@ -141,6 +149,20 @@ impl SnapshotSettings {
     }
 }
 
+/// Where the certificates are, and which ports use them
+/// (`super::tls`). With TLS, peers authenticate each other mutually.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Holds `ca.pem` and `node-<id>.pem` / `node-<id>.key`, as `raftkv
+    /// certs` writes them. A relative path is taken from the directory of
+    /// the configuration file.
+    pub dir: PathBuf,
+    /// Clients must speak TLS too (`redis-cli --tls --cacert DIR/ca.pem`).
+    #[serde(default)]
+    pub clients: bool,
+}
+
 mod defaults {
     pub fn tick_ms() -> u64 {
         10
@@ -188,6 +210,7 @@ impl ClusterConfig {
             initial_voters: None,
             peer_silence_ms: None,
             snapshots: SnapshotSettings::default(),
+            tls: None,
             nodes: (0..u16::from(n))
                 .map(|i| NodeAddrs { peer: addr(peer_base + i), client: addr(client_base + i) })
                 .collect(),
@@ -198,8 +221,13 @@ impl ClusterConfig {
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let config: ClusterConfig = toml::from_str(&text)
+        let mut config: ClusterConfig = toml::from_str(&text)
             .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        if let Some(tls) = &mut config.tls {
+            if tls.dir.is_relative() {
+                tls.dir = path.parent().unwrap_or(Path::new(".")).join(&tls.dir);
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -392,5 +420,19 @@ mod tests {
 
         let typo = format!("[snapshots]\nevery_entrys = 5\n{nodes}");
         assert!(toml::from_str::<ClusterConfig>(&typo).is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn a_relative_certificate_directory_is_taken_from_the_config_file() {
+        let dir = crate::server::tempdir::TempDir::new("config-tls").unwrap();
+        let nodes = "[[nodes]]\npeer = \"127.0.0.1:1\"\nclient = \"127.0.0.1:2\"\n";
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, format!("[tls]\ndir = \"certs\"\n{nodes}")).unwrap();
+        let tls = ClusterConfig::load(&path).unwrap().tls.unwrap();
+        assert_eq!((tls.dir, tls.clients), (dir.path().join("certs"), false));
+        std::fs::write(&path, format!("[tls]\ndir = \"/etc/raftkv\"\nclients = true\n{nodes}")).unwrap();
+        let tls = ClusterConfig::load(&path).unwrap().tls.unwrap();
+        assert_eq!((tls.dir, tls.clients), (PathBuf::from("/etc/raftkv"), true));
+        assert!(!ClusterConfig::local(3, 1, 10).to_toml().contains("tls"), "absent unless set");
     }
 }

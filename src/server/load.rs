@@ -3,7 +3,7 @@
 //! (for the linearizability checker) and its latency (for the benchmark).
 //! `raftkv bench` and the end-to-end tests both drive clusters with it.
 
-use super::client::{random_client_id, RemoteClerk};
+use super::client::{random_client_id, Access, RemoteClerk};
 use crate::kv::{ClientId, Op};
 use crate::lincheck::Operation;
 use crate::rng::Rng;
@@ -42,6 +42,8 @@ pub struct LoadSpec {
     /// How long one attempt at one server may take before the clerk tries
     /// the next.
     pub attempt_timeout: Duration,
+    /// Plain TCP or TLS.
+    pub access: Access,
 }
 
 /// What one client recorded.
@@ -89,6 +91,7 @@ async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progre
         // repeats across runs with the same seed, and ids must never.
         let id: ClientId = random_client_id();
         RemoteClerk::new(id, spec.servers.clone(), (rng.next_u64() % u64::from(servers)) as u8, spec.attempt_timeout)
+            .with_access(spec.access.clone())
     };
     let mut clerk = new_clerk(&mut rng);
     let mut record = ClientRecord::default();

@@ -22,6 +22,8 @@
 //! - [`client_port`]: the RESP listener that turns commands into requests.
 //! - [`load`]: closed-loop clients recording a history (bench, e2e tests).
 //! - [`memory`]: the allocation counter behind `INFO`'s `used_memory`.
+//! - [`tls`]: TLS on both ports, peer identity by certificate, and the
+//!   certificates `raftkv certs` issues.
 //! - [`tempdir`]: self-removing data directories for local clusters and tests.
 //! - [`resp`]: the client protocol, RESP2, server side: the request codec,
 //!   replies and redirects (`specs/client.md`).
@@ -59,3 +61,5 @@ pub mod run;
 pub mod storage;
 #[cfg(feature = "runtime")]
 pub mod tempdir;
+#[cfg(all(feature = "runtime", not(loom)))]
+pub mod tls;

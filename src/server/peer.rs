@@ -18,6 +18,12 @@
 //!   (bytes that do not decode, or an envelope whose addresses do not fit
 //!   the cluster configuration, see [`Refused`]) is logged and closes that
 //!   connection; the transport keeps serving the others.
+//! - **Authentication** ([`super::tls`]), when the cluster has TLS on:
+//!   both ends of every connection present a certificate from the
+//!   cluster's authority; the dialler checks it reached the peer it meant,
+//!   and the acceptor refuses any frame whose `from` is not the node its
+//!   certificate names. Without TLS, a connection is whoever its first
+//!   frame says it is (fine on loopback, not across machines).
 //! - **Liveness** ([`super::link`]): the reader acks what arrives, one byte
 //!   at a time, paced; a writer whose bytes go unacknowledged for
 //!   `silence_max` drops the connection and redials. A blackholed
@@ -28,6 +34,7 @@
 //! ends them all and waits for them, and dropping it aborts them.
 
 use super::link::{AckPacer, Liveness, Redial, ACK};
+use super::tls::{self, BoxStream, NodeTls};
 use crate::kv::Command;
 use crate::raft::{Envelope, NodeId};
 use crate::wire::{self, DecodeError, Limits};
@@ -62,7 +69,7 @@ pub const READ_CHUNK_BYTES: usize = 64 << 10;
 pub const INBOUND_PER_MEMBER: usize = 4;
 
 /// Where this node listens, who its peers are, and the transport's bounds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct PeerConfig {
     /// This node's id.
     pub id: NodeId,
@@ -84,6 +91,8 @@ pub struct PeerConfig {
     /// dropped and redialled ([`Liveness`]); readers ack every quarter of
     /// it, and a connection attempt may take half of it.
     pub silence_max: Duration,
+    /// Mutual TLS on every connection, or plain TCP when `None`.
+    pub tls: Option<Arc<NodeTls>>,
 }
 
 impl PeerConfig {
@@ -108,6 +117,7 @@ impl PeerConfig {
             backoff_min: Self::BACKOFF_MIN_DEFAULT,
             backoff_max: Self::BACKOFF_MAX_DEFAULT,
             silence_max: Self::SILENCE_MAX_DEFAULT,
+            tls: None,
         }
     }
 
@@ -116,6 +126,14 @@ impl PeerConfig {
     /// SYN retries, 1 s then 3 s, ...): a fresh SYN soon after a heal.
     pub fn connect_timeout(&self) -> Duration {
         self.silence_max / 2
+    }
+
+    /// How long a TLS handshake may take, on either side: one round trip
+    /// and a signature each way, well within a silence (a peer that cannot
+    /// finish one in that time could not keep a connection alive either);
+    /// it also bounds how long a connection that never speaks holds a slot.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.silence_max
     }
 
     /// How often a reader acks while bytes arrive.
@@ -187,6 +205,10 @@ pub struct PeerStats {
     pub connections_in: u64,
     /// Inbound connections closed at once because too many were open.
     pub connections_refused: u64,
+    /// TLS handshakes that failed or timed out: inbound (a plain-text
+    /// connection, a certificate from another authority or naming no
+    /// member) and outbound (the peer's certificate does not name it).
+    pub handshake_failures: u64,
     /// Outbound connections dropped because what was written on them went
     /// unacknowledged for `silence_max`.
     pub connections_silent: u64,
@@ -211,6 +233,7 @@ struct Counters {
     connect_failures: AtomicU64,
     connections_in: AtomicU64,
     connections_refused: AtomicU64,
+    handshake_failures: AtomicU64,
     connections_silent: AtomicU64,
     acks_in: AtomicU64,
     acks_out: AtomicU64,
@@ -237,6 +260,7 @@ impl Counters {
             connect_failures: get(&self.connect_failures),
             connections_in: get(&self.connections_in),
             connections_refused: get(&self.connections_refused),
+            handshake_failures: get(&self.handshake_failures),
             connections_silent: get(&self.connections_silent),
             acks_in: get(&self.acks_in),
             acks_out: get(&self.acks_out),
@@ -259,6 +283,8 @@ pub enum Refused {
     WrongRecipient { to: NodeId, this: NodeId },
     /// `from` differs from the first frame's `from` on this connection.
     SenderChanged { first: NodeId, from: NodeId },
+    /// `from` is not the node the connection's TLS certificate names.
+    NotCertified { from: NodeId, certified: NodeId },
 }
 
 impl fmt::Display for Refused {
@@ -270,6 +296,9 @@ impl fmt::Display for Refused {
             Refused::WrongRecipient { to, this } => write!(f, "envelope for node {to} arrived at node {this}"),
             Refused::SenderChanged { first, from } => {
                 write!(f, "envelope from {from} on a connection whose first envelope came from {first}")
+            }
+            Refused::NotCertified { from, certified } => {
+                write!(f, "envelope from {from} on a connection whose certificate names node {certified}")
             }
         }
     }
@@ -449,6 +478,8 @@ impl PeerTransport {
                 backoff_max: config.backoff_max,
                 silence_max: config.silence_max,
                 connect_timeout: config.connect_timeout(),
+                handshake_timeout: config.handshake_timeout(),
+                tls: config.tls.clone(),
                 counters: counters.clone(),
             };
             writers.spawn(writer.run(queue));
@@ -464,9 +495,11 @@ impl PeerTransport {
             max_connections: INBOUND_PER_MEMBER * (config.peers.len() + 1),
             accept_pause: config.backoff_min,
             ack_interval: config.ack_interval(),
+            tls: config.tls.clone(),
+            handshake_timeout: config.handshake_timeout(),
         });
         let listener = tokio::spawn(listen_loop(listener, inbound, stop.clone()));
-        info!(node = config.id, %local_addr, peers = config.peers.len(), "peer transport started");
+        info!(node = config.id, %local_addr, peers = config.peers.len(), tls = config.tls.is_some(), "peer transport started");
 
         let sender = PeerSender { id: config.id, queues: Arc::new(queues), counters: counters.clone() };
         Ok(PeerTransport { local_addr, sender, counters, stop, listener: Some(listener), writers })
@@ -527,6 +560,8 @@ struct Writer {
     backoff_max: Duration,
     silence_max: Duration,
     connect_timeout: Duration,
+    handshake_timeout: Duration,
+    tls: Option<Arc<NodeTls>>,
     counters: Arc<Counters>,
 }
 
@@ -561,8 +596,9 @@ impl Writer {
         }
     }
 
-    /// Connects, pausing before each attempt as [`Redial`] says.
-    async fn connect(&self, redial: &mut Redial) -> TcpStream {
+    /// Connects (and with TLS, completes the handshake), pausing before
+    /// each attempt as [`Redial`] says.
+    async fn connect(&self, redial: &mut Redial) -> BoxStream {
         loop {
             let pause = redial.pause();
             if !pause.is_zero() {
@@ -571,6 +607,20 @@ impl Writer {
             let error = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
                 Ok(Ok(stream)) => {
                     set_backstops(&stream, self.silence_max);
+                    let stream = match self.handshake(stream).await {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            bump(&self.counters.handshake_failures, 1);
+                            // Once per outage at warn, like the connects.
+                            if redial.pause().is_zero() {
+                                warn!(node = self.me, peer = self.peer, addr = %self.addr, %error, "TLS handshake with peer failed");
+                            } else {
+                                debug!(node = self.me, peer = self.peer, addr = %self.addr, %error, "TLS handshake with peer failed again");
+                            }
+                            redial.failed();
+                            continue;
+                        }
+                    };
                     bump(&self.counters.connections_out, 1);
                     // At info once per outage: a paused peer accepts a
                     // redial every few hundred milliseconds.
@@ -590,17 +640,28 @@ impl Writer {
         }
     }
 
+    /// With TLS, the handshake as this peer's client: it must show the
+    /// certificate of the node it was meant to be.
+    async fn handshake(&self, stream: TcpStream) -> Result<BoxStream, String> {
+        let Some(tls) = &self.tls else { return Ok(Box::new(stream)) };
+        match tokio::time::timeout(self.handshake_timeout, tls.connect_peer(self.peer, stream)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no handshake within {:?}", self.handshake_timeout)),
+        }
+    }
+
     /// Writes queued envelopes to `stream`, `first` first, until the
     /// connection breaks or goes silent.
     async fn serve(
         &self,
-        mut stream: TcpStream,
+        stream: BoxStream,
         first: Envelope<Command>,
         queue: &PeerQueue,
         buf: &mut Vec<u8>,
         redial: &mut Redial,
     ) -> Dropped {
-        let (mut rd, mut wr) = stream.split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut live = Liveness::new(self.silence_max);
         let mut acks = [0u8; 64];
         let mut next = Some(first);
@@ -757,6 +818,8 @@ struct Inbound {
     accept_pause: Duration,
     /// How often a reader acks while bytes arrive ([`AckPacer`]).
     ack_interval: Duration,
+    tls: Option<Arc<NodeTls>>,
+    handshake_timeout: Duration,
 }
 
 async fn listen_loop(listener: TcpListener, inbound: Arc<Inbound>, stop: CancellationToken) {
@@ -783,6 +846,7 @@ async fn listen_loop(listener: TcpListener, inbound: Arc<Inbound>, stop: Cancell
                     inbound: inbound.clone(),
                     close: stop.child_token(),
                     from: None,
+                    certified: None,
                 };
                 readers.spawn(connection.run(stream));
             }
@@ -809,6 +873,9 @@ struct Connection {
     close: CancellationToken,
     /// The `from` of the first envelope.
     from: Option<NodeId>,
+    /// With TLS, the node its certificate names: every envelope must come
+    /// from it.
+    certified: Option<NodeId>,
 }
 
 enum Ended {
@@ -816,14 +883,21 @@ enum Ended {
     Closed,
     Io(io::Error),
     Refused(Refused),
+    /// The TLS handshake failed, or named no member.
+    Handshake(String),
 }
 
 impl Connection {
-    async fn run(mut self, mut stream: TcpStream) {
+    async fn run(mut self, stream: TcpStream) {
         let close = self.close.clone();
         let ended = tokio::select! {
             () = close.cancelled() => Ended::Closed,
-            ended = self.read_frames(&mut stream) => ended,
+            ended = async {
+                match self.handshake(stream).await {
+                    Ok(mut stream) => self.read_frames(&mut stream).await,
+                    Err(why) => Ended::Handshake(why),
+                }
+            } => ended,
         };
         let (node, remote) = (self.inbound.id, self.remote);
         match ended {
@@ -834,12 +908,32 @@ impl Connection {
                 bump(&self.inbound.counters.refused_frames, 1);
                 warn!(node, %remote, from = ?self.from, error = ?error, "refused peer connection: {error}");
             }
+            Ended::Handshake(why) => {
+                bump(&self.inbound.counters.handshake_failures, 1);
+                warn!(node, %remote, "refused peer connection: {why}");
+            }
         }
         if let Some(from) = self.from {
             let mut current = lock(&self.inbound.current);
             if current.get(&from).is_some_and(|(number, _)| *number == self.number) {
                 current.remove(&from);
             }
+        }
+    }
+
+    /// With TLS, the handshake as the server, which requires a certificate
+    /// from the cluster's authority and learns which member it names.
+    async fn handshake(&mut self, stream: TcpStream) -> Result<BoxStream, String> {
+        let Some(tls) = &self.inbound.tls else { return Ok(Box::new(stream)) };
+        let timeout = self.inbound.handshake_timeout;
+        let members = self.inbound.peers.iter().copied();
+        match tokio::time::timeout(timeout, tls.accept_peer(stream, members)).await {
+            Ok(Ok((id, stream))) => {
+                self.certified = Some(id);
+                Ok(stream)
+            }
+            Ok(Err(why)) => Err(why),
+            Err(_) => Err(format!("no TLS handshake within {timeout:?}")),
         }
     }
 
@@ -851,7 +945,7 @@ impl Connection {
     /// every decoded frame is taken out, what remains is a proper prefix of
     /// one frame, which is shorter than `frame_bytes_max` (its header was
     /// checked) or than a header.
-    async fn read_frames(&mut self, stream: &mut TcpStream) -> Ended {
+    async fn read_frames(&mut self, stream: &mut BoxStream) -> Ended {
         let limits = self.inbound.limits;
         let max = limits.frame_bytes_max.saturating_add(wire::HEADER_LEN);
         let mut buf: Vec<u8> = Vec::new();
@@ -879,7 +973,7 @@ impl Connection {
                 pacer.received(now);
             }
             if pacer.should_send(now) {
-                match stream.try_write(&[ACK]) {
+                match tls::try_write(stream, &[ACK]) {
                     Ok(n) => bump(&self.inbound.counters.acks_out, n as u64),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Ended::Io(e),
@@ -927,6 +1021,9 @@ impl Connection {
         }
         if to != id {
             return Err(Refused::WrongRecipient { to, this: id });
+        }
+        if let Some(certified) = self.certified.filter(|&c| c != from) {
+            return Err(Refused::NotCertified { from, certified });
         }
         match self.from {
             Some(first) if first != from => Err(Refused::SenderChanged { first, from }),

@@ -11,6 +11,7 @@ use super::node::{NodeFailure, NodeHandle, NodeRuntime, OnFatal, RuntimeConfig, 
 use super::peer::{PeerConfig, PeerTransport};
 use super::resp::RespLimits;
 use super::storage::{RaftStorage, RedbStorage, StorageError};
+use super::tls::NodeTls;
 use crate::kv::snapshot::SnapshotError;
 use crate::kv::{AdminOp, KvServer};
 use crate::raft::NodeId;
@@ -50,6 +51,8 @@ pub enum StartError {
     },
     /// The peer transport could not start (its error names the address).
     Peers(std::io::Error),
+    /// The TLS files do not load (the error names the file).
+    Tls(super::tls::TlsError),
 }
 
 impl fmt::Display for StartError {
@@ -64,6 +67,7 @@ impl fmt::Display for StartError {
                 write!(f, "node {id}: cannot listen for clients on {addr}: {source}")
             }
             StartError::Peers(source) => write!(f, "{source}"),
+            StartError::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
@@ -86,6 +90,12 @@ impl Server {
     pub async fn start(options: ServerOptions, on_fatal: OnFatal) -> Result<Server, StartError> {
         let ServerOptions { cluster, id, data_dir, join } = options;
         let me = cluster.node(id).ok_or(StartError::NotAMember { id, members: cluster.members() })?.clone();
+        // Before the data directory: a server that cannot authenticate
+        // must not start at all.
+        let tls = match &cluster.tls {
+            Some(settings) => Some(Arc::new(NodeTls::load(&settings.dir, id).map_err(StartError::Tls)?)),
+            None => None,
+        };
         let storage = RedbStorage::open(&data_dir).map_err(StartError::Storage)?;
         let durable = storage.load().map_err(StartError::Storage)?;
         let storage: Box<dyn RaftStorage + Send> = if faults::installed() {
@@ -128,6 +138,7 @@ impl Server {
         peer_config.silence_max = cluster.peer_silence();
         // A dead link is redialled at least as often as a leader heartbeats.
         peer_config.backoff_max = cluster.heartbeat_interval().max(peer_config.backoff_min);
+        peer_config.tls = tls.clone();
         let deliver = {
             let handle = node.handle().clone();
             Arc::new(move |envelope| {
@@ -137,9 +148,11 @@ impl Server {
         };
         let peers = PeerTransport::start(peer_config, deliver).await.map_err(StartError::Peers)?;
         let _ = sender_slot.set(peers.sender());
-        let clients = ClientPort::start(me.client, node.handle().clone(), cluster.clone(), RespLimits::default())
-            .await
-            .map_err(|source| StartError::Clients { id, addr: me.client, source })?;
+        let client_tls = tls.filter(|_| cluster.tls.as_ref().is_some_and(|t| t.clients));
+        let clients =
+            ClientPort::start(me.client, node.handle().clone(), cluster.clone(), RespLimits::default(), client_tls)
+                .await
+                .map_err(|source| StartError::Clients { id, addr: me.client, source })?;
         tracing::info!(node = id, peers = %peers.local_addr(), clients = %clients.local_addr(), "serving");
         Ok(Server { id, node, peers, clients })
     }

@@ -7,7 +7,7 @@
 
 use raftkv::kv::Op;
 use raftkv::lincheck::{self, Budget, History};
-use raftkv::server::client::{info, RemoteClerk};
+use raftkv::server::client::{info, Access, RemoteClerk};
 use raftkv::server::config::ClusterConfig;
 use raftkv::server::load::{ClientRecord, LoadSpec, Mix, Progress};
 use raftkv::server::tempdir::TempDir;
@@ -33,6 +33,8 @@ pub struct TestCluster {
     join: Vec<bool>,
     /// A command each node runs under (e.g. `ip netns exec NS`).
     wrap: Vec<Vec<String>>,
+    /// How clients reach the nodes (TLS after [`TestCluster::enable_tls`]).
+    pub access: Access,
 }
 
 /// Ports below the kernel's ephemeral range (32768–60999 here, see
@@ -119,7 +121,19 @@ impl TestCluster {
             env: vec![Vec::new(); nodes],
             join: vec![false; nodes],
             wrap: vec![Vec::new(); nodes],
+            access: Access::plain(),
         }
+    }
+
+    /// Turns TLS on (before the nodes start): certificates issued into
+    /// `certs/` of the cluster's directory, both ports.
+    pub fn enable_tls(&mut self) {
+        use raftkv::server::tls;
+        let dir = self.root.path().join("certs");
+        tls::issue(&dir, 0..self.config.members(), &[]).unwrap();
+        self.access = Access::tls(&dir.join(tls::CA_CERT)).unwrap();
+        self.config.tls = Some(raftkv::server::config::TlsSettings { dir, clients: true });
+        std::fs::write(&self.config_path, self.config.to_toml()).unwrap();
     }
 
     /// Moves node `id` (not started yet) to address `ip` (same ports),
@@ -267,7 +281,7 @@ impl Drop for TestCluster {
 
 /// One `INFO` field of node `addr`, if it answers.
 pub async fn info_field(addr: SocketAddr, field: &str) -> Option<String> {
-    let text = info(addr, Duration::from_millis(500)).await.ok()?;
+    let text = info(addr, &Access::plain(), Duration::from_millis(500)).await.ok()?;
     let prefix = format!("{field}:");
     text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().to_string())
 }
@@ -290,16 +304,17 @@ pub async fn until<F: std::future::Future<Output = bool>>(what: &str, mut cond: 
 
 /// The node that says it leads, once one does.
 pub async fn leader(cluster: &TestCluster) -> u8 {
-    leader_among(&cluster.clients()).await
+    leader_among(&cluster.clients(), &cluster.access).await
 }
 
 /// The server (by index in `clients`) that says it leads, once one does.
-pub async fn leader_among(clients: &[SocketAddr]) -> u8 {
+pub async fn leader_among(clients: &[SocketAddr], access: &Access) -> u8 {
     let deadline = Instant::now() + PATIENCE;
     let mut every = tokio::time::interval(Duration::from_millis(10));
     loop {
-        for (id, addr) in clients.iter().enumerate() {
-            if info_field(*addr, "raft_role").await.as_deref() == Some("Leader") {
+        for (id, &addr) in clients.iter().enumerate() {
+            let Ok(text) = info(addr, access, Duration::from_millis(500)).await else { continue };
+            if text.lines().any(|l| l.trim() == "raft_role:Leader") {
                 return id as u8;
             }
         }
@@ -326,6 +341,7 @@ pub fn appends_load(servers: Vec<std::net::SocketAddr>, seed: u64) -> LoadSpec {
         seed,
         op_timeout: Duration::from_secs(10),
         attempt_timeout: Duration::from_millis(500),
+        access: Access::plain(),
     }
 }
 
@@ -334,7 +350,8 @@ pub fn appends_load(servers: Vec<std::net::SocketAddr>, seed: u64) -> LoadSpec {
 /// history to a file and fails with its path otherwise.
 pub async fn check_history(cluster: &TestCluster, records: &[ClientRecord], epoch: Instant, keys: usize) -> History {
     let mut ops: Vec<_> = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
-    let mut clerk = RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500));
+    let mut clerk =
+        RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500)).with_access(cluster.access.clone());
     for k in 0..keys {
         // Each read gets its own deadline: a long run reads back
         // a thousand keys.
