@@ -521,15 +521,20 @@ async fn the_launcher_restarts_a_node_that_dies_while_the_others_serve() {
     assert!(said.contains("node 1 exited") && said.contains("node 1 restarted"), "{said}");
 }
 
-/// A TLS cluster (`[tls]` with clients on): the load runs over TLS through
-/// a leader's kill -9 and restart (the restarted node authenticates to its
-/// peers again) and stays linearizable with nothing lost; a plain-text
-/// client gets no answer, and a plain-text peer connection is refused with
-/// a log line saying why.
+/// A TLS cluster (`[tls]` with clients on) that requires a password: the
+/// load runs over TLS with `AUTH` through a leader's kill -9 and restart
+/// (the restarted node authenticates to its peers again) and stays
+/// linearizable with nothing lost; a plain-text client gets no answer, a
+/// client without the password gets `NOAUTH` and one with a wrong one
+/// `WRONGPASS`; a plain-text peer connection is refused with a log line
+/// saying why; `redis-cli --tls -a` works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_cluster_serves_tls_clients_through_a_crash_and_refuses_plain_text() {
-    let mut cluster = TestCluster::configure("tls", 3);
+async fn a_tls_cluster_with_a_password_serves_its_clients_through_a_crash_and_refuses_others() {
+    const PASSWORD: &str = "correct horse";
+    let mut cluster = TestCluster::configure_with("tls", 3, |c| c.requirepass = Some(PASSWORD.into()));
     cluster.enable_tls();
+    let tls_only = cluster.access.clone();
+    cluster.access = tls_only.clone().with_password(PASSWORD);
     cluster.start_all();
     let mut spec = appends_load(cluster.clients(), 11);
     spec.access = cluster.access.clone();
@@ -545,8 +550,20 @@ async fn a_tls_cluster_serves_tls_clients_through_a_crash_and_refuses_plain_text
     after_more_ops(&progress, 200).await;
 
     let addr = cluster.clients()[0];
-    let plain = raftkv::server::client::info(addr, &Access::plain(), Duration::from_millis(500)).await;
+    let ask = |access: Access| async move {
+        raftkv::server::client::info(addr, &access, Duration::from_secs(5)).await.map_err(|e| e.to_string())
+    };
+    let plain = ask(Access::plain()).await;
     assert!(plain.is_err(), "a plain-text client was answered: {plain:?}");
+    let no_password = ask(tls_only.clone()).await.unwrap_err();
+    assert!(no_password.contains("NOAUTH"), "{no_password}");
+    let wrong = ask(tls_only.clone().with_password("wrong")).await.unwrap_err();
+    assert!(wrong.contains("WRONGPASS"), "{wrong}");
+    assert!(ask(cluster.access.clone()).await.unwrap().contains("raft_role:"));
+    until("node 0 to log the wrong password", || async {
+        cluster.log_of(0).contains("client refused: wrong password")
+    })
+    .await;
     let mut forged = tokio::net::TcpStream::connect(cluster.config.nodes[0].peer).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut forged, b"\x52\x4b\x01\x00\x00\x00\x00\x04abcd").await.unwrap();
     until("node 0 to log the refused plain-text peer", || async {
@@ -561,6 +578,7 @@ async fn a_tls_cluster_serves_tls_clients_through_a_crash_and_refuses_plain_text
             let port = cluster.config.nodes[id].client.port().to_string();
             let out = Command::new("redis-cli")
                 .args(["--tls", "--cacert", ca.to_str().unwrap(), "-c", "-h", "127.0.0.1", "-p", &port])
+                .args(["-a", PASSWORD, "--no-auth-warning"])
                 .args(args)
                 .output()
                 .unwrap();

@@ -71,6 +71,9 @@ enum Command {
         /// into the data directory's `certs/`).
         #[arg(long)]
         tls: bool,
+        /// Clients must `AUTH` with this password first (`redis-cli -a`).
+        #[arg(long)]
+        requirepass: Option<String>,
     },
     /// Issue a certificate authority and a certificate per node for a TLS
     /// cluster (`[tls] dir = "..."` in cluster.toml). Run again with more
@@ -259,6 +262,11 @@ struct AccessArgs {
     /// `raftkv certs`; `raftkv cluster --tls` prints its path).
     #[arg(long, global = true)]
     cacert: Option<PathBuf>,
+    /// The servers' password (`requirepass`), sent with `AUTH` first on
+    /// every connection. Prefer the environment variable: a command line
+    /// is visible to other users of the machine.
+    #[arg(short = 'a', long = "pass", global = true, env = "RAFTKV_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
 }
 
 impl AccessArgs {
@@ -267,9 +275,13 @@ impl AccessArgs {
             Some(file) => Access::tls(file),
             None => Ok(Access::plain()),
         };
-        access.map_err(|e| {
+        let access = access.map_err(|e| {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        })?;
+        Ok(match &self.password {
+            Some(password) => access.with_password(password.clone()),
+            None => access,
         })
     }
 }
@@ -308,6 +320,7 @@ pub fn main() -> ExitCode {
             snapshot_trailing,
             snapshot_trailing_mib,
             tls,
+            requirepass,
         } => super::cluster::run(super::cluster::ClusterArgs {
             nodes,
             spares,
@@ -323,6 +336,7 @@ pub fn main() -> ExitCode {
                 trailing_mib: snapshot_trailing_mib,
             },
             tls,
+            requirepass,
         }),
         Command::Certs { out, nodes, hosts } => match raftkv::server::tls::issue(&out, 0..nodes, &hosts) {
             Ok(written) => {

@@ -37,6 +37,8 @@ pub struct ClusterArgs {
     pub snapshots: SnapshotSettings,
     /// TLS on both ports, with certificates issued into `<data>/certs`.
     pub tls: bool,
+    /// Clients must `AUTH` with it.
+    pub requirepass: Option<String>,
 }
 
 pub fn run(args: ClusterArgs) -> ExitCode {
@@ -44,6 +46,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     let mut config = ClusterConfig {
         snapshots: args.snapshots,
         initial_voters: (args.spares > 0).then_some(args.nodes),
+        requirepass: args.requirepass.clone(),
         ..ClusterConfig::local(all, args.peer_port, args.port)
     };
     if let Err(e) = config.validate() {
@@ -79,6 +82,9 @@ pub fn run(args: ClusterArgs) -> ExitCode {
             }
         }
         config.tls = Some(TlsSettings { dir, clients: true });
+    }
+    if let Some(password) = &args.requirepass {
+        access = access.with_password(password.clone());
     }
     let config_path = root.join("cluster.toml");
     if let Err(e) = std::fs::write(&config_path, config.to_toml()) {
@@ -121,6 +127,11 @@ pub fn run(args: ClusterArgs) -> ExitCode {
             (format!(" --tls --cacert {}", ca.display()), format!(" --cacert {}", ca.display()))
         }
         None => (String::new(), String::new()),
+    };
+    // Printed as given: whoever typed it can read it on their command line.
+    let (cli_tls, our_tls) = match &args.requirepass {
+        Some(password) => (format!("{cli_tls} -a {password}"), format!("{our_tls} --pass {password}")),
+        None => (cli_tls, our_tls),
     };
     println!("  redis-cli{cli_tls} -c -p {} set greeting hello", args.port);
     println!("  redis-cli{cli_tls} -c -p {} get greeting", args.port + u16::from(args.nodes) - 1);

@@ -11,7 +11,7 @@
 use crate::clerk::{Clerk, ClerkAction};
 use crate::kv::{ClientId, Command, Op, Response, ServiceError};
 use crate::raft::NodeId;
-use crate::server::resp::{encode_request, ClientCommand, Reply, RespError};
+use crate::server::resp::{encode_request, ClientCommand, Password, Reply, RespError};
 use crate::server::tls::{self, BoxStream, TlsError};
 use crate::wire::Limits;
 use bytes::{Bytes, BytesMut};
@@ -73,10 +73,13 @@ impl std::error::Error for ClientError {}
 /// How a client reaches the servers' client ports: plain TCP, or TLS that
 /// checks each server's certificate against the cluster's authority (the
 /// certificate must name the address dialled, as `raftkv certs` issues
-/// them: loopback addresses and `--host`s).
+/// them: loopback addresses and `--host`s); and the password, if the
+/// servers require one (`AUTH` goes first on every new connection, in the
+/// same write as the first request).
 #[derive(Clone, Default)]
 pub struct Access {
     tls: Option<TlsConnector>,
+    password: Option<Bytes>,
 }
 
 impl Access {
@@ -88,7 +91,13 @@ impl Access {
     /// TLS, trusting the authority whose certificate is in `ca_file`
     /// (`ca.pem` from `raftkv certs`).
     pub fn tls(ca_file: &std::path::Path) -> Result<Access, TlsError> {
-        Ok(Access { tls: Some(tls::client_connector(ca_file)?) })
+        Ok(Access { tls: Some(tls::client_connector(ca_file)?), password: None })
+    }
+
+    /// Authenticates every connection with `password` (`AUTH password`).
+    pub fn with_password(mut self, password: impl Into<String>) -> Access {
+        self.password = Some(Bytes::from(password.into()));
+        self
     }
 
     pub fn is_tls(&self) -> bool {
@@ -98,7 +107,8 @@ impl Access {
 
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Access").field("tls", &self.tls.is_some()).finish()
+        let password = self.password.as_ref().map(|_| "..");
+        f.debug_struct("Access").field("tls", &self.tls.is_some()).field("password", &password).finish()
     }
 }
 
@@ -108,8 +118,12 @@ pub async fn info(addr: SocketAddr, access: &Access, timeout: Duration) -> Resul
     let ask = async {
         let mut conn = Connection::open(addr, access).await?;
         let mut out = BytesMut::new();
+        conn.begin(&mut out);
         encode_request(&ClientCommand::Info, &mut out);
         conn.send(&out).await?;
+        if let Some(refusal) = conn.auth_refusal().await? {
+            return Ok(Reply::Error(refusal));
+        }
         conn.next_reply().await
     };
     match tokio::time::timeout(timeout, ask).await {
@@ -190,9 +204,16 @@ pub async fn operator(
             continue;
         };
         let mut out = BytesMut::new();
+        conn.begin(&mut out);
         encode_request(command, &mut out);
         conn.send(&out).await.map_err(ClientError::Io)?;
-        let reply = match tokio::time::timeout_at(deadline, conn.next_reply()).await {
+        let replies = async {
+            match conn.auth_refusal().await? {
+                Some(refusal) => Ok(Reply::Error(refusal)),
+                None => conn.next_reply().await,
+            }
+        };
+        let reply = match tokio::time::timeout_at(deadline, replies).await {
             Err(_elapsed) => return Err(ClientError::Deadline { attempts }),
             Ok(Err(RespError::Io(e))) => return Err(ClientError::Io(e)),
             Ok(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
@@ -385,6 +406,10 @@ struct Connection {
     stream: BoxStream,
     read: BytesMut,
     codec: ReplyCodec,
+    /// The password, until `AUTH` has been sent.
+    unsent_auth: Option<Bytes>,
+    /// `AUTH` was sent and its reply not read yet.
+    auth_due: bool,
 }
 
 impl Connection {
@@ -395,7 +420,35 @@ impl Connection {
             None => Box::new(tcp),
             Some(connector) => Box::new(connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?),
         };
-        Ok(Connection { stream, read: BytesMut::with_capacity(4096), codec: ReplyCodec::default() })
+        Ok(Connection {
+            stream,
+            read: BytesMut::with_capacity(4096),
+            codec: ReplyCodec::default(),
+            unsent_auth: access.password.clone(),
+            auth_due: false,
+        })
+    }
+
+    /// Starts the next write: on a new connection that must authenticate,
+    /// `AUTH` goes first.
+    fn begin(&mut self, out: &mut BytesMut) {
+        if let Some(password) = self.unsent_auth.take() {
+            encode_request(&ClientCommand::Auth { username: None, password: Password(password) }, out);
+            self.auth_due = true;
+        }
+    }
+
+    /// Reads the reply to `AUTH` if one is due: `Some(error)` if the server
+    /// refused it (then this connection is of no further use).
+    async fn auth_refusal(&mut self) -> Result<Option<String>, RespError> {
+        if !std::mem::take(&mut self.auth_due) {
+            return Ok(None);
+        }
+        match self.next_reply().await? {
+            Reply::Ok => Ok(None),
+            Reply::Error(error) => Ok(Some(error)),
+            other => Err(RespError::Protocol(format!("{other:?} in answer to AUTH"))),
+        }
     }
 
     /// Writes and flushes (TLS holds the last record until flushed).
@@ -612,6 +665,7 @@ impl RemoteClerk {
         }
         let Some(conn) = slot.as_mut() else { unreachable!("opened above") };
         let mut out = BytesMut::new();
+        conn.begin(&mut out);
         encode_request(&ClientCommand::Session { client: request.client, seq: request.seq }, &mut out);
         let cmd = match &request.op {
             Op::Get { key } => ClientCommand::Get { key: key.clone() },
@@ -620,6 +674,10 @@ impl RemoteClerk {
         };
         encode_request(&cmd, &mut out);
         conn.send(&out).await?;
+        if let Some(refusal) = conn.auth_refusal().await? {
+            self.conns[to as usize] = None;
+            return Ok(Outcome::Refused(refusal));
+        }
         match conn.next_reply().await? {
             Reply::Ok => {}
             Reply::Error(error) => {

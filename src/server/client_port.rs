@@ -20,7 +20,7 @@ use super::client::random_client_id;
 use super::config::ClusterConfig;
 use super::node::{NodeHandle, SubmitError};
 use super::resp::{ClientCommand, MemberCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT};
-use super::resp::{CLUSTERDOWN, TRYAGAIN};
+use super::resp::{AUTH_NOT_CONFIGURED, CLUSTERDOWN, NOAUTH, TRYAGAIN, WRONGPASS};
 use super::tls::{BoxStream, NodeTls};
 use crate::kv::{AdminError, AdminOp, AdminReply, ClientId, Command, Response, ServiceError};
 use crate::raft::{MembershipChange, Refusal};
@@ -125,13 +125,23 @@ async fn serve(mut stream: BoxStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut codec = ServerCodec::new(shared.limits);
     let mut input = BytesMut::with_capacity(4096);
     let mut output = BytesMut::with_capacity(4096);
-    let mut session = Session::new();
+    let mut session = Session::new(shared.cluster.requirepass.is_none());
     loop {
         // Answer every complete request in the buffer, then flush once.
         loop {
             match codec.decode(&mut input) {
                 Ok(Some(Ok(command))) => {
-                    let (reply, close) = execute(command, &mut session, &shared).await;
+                    let (reply, close) = match authenticate(&command, &mut session, &shared) {
+                        Some(refused) => {
+                            if refused == WRONGPASS {
+                                tracing::warn!(%peer, "client refused: wrong password");
+                            } else {
+                                tracing::debug!(%peer, "client refused: {refused}");
+                            }
+                            (Reply::Error(refused.into()), false)
+                        }
+                        None => execute(command, &mut session, &shared).await,
+                    };
                     encode(&mut codec, reply, &mut output);
                     if close {
                         let _ = write_out(&mut stream, &output).await;
@@ -177,19 +187,22 @@ fn encode(codec: &mut ServerCodec, reply: Reply, output: &mut BytesMut) {
     }
 }
 
-/// The `(client, seq)` the next request on this connection carries.
+/// The `(client, seq)` the next request on this connection carries, and
+/// whether the connection has authenticated.
 struct Session {
     /// Set by `RAFTKV.SESSION`, used by the next request only.
     bound: Option<(ClientId, u64)>,
     own_client: ClientId,
     own_seq: u64,
+    /// True from the start when no password is required.
+    authenticated: bool,
 }
 
 impl Session {
-    fn new() -> Session {
+    fn new(authenticated: bool) -> Session {
         // A fresh random id per connection; the top bit marks it as
         // server-assigned.
-        Session { bound: None, own_client: SERVER_ASSIGNED_CLIENT_BIT | random_client_id(), own_seq: 0 }
+        Session { bound: None, own_client: SERVER_ASSIGNED_CLIENT_BIT | random_client_id(), own_seq: 0, authenticated }
     }
 
     fn next(&mut self) -> (ClientId, u64) {
@@ -197,6 +210,33 @@ impl Session {
             self.own_seq += 1;
             (self.own_client, self.own_seq)
         })
+    }
+}
+
+/// The password gate, Redis's way: with `requirepass` set, a connection
+/// gets [`NOAUTH`] for everything but `AUTH`, `PING`, `HELLO` and `QUIT`
+/// until an `AUTH` succeeds. Returns the refusal of `command`, if any
+/// (an `AUTH` is answered here: `+OK` is `None`, after which
+/// [`execute`] answers it).
+fn authenticate(command: &ClientCommand, session: &mut Session, shared: &Shared) -> Option<&'static str> {
+    let required = shared.cluster.requirepass.as_deref();
+    match command {
+        ClientCommand::Auth { username, password } => {
+            let Some(required) = required else { return Some(AUTH_NOT_CONFIGURED) };
+            let user_ok = username.as_deref().is_none_or(|u| u == "default");
+            // Both compared whatever the user, so a wrong user takes as long.
+            let password_ok = password.matches(required.as_bytes());
+            // A failed AUTH leaves an authenticated connection as it was
+            // (as in Redis).
+            if user_ok && password_ok {
+                session.authenticated = true;
+                return None;
+            }
+            Some(WRONGPASS)
+        }
+        ClientCommand::Ping { .. } | ClientCommand::Hello | ClientCommand::Quit => None,
+        _ if session.authenticated => None,
+        _ => Some(NOAUTH),
     }
 }
 
@@ -213,6 +253,8 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
             return (Reply::Ok, false);
         }
         Err(ClientCommand::Info) => return (Reply::Bulk(info(shared).into()), false),
+        // Checked by `authenticate` before it got here.
+        Err(ClientCommand::Auth { .. }) => return (Reply::Ok, false),
         Err(ClientCommand::Member(member)) => {
             let op = match member {
                 MemberCommand::List => return (Reply::Bulk(members(shared).into()), false),

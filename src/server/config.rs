@@ -18,6 +18,8 @@
 //! trailing_entries = 10240 # entries kept behind a snapshot for slow followers
 //! trailing_mib = 64       # and at most this many MiB of commands
 //!
+//! requirepass = "secret"  # optional: clients must AUTH first (as in Redis)
+//!
 //! [tls]                   # optional: mutual TLS between peers
 //! dir = "certs"           # from `raftkv certs --out certs` (relative to this file)
 //! clients = true          # TLS on the client port too (default false)
@@ -79,6 +81,10 @@ pub struct ClusterConfig {
     /// timeout. See [`ClusterConfig::peer_silence`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_silence_ms: Option<u64>,
+    /// Clients must `AUTH` with this password before any command but
+    /// `AUTH`, `PING`, `HELLO` and `QUIT` (Redis's `requirepass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirepass: Option<String>,
     #[serde(default)]
     pub snapshots: SnapshotSettings,
     /// TLS on the peer port (and, if asked, the client port); plain TCP
@@ -209,6 +215,7 @@ impl ClusterConfig {
             read_path: ReadPath::default(),
             initial_voters: None,
             peer_silence_ms: None,
+            requirepass: None,
             snapshots: SnapshotSettings::default(),
             tls: None,
             nodes: (0..u16::from(n))
@@ -235,6 +242,9 @@ impl ClusterConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a ClusterConfig always serializes")
     }
+
+    /// The longest `requirepass` accepted.
+    pub const PASSWORD_BYTES_MAX: usize = 512;
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |why: String| Err(ConfigError::Invalid(why));
@@ -264,6 +274,12 @@ impl ClusterConfig {
                     "peer_silence_ms = {ms}; it must be at least 4 and below the minimum election timeout ({election_min} ms), or a dead link would outlast it"
                 ));
             }
+        }
+        if self.requirepass.as_deref().is_some_and(|p| p.is_empty() || p.len() > Self::PASSWORD_BYTES_MAX) {
+            return invalid(format!(
+                "requirepass must be 1 to {} bytes (leave it out for no password)",
+                Self::PASSWORD_BYTES_MAX
+            ));
         }
         self.snapshots.validate().map_err(ConfigError::Invalid)?;
         self.raft_config(0, 0).validate().map_err(ConfigError::Invalid)

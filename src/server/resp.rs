@@ -135,6 +135,28 @@ pub enum ClientCommand {
     Member(MemberCommand),
     /// `RAFTKV.TRANSFER id`: hand leadership to voter `id`.
     Transfer { to: NodeId },
+    /// `AUTH [username] password`: the runtime checks it against the
+    /// configured `requirepass` (the only user is `default`).
+    Auth { username: Option<String>, password: Password },
+}
+
+/// A password as it arrived: never printed (its `Debug` is redacted), so
+/// a logged command cannot leak it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Password(pub Bytes);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+impl Password {
+    /// Compares with `expected` in time independent of where they differ
+    /// (the length may show; the content does not).
+    pub fn matches(&self, expected: &[u8]) -> bool {
+        self.0.len() == expected.len() && self.0.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
 }
 
 /// The operator's membership commands.
@@ -181,6 +203,7 @@ impl ClientCommand {
             | ClientCommand::Append { .. }
             | ClientCommand::Session { .. }
             | ClientCommand::Info
+            | ClientCommand::Auth { .. }
             | ClientCommand::Member(_)
             | ClientCommand::Transfer { .. } => return None,
             ClientCommand::Ping { message: None } => Reply::Pong,
@@ -232,6 +255,10 @@ impl ClientCommand {
             ClientCommand::Select { db } => vec![name("SELECT"), n(*db)],
             ClientCommand::ClientSubcommand => vec![name("CLIENT"), name("SETNAME")],
             ClientCommand::Hello => vec![name("HELLO")],
+            ClientCommand::Auth { username: None, password } => vec![name("AUTH"), Cow::Borrowed(&password.0[..])],
+            ClientCommand::Auth { username: Some(user), password } => {
+                vec![name("AUTH"), s(user), Cow::Borrowed(&password.0[..])]
+            }
             ClientCommand::Member(member) => {
                 let (sub, id) = match member {
                     MemberCommand::List => return vec![name("RAFTKV.MEMBER"), name("LIST")],
@@ -481,6 +508,14 @@ impl Reply {
         }
     }
 }
+
+/// The reply to a command before `AUTH`, when a password is required.
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+/// The reply to `AUTH` with a wrong password or a user other than `default`.
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+/// The reply to `AUTH` when no password is configured (Redis's words).
+pub const AUTH_NOT_CONFIGURED: &str =
+    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 
 /// The reply when no leader is known.
 pub const CLUSTERDOWN: &str = "CLUSTERDOWN no leader is known yet; retry";
@@ -912,6 +947,10 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
         Ok(ClientCommand::ClientSubcommand)
     } else if is("HELLO") {
         Ok(ClientCommand::Hello)
+    } else if is("AUTH") {
+        arity("auth", n == 1 || n == 2)?;
+        let username = if n == 2 { Some(utf8(next(), "username")?) } else { None };
+        Ok(ClientCommand::Auth { username, password: Password(next()) })
     } else if is("RAFTKV.MEMBER") {
         arity("raftkv.member", n >= 1)?;
         let sub = next();
@@ -1057,7 +1096,7 @@ mod tests {
             let k = RespLimits::default().key_bytes_max;
             let v = RespLimits::default().value_bytes_max;
             let id = u8::arbitrary(g) % (crate::raft::types::MAX_NODE_ID + 1);
-            AnyCommand(match u8::arbitrary(g) % 18 {
+            AnyCommand(match u8::arbitrary(g) % 20 {
                 0 => ClientCommand::Get { key: short(g, k) },
                 1 => ClientCommand::Set { key: short(g, k), value: short(g, v) },
                 2 => ClientCommand::Append { key: short(g, k), value: short(g, v) },
@@ -1075,6 +1114,8 @@ mod tests {
                 15 => ClientCommand::Member(MemberCommand::Promote(id)),
                 16 => ClientCommand::Member(MemberCommand::Remove(id)),
                 17 => ClientCommand::Transfer { to: id },
+                18 => ClientCommand::Auth { username: None, password: Password(bytes(g)) },
+                19 => ClientCommand::Auth { username: Some(short(g, 64)), password: Password(bytes(g)) },
                 _ => ClientCommand::Hello,
             })
         }
@@ -1245,6 +1286,28 @@ mod tests {
         assert_eq!(session(&SERVER_ASSIGNED_CLIENT_BIT.to_string()), Err(assigned));
         let too_big = CommandError::BadInteger { what: "client id" };
         assert_eq!(session("340282366920938463463374607431768211456"), Err(too_big));
+    }
+
+    #[test]
+    fn auth_takes_a_password_or_a_user_and_a_password_and_never_prints_it() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"*2\r\n$4\r\nAUTH\r\n$6\r\nsecret\r\n");
+        buf.extend_from_slice(b"*3\r\n$4\r\nauth\r\n$7\r\ndefault\r\n$6\r\nsecret\r\n");
+        buf.extend_from_slice(b"*1\r\n$4\r\nAUTH\r\n");
+        let (out, error) = decode_all(&buf, RespLimits::default());
+        assert!(error.is_none(), "{error:?}");
+        let password = Password(Bytes::from_static(b"secret"));
+        assert_eq!(
+            out,
+            vec![
+                Ok(ClientCommand::Auth { username: None, password: password.clone() }),
+                Ok(ClientCommand::Auth { username: Some(s("default")), password: password.clone() }),
+                Err(CommandError::WrongArity { command: "auth" }),
+            ]
+        );
+        assert!(!format!("{:?}", out[0]).contains("secret"), "{:?}", out[0]);
+        assert!(password.matches(b"secret"));
+        assert!(!password.matches(b"secreT") && !password.matches(b"secret!") && !password.matches(b""));
     }
 
     #[test]
