@@ -589,6 +589,25 @@ async fn a_tls_cluster_with_a_password_serves_its_clients_through_a_crash_and_re
         assert_eq!(cli(2, &["get", "over-tls"]), "yes");
     }
 
+    // `raftkv status` over TLS with the password: a row per node, one
+    // leader, and a lag for each follower.
+    let servers: Vec<String> = cluster.clients().iter().map(|a| a.to_string()).collect();
+    let ca = cluster.root.path().join("certs/ca.pem");
+    let status = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["status", "--servers", &servers.join(","), "--cacert", ca.to_str().unwrap()])
+        .env("RAFTKV_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.status.success(), "{text}{}", String::from_utf8_lossy(&status.stderr));
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert_eq!(rows.iter().filter(|r| r.ends_with("leader")).count(), 1, "{text}");
+    for row in rows.iter().filter(|r| !r.ends_with("leader")) {
+        let lag = row.split_whitespace().last().unwrap();
+        assert!(lag.parse::<u64>().is_ok(), "a follower's lag: {text}");
+    }
+
     progress.stop.store(true, Ordering::Relaxed);
     let records = clients.await.unwrap();
     let history = check_history(&cluster, &records, epoch, 3).await;

@@ -113,6 +113,12 @@ enum Command {
         #[arg(long)]
         join: bool,
     },
+    /// Every server's view: role, term, leader, commit and applied index,
+    /// log, snapshot, members, and how far each follower lags.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Show or change the cluster's members, at its leader.
     Member {
         #[command(subcommand)]
@@ -362,6 +368,13 @@ pub fn main() -> ExitCode {
                 MemberAction::Remove { id } => vec![MemberCommand::Remove(id)],
             };
             target.operate(commands.into_iter().map(ClientCommand::Member).collect())
+        }
+        Command::Status { target } => {
+            let timeout = Duration::try_from_secs_f64(target.timeout).unwrap_or(Duration::from_secs(10));
+            match target.access.access() {
+                Ok(access) => super::status::run(target.servers, access, timeout),
+                Err(code) => code,
+            }
         }
         Command::TransferLeader { id, target } => target.operate(vec![ClientCommand::Transfer { to: id }]),
         Command::Put { key, value, target } => target.run(Op::Put { key, value }),

@@ -5,7 +5,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use raftkv::kv::Op;
 use raftkv::lincheck::{self, Budget, History, Verdict};
-use raftkv::server::client::{info, Access};
+use raftkv::server::client::{info, info_field, Access};
 use raftkv::server::load::{self, LoadSpec, Mix, Progress};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -137,7 +137,7 @@ async fn total_fsyncs(servers: &[SocketAddr], access: &Access) -> Option<u64> {
     let mut total = 0;
     for addr in servers {
         let text = info(*addr, access, Duration::from_secs(2)).await.ok()?;
-        total += text.lines().find_map(|l| l.strip_prefix("raft_fsyncs:"))?.trim().parse::<u64>().ok()?;
+        total += info_field(&text, "raft_fsyncs")?.parse::<u64>().ok()?;
     }
     Some(total)
 }

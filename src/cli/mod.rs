@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod member;
 pub mod server;
 pub mod sim;
+pub mod status;
 
 use clap::ValueEnum;
 

@@ -138,6 +138,11 @@ pub async fn info(addr: SocketAddr, access: &Access, timeout: Duration) -> Resul
     }
 }
 
+/// The value of field `name` in `INFO` text (`name:value` lines), trimmed.
+pub fn info_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
+}
+
 /// How long a client ([`RemoteClerk`], [`operator`]) pauses after a
 /// refusal (`TRYAGAIN`, `CLUSTERDOWN`) or a server it cannot reach before
 /// it asks again.
@@ -166,7 +171,7 @@ async fn leader_elsewhere(addrs: Arc<[SocketAddr]>, access: Access, waiting_on: 
         let mut newest: Option<(u64, Option<NodeId>)> = None;
         for (id, &addr) in addrs.iter().enumerate().filter(|&(id, _)| id != usize::from(waiting_on)) {
             let Ok(text) = info(addr, &access, PROBE_EVERY).await else { continue };
-            let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim);
+            let field = |name: &str| info_field(&text, name);
             let Some(term) = field("raft_term").and_then(|t| t.parse::<u64>().ok()) else { continue };
             let leads = (field("raft_role") == Some("Leader")).then_some(id as NodeId);
             match newest {

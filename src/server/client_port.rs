@@ -377,7 +377,7 @@ fn info(shared: &Shared) -> String {
          raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\nraft_first_index:{}\r\n\
          raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n\
          raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n\
-         raft_voters:{}\r\nraft_learners:{}\r\n\r\n\
+         raft_snapshot_index:{}\r\nraft_voters:{}\r\nraft_learners:{}\r\nraft_matched:{}\r\n\r\n\
          # Memory\r\nused_memory:{}\r\nused_memory_rss:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
@@ -395,8 +395,11 @@ fn info(shared: &Shared) -> String {
         load(&c.snapshots_taken),
         load(&c.snapshots_installed),
         load(&c.last_snapshot_bytes),
+        s.snapshot_index,
         ids(s.membership.voters),
         ids(s.membership.learners),
+        // `id=index,...`: a leader's view of each other member's log.
+        s.matched.iter().flatten().map(|(id, index)| format!("{id}={index}")).collect::<Vec<_>>().join(","),
         // 0 where nothing was counted (not the raftkv binary) or unknown.
         super::memory::used_bytes().unwrap_or(0),
         super::memory::rss_bytes().unwrap_or(0),

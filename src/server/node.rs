@@ -56,6 +56,7 @@ use super::handoff::{BoundedChannel, Inbox, PushError, Ticket, Waiters};
 use super::storage::{RaftStorage, StorageError};
 use crate::kv::{AdminId, AdminOp, AdminReply, AdminRequest};
 use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput, ServerOutput, SnapshotJob};
+use crate::raft::types::MAX_NODES;
 use crate::raft::{Envelope, LogIndex, Membership, NodeId, Persist, Role, Snapshot, Term};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
@@ -131,6 +132,11 @@ pub struct Status {
     /// The configuration in force here: the latest in the log, committed
     /// or not.
     pub membership: Membership,
+    /// The last index the node's snapshot covers (0: none).
+    pub snapshot_index: LogIndex,
+    /// A leader's view of how far each other member's log matches its own
+    /// (all `None` unless leader): what `raftkv status` shows as lag.
+    pub matched: [Option<(NodeId, LogIndex)>; MAX_NODES],
 }
 
 /// Counters of the runtime, for `INFO` and the benchmark's fsyncs per op.
@@ -440,6 +446,15 @@ fn status_of(server: &KvServer) -> Status {
         applied_index: server.kv().applied_index(),
         first_index: node.log().first_index(),
         membership: *node.membership(),
+        snapshot_index: node.snapshot().map_or(0, |s| s.meta.index),
+        matched: {
+            let mut matched = [None; MAX_NODES];
+            let others = node.progress().iter().filter(|(&id, _)| id != node.id());
+            for (slot, (&id, progress)) in matched.iter_mut().zip(others) {
+                *slot = Some((id, progress.match_index));
+            }
+            matched
+        },
     }
 }
 

@@ -282,8 +282,7 @@ impl Drop for TestCluster {
 /// One `INFO` field of node `addr`, if it answers.
 pub async fn info_field(addr: SocketAddr, field: &str) -> Option<String> {
     let text = info(addr, &Access::plain(), Duration::from_millis(500)).await.ok()?;
-    let prefix = format!("{field}:");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().to_string())
+    raftkv::server::client::info_field(&text, field).map(str::to_string)
 }
 
 /// One numeric `INFO` field of node `addr`, if it answers.
@@ -314,7 +313,7 @@ pub async fn leader_among(clients: &[SocketAddr], access: &Access) -> u8 {
     loop {
         for (id, &addr) in clients.iter().enumerate() {
             let Ok(text) = info(addr, access, Duration::from_millis(500)).await else { continue };
-            if text.lines().any(|l| l.trim() == "raft_role:Leader") {
+            if raftkv::server::client::info_field(&text, "raft_role") == Some("Leader") {
                 return id as u8;
             }
         }
