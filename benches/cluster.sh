@@ -8,6 +8,9 @@
 #
 # RAFTKV_BIN=path runs another build of raftkv instead of building this one
 # (to compare two versions in one sitting: run them alternately).
+# RAFTKV_TLS=1 runs the cluster with `--tls` (every port, peers mutually
+# authenticated) and the clients over TLS: run it beside a plain run to
+# compare (benches/tls.sh does both, alternating).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -20,7 +23,9 @@ bin=${RAFTKV_BIN:-target/release/raftkv}
 port=22379
 servers=127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))
 
-"$bin" cluster --port $port --peer-port 23379 >/tmp/raftkv-bench-cluster.log 2>&1 &
+tls_flag=()
+[ "${RAFTKV_TLS:-0}" = 1 ] && tls_flag=(--tls)
+"$bin" cluster --port $port --peer-port 23379 "${tls_flag[@]}" >/tmp/raftkv-bench-cluster.log 2>&1 &
 cluster=$!
 trap 'kill $cluster 2>/dev/null; wait $cluster 2>/dev/null || true' EXIT
 # The launcher prints this line once a read went through.
@@ -28,16 +33,20 @@ until grep -q "A leader is elected" /tmp/raftkv-bench-cluster.log; do
     kill -0 $cluster 2>/dev/null || { cat /tmp/raftkv-bench-cluster.log; exit 1; }
     sleep 0.1
 done
+cacert=()
+if [ "${RAFTKV_TLS:-0}" = 1 ]; then
+    cacert=(--cacert "$(grep -o -- '--cacert [^ ]*' /tmp/raftkv-bench-cluster.log | head -1 | cut -d' ' -f2)")
+fi
 
 for mix in puts gets; do
     for clients in 1 16 64; do
         echo "== $mix, $clients clients"
-        "$bin" bench --servers "$servers" --mix $mix --clients $clients --seconds "$seconds" \
+        "$bin" bench --servers "$servers" "${cacert[@]}" --mix $mix --clients $clients --seconds "$seconds" \
             --keys 1000 --key-size 16 --value-size 100
     done
 done
 
-if command -v redis-benchmark >/dev/null; then
+if command -v redis-benchmark >/dev/null && [ "${RAFTKV_TLS:-0}" != 1 ]; then
     leader=$(for p in $port $((port + 1)) $((port + 2)); do
         redis-cli -p $p info | grep -q "raft_role:Leader" && echo $p; done | head -1)
     for clients in 1 16 64; do

@@ -613,3 +613,47 @@ async fn a_tls_cluster_with_a_password_serves_its_clients_through_a_crash_and_re
     let history = check_history(&cluster, &records, epoch, 3).await;
     eprintln!("e2e tls: {} history entries; killed and restarted node {first}", history.ops.len());
 }
+
+/// The metrics endpoint (`metrics` in `cluster.toml`): after some writes,
+/// the leader's scrape shows its requests, fsync latencies, messages per
+/// peer and each follower's lag, in the Prometheus text format; anything
+/// but `GET /metrics` gets 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_shows_the_leader_at_work() {
+    let ports = free_ports(3);
+    let mut cluster = TestCluster::configure_with("metrics", 3, |c| {
+        for (node, port) in c.nodes.iter_mut().zip(&ports) {
+            node.metrics = Some(std::net::SocketAddr::from(([127, 0, 0, 1], *port)));
+        }
+    });
+    cluster.start_all();
+    let mut clerk = RemoteClerk::new(1 << 41, cluster.clients(), 0, Duration::from_millis(500));
+    for i in 0..20 {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        clerk.run(raftkv::kv::Op::Put { key: format!("k{i}"), value: "v".into() }, deadline).await.unwrap();
+    }
+    let l = leader(&cluster).await;
+    let get = |port: u16, path: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.unwrap();
+        response
+    };
+    let scrape = get(ports[usize::from(l)], "/metrics").await;
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    let value = |name: &str| -> f64 {
+        let line = scrape.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("no {name}: {scrape}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("raftkv_is_leader "), 1.0);
+    assert!(value("raftkv_requests_total ") >= 20.0, "{scrape}");
+    assert!(value("raftkv_fsync_seconds_count ") >= 1.0, "{scrape}");
+    assert!(value("raftkv_applied_entries_total ") >= 20.0, "{scrape}");
+    for follower in (0..3u8).filter(|&id| id != l) {
+        assert!(value(&format!("raftkv_peer_messages_sent{{peer=\"{follower}\"}} ")) >= 20.0, "{scrape}");
+        assert!(scrape.contains(&format!("raftkv_follower_lag_entries{{peer=\"{follower}\"}}")), "{scrape}");
+    }
+    assert!(get(ports[0], "/").await.starts_with("HTTP/1.1 404"));
+}

@@ -74,6 +74,9 @@ enum Command {
         /// Clients must `AUTH` with this password first (`redis-cli -a`).
         #[arg(long)]
         requirepass: Option<String>,
+        /// Serve Prometheus metrics (`GET /metrics`): node i on port + i.
+        #[arg(long)]
+        metrics_port: Option<u16>,
     },
     /// Issue a certificate authority and a certificate per node for a TLS
     /// cluster (`[tls] dir = "..."` in cluster.toml). Run again with more
@@ -327,6 +330,7 @@ pub fn main() -> ExitCode {
             snapshot_trailing_mib,
             tls,
             requirepass,
+            metrics_port,
         } => super::cluster::run(super::cluster::ClusterArgs {
             nodes,
             spares,
@@ -343,6 +347,7 @@ pub fn main() -> ExitCode {
             },
             tls,
             requirepass,
+            metrics_port,
         }),
         Command::Certs { out, nodes, hosts } => match raftkv::server::tls::issue(&out, 0..nodes, &hosts) {
             Ok(written) => {

@@ -39,6 +39,8 @@ pub struct ClusterArgs {
     pub tls: bool,
     /// Clients must `AUTH` with it.
     pub requirepass: Option<String>,
+    /// Node i serves metrics on this port + i.
+    pub metrics_port: Option<u16>,
 }
 
 pub fn run(args: ClusterArgs) -> ExitCode {
@@ -49,6 +51,11 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         requirepass: args.requirepass.clone(),
         ..ClusterConfig::local(all, args.peer_port, args.port)
     };
+    if let Some(base) = args.metrics_port {
+        for (i, node) in config.nodes.iter_mut().enumerate() {
+            node.metrics = Some(SocketAddr::from(([127, 0, 0, 1], base.saturating_add(i as u16))));
+        }
+    }
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -56,9 +63,11 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     // A clear message for the most common failure; the servers would say it
     // too, but in their log files.
     for node in &config.nodes {
-        for addr in [node.client, node.peer] {
+        for addr in [Some(node.client), Some(node.peer), node.metrics].into_iter().flatten() {
             if let Err(e) = std::net::TcpListener::bind(addr) {
-                eprintln!("error: cannot listen on {addr}: {e}; choose other ports with --port and --peer-port");
+                eprintln!(
+                    "error: cannot listen on {addr}: {e}; choose other ports with --port, --peer-port and --metrics-port"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -108,8 +117,9 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     println!("raftkv: a {}-node cluster on 127.0.0.1{tls_note}, data in {}", args.nodes, root.display());
     for (id, node) in config.nodes.iter().enumerate() {
         let spare = if id >= usize::from(args.nodes) { "  (spare: not a member yet)" } else { "" };
+        let metrics = node.metrics.map(|m| format!("  metrics http://{m}/metrics")).unwrap_or_default();
         println!(
-            "  node {id}: clients {}  peers {}  log {}{spare}",
+            "  node {id}: clients {}  peers {}{metrics}  log {}{spare}",
             node.client,
             node.peer,
             log_path(&root, id as u8).display()

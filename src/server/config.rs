@@ -27,6 +27,7 @@
 //! [[nodes]]               # node 0
 //! peer = "127.0.0.1:7100"
 //! client = "127.0.0.1:6379"
+//! metrics = "127.0.0.1:9100" # optional: Prometheus's GET /metrics
 //!
 //! [[nodes]]               # node 1
 //! peer = "127.0.0.1:7101"
@@ -57,6 +58,9 @@ pub struct NodeAddrs {
     pub peer: SocketAddr,
     /// Clients, in RESP (`specs/client.md`).
     pub client: SocketAddr,
+    /// Prometheus scrapes (`GET /metrics`, plain HTTP); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The whole cluster, as every member sees it.
@@ -219,7 +223,7 @@ impl ClusterConfig {
             snapshots: SnapshotSettings::default(),
             tls: None,
             nodes: (0..u16::from(n))
-                .map(|i| NodeAddrs { peer: addr(peer_base + i), client: addr(client_base + i) })
+                .map(|i| NodeAddrs { peer: addr(peer_base + i), client: addr(client_base + i), metrics: None })
                 .collect(),
         }
     }
@@ -256,7 +260,7 @@ impl ClusterConfig {
         }
         let mut seen = BTreeSet::new();
         for (id, node) in self.nodes.iter().enumerate() {
-            for addr in [node.peer, node.client] {
+            for addr in [Some(node.peer), Some(node.client), node.metrics].into_iter().flatten() {
                 if !seen.insert(addr) {
                     return invalid(format!("address {addr} (node {id}) is used twice"));
                 }

@@ -21,6 +21,8 @@
 //!   client port.
 //! - [`client_port`]: the RESP listener that turns commands into requests.
 //! - [`load`]: closed-loop clients recording a history (bench, e2e tests).
+//! - [`metrics`]: the Prometheus endpoint (`GET /metrics`), off unless
+//!   configured.
 //! - [`memory`]: the allocation counter behind `INFO`'s `used_memory`.
 //! - [`tls`]: TLS on both ports, peer identity by certificate, and the
 //!   certificates `raftkv certs` issues.
@@ -49,6 +51,8 @@ pub mod link;
 pub mod load;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod memory;
+#[cfg(all(feature = "runtime", not(loom)))]
+pub mod metrics;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod node;
 #[cfg(all(feature = "runtime", not(loom)))]

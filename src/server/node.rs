@@ -60,6 +60,7 @@ use crate::raft::types::MAX_NODES;
 use crate::raft::{Envelope, LogIndex, Membership, NodeId, Persist, Role, Snapshot, Term};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -139,9 +140,21 @@ pub struct Status {
     pub matched: [Option<(NodeId, LogIndex)>; MAX_NODES],
 }
 
-/// Counters of the runtime, for `INFO` and the benchmark's fsyncs per op.
-#[derive(Debug, Default)]
+/// Counters of the runtime, for `INFO`, the metrics endpoint and the
+/// benchmark's fsyncs per op.
+#[derive(Debug)]
 pub struct Counters {
+    /// Client requests handed to the node (reads and writes, retries
+    /// included).
+    pub requests: AtomicU64,
+    /// Elections this node started (it became a candidate).
+    pub elections: AtomicU64,
+    /// Times this node learned of a new leader (itself included).
+    pub leader_changes: AtomicU64,
+    /// How long each storage write (one fsync) took, in seconds.
+    pub fsync_seconds: Histogram,
+    /// Log entries per storage write.
+    pub entries_per_fsync: Histogram,
     /// Storage writes that had something to write (each is one fsync).
     pub fsyncs: AtomicU64,
     /// Batches handed to the persist thread.
@@ -157,6 +170,27 @@ pub struct Counters {
     pub snapshots_installed: AtomicU64,
     /// The size in bytes of the last snapshot taken.
     pub last_snapshot_bytes: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            requests: AtomicU64::default(),
+            elections: AtomicU64::default(),
+            leader_changes: AtomicU64::default(),
+            // 50 µs to about 1.6 s: a page-cache write to a stalled disk.
+            fsync_seconds: Histogram::new(exponential_buckets(50e-6, 2.0, 16)),
+            // 1 to 32,768 entries.
+            entries_per_fsync: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            fsyncs: AtomicU64::default(),
+            batches: AtomicU64::default(),
+            applied: AtomicU64::default(),
+            dropped_peer_messages: AtomicU64::default(),
+            snapshots_taken: AtomicU64::default(),
+            snapshots_installed: AtomicU64::default(),
+            last_snapshot_bytes: AtomicU64::default(),
+        }
+    }
 }
 
 /// Why a request was not queued.
@@ -490,6 +524,7 @@ fn node_loop(
             match event {
                 Event::Peer(envelope) => inputs.push(ServerInput::Peer(envelope)),
                 Event::Client { request, key } => {
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
                     waiting.entry((request.client, request.seq)).or_default().push(key);
                     inputs.push(ServerInput::Client(request));
                 }
@@ -552,7 +587,16 @@ fn node_loop(
                 shared.admin_waiters.complete(reply.id, reply);
             }
         }
-        *status.lock().unwrap_or_else(|e| e.into_inner()) = status_of(&server);
+        let now = status_of(&server);
+        let mut known = status.lock().unwrap_or_else(|e| e.into_inner());
+        if now.role == Some(Role::Candidate) && (known.role != Some(Role::Candidate) || known.term != now.term) {
+            counters.elections.fetch_add(1, Ordering::Relaxed);
+        }
+        if now.leader.is_some() && (now.leader, now.term) != (known.leader, known.term) {
+            counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        *known = now;
+        drop(known);
         if !persists.is_empty() {
             counters.batches.fetch_add(1, Ordering::Relaxed);
             if shared.batches.send(ToDisk::Batches(persists)).is_err() {
@@ -588,7 +632,11 @@ fn persist_loop(
         // The batches first: saving a snapshot is independent of them (it
         // covers applied entries only), so it may wait behind them.
         if let Some(last) = writes.last().map(|p| p.number) {
+            let started = Instant::now();
             storage.write(&writes)?;
+            counters.fsync_seconds.observe(started.elapsed().as_secs_f64());
+            let entries = writes.iter().filter_map(|p| p.log.as_ref()).map(|w| w.entries.len()).sum::<usize>();
+            counters.entries_per_fsync.observe(entries as f64);
             counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             shared.inbox.persisted(last);
         }

@@ -218,8 +218,28 @@ pub struct PeerStats {
     pub acks_out: u64,
 }
 
+/// One link's share of the counts (the metrics endpoint shows them per peer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Envelopes written to the peer.
+    pub sent: u64,
+    /// Envelopes for the peer dropped: from a full queue or in a failed write.
+    pub dropped: u64,
+    /// Valid envelopes from the peer delivered.
+    pub received: u64,
+}
+
+#[derive(Debug, Default)]
+struct LinkCounters {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    received: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
+    /// Per peer, for every member but this node (fixed at start).
+    links: BTreeMap<NodeId, LinkCounters>,
     queued: AtomicU64,
     sent: AtomicU64,
     dropped_full: AtomicU64,
@@ -244,6 +264,17 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 impl Counters {
+    fn link(&self, peer: NodeId) -> Option<&LinkCounters> {
+        self.links.get(&peer)
+    }
+
+    fn links(&self) -> Vec<(NodeId, LinkStats)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let stats =
+            |l: &LinkCounters| LinkStats { sent: get(&l.sent), dropped: get(&l.dropped), received: get(&l.received) };
+        self.links.iter().map(|(&id, l)| (id, stats(l))).collect()
+    }
+
     fn snapshot(&self) -> PeerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PeerStats {
@@ -407,7 +438,8 @@ impl PeerSender {
     pub fn send(&self, envelope: Envelope<Command>) {
         debug_assert_ne!(envelope.to, self.id, "node {} sent a message to itself", self.id);
         debug_assert_eq!(envelope.from, self.id, "node {} sent a message as node {}", self.id, envelope.from);
-        let queue = match self.queues.get(&envelope.to) {
+        let to = envelope.to;
+        let queue = match self.queues.get(&to) {
             Some(queue) if envelope.from == self.id => queue,
             _ => {
                 debug!(node = self.id, from = envelope.from, to = envelope.to, "dropping a misaddressed envelope");
@@ -419,6 +451,9 @@ impl PeerSender {
             Pushed::DroppedOldest => {
                 bump(&self.counters.queued, 1);
                 bump(&self.counters.dropped_full, 1);
+                if let Some(link) = self.counters.link(to) {
+                    bump(&link.dropped, 1);
+                }
             }
             Pushed::Closed => bump(&self.counters.dropped_closed, 1),
         }
@@ -461,7 +496,8 @@ impl PeerTransport {
             io::Error::new(e.kind(), format!("node {}: cannot bind the peer listener on {listen}: {e}", config.id))
         })?;
         let local_addr = listener.local_addr()?;
-        let counters = Arc::new(Counters::default());
+        let links = config.peers.keys().map(|&peer| (peer, LinkCounters::default())).collect();
+        let counters = Arc::new(Counters { links, ..Counters::default() });
         let stop = CancellationToken::new();
 
         let mut writers = JoinSet::new();
@@ -520,6 +556,12 @@ impl PeerTransport {
         self.counters.snapshot()
     }
 
+    /// A handle that reads the counters from anywhere, for as long as it
+    /// is kept (the metrics endpoint).
+    pub fn stats_handle(&self) -> PeerStatsHandle {
+        PeerStatsHandle(self.counters.clone())
+    }
+
     /// Stops every task and waits until they have ended: when this returns,
     /// every socket of the transport is closed. Envelopes still queued are
     /// dropped; later [`PeerSender::send`]s count as `dropped_closed`.
@@ -533,6 +575,21 @@ impl PeerTransport {
                 warn!(error = %e, "peer listener task failed");
             }
         }
+    }
+}
+
+/// Reads a transport's counters (see [`PeerTransport::stats_handle`]).
+#[derive(Clone, Debug)]
+pub struct PeerStatsHandle(Arc<Counters>);
+
+impl PeerStatsHandle {
+    pub fn stats(&self) -> PeerStats {
+        self.0.snapshot()
+    }
+
+    /// Each peer's link, by id.
+    pub fn links(&self) -> Vec<(NodeId, LinkStats)> {
+        self.0.links()
     }
 }
 
@@ -717,7 +774,7 @@ impl Writer {
                             }
                         }
                         () = until(live.deadline()) => {
-                            bump(&self.counters.dropped_write, batch);
+                            self.dropped(batch);
                             return Dropped::Silent;
                         }
                     }
@@ -727,15 +784,28 @@ impl Writer {
                 *buf = Vec::new();
             }
             match ended {
-                Ok(()) => bump(&self.counters.sent, batch),
+                Ok(()) => {
+                    bump(&self.counters.sent, batch);
+                    if let Some(link) = self.counters.link(self.peer) {
+                        bump(&link.sent, batch);
+                    }
+                }
                 Err(error) => {
-                    bump(&self.counters.dropped_write, batch);
+                    self.dropped(batch);
                     if let Some(e) = error {
                         warn!(node = self.me, peer = self.peer, error = %e, lost = batch, "write to peer failed; reconnecting");
                     }
                     return Dropped::Broken;
                 }
             }
+        }
+    }
+
+    /// Counts `batch` envelopes lost in a write.
+    fn dropped(&self, batch: u64) {
+        bump(&self.counters.dropped_write, batch);
+        if let Some(link) = self.counters.link(self.peer) {
+            bump(&link.dropped, batch);
         }
     }
 
@@ -993,6 +1063,9 @@ impl Connection {
                             return Ended::Refused(refused);
                         }
                         bump(&self.inbound.counters.frames_in, 1);
+                        if let Some(link) = self.inbound.counters.link(envelope.from) {
+                            bump(&link.received, 1);
+                        }
                         (self.inbound.deliver)(envelope);
                     }
                     Err(DecodeError::Incomplete { needed: n }) => {

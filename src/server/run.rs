@@ -7,6 +7,7 @@
 use super::client_port::ClientPort;
 use super::config::ClusterConfig;
 use super::faults::{self, FaultyStorage, Site};
+use super::metrics::{MetricsEndpoint, Sources};
 use super::node::{NodeFailure, NodeHandle, NodeRuntime, OnFatal, RuntimeConfig, SendToPeer};
 use super::peer::{PeerConfig, PeerTransport};
 use super::resp::RespLimits;
@@ -53,6 +54,12 @@ pub enum StartError {
     Peers(std::io::Error),
     /// The TLS files do not load (the error names the file).
     Tls(super::tls::TlsError),
+    /// The metrics endpoint could not listen.
+    Metrics {
+        id: NodeId,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -68,6 +75,9 @@ impl fmt::Display for StartError {
             }
             StartError::Peers(source) => write!(f, "{source}"),
             StartError::Tls(e) => write!(f, "TLS: {e}"),
+            StartError::Metrics { id, addr, source } => {
+                write!(f, "node {id}: cannot listen for metrics scrapes on {addr}: {source}")
+            }
         }
     }
 }
@@ -80,6 +90,7 @@ pub struct Server {
     node: NodeRuntime,
     peers: PeerTransport,
     clients: ClientPort,
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl Server {
@@ -153,8 +164,25 @@ impl Server {
             ClientPort::start(me.client, node.handle().clone(), cluster.clone(), RespLimits::default(), client_tls)
                 .await
                 .map_err(|source| StartError::Clients { id, addr: me.client, source })?;
-        tracing::info!(node = id, peers = %peers.local_addr(), clients = %clients.local_addr(), "serving");
-        Ok(Server { id, node, peers, clients })
+        let metrics =
+            match me.metrics {
+                Some(addr) => {
+                    let sources = Sources { node: node.handle().clone(), peers: peers.stats_handle() };
+                    let endpoint = MetricsEndpoint::start(addr, sources)
+                        .await
+                        .map_err(|source| StartError::Metrics { id, addr, source })?;
+                    Some(endpoint)
+                }
+                None => None,
+            };
+        tracing::info!(
+            node = id,
+            peers = %peers.local_addr(),
+            clients = %clients.local_addr(),
+            metrics = ?metrics.as_ref().map(MetricsEndpoint::local_addr),
+            "serving"
+        );
+        Ok(Server { id, node, peers, clients, metrics })
     }
 
     pub fn id(&self) -> NodeId {
@@ -206,8 +234,11 @@ impl Server {
     /// Stops the node first (every waiting request is answered), then the
     /// sockets. Returns the node's failure if it stopped on its own.
     pub async fn shutdown(self) -> Result<(), NodeFailure> {
-        let Server { node, peers, clients, .. } = self;
+        let Server { node, peers, clients, metrics, .. } = self;
         let result = tokio::task::spawn_blocking(move || node.shutdown()).await.unwrap_or(Ok(()));
+        if let Some(metrics) = metrics {
+            metrics.shutdown().await;
+        }
         clients.shutdown().await;
         peers.shutdown().await;
         result
