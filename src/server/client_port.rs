@@ -48,6 +48,12 @@ struct Shared {
     tls: Option<Arc<NodeTls>>,
 }
 
+/// Client connections open at once (Redis's `maxclients` default); one
+/// more is told `-ERR max number of clients reached` and closed. With
+/// [`RespLimits`] bounding each connection's buffers, this bounds what
+/// idle or slow connections can hold.
+pub const CONNECTIONS_MAX: usize = 10_000;
+
 /// How long a client has to complete its TLS handshake: a connection that
 /// never does is closed, not kept.
 pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -87,11 +93,22 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: wa
             _ = stopped.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    if connections.len() >= CONNECTIONS_MAX {
+                        tracing::warn!(%peer, max = CONNECTIONS_MAX, "too many client connections; closing the new one");
+                        if shared.tls.is_none() {
+                            let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                        }
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     connections.spawn(handshake_and_serve(stream, peer, shared.clone()));
                 }
-                // Out of file descriptors and the like: log, keep serving.
-                Err(e) => tracing::warn!("accepting a client connection failed: {e}"),
+                // Out of file descriptors and the like: log, pause (the
+                // error would repeat at once), keep serving.
+                Err(e) => {
+                    tracing::warn!("accepting a client connection failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
             },
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
