@@ -115,6 +115,10 @@ enum Command {
         /// matters while the data directory holds no configuration.
         #[arg(long)]
         join: bool,
+        /// Dial peer ID at ADDR instead of its configured peer address (a
+        /// proxy or NAT in between). Repeatable.
+        #[arg(long = "route", value_name = "ID=ADDR", value_parser = parse_route)]
+        routes: Vec<(NodeId, SocketAddr)>,
     },
     /// Every server's view: role, term, leader, commit and applied index,
     /// log, snapshot, members, and how far each follower lags.
@@ -313,6 +317,14 @@ impl Target {
     }
 }
 
+/// `ID=ADDR` of `raftkv server --route`.
+fn parse_route(text: &str) -> Result<(NodeId, SocketAddr), String> {
+    let (id, addr) = text.split_once('=').ok_or("expected ID=ADDR, e.g. 1=127.0.0.1:7001")?;
+    let id = id.parse().map_err(|e| format!("node id {id:?}: {e}"))?;
+    let addr = addr.parse().map_err(|e| format!("address {addr:?}: {e}"))?;
+    Ok((id, addr))
+}
+
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
@@ -361,8 +373,8 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Server { config, id, data_dir, exit_with_parent, join } => {
-            super::server::run(config, id, data_dir, exit_with_parent, join)
+        Command::Server { config, id, data_dir, exit_with_parent, join, routes } => {
+            super::server::run(config, id, data_dir, exit_with_parent, join, routes)
         }
         Command::Member { action, target } => {
             let commands = match action {

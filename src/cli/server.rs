@@ -4,11 +4,19 @@ use raftkv::raft::NodeId;
 use raftkv::server::config::ClusterConfig;
 use raftkv::server::node::{NodeFailure, OnFatal};
 use raftkv::server::run::{Server, ServerOptions};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: bool, join: bool) -> ExitCode {
+pub fn run(
+    config: PathBuf,
+    id: NodeId,
+    data_dir: PathBuf,
+    exit_with_parent: bool,
+    join: bool,
+    routes: Vec<(NodeId, SocketAddr)>,
+) -> ExitCode {
     super::init_logging();
     super::exit_on_panic();
     match raftkv::server::faults::FaultPlan::from_env() {
@@ -38,7 +46,8 @@ pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: boo
                 NodeFailure::Panic { .. } => super::EXIT_PANIC,
             }));
         });
-        let server = match Server::start(ServerOptions { cluster, id, data_dir, join }, on_fatal).await {
+        let routes = routes.into_iter().collect();
+        let server = match Server::start(ServerOptions { cluster, id, data_dir, join, routes }, on_fatal).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");

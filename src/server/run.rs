@@ -16,6 +16,7 @@ use super::tls::NodeTls;
 use crate::kv::snapshot::SnapshotError;
 use crate::kv::{AdminOp, KvServer};
 use crate::raft::NodeId;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,10 @@ pub struct ServerOptions {
     /// Start outside the configuration even if `id` is an initial voter
     /// (a replaced disk): `raftkv server --join`.
     pub join: bool,
+    /// Dial these peers at these addresses instead of the configured ones
+    /// (`raftkv server --route ID=ADDR`): a proxy or a NAT in between. The
+    /// peers still listen where the configuration says.
+    pub routes: BTreeMap<NodeId, SocketAddr>,
 }
 
 /// Why a server did not start. Every message names the node or the file.
@@ -54,6 +59,11 @@ pub enum StartError {
     Peers(std::io::Error),
     /// The TLS files do not load (the error names the file).
     Tls(super::tls::TlsError),
+    /// A `--route` names this node or a node the configuration lacks.
+    Route {
+        id: NodeId,
+        route: NodeId,
+    },
     /// The metrics endpoint could not listen.
     Metrics {
         id: NodeId,
@@ -75,6 +85,9 @@ impl fmt::Display for StartError {
             }
             StartError::Peers(source) => write!(f, "{source}"),
             StartError::Tls(e) => write!(f, "TLS: {e}"),
+            StartError::Route { id, route } => {
+                write!(f, "node {id}: --route {route}=...: node {route} is not another member of the configuration")
+            }
             StartError::Metrics { id, addr, source } => {
                 write!(f, "node {id}: cannot listen for metrics scrapes on {addr}: {source}")
             }
@@ -99,8 +112,11 @@ impl Server {
     /// `on_fatal` is told when the node stops on its own (a storage error or
     /// a panic); `raftkv server` exits the process there.
     pub async fn start(options: ServerOptions, on_fatal: OnFatal) -> Result<Server, StartError> {
-        let ServerOptions { cluster, id, data_dir, join } = options;
+        let ServerOptions { cluster, id, data_dir, join, routes } = options;
         let me = cluster.node(id).ok_or(StartError::NotAMember { id, members: cluster.members() })?.clone();
+        if let Some(&route) = routes.keys().find(|&&r| r == id || cluster.node(r).is_none()) {
+            return Err(StartError::Route { id, route });
+        }
         // Before the data directory: a server that cannot authenticate
         // must not start at all.
         let tls = match &cluster.tls {
@@ -145,7 +161,9 @@ impl Server {
         };
         let node = NodeRuntime::start(server, storage, send, runtime, on_fatal);
         let others = cluster.nodes.iter().enumerate().filter(|(i, _)| *i != usize::from(id));
-        let mut peer_config = PeerConfig::new(id, me.peer, others.map(|(i, n)| (i as NodeId, n.peer)).collect());
+        let dial = |i: NodeId, configured: SocketAddr| routes.get(&i).copied().unwrap_or(configured);
+        let mut peer_config =
+            PeerConfig::new(id, me.peer, others.map(|(i, n)| (i as NodeId, dial(i as NodeId, n.peer))).collect());
         peer_config.silence_max = cluster.peer_silence();
         // A dead link is redialled at least as often as a leader heartbeats.
         peer_config.backoff_max = cluster.heartbeat_interval().max(peer_config.backoff_min);

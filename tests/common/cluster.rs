@@ -33,6 +33,8 @@ pub struct TestCluster {
     join: Vec<bool>,
     /// A command each node runs under (e.g. `ip netns exec NS`).
     wrap: Vec<Vec<String>>,
+    /// Extra `raftkv server` arguments per node (e.g. `--route`).
+    args: Vec<Vec<String>>,
     /// How clients reach the nodes (TLS after [`TestCluster::enable_tls`]).
     pub access: Access,
 }
@@ -121,6 +123,7 @@ impl TestCluster {
             env: vec![Vec::new(); nodes],
             join: vec![false; nodes],
             wrap: vec![Vec::new(); nodes],
+            args: vec![Vec::new(); nodes],
             access: Access::plain(),
         }
     }
@@ -174,6 +177,7 @@ impl TestCluster {
             .arg(self.data_dir(id))
             .arg("--exit-with-parent")
             .args(self.join[usize::from(id)].then_some("--join"))
+            .args(&self.args[usize::from(id)])
             .env("RUST_LOG", "info")
             .envs(self.env[usize::from(id)].iter().map(|(k, v)| (k, v)))
             // Closed when this test process dies, however it dies: the
@@ -220,6 +224,11 @@ impl TestCluster {
 
     /// Whether node `id` starts with `--join` from now on (a replaced disk
     /// the operator adds back).
+    /// Extra `raftkv server` arguments for node `id`'s next starts.
+    pub fn set_args(&mut self, id: u8, args: Vec<String>) {
+        self.args[usize::from(id)] = args;
+    }
+
     pub fn set_join(&mut self, id: u8, join: bool) {
         self.join[usize::from(id)] = join;
     }
