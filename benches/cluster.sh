@@ -47,8 +47,10 @@ for mix in puts gets; do
 done
 
 if command -v redis-benchmark >/dev/null && [ "${RAFTKV_TLS:-0}" != 1 ]; then
+    # Not `grep -q`: it would stop reading early, redis-cli would die of
+    # SIGPIPE, and pipefail would fail the pipeline.
     leader=$(for p in $port $((port + 1)) $((port + 2)); do
-        redis-cli -p $p info | grep -q "raft_role:Leader" && echo $p; done | head -1)
+        if redis-cli -p $p info | grep "raft_role:Leader" >/dev/null; then echo $p; fi; done | head -1)
     for clients in 1 16 64; do
         echo "== redis-benchmark SET against the leader (port $leader), $clients clients"
         redis-benchmark -p "$leader" -c $clients -n $((clients * 2000)) -r 1000 -d 100 -t set -q | tr "\r" "\n" | tail -n 1

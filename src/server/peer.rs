@@ -955,6 +955,9 @@ enum Ended {
     Refused(Refused),
     /// The TLS handshake failed, or named no member.
     Handshake(String),
+    /// Not a byte within `handshake_timeout` of the connection's start
+    /// (after the TLS handshake, if any).
+    Mute,
 }
 
 impl Connection {
@@ -977,6 +980,10 @@ impl Connection {
             Ended::Refused(error) => {
                 bump(&self.inbound.counters.refused_frames, 1);
                 warn!(node, %remote, from = ?self.from, error = ?error, "refused peer connection: {error}");
+            }
+            Ended::Mute => {
+                bump(&self.inbound.counters.refused_frames, 1);
+                warn!(node, %remote, "refused peer connection: nothing sent within {:?}", self.inbound.handshake_timeout);
             }
             Ended::Handshake(why) => {
                 bump(&self.inbound.counters.handshake_failures, 1);
@@ -1021,6 +1028,8 @@ impl Connection {
         let mut buf: Vec<u8> = Vec::new();
         let mut needed = 0;
         let mut pacer = AckPacer::new(self.inbound.ack_interval);
+        let speak_deadline = Instant::now() + self.inbound.handshake_timeout;
+        let mut spoke = false;
         loop {
             let room = max.saturating_sub(buf.len());
             let chunk = needed.max(READ_CHUNK_BYTES).min(room);
@@ -1028,9 +1037,16 @@ impl Connection {
                 buf.reserve_exact(chunk);
             }
             let mut into = (&mut buf).limit(chunk);
+            // A connection must start talking soon: a writer dials only
+            // when it has something to send. One that never does (half
+            // open, or idle on purpose) would hold one of the few inbound
+            // slots. (A whole first frame may take longer: it can be a
+            // large batch on a slow link.)
+            let identify_by = (!spoke).then_some(speak_deadline);
             let read = tokio::select! {
                 read = stream.read_buf(&mut into) => Some(read),
                 () = until(pacer.due()) => None,
+                () = until(identify_by) => return Ended::Mute,
             };
             let arrived = match read {
                 Some(Ok(0)) => return Ended::Eof,
@@ -1041,6 +1057,7 @@ impl Connection {
             let now = Instant::now();
             if arrived {
                 pacer.received(now);
+                spoke = true;
             }
             if pacer.should_send(now) {
                 match tls::try_write(stream, &[ACK]) {
@@ -1434,6 +1451,18 @@ mod tests {
         assert_eq!(stats.refused_frames, bad.len() as u64);
         assert_eq!(stats.frames_in, bad.len() as u64 + 2);
         assert!(rx.try_recv().is_err(), "nothing else was delivered");
+        a.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_sends_is_closed() {
+        let (deliver, _rx) = collector();
+        let mut cfg = config(0, any_port(), &[(1, free_addr())]);
+        cfg.silence_max = Duration::from_millis(40);
+        let a = PeerTransport::start(cfg, deliver).await.unwrap();
+        let mut mute = connect_raw(a.local_addr()).await;
+        assert_closed(&mut mute).await;
+        assert_eq!(a.stats().refused_frames, 1);
         a.shutdown().await;
     }
 
