@@ -12,7 +12,8 @@
 mod cluster;
 
 use cluster::{
-    after_more_ops, appends_load, check_history, free_ports, info_field, info_u64, leader, until, TestCluster, PATIENCE,
+    after_more_ops, appends_load, check_history, free_ports, info_field, info_u64, kill9_leader_and_restart, leader,
+    until, TestCluster, PATIENCE,
 };
 use raftkv::kv::Op;
 use raftkv::server::client::{operator, Access, RemoteClerk};
@@ -34,11 +35,7 @@ async fn kill_restart_and_pause_lose_nothing_and_stay_linearizable() {
     let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
 
     after_more_ops(&progress, 200).await;
-    let first = leader(&cluster).await;
-    cluster.kill9(first);
-    after_more_ops(&progress, 200).await;
-    cluster.restart(first);
-    after_more_ops(&progress, 200).await;
+    let first = kill9_leader_and_restart(&mut cluster, &progress, 200).await;
 
     // A Jepsen-style pause of whoever leads now: the others must elect a
     // new leader; when it wakes it must not serve anything stale.
@@ -543,11 +540,7 @@ async fn a_tls_cluster_with_a_password_serves_its_clients_through_a_crash_and_re
     let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
 
     after_more_ops(&progress, 200).await;
-    let first = leader(&cluster).await;
-    cluster.kill9(first);
-    after_more_ops(&progress, 200).await;
-    cluster.restart(first);
-    after_more_ops(&progress, 200).await;
+    let first = kill9_leader_and_restart(&mut cluster, &progress, 200).await;
 
     let addr = cluster.clients()[0];
     let ask = |access: Access| async move {

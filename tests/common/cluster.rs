@@ -331,6 +331,17 @@ pub async fn leader_among(clients: &[SocketAddr], access: &Access) -> u8 {
     }
 }
 
+/// Under load: SIGKILLs whoever leads, lets the others complete `ops`
+/// operations, restarts it, waits for `ops` more; returns its id.
+pub async fn kill9_leader_and_restart(cluster: &mut TestCluster, progress: &Progress, ops: u64) -> u8 {
+    let killed = leader(cluster).await;
+    cluster.kill9(killed);
+    after_more_ops(progress, ops).await;
+    cluster.restart(killed);
+    after_more_ops(progress, ops).await;
+    killed
+}
+
 pub async fn after_more_ops(progress: &Progress, more: u64) {
     let target = progress.completed.load(Ordering::Relaxed) + more;
     until(&format!("{more} more operations"), || async { progress.completed.load(Ordering::Relaxed) >= target }).await;
