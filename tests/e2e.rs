@@ -454,6 +454,26 @@ fn bad_setups_fail_with_clear_errors() {
     let (code, err) = run(&["--config", path.to_str().unwrap(), "--id", "0", "--data-dir", file.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("a-file"), "{err}");
+
+    // TLS asked for, without certificates: the file is named.
+    let mut tls = ClusterConfig::local(1, ports[0], free_ports(1)[0]);
+    tls.tls = Some(raftkv::server::config::TlsSettings { dir: root.path().join("no-certs"), clients: false });
+    let path = root.path().join("tls.toml");
+    std::fs::write(&path, tls.to_toml()).unwrap();
+    let (code, err) = run(&["--config", path.to_str().unwrap(), "--id", "0", "--data-dir", data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("TLS") && err.contains("node-0.pem"), "{err}");
+
+    // A route to a node the configuration lacks, and one that is not ID=ADDR.
+    let one = root.path().join("one.toml");
+    std::fs::write(&one, ClusterConfig::local(1, ports[0], free_ports(1)[0]).to_toml()).unwrap();
+    let one = one.to_str().unwrap();
+    let (code, err) = run(&["--config", one, "--id", "0", "--data-dir", data, "--route", "4=127.0.0.1:1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--route 4"), "{err}");
+    let (code, err) = run(&["--config", one, "--id", "0", "--data-dir", data, "--route", "4"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("ID=ADDR"), "{err}");
 }
 
 /// `raftkv cluster` itself (issue 16): a node killed with SIGKILL is
