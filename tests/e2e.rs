@@ -476,6 +476,24 @@ fn bad_setups_fail_with_clear_errors() {
     assert!(err.contains("ID=ADDR"), "{err}");
 }
 
+/// `raftkv cluster --tls --requirepass ... --smoke`: the launcher issues
+/// the certificates, every node serves a write and a read over TLS with
+/// the password, and the printed hints carry `--tls --cacert` and `-a`.
+#[test]
+fn the_launcher_starts_a_tls_cluster_with_a_password() {
+    let (port, peer_port) = (cluster::free_port_run(3), cluster::free_port_run(3));
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["cluster", "--tls", "--requirepass", "s3cret", "--smoke"])
+        .args(["--port", &port.to_string(), "--peer-port", &peer_port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("TLS on every port") && text.contains("smoke check passed"), "{text}");
+    assert!(text.contains("redis-cli --tls --cacert ") && text.contains(" -a s3cret"), "{text}");
+}
+
 /// `raftkv cluster` itself (issue 16): a node killed with SIGKILL is
 /// reported and restarted, the others keep serving meanwhile, and SIGTERM
 /// stops everything with success. Before, the launcher stopped the whole
