@@ -385,6 +385,9 @@ async fn redis_cli_follows_moved_and_reads_back() {
     assert_eq!(cli(follower, &["set", "greeting", "hello"]), "OK");
     assert_eq!(cli(other, &["append", "greeting", " world"]), "OK");
     assert_eq!(cli(other, &["get", "greeting"]), "hello world");
+    assert_eq!(cli(follower, &["strlen", "greeting"]), "11");
+    assert_eq!(cli(follower, &["mget", "greeting", "missing", "greeting"]), "hello world\n\nhello world");
+    assert_eq!(cli(other, &["exists", "greeting", "missing", "greeting"]), "2");
     assert_eq!(cli(follower, &["get", "missing"]), "", "a missing key reads as the empty string");
     assert_eq!(cli(l, &["ping"]), "PONG");
 

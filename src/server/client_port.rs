@@ -282,6 +282,30 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
             return (admin(shared, op).await, false);
         }
         Err(ClientCommand::Transfer { to }) => return (admin(shared, AdminOp::TransferLeadership(to)).await, false),
+        Err(ClientCommand::Strlen { key }) => {
+            let reply = get(key, session, shared).await.map(|v| Reply::Integer(v.len() as i64));
+            return (reply.unwrap_or_else(|refused| refused), false);
+        }
+        Err(ClientCommand::MGet { keys }) => {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                match get(key, session, shared).await {
+                    Ok(value) => values.push(Reply::Bulk(value.into())),
+                    Err(refused) => return (refused, false),
+                }
+            }
+            return (Reply::Array(values), false);
+        }
+        Err(ClientCommand::Exists { keys }) => {
+            let mut count = 0;
+            for key in keys {
+                match get(key, session, shared).await {
+                    Ok(value) => count += i64::from(!value.is_empty()),
+                    Err(refused) => return (refused, false),
+                }
+            }
+            return (Reply::Integer(count), false);
+        }
         Err(other) => unreachable!("{other:?} has a local reply"),
     };
     let (client, seq) = session.next();
@@ -289,6 +313,16 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
     let result = submit(&shared.node, request.clone()).await;
     let leader_addr = |id| shared.cluster.node(id).map(|n| n.client.to_string());
     (Reply::from_result(&request.op, result, leader_addr), false)
+}
+
+/// A linearizable `GET` of `key` under this connection's session: the
+/// value, or the reply that refuses it (a redirect, `TRYAGAIN`, ...). The
+/// multi-key reads are one such `GET` per key, one after another.
+async fn get(key: String, session: &mut Session, shared: &Shared) -> Result<String, Reply> {
+    let (client, seq) = session.next();
+    let request = Command { client, seq, op: crate::kv::Op::Get { key } };
+    let leader_addr = |id| shared.cluster.node(id).map(|n| n.client.to_string());
+    submit(&shared.node, request.clone()).await.map_err(|e| Reply::from_result(&request.op, Err(e), leader_addr))
 }
 
 /// Hands the request to the node and waits (on a blocking thread: tickets

@@ -102,6 +102,14 @@ pub enum ClientCommand {
     Set { key: String, value: String },
     /// `APPEND key value`.
     Append { key: String, value: String },
+    /// `STRLEN key`: the length of `GET key`'s value, in bytes.
+    Strlen { key: String },
+    /// `MGET key [key ...]`: `GET` of each key, one after another (not
+    /// atomic across keys: each is linearizable on its own).
+    MGet { keys: Vec<String> },
+    /// `EXISTS key [key ...]`: how many of the keys hold a non-empty value
+    /// (a missing key reads as `""`, so `""` counts as missing).
+    Exists { keys: Vec<String> },
     /// `RAFTKV.SESSION <client_id> <seq>`: the next `GET`/`SET`/`APPEND` on
     /// this connection carries this `(client_id, seq)` instead of the
     /// connection's own session. This is how the project's clerk gets
@@ -201,6 +209,9 @@ impl ClientCommand {
             ClientCommand::Get { .. }
             | ClientCommand::Set { .. }
             | ClientCommand::Append { .. }
+            | ClientCommand::Strlen { .. }
+            | ClientCommand::MGet { .. }
+            | ClientCommand::Exists { .. }
             | ClientCommand::Session { .. }
             | ClientCommand::Info
             | ClientCommand::Auth { .. }
@@ -244,6 +255,11 @@ impl ClientCommand {
             ClientCommand::Get { key } => vec![name("GET"), s(key)],
             ClientCommand::Set { key, value } => vec![name("SET"), s(key), s(value)],
             ClientCommand::Append { key, value } => vec![name("APPEND"), s(key), s(value)],
+            ClientCommand::Strlen { key } => vec![name("STRLEN"), s(key)],
+            ClientCommand::MGet { keys } => std::iter::once(name("MGET")).chain(keys.iter().map(|k| s(k))).collect(),
+            ClientCommand::Exists { keys } => {
+                std::iter::once(name("EXISTS")).chain(keys.iter().map(|k| s(k))).collect()
+            }
             ClientCommand::Session { client, seq } => vec![name("RAFTKV.SESSION"), n(*client), n(*seq)],
             ClientCommand::Ping { message: None } => vec![name("PING")],
             ClientCommand::Ping { message: Some(message) } => vec![name("PING"), Cow::Borrowed(&message[..])],
@@ -908,6 +924,13 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
     } else if is("APPEND") {
         arity("append", n == 2)?;
         Ok(ClientCommand::Append { key: key(next(), limits)?, value: value(next(), limits)? })
+    } else if is("STRLEN") {
+        arity("strlen", n == 1)?;
+        Ok(ClientCommand::Strlen { key: key(next(), limits)? })
+    } else if is("MGET") || is("EXISTS") {
+        arity(if is("MGET") { "mget" } else { "exists" }, n >= 1)?;
+        let keys = rest.map(|k| key(k, limits)).collect::<Result<Vec<_>, _>>()?;
+        Ok(if is("MGET") { ClientCommand::MGet { keys } } else { ClientCommand::Exists { keys } })
     } else if is("RAFTKV.SESSION") {
         arity("raftkv.session", n == 2)?;
         let client = parse_client_id(&next()).ok_or(CommandError::BadInteger { what: "client id" })?;
@@ -1096,7 +1119,8 @@ mod tests {
             let k = RespLimits::default().key_bytes_max;
             let v = RespLimits::default().value_bytes_max;
             let id = u8::arbitrary(g) % (crate::raft::types::MAX_NODE_ID + 1);
-            AnyCommand(match u8::arbitrary(g) % 20 {
+            let keys = |g: &mut Gen| (0..1 + usize::arbitrary(g) % 6).map(|_| short(g, k)).collect();
+            AnyCommand(match u8::arbitrary(g) % 23 {
                 0 => ClientCommand::Get { key: short(g, k) },
                 1 => ClientCommand::Set { key: short(g, k), value: short(g, v) },
                 2 => ClientCommand::Append { key: short(g, k), value: short(g, v) },
@@ -1116,6 +1140,9 @@ mod tests {
                 17 => ClientCommand::Transfer { to: id },
                 18 => ClientCommand::Auth { username: None, password: Password(bytes(g)) },
                 19 => ClientCommand::Auth { username: Some(short(g, 64)), password: Password(bytes(g)) },
+                20 => ClientCommand::Strlen { key: short(g, k) },
+                21 => ClientCommand::MGet { keys: keys(g) },
+                22 => ClientCommand::Exists { keys: keys(g) },
                 _ => ClientCommand::Hello,
             })
         }
@@ -1286,6 +1313,24 @@ mod tests {
         assert_eq!(session(&SERVER_ASSIGNED_CLIENT_BIT.to_string()), Err(assigned));
         let too_big = CommandError::BadInteger { what: "client id" };
         assert_eq!(session("340282366920938463463374607431768211456"), Err(too_big));
+    }
+
+    #[test]
+    fn multi_key_reads_take_at_least_one_key() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n");
+        buf.extend_from_slice(b"*1\r\n$6\r\nexists\r\n");
+        buf.extend_from_slice(b"*3\r\n$6\r\nSTRLEN\r\n$1\r\na\r\n$1\r\nb\r\n");
+        let (out, error) = decode_all(&buf, RespLimits::default());
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(
+            out,
+            vec![
+                Ok(ClientCommand::MGet { keys: vec![s("a"), s("b")] }),
+                Err(CommandError::WrongArity { command: "exists" }),
+                Err(CommandError::WrongArity { command: "strlen" }),
+            ]
+        );
     }
 
     #[test]
