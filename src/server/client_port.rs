@@ -287,24 +287,14 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
             return (reply.unwrap_or_else(|refused| refused), false);
         }
         Err(ClientCommand::MGet { keys }) => {
-            let mut values = Vec::with_capacity(keys.len());
-            for key in keys {
-                match get(key, session, shared).await {
-                    Ok(value) => values.push(Reply::Bulk(value.into())),
-                    Err(refused) => return (refused, false),
-                }
-            }
-            return (Reply::Array(values), false);
+            let values = get_each(keys, session, shared).await;
+            let reply = values.map(|values| Reply::Array(values.into_iter().map(|v| Reply::Bulk(v.into())).collect()));
+            return (reply.unwrap_or_else(|refused| refused), false);
         }
         Err(ClientCommand::Exists { keys }) => {
-            let mut count = 0;
-            for key in keys {
-                match get(key, session, shared).await {
-                    Ok(value) => count += i64::from(!value.is_empty()),
-                    Err(refused) => return (refused, false),
-                }
-            }
-            return (Reply::Integer(count), false);
+            let values = get_each(keys, session, shared).await;
+            let reply = values.map(|values| Reply::Integer(values.iter().filter(|v| !v.is_empty()).count() as i64));
+            return (reply.unwrap_or_else(|refused| refused), false);
         }
         Err(other) => unreachable!("{other:?} has a local reply"),
     };
@@ -323,6 +313,15 @@ async fn get(key: String, session: &mut Session, shared: &Shared) -> Result<Stri
     let request = Command { client, seq, op: crate::kv::Op::Get { key } };
     let leader_addr = |id| shared.cluster.node(id).map(|n| n.client.to_string());
     submit(&shared.node, request.clone()).await.map_err(|e| Reply::from_result(&request.op, Err(e), leader_addr))
+}
+
+/// [`get`] of each key, one after another; the first refusal ends it.
+async fn get_each(keys: Vec<String>, session: &mut Session, shared: &Shared) -> Result<Vec<String>, Reply> {
+    let mut values = Vec::with_capacity(keys.len());
+    for key in keys {
+        values.push(get(key, session, shared).await?);
+    }
+    Ok(values)
 }
 
 /// Hands the request to the node and waits (on a blocking thread: tickets

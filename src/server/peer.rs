@@ -238,16 +238,16 @@ struct LinkCounters {
 
 #[derive(Debug, Default)]
 struct Counters {
-    /// Per peer, for every member but this node (fixed at start).
+    /// Per peer, for every member but this node (fixed at start). The
+    /// totals `sent` and `frames_in` are their sums: every envelope written
+    /// or delivered is to or from a member.
     links: BTreeMap<NodeId, LinkCounters>,
     queued: AtomicU64,
-    sent: AtomicU64,
     dropped_full: AtomicU64,
     dropped_misaddressed: AtomicU64,
     dropped_closed: AtomicU64,
     dropped_encode: AtomicU64,
     dropped_write: AtomicU64,
-    frames_in: AtomicU64,
     refused_frames: AtomicU64,
     connections_out: AtomicU64,
     connect_failures: AtomicU64,
@@ -279,13 +279,13 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PeerStats {
             queued: get(&self.queued),
-            sent: get(&self.sent),
+            sent: self.links.values().map(|l| get(&l.sent)).sum(),
             dropped_full: get(&self.dropped_full),
             dropped_misaddressed: get(&self.dropped_misaddressed),
             dropped_closed: get(&self.dropped_closed),
             dropped_encode: get(&self.dropped_encode),
             dropped_write: get(&self.dropped_write),
-            frames_in: get(&self.frames_in),
+            frames_in: self.links.values().map(|l| get(&l.received)).sum(),
             refused_frames: get(&self.refused_frames),
             connections_out: get(&self.connections_out),
             connect_failures: get(&self.connect_failures),
@@ -785,7 +785,6 @@ impl Writer {
             }
             match ended {
                 Ok(()) => {
-                    bump(&self.counters.sent, batch);
                     if let Some(link) = self.counters.link(self.peer) {
                         bump(&link.sent, batch);
                     }
@@ -1042,11 +1041,11 @@ impl Connection {
             // open, or idle on purpose) would hold one of the few inbound
             // slots. (A whole first frame may take longer: it can be a
             // large batch on a slow link.)
-            let identify_by = (!spoke).then_some(speak_deadline);
+            let speak_by = (!spoke).then_some(speak_deadline);
             let read = tokio::select! {
                 read = stream.read_buf(&mut into) => Some(read),
                 () = until(pacer.due()) => None,
-                () = until(identify_by) => return Ended::Mute,
+                () = until(speak_by) => return Ended::Mute,
             };
             let arrived = match read {
                 Some(Ok(0)) => return Ended::Eof,
@@ -1079,7 +1078,6 @@ impl Connection {
                         if let Err(refused) = self.admit(&envelope) {
                             return Ended::Refused(refused);
                         }
-                        bump(&self.inbound.counters.frames_in, 1);
                         if let Some(link) = self.inbound.counters.link(envelope.from) {
                             bump(&link.received, 1);
                         }

@@ -156,12 +156,11 @@ fn config_error(dir: &Path) -> impl Fn(rustls::Error) -> TlsError + '_ {
     move |source| TlsError::Config { dir: dir.to_owned(), source }
 }
 
-/// The authority's certificates as trust roots.
-fn roots(dir: &Path) -> Result<RootCertStore, TlsError> {
-    let path = dir.join(CA_CERT);
+/// The authority's certificates in `ca_file` as trust roots.
+fn roots(ca_file: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in read_certs(&path)? {
-        roots.add(cert).map_err(|e| TlsError::Parse { path: path.clone(), why: e.to_string() })?;
+    for cert in read_certs(ca_file)? {
+        roots.add(cert).map_err(|e| TlsError::Parse { path: ca_file.to_owned(), why: e.to_string() })?;
     }
     Ok(roots)
 }
@@ -190,7 +189,7 @@ impl NodeTls {
     pub fn load(dir: &Path, id: NodeId) -> Result<NodeTls, TlsError> {
         let chain = read_certs(&dir.join(node_cert_file(id)))?;
         let key = read_key(&dir.join(node_key_file(id)))?;
-        let roots = Arc::new(roots(dir)?);
+        let roots = Arc::new(roots(&dir.join(CA_CERT))?);
         let error = config_error(dir);
 
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
@@ -268,15 +267,11 @@ pub fn identify(cert: &CertificateDer<'_>, members: impl IntoIterator<Item = Nod
 
 /// A client's TLS: trusts the authority in `ca_file`, presents nothing.
 pub fn client_connector(ca_file: &Path) -> Result<TlsConnector, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs(ca_file)? {
-        roots.add(cert).map_err(|e| TlsError::Parse { path: ca_file.to_owned(), why: e.to_string() })?;
-    }
     let dir = ca_file.parent().unwrap_or(Path::new("."));
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_error(dir))?
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(ca_file)?)
         .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
 }
