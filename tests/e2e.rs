@@ -147,10 +147,21 @@ async fn members_are_added_replaced_and_removed_while_serving() {
         until(&format!("node {id} to hold the final configuration"), || async { voters(id).await == "0,1,2,3" }).await;
     }
     let servers = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_raftkv")).args(["member", "list", "--servers", &servers]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("voters=0.1.2.3") && text.contains("leader: 3"), "{text}");
+    let raftkv = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_raftkv")).args(args).args(["--servers", &servers]).output().unwrap();
+        assert!(out.status.success(), "raftkv {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let text = raftkv(&["member", "list"]);
+    assert!(text.contains("voters=0.1.2.3") && text.contains("leader: 3"), "{text}");
+    // The single-operation commands, through the clerk, on the grown cluster.
+    assert_eq!(raftkv(&["setnx", "cli-key", "first"]), "1");
+    assert_eq!(raftkv(&["setnx", "cli-key", "second"]), "0");
+    assert_eq!(raftkv(&["append", "cli-key", "+"]), "OK");
+    assert_eq!(raftkv(&["get", "cli-key"]), "first+");
+    assert_eq!(raftkv(&["del", "cli-key"]), "1");
+    assert_eq!(raftkv(&["del", "cli-key"]), "0");
+    assert_eq!(raftkv(&["get", "cli-key"]), "");
 }
 
 /// A leader asked to stop (SIGTERM) hands leadership over first: it exits
@@ -357,6 +368,35 @@ async fn a_wiped_follower_of_an_idle_cluster_catches_up() {
     assert_eq!(value, format!("v{}", 3 * EVERY - 4), "the last Put to k0 survives");
 }
 
+/// `raftkv bench --mix all --check` against a real cluster: Gets, Appends,
+/// Puts, DELs and SETNXs from 4 clients on 3 keys for 2 s, the history
+/// recorded and found linearizable by the checker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_checks_every_operation() {
+    let cluster = TestCluster::start("bench-all", 3);
+    leader(&cluster).await;
+    let servers = cluster.clients().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let history = cluster.root.path().join("bench-all.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["bench", "--mix", "all", "--clients", "4", "--keys", "3", "--seconds", "2", "--check"])
+        .args(["--servers", &servers, "--history-out"])
+        .arg(&history)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("linearizable (checked"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recorded = raftkv::lincheck::History::from_json(&std::fs::read_to_string(&history).unwrap()).unwrap();
+    for kind in [raftkv::lincheck::OpKind::Delete, raftkv::lincheck::OpKind::PutIfAbsent] {
+        let completed = recorded.ops.iter().filter(|o| o.kind == kind && o.ret.is_some());
+        let answers: std::collections::BTreeSet<&str> = completed.map(|o| o.output.as_str()).collect();
+        assert_eq!(answers, ["0", "1"].into(), "{kind:?} answered both ways");
+    }
+}
+
 /// `redis-cli` (Debian's redis-tools) against the cluster: a write through
 /// one node, redirected to the leader with -MOVED, read back through
 /// another. `.ci/run` installs redis-tools and sets
@@ -388,6 +428,14 @@ async fn redis_cli_follows_moved_and_reads_back() {
     assert_eq!(cli(follower, &["strlen", "greeting"]), "11");
     assert_eq!(cli(follower, &["mget", "greeting", "missing", "greeting"]), "hello world\n\nhello world");
     assert_eq!(cli(other, &["exists", "greeting", "missing", "greeting"]), "2");
+    assert_eq!(cli(follower, &["setnx", "lock", "a"]), "1");
+    assert_eq!(cli(other, &["setnx", "lock", "b"]), "0");
+    assert_eq!(cli(other, &["set", "lock", "c", "nx"]), "", "SET NX on a held key is a nil reply");
+    assert_eq!(cli(follower, &["set", "fresh", "c", "NX"]), "OK");
+    assert_eq!(cli(other, &["get", "lock"]), "a", "only the first SETNX took effect");
+    assert_eq!(cli(follower, &["del", "lock", "missing", "fresh"]), "2");
+    assert_eq!(cli(other, &["exists", "lock", "fresh"]), "0");
+    assert_eq!(cli(other, &["del", "lock"]), "0");
     assert_eq!(cli(follower, &["get", "missing"]), "", "a missing key reads as the empty string");
     assert_eq!(cli(l, &["ping"]), "PONG");
 

@@ -15,7 +15,7 @@ use raftkv::sim::churn::Churn;
 use raftkv::sim::scenario::{Chaos, ScenarioFailure};
 use raftkv::sim::{Failure, Sim, SimConfig, Workload};
 
-const CHAOS: Chaos = Chaos { servers: 5, clients: 5, keys: 3, run_us: 5_000_000 };
+const CHAOS: Chaos = Chaos { servers: 5, clients: 5, keys: 3, run_us: 5_000_000, all_ops: false };
 
 /// Runs the chaos schedule with `bug` on over seeds `0..max_seeds` and
 /// returns the first failure.
@@ -53,6 +53,24 @@ fn chaos_without_bugs_is_clean() {
             panic!("{}", common::report(&failure));
         }
     }
+}
+
+/// The control for `DEL` and `SETNX`: clients that also Delete and
+/// PutIfAbsent (whose replies depend on the value they meet) stay
+/// linearizable through the chaos schedule, and the histories do contain
+/// both answers of both calls.
+#[test]
+fn chaos_with_every_operation_is_clean() {
+    let chaos = Chaos { all_ops: true, ..CHAOS };
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in common::seeds(200) {
+        let outcome =
+            chaos.run(chaos.sim_config(seed)).unwrap_or_else(|failure| panic!("{}", common::report(&failure)));
+        for op in outcome.history.ops.iter().filter(|o| o.kind.is_conditional() && o.ret.is_some()) {
+            seen.insert((op.kind, op.output.clone()));
+        }
+    }
+    assert_eq!(seen.len(), 4, "not every answer of Delete and PutIfAbsent was seen: {seen:?}");
 }
 
 /// (b) Voting without the up-to-date check elects a leader that lacks

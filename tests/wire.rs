@@ -54,9 +54,11 @@ fn text(g: &mut Gen, max: usize) -> String {
 fn op(g: &mut Gen) -> Op {
     let limits = Limits::default();
     let key = text(g, limits.key_bytes_max);
-    match u8::arbitrary(g) % 3 {
+    match u8::arbitrary(g) % 5 {
         0 => Op::Put { key, value: text(g, limits.value_bytes_max) },
         1 => Op::Append { key, value: text(g, limits.value_bytes_max) },
+        2 => Op::Delete { key },
+        3 => Op::PutIfAbsent { key, value: text(g, limits.value_bytes_max) },
         _ => Op::Get { key },
     }
 }
@@ -271,6 +273,20 @@ fn every_variant_has_pinned_bytes() {
         (
             Message::Append { term: 5, prev_index: 3, prev_term: 2, entries, commit: 2, read_round: 7 },
             "04 05 03 02 04 05 00 05 01 09 01 00 01 6b 01 76 05 01 09 02 01 01 6b 01 77 05 01 09 03 02 01 6b 02 07",
+        ),
+        (
+            Message::Append {
+                term: 5,
+                prev_index: 3,
+                prev_term: 2,
+                entries: vec![
+                    command(4, Op::Delete { key: "k".into() }),
+                    command(5, Op::PutIfAbsent { key: "k".into(), value: "x".into() }),
+                ],
+                commit: 2,
+                read_round: 7,
+            },
+            "04 05 03 02 02 05 01 09 04 03 01 6b 05 01 09 05 04 01 6b 01 78 02 07",
         ),
         (Message::AppendReply { term: 5, result: Ok(7), read_round: 4 }, "05 05 00 07 04"),
         (

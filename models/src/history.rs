@@ -36,20 +36,18 @@ pub fn record_out(_cfg: &ModelConfig, h: &ModelHistory, env: Envelope<&ModelMsg>
                 return None;
             }
             let mut h = h.clone();
-            let (kind, value) = match &cmd.op {
-                Op::Put { value, .. } => (OpKind::Put, value.clone()),
-                Op::Append { value, .. } => (OpKind::Append, value.clone()),
-                Op::Get { .. } => (OpKind::Get, String::new()),
+            let client = u64::try_from(cmd.client).expect("the models' client ids are small");
+            // As `raftkv::sim::recorded` maps them (the models may not use
+            // the simulator).
+            let kind = match &cmd.op {
+                Op::Put { .. } => OpKind::Put,
+                Op::Append { .. } => OpKind::Append,
+                Op::Get { .. } => OpKind::Get,
+                Op::Delete { .. } => OpKind::Delete,
+                Op::PutIfAbsent { .. } => OpKind::PutIfAbsent,
             };
-            h.ops.push(Operation {
-                client: u64::try_from(cmd.client).expect("the models' client ids are small"),
-                kind,
-                key: cmd.op.key().to_string(),
-                value,
-                output: String::new(),
-                call: h.clock,
-                ret: None,
-            });
+            let value = cmd.op.value().unwrap_or_default();
+            h.ops.push(Operation::new(client, kind, cmd.op.key(), value, "", h.clock, None));
             h.seqs.push(cmd.seq);
             h.clock += 1;
             Some(h)
@@ -89,7 +87,7 @@ pub fn record_in(_cfg: &ModelConfig, h: &ModelHistory, env: Envelope<&ModelMsg>)
     let mut h = h.clone();
     let op = &mut h.ops[i];
     op.ret = Some(h.clock);
-    op.output = if op.kind == OpKind::Get { value.clone() } else { String::new() };
+    op.output = if op.kind.has_output() { value.clone() } else { String::new() };
     h.clock += 1;
     Some(h)
 }

@@ -161,6 +161,20 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Delete(key): remove the key; print 1 if it held a value, else 0.
+    Del {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// PutIfAbsent(key, value): set the value only if the key is missing
+    /// (or ""); print 1 if it was set, else 0.
+    Setnx {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Closed-loop clients against a running cluster: throughput, latency
     /// percentiles, fsyncs per operation; optionally record and check the
     /// history.
@@ -171,7 +185,8 @@ enum Command {
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// puts, gets, or appends (half Appends, half Gets).
+        /// puts, gets, appends (half Appends, half Gets), or all (Gets,
+        /// Appends, Puts, DELs and SETNXs).
         #[arg(long, value_enum, default_value_t = BenchMix::Puts)]
         mix: BenchMix,
         /// Keys are drawn at random among this many.
@@ -253,6 +268,7 @@ enum BenchMix {
     Puts,
     Gets,
     Appends,
+    All,
 }
 
 /// Which cluster a client command talks to.
@@ -397,6 +413,8 @@ pub fn main() -> ExitCode {
         Command::Put { key, value, target } => target.run(Op::Put { key, value }),
         Command::Append { key, value, target } => target.run(Op::Append { key, value }),
         Command::Get { key, target } => target.run(Op::Get { key }),
+        Command::Del { key, target } => target.run(Op::Delete { key }),
+        Command::Setnx { key, value, target } => target.run(Op::PutIfAbsent { key, value }),
         Command::Bench {
             clients,
             seconds,
@@ -423,6 +441,7 @@ pub fn main() -> ExitCode {
                     BenchMix::Puts => Mix::Puts,
                     BenchMix::Gets => Mix::Gets,
                     BenchMix::Appends => Mix::Appends,
+                    BenchMix::All => Mix::All,
                 },
                 keys,
                 key_bytes: key_size,

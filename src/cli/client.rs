@@ -1,5 +1,6 @@
-//! `raftkv put|append|get`: one operation through the project's clerk, which
-//! follows leader redirects and retries with the same `(client, seq)`.
+//! `raftkv put|append|get|del|setnx`: one operation through the project's
+//! clerk, which follows leader redirects and retries with the same
+//! `(client, seq)`.
 
 use raftkv::kv::Op;
 use raftkv::server::client::{random_client_id, Access, RemoteClerk};
@@ -12,7 +13,9 @@ pub fn run(servers: Vec<SocketAddr>, access: Access, op: Op, timeout: Duration) 
         eprintln!("error: no servers given");
         return ExitCode::from(2);
     }
-    let is_get = matches!(op, Op::Get { .. });
+    // Put and Append print OK; the others print the state machine's reply
+    // (a value, or 1/0).
+    let prints_reply = !matches!(op, Op::Put { .. } | Op::Append { .. });
     let runtime = super::runtime();
     let result = runtime.block_on(async move {
         let mut clerk = RemoteClerk::new(random_client_id(), servers, 0, Duration::from_secs(1)).with_access(access);
@@ -20,7 +23,7 @@ pub fn run(servers: Vec<SocketAddr>, access: Access, op: Op, timeout: Duration) 
     });
     match result {
         Ok(value) => {
-            println!("{}", if is_get { value } else { "OK".to_string() });
+            println!("{}", if prints_reply { value } else { "OK".to_string() });
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -23,7 +23,7 @@ pub fn sim(
         }
         Shape::Chaos => None,
     };
-    let chaos = Chaos { servers: 5, clients: 5, keys: 3, run_us: 5_000_000 };
+    let chaos = Chaos { servers: 5, clients: 5, keys: 3, run_us: 5_000_000, all_ops: false };
     let mut config = match &scenario {
         Some(s) => s.sim_config(seed),
         None => chaos.sim_config(seed),

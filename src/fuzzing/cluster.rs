@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 /// Small enough for hundreds of runs per second, big enough for elections,
 /// partitions and crashes to interleave with client traffic.
-const CHAOS: Chaos = Chaos { servers: 3, clients: 3, keys: 2, run_us: 2_000_000 };
+const CHAOS: Chaos = Chaos { servers: 3, clients: 3, keys: 2, run_us: 2_000_000, all_ops: false };
 
 /// The run's shape, from the seed's last byte; 0 (no knobs) keeps [`CHAOS`]
 /// and the simulator's defaults, so inputs written before the knobs existed

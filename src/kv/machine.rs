@@ -246,8 +246,25 @@ impl KvMachine {
                 String::new()
             }
             Op::Get { key } => self.get(key),
+            Op::Delete { key } => {
+                let held = self.data.remove(key).is_some_and(|old| !old.is_empty());
+                flag(held)
+            }
+            Op::PutIfAbsent { key, value } => {
+                let absent = self.data.get(key).is_none_or(String::is_empty);
+                if absent {
+                    self.data.insert(key.clone(), value.clone());
+                }
+                flag(absent)
+            }
         }
     }
+}
+
+/// The reply of an operation that did or did not take effect: `"1"` or
+/// `"0"`, as Redis answers `DEL` of one key and `SETNX`.
+fn flag(done: bool) -> String {
+    if done { "1" } else { "0" }.to_owned()
 }
 
 #[cfg(test)]

@@ -53,13 +53,39 @@ pub enum Op {
     Append { key: String, value: String },
     /// Read the value of `key` (`""` if missing).
     Get { key: String },
+    /// Remove `key` (Redis `DEL`). Replies `"1"` if it held a value and
+    /// `"0"` if it was missing; a key holding `""` counts as missing, since
+    /// it reads exactly like one.
+    Delete { key: String },
+    /// Set `key` to `value` only if it is missing or `""` (Redis `SETNX`,
+    /// `SET key value NX`). Replies `"1"` if it set the value, `"0"` if the
+    /// key already held one (then nothing changes).
+    PutIfAbsent { key: String, value: String },
 }
 
 impl Op {
     pub fn key(&self) -> &str {
         match self {
-            Op::Put { key, .. } | Op::Append { key, .. } | Op::Get { key } => key,
+            Op::Put { key, .. }
+            | Op::Append { key, .. }
+            | Op::Get { key }
+            | Op::Delete { key }
+            | Op::PutIfAbsent { key, .. } => key,
         }
+    }
+
+    /// The value this operation writes, if it carries one.
+    pub fn value(&self) -> Option<&str> {
+        match self {
+            Op::Put { value, .. } | Op::Append { value, .. } | Op::PutIfAbsent { value, .. } => Some(value),
+            Op::Get { .. } | Op::Delete { .. } => None,
+        }
+    }
+
+    /// True for a read, which changes nothing (the only operation that may
+    /// take the ReadIndex path).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. })
     }
 }
 
@@ -80,11 +106,7 @@ impl crate::raft::CommandBytes for Command {
     /// about 16 bytes of term, client, sequence number and tags.
     fn bytes(&self) -> u64 {
         const ENTRY_OVERHEAD_BYTES: u64 = 16;
-        ENTRY_OVERHEAD_BYTES
-            + match &self.op {
-                Op::Put { key, value } | Op::Append { key, value } => (key.len() + value.len()) as u64,
-                Op::Get { key } => key.len() as u64,
-            }
+        ENTRY_OVERHEAD_BYTES + (self.op.key().len() + self.op.value().map_or(0, str::len)) as u64
     }
 }
 
@@ -94,6 +116,8 @@ impl std::fmt::Display for Op {
             Op::Put { key, value } => write!(f, "Put({key:?}, {value:?})"),
             Op::Append { key, value } => write!(f, "Append({key:?}, {value:?})"),
             Op::Get { key } => write!(f, "Get({key:?})"),
+            Op::Delete { key } => write!(f, "Delete({key:?})"),
+            Op::PutIfAbsent { key, value } => write!(f, "PutIfAbsent({key:?}, {value:?})"),
         }
     }
 }

@@ -12,7 +12,7 @@
 //! This is exponential (up to `8!` orders times the pending subsets), so it
 //! refuses histories longer than [`BRUTE_MAX_OPS`].
 
-use super::history::{History, OpKind, Operation};
+use super::history::{History, Operation};
 use std::collections::BTreeMap;
 
 /// Longest history [`check_brute`] accepts.
@@ -54,18 +54,9 @@ fn search(ops: &[Operation], used: u32, store: &mut BTreeMap<String, String>) ->
             continue;
         }
         let old = store.get(&op.key).cloned();
-        let ok = match op.kind {
-            OpKind::Get => old.as_deref().unwrap_or("") == op.output,
-            OpKind::Put => {
-                store.insert(op.key.clone(), op.value.clone());
-                true
-            }
-            OpKind::Append => {
-                let new = format!("{}{}", old.as_deref().unwrap_or(""), op.value);
-                store.insert(op.key.clone(), new);
-                true
-            }
-        };
+        let (new, output) = op.step(old.as_deref().unwrap_or(""));
+        let ok = op.output_matches(&output);
+        store.insert(op.key.clone(), new);
         let found = ok && search(ops, used | (1 << i), store);
         match old {
             Some(v) => store.insert(op.key.clone(), v),
@@ -103,5 +94,19 @@ mod tests {
         assert_eq!(check_brute(&pending_get), Some(true));
         let backwards = History::new(vec![get("", 5, Some(4))]);
         assert_eq!(check_brute(&backwards), Some(false));
+        let del = |out: &str, c, r| Operation::delete(3, "k", out, c, r);
+        let if_absent = |v: &str, out: &str, c, r| Operation::put_if_absent(4, "k", v, out, c, r);
+        let deleted = History::new(vec![put("a", 0, Some(1)), del("1", 2, Some(3)), get("", 4, Some(5))]);
+        assert_eq!(check_brute(&deleted), Some(true));
+        let nothing_to_delete = History::new(vec![put("a", 0, Some(1)), del("0", 2, Some(3))]);
+        assert_eq!(check_brute(&nothing_to_delete), Some(false));
+        // Both set-if-absent calls overlap: exactly one of them may win.
+        let one_wins = History::new(vec![if_absent("a", "1", 0, Some(5)), if_absent("b", "0", 1, Some(4))]);
+        assert_eq!(check_brute(&one_wins), Some(true));
+        let both_win = History::new(vec![if_absent("a", "1", 0, Some(5)), if_absent("b", "1", 1, Some(4))]);
+        assert_eq!(check_brute(&both_win), Some(false));
+        // A pending delete's output says nothing, but it may have removed.
+        let pending_delete = History::new(vec![put("a", 0, Some(1)), del("", 2, None), get("", 4, Some(5))]);
+        assert_eq!(check_brute(&pending_delete), Some(true));
     }
 }

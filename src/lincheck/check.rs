@@ -6,7 +6,9 @@
 //! Input: the operations of ONE key. Output: whether some total order of them
 //! (a) respects real time, (b) contains every completed call and any subset
 //! of the pending ones, and (c) replays correctly against a single string
-//! register with put / append / get.
+//! register with put / append / get. A key with a Delete or PutIfAbsent
+//! goes to the general search ([`super::general`]) instead: the pruning
+//! here assumes no write depends on the value it meets.
 //!
 //! # Shape of the search
 //!
@@ -112,7 +114,7 @@ impl Steps {
     }
 
     /// Consumes one step; false once the budget is spent.
-    fn tick(&mut self) -> bool {
+    pub(super) fn tick(&mut self) -> bool {
         self.charge(1)
     }
 
@@ -144,6 +146,10 @@ pub(crate) enum KeyOutcome {
 pub(crate) fn check_key(ops: &[&Operation], steps: &mut Steps) -> KeyOutcome {
     if !steps.charge(ops.len() as u64) {
         return KeyOutcome::Unknown;
+    }
+    if ops.iter().any(|o| o.kind.is_conditional()) {
+        // The pruning below assumes no write looks at the value.
+        return super::general::check_key(ops, steps);
     }
     let mut live = Vec::with_capacity(ops.len());
     for &op in ops {
@@ -225,6 +231,7 @@ fn drop_invisible_pending(live: &mut Vec<&Operation>) {
                 let first_not_below = outputs.partition_point(|o| *o < arg);
                 outputs.get(first_not_below).is_some_and(|o| o.starts_with(arg))
             }
+            (None, OpKind::Delete | OpKind::PutIfAbsent) => unreachable!("checked by the general search"),
             (None, OpKind::Append) => {
                 if arg.is_empty() {
                     false
@@ -380,6 +387,7 @@ impl<'a> Search<'a> {
                 bytes: match op.kind {
                     OpKind::Get => op.output.as_bytes(),
                     OpKind::Put | OpKind::Append => op.value.as_bytes(),
+                    OpKind::Delete | OpKind::PutIfAbsent => unreachable!("checked by the general search"),
                 },
                 call: op.call,
                 completed: op.ret.is_some(),
@@ -497,6 +505,7 @@ impl<'a> Search<'a> {
             }
             OpKind::Append => Some(narrow(&self.outputs, value, op.bytes)),
             OpKind::Put => Some(op.put_value),
+            OpKind::Delete | OpKind::PutIfAbsent => unreachable!("checked by the general search"),
         }
     }
 

@@ -40,8 +40,11 @@ pub struct GenParams {
     pub keys: usize,
     /// Percentage of Appends.
     pub append_pct: u32,
-    /// Percentage of Puts; the remainder are Gets.
+    /// Percentage of Puts.
     pub put_pct: u32,
+    /// Percentage of conditional calls, Deletes and PutIfAbsents half and
+    /// half; the remainder are Gets.
+    pub conditional_pct: u32,
     /// Percentage of calls that never return (the client gives up after its
     /// timeout and moves on). Half of them take effect at some instant after
     /// their call, half never do.
@@ -64,6 +67,7 @@ impl GenParams {
             keys,
             append_pct,
             put_pct,
+            conditional_pct: 0,
             pending_pct: 0,
             max_duration: 10,
             max_gap: 3,
@@ -101,14 +105,20 @@ pub fn generate_with(seed: u64, params: &GenParams) -> History {
             OpKind::Append
         } else if roll < params.append_pct.saturating_add(params.put_pct) {
             OpKind::Put
+        } else if roll < params.append_pct.saturating_add(params.put_pct).saturating_add(params.conditional_pct) {
+            if rng.chance(50, 100) {
+                OpKind::Delete
+            } else {
+                OpKind::PutIfAbsent
+            }
         } else {
             OpKind::Get
         };
         let key = format!("k{}", rng.range(0, keys));
         let value = match (kind, params.values) {
-            (OpKind::Get, _) => String::new(),
+            (OpKind::Get | OpKind::Delete, _) => String::new(),
             (OpKind::Append, ValueStyle::Distinct) => format!("x {client} {i} y"),
-            (OpKind::Put, ValueStyle::Distinct) => format!("p {client} {i} "),
+            (OpKind::Put | OpKind::PutIfAbsent, ValueStyle::Distinct) => format!("p {client} {i} "),
             (_, ValueStyle::Tiny) => ["", "a", "b", "ab"][rng.range(0, 4) as usize].to_owned(),
         };
         let pending = rng.chance(u64::from(params.pending_pct), 100);
@@ -133,16 +143,11 @@ pub fn generate_with(seed: u64, params: &GenParams) -> History {
     let mut store: BTreeMap<String, String> = BTreeMap::new();
     for &(_, i) in &effects {
         let op = &mut ops[i];
-        match op.kind {
-            OpKind::Put => {
-                store.insert(op.key.clone(), op.value.clone());
-            }
-            OpKind::Append => store.entry(op.key.clone()).or_default().push_str(&op.value),
-            OpKind::Get => {
-                if op.ret.is_some() {
-                    op.output = store.get(&op.key).cloned().unwrap_or_default();
-                }
-            }
+        let value = store.entry(op.key.clone()).or_default();
+        let (after, output) = op.step(value);
+        *value = after;
+        if op.ret.is_some() && op.kind.has_output() {
+            op.output = output;
         }
     }
     History::new(ops)
@@ -158,7 +163,7 @@ pub fn mutate(seed: u64, history: &History) -> History {
     if ops.is_empty() {
         return History::new(ops);
     }
-    let gets: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].kind == OpKind::Get && ops[i].ret.is_some()).collect();
+    let gets: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].kind.has_output() && ops[i].ret.is_some()).collect();
     let writes: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].kind != OpKind::Get).collect();
     let pick = |rng: &mut Rng, from: &[usize]| from[rng.range(0, from.len() as u64) as usize];
     match rng.range(0, 4) {

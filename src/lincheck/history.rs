@@ -13,7 +13,7 @@ use std::fmt;
 /// Which key/value operation a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum OpKind {
     /// Replace the key's value with `value`.
     Put,
@@ -21,6 +21,29 @@ pub enum OpKind {
     Append,
     /// Read the key's value into `output` (`""` for a missing key).
     Get,
+    /// Remove the key; `output` is `"1"` if it held a non-empty value,
+    /// else `"0"` (a missing key and `""` are the same value).
+    Delete,
+    /// Set the key to `value` if its value is `""` (missing); `output` is
+    /// `"1"` if it did, else `"0"` (and nothing changed).
+    PutIfAbsent,
+}
+
+impl OpKind {
+    /// Whether a completed call's `output` says something the checker must
+    /// match (a Get's value, a Delete's or PutIfAbsent's `"1"`/`"0"`); Put
+    /// and Append return nothing.
+    pub fn has_output(self) -> bool {
+        matches!(self, OpKind::Get | OpKind::Delete | OpKind::PutIfAbsent)
+    }
+
+    /// Whether what the call does depends on the value it meets (Delete and
+    /// PutIfAbsent report whether the key was empty). The checker's
+    /// append-aware search assumes no write does; keys with such calls are
+    /// checked by the general search.
+    pub fn is_conditional(self) -> bool {
+        matches!(self, OpKind::Delete | OpKind::PutIfAbsent)
+    }
 }
 
 /// One client call, from the moment it was issued (`call`) to the moment the
@@ -35,13 +58,15 @@ pub struct Operation {
     /// Which client issued the call (informational: the checker uses only the
     /// times, so one client may even have overlapping calls).
     pub client: u64,
-    /// Put, Append or Get.
+    /// Put, Append, Get, Delete or PutIfAbsent.
     pub kind: OpKind,
     /// The key operated on.
     pub key: String,
-    /// The Put/Append argument; `""` for a Get (ignored for a Get).
+    /// The Put/Append/PutIfAbsent argument; `""` (ignored) for a Get or
+    /// Delete.
     pub value: String,
-    /// What a Get returned; `""` otherwise (ignored for Put/Append).
+    /// What a Get returned, or a Delete's or PutIfAbsent's `"1"`/`"0"`;
+    /// `""` (ignored) for Put and Append and for calls that never returned.
     pub output: String,
     /// Virtual time at which the client issued the call.
     pub call: u64,
@@ -74,8 +99,44 @@ impl Operation {
         Self::new(client, OpKind::Get, key, "", output, call, ret)
     }
 
-    fn new(client: u64, kind: OpKind, key: &str, value: &str, output: &str, call: u64, ret: Option<u64>) -> Self {
+    /// A `Delete(key)` call over `[call, ret]` that returned `output`
+    /// (`"1"`: the key held a value; `"0"`: it did not).
+    pub fn delete(client: u64, key: &str, output: &str, call: u64, ret: Option<u64>) -> Self {
+        Self::new(client, OpKind::Delete, key, "", output, call, ret)
+    }
+
+    /// A `PutIfAbsent(key, value)` call over `[call, ret]` that returned
+    /// `output` (`"1"`: it set the value; `"0"`: the key held one).
+    pub fn put_if_absent(client: u64, key: &str, value: &str, output: &str, call: u64, ret: Option<u64>) -> Self {
+        Self::new(client, OpKind::PutIfAbsent, key, value, output, call, ret)
+    }
+
+    /// A call of any kind (`value` and `output` as the fields say).
+    pub fn new(client: u64, kind: OpKind, key: &str, value: &str, output: &str, call: u64, ret: Option<u64>) -> Self {
         Operation { client, kind, key: key.to_owned(), value: value.to_owned(), output: output.to_owned(), call, ret }
+    }
+
+    /// The sequential specification, once for every checker: this call
+    /// applied to the key's value `before` (`""` when missing) gives the
+    /// value after it and the output it returns. (The service's state
+    /// machine, `kv::KvMachine`, implements the same rules.)
+    pub fn step(&self, before: &str) -> (String, String) {
+        let flag = |done: bool| if done { "1" } else { "0" }.to_owned();
+        match self.kind {
+            OpKind::Put => (self.value.clone(), String::new()),
+            OpKind::Append => (format!("{before}{}", self.value), String::new()),
+            OpKind::Get => (before.to_owned(), before.to_owned()),
+            OpKind::Delete => (String::new(), flag(!before.is_empty())),
+            OpKind::PutIfAbsent if before.is_empty() => (self.value.clone(), flag(true)),
+            OpKind::PutIfAbsent => (before.to_owned(), flag(false)),
+        }
+    }
+
+    /// Whether returning `output` is consistent with what was recorded: a
+    /// call that returned must have returned its recorded output, if its
+    /// kind has one; a call that never returned told nobody anything.
+    pub fn output_matches(&self, output: &str) -> bool {
+        !self.kind.has_output() || self.ret.is_none() || self.output == output
     }
 
     /// True if the call never returned.

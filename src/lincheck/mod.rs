@@ -1,8 +1,9 @@
 //! Linearizability checker for key/value histories.
 //!
 //! A *history* records, for every client call, what was asked
-//! ([`OpKind::Put`], [`OpKind::Append`] or [`OpKind::Get`] on a key), what a
-//! Get returned, and the virtual-time interval `[call, return]` during which
+//! ([`OpKind::Put`], [`OpKind::Append`], [`OpKind::Get`],
+//! [`OpKind::Delete`] or [`OpKind::PutIfAbsent`] on a key), what a Get,
+//! Delete or PutIfAbsent returned, and the virtual-time interval `[call, return]` during which
 //! it was outstanding. The history is *linearizable* if each call can be
 //! given a single instant inside its interval such that replaying the calls
 //! in the order of those instants against a plain sequential map reproduces
@@ -23,10 +24,14 @@
 //!    keys tractable, with a lookahead over the remaining append arguments),
 //!    merging of values no Get can observe, and skipping of pending calls
 //!    that cannot matter. Values are represented by their position among the
-//!    sorted Get outputs, never copied.
+//!    sorted Get outputs, never copied. A key with a Delete or
+//!    PutIfAbsent, whose effect depends on the value it meets, is checked
+//!    by the general search (`general.rs`: the same skeleton and memo,
+//!    whole values, no pruning).
 //! 3. An Illegal key is shrunk to a 1-minimal illegal subset (`minimise.rs`).
 //!
-//! Module map: `history.rs` (types, JSON), `check.rs` (the search),
+//! Module map: `history.rs` (types, JSON, the sequential spec
+//! [`Operation::step`]), `check.rs` (the search), `general.rs`,
 //! `lists.rs` and `appends.rs` (its indexes), `minimise.rs`, [`brute`] (the
 //! exhaustive reference checker for differential tests), [`gen`] (valid and
 //! corrupted histories for tests and benches).
@@ -44,6 +49,7 @@ mod appends;
 pub mod brute;
 mod check;
 pub mod gen;
+mod general;
 mod history;
 mod lists;
 mod minimise;

@@ -368,6 +368,9 @@ fn differential_against_brute_force() {
             max_duration: rng.range(0, 7),
             max_gap: rng.range(0, 3),
             values: if rng.chance(70, 100) { ValueStyle::Tiny } else { ValueStyle::Distinct },
+            // Drawn last, so the other parameters are those of before
+            // conditional calls existed.
+            conditional_pct: if rng.chance(50, 100) { rng.range(0, 40) as u32 } else { 0 },
         };
         let mut h = generate_with(seed, &params);
         let corrupt = seed % 3 != 0;
@@ -396,6 +399,63 @@ fn differential_against_brute_force() {
     eprintln!("differential: {legal} legal, {illegal} illegal");
     assert!(legal > CASES / 3, "only {legal} legal cases");
     assert!(illegal > CASES / 10, "only {illegal} illegal cases");
+}
+
+/// The general search (keys with conditional calls) and the append-aware
+/// one (all other keys) decide the same on histories of Puts, Appends and
+/// Gets too long for brute force: two independent searches over one spec.
+#[test]
+fn general_search_agrees_with_the_append_aware_one() {
+    let (mut legal, mut illegal) = (0, 0);
+    for seed in 0..2_000 {
+        let mut rng = Rng::new(seed ^ 0x6E6E);
+        let params = GenParams {
+            values: if rng.chance(50, 100) { ValueStyle::Tiny } else { ValueStyle::Distinct },
+            pending_pct: [0, 10][rng.range(0, 2) as usize],
+            max_duration: rng.range(1, 8),
+            ..GenParams::new(rng.range(10, 60) as usize, rng.range(2, 5) as usize, 1, 45, 15)
+        };
+        let mut h = generate_with(seed, &params);
+        if seed % 2 == 1 {
+            h = mutate(seed, &h);
+        }
+        let ops: Vec<&Operation> = h.ops.iter().collect();
+        let fast = check::check_key(&ops, &mut check::Steps::new(1_000_000));
+        let general = general::check_key(&ops, &mut check::Steps::new(1_000_000));
+        assert_eq!(fast, general, "seed {seed}, {params:?}\n{}", h.to_json());
+        match fast {
+            check::KeyOutcome::Ok => legal += 1,
+            check::KeyOutcome::Illegal => illegal += 1,
+            check::KeyOutcome::Unknown => {}
+        }
+    }
+    assert!(legal > 900 && illegal > 300, "{legal} legal, {illegal} illegal");
+}
+
+/// Valid histories with Deletes and PutIfAbsents on few keys, longer than
+/// brute force allows, are accepted within a small budget; corrupted ones
+/// are refused with a violation on one key.
+#[test]
+fn conditional_calls_are_checked() {
+    let (mut accepted, mut refused) = (0, 0);
+    for seed in 0..200 {
+        let params = GenParams {
+            conditional_pct: 30,
+            pending_pct: 5,
+            values: ValueStyle::Tiny,
+            ..GenParams::new(150, 4, 3, 20, 10)
+        };
+        let h = generate_with(seed, &params);
+        assert!(h.ops.iter().any(|o| o.kind == OpKind::Delete), "seed {seed}");
+        assert!(h.ops.iter().any(|o| o.kind == OpKind::PutIfAbsent), "seed {seed}");
+        assert_eq!(check(&h, Budget::steps(2_000_000)), Verdict::Ok, "seed {seed}\n{}", h.to_json());
+        accepted += 1;
+        if let Verdict::Illegal(v) = check(&mutate(seed, &h), Budget::steps(2_000_000)) {
+            assert!(v.ops.iter().all(|o| o.key == v.key), "seed {seed}");
+            refused += 1;
+        }
+    }
+    assert!(accepted == 200 && refused > 50, "{accepted} accepted, {refused} refused");
 }
 
 /// Larger histories than brute force can handle: a corruption found by the

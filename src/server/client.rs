@@ -672,12 +672,7 @@ impl RemoteClerk {
         let mut out = BytesMut::new();
         conn.begin(&mut out);
         encode_request(&ClientCommand::Session { client: request.client, seq: request.seq }, &mut out);
-        let cmd = match &request.op {
-            Op::Get { key } => ClientCommand::Get { key: key.clone() },
-            Op::Put { key, value } => ClientCommand::Set { key: key.clone(), value: value.clone() },
-            Op::Append { key, value } => ClientCommand::Append { key: key.clone(), value: value.clone() },
-        };
-        encode_request(&cmd, &mut out);
+        encode_request(&ClientCommand::of_op(&request.op), &mut out);
         conn.send(&out).await?;
         if let Some(refusal) = conn.auth_refusal().await? {
             self.conns[to as usize] = None;
@@ -705,6 +700,9 @@ impl RemoteClerk {
                 .map_err(|_| RespError::Protocol("a value that is not UTF-8".into())),
             (Op::Get { .. }, Reply::Null) => Ok(Outcome::Answered(Ok(String::new()))),
             (Op::Put { .. } | Op::Append { .. }, Reply::Ok) => Ok(Outcome::Answered(Ok(String::new()))),
+            (Op::Delete { .. } | Op::PutIfAbsent { .. }, Reply::Integer(n @ (0 | 1))) => {
+                Ok(Outcome::Answered(Ok(n.to_string())))
+            }
             (_, Reply::Error(error)) => {
                 Ok(self.redirect(&error).map(Outcome::Answered).unwrap_or(Outcome::Refused(error)))
             }

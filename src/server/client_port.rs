@@ -19,10 +19,12 @@
 use super::client::random_client_id;
 use super::config::ClusterConfig;
 use super::node::{NodeHandle, SubmitError};
-use super::resp::{ClientCommand, MemberCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT};
+use super::resp::{
+    ClientCommand, IfAbsentReply, MemberCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT,
+};
 use super::resp::{AUTH_NOT_CONFIGURED, CLUSTERDOWN, NOAUTH, TRYAGAIN, WRONGPASS};
 use super::tls::{BoxStream, NodeTls};
-use crate::kv::{AdminError, AdminOp, AdminReply, ClientId, Command, Response, ServiceError};
+use crate::kv::{AdminError, AdminOp, AdminReply, ClientId, Command, Op, Response, ServiceError};
 use crate::raft::{MembershipChange, Refusal};
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -263,6 +265,8 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
     if let Some(reply) = command.local_reply() {
         return (reply, command == ClientCommand::Quit);
     }
+    // `SET ... NX` answers `+OK` or nil where `SETNX` answers `:1` or `:0`.
+    let set_option = matches!(command, ClientCommand::SetIfAbsent { reply: IfAbsentReply::SetOption, .. });
     let op = match command.into_op() {
         Ok(op) => op,
         Err(ClientCommand::Session { client, seq }) => {
@@ -296,8 +300,13 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
             let reply = values.map(|values| Reply::Integer(values.iter().filter(|v| !v.is_empty()).count() as i64));
             return (reply.unwrap_or_else(|refused| refused), false);
         }
+        Err(ClientCommand::Del { keys }) => return (delete_each(keys, session, shared).await, false),
         Err(other) => unreachable!("{other:?} has a local reply"),
     };
+    if set_option {
+        let reply = run(op, session, shared).await.map(|set| if set == "1" { Reply::Ok } else { Reply::Null });
+        return (reply.unwrap_or_else(|refused| refused), false);
+    }
     let (client, seq) = session.next();
     let request = Command { client, seq, op };
     let result = submit(&shared.node, request.clone()).await;
@@ -305,15 +314,43 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
     (Reply::from_result(&request.op, result, leader_addr), false)
 }
 
-/// A linearizable `GET` of `key` under this connection's session: the
-/// value, or the reply that refuses it (a redirect, `TRYAGAIN`, ...). The
-/// multi-key reads are one such `GET` per key, one after another.
-async fn get(key: String, session: &mut Session, shared: &Shared) -> Result<String, Reply> {
+/// Runs `op` under this connection's session: the state machine's reply,
+/// or the reply that refuses it (a redirect, `TRYAGAIN`, ...).
+async fn run(op: Op, session: &mut Session, shared: &Shared) -> Result<String, Reply> {
     let (client, seq) = session.next();
-    let request = Command { client, seq, op: crate::kv::Op::Get { key } };
+    let request = Command { client, seq, op };
     let leader_addr = |id| shared.cluster.node(id).map(|n| n.client.to_string());
     submit(&shared.node, request.clone()).await.map_err(|e| Reply::from_result(&request.op, Err(e), leader_addr))
 }
+
+/// A linearizable `GET` of `key`. The multi-key reads are one such `GET`
+/// per key, one after another.
+async fn get(key: String, session: &mut Session, shared: &Shared) -> Result<String, Reply> {
+    run(Op::Get { key }, session, shared).await
+}
+
+/// `DEL` of several keys: one deletion per key, one after another, each
+/// exactly-once under its own sequence number; the first refusal ends it
+/// (the keys before it stay deleted, as after a partial failure of any
+/// non-atomic command). A `RAFTKV.SESSION` binds one sequence number, so
+/// it cannot cover several deletions: refused.
+async fn delete_each(keys: Vec<String>, session: &mut Session, shared: &Shared) -> Reply {
+    if session.bound.is_some() {
+        session.bound = None;
+        return Reply::Error(BOUND_MULTI_KEY.into());
+    }
+    let mut deleted = 0;
+    for key in keys {
+        match run(Op::Delete { key }, session, shared).await {
+            Ok(held) => deleted += i64::from(held == "1"),
+            Err(refused) => return refused,
+        }
+    }
+    Reply::Integer(deleted)
+}
+
+/// The refusal of a multi-key write after `RAFTKV.SESSION`.
+const BOUND_MULTI_KEY: &str = "ERR RAFTKV.SESSION covers one single-key command; DEL of several keys cannot be bound";
 
 /// [`get`] of each key, one after another; the first refusal ends it.
 async fn get_each(keys: Vec<String>, session: &mut Session, shared: &Shared) -> Result<Vec<String>, Reply> {

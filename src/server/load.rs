@@ -23,6 +23,10 @@ pub enum Mix {
     /// appends, and then a final read could no longer show that every
     /// acknowledged append landed exactly once.
     Appends,
+    /// Every operation: 40% Gets, 30% Appends, 10% each of Puts, Deletes
+    /// and PutIfAbsents (`DEL`, `SETNX`), so that `bench --check` checks
+    /// them all against the running cluster.
+    All,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +113,11 @@ async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progre
             // A unique, delimited argument, so the checker can tell every
             // append apart: "x <client> <n> y".
             (Mix::Appends, _) => Op::Append { key, value: format!("x {index} {n} y") },
+            (Mix::All, 0..40) => Op::Get { key },
+            (Mix::All, 40..70) => Op::Append { key, value: format!("x {index} {n} y") },
+            (Mix::All, 70..80) => Op::Put { key, value: format!("p {index} {n} ") },
+            (Mix::All, 80..90) => Op::Delete { key },
+            (Mix::All, _) => Op::PutIfAbsent { key, value: format!("s {index} {n} ") },
         };
         let call = Instant::now();
         let call_us = micros(epoch, call);
@@ -117,12 +126,12 @@ async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progre
             Ok(output) => {
                 let ret_us = micros(epoch, Instant::now()).max(call_us);
                 record.latencies_us.push((op.clone(), ret_us - call_us));
-                record.history.push(operation(history_id, &op, &output, call_us, Some(ret_us)));
+                record.history.push(crate::sim::recorded(history_id, &op, &output, call_us, Some(ret_us)));
                 progress.completed.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
                 // Unknown outcome: it may take effect at any later time.
-                record.history.push(operation(history_id, &op, "", call_us, None));
+                record.history.push(crate::sim::recorded(history_id, &op, "", call_us, None));
                 record.abandoned += 1;
                 // The clerk still has the operation outstanding; a fresh
                 // session goes on (the old one's retries are over).
@@ -156,14 +165,6 @@ fn value(client: usize, n: u64, bytes: usize) -> String {
 
 fn micros(epoch: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(epoch).as_micros() as u64
-}
-
-fn operation(client: u64, op: &Op, output: &str, call: u64, ret: Option<u64>) -> Operation {
-    match op {
-        Op::Put { key, value } => Operation::put(client, key, value, call, ret),
-        Op::Append { key, value } => Operation::append(client, key, value, call, ret),
-        Op::Get { key } => Operation::get(client, key, output, call, ret),
-    }
 }
 
 #[cfg(test)]

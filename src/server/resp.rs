@@ -110,6 +110,13 @@ pub enum ClientCommand {
     /// `EXISTS key [key ...]`: how many of the keys hold a non-empty value
     /// (a missing key reads as `""`, so `""` counts as missing).
     Exists { keys: Vec<String> },
+    /// `DEL key [key ...]`: removes the keys, one after another (each
+    /// removal linearizable and exactly-once on its own; not atomic across
+    /// keys), and answers how many held a value.
+    Del { keys: Vec<String> },
+    /// `SETNX key value`, or `SET key value NX` (`reply` says which): set
+    /// the key only if it is missing (or `""`).
+    SetIfAbsent { key: String, value: String, reply: IfAbsentReply },
     /// `RAFTKV.SESSION <client_id> <seq>`: the next `GET`/`SET`/`APPEND` on
     /// this connection carries this `(client_id, seq)` instead of the
     /// connection's own session. This is how the project's clerk gets
@@ -167,6 +174,14 @@ impl Password {
     }
 }
 
+/// How a conditional set answers: `SETNX` with `:1`/`:0`, `SET ... NX`
+/// with `+OK` or a nil reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IfAbsentReply {
+    SetNx,
+    SetOption,
+}
+
 /// The operator's membership commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MemberCommand {
@@ -178,24 +193,36 @@ pub enum MemberCommand {
 }
 
 impl ClientCommand {
-    /// The KV operation of a `GET`, `SET` or `APPEND` (`SET` is `Op::Put`).
+    /// The KV operation of a command that is exactly one: `GET`, `SET`,
+    /// `APPEND`, `SETNX`, `SET ... NX` and `DEL` of one key (`SET` is
+    /// `Op::Put`).
     pub fn op(&self) -> Option<Op> {
-        match self {
-            ClientCommand::Get { key } => Some(Op::Get { key: key.clone() }),
-            ClientCommand::Set { key, value } => Some(Op::Put { key: key.clone(), value: value.clone() }),
-            ClientCommand::Append { key, value } => Some(Op::Append { key: key.clone(), value: value.clone() }),
-            _ => None,
-        }
+        self.clone().into_op().ok()
     }
 
-    /// Moves out the KV operation of a `GET`, `SET` or `APPEND`, or gives the
-    /// command back.
+    /// Moves out the KV operation of a command that is exactly one (see
+    /// [`ClientCommand::op`]), or gives the command back.
     pub fn into_op(self) -> Result<Op, ClientCommand> {
         match self {
             ClientCommand::Get { key } => Ok(Op::Get { key }),
             ClientCommand::Set { key, value } => Ok(Op::Put { key, value }),
             ClientCommand::Append { key, value } => Ok(Op::Append { key, value }),
+            ClientCommand::SetIfAbsent { key, value, .. } => Ok(Op::PutIfAbsent { key, value }),
+            ClientCommand::Del { mut keys } if keys.len() == 1 => {
+                Ok(Op::Delete { key: keys.pop().unwrap_or_default() })
+            }
             other => Err(other),
+        }
+    }
+
+    /// The command a clerk sends to run `op`.
+    pub fn of_op(op: &Op) -> ClientCommand {
+        match op.clone() {
+            Op::Get { key } => ClientCommand::Get { key },
+            Op::Put { key, value } => ClientCommand::Set { key, value },
+            Op::Append { key, value } => ClientCommand::Append { key, value },
+            Op::Delete { key } => ClientCommand::Del { keys: vec![key] },
+            Op::PutIfAbsent { key, value } => ClientCommand::SetIfAbsent { key, value, reply: IfAbsentReply::SetNx },
         }
     }
 
@@ -212,6 +239,8 @@ impl ClientCommand {
             | ClientCommand::Strlen { .. }
             | ClientCommand::MGet { .. }
             | ClientCommand::Exists { .. }
+            | ClientCommand::Del { .. }
+            | ClientCommand::SetIfAbsent { .. }
             | ClientCommand::Session { .. }
             | ClientCommand::Info
             | ClientCommand::Auth { .. }
@@ -259,6 +288,13 @@ impl ClientCommand {
             ClientCommand::MGet { keys } => std::iter::once(name("MGET")).chain(keys.iter().map(|k| s(k))).collect(),
             ClientCommand::Exists { keys } => {
                 std::iter::once(name("EXISTS")).chain(keys.iter().map(|k| s(k))).collect()
+            }
+            ClientCommand::Del { keys } => std::iter::once(name("DEL")).chain(keys.iter().map(|k| s(k))).collect(),
+            ClientCommand::SetIfAbsent { key, value, reply: IfAbsentReply::SetNx } => {
+                vec![name("SETNX"), s(key), s(value)]
+            }
+            ClientCommand::SetIfAbsent { key, value, reply: IfAbsentReply::SetOption } => {
+                vec![name("SET"), s(key), s(value), name("NX")]
             }
             ClientCommand::Session { client, seq } => vec![name("RAFTKV.SESSION"), n(*client), n(*seq)],
             ClientCommand::Ping { message: None } => vec![name("PING")],
@@ -475,7 +511,9 @@ impl Reply {
     /// The reply to a KV result. A `GET` gets a bulk string (`""` for a
     /// missing key, never nil); `SET` and `APPEND` get `+OK` (`APPEND` does
     /// not return the new length: the state machine's reply to a write is
-    /// empty).
+    /// empty); `DEL` of one key and `SETNX` get `:1` or `:0` (the state
+    /// machine's `"1"` or `"0"`). `SET ... NX` is answered by the caller,
+    /// which knows how it was asked.
     ///
     /// Refusals become redirects: `NotLeader` naming a leader whose client
     /// address `leader_addr` knows is `MOVED <slot> <addr>`, with the key's
@@ -493,6 +531,7 @@ impl Reply {
             Ok(value) => match op {
                 Op::Get { .. } => Reply::Bulk(Bytes::from(value)),
                 Op::Put { .. } | Op::Append { .. } => Reply::Ok,
+                Op::Delete { .. } | Op::PutIfAbsent { .. } => Reply::Integer(i64::from(value == "1")),
             },
             Err(ServiceError::NotLeader { leader: Some(id) }) => match leader_addr(id) {
                 Some(addr) => {
@@ -916,21 +955,35 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
         arity("get", n == 1)?;
         Ok(ClientCommand::Get { key: key(next(), limits)? })
     } else if is("SET") {
-        if n > 2 {
-            return Err(CommandError::Unsupported { what: "SET with options".into() });
+        arity("set", n >= 2)?;
+        let (key, value) = (key(next(), limits)?, value(next(), limits)?);
+        match rest.as_slice() {
+            [] => Ok(ClientCommand::Set { key, value }),
+            [nx] if nx.eq_ignore_ascii_case(b"NX") => {
+                Ok(ClientCommand::SetIfAbsent { key, value, reply: IfAbsentReply::SetOption })
+            }
+            _ => Err(CommandError::Unsupported { what: "SET with options other than NX".into() }),
         }
-        arity("set", n == 2)?;
-        Ok(ClientCommand::Set { key: key(next(), limits)?, value: value(next(), limits)? })
+    } else if is("SETNX") {
+        arity("setnx", n == 2)?;
+        let (key, value) = (key(next(), limits)?, value(next(), limits)?);
+        Ok(ClientCommand::SetIfAbsent { key, value, reply: IfAbsentReply::SetNx })
     } else if is("APPEND") {
         arity("append", n == 2)?;
         Ok(ClientCommand::Append { key: key(next(), limits)?, value: value(next(), limits)? })
     } else if is("STRLEN") {
         arity("strlen", n == 1)?;
         Ok(ClientCommand::Strlen { key: key(next(), limits)? })
-    } else if is("MGET") || is("EXISTS") {
-        arity(if is("MGET") { "mget" } else { "exists" }, n >= 1)?;
-        let keys = rest.map(|k| key(k, limits)).collect::<Result<Vec<_>, _>>()?;
-        Ok(if is("MGET") { ClientCommand::MGet { keys } } else { ClientCommand::Exists { keys } })
+    } else if is("MGET") || is("EXISTS") || is("DEL") {
+        let (command, build): (_, fn(Vec<String>) -> ClientCommand) = if is("MGET") {
+            ("mget", |keys| ClientCommand::MGet { keys })
+        } else if is("EXISTS") {
+            ("exists", |keys| ClientCommand::Exists { keys })
+        } else {
+            ("del", |keys| ClientCommand::Del { keys })
+        };
+        arity(command, n >= 1)?;
+        Ok(build(rest.map(|k| key(k, limits)).collect::<Result<Vec<_>, _>>()?))
     } else if is("RAFTKV.SESSION") {
         arity("raftkv.session", n == 2)?;
         let client = parse_client_id(&next()).ok_or(CommandError::BadInteger { what: "client id" })?;
@@ -1120,7 +1173,7 @@ mod tests {
             let v = RespLimits::default().value_bytes_max;
             let id = u8::arbitrary(g) % (crate::raft::types::MAX_NODE_ID + 1);
             let keys = |g: &mut Gen| (0..1 + usize::arbitrary(g) % 6).map(|_| short(g, k)).collect();
-            AnyCommand(match u8::arbitrary(g) % 23 {
+            AnyCommand(match u8::arbitrary(g) % 26 {
                 0 => ClientCommand::Get { key: short(g, k) },
                 1 => ClientCommand::Set { key: short(g, k), value: short(g, v) },
                 2 => ClientCommand::Append { key: short(g, k), value: short(g, v) },
@@ -1143,6 +1196,11 @@ mod tests {
                 20 => ClientCommand::Strlen { key: short(g, k) },
                 21 => ClientCommand::MGet { keys: keys(g) },
                 22 => ClientCommand::Exists { keys: keys(g) },
+                23 => ClientCommand::Del { keys: keys(g) },
+                24 => ClientCommand::SetIfAbsent { key: short(g, k), value: short(g, v), reply: IfAbsentReply::SetNx },
+                25 => {
+                    ClientCommand::SetIfAbsent { key: short(g, k), value: short(g, v), reply: IfAbsentReply::SetOption }
+                }
                 _ => ClientCommand::Hello,
             })
         }
@@ -1448,7 +1506,20 @@ mod tests {
         assert_eq!(one(b"client setinfo lib-name x\r\n"), Ok(ClientCommand::ClientSubcommand));
         assert_eq!(one(b"CLIENT\r\n"), Err(CommandError::WrongArity { command: "client" }));
         assert_eq!(one(b"raftkv.session 7 3\r\n"), Ok(ClientCommand::Session { client: 7, seq: 3 }));
-        assert_eq!(one(b"SET k v EX 10\r\n"), Err(CommandError::Unsupported { what: s("SET with options") }));
+        assert_eq!(
+            one(b"SET k v EX 10\r\n"),
+            Err(CommandError::Unsupported { what: s("SET with options other than NX") })
+        );
+        assert_eq!(
+            one(b"SET k v XX\r\n"),
+            Err(CommandError::Unsupported { what: s("SET with options other than NX") })
+        );
+        assert_eq!(
+            one(b"set k v nx\r\n"),
+            Ok(ClientCommand::SetIfAbsent { key: s("k"), value: s("v"), reply: IfAbsentReply::SetOption })
+        );
+        assert_eq!(one(b"DEL\r\n"), Err(CommandError::WrongArity { command: "del" }));
+        assert_eq!(one(b"SETNX k\r\n"), Err(CommandError::WrongArity { command: "setnx" }));
         assert_eq!(one(b"CONFIG SET a b\r\n"), Err(CommandError::Unsupported { what: s("CONFIG SET") }));
         assert_eq!(one(b"SELECT -1\r\n"), Err(CommandError::BadInteger { what: "db" }));
         assert_eq!(one(b"raftkv.session 7 0\r\n"), Err(CommandError::BadSession { reason: "seq starts at 1" }));

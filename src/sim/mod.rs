@@ -339,6 +339,22 @@ struct SimServer {
     joining: bool,
 }
 
+/// How a client's call of `op` is recorded in a history: the simulator's
+/// and the real load generator's (`server::load`) one mapping from the
+/// service's operations to the checker's. `output` is the reply (`""` while
+/// the call is outstanding).
+pub fn recorded(client: u64, op: &Op, output: &str, call: u64, ret: Option<u64>) -> Operation {
+    let kind = match op {
+        Op::Put { .. } => OpKind::Put,
+        Op::Append { .. } => OpKind::Append,
+        Op::Get { .. } => OpKind::Get,
+        Op::Delete { .. } => OpKind::Delete,
+        Op::PutIfAbsent { .. } => OpKind::PutIfAbsent,
+    };
+    let output = if kind.has_output() { output } else { "" };
+    Operation::new(client, kind, op.key(), op.value().unwrap_or_default(), output, call, ret)
+}
+
 struct SimClient {
     clerk: Clerk,
     workload: Workload,
@@ -738,21 +754,9 @@ impl Sim {
     }
 
     fn begin(&mut self, client: usize, op: Op) -> usize {
-        let (kind, value) = match &op {
-            Op::Put { value, .. } => (OpKind::Put, value.clone()),
-            Op::Append { value, .. } => (OpKind::Append, value.clone()),
-            Op::Get { .. } => (OpKind::Get, String::new()),
-        };
         let index = self.history.len();
-        self.history.push(Operation {
-            client: u64::try_from(self.clients[client].clerk.client()).expect("simulated client ids are small"),
-            kind,
-            key: op.key().to_string(),
-            value,
-            output: String::new(),
-            call: self.now,
-            ret: None,
-        });
+        let id = u64::try_from(self.clients[client].clerk.client()).expect("simulated client ids are small");
+        self.history.push(recorded(id, &op, "", self.now, None));
         self.clients[client].in_progress = Some(index);
         self.trace(|| format!("client {} calls {:?}", client + 1, op));
         let action = self.clients[client].clerk.start(op);
@@ -771,7 +775,7 @@ impl Sim {
                 let index = self.clients[client].in_progress.take().expect("done implies an operation in progress");
                 let op = &mut self.history[index];
                 op.ret = Some(self.now);
-                if op.kind == OpKind::Get {
+                if op.kind.has_output() {
                     op.output = output;
                 }
                 self.stats.ops_completed += 1;
@@ -958,6 +962,41 @@ impl Sim {
     fn trace(&self, line: impl FnOnce() -> String) {
         if let Some(sink) = &self.config.trace {
             (sink.0)(&format!("{:>9.3} ms  {}", self.now as f64 / 1000.0, line()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::KvMachine;
+
+    /// The service's state machine and the checker's sequential spec
+    /// ([`Operation::step`]) are two implementations of one set of rules;
+    /// on random operations over few keys and tiny values (so that keys are
+    /// often empty, missing or `""`), they must give the same replies.
+    #[test]
+    fn state_machine_agrees_with_the_checkers_spec() {
+        let mut rng = Rng::new(0x5EC);
+        let mut machine = KvMachine::new();
+        let mut spec: std::collections::BTreeMap<String, String> = Default::default();
+        for index in 1..=20_000u64 {
+            let key = format!("k{}", rng.range(0, 3));
+            let value = ["", "a", "b"][rng.range(0, 3) as usize].to_owned();
+            let op = match rng.range(0, 5) {
+                0 => Op::Get { key },
+                1 => Op::Put { key, value },
+                2 => Op::Append { key, value },
+                3 => Op::Delete { key },
+                _ => Op::PutIfAbsent { key, value },
+            };
+            let reply = machine.apply(index, &Command { client: 1, seq: index, op: op.clone() }).reply;
+            let call = recorded(1, &op, "", index, Some(index));
+            let before = spec.entry(op.key().to_owned()).or_default();
+            let (after, output) = call.step(before);
+            *before = after;
+            assert_eq!(reply, output, "{op} at step {index}");
+            assert_eq!(machine.get(op.key()), spec[op.key()], "{op} at step {index}");
         }
     }
 }

@@ -288,6 +288,9 @@ pub struct Chaos {
     pub clients: usize,
     pub keys: u64,
     pub run_us: Micros,
+    /// Clients also Delete and PutIfAbsent ([`Workload::all_ops`]) instead
+    /// of the lab's Gets, Appends and Puts ([`Workload::random_keys`]).
+    pub all_ops: bool,
 }
 
 impl Chaos {
@@ -304,8 +307,9 @@ impl Chaos {
     }
 
     fn drive(&self, sim: &mut Sim) -> Result<(), String> {
+        let workload = if self.all_ops { Workload::all_ops(self.keys) } else { Workload::random_keys(self.keys) };
         for _ in 0..self.clients {
-            sim.add_client(Workload::random_keys(self.keys));
+            sim.add_client(workload.clone());
         }
         let end = sim.now() + self.run_us;
         while sim.now() < end {

@@ -14,6 +14,9 @@ pub enum Workload {
     /// The lab with random keys: 45% Get, 45% Append, 10% Put, keys drawn
     /// from `keys` names.
     RandomKeys { keys: u64, appended: u64 },
+    /// Every kind of operation on `keys` names: 35% Get, 35% Append, 10%
+    /// each of Put, Delete and PutIfAbsent.
+    AllOps { keys: u64, appended: u64 },
     /// `remaining` appends to `key`, then nothing.
     Appends { key: String, remaining: u64, appended: u64 },
 }
@@ -24,6 +27,9 @@ impl Workload {
     }
     pub fn random_keys(keys: u64) -> Workload {
         Workload::RandomKeys { keys, appended: 0 }
+    }
+    pub fn all_ops(keys: u64) -> Workload {
+        Workload::AllOps { keys, appended: 0 }
     }
     pub fn appends(key: &str, count: u64) -> Workload {
         Workload::Appends { key: key.to_string(), remaining: count, appended: 0 }
@@ -66,6 +72,20 @@ impl Workload {
                     Op::Append { key, value: Workload::append_value(client, *appended) }
                 } else {
                     Op::Put { key, value: format!("p {client} {}", rng.next_u64() % 1_000_000) }
+                })
+            }
+            Workload::AllOps { keys, appended } => {
+                let key = format!("k{}", rng.range(0, *keys));
+                let value = format!("p {client} {}", rng.next_u64() % 1_000_000);
+                Some(match rng.range(0, 100) {
+                    0..35 => Op::Get { key },
+                    35..70 => {
+                        *appended += 1;
+                        Op::Append { key, value: Workload::append_value(client, *appended) }
+                    }
+                    70..80 => Op::Put { key, value },
+                    80..90 => Op::Delete { key },
+                    _ => Op::PutIfAbsent { key, value },
                 })
             }
             Workload::Appends { key, remaining, appended } => {

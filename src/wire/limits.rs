@@ -121,7 +121,6 @@ impl fmt::Display for LimitExceeded {
 /// Checks the count and size bounds of a message about to be encoded (the
 /// frame size is checked once the payload is encoded).
 pub(super) fn check_message(message: &crate::raft::Message<Command>, limits: &Limits) -> Result<(), LimitExceeded> {
-    use crate::kv::Op;
     use crate::raft::{Message, Payload};
     if let Message::Snapshot { data, .. } = message {
         if data.len() > limits.snapshot_chunk_bytes_max {
@@ -144,7 +143,7 @@ pub(super) fn check_message(message: &crate::raft::Message<Command>, limits: &Li
         if key.len() > limits.key_bytes_max {
             return Err(LimitExceeded::KeyBytes { bytes: key.len() as u64, max: limits.key_bytes_max });
         }
-        if let Op::Put { value, .. } | Op::Append { value, .. } = &command.op {
+        if let Some(value) = command.op.value() {
             if value.len() > limits.value_bytes_max {
                 return Err(LimitExceeded::ValueBytes { bytes: value.len() as u64, max: limits.value_bytes_max });
             }

@@ -160,6 +160,11 @@ fn decode_command(r: &mut Reader<'_>, limits: &Limits) -> Result<Command, Decode
             Op::Append { key, value: value(r)? }
         }
         2 => Op::Get { key: key(r)? },
+        3 => Op::Delete { key: key(r)? },
+        4 => {
+            let key = key(r)?;
+            Op::PutIfAbsent { key, value: value(r)? }
+        }
         index => return Err(unknown(r, "Op", index)),
     };
     Ok(Command { client, seq, op })

@@ -205,7 +205,7 @@ fn other_malformed_payloads() {
     };
     assert!(decode(&append(&[1, 0]), &Limits::default()).is_ok());
     assert_eq!(malformed(&append(&[1, 3])), Malformed::UnknownVariant { of: "Payload", index: 3 });
-    assert_eq!(malformed(&append(&[1, 1, 0, 0, 3])), Malformed::UnknownVariant { of: "Op", index: 3 });
+    assert_eq!(malformed(&append(&[1, 1, 0, 0, 5])), Malformed::UnknownVariant { of: "Op", index: 5 });
     assert_eq!(malformed(&append(&[1, 1, 0, 0, 2, 1, 0xff])), Malformed::BadUtf8);
     assert_eq!(malformed(&frame(&[0, 1, 7, 1])), Malformed::UnexpectedEnd);
     assert_eq!(malformed(&frame(&[0, 1, 7, 1, 0, 0])), Malformed::TrailingBytes { count: 1 });

@@ -1,0 +1,162 @@
+//! The general per-key search: Wing & Gong / Lowe just-in-time
+//! linearization with Porcupine's memo of (linearized set, value), and
+//! nothing else. It keeps values whole and replays every call through the
+//! sequential spec ([`Operation::step`]), so it is correct for every kind
+//! of call, including the *conditional* ones (Delete and PutIfAbsent,
+//! whose effect and output depend on whether the value is empty).
+//!
+//! [`super::check`]'s search is much faster on append-heavy keys, but its
+//! pruning assumes the only writes are Put (which resets the value) and
+//! Append (which extends it) and that only Gets observe the value; a
+//! conditional call breaks both assumptions (two dead values, one empty
+//! and one not, no longer have the same futures). So a key with any
+//! conditional call is checked here instead. The search skeleton is the
+//! same (see `check.rs` and `specs/history.md`): a time-ordered list of
+//! call and return entries, the candidates being the calls met before the
+//! first return; the only pruning is the memo and the skipping of a
+//! pending call that leaves the value as it was (it need not take effect,
+//! and taking effect changes nothing).
+
+use super::check::{KeyOutcome, Steps};
+use super::history::{OpKind, Operation};
+use super::lists::Links;
+use crate::rng::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One linearized call on the search stack.
+struct Frame {
+    /// Its call entry, where the scan resumes after backtracking.
+    entry: usize,
+    op: usize,
+    /// The value before it (an id in [`Values`]).
+    before: usize,
+}
+
+/// Every value the search has met, each stored once: the memo and the
+/// stack name values by id, so an entry costs a few words however long
+/// the value.
+#[derive(Default)]
+struct Values {
+    ids: BTreeMap<String, usize>,
+    all: Vec<String>,
+}
+
+impl Values {
+    fn id(&mut self, value: String) -> usize {
+        if let Some(&id) = self.ids.get(&value) {
+            return id;
+        }
+        self.all.push(value.clone());
+        self.ids.insert(value, self.all.len() - 1);
+        self.all.len() - 1
+    }
+}
+
+/// Decides whether `ops` (all on one key) are linearizable, spending at most
+/// the remaining `steps`.
+pub(crate) fn check_key(ops: &[&Operation], steps: &mut Steps) -> KeyOutcome {
+    let mut live: Vec<&Operation> = Vec::with_capacity(ops.len());
+    for &op in ops {
+        match op.ret {
+            Some(ret) if ret < op.call => return KeyOutcome::Illegal,
+            // A Get that never returned told nobody anything, and changed
+            // nothing.
+            None if op.kind == OpKind::Get => {}
+            _ => live.push(op),
+        }
+    }
+    let completed = live.iter().filter(|o| o.ret.is_some()).count();
+    if completed == 0 {
+        return KeyOutcome::Ok;
+    }
+
+    // Entries sorted by (time, call before return, op): intervals are
+    // closed, so a call at the instant another returns may precede it.
+    let mut sorted: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * live.len());
+    for (i, op) in live.iter().enumerate() {
+        sorted.push((op.call, 0, i));
+        if let Some(ret) = op.ret {
+            sorted.push((ret, 1, i));
+        }
+    }
+    sorted.sort_unstable();
+    // Per list node (1-based): (op, is it the call entry); and each op's nodes.
+    let mut event = vec![(0, false); sorted.len() + 1];
+    let mut nodes = vec![(0, 0); live.len()];
+    for (k, &(_, kind, i)) in sorted.iter().enumerate() {
+        event[k + 1] = (i, kind == 0);
+        if kind == 0 {
+            nodes[i].0 = k + 1;
+        } else {
+            nodes[i].1 = k + 1;
+        }
+    }
+    let mut zobrist_rng = Rng::new(0x6E_E5A1_5EED);
+    let zobrist: Vec<u128> =
+        live.iter().map(|_| u128::from(zobrist_rng.next_u64()) << 64 | u128::from(zobrist_rng.next_u64())).collect();
+
+    let mut events = Links::new(sorted.len());
+    let lift = |events: &mut Links, i: usize| {
+        events.unlink(nodes[i].0);
+        if nodes[i].1 != 0 {
+            events.unlink(nodes[i].1);
+        }
+    };
+    let unlift = |events: &mut Links, i: usize| {
+        if nodes[i].1 != 0 {
+            events.relink(nodes[i].1);
+        }
+        events.relink(nodes[i].0);
+    };
+
+    let mut values = Values::default();
+    let mut value = values.id(String::new());
+    let (mut set, mut done) = (0u128, 0);
+    let mut memo: BTreeSet<(u128, usize)> = BTreeSet::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut entry = events.first();
+    loop {
+        if !steps.tick() {
+            return KeyOutcome::Unknown;
+        }
+        let (i, is_call) = event[entry];
+        if entry == 0 || !is_call {
+            // The end of the list, or the return of a call not yet
+            // linearized although everything left must follow it.
+            let Some(frame) = stack.pop() else {
+                return KeyOutcome::Illegal;
+            };
+            unlift(&mut events, frame.op);
+            value = frame.before;
+            set ^= zobrist[frame.op];
+            if live[frame.op].ret.is_some() {
+                done -= 1;
+            }
+            entry = events.next[frame.entry];
+            continue;
+        }
+        let op = live[i];
+        let (after, output) = op.step(&values.all[value]);
+        if !op.output_matches(&output) {
+            entry = events.next[entry];
+            continue;
+        }
+        if op.ret.is_some() && done + 1 == completed {
+            return KeyOutcome::Ok;
+        }
+        let after = values.id(after);
+        let new_set = set ^ zobrist[i];
+        if (op.ret.is_none() && after == value) || !memo.insert((new_set, after)) {
+            entry = events.next[entry];
+            continue;
+        }
+        lift(&mut events, i);
+        stack.push(Frame { entry, op: i, before: value });
+        value = after;
+        set = new_set;
+        if op.ret.is_some() {
+            done += 1;
+        }
+        entry = events.first();
+    }
+}
