@@ -104,7 +104,7 @@ async fn assert_closed(stream: &mut (impl AsyncRead + Unpin)) {
 #[tokio::test]
 async fn tls_peers_exchange_messages_both_ways() {
     let certs = TempDir::new("peer-auth-ok").unwrap();
-    tls::issue(certs.path(), 0..2, &[]).unwrap();
+    tls::issue(certs.path(), 0..2, &[], tls::NODE_CERT_DAYS_DEFAULT).unwrap();
     let a_addr = free_addr();
     let (b, mut at_b) = start(1, "127.0.0.1:0".parse().unwrap(), &[(0, a_addr)], certs.path()).await;
     let (a, mut at_a) = start(0, a_addr, &[(1, b.local_addr())], certs.path()).await;
@@ -127,9 +127,9 @@ async fn tls_peers_exchange_messages_both_ways() {
 #[tokio::test]
 async fn forged_peers_cannot_get_a_single_frame_in() {
     let certs = TempDir::new("peer-auth-certs").unwrap();
-    tls::issue(certs.path(), 0..3, &[]).unwrap();
+    tls::issue(certs.path(), 0..3, &[], tls::NODE_CERT_DAYS_DEFAULT).unwrap();
     let other = TempDir::new("peer-auth-other").unwrap();
-    tls::issue(other.path(), 0..3, &[]).unwrap();
+    tls::issue(other.path(), 0..3, &[], tls::NODE_CERT_DAYS_DEFAULT).unwrap();
     let (node, mut inbox) =
         start(0, "127.0.0.1:0".parse().unwrap(), &[(1, free_addr()), (2, free_addr())], certs.path()).await;
     let addr = node.local_addr();
@@ -187,7 +187,7 @@ async fn forged_peers_cannot_get_a_single_frame_in() {
 #[tokio::test]
 async fn a_dialler_sends_nothing_to_a_node_that_is_not_the_peer_it_meant() {
     let certs = TempDir::new("peer-auth-dial").unwrap();
-    tls::issue(certs.path(), 0..3, &[]).unwrap();
+    tls::issue(certs.path(), 0..3, &[], tls::NODE_CERT_DAYS_DEFAULT).unwrap();
     let a_addr = free_addr();
     // Node 2 listens where node 0 believes node 1 is.
     let (impostor, mut at_impostor) = start(2, "127.0.0.1:0".parse().unwrap(), &[(0, a_addr)], certs.path()).await;

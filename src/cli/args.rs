@@ -93,6 +93,11 @@ enum Command {
         /// names are always included). Repeatable.
         #[arg(long = "host")]
         hosts: Vec<String>,
+        /// How many days the node certificates are valid (the authority,
+        /// when created, for ten years). Renew by running this again and
+        /// restarting each node: certificates are read at start.
+        #[arg(long, default_value_t = raftkv::server::tls::NODE_CERT_DAYS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        days: u32,
     },
     /// Run one server of a cluster described by a config file.
     Server {
@@ -377,7 +382,7 @@ pub fn main() -> ExitCode {
             requirepass,
             metrics_port,
         }),
-        Command::Certs { out, nodes, hosts } => match raftkv::server::tls::issue(&out, 0..nodes, &hosts) {
+        Command::Certs { out, nodes, hosts, days } => match raftkv::server::tls::issue(&out, 0..nodes, &hosts, days) {
             Ok(written) => {
                 for path in written {
                     println!("wrote {}", path.display());

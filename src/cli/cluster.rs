@@ -82,7 +82,8 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     let mut access = Access::plain();
     if args.tls {
         let dir = root.join("certs");
-        let issued = tls::issue(&dir, 0..all, &[]).and_then(|_| Access::tls(&dir.join(tls::CA_CERT)));
+        let issued = tls::issue(&dir, 0..all, &[], tls::NODE_CERT_DAYS_DEFAULT)
+            .and_then(|_| Access::tls(&dir.join(tls::CA_CERT)));
         match issued {
             Ok(tls) => access = tls,
             Err(e) => {

@@ -284,16 +284,40 @@ pub fn client_connector(ca_file: &Path) -> Result<TlsConnector, TlsError> {
 /// loopback address.
 pub const LOCAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
+/// How long a new node certificate is valid, by default: a year, so that an
+/// abandoned key stops working, and a cluster's operator renews them
+/// (`raftkv certs` again, then a restart of each node: certificates are
+/// read at start) on a yearly schedule.
+pub const NODE_CERT_DAYS_DEFAULT: u32 = 365;
+
+/// How long a new authority is valid: ten years (replacing it means
+/// reissuing every certificate at once).
+pub const CA_DAYS: u32 = 3650;
+
+/// Certificates are valid from an hour before they are issued, so that a
+/// peer whose clock is a little behind accepts them at once.
+const BACKDATE: time::Duration = time::Duration::hours(1);
+
 /// Writes an authority (unless `dir` already holds one, which is then
 /// reused, so nodes can be added later) and a certificate and key for each
 /// of `nodes`, naming [`node_name`], [`LOCAL_NAMES`] and `hosts` (DNS
-/// names or IP addresses). Keys are written readable by the owner only.
-/// Returns the files written.
-pub fn issue(dir: &Path, nodes: impl IntoIterator<Item = NodeId>, hosts: &[String]) -> Result<Vec<PathBuf>, TlsError> {
+/// names or IP addresses), valid for `days` from now. Keys are written
+/// readable by the owner only. Returns the files written.
+pub fn issue(
+    dir: &Path,
+    nodes: impl IntoIterator<Item = NodeId>,
+    hosts: &[String],
+    days: u32,
+) -> Result<Vec<PathBuf>, TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
     let issue_error = |e: rcgen::Error| TlsError::Issue(e.to_string());
+    let now = time::OffsetDateTime::now_utc();
+    let valid_for = |params: &mut CertificateParams, days: u32| {
+        params.not_before = now - BACKDATE;
+        params.not_after = now + time::Duration::days(i64::from(days));
+    };
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Read { path: dir.to_owned(), source })?;
     let mut written = Vec::new();
 
@@ -313,6 +337,7 @@ pub fn issue(dir: &Path, nodes: impl IntoIterator<Item = NodeId>, hosts: &[Strin
         params.distinguished_name.push(DnType::CommonName, "raftkv cluster authority");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        valid_for(&mut params, CA_DAYS);
         let cert = params.self_signed(&key).map_err(issue_error)?;
         write_file(&ca_cert, cert.pem().as_bytes(), false, &mut written)?;
         write_file(&ca_key, key.serialize_pem().as_bytes(), true, &mut written)?;
@@ -327,6 +352,7 @@ pub fn issue(dir: &Path, nodes: impl IntoIterator<Item = NodeId>, hosts: &[Strin
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         // Every node is a server (accepting) and a client (dialling).
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        valid_for(&mut params, days);
         let key = KeyPair::generate().map_err(issue_error)?;
         let cert = params.signed_by(&key, &issuer).map_err(issue_error)?;
         write_file(&dir.join(node_cert_file(id)), cert.pem().as_bytes(), false, &mut written)?;
@@ -355,7 +381,7 @@ mod tests {
     #[test]
     fn issued_certificates_load_and_name_exactly_their_node() {
         let dir = TempDir::new("tls-issue").unwrap();
-        let written = issue(dir.path(), 0..3, &["10.1.2.3".into(), "db.example".into()]).unwrap();
+        let written = issue(dir.path(), 0..3, &["10.1.2.3".into(), "db.example".into()], 30).unwrap();
         assert_eq!(written.len(), 2 + 3 * 2);
         for id in 0..3 {
             NodeTls::load(dir.path(), id).unwrap();
@@ -363,6 +389,21 @@ mod tests {
             assert_eq!(identify(&cert, 0..5).unwrap(), id);
             assert!(identify(&cert, (0..5).filter(|&m| m != id)).is_err(), "names no other member");
         }
+        // Valid for the days asked, from an hour ago; the authority for ten
+        // years.
+        let validity = |file: &str| {
+            let pem = std::fs::read(dir.path().join(file)).unwrap();
+            let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+            let cert = pem.parse_x509().unwrap();
+            let validity = cert.validity();
+            (validity.not_before.timestamp(), validity.not_after.timestamp())
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (from, until) = validity(&node_cert_file(0));
+        assert!((now - 3_700..=now - 3_500).contains(&from), "{from} vs {now}");
+        assert!((now + 30 * 86_400 - 100..=now + 30 * 86_400).contains(&until), "{until} vs {now}");
+        let (_, ca_until) = validity(CA_CERT);
+        assert!(ca_until >= now + i64::from(CA_DAYS - 1) * 86_400);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(node_key_file(1))).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "keys are private");
@@ -371,9 +412,9 @@ mod tests {
     #[test]
     fn a_second_run_reuses_the_authority() {
         let dir = TempDir::new("tls-reissue").unwrap();
-        issue(dir.path(), 0..1, &[]).unwrap();
+        issue(dir.path(), 0..1, &[], NODE_CERT_DAYS_DEFAULT).unwrap();
         let ca = std::fs::read(dir.path().join(CA_CERT)).unwrap();
-        let written = issue(dir.path(), 3..4, &[]).unwrap();
+        let written = issue(dir.path(), 3..4, &[], NODE_CERT_DAYS_DEFAULT).unwrap();
         assert_eq!(written.len(), 2, "only the new node's files");
         assert_eq!(std::fs::read(dir.path().join(CA_CERT)).unwrap(), ca);
         NodeTls::load(dir.path(), 3).unwrap();
@@ -384,7 +425,7 @@ mod tests {
         let dir = TempDir::new("tls-bad").unwrap();
         let error = NodeTls::load(dir.path(), 0).unwrap_err().to_string();
         assert!(error.contains("node-0.pem"), "{error}");
-        issue(dir.path(), 0..2, &[]).unwrap();
+        issue(dir.path(), 0..2, &[], NODE_CERT_DAYS_DEFAULT).unwrap();
         std::fs::write(dir.path().join(node_key_file(0)), b"not a key").unwrap();
         let error = NodeTls::load(dir.path(), 0).unwrap_err().to_string();
         assert!(error.contains("node-0.key"), "{error}");

@@ -133,7 +133,7 @@ impl TestCluster {
     pub fn enable_tls(&mut self) {
         use raftkv::server::tls;
         let dir = self.root.path().join("certs");
-        tls::issue(&dir, 0..self.config.members(), &[]).unwrap();
+        tls::issue(&dir, 0..self.config.members(), &[], tls::NODE_CERT_DAYS_DEFAULT).unwrap();
         self.access = Access::tls(&dir.join(tls::CA_CERT)).unwrap();
         self.config.tls = Some(raftkv::server::config::TlsSettings { dir, clients: true });
         std::fs::write(&self.config_path, self.config.to_toml()).unwrap();
