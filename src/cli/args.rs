@@ -245,6 +245,11 @@ enum Command {
         /// Search steps allowed per key before answering "unknown".
         #[arg(long, default_value_t = Budget::DEFAULT_MAX_STEPS)]
         max_steps: u64,
+        /// Also draw the history as a self-contained HTML timeline (per
+        /// key, clients as rows, calls as bars; for a violation, the
+        /// longest linearizable prefix and the call that cannot follow it).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
 }
 
@@ -459,6 +464,6 @@ pub fn main() -> ExitCode {
         Command::Sim { seed, shape, reads, bug, history_out, quiet } => {
             super::sim::sim(seed, shape, reads, bug.as_deref(), history_out, quiet)
         }
-        Command::Check { history, max_steps } => super::check::check(&history, max_steps),
+        Command::Check { history, max_steps, html } => super::check::check(&history, max_steps, html.as_deref()),
     }
 }

@@ -131,6 +131,16 @@ impl Steps {
     pub(crate) fn exhausted(&self) -> bool {
         self.used >= self.max
     }
+
+    /// Steps left.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.max - self.used
+    }
+
+    /// Consumes what `other` (a budget carved out of this one) used.
+    pub(crate) fn charge_used(&mut self, other: &Steps) {
+        self.charge(other.used);
+    }
 }
 
 /// Verdict for one key.

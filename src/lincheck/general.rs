@@ -55,16 +55,41 @@ impl Values {
 /// Decides whether `ops` (all on one key) are linearizable, spending at most
 /// the remaining `steps`.
 pub(crate) fn check_key(ops: &[&Operation], steps: &mut Steps) -> KeyOutcome {
-    let mut live: Vec<&Operation> = Vec::with_capacity(ops.len());
-    for &op in ops {
+    search(ops, steps, None)
+}
+
+/// How far a search got: the longest sequence of calls it linearized (as
+/// positions in the searched slice, each with the value after it), and the
+/// call it then could not place (whose return came before it could take
+/// effect), if it was one.
+#[derive(Debug, Default)]
+pub(crate) struct Deepest {
+    pub(crate) order: Vec<(usize, String)>,
+    pub(crate) blocked: Option<usize>,
+}
+
+/// [`check_key`], also recording the deepest point the search reached
+/// (Porcupine's "longest linearizable prefix"), for pictures of illegal
+/// keys.
+pub(crate) fn deepest(ops: &[&Operation], steps: &mut Steps) -> (KeyOutcome, Deepest) {
+    let mut deepest = Deepest::default();
+    let outcome = search(ops, steps, Some(&mut deepest));
+    (outcome, deepest)
+}
+
+fn search(ops: &[&Operation], steps: &mut Steps, mut track: Option<&mut Deepest>) -> KeyOutcome {
+    // Positions in `ops` of the calls searched.
+    let mut positions: Vec<usize> = Vec::with_capacity(ops.len());
+    for (position, &op) in ops.iter().enumerate() {
         match op.ret {
             Some(ret) if ret < op.call => return KeyOutcome::Illegal,
             // A Get that never returned told nobody anything, and changed
             // nothing.
             None if op.kind == OpKind::Get => {}
-            _ => live.push(op),
+            _ => positions.push(position),
         }
     }
+    let live: Vec<&Operation> = positions.iter().map(|&p| ops[p]).collect();
     let completed = live.iter().filter(|o| o.ret.is_some()).count();
     if completed == 0 {
         return KeyOutcome::Ok;
@@ -115,6 +140,8 @@ pub(crate) fn check_key(ops: &[&Operation], steps: &mut Steps) -> KeyOutcome {
     let mut memo: BTreeSet<(u128, usize)> = BTreeSet::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut entry = events.first();
+    // The depth of the deepest state whose dead end is already recorded.
+    let mut blocked_depth = None;
     loop {
         if !steps.tick() {
             return KeyOutcome::Unknown;
@@ -123,6 +150,12 @@ pub(crate) fn check_key(ops: &[&Operation], steps: &mut Steps) -> KeyOutcome {
         if entry == 0 || !is_call {
             // The end of the list, or the return of a call not yet
             // linearized although everything left must follow it.
+            if let Some(deepest) = track.as_deref_mut() {
+                if deepest.order.len() == stack.len() && blocked_depth != Some(stack.len()) {
+                    blocked_depth = Some(stack.len());
+                    deepest.blocked = (entry != 0).then(|| positions[i]);
+                }
+            }
             let Some(frame) = stack.pop() else {
                 return KeyOutcome::Illegal;
             };
@@ -152,6 +185,14 @@ pub(crate) fn check_key(ops: &[&Operation], steps: &mut Steps) -> KeyOutcome {
         }
         lift(&mut events, i);
         stack.push(Frame { entry, op: i, before: value });
+        if let Some(deepest) = track.as_deref_mut() {
+            if stack.len() > deepest.order.len() {
+                let values_after = stack.iter().skip(1).map(|f| f.before).chain([after]);
+                deepest.order =
+                    stack.iter().zip(values_after).map(|(f, v)| (positions[f.op], values.all[v].clone())).collect();
+                deepest.blocked = None;
+            }
+        }
         value = after;
         set = new_set;
         if op.ret.is_some() {

@@ -51,6 +51,7 @@ mod check;
 pub mod gen;
 mod general;
 mod history;
+pub mod html;
 mod lists;
 mod minimise;
 #[cfg(test)]
@@ -165,5 +166,46 @@ pub fn check(history: &History, budget: Budget) -> Verdict {
     match first_unknown {
         Some(key) => Verdict::Unknown { key: key.to_owned() },
         None => Verdict::Ok,
+    }
+}
+
+/// How far the checker could get on one key: what a picture of an illegal
+/// key shows (Porcupine's "longest linearizable prefix").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The key explained.
+    pub key: String,
+    /// The longest sequence of the key's calls found to replay correctly in
+    /// an order that respects real time, as positions in the history's
+    /// `ops`, each with the key's value after it.
+    pub prefix: Vec<(usize, String)>,
+    /// The call that could not be placed after them (its return came
+    /// before it could take effect), as a position in `ops`, if the search
+    /// ended on one.
+    pub blocked: Option<usize>,
+    /// False if the budget ran out first: a longer prefix may exist.
+    pub complete: bool,
+}
+
+impl Explanation {
+    /// The key's value before the blocked call (after the prefix).
+    pub fn value_before_blocked(&self) -> &str {
+        self.prefix.last().map_or("", |(_, value)| value.as_str())
+    }
+}
+
+/// Searches `key`'s calls again, with the general per-key search (whole
+/// values, no pruning), recording the deepest point reached. For pictures
+/// and reports of an illegal key, at most `budget` steps.
+pub fn explain(history: &History, key: &str, budget: Budget) -> Explanation {
+    let positions: Vec<usize> = (0..history.ops.len()).filter(|&i| history.ops[i].key == key).collect();
+    let ops: Vec<&Operation> = positions.iter().map(|&i| &history.ops[i]).collect();
+    let mut steps = check::Steps::new(budget.max_steps);
+    let (outcome, deepest) = general::deepest(&ops, &mut steps);
+    Explanation {
+        key: key.to_owned(),
+        prefix: deepest.order.into_iter().map(|(p, value)| (positions[p], value)).collect(),
+        blocked: deepest.blocked.map(|p| positions[p]),
+        complete: outcome != check::KeyOutcome::Unknown,
     }
 }

@@ -27,6 +27,7 @@
 //! - [`tls`]: TLS on both ports, peer identity by certificate, and the
 //!   certificates `raftkv certs` issues.
 //! - [`tempdir`]: self-removing data directories for local clusters and tests.
+//! - [`timeline`]: a checked history's HTML picture, written to a file.
 //! - [`resp`]: the client protocol, RESP2, server side: the request codec,
 //!   replies and redirects (`specs/client.md`).
 //! - [`client`]: the client protocol's client side: `RemoteClerk`, the pure
@@ -65,5 +66,7 @@ pub mod run;
 pub mod storage;
 #[cfg(feature = "runtime")]
 pub mod tempdir;
+#[cfg(feature = "runtime")]
+pub mod timeline;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod tls;

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct TestCluster {
+    /// The tag it was started with (names its directory and failure files).
+    pub name: String,
     pub config: ClusterConfig,
     pub config_path: PathBuf,
     pub root: TempDir,
@@ -116,6 +118,7 @@ impl TestCluster {
         std::fs::write(&config_path, config.to_toml()).unwrap();
         let nodes = usize::from(n);
         TestCluster {
+            name: tag.to_owned(),
             config,
             config_path,
             root,
@@ -381,17 +384,32 @@ pub async fn check_history(cluster: &TestCluster, records: &[ClientRecord], epoc
         let ret = epoch.elapsed().as_micros() as u64;
         ops.push(raftkv::lincheck::Operation::get(99, &key, &value, call, Some(ret)));
         if let Err(e) = check_appends(&ops, &key, &value) {
-            let path = std::env::temp_dir().join("raftkv-e2e-history.json");
-            let _ = std::fs::write(&path, History::new(ops.clone()).to_json());
-            panic!("key {key}: {e}; final value {value:?}; history in {}", path.display());
+            let saved = save_failure(&cluster.name, &History::new(ops.clone()));
+            panic!("key {key}: {e}; final value {value:?}; {saved}");
         }
     }
     let history = History::new(ops);
     let verdict = lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
     if !verdict.is_ok() {
-        let path = std::env::temp_dir().join("raftkv-e2e-history.json");
-        let _ = std::fs::write(&path, history.to_json());
-        panic!("history not linearizable ({verdict:?}); written to {}", path.display());
+        let saved = save_failure(&cluster.name, &history);
+        panic!("history not linearizable ({verdict:?}); {saved}");
     }
     history
+}
+
+/// Writes a failing test's history and its HTML timeline where `cargo test`
+/// keeps test output (`target/tmp/failures/<name>-<pid>.history.json` and
+/// `.html`), and says where.
+pub fn save_failure(name: &str, history: &History) -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("failures");
+    let path = dir.join(format!("{name}-{}.history.json", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, history.to_json())) {
+        return format!("could not write the history: {e}");
+    }
+    let verdict = lincheck::check(history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
+    let html = raftkv::server::timeline::beside(&path);
+    match raftkv::server::timeline::write(&html, &path.display().to_string(), history, &verdict) {
+        Ok(()) => format!("history written to {}, timeline to {}", path.display(), html.display()),
+        Err(e) => format!("history written to {}; could not draw it: {e}", path.display()),
+    }
 }

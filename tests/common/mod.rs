@@ -32,7 +32,24 @@ pub fn report(failure: &ScenarioFailure) -> String {
         .and_then(|_| std::fs::write(&path, failure.history.to_json()))
         .map(|_| format!("history written to {}", path.display()))
         .unwrap_or_else(|e| format!("could not write the history: {e}"));
-    format!("{failure}\n{saved}\nreplay: RAFTKV_SEED={} cargo test --test scenarios {}", failure.seed, failure.scenario)
+    let drawn = draw(&path, &failure.history);
+    format!(
+        "{failure}\n{saved}\n{drawn}\nreplay: RAFTKV_SEED={} cargo test --test scenarios {}",
+        failure.seed, failure.scenario
+    )
+}
+
+/// Checks `history` again and draws it beside `history_path` (the HTML
+/// timeline, `raftkv check --html`); says where, or why not.
+pub fn draw(history_path: &std::path::Path, history: &raftkv::lincheck::History) -> String {
+    use raftkv::lincheck::{check, Budget};
+    use raftkv::server::timeline;
+    let verdict = check(history, Budget::default());
+    let html = timeline::beside(history_path);
+    match timeline::write(&html, &history_path.display().to_string(), history, &verdict) {
+        Ok(()) => format!("timeline written to {}", html.display()),
+        Err(e) => format!("could not draw the history: {e}"),
+    }
 }
 
 /// Fails a hand-driven scenario: writes `sim`'s history beside the seed and
