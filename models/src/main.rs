@@ -254,6 +254,7 @@ fn main() {
                     if let Some(walk) = checker.discovery(p.name) {
                         let (small, path) = shrink_breaking(m, &walk.into_actions(), p.name);
                         println!("{} counterexample shrunk to {} actions:\n{path}", p.name, small.len());
+                        draw_history(p.name, path.last_state());
                     }
                 }
             }
@@ -294,6 +295,7 @@ fn main() {
             if let Some((name, actions)) = &report.violation {
                 let (small, path) = shrink_breaking(&m, actions, name);
                 println!("{name} broken after {} actions, shrunk to {}:\n{path}", actions.len(), small.len());
+                draw_history(name, path.last_state());
             }
             exit_if(report.violation.is_some());
         }
@@ -327,6 +329,9 @@ fn main() {
                 };
                 violated |= always && at.is_some();
                 println!("  {:<36} {verdict}", p.name);
+                if let (true, Some(i)) = (always, at) {
+                    draw_history(p.name, &states[i]);
+                }
             }
             exit_if(violated);
         }
@@ -390,6 +395,29 @@ fn memory(field: &str, label: &str) -> String {
 
 /// Exit code 1 when an "always" property was violated, as a failed test
 /// would; 0 otherwise (2 is for usage errors).
+/// For a broken `linearizable`, draws the client history of the state that
+/// breaks it as raftkv's HTML timeline (`raftkv check --html`: the longest
+/// linearizable prefix, the call that cannot follow, the offending set) in
+/// the temporary directory, and prints where.
+fn draw_history(property: &str, state: &raftkv_models::RaftState) {
+    use raftkv::lincheck::{self, Budget, History};
+    if property != "linearizable" {
+        return;
+    }
+    let history = History::new(state.history.ops.clone());
+    let verdict = lincheck::check(&history, Budget::steps(1_000_000));
+    let explanation = match &verdict {
+        lincheck::Verdict::Illegal(v) => Some(lincheck::explain(&history, &v.key, Budget::steps(1_000_000))),
+        _ => None,
+    };
+    let page = lincheck::html::render("model counterexample", &history, &verdict, explanation.as_ref());
+    let path = std::env::temp_dir().join(format!("raftkv-models-{}.html", std::process::id()));
+    match std::fs::write(&path, page) {
+        Ok(()) => println!("the history as a timeline: {}", path.display()),
+        Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
+    }
+}
+
 fn exit_if(violated: bool) {
     if violated {
         std::process::exit(1);

@@ -113,7 +113,7 @@ function describe(o) {
   const answered = o.ret !== null, returns = o.kind !== "put" && o.kind !== "append";
   const result = !answered ? "never answered" : returns ? show(o.output) : "ok";
   // On the bar the key goes without saying: "A x1", "G → x1x2".
-  const label = SHORT[o.kind] + (writes ? " " + o.value : "") + (answered && returns ? " → " + o.output : "");
+  const label = SHORT[o.kind] + (writes ? " " + o.value : "") + (answered && returns ? " → " + (o.output === "" ? '""' : o.output) : "");
   return { op: o.kind + "(" + args + ")", result, label };
 }
 document.getElementById("title").textContent = "raftkv history: " + data.title;
