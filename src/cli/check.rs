@@ -4,8 +4,14 @@ use raftkv::lincheck::{self, Budget, History, Verdict};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// The largest history file `raftkv check` reads: about ten million
+/// operations. Parsed, a history takes about as much memory again as its
+/// text, so this bounds the checker's memory before the search's own bound
+/// (`Budget`) applies.
+pub const HISTORY_FILE_BYTES_MAX: u64 = 1 << 30;
+
 pub fn check(path: &Path, max_steps: u64, html: Option<&Path>) -> ExitCode {
-    let parsed = std::fs::read_to_string(path).map_err(|e| e.to_string());
+    let parsed = read_bounded(path);
     let history = match parsed.and_then(|text| History::from_json(&text).map_err(|e| e.to_string())) {
         Ok(h) => h,
         Err(e) => {
@@ -43,4 +49,24 @@ pub fn check(path: &Path, max_steps: u64, html: Option<&Path>) -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+/// The file's text, refusing one above [`HISTORY_FILE_BYTES_MAX`] before
+/// reading it (and never reading past the bound, should it grow).
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let too_big = |bytes: u64| {
+        format!("the file holds {bytes} bytes; histories of at most {HISTORY_FILE_BYTES_MAX} bytes (1 GiB) are read")
+    };
+    let bytes = file.metadata().map_err(|e| e.to_string())?.len();
+    if bytes > HISTORY_FILE_BYTES_MAX {
+        return Err(too_big(bytes));
+    }
+    let mut text = String::with_capacity(bytes as usize);
+    file.take(HISTORY_FILE_BYTES_MAX + 1).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    if text.len() as u64 > HISTORY_FILE_BYTES_MAX {
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
 }

@@ -1,3 +1,6 @@
+//! `raftkv check`: bad history files get clear errors, and `--html` in a
+//! real browser.
+//!
 //! `raftkv check --html` in a real browser: the page a failing check
 //! writes is opened by headless Chromium (`--dump-dom` prints the document
 //! after its script has run), and the timeline must be there: one bar per
@@ -79,4 +82,42 @@ fn the_timeline_of_a_failing_check_opens_in_a_browser() {
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("timeline.png");
     headless(browser, &html, &[&format!("--screenshot={}", shot.display()), "--window-size=1200,800"]);
     assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "no screenshot at {}", shot.display());
+}
+
+/// Runs `raftkv check` on a file holding `text`; its exit code and output.
+fn check_text(dir: &TempDir, name: &str, text: &[u8]) -> (Option<i32>, String) {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv")).arg("check").arg(&path).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Malformed, truncated, inconsistent and oversized files: exit 2 and a
+/// message naming the file and, where there is one, the position.
+#[test]
+fn bad_history_files_get_clear_errors() {
+    let dir = TempDir::new("check-bad").unwrap();
+    let op = |kind: &str, call: u64, ret: u64| {
+        format!(r#"{{"client":1,"kind":"{kind}","key":"k","value":"v","output":"","call":{call},"return":{ret}}}"#)
+    };
+    let cases: [(&str, String, &str); 5] = [
+        ("truncated.json", format!("[{}", &op("put", 0, 1)[..30]), "line 1 column"),
+        ("backwards.json", format!("[{}]", op("put", 5, 3)), "operation 0 returns at 3, before its call at 5"),
+        ("unknown.json", format!("[{}]", op("incr", 0, 1)), "unknown variant `incr`"),
+        ("misspelt.json", format!("[{}]", op("put", 0, 1).replace("return", "retrun")), "retrun"),
+        ("not-json.json", "\u{0}\u{1}garbage".into(), "malformed history JSON"),
+    ];
+    for (name, text, expected) in cases {
+        let (code, output) = check_text(&dir, name, text.as_bytes());
+        assert_eq!(code, Some(2), "{name}: {output}");
+        assert!(output.contains(name) && output.contains(expected), "{name}: {output}");
+    }
+    // A file above the bound is refused from its size, before any of it
+    // is read (sparse: it takes no disk).
+    let huge = dir.path().join("huge.json");
+    std::fs::File::create(&huge).unwrap().set_len((1 << 30) + 1).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv")).arg("check").arg(&huge).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("1073741825 bytes") && text.contains("at most 1073741824"), "{text}");
 }
