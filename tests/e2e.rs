@@ -370,17 +370,21 @@ async fn a_wiped_follower_of_an_idle_cluster_catches_up() {
 
 /// `raftkv bench --mix all --check` against a real cluster: Gets, Appends,
 /// Puts, DELs and SETNXs from 4 clients on 3 keys for 2 s, the history
-/// recorded and found linearizable by the checker.
+/// recorded and found linearizable by the checker, and the run drawn
+/// (`--plot`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_checks_every_operation() {
     let cluster = TestCluster::start("bench-all", 3);
     leader(&cluster).await;
     let servers = cluster.clients().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
     let history = cluster.root.path().join("bench-all.json");
+    let chart = cluster.root.path().join("bench-all.svg");
     let out = Command::new(env!("CARGO_BIN_EXE_raftkv"))
         .args(["bench", "--mix", "all", "--clients", "4", "--keys", "3", "--seconds", "2", "--check"])
         .args(["--servers", &servers, "--history-out"])
         .arg(&history)
+        .arg("--plot")
+        .arg(&chart)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -395,6 +399,8 @@ async fn bench_checks_every_operation() {
         let answers: std::collections::BTreeSet<&str> = completed.map(|o| o.output.as_str()).collect();
         assert_eq!(answers, ["0", "1"].into(), "{kind:?} answered both ways");
     }
+    let chart = std::fs::read_to_string(&chart).unwrap();
+    assert!(chart.starts_with("<svg") && chart.matches("<polyline").count() == 3, "{chart}");
 }
 
 /// `redis-cli` (Debian's redis-tools) against the cluster: a write through

@@ -210,6 +210,9 @@ enum Command {
         /// Check the history for linearizability after the run.
         #[arg(long)]
         check: bool,
+        /// Draw throughput and latency (p50, p99) over the run as an SVG.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
         /// The servers' client addresses, in node-id order.
         #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
         servers: Vec<SocketAddr>,
@@ -435,6 +438,7 @@ pub fn main() -> ExitCode {
             seed,
             history_out,
             check,
+            plot,
             servers,
             access,
         } => {
@@ -459,6 +463,7 @@ pub fn main() -> ExitCode {
                 history_out,
                 check,
                 seed,
+                plot,
             })
         }
         Command::Sim { seed, shape, reads, bug, history_out, quiet } => {

@@ -26,6 +26,7 @@ pub struct BenchArgs {
     pub history_out: Option<PathBuf>,
     pub check: bool,
     pub seed: u64,
+    pub plot: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -107,6 +108,17 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 
     let history = History::new(records.into_iter().flat_map(|r| r.history).collect());
+    if let Some(path) = &args.plot {
+        use raftkv::server::plot;
+        // About fifty points, none shorter than 100 ms.
+        let width_us = (args.duration.as_micros() as u64 / 50).max(100_000);
+        let title = format!("raftkv bench: {} clients, {:?} mix, {} keys", args.clients, args.mix, args.keys);
+        let chart = plot::svg(&title, &plot::intervals(&history.ops, (elapsed * 1e6) as u64, width_us));
+        match std::fs::write(path, chart) {
+            Ok(()) => println!("chart written to {}", path.display()),
+            Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
+        }
+    }
     if let Some(path) = &args.history_out {
         if let Err(e) = std::fs::write(path, history.to_json()) {
             eprintln!("error: cannot write {}: {e}", path.display());

@@ -28,6 +28,7 @@
 //!   certificates `raftkv certs` issues.
 //! - [`tempdir`]: self-removing data directories for local clusters and tests.
 //! - [`timeline`]: a checked history's HTML picture, written to a file.
+//! - [`plot`]: `raftkv bench --plot`'s chart of throughput and latency.
 //! - [`resp`]: the client protocol, RESP2, server side: the request codec,
 //!   replies and redirects (`specs/client.md`).
 //! - [`client`]: the client protocol's client side: `RemoteClerk`, the pure
@@ -58,6 +59,8 @@ pub mod metrics;
 pub mod node;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod peer;
+#[cfg(feature = "runtime")]
+pub mod plot;
 #[cfg(not(loom))]
 pub mod resp;
 #[cfg(all(feature = "runtime", not(loom)))]
