@@ -4,7 +4,7 @@
 
 use raftkv::clerk::{Clerk, ClerkAction};
 use raftkv::kv::{AdminOp, AdminRequest, Command, KvServer, Op, Response, ServerConfig, ServerInput, SnapshotJob};
-use raftkv::raft::{DurableState, Envelope, Membership, MembershipChange, NodeId, Role, Snapshot};
+use raftkv::raft::{DurableState, Entry, Envelope, LogIndex, Membership, MembershipChange, NodeId, Role, Snapshot};
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -13,11 +13,25 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Once};
 
 /// Everything that travels between actors.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ModelMsg {
     Raft(Envelope<Command>),
     Request(Command),
     Response(Response),
+}
+
+/// One short line, as the Explorer lists actions and the counterexamples
+/// print them: `0->1 PreVote t=1 last=0/0` (the interaction scripts' text
+/// for Raft messages), `request c1#1 Append("k", "1")`, `response c1#1
+/// Ok("")`.
+impl std::fmt::Debug for ModelMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelMsg::Raft(envelope) => write!(f, "{envelope}"),
+            ModelMsg::Request(command) => write!(f, "request {command}"),
+            ModelMsg::Response(r) => write!(f, "response c{}#{} {:?}", r.client, r.seq, r.result),
+        }
+    }
 }
 
 /// Timers have no duration in the checker: any set timer may fire at any
@@ -52,12 +66,21 @@ pub enum Durable {
     Client(Arc<ClientState>),
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct DurableServer {
     /// The hard state, the latest snapshot written (taken here or
     /// installed), the log's base and the log after it, written batch by
     /// batch by [`DurableState::write`], as the simulator's disk is.
     pub disk: DurableState<Command>,
+}
+
+/// One line: `term 1, vote Some(0), snapshot 2, log ["3/1 noop"]`.
+impl std::fmt::Debug for DurableServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let disk = &self.disk;
+        let log = entries(disk.base.index, &disk.log);
+        write!(f, "term {}, vote {:?}, snapshot {}, log {log:?}", disk.hard.term, disk.hard.voted_for, disk.covered())
+    }
 }
 
 impl DurableServer {
@@ -126,25 +149,45 @@ pub struct Seen {
 impl std::fmt::Debug for ActorState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // What a person stepping through the Explorer came to see, a
+            // line each: role and indexes, vote, the log as `index/term
+            // entry`, the data and sessions, what is durable. Not the
+            // configuration or the injected-bug flags: they are the same in
+            // every state of a run (the Explorer's title and `check`'s
+            // first line print them once).
             ActorState::Server { server, durable, job, unwritten, seen } => {
                 let node = server.node();
                 let (base, base_term) = node.log().base();
+                let log = entries(base, node.log().entries());
+                let kv = server.kv();
                 f.debug_struct("Server")
                     .field("summary", &format_args!("{}", summary(server)))
+                    .field("vote", &format_args!("{:?} in term {}", node.hard_state().voted_for, node.term()))
+                    .field("leader", &format_args!("{:?}", node.leader()))
                     .field("snapshot_index", &node.snapshot().map_or(0, |s| s.meta.index))
                     .field("log_base", &format_args!("{base} (term {base_term})"))
-                    .field("durable_snapshot_index", &durable.disk.covered())
+                    .field("log", &log)
+                    .field("data", kv.data())
+                    .field(
+                        "sessions",
+                        &format_args!("{:?}", kv.sessions().iter().map(|(c, s)| (c, s.seq)).collect::<Vec<_>>()),
+                    )
+                    .field("durable", &format_args!("{durable:?}"))
                     .field("snapshot_job", &job.as_ref().map(|j| j.meta))
                     .field("unwritten_snapshot", &unwritten.as_ref().map(|s| s.meta))
                     .field("seen", seen)
-                    .field("server", server)
-                    .field("durable", durable)
                     .finish()
             }
             ActorState::Failed { why } => f.debug_struct("Failed").field("why", why).finish(),
             ActorState::Client(client) => f.debug_tuple("Client").field(client).finish(),
         }
     }
+}
+
+/// The entries after `base`, each as `index/term payload` (`3/2 c1#1
+/// Put("k", "1")`, `4/2 noop`).
+fn entries(base: LogIndex, log: &[Entry<Command>]) -> Vec<String> {
+    log.iter().enumerate().map(|(i, e)| format!("{}/{} {}", base + 1 + i as LogIndex, e.term, e.payload)).collect()
 }
 
 /// One line: `Leader term 1, commit 2, applied 2, snapshot 2, log 3..=3`.

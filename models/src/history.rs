@@ -10,7 +10,7 @@ use raftkv::raft::{Message, NodeId, Term};
 use stateright::actor::Envelope;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct ModelHistory {
     /// Logical time: bumped at every recorded call and return.
     pub clock: u64,
@@ -90,6 +90,32 @@ pub fn record_in(_cfg: &ModelConfig, h: &ModelHistory, env: Envelope<&ModelMsg>)
     op.output = if op.kind.has_output() { value.clone() } else { String::new() };
     h.clock += 1;
     Some(h)
+}
+
+/// A call per line, `c1#2 get("k") → "1" [2, 3]` (`[call, return]`;
+/// `[2, …]` while outstanding), and the leaders seen per term.
+impl std::fmt::Debug for ModelHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let calls: Vec<String> = self
+            .ops
+            .iter()
+            .zip(&self.seqs)
+            .map(|(o, seq)| {
+                let kind = format!("{:?}", o.kind).to_lowercase();
+                let args =
+                    if o.value.is_empty() { format!("{:?}", o.key) } else { format!("{:?}, {:?}", o.key, o.value) };
+                let output =
+                    if o.ret.is_some() && o.kind.has_output() { format!(" → {:?}", o.output) } else { String::new() };
+                let ret = o.ret.map_or("…".to_owned(), |r| r.to_string());
+                format!("c{}#{seq} {kind}({args}){output} [{}, {ret}]", o.client, o.call)
+            })
+            .collect();
+        f.debug_struct("ModelHistory")
+            .field("calls", &calls)
+            .field("leaders", &format_args!("{:?}", self.leaders))
+            .field("read_by_later_leader", &self.read_by_later_leader)
+            .finish()
+    }
 }
 
 impl ModelHistory {

@@ -96,4 +96,12 @@ fn explorer_shows_each_servers_snapshot_index() {
     assert!(states.contains("snapshot_index: 2"), "no server shows snapshot index 2: {states}");
     assert!(states.contains("snapshot_index: 0"), "server 1 shows no snapshot index: {states}");
     assert!(states.contains("snapshot 2, log 3..=2"), "no summary line with the snapshot: {states}");
+    // Readable: a server is its vote, its log as `index/term entry` and
+    // what is durable, not a dump of its configuration and bug flags;
+    // actions are one short line each.
+    assert!(states.contains("vote: ") && states.contains("log: [") && states.contains("durable: "), "{states}");
+    for noise in ["commit_previous_term", "election_timeout", "Envelope {", "ServerConfig"] {
+        assert!(!states.contains(noise), "a state or action still shows {noise:?}: {states}");
+    }
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("explorer-states.json"), &states).unwrap();
 }
