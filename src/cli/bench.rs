@@ -137,7 +137,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
             Verdict::Unknown { key } => println!("linearizability unknown: the search budget ran out on key {key:?}"),
         }
         if !verdict.is_ok() {
-            draw_failure(&history, &verdict, args.history_out.as_deref());
+            let temp_name = format!("raftkv-bench-{}", std::process::id());
+            super::draw_failure(&history, &verdict, args.history_out.as_deref(), &temp_name, None);
         }
         if verdict.is_illegal() {
             return ExitCode::FAILURE;
@@ -148,25 +149,6 @@ pub fn run(args: BenchArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
-}
-
-/// Draws a history that did not check Ok (beside `--history-out`, or in the
-/// temporary directory with the history itself) and says where.
-fn draw_failure(history: &History, verdict: &Verdict, history_out: Option<&std::path::Path>) {
-    let history_path = history_out.map(std::path::Path::to_path_buf).unwrap_or_else(|| {
-        let path = std::env::temp_dir().join(format!("raftkv-bench-{}.history.json", std::process::id()));
-        match std::fs::write(&path, history.to_json()) {
-            Ok(()) => println!("history written to {}", path.display()),
-            Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
-        }
-        path
-    });
-    let html = raftkv::server::timeline::beside(&history_path);
-    let title = history_path.display().to_string();
-    match raftkv::server::timeline::write(&html, &title, history, verdict) {
-        Ok(()) => println!("timeline written to {}", html.display()),
-        Err(e) => eprintln!("error: cannot write {}: {e}", html.display()),
-    }
 }
 
 /// The sum of every node's fsync counter, if every node answers INFO.

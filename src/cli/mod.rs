@@ -47,6 +47,34 @@ pub async fn sigterm() {
     }
 }
 
+/// Draws a history that did not check Ok as the HTML timeline: beside the
+/// history file the user asked for, or else beside a copy written to the
+/// temporary directory as `<temp_name>.history.json`; says where. The page
+/// is titled `title`, or else by the history's path. `raftkv bench
+/// --check` and `raftkv sim` call it on failure.
+pub fn draw_failure(
+    history: &raftkv::lincheck::History,
+    verdict: &raftkv::lincheck::Verdict,
+    history_out: Option<&std::path::Path>,
+    temp_name: &str,
+    title: Option<&str>,
+) {
+    let history_path = history_out.map(std::path::Path::to_path_buf).unwrap_or_else(|| {
+        let path = std::env::temp_dir().join(format!("{temp_name}.history.json"));
+        match std::fs::write(&path, history.to_json()) {
+            Ok(()) => println!("history written to {}", path.display()),
+            Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
+        }
+        path
+    });
+    let html = raftkv::server::timeline::beside(&history_path);
+    let title = title.map_or_else(|| history_path.display().to_string(), str::to_owned);
+    match raftkv::server::timeline::write(&html, &title, history, verdict) {
+        Ok(()) => println!("timeline written to {}", html.display()),
+        Err(e) => eprintln!("error: cannot write {}: {e}", html.display()),
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name("raftkv-io")

@@ -70,19 +70,17 @@ pub fn sim(
         }
         Err(failure) => {
             println!("{failure}");
-            // The picture of the failing run: beside the history if one was
-            // asked for, else in the temporary directory.
-            let history_path = history_out.unwrap_or_else(|| {
-                let path = std::env::temp_dir().join(format!("raftkv-sim-seed-{seed}.history.json"));
-                let _ = std::fs::write(&path, failure.history.to_json());
-                path
-            });
-            let html = raftkv::server::timeline::beside(&history_path);
+            // The picture of the failing run (which may have broken an
+            // invariant rather than linearizability: check it again).
             let verdict = raftkv::lincheck::check(&failure.history, raftkv::lincheck::Budget::default());
-            match raftkv::server::timeline::write(&html, &format!("seed {seed}"), &failure.history, &verdict) {
-                Ok(()) => println!("timeline written to {}", html.display()),
-                Err(e) => eprintln!("error: could not write {}: {e}", html.display()),
-            }
+            let temp_name = format!("raftkv-sim-seed-{seed}");
+            super::draw_failure(
+                &failure.history,
+                &verdict,
+                history_out.as_deref(),
+                &temp_name,
+                Some(&format!("seed {seed}")),
+            );
             ExitCode::FAILURE
         }
     }

@@ -88,8 +88,7 @@
 
 use super::appends::AppendIndex;
 use super::history::{OpKind, Operation};
-use super::lists::{Links, MinTree, TimeList};
-use crate::rng::Rng;
+use super::lists::{time_ordered_entries, zobrist_keys, Links, MinTree, TimeList};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -389,10 +388,12 @@ struct Search<'a> {
 impl<'a> Search<'a> {
     fn new(live: &[&'a Operation]) -> Self {
         let n = live.len();
-        let mut zobrist = Rng::new(0x1D_C0DE_5EED);
+        let (event, nodes) = time_ordered_entries(live.iter().map(|op| (op.call, op.ret)));
         let mut ops: Vec<OpInfo<'a>> = live
             .iter()
-            .map(|op| OpInfo {
+            .zip(zobrist_keys(n))
+            .zip(&nodes)
+            .map(|((op, zobrist), &(call_node, ret_node))| OpInfo {
                 kind: op.kind,
                 bytes: match op.kind {
                     OpKind::Get => op.output.as_bytes(),
@@ -401,34 +402,13 @@ impl<'a> Search<'a> {
                 },
                 call: op.call,
                 completed: op.ret.is_some(),
-                zobrist: u128::from(zobrist.next_u64()) << 64 | u128::from(zobrist.next_u64()),
-                call_node: 0,
-                ret_node: 0,
+                zobrist,
+                call_node,
+                ret_node,
                 pos: 0,
                 put_value: Value { len: 0, lo: 0, hi: 0 },
             })
             .collect();
-
-        // Sort key (time, 0 = call / 1 = return, op): calls before returns
-        // at equal times because intervals are closed.
-        let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
-        for (i, op) in live.iter().enumerate() {
-            events.push((op.call, 0, i));
-            if let Some(ret) = op.ret {
-                events.push((ret, 1, i));
-            }
-        }
-        events.sort_unstable();
-        let mut event = vec![(0, false); events.len() + 1];
-        for (k, &(_, kind, i)) in events.iter().enumerate() {
-            let node = k + 1;
-            event[node] = (i, kind == 0);
-            if kind == 0 {
-                ops[i].call_node = node;
-            } else {
-                ops[i].ret_node = node;
-            }
-        }
 
         // Gets (all completed: pending ones were dropped) sorted by output.
         let mut gets: Vec<usize> = (0..n).filter(|&i| ops[i].kind == OpKind::Get).collect();
@@ -462,7 +442,7 @@ impl<'a> Search<'a> {
         Search {
             appends,
             ops,
-            events: Links::new(events.len()),
+            events: Links::new(event.len() - 1),
             event,
             get_calls: MinTree::new(&calls),
             outputs,

@@ -19,8 +19,7 @@
 
 use super::check::{KeyOutcome, Steps};
 use super::history::{OpKind, Operation};
-use super::lists::Links;
-use crate::rng::Rng;
+use super::lists::{time_ordered_entries, zobrist_keys, Links};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One linearized call on the search stack.
@@ -95,32 +94,9 @@ fn search(ops: &[&Operation], steps: &mut Steps, mut track: Option<&mut Deepest>
         return KeyOutcome::Ok;
     }
 
-    // Entries sorted by (time, call before return, op): intervals are
-    // closed, so a call at the instant another returns may precede it.
-    let mut sorted: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * live.len());
-    for (i, op) in live.iter().enumerate() {
-        sorted.push((op.call, 0, i));
-        if let Some(ret) = op.ret {
-            sorted.push((ret, 1, i));
-        }
-    }
-    sorted.sort_unstable();
-    // Per list node (1-based): (op, is it the call entry); and each op's nodes.
-    let mut event = vec![(0, false); sorted.len() + 1];
-    let mut nodes = vec![(0, 0); live.len()];
-    for (k, &(_, kind, i)) in sorted.iter().enumerate() {
-        event[k + 1] = (i, kind == 0);
-        if kind == 0 {
-            nodes[i].0 = k + 1;
-        } else {
-            nodes[i].1 = k + 1;
-        }
-    }
-    let mut zobrist_rng = Rng::new(0x6E_E5A1_5EED);
-    let zobrist: Vec<u128> =
-        live.iter().map(|_| u128::from(zobrist_rng.next_u64()) << 64 | u128::from(zobrist_rng.next_u64())).collect();
-
-    let mut events = Links::new(sorted.len());
+    let (event, nodes) = time_ordered_entries(live.iter().map(|op| (op.call, op.ret)));
+    let zobrist = zobrist_keys(live.len());
+    let mut events = Links::new(event.len() - 1);
     let lift = |events: &mut Links, i: usize| {
         events.unlink(nodes[i].0);
         if nodes[i].1 != 0 {

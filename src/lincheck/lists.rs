@@ -1,6 +1,47 @@
 //! Small index structures the search updates on every step, each with an
 //! exact undo so that backtracking costs O(1) or O(log n).
 
+/// The call and return entries of calls with intervals `[call, ret]`
+/// (`ret` `None`: never returned, no return entry), in time order: at equal
+/// times calls come first, because intervals are closed (a call at the
+/// instant another returns may be ordered before it). Returns, per list
+/// node `1..=len` (index 0 unused), `(call index, is it the call entry)`,
+/// and per call its `(call node, return node)` (return node 0 if none):
+/// what both per-key searches walk with [`Links`].
+pub(super) fn time_ordered_entries(intervals: impl ExactSizeIterator<Item = (u64, Option<u64>)>) -> TimeOrdered {
+    let mut sorted: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * intervals.len());
+    let mut nodes = vec![(0, 0); intervals.len()];
+    for (i, (call, ret)) in intervals.enumerate() {
+        sorted.push((call, 0, i));
+        if let Some(ret) = ret {
+            sorted.push((ret, 1, i));
+        }
+    }
+    sorted.sort_unstable();
+    let mut event = vec![(0, false); sorted.len() + 1];
+    for (k, &(_, kind, i)) in sorted.iter().enumerate() {
+        let node = k + 1;
+        event[node] = (i, kind == 0);
+        if kind == 0 {
+            nodes[i].0 = node;
+        } else {
+            nodes[i].1 = node;
+        }
+    }
+    (event, nodes)
+}
+
+/// [`time_ordered_entries`]: per node, `(call, is call entry)`; per call,
+/// `(call node, return node)`.
+pub(super) type TimeOrdered = (Vec<(usize, bool)>, Vec<(usize, usize)>);
+
+/// A 128-bit random word per call, from a fixed seed, for the searches'
+/// fingerprints of linearized sets (XOR of the words of the set's calls).
+pub(super) fn zobrist_keys(count: usize) -> Vec<u128> {
+    let mut rng = crate::rng::Rng::new(0x1D_C0DE_5EED);
+    (0..count).map(|_| u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())).collect()
+}
+
 /// A circular doubly linked list over nodes `1..=len`, with node 0 as the
 /// sentinel ("dancing links"). `unlink` leaves the removed node's own links
 /// intact so `relink` can put it back in O(1), provided removals are undone

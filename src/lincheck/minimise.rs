@@ -64,8 +64,7 @@ const TIMELESS_STEPS_PER_TEST: u64 = 200_000;
 /// their values fit together in some order, whatever real time says.
 /// `None` if undecided within [`TIMELESS_STEPS_PER_TEST`] steps.
 fn fits_in_some_order(ops: &[&Operation], steps: &mut Steps) -> Option<bool> {
-    let timeless: Vec<Operation> =
-        ops.iter().map(|o| Operation { call: 0, ret: o.ret.map(|_| 0), ..(*o).clone() }).collect();
+    let timeless: Vec<Operation> = ops.iter().map(|o| o.timeless()).collect();
     let refs: Vec<&Operation> = timeless.iter().collect();
     let mut this_test = Steps::new(TIMELESS_STEPS_PER_TEST.min(steps.remaining()));
     let outcome = check_key(&refs, &mut this_test);

@@ -227,7 +227,7 @@ fn assert_violation_is_minimal(ops: &[Operation], context: &str) {
 
 /// `ops` with every call overlapping every other.
 fn timeless(ops: &[Operation]) -> Vec<Operation> {
-    ops.iter().map(|o| Operation { call: 0, ret: o.ret.map(|_| 0), ..o.clone() }).collect()
+    ops.iter().map(Operation::timeless).collect()
 }
 
 #[test]

@@ -193,15 +193,9 @@ pub enum MemberCommand {
 }
 
 impl ClientCommand {
-    /// The KV operation of a command that is exactly one: `GET`, `SET`,
-    /// `APPEND`, `SETNX`, `SET ... NX` and `DEL` of one key (`SET` is
-    /// `Op::Put`).
-    pub fn op(&self) -> Option<Op> {
-        self.clone().into_op().ok()
-    }
-
-    /// Moves out the KV operation of a command that is exactly one (see
-    /// [`ClientCommand::op`]), or gives the command back.
+    /// Moves out the KV operation of a command that is exactly one (`GET`,
+    /// `SET`, `APPEND`, `SETNX`, `SET ... NX` and `DEL` of one key; `SET`
+    /// is `Op::Put`), or gives the command back.
     pub fn into_op(self) -> Result<Op, ClientCommand> {
         match self {
             ClientCommand::Get { key } => Ok(Op::Get { key }),
