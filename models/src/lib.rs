@@ -11,6 +11,8 @@
 //! - Beyond exhaustive bounds: [`walks`] (seeded random walks), [`guided`]
 //!   (coverage-guided search), [`schedule`] (hand-written schedules) and
 //!   [`shrink`] (1-minimal counterexamples); [`symmetry`] reduces DFS.
+//! - [`explorer`]: the model as the Stateright Explorer shows it, each
+//!   action one short line.
 //!
 //! Properties ("always" must hold in every reachable state; "sometimes"
 //! must hold in some, so that no model is vacuous):
@@ -41,6 +43,7 @@
 //! (see `agree`).
 
 pub mod actors;
+pub mod explorer;
 pub mod guided;
 pub mod history;
 pub mod schedule;

@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use raftkv::kv::ReadPath;
 use raftkv::raft::InjectedBugs;
+use raftkv_models::explorer::Explorer;
 use raftkv_models::guided::Guided;
 use raftkv_models::schedule::{replay, FIGURE_8, SNAPSHOT_INSTALL};
 use raftkv_models::shrink::shrink_breaking;
@@ -337,7 +338,7 @@ fn main() {
         }
         Command::Explore { model: args, addr } => {
             println!("Stateright Explorer on http://{addr}");
-            model(args.config()).checker().threads(1).serve(addr.as_str());
+            Explorer::new(model(args.config())).checker().threads(1).serve(addr.as_str());
         }
     }
 }
