@@ -132,7 +132,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         match &verdict {
             Verdict::Ok => println!("linearizable (checked in {:.1} ms)", started.elapsed().as_secs_f64() * 1e3),
             Verdict::Illegal(v) => {
-                println!("NOT linearizable: key {:?}: {} operations in a minimal offending set", v.key, v.ops.len());
+                println!("NOT linearizable: key {:?}: a minimal offending set of {} calls:\n{v}", v.key, v.ops.len());
             }
             Verdict::Unknown { key } => println!("linearizability unknown: the search budget ran out on key {key:?}"),
         }

@@ -21,6 +21,12 @@
 //! leaves a read of a value the remaining calls cannot produce in any
 //! order. Only when the values cannot fit in any order (a read of a value
 //! never written) is a lone read the right answer, and it is what remains.
+//!
+//! When the whole key is too large to tell (hundreds of calls with Puts:
+//! the search without times has nothing to prune with), a candidate is
+//! kept only if each of its reads is made by some of its writes
+//! ([`reads_supported`], cheap and sound where it says no); the small set
+//! that remains is then judged as above (`specs/history.md`, section 7).
 
 use super::check::{check_key, KeyOutcome, Steps};
 use super::history::{OpKind, Operation};
@@ -29,44 +35,98 @@ use crate::shrink::{delta_debug, Trial};
 /// Shrinks `ops` (one key, already known to be Illegal) within `max_steps`
 /// search steps in total. The result keeps the input order.
 pub(crate) fn minimise<'a>(ops: &[&'a Operation], max_steps: u64) -> Vec<&'a Operation> {
-    let mut steps = Steps::new(max_steps);
     // Pending Gets are ignored by the checker, so they never matter.
     let relevant: Vec<&Operation> =
         ops.iter().copied().filter(|o| !(o.kind == OpKind::Get && o.ret.is_none())).collect();
-    let mut timeless_steps = Steps::new(max_steps.min(TIMELESS_STEPS_MAX));
-    let order_violation = fits_in_some_order(&relevant, &mut timeless_steps) == Some(true);
-    delta_debug(relevant, |candidate| {
-        if steps.exhausted() || (order_violation && timeless_steps.exhausted()) {
+    let mut fitting = Steps::new(max_steps.min(FITTING_STEPS_MAX));
+    let whole_key_fits = fits_in_some_order(&relevant, &mut fitting);
+    minimise_given(relevant, whole_key_fits, Steps::new(max_steps), fitting)
+}
+
+/// [`minimise`] once it is known whether the key's calls fit in some order
+/// (`None`: undecided, as on a key of hundreds of calls with Puts, where
+/// the search without times has nothing to prune with).
+pub(super) fn minimise_given(
+    relevant: Vec<&Operation>,
+    whole_key_fits: Option<bool>,
+    mut steps: Steps,
+    mut fitting: Steps,
+) -> Vec<&Operation> {
+    match whole_key_fits {
+        // A violation of order: keep sets whose values fit.
+        Some(true) => shrink(relevant, &mut steps, |c| fit(fits_in_some_order(c, &mut fitting), &fitting)),
+        // A read of a value no order of the writes produces.
+        Some(false) => shrink(relevant, &mut steps, |_| Fit::Keep),
+        // Undecided: keep sets in which every read's value is made by some
+        // of the set's writes (a test far cheaper than a whole order), then
+        // see whether the values of the small set fit together. If not,
+        // its violation is one of values, shrunk as such.
+        None => {
+            let supported = shrink(relevant, &mut steps, |c| fit(reads_supported(c, &mut fitting), &fitting));
+            match fits_in_some_order(&supported, &mut fitting) {
+                Some(true) => supported,
+                Some(false) | None => shrink(supported, &mut steps, |_| Fit::Keep),
+            }
+        }
+    }
+}
+
+/// What the shrinker's constraint says of a smaller candidate that is
+/// still Illegal.
+enum Fit {
+    Keep,
+    /// It fails the constraint, or the test was undecided: keep what it
+    /// would drop.
+    Reject,
+    /// The constraint's budget is spent.
+    Stop,
+}
+
+fn fit(decided: Option<bool>, budget: &Steps) -> Fit {
+    match decided {
+        Some(true) => Fit::Keep,
+        _ if budget.exhausted() => Fit::Stop,
+        _ => Fit::Reject,
+    }
+}
+
+/// Delta debugging of `ops`, keeping each removal after which the rest is
+/// still Illegal and `constraint` keeps it.
+fn shrink<'a>(
+    ops: Vec<&'a Operation>,
+    steps: &mut Steps,
+    mut constraint: impl FnMut(&[&Operation]) -> Fit,
+) -> Vec<&'a Operation> {
+    delta_debug(ops, |candidate| {
+        if steps.exhausted() {
             return Trial::Stop;
         }
-        match check_key(&candidate, &mut steps) {
-            KeyOutcome::Illegal if !order_violation => Trial::Fails(candidate),
-            KeyOutcome::Illegal => match fits_in_some_order(&candidate, &mut timeless_steps) {
-                Some(true) => Trial::Fails(candidate),
-                Some(false) => Trial::Passes,
-                // Undecided: keep what the candidate would drop.
-                None => Trial::Passes,
+        match check_key(&candidate, steps) {
+            KeyOutcome::Illegal => match constraint(&candidate) {
+                Fit::Keep => Trial::Fails(candidate),
+                Fit::Reject => Trial::Passes,
+                Fit::Stop => Trial::Stop,
             },
             KeyOutcome::Ok | KeyOutcome::Unknown => Trial::Passes,
         }
     })
 }
 
-/// What the "fits in some order" tests may spend, in all and each: every
-/// call overlapping every other is the search's worst case (nothing
-/// orders the calls), so it gets a budget of its own, and the minimiser
+/// What the tests of values without times may spend, in all and each:
+/// every call overlapping every other is the search's worst case (nothing
+/// orders the calls), so they get a budget of their own, and the minimiser
 /// stops (with a set that is Illegal, merely less small) once it is spent.
-const TIMELESS_STEPS_MAX: u64 = 10_000_000;
-const TIMELESS_STEPS_PER_TEST: u64 = 200_000;
+const FITTING_STEPS_MAX: u64 = 10_000_000;
+const FITTING_STEPS_PER_TEST: u64 = 200_000;
 
 /// Whether `ops` would be linearizable if every call overlapped every
 /// other (all called at 0 and, if they returned, returning at 0): whether
 /// their values fit together in some order, whatever real time says.
-/// `None` if undecided within [`TIMELESS_STEPS_PER_TEST`] steps.
+/// `None` if undecided within [`FITTING_STEPS_PER_TEST`] steps.
 fn fits_in_some_order(ops: &[&Operation], steps: &mut Steps) -> Option<bool> {
     let timeless: Vec<Operation> = ops.iter().map(|o| o.timeless()).collect();
     let refs: Vec<&Operation> = timeless.iter().collect();
-    let mut this_test = Steps::new(TIMELESS_STEPS_PER_TEST.min(steps.remaining()));
+    let mut this_test = Steps::new(FITTING_STEPS_PER_TEST.min(steps.remaining()));
     let outcome = check_key(&refs, &mut this_test);
     steps.charge_used(&this_test);
     match outcome {
@@ -74,6 +134,91 @@ fn fits_in_some_order(ops: &[&Operation], steps: &mut Steps) -> Option<bool> {
         KeyOutcome::Illegal => Some(false),
         KeyOutcome::Unknown => None,
     }
+}
+
+/// Whether the value each completed Get of `ops` returned is made by some
+/// of `ops`' writes, each used at most once, in some order: a starting
+/// value (`""`, as at the start or after a Delete, or a Put's or
+/// PutIfAbsent's value) followed by Append arguments. Each read is asked
+/// alone, so this is weaker than [`fits_in_some_order`] (two reads may be
+/// made by orders that exclude each other), but sound where it says no: a
+/// read it cannot make has no linearization, with or without times.
+/// `None` if undecided within [`FITTING_STEPS_PER_TEST`] steps.
+fn reads_supported(ops: &[&Operation], steps: &mut Steps) -> Option<bool> {
+    let mut this_test = Steps::new(FITTING_STEPS_PER_TEST.min(steps.remaining()));
+    let starts: Vec<&str> = std::iter::once("")
+        .chain(ops.iter().filter(|o| matches!(o.kind, OpKind::Put | OpKind::PutIfAbsent)).map(|o| o.value.as_str()))
+        .collect();
+    let mut appends: Vec<&str> =
+        ops.iter().filter(|o| o.kind == OpKind::Append && !o.value.is_empty()).map(|o| o.value.as_str()).collect();
+    // Equal arguments side by side: the search tries one of each.
+    appends.sort_unstable();
+    let mut all = Some(true);
+    for read in ops.iter().filter(|o| o.kind == OpKind::Get && o.ret.is_some()) {
+        let target = read.output.as_str();
+        let mut made = Some(false);
+        for start in starts.iter().filter(|s| target.starts_with(**s)) {
+            match concatenates(&target[start.len()..], &appends, &mut this_test) {
+                Some(true) => {
+                    made = Some(true);
+                    break;
+                }
+                Some(false) => {}
+                None => made = None,
+            }
+        }
+        match made {
+            Some(true) => {}
+            Some(false) => {
+                all = Some(false);
+                break;
+            }
+            None => all = None,
+        }
+    }
+    steps.charge_used(&this_test);
+    all
+}
+
+/// Whether `target` is a concatenation of some of the (sorted) `appends`,
+/// each used at most once; `None` if undecided within `steps`. A search
+/// with its own stack: a value read from an append-heavy key can be made
+/// of thousands of appends.
+fn concatenates(target: &str, appends: &[&str], steps: &mut Steps) -> Option<bool> {
+    let mut used = vec![false; appends.len()];
+    // Per level: the position reached in `target` and the next append to
+    // try there; `chosen` holds the append that led to each level.
+    let mut levels: Vec<(usize, usize)> = vec![(0, 0)];
+    let mut chosen: Vec<usize> = Vec::new();
+    while let Some((position, next)) = levels.last_mut() {
+        if *position == target.len() {
+            return Some(true);
+        }
+        if !steps.tick() {
+            return None;
+        }
+        let rest = &target[*position..];
+        // Of equal arguments, only the first unused one.
+        let found = (*next..appends.len()).find(|&i| {
+            !used[i] && rest.starts_with(appends[i]) && !(i > 0 && appends[i - 1] == appends[i] && !used[i - 1])
+        });
+        match found {
+            Some(i) => {
+                *next = i + 1;
+                let reached = *position + appends[i].len();
+                used[i] = true;
+                chosen.push(i);
+                levels.push((reached, 0));
+            }
+            None => {
+                levels.pop();
+                if let Some(i) = chosen.pop() {
+                    used[i] = false;
+                }
+            }
+        }
+    }
+    Some(false)
 }
 
 #[cfg(test)]

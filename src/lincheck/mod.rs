@@ -137,6 +137,83 @@ pub struct Violation {
     pub ops: Vec<Operation>,
 }
 
+/// The longest value a [`Violation`]'s table shows whole; longer ones keep
+/// their head and tail (an append-heavy key's value grows long, and what
+/// differs is usually at its end).
+pub const TABLE_VALUE_CHARS_MAX: usize = 48;
+
+impl std::fmt::Display for Violation {
+    /// The offending calls as a table, one call per line, in history order:
+    ///
+    /// ```text
+    /// client  call                 result  invoke  return
+    ///      1  Put("x", "1")                     0       1
+    ///      2  Get("x")             ""           2       3
+    /// ```
+    ///
+    /// Keys and values are quoted and escaped (`{:?}`), so no byte of them
+    /// can move the cursor or change the terminal's colours.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows: Vec<[String; 5]> = self.ops.iter().map(table_row).collect();
+        let header = ["client", "call", "result", "invoke", "return"].map(String::from);
+        let widths: Vec<usize> =
+            (0..5).map(|c| rows.iter().chain([&header]).map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        for (n, row) in [&header].into_iter().chain(&rows).enumerate() {
+            if n > 0 {
+                writeln!(f)?;
+            }
+            // Numbers right-aligned, text left-aligned; no trailing blanks.
+            let line = format!(
+                "{:>w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3],
+                w4 = widths[4]
+            );
+            f.write_str(line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+fn table_row(op: &Operation) -> [String; 5] {
+    let key = shown(&op.key);
+    let call = match op.kind {
+        OpKind::Put => format!("Put({key}, {})", shown(&op.value)),
+        OpKind::Append => format!("Append({key}, {})", shown(&op.value)),
+        OpKind::Get => format!("Get({key})"),
+        OpKind::Delete => format!("Delete({key})"),
+        OpKind::PutIfAbsent => format!("PutIfAbsent({key}, {})", shown(&op.value)),
+    };
+    let result = match (op.ret, op.kind) {
+        (None, _) => "(no reply)".to_owned(),
+        (Some(_), OpKind::Get) => shown(&op.output),
+        (Some(_), OpKind::Delete | OpKind::PutIfAbsent) => op.output.clone(),
+        (Some(_), OpKind::Put | OpKind::Append) => String::new(),
+    };
+    let ret = op.ret.map_or_else(|| "-".to_owned(), |r| r.to_string());
+    [op.client.to_string(), call, result, op.call.to_string(), ret]
+}
+
+/// `value` quoted and escaped, its middle elided past
+/// [`TABLE_VALUE_CHARS_MAX`] characters.
+fn shown(value: &str) -> String {
+    let chars = value.chars().count();
+    if chars <= TABLE_VALUE_CHARS_MAX {
+        return format!("{value:?}");
+    }
+    let keep = TABLE_VALUE_CHARS_MAX / 2;
+    let head: String = value.chars().take(keep).collect();
+    let tail: String = value.chars().skip(chars - keep).collect();
+    format!("{head:?}…({} chars)…{tail:?}", chars - 2 * keep)
+}
+
 /// Decides whether `history` is linearizable with respect to the sequential
 /// key/value spec, within `budget`.
 ///

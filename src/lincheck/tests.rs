@@ -247,6 +247,31 @@ fn a_stale_read_is_explained_with_the_writes_it_saw() {
     assert_eq!(verdict, Verdict::Illegal(Violation { key: "k".into(), ops: ops.clone() }));
 }
 
+/// `raftkv check` prints a violation as a table: aligned columns, values
+/// quoted and escaped, a long value elided in its middle, a call that
+/// never returned marked so.
+#[test]
+fn a_violation_prints_as_a_table() {
+    let long = "x".repeat(30) + &"y".repeat(30);
+    let v = Violation {
+        key: "k".into(),
+        ops: vec![
+            Operation::put(1, "k", "1\x1b[31m", 0, Some(1)),
+            Operation::append(12, "k", &long, 2, None),
+            Operation::get(3, "k", "", 40, Some(123)),
+            Operation::delete(3, "k", "0", 124, Some(125)),
+        ],
+    };
+    let expected = [
+        r#"client  call                                                                           result      invoke  return"#,
+        r#"     1  Put("k", "1\u{1b}[31m")                                                                         0       1"#,
+        r#"    12  Append("k", "xxxxxxxxxxxxxxxxxxxxxxxx"…(12 chars)…"yyyyyyyyyyyyyyyyyyyyyyyy")  (no reply)       2       -"#,
+        r#"     3  Get("k")                                                                       ""              40     123"#,
+        r#"     3  Delete("k")                                                                    0              124     125"#,
+    ];
+    assert_eq!(v.to_string(), expected.join("\n"));
+}
+
 /// A read of a value no call wrote is a complete violation by itself.
 #[test]
 fn a_read_of_a_value_never_written_is_its_own_violation() {
@@ -417,6 +442,44 @@ fn differential_against_brute_force() {
     eprintln!("differential: {legal} legal, {illegal} illegal");
     assert!(legal > CASES / 3, "only {legal} legal cases");
     assert!(illegal > CASES / 10, "only {illegal} illegal cases");
+}
+
+/// The minimiser's path for keys whose calls cannot be decided without
+/// times (hundreds of calls with Puts, as in Porcupine's `c50-bad`):
+/// forced here on small histories, where brute force can judge its result
+/// by the same minimality property as the other paths.
+#[test]
+fn the_minimisers_undecided_path_is_minimal_too() {
+    let mut streams = Rng::new(0x51DE);
+    let mut shrunk = 0;
+    for case in 0..800 {
+        let mut rng = streams.fork();
+        let params = GenParams {
+            values: if rng.chance(60, 100) { ValueStyle::Tiny } else { ValueStyle::Distinct },
+            max_duration: rng.range(0, 7),
+            conditional_pct: if rng.chance(30, 100) { 20 } else { 0 },
+            ..GenParams::new(
+                rng.range(2, brute::BRUTE_MAX_OPS as u64 + 1) as usize,
+                rng.range(1, 4) as usize,
+                1,
+                45,
+                25,
+            )
+        };
+        let seed = rng.next_u64();
+        let h = mutate(seed, &generate_with(seed, &params));
+        if check_brute(&h) != Some(false) {
+            continue;
+        }
+        let relevant: Vec<&Operation> = h.ops.iter().filter(|o| !(o.kind == OpKind::Get && o.ret.is_none())).collect();
+        let small =
+            minimise::minimise_given(relevant, None, check::Steps::new(1_000_000), check::Steps::new(10_000_000));
+        let small: Vec<Operation> = small.into_iter().cloned().collect();
+        assert_violation_is_minimal(&small, &format!("case {case}, {params:?}\n{}", h.to_json()));
+        shrunk += 1;
+    }
+    eprintln!("{shrunk} illegal histories shrunk");
+    assert!(shrunk > 150, "only {shrunk} illegal histories");
 }
 
 /// The general search (keys with conditional calls) and the append-aware

@@ -157,7 +157,7 @@ pub(super) fn conclude(
     match lincheck::check(&history, Budget::default()) {
         Verdict::Ok => Ok(Outcome { history, stats: sim.stats().clone(), virtual_us: sim.now() }),
         Verdict::Illegal(v) => {
-            Err(fail(format!("history not linearizable on key {:?}; offending ops: {:#?}", v.key, v.ops), history))
+            Err(fail(format!("history not linearizable on key {:?}; a minimal offending set:\n{v}", v.key), history))
         }
         Verdict::Unknown { key } => {
             Err(fail(format!("linearizability undecided on key {key:?} within the budget"), history))
