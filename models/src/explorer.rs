@@ -13,12 +13,98 @@
 //! | a message lost | `lost: 0->1 PreVote t=1 last=0/0` |
 //!
 //! instead of stateright's `Debug` of the action (`Id(0) → 0->1 PreVote
-//! t=1 last=0/0 → Id(1)`, `Timeout(Id(0), Election)`).
+//! t=1 last=0/0 → Id(1)`, `Timeout(Id(0), Election)`). A whole state (the
+//! Explorer's "Complete State?") is each actor's state, then the messages
+//! in flight one line each, the timers set, the crashed actors and the
+//! history ([`ExplorerState`]), instead of stateright's five lines per
+//! message and a line per field of every empty map.
 
-use crate::actors::{ModelMsg, ModelTimer};
+use crate::actors::{ActorState, ModelMsg, ModelTimer};
 use crate::{RaftAction, RaftModel, RaftState};
-use stateright::actor::{ActorModelAction, Id};
+use stateright::actor::{ActorModelAction, Envelope, Id, Network};
 use stateright::{Model, Path, Property};
+use std::fmt;
+
+/// A state of the model as the Explorer prints it (the same state: only
+/// its `Debug` differs, see the module's comment).
+#[derive(Clone, PartialEq, Hash)]
+pub struct ExplorerState(pub RaftState);
+
+impl fmt::Debug for ExplorerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = &self.0;
+        let servers = state.actor_states.iter().filter(|s| !matches!(***s, ActorState::Client(_))).count();
+        let name = |i: usize| actor_name(servers, Id::from(i));
+        for (i, actor) in state.actor_states.iter().enumerate() {
+            let crashed = if state.crashed[i] { " (crashed: this is its state before)" } else { "" };
+            writeln!(f, "{}{crashed}: {:#?}", name(i), actor)?;
+        }
+        let in_flight = in_flight(&state.network, servers);
+        writeln!(f, "network: {} in flight{}", in_flight.len(), if in_flight.is_empty() { "" } else { ":" })?;
+        for message in &in_flight {
+            writeln!(f, "    {message}")?;
+        }
+        let timers: Vec<String> = state
+            .timers_set
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.iter().next().is_some())
+            .map(|(i, t)| format!("{} {:?}", name(i), t.iter().collect::<Vec<_>>()))
+            .collect();
+        writeln!(f, "timers: {}", timers.join(", "))?;
+        let crashed: Vec<String> = (0..state.crashed.len()).filter(|&i| state.crashed[i]).map(name).collect();
+        writeln!(f, "crashed: {}", if crashed.is_empty() { "none".to_owned() } else { crashed.join(", ") })?;
+        write!(f, "history: {:#?}", state.history)
+    }
+}
+
+/// The messages in flight, one label each: on an ordered network channel
+/// by channel, oldest first; otherwise sorted, a message sent more than
+/// once marked `(×2)`. (Not stateright's `Network::iter_all`: in 0.31 it
+/// never ends on an ordered network, repeating a channel's first message.)
+fn in_flight(network: &Network<ModelMsg>, servers: usize) -> Vec<String> {
+    let label = |e: &Envelope<ModelMsg>| message_label(servers, e.src, e.dst, &e.msg);
+    match network {
+        Network::Ordered(channels) => channels
+            .iter()
+            .flat_map(|(&(src, dst), queue)| queue.iter().map(move |msg| message_label(servers, src, dst, msg)))
+            .collect(),
+        Network::UnorderedNonDuplicating(multiset) => {
+            let mut lines: Vec<String> = multiset
+                .iter()
+                .map(|(e, &count)| if count > 1 { format!("{} (×{count})", label(e)) } else { label(e) })
+                .collect();
+            lines.sort();
+            lines
+        }
+        Network::UnorderedDuplicating(set, _) => {
+            let mut lines: Vec<String> = set.iter().map(label).collect();
+            lines.sort();
+            lines
+        }
+    }
+}
+
+/// A server by its number, a client by its client id (actor ids of
+/// clients follow the servers'; client ids start at 1).
+fn actor_name(servers: usize, id: Id) -> String {
+    let index = usize::from(id);
+    if index < servers {
+        index.to_string()
+    } else {
+        format!("client {}", index - servers + 1)
+    }
+}
+
+fn message_label(servers: usize, src: Id, dst: Id, msg: &ModelMsg) -> String {
+    let name = |id| actor_name(servers, id);
+    match msg {
+        // The envelope names its sender and receiver already.
+        ModelMsg::Raft(envelope) => envelope.to_string(),
+        ModelMsg::Request(command) => format!("{}->{} #{} {}", name(src), name(dst), command.seq, command.op),
+        ModelMsg::Response(reply) => format!("{}->{} #{} {:?}", name(src), name(dst), reply.seq, reply.result),
+    }
+}
 
 /// [`RaftModel`] with short action labels, for `raftkv-models explore`.
 pub struct Explorer {
@@ -40,29 +126,16 @@ impl Explorer {
         Explorer { model, properties }
     }
 
-    /// A server by its number, a client by its client id (actor ids of
-    /// clients follow the servers'; client ids start at 1).
+    fn servers(&self) -> usize {
+        usize::from(self.model.cfg.servers)
+    }
+
     fn actor(&self, id: Id) -> String {
-        let index = usize::from(id);
-        let servers = usize::from(self.model.cfg.servers);
-        if index < servers {
-            index.to_string()
-        } else {
-            format!("client {}", index - servers + 1)
-        }
+        actor_name(self.servers(), id)
     }
 
     fn message(&self, src: Id, dst: Id, msg: &ModelMsg) -> String {
-        match msg {
-            // The envelope names its sender and receiver already.
-            ModelMsg::Raft(envelope) => envelope.to_string(),
-            ModelMsg::Request(command) => {
-                format!("{}->{} #{} {}", self.actor(src), self.actor(dst), command.seq, command.op)
-            }
-            ModelMsg::Response(reply) => {
-                format!("{}->{} #{} {:?}", self.actor(src), self.actor(dst), reply.seq, reply.result)
-            }
-        }
+        message_label(self.servers(), src, dst, msg)
     }
 
     /// The one-line label of `action` (the table in the module's comment).
@@ -91,31 +164,34 @@ impl Explorer {
 }
 
 impl Model for Explorer {
-    type State = RaftState;
+    type State = ExplorerState;
     type Action = RaftAction;
 
-    fn init_states(&self) -> Vec<RaftState> {
-        self.model.init_states()
+    fn init_states(&self) -> Vec<ExplorerState> {
+        self.model.init_states().into_iter().map(ExplorerState).collect()
     }
 
-    fn actions(&self, state: &RaftState, actions: &mut Vec<RaftAction>) {
-        self.model.actions(state, actions)
+    fn actions(&self, state: &ExplorerState, actions: &mut Vec<RaftAction>) {
+        self.model.actions(&state.0, actions)
     }
 
-    fn next_state(&self, state: &RaftState, action: RaftAction) -> Option<RaftState> {
-        self.model.next_state(state, action)
+    fn next_state(&self, state: &ExplorerState, action: RaftAction) -> Option<ExplorerState> {
+        self.model.next_state(&state.0, action).map(ExplorerState)
     }
 
     fn format_action(&self, action: &RaftAction) -> String {
         self.label(action)
     }
 
-    fn format_step(&self, state: &RaftState, action: RaftAction) -> Option<String> {
-        self.model.format_step(state, action)
+    fn format_step(&self, state: &ExplorerState, action: RaftAction) -> Option<String> {
+        self.model.format_step(&state.0, action)
     }
 
-    fn as_svg(&self, path: Path<RaftState, RaftAction>) -> Option<String> {
-        self.model.as_svg(path)
+    fn as_svg(&self, path: Path<ExplorerState, RaftAction>) -> Option<String> {
+        let steps = path.into_vec();
+        let init = steps.first()?.0 .0.clone();
+        let actions: Vec<RaftAction> = steps.into_iter().filter_map(|(_, action)| action).collect();
+        self.model.as_svg(Path::from_actions(&self.model, init, &actions)?)
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
@@ -126,18 +202,18 @@ impl Model for Explorer {
             .collect()
     }
 
-    fn within_boundary(&self, state: &RaftState) -> bool {
-        Model::within_boundary(&self.model, state)
+    fn within_boundary(&self, state: &ExplorerState) -> bool {
+        Model::within_boundary(&self.model, &state.0)
     }
 }
 
 /// The model's `I`th property, as a condition on the [`Explorer`].
-fn condition<const I: usize>(explorer: &Explorer, state: &RaftState) -> bool {
-    (explorer.properties[I].condition)(&explorer.model, state)
+fn condition<const I: usize>(explorer: &Explorer, state: &ExplorerState) -> bool {
+    (explorer.properties[I].condition)(&explorer.model, &state.0)
 }
 
 /// One condition per property the Explorer can show (the model has 16).
-const CONDITIONS: [fn(&Explorer, &RaftState) -> bool; 24] = [
+const CONDITIONS: [fn(&Explorer, &ExplorerState) -> bool; 24] = [
     condition::<0>,
     condition::<1>,
     condition::<2>,
@@ -189,7 +265,7 @@ mod tests {
             ]
         );
         let mut choices = Vec::new();
-        let leader = path.last_state();
+        let leader = &ExplorerState(path.last_state().clone());
         explorer.actions(leader, &mut choices);
         let labels: Vec<String> = choices.iter().map(|a| explorer.label(a)).collect();
         assert!(labels.iter().any(|l| l.starts_with("client 1->0 #1 Append(")), "{labels:#?}");
@@ -203,11 +279,41 @@ mod tests {
         for (o, t) in ours.iter().zip(&theirs) {
             assert_eq!((o.name, &o.expectation), (t.name, &t.expectation));
             for state in [init, leader] {
-                assert_eq!((o.condition)(&explorer, state), (t.condition)(&explorer.model, state), "{}", o.name);
+                assert_eq!((o.condition)(&explorer, state), (t.condition)(&explorer.model, &state.0), "{}", o.name);
             }
         }
         // Not vacuous: the leader state tells "leader elected" apart.
         let elected = ours.iter().find(|p| p.name == "leader elected").unwrap();
         assert!(!(elected.condition)(&explorer, init) && (elected.condition)(&explorer, leader));
+    }
+
+    /// A whole state: the actors, then each message in flight on a line of
+    /// its own, the timers, the crashed actors and the history; on an
+    /// ordered network too.
+    #[test]
+    fn a_whole_state_lists_messages_one_per_line() {
+        let ordered = Explorer::new(model(ModelConfig::ci_snapshots()));
+        let path = replay(&ordered.model, "T0 D01").expect("a pre-vote");
+        let text = format!("{:#?}", ExplorerState(path.last_state().clone()));
+        assert!(text.contains("network: 3 in flight:\n    0->2 PreVote t=1 last=0/0\n"), "{text}");
+
+        let explorer = Explorer::new(model(ModelConfig::ci()));
+        // Server 0 has sent its pre-votes; server 1's grant is in flight.
+        let path = replay(&explorer.model, "T0 D01").expect("a pre-vote");
+        let text = format!("{:#?}", ExplorerState(path.last_state().clone()));
+        for line in [
+            "network: 3 in flight:",
+            "    0->2 PreVote t=1 last=0/0",
+            "    1->0 PreVoteReply t=1 granted",
+            "    client 1->0 #1 Append(\"k\", \"1\")",
+            "crashed: none",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+        }
+        assert!(text.contains("0: Server {") && text.contains("client 1: Client("), "{text}");
+        assert!(text.contains("timers: 0 [Election, Heartbeat], 1 [Election, Heartbeat]"), "{text}");
+        for noise in ["Envelope {", "RandomChoices", "Id("] {
+            assert!(!text.contains(noise), "{noise:?} in:\n{text}");
+        }
     }
 }

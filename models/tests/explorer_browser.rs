@@ -3,7 +3,8 @@
 //! the `fantoccini` client) the way a person would use it: click five
 //! actions in the "Next Action Choices" list (an election: `T0 D01 D10 D01
 //! D10`), then read the page. The state panel must show a leader in a
-//! readable line, the path its five short labels, the sequence diagram the
+//! readable line and, as a whole state, the messages in flight one per
+//! line; the path its five short labels, the sequence diagram the
 //! messages, and the properties list every property with its status. A
 //! screenshot is kept as an artifact (`target/tmp/explorer.png`).
 //!
@@ -197,6 +198,22 @@ async fn drive(client: &Client, explorer_port: u16) -> Result<(), String> {
     for noise in ["Envelope {", "ServerConfig", "election_timeout"] {
         if text.contains(noise) {
             return Err(format!("the state panel shows {noise:?}: {text}"));
+        }
+    }
+
+    // The whole state ("Complete State?"): the messages still in flight,
+    // one line each (server 2 has not received the pre-vote or the vote).
+    let complete = "//label[contains(normalize-space(.), 'Complete State?')]/input";
+    client.find(Locator::XPath(complete)).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    let whole = wait_for(
+        client,
+        "//section[contains(@class, 'main-flex-right')]/div[contains(., 'network: ') and contains(., 'crashed: none')]",
+    )
+    .await?;
+    let text = whole.text().await.map_err(|e| e.to_string())?;
+    for line in ["0->2 PreVote t=1 last=0/0", "0->2 Vote t=1 last=0/0"] {
+        if !text.lines().any(|l| l.trim() == line) {
+            return Err(format!("the whole state does not list {line:?} on a line of its own: {text}"));
         }
     }
 
