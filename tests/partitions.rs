@@ -10,22 +10,27 @@
 //! majority at all. After each it heals and waits for the load to make
 //! progress again. The history must be linearizable and every
 //! acknowledged append present exactly once. Availability (the longest
-//! window with no completed operation, per event) is printed, not asserted:
-//! figures go in benchmarks, never in timed tests.
+//! window with no completed operation, the time to a new leader's first
+//! commit and until every link carries traffic again, per event:
+//! `common/availability.rs`) is printed, not asserted: figures go in
+//! benchmarks, never in timed tests.
 //!
 //! Needs root, `ip` and `nft`; skipped with a message otherwise, unless
 //! `RAFTKV_REQUIRE_NETNS=1` (CI sets it where it runs as root), which
 //! turns the skip into a failure.
 
+#[path = "common/availability.rs"]
+mod availability;
 #[path = "common/cluster.rs"]
 mod cluster;
 #[path = "common/netns.rs"]
 mod netns;
 
+use availability::{Event, Sampler};
 use cluster::{after_more_ops, appends_load, check_history, leader, TestCluster};
 use netns::{Netns, Way};
 use raftkv::rng::Rng;
-use raftkv::server::load::{self, ClientRecord, LoadSpec, Progress};
+use raftkv::server::load::{self, LoadSpec, Progress};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,14 +49,6 @@ fn netns_or_skip(n: u8) -> Option<Netns> {
             None
         }
     }
-}
-
-/// One fault of the schedule: when it was made and healed, in microseconds
-/// since the epoch.
-struct Event {
-    name: String,
-    cut_us: u64,
-    heal_us: u64,
 }
 
 /// Three servers, one per namespace of `net`, started; and the load: 8
@@ -74,6 +71,7 @@ async fn partitions_of_real_processes_lose_nothing_and_stay_linearizable() {
     let (cluster, spec) = start(&net, "partitions", 21, 3);
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
+    let sampler = Sampler::start(&cluster.clients(), &cluster.access, epoch);
     let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
     after_more_ops(&progress, 200).await;
 
@@ -82,22 +80,27 @@ async fn partitions_of_real_processes_lose_nothing_and_stay_linearizable() {
     for schedule in ["leader isolated", "leader cannot send", "bridge", "no majority"] {
         let l = leader(&cluster).await;
         let (a, b) = ((l + 1) % 3, (l + 2) % 3);
-        let cut_us = now_us();
         match schedule {
             "leader isolated" => net.isolate(l, Way::Both),
             "leader cannot send" => net.isolate(l, Way::CannotSend),
             "bridge" => net.cut(a, b, Way::Both),
             _ => (0..3).for_each(|i| net.isolate(i, Way::Both)),
         }
+        let cut_us = now_us(); // the rules are in place
         tokio::time::sleep(HOLD).await; // the fault's duration, not a synchronisation
         net.heal();
         let heal_us = now_us();
-        events.push(Event { name: format!("{schedule} (leader was {l})"), cut_us, heal_us });
+        let victims = match schedule {
+            "leader isolated" | "leader cannot send" => vec![l],
+            "bridge" => vec![a, b],
+            _ => vec![0, 1, 2],
+        };
+        events.push(Event { name: format!("{schedule} (leader was {l})"), cut_us, heal_us, victims });
         after_more_ops(&progress, 200).await;
     }
     progress.stop.store(true, Ordering::Relaxed);
     let records = clients.await.unwrap();
-    report_availability(&records, &events);
+    availability::report(&records, &events, &sampler.finish().await, 3);
     check_history(&cluster, &records, epoch, 3).await;
 }
 
@@ -126,6 +129,7 @@ async fn a_random_schedule_of_faults_that_each_leave_a_majority_keeps_serving() 
     let (mut cluster, spec) = start(&net, "nemesis", seed, keys);
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
+    let sampler = Sampler::start(&cluster.clients(), &cluster.access, epoch);
     let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
     after_more_ops(&progress, 200).await;
 
@@ -136,7 +140,7 @@ async fn a_random_schedule_of_faults_that_each_leave_a_majority_keeps_serving() 
         let victim = rng.range(0, 3) as u8;
         let other = (victim + 1 + rng.range(0, 2) as u8) % 3;
         let hold = Duration::from_millis(rng.range(1_000, 3_001));
-        let cut_us = now_us();
+        let mut victims = vec![victim];
         let name = match rng.range(0, 6) {
             0 => {
                 net.isolate(victim, Way::Both);
@@ -149,6 +153,7 @@ async fn a_random_schedule_of_faults_that_each_leave_a_majority_keeps_serving() 
             2 => {
                 net.cut(victim, other, Way::Both);
                 net.cut(other, victim, Way::Both);
+                victims.push(other);
                 format!("bridge: {victim} and {other} apart")
             }
             3 => {
@@ -159,8 +164,12 @@ async fn a_random_schedule_of_faults_that_each_leave_a_majority_keeps_serving() 
                 cluster.signal(victim, "-STOP");
                 format!("{victim} paused")
             }
-            _ => "no fault".to_string(),
+            _ => {
+                victims.clear();
+                "no fault".to_string()
+            }
         };
+        let cut_us = now_us(); // the fault is in place
         tokio::time::sleep(hold).await; // the fault's duration, not a synchronisation
         net.heal();
         if name.ends_with("killed") {
@@ -168,50 +177,11 @@ async fn a_random_schedule_of_faults_that_each_leave_a_majority_keeps_serving() 
         } else if name.ends_with("paused") {
             cluster.signal(victim, "-CONT");
         }
-        events.push(Event { name, cut_us, heal_us: now_us() });
+        events.push(Event { name, cut_us, heal_us: now_us(), victims });
     }
     after_more_ops(&progress, 200).await;
     progress.stop.store(true, Ordering::Relaxed);
     let records = clients.await.unwrap();
-    report_availability(&records, &events);
+    availability::report(&records, &events, &sampler.finish().await, 3);
     check_history(&cluster, &records, epoch, keys as usize).await;
-}
-
-/// Prints the longest operation and the longest window without a completed
-/// operation over the whole run; then, per event, that window between the
-/// cut and 2 s after the heal, and how long after the cut and after the
-/// heal the first operation completed.
-fn report_availability(records: &[ClientRecord], events: &[Event]) {
-    let mut done: Vec<u64> = records.iter().flat_map(|r| r.history.iter().filter_map(|op| op.ret)).collect();
-    done.sort_unstable();
-    let longest_op = records.iter().flat_map(|r| r.latencies_us.iter().map(|(_, us)| *us)).max().unwrap_or_default();
-    let longest_gap = done.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
-    eprintln!(
-        "{} operations completed; the longest took {:.0} ms; the longest window without one: {:.0} ms",
-        done.len(),
-        longest_op as f64 / 1e3,
-        longest_gap as f64 / 1e3
-    );
-    eprintln!("{:<36} {:>12} {:>16} {:>16}", "event", "longest gap", "first op after", "first after heal");
-    for e in events {
-        let window_end = e.heal_us + 2_000_000;
-        let mut last = e.cut_us;
-        let mut gap = 0;
-        for &t in done.iter().filter(|&&t| t > e.cut_us && t <= window_end) {
-            gap = gap.max(t - last);
-            last = t;
-        }
-        let first_after = |from: u64| {
-            done.iter()
-                .find(|&&t| t > from)
-                .map_or("none".to_string(), |t| format!("{:.0} ms", (t - from) as f64 / 1e3))
-        };
-        eprintln!(
-            "{:<36} {:>9.0} ms {:>16} {:>16}",
-            e.name,
-            gap as f64 / 1e3,
-            first_after(e.cut_us),
-            first_after(e.heal_us)
-        );
-    }
 }

@@ -19,6 +19,7 @@
 use super::client::random_client_id;
 use super::config::ClusterConfig;
 use super::node::{NodeHandle, SubmitError};
+use super::peer::PeerStatsHandle;
 use super::resp::{
     ClientCommand, IfAbsentReply, MemberCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT,
 };
@@ -44,6 +45,8 @@ pub struct ClientPort {
 
 struct Shared {
     node: NodeHandle,
+    /// What each peer link carried, for `INFO`.
+    peers: PeerStatsHandle,
     cluster: ClusterConfig,
     limits: RespLimits,
     /// TLS on this port, server side only.
@@ -65,6 +68,7 @@ impl ClientPort {
     pub async fn start(
         listen: SocketAddr,
         node: NodeHandle,
+        peers: PeerStatsHandle,
         cluster: ClusterConfig,
         limits: RespLimits,
         tls: Option<Arc<NodeTls>>,
@@ -72,7 +76,7 @@ impl ClientPort {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let shared = Arc::new(Shared { node, cluster, limits, tls });
+        let shared = Arc::new(Shared { node, peers, cluster, limits, tls });
         let task = tokio::spawn(accept_loop(listener, shared, stopped));
         Ok(ClientPort { local_addr, stop, task })
     }
@@ -464,7 +468,8 @@ fn info(shared: &Shared) -> String {
          raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\nraft_first_index:{}\r\n\
          raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n\
          raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n\
-         raft_snapshot_index:{}\r\nraft_voters:{}\r\nraft_learners:{}\r\nraft_matched:{}\r\n\r\n\
+         raft_snapshot_index:{}\r\nraft_voters:{}\r\nraft_learners:{}\r\nraft_matched:{}\r\n\
+         raft_peer_received:{}\r\n\r\n\
          # Memory\r\nused_memory:{}\r\nused_memory_rss:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
@@ -487,6 +492,9 @@ fn info(shared: &Shared) -> String {
         ids(s.membership.learners),
         // `id=index,...`: a leader's view of each other member's log.
         s.matched.iter().flatten().map(|(id, index)| format!("{id}={index}")).collect::<Vec<_>>().join(","),
+        // `id=count,...`: envelopes delivered from each peer since start
+        // (a link that carries traffic again after a partition counts up).
+        shared.peers.links().iter().map(|(id, link)| format!("{id}={}", link.received)).collect::<Vec<_>>().join(","),
         // 0 where nothing was counted (not the raftkv binary) or unknown.
         super::memory::used_bytes().unwrap_or(0),
         super::memory::rss_bytes().unwrap_or(0),

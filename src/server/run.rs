@@ -178,10 +178,16 @@ impl Server {
         let peers = PeerTransport::start(peer_config, deliver).await.map_err(StartError::Peers)?;
         let _ = sender_slot.set(peers.sender());
         let client_tls = tls.filter(|_| cluster.tls.as_ref().is_some_and(|t| t.clients));
-        let clients =
-            ClientPort::start(me.client, node.handle().clone(), cluster.clone(), RespLimits::default(), client_tls)
-                .await
-                .map_err(|source| StartError::Clients { id, addr: me.client, source })?;
+        let clients = ClientPort::start(
+            me.client,
+            node.handle().clone(),
+            peers.stats_handle(),
+            cluster.clone(),
+            RespLimits::default(),
+            client_tls,
+        )
+        .await
+        .map_err(|source| StartError::Clients { id, addr: me.client, source })?;
         let metrics =
             match me.metrics {
                 Some(addr) => {
