@@ -19,18 +19,14 @@
 //! `RAFTKV_REQUIRE_NETNS=1` (CI sets it where it runs as root), which
 //! turns the skip into a failure.
 
-#[path = "common/availability.rs"]
-mod availability;
 #[path = "common/cluster.rs"]
 mod cluster;
-#[path = "common/netns.rs"]
-mod netns;
 
-use availability::{Event, Sampler};
 use cluster::{after_more_ops, appends_load, check_history, leader, TestCluster};
-use netns::{Netns, Way};
-use raftkv::rng::Rng;
 use raftkv::server::load::{self, LoadSpec, Progress};
+use raftkv::server::nemesis::availability::{self, Event, Sampler};
+use raftkv::server::nemesis::netns::{Netns, Way};
+use raftkv::server::nemesis::{self, random_schedule};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,14 +37,16 @@ const HOLD: Duration = Duration::from_secs(2);
 fn netns_or_skip(n: u8) -> Option<Netns> {
     match Netns::create(n) {
         Ok(net) => Some(net),
-        Err(why) if std::env::var("RAFTKV_REQUIRE_NETNS").is_ok_and(|v| v == "1") => {
-            panic!("RAFTKV_REQUIRE_NETNS=1 but network namespaces are not available: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipped: real partitions need network namespaces: {why}");
-            None
-        }
+        Err(why) => skip(why),
     }
+}
+
+fn skip<T>(why: String) -> Option<T> {
+    if std::env::var("RAFTKV_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+        panic!("RAFTKV_REQUIRE_NETNS=1 but network namespaces are not available: {why}")
+    }
+    eprintln!("skipped: real partitions need network namespaces: {why}");
+    None
 }
 
 /// Three servers, one per namespace of `net`, started; and the load: 8
@@ -84,11 +82,12 @@ async fn partitions_of_real_processes_lose_nothing_and_stay_linearizable() {
             "leader isolated" => net.isolate(l, Way::Both),
             "leader cannot send" => net.isolate(l, Way::CannotSend),
             "bridge" => net.cut(a, b, Way::Both),
-            _ => (0..3).for_each(|i| net.isolate(i, Way::Both)),
+            _ => (0..3).try_for_each(|i| net.isolate(i, Way::Both)),
         }
+        .unwrap();
         let cut_us = now_us(); // the rules are in place
         tokio::time::sleep(HOLD).await; // the fault's duration, not a synchronisation
-        net.heal();
+        net.heal().unwrap();
         let heal_us = now_us();
         let victims = match schedule {
             "leader isolated" | "leader cannot send" => vec![l],
@@ -100,88 +99,94 @@ async fn partitions_of_real_processes_lose_nothing_and_stay_linearizable() {
     }
     progress.stop.store(true, Ordering::Relaxed);
     let records = clients.await.unwrap();
-    availability::report(&records, &events, &sampler.finish().await, 3);
+    eprint!("{}", availability::report(&records, &events, &sampler.finish().await, 3));
     check_history(&cluster, &records, epoch, 3).await;
 }
 
-/// A random schedule of faults, each leaving a majority able to talk: one
-/// server isolated (both ways, or unable to send), a bridge (two servers
-/// cut from each other), one server killed with SIGKILL (restarted when
-/// the fault ends) or paused with SIGSTOP (continued), or no fault; each
-/// held 1-3 s. `RAFTKV_SEED` picks the schedule (default 1),
-/// `RAFTKV_NEMESIS_SECONDS` its length (default 12; the long form is 600:
-/// `RAFTKV_NEMESIS_SECONDS=600 cargo test --release --test partitions
-/// random -- --nocapture`). Linearizable, nothing acknowledged lost; the
-/// longest window without a completed operation (every state has a
-/// majority, so the target is at most 1 s) and the longest operation are
-/// printed.
+/// A random schedule of faults, each leaving a majority able to talk
+/// (`nemesis::Fault`): one server isolated (both ways, or unable to send),
+/// a bridge (two servers cut from each other), one server killed with
+/// SIGKILL (restarted when the fault ends) or paused with SIGSTOP
+/// (continued), or no fault; each held 1-3 s. `RAFTKV_SEED` picks the
+/// schedule (default 1), `RAFTKV_NEMESIS_SECONDS` its length (default 12;
+/// `raftkv nemesis` runs the same schedule as a command). Linearizable,
+/// nothing acknowledged lost; the longest window without a completed
+/// operation (every state has a majority, so the target is at most 1 s),
+/// the longest operation and the per-fault figures are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_schedule_of_faults_that_each_leave_a_majority_keeps_serving() {
     let Some(net) = netns_or_skip(3) else { return };
     let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (seed, seconds) = (env("RAFTKV_SEED", 1), env("RAFTKV_NEMESIS_SECONDS", 12));
     eprintln!("nemesis seed {seed} for {seconds} s; replay: RAFTKV_SEED={seed} RAFTKV_NEMESIS_SECONDS={seconds} cargo test --test partitions random -- --nocapture");
-    // Every Get returns its key's whole value, which grows with every
-    // append: keys in proportion to the run's length keep values (and the
-    // history, which holds every Get's value) bounded. With 3 keys a
-    // 10-minute run's history outgrew 24 GB.
-    let keys = (2 * seconds).max(3);
-    let (mut cluster, spec) = start(&net, "nemesis", seed, keys);
+    let run_for = Duration::from_secs(seconds);
+    let mut cluster = TestCluster::configure("nemesis", nemesis::SERVERS);
+    for id in 0..nemesis::SERVERS {
+        cluster.place(id, net.addr(id), net.exec_prefix(id));
+    }
+    cluster.start_all();
+    let spec = nemesis::appends_load(cluster.clients(), cluster.access.clone(), 8, seed, run_for);
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
     let sampler = Sampler::start(&cluster.clients(), &cluster.access, epoch);
-    let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+    let clients = tokio::spawn(load::run(spec.clone(), progress.clone(), epoch));
     after_more_ops(&progress, 200).await;
-
-    let mut rng = Rng::new(seed);
-    let now_us = || epoch.elapsed().as_micros() as u64;
-    let mut events = Vec::new();
-    while epoch.elapsed() < Duration::from_secs(seconds) {
-        let victim = rng.range(0, 3) as u8;
-        let other = (victim + 1 + rng.range(0, 2) as u8) % 3;
-        let hold = Duration::from_millis(rng.range(1_000, 3_001));
-        let mut victims = vec![victim];
-        let name = match rng.range(0, 6) {
-            0 => {
-                net.isolate(victim, Way::Both);
-                format!("{victim} isolated")
-            }
-            1 => {
-                net.isolate(victim, Way::CannotSend);
-                format!("{victim} cannot send")
-            }
-            2 => {
-                net.cut(victim, other, Way::Both);
-                net.cut(other, victim, Way::Both);
-                victims.push(other);
-                format!("bridge: {victim} and {other} apart")
-            }
-            3 => {
-                cluster.kill9(victim);
-                format!("{victim} killed")
-            }
-            4 => {
-                cluster.signal(victim, "-STOP");
-                format!("{victim} paused")
-            }
-            _ => {
-                victims.clear();
-                "no fault".to_string()
-            }
-        };
-        let cut_us = now_us(); // the fault is in place
-        tokio::time::sleep(hold).await; // the fault's duration, not a synchronisation
-        net.heal();
-        if name.ends_with("killed") {
-            cluster.restart(victim);
-        } else if name.ends_with("paused") {
-            cluster.signal(victim, "-CONT");
-        }
-        events.push(Event { name, cut_us, heal_us: now_us(), victims });
-    }
+    let events = random_schedule(&net, &mut cluster, seed, run_for, epoch).await.unwrap();
     after_more_ops(&progress, 200).await;
     progress.stop.store(true, Ordering::Relaxed);
     let records = clients.await.unwrap();
-    availability::report(&records, &events, &sampler.finish().await, 3);
-    check_history(&cluster, &records, epoch, keys as usize).await;
+    eprint!("{}", availability::report(&records, &events, &sampler.finish().await, nemesis::SERVERS));
+    check_history(&cluster, &records, epoch, spec.keys as usize).await;
+}
+
+/// `raftkv nemesis`, the real binary: a short random schedule runs,
+/// checks and reports; every namespace it made is gone when it exits; and
+/// without root it refuses with exit 2 and says why.
+#[test]
+fn the_nemesis_command_runs_a_checked_schedule_and_leaves_nothing_behind() {
+    if let Err(why) = Netns::available() {
+        return skip(why).unwrap_or(());
+    }
+    let chart = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nemesis.svg");
+    let _ = std::fs::remove_file(&chart);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["nemesis", "--seconds", "4", "--seed", "3", "--plot"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "raftkv nemesis failed ({}):\n{stdout}\n{stderr}", run.status);
+    assert!(stdout.contains("new leader commit"), "no per-fault report:\n{stdout}");
+    assert!(stdout.contains("linearizable, and every acknowledged append"), "{stdout}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "not a chart: {chart:?}");
+    let left = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let (data_dir, pid) = data_dir_and_pid(&stdout);
+    assert!(!String::from_utf8_lossy(&left.stdout).contains(&format!("rkv-{pid}-")), "namespaces left behind");
+    assert!(!data_dir.exists(), "{data_dir:?} left behind");
+
+    // As nobody, from a copy nobody may run (the build may be in a
+    // directory only root can enter).
+    let copy = std::env::temp_dir().join(format!("raftkv-nemesis-test-{}", std::process::id()));
+    std::fs::copy(env!("CARGO_BIN_EXE_raftkv"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let refused = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy)
+        .arg("nemesis")
+        .current_dir(std::env::temp_dir())
+        .output();
+    std::fs::remove_file(&copy).unwrap();
+    let refused = refused.unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs root"), "{refused:?}");
+}
+
+/// The data directory `raftkv nemesis` printed (`.../raftkv-nemesis-<pid>-<n>`),
+/// and the process id in its name, which its namespaces' names carry too.
+fn data_dir_and_pid(stdout: &str) -> (std::path::PathBuf, String) {
+    let dir =
+        stdout.split("logs in ").nth(1).and_then(|rest| rest.lines().next()).expect("the data directory is printed");
+    let pid = dir.rsplit("raftkv-nemesis-").next().unwrap().split('-').next().unwrap();
+    (dir.into(), pid.to_string())
 }

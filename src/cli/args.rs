@@ -219,6 +219,29 @@ enum Command {
         #[command(flatten)]
         access: AccessArgs,
     },
+    /// Real faults for real processes (root, `ip` and `nft`): three
+    /// servers, each in its own network namespace, under a seeded random
+    /// schedule of partitions, one-way cuts, SIGKILL and SIGSTOP, each
+    /// leaving a majority; 8 clients append meanwhile. Checks the history
+    /// and reports availability per fault.
+    Nemesis {
+        /// How long to run the schedule, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seeds the schedule and the clients: the same seed makes the same
+        /// faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Concurrent clients, each with one operation outstanding.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Draw throughput and latency (p50, p99) over the run as an SVG.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        /// Write the history as JSON (for `raftkv check`).
+        #[arg(long)]
+        history_out: Option<PathBuf>,
+    },
     /// Run a simulated cluster under faults, print a trace of elections,
     /// commits, faults and client calls, and check the history.
     Sim {
@@ -464,6 +487,15 @@ pub fn main() -> ExitCode {
                 check,
                 seed,
                 plot,
+            })
+        }
+        Command::Nemesis { seconds, seed, clients, plot, history_out } => {
+            super::nemesis::run(super::nemesis::NemesisArgs {
+                run_for: Duration::from_secs(seconds),
+                seed,
+                clients,
+                plot,
+                history_out,
             })
         }
         Command::Sim { seed, shape, reads, bug, history_out, quiet } => {

@@ -113,7 +113,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         // About fifty points, none shorter than 100 ms.
         let width_us = (args.duration.as_micros() as u64 / 50).max(100_000);
         let title = format!("raftkv bench: {} clients, {:?} mix, {} keys", args.clients, args.mix, args.keys);
-        let chart = plot::svg(&title, &plot::intervals(&history.ops, (elapsed * 1e6) as u64, width_us));
+        let chart = plot::svg(&title, &plot::intervals(&history.ops, (elapsed * 1e6) as u64, width_us), &[]);
         match std::fs::write(path, chart) {
             Ok(()) => println!("chart written to {}", path.display()),
             Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),

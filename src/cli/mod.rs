@@ -8,6 +8,7 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod member;
+pub mod nemesis;
 pub mod server;
 pub mod sim;
 pub mod status;

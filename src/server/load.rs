@@ -5,7 +5,7 @@
 
 use super::client::{random_client_id, Access, RemoteClerk};
 use crate::kv::{ClientId, Op};
-use crate::lincheck::Operation;
+use crate::lincheck::{Budget, History, Operation, Verdict};
 use crate::rng::Rng;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::Arc;
@@ -105,8 +105,7 @@ async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progre
     let mut history_id = (index as u64) << 32;
     while !progress.stop.load(Ordering::Relaxed) {
         n += 1;
-        let key =
-            format!("key-{:0width$}", rng.next_u64() % spec.keys.max(1), width = spec.key_bytes.saturating_sub(4));
+        let key = key_name(rng.next_u64() % spec.keys.max(1), spec.key_bytes);
         let op = match (spec.mix, rng.next_u64() % 100) {
             (Mix::Puts, _) => Op::Put { key, value: value(index, n, spec.value_bytes) },
             (Mix::Gets, _) | (Mix::Appends, 50..) => Op::Get { key },
@@ -167,6 +166,75 @@ fn micros(epoch: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(epoch).as_micros() as u64
 }
 
+/// Key `i` of a load: `key-<i>`, zero-padded to `key_bytes`.
+pub fn key_name(i: u64, key_bytes: usize) -> String {
+    format!("key-{i:0width$}", width = key_bytes.saturating_sub(4))
+}
+
+/// `value` quoted, or its first 200 characters and its length.
+fn abbreviated(value: &str) -> String {
+    const SHOWN: usize = 200;
+    match value.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+        None => format!("{value:?}"),
+    }
+}
+
+/// Why a load's history failed its check, and the history (with the final
+/// reads) to look at.
+#[derive(Debug)]
+pub struct CheckFailure {
+    pub message: String,
+    pub history: History,
+}
+
+/// After an appends load ([`Mix::Appends`]) has stopped: reads every key of
+/// `spec` back (each read given `patience`), then checks the whole history:
+/// every acknowledged append in its key's final value exactly once, one
+/// that never returned at most once, and linearizable.
+pub async fn read_back_and_check(
+    spec: &LoadSpec,
+    mut ops: Vec<Operation>,
+    epoch: Instant,
+    patience: Duration,
+) -> Result<History, CheckFailure> {
+    let mut clerk = RemoteClerk::new(random_client_id(), spec.servers.clone(), 0, spec.attempt_timeout)
+        .with_access(spec.access.clone());
+    // One history client no load client uses (theirs are `index << 32`
+    // and up).
+    let reader = u64::MAX;
+    for k in 0..spec.keys {
+        let key = key_name(k, spec.key_bytes);
+        let call = epoch.elapsed().as_micros() as u64;
+        let deadline = tokio::time::Instant::now() + patience;
+        let value = match clerk.run(Op::Get { key: key.clone() }, deadline).await {
+            Ok(value) => value,
+            Err(e) => {
+                let message = format!("key {key}: the final read failed: {e:?}");
+                return Err(CheckFailure { message, history: History::new(ops) });
+            }
+        };
+        ops.push(Operation::get(reader, &key, &value, call, Some(epoch.elapsed().as_micros() as u64)));
+        if let Err(e) = crate::sim::scenario::check_appends(&ops, &key, &value) {
+            let message = format!("key {key}: {e}; final value {}", abbreviated(&value));
+            return Err(CheckFailure { message, history: History::new(ops) });
+        }
+    }
+    let history = History::new(ops);
+    match crate::lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS)) {
+        Verdict::Ok => Ok(history),
+        Verdict::Illegal(v) => {
+            let message =
+                format!("not linearizable: key {:?}: a minimal offending set of {} calls:\n{v}", v.key, v.ops.len());
+            Err(CheckFailure { message, history })
+        }
+        Verdict::Unknown { key } => {
+            let message = format!("linearizability unknown: the search budget ran out on key {key:?}");
+            Err(CheckFailure { message, history })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +256,15 @@ mod tests {
         }
         // Deterministic: a printed seed replays the same clients.
         assert_eq!(client_rngs(7, 4), client_rngs(7, 4));
+    }
+
+    /// A failure names a long final value by its start and length.
+    #[test]
+    fn a_long_value_is_abbreviated_in_a_failure() {
+        assert_eq!(abbreviated("x 1 y"), "\"x 1 y\"");
+        let long = "é".repeat(300);
+        let shown = abbreviated(&long);
+        assert!(shown.ends_with("... (600 bytes)") && shown.chars().filter(|&c| c == 'é').count() == 200, "{shown}");
     }
 
     /// Session ids never repeat, across clients of one run and across runs

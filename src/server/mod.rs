@@ -21,6 +21,9 @@
 //!   client port.
 //! - [`client_port`]: the RESP listener that turns commands into requests.
 //! - [`load`]: closed-loop clients recording a history (bench, e2e tests).
+//! - [`nemesis`]: real faults for real processes (network namespaces,
+//!   nftables, signals), a seeded random schedule of them, and the
+//!   availability it leaves (`raftkv nemesis`, `tests/partitions.rs`).
 //! - [`metrics`]: the Prometheus endpoint (`GET /metrics`), off unless
 //!   configured.
 //! - [`memory`]: the allocation counter behind `INFO`'s `used_memory`.
@@ -55,6 +58,8 @@ pub mod load;
 pub mod memory;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod metrics;
+#[cfg(all(feature = "runtime", not(loom)))]
+pub mod nemesis;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod node;
 #[cfg(all(feature = "runtime", not(loom)))]

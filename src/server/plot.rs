@@ -3,7 +3,7 @@
 //! operations per second, and the median and 99th-percentile latency of
 //! the operations completing in each interval). A stall, a leader change
 //! or a slow fsync shows as a dip or a spike where a summary line would
-//! hide it.
+//! hide it. `raftkv nemesis --plot` shades each fault's span as well.
 
 use crate::lincheck::Operation;
 use std::fmt::Write;
@@ -51,14 +51,25 @@ pub fn intervals(history: &[Operation], end_us: u64, width_us: u64) -> Vec<Inter
         .collect()
 }
 
+/// A stretch of the run to shade in both panels, such as a fault from its
+/// cut to its heal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub start_s: f64,
+    pub end_s: f64,
+    /// Written in the band, and shown when the pointer rests on it.
+    pub label: String,
+}
+
 const WIDTH: f64 = 900.0;
 const PANEL: f64 = 220.0;
 const LEFT: f64 = 70.0;
 const TOP: f64 = 40.0;
 const GAP: f64 = 60.0;
 
-/// The chart of `intervals`, titled `title`, as an SVG document.
-pub fn svg(title: &str, intervals: &[Interval]) -> String {
+/// The chart of `intervals`, titled `title`, with `spans` shaded, as an
+/// SVG document.
+pub fn svg(title: &str, intervals: &[Interval], spans: &[Span]) -> String {
     let height = TOP + 2.0 * PANEL + GAP + 40.0;
     let mut out = String::new();
     let _ = writeln!(
@@ -69,10 +80,11 @@ pub fn svg(title: &str, intervals: &[Interval]) -> String {
     let _ = writeln!(out, r#"<text x="{LEFT}" y="20" font-size="14">{}</text>"#, escape(title));
     let end_s = intervals.last().map_or(1.0, |i| i.start_s) + intervals.get(1).map_or(1.0, |i| i.start_s);
     let throughput: Vec<(f64, f64)> = intervals.iter().map(|i| (i.start_s, i.ops_per_s)).collect();
-    panel(&mut out, TOP, "operations/s", end_s, &[("completed", "#1f77b4", &throughput)]);
+    panel(&mut out, TOP, "operations/s", end_s, spans, &[("completed", "#1f77b4", &throughput)]);
     let p50: Vec<(f64, f64)> = intervals.iter().map(|i| (i.start_s, i.p50_ms)).collect();
     let p99: Vec<(f64, f64)> = intervals.iter().map(|i| (i.start_s, i.p99_ms)).collect();
-    panel(&mut out, TOP + PANEL + GAP, "latency, ms", end_s, &[("p50", "#2ca02c", &p50), ("p99", "#d62728", &p99)]);
+    let latency: &[Series<'_>] = &[("p50", "#2ca02c", &p50), ("p99", "#d62728", &p99)];
+    panel(&mut out, TOP + PANEL + GAP, "latency, ms", end_s, spans, latency);
     let _ = writeln!(
         out,
         r#"<text x="{}" y="{}" text-anchor="middle">seconds since the start</text>"#,
@@ -86,8 +98,9 @@ pub fn svg(title: &str, intervals: &[Interval]) -> String {
 /// A line of a panel: its name, its colour, and its (seconds, value) points.
 type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
 
-/// One panel at `top`: axes with ticks, and a polyline per series.
-fn panel(out: &mut String, top: f64, unit: &str, end_s: f64, series: &[Series<'_>]) {
+/// One panel at `top`: axes with ticks, the spans shaded, and a polyline
+/// per series.
+fn panel(out: &mut String, top: f64, unit: &str, end_s: f64, spans: &[Span], series: &[Series<'_>]) {
     let right = WIDTH - 20.0;
     let max = series.iter().flat_map(|(_, _, points)| points.iter().map(|p| p.1)).fold(0.0, f64::max);
     let max_y = nice_ceiling(max);
@@ -120,6 +133,21 @@ fn panel(out: &mut String, top: f64, unit: &str, end_s: f64, series: &[Series<'_
         top + PANEL / 2.0,
         escape(unit)
     );
+    for span in spans {
+        let (from, to) = (x(span.start_s.clamp(0.0, end_s)), x(span.end_s.clamp(0.0, end_s)));
+        let label = escape(&span.label);
+        let _ = writeln!(
+            out,
+            r##"<rect x="{from:.1}" y="{top}" width="{:.1}" height="{PANEL}" fill="#f4a582" fill-opacity="0.3"><title>{label}</title></rect>"##,
+            (to - from).max(0.5)
+        );
+        let _ = writeln!(
+            out,
+            r##"<text transform="translate({:.1} {}) rotate(90)" font-size="9" fill="#7f3b08">{label}</text>"##,
+            from + 3.0,
+            top + 4.0
+        );
+    }
     for (n, (name, color, points)) in series.iter().enumerate() {
         let line: Vec<String> = points.iter().map(|&(s, v)| format!("{:.1},{:.1}", x(s), y(v))).collect();
         let _ =
@@ -192,10 +220,13 @@ mod tests {
     #[test]
     fn the_chart_is_well_formed_and_escapes_its_title() {
         let points = intervals(&[Operation::put(1, "k", "v", 0, Some(1_500))], 2_000_000, 500_000);
-        let chart = svg("bench <&> \"x\"", &points);
+        let chart = svg("bench <&> \"x\"", &points, &[]);
         assert!(chart.starts_with("<svg") && chart.ends_with("</svg>\n"));
         assert!(chart.contains("bench &lt;&amp;&gt; &quot;x&quot;"));
         assert_eq!(chart.matches("<polyline").count(), 3, "throughput, p50, p99");
+        let fault = Span { start_s: 0.5, end_s: 1.0, label: "0 <isolated>".into() };
+        let shaded = svg("nemesis", &points, &[fault]);
+        assert_eq!(shaded.matches("<title>0 &lt;isolated&gt;</title>").count(), 2, "a band in each panel");
         assert_eq!(nice_ceiling(0.0), 1.0);
         assert_eq!(nice_ceiling(7_300.0), 10_000.0);
         assert_eq!(nice_ceiling(1.5), 2.0);

@@ -5,13 +5,11 @@
 //! test fails (then the logs are printed and the directory kept).
 #![allow(dead_code)] // each test file uses a different part
 
-use raftkv::kv::Op;
 use raftkv::lincheck::{self, Budget, History};
-use raftkv::server::client::{info, Access, RemoteClerk};
+use raftkv::server::client::{info, Access};
 use raftkv::server::config::ClusterConfig;
 use raftkv::server::load::{ClientRecord, LoadSpec, Mix, Progress};
 use raftkv::server::tempdir::TempDir;
-use raftkv::sim::scenario::check_appends;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -368,33 +366,18 @@ pub fn appends_load(servers: Vec<std::net::SocketAddr>, seed: u64) -> LoadSpec {
 }
 
 /// Reads every key back and checks the whole history: every acknowledged
-/// append in the final value exactly once, and linearizable. Writes the
-/// history to a file and fails with its path otherwise.
+/// append in the final value exactly once, and linearizable
+/// (`load::read_back_and_check`). Writes the history to a file and fails
+/// with its path otherwise.
 pub async fn check_history(cluster: &TestCluster, records: &[ClientRecord], epoch: Instant, keys: usize) -> History {
-    let mut ops: Vec<_> = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
-    let mut clerk =
-        RemoteClerk::new(1 << 40, cluster.clients(), 0, Duration::from_millis(500)).with_access(cluster.access.clone());
-    for k in 0..keys {
-        // Each read gets its own deadline: a long run reads back
-        // a thousand keys.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let key = format!("key-{k:04}");
-        let call = epoch.elapsed().as_micros() as u64;
-        let value = clerk.run(Op::Get { key: key.clone() }, deadline).await.expect("final read");
-        let ret = epoch.elapsed().as_micros() as u64;
-        ops.push(raftkv::lincheck::Operation::get(99, &key, &value, call, Some(ret)));
-        if let Err(e) = check_appends(&ops, &key, &value) {
-            let saved = save_failure(&cluster.name, &History::new(ops.clone()));
-            panic!("key {key}: {e}; final value {value:?}; {saved}");
-        }
+    let mut spec = appends_load(cluster.clients(), 0);
+    spec.keys = keys as u64;
+    spec.access = cluster.access.clone();
+    let ops = records.iter().flat_map(|r| r.history.iter().cloned()).collect();
+    match raftkv::server::load::read_back_and_check(&spec, ops, epoch, PATIENCE).await {
+        Ok(history) => history,
+        Err(failure) => panic!("{}; {}", failure.message, save_failure(&cluster.name, &failure.history)),
     }
-    let history = History::new(ops);
-    let verdict = lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
-    if !verdict.is_ok() {
-        let saved = save_failure(&cluster.name, &history);
-        panic!("history not linearizable ({verdict:?}); {saved}");
-    }
-    history
 }
 
 /// Writes a failing test's history and its HTML timeline where `cargo test`
@@ -411,5 +394,23 @@ pub fn save_failure(name: &str, history: &History) -> String {
     match raftkv::server::timeline::write(&html, &path.display().to_string(), history, &verdict) {
         Ok(()) => format!("history written to {}, timeline to {}", path.display(), html.display()),
         Err(e) => format!("history written to {}; could not draw it: {e}", path.display()),
+    }
+}
+
+/// What the nemesis's random schedule does to the servers.
+impl raftkv::server::nemesis::Processes for TestCluster {
+    fn kill9(&mut self, id: u8) -> Result<(), String> {
+        TestCluster::kill9(self, id);
+        Ok(())
+    }
+
+    fn restart(&mut self, id: u8) -> Result<(), String> {
+        TestCluster::restart(self, id);
+        Ok(())
+    }
+
+    fn signal(&self, id: u8, signal: &str) -> Result<(), String> {
+        TestCluster::signal(self, id, signal);
+        Ok(())
     }
 }

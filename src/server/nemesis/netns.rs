@@ -4,13 +4,12 @@
 //! the servers' namespaces that match only traffic between servers, so a
 //! cut-off server stays reachable by clients.
 //!
-//! Needs root, `ip` and `nft`; [`Netns::create`] says why not otherwise, and
-//! the caller skips with that message. Every namespace, link and rule it
-//! creates is removed when the `Netns` drops, also when the test fails.
-//! Names carry the process id; namespaces left by a test process that no
-//! longer exists (killed before it could clean up) are removed on creation.
-//! Addresses are in 10.213.0.0/16, a /24 per test process.
-#![allow(dead_code)]
+//! Needs root, `ip` and `nft`; [`Netns::create`] says why not otherwise
+//! (a test skips with that message, `raftkv nemesis` exits with it). Every
+//! namespace, link and rule it creates is removed when the `Netns` drops,
+//! also when a test fails. Names carry the process id; namespaces left by
+//! a process that no longer exists (killed before it could clean up) are
+//! removed on creation. Addresses are in 10.213.0.0/16, a /24 per process.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
@@ -45,8 +44,9 @@ fn run(args: &[&str]) -> Result<(), String> {
 }
 
 impl Netns {
-    /// `n` namespaces on one bridge, with nftables tables ready for cuts.
-    pub fn create(n: u8) -> Result<Netns, String> {
+    /// Whether this process can make namespaces and cuts: root, with `ip`
+    /// and `nft` installed; if not, why not.
+    pub fn available() -> Result<(), String> {
         // /proc/self belongs to the process's effective user.
         let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").map_err(|e| e.to_string())?);
         if euid != 0 {
@@ -57,6 +57,12 @@ impl Netns {
                 return Err(format!("`{tool}` is not installed (apt-get install iproute2 nftables)"));
             }
         }
+        Ok(())
+    }
+
+    /// `n` namespaces on one bridge, with nftables tables ready for cuts.
+    pub fn create(n: u8) -> Result<Netns, String> {
+        Netns::available()?;
         static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         remove_leftovers();
@@ -102,29 +108,23 @@ impl Netns {
     }
 
     /// Cuts server `i` off from server `j`, `way` as seen from `i`.
-    pub fn cut(&self, i: u8, j: u8, way: Way) {
+    pub fn cut(&self, i: u8, j: u8, way: Way) -> Result<(), String> {
         let (ns, peer) = (&self.namespaces[usize::from(i)], self.addr(j));
         let mut rules = format!("add rule inet cut out ip daddr {peer} drop\n");
         if way == Way::Both {
             rules += &format!("add rule inet cut in ip saddr {peer} drop\n");
         }
-        nft(ns, &rules).unwrap_or_else(|e| panic!("{e}"));
+        nft(ns, &rules)
     }
 
     /// Cuts server `i` off from every other server, `way` as seen from `i`.
-    pub fn isolate(&self, i: u8, way: Way) {
-        for j in 0..self.namespaces.len() as u8 {
-            if j != i {
-                self.cut(i, j, way);
-            }
-        }
+    pub fn isolate(&self, i: u8, way: Way) -> Result<(), String> {
+        (0..self.namespaces.len() as u8).filter(|&j| j != i).try_for_each(|j| self.cut(i, j, way))
     }
 
     /// Removes every cut.
-    pub fn heal(&self) {
-        for ns in &self.namespaces {
-            nft(ns, "flush chain inet cut in\nflush chain inet cut out\n").unwrap_or_else(|e| panic!("{e}"));
-        }
+    pub fn heal(&self) -> Result<(), String> {
+        self.namespaces.iter().try_for_each(|ns| nft(ns, "flush chain inet cut in\nflush chain inet cut out\n"))
     }
 }
 
