@@ -241,6 +241,10 @@ enum Command {
         /// Write the history as JSON (for `raftkv check`).
         #[arg(long)]
         history_out: Option<PathBuf>,
+        /// Keep the servers' data directories and logs after a run that
+        /// passed too (a failed run always keeps them).
+        #[arg(long)]
+        keep: bool,
     },
     /// Run a simulated cluster under faults, print a trace of elections,
     /// commits, faults and client calls, and check the history.
@@ -489,13 +493,14 @@ pub fn main() -> ExitCode {
                 plot,
             })
         }
-        Command::Nemesis { seconds, seed, clients, plot, history_out } => {
+        Command::Nemesis { seconds, seed, clients, plot, history_out, keep } => {
             super::nemesis::run(super::nemesis::NemesisArgs {
                 run_for: Duration::from_secs(seconds),
                 seed,
                 clients,
                 plot,
                 history_out,
+                keep,
             })
         }
         Command::Sim { seed, shape, reads, bug, history_out, quiet } => {

@@ -26,6 +26,7 @@ pub struct NemesisArgs {
     pub clients: usize,
     pub plot: Option<PathBuf>,
     pub history_out: Option<PathBuf>,
+    pub keep: bool,
 }
 
 /// Ports inside each server's own namespace (so never taken by anyone else).
@@ -39,6 +40,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const SETTLE_OPS: u64 = 200;
 
 pub fn run(args: NemesisArgs) -> ExitCode {
+    // The clients' attempts, with `RUST_LOG=raftkv::server::client=debug`.
+    super::init_logging();
     // Declared before the servers, so dropped after them: namespaces go
     // once the processes in them are gone.
     let net = match Netns::create(SERVERS) {
@@ -83,6 +86,11 @@ pub fn run(args: NemesisArgs) -> ExitCode {
     let outcome = super::runtime().block_on(run_schedule(&net, &mut servers, &spec, &args));
     drop(servers);
     match outcome {
+        Ok(()) if args.keep => {
+            root.keep();
+            println!("the servers' data and logs are kept in {}", root.path().display());
+            ExitCode::SUCCESS
+        }
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
             root.keep();

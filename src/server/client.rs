@@ -587,7 +587,12 @@ impl RemoteClerk {
                 return Err(ClientError::Deadline { attempts });
             }
             attempts += 1;
-            let attempt_deadline = (Instant::now() + self.attempt_timeout).min(deadline);
+            let sent = Instant::now();
+            let attempt_deadline = (sent + self.attempt_timeout).min(deadline);
+            // A connection kept from an earlier exchange may have died
+            // since, unseen (its server restarted): failing on it says
+            // nothing about the server now.
+            let reused = self.conns[to as usize].is_some();
             let probe = leader_elsewhere(self.addrs.clone(), self.access.clone(), to);
             let exchange = tokio::select! {
                 biased;
@@ -596,12 +601,15 @@ impl RemoteClerk {
                     // Another server leads now: what `to` would have
                     // answered had it been able to. Its connection is
                     // mid-exchange: drop it.
+                    tracing::debug!(client = %self.client(), seq = request.seq, to, leader, "the probe found a leader elsewhere");
                     self.conns[to as usize] = None;
                     Ok(Ok(Outcome::Answered(Err(ServiceError::NotLeader { leader: Some(leader) }))))
                 }
             };
+            let to_ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
             let next = match exchange {
                 Ok(Ok(Outcome::Answered(result))) => {
+                    tracing::debug!(client = %self.client(), seq = request.seq, to, ?result, "answered");
                     self.io_failures = 0;
                     let response = Response { client: request.client, seq: request.seq, result };
                     match self.clerk.on_response(to, response) {
@@ -626,12 +634,31 @@ impl RemoteClerk {
                     self.abandon(to, &request);
                     return Err(ClientError::Refused(error));
                 }
-                Ok(Err(RespError::Io(_))) => {
+                Ok(Err(RespError::Io(error))) if reused => {
+                    // Ask the same server again at once, on a new
+                    // connection (the session makes the resend safe).
+                    tracing::debug!(client = %self.client(), seq = request.seq, to, %error, "a kept connection had died");
+                    self.conns[to as usize] = None;
+                    Some(ClerkAction::Send { to, request, attempt })
+                }
+                Ok(Err(RespError::Io(error))) => {
+                    tracing::debug!(client = %self.client(), seq = request.seq, to, %error, "I/O error");
                     self.conns[to as usize] = None;
                     self.io_failures += 1;
                     if self.io_failures >= self.addrs.len() {
+                        // Every server refused or dropped a new connection
+                        // in turn: pause before the next round, briefly
+                        // (a refused connection is a quick, definite
+                        // answer, and a restarted server listens again
+                        // within milliseconds). Waiting out the attempt
+                        // timeout here, and again after every failure that
+                        // followed, kept clients away from a new leader
+                        // for a second after a leader was killed beside a
+                        // restarting server (issue 21).
+                        tracing::debug!(client = %self.client(), "no server reachable: pausing");
                         self.waits += 1;
-                        tokio::time::sleep_until(attempt_deadline).await;
+                        self.io_failures = 0;
+                        tokio::time::sleep_until((Instant::now() + REFUSAL_BACKOFF).min(attempt_deadline)).await;
                     }
                     self.clerk.on_timeout(attempt)
                 }
@@ -641,6 +668,7 @@ impl RemoteClerk {
                     return Err(ClientError::Protocol(format!("server {to}: {error}")));
                 }
                 Err(_elapsed) => {
+                    tracing::debug!(client = %self.client(), seq = request.seq, to, waited_ms = to_ms(sent), "no answer in time");
                     self.conns[to as usize] = None;
                     self.waits += 1;
                     self.clerk.on_timeout(attempt)
@@ -788,7 +816,15 @@ mod tests {
     /// script. Dropping it stops its accept loop and every connection task.
     struct Fake {
         log: Log,
-        _tasks: JoinSet<()>,
+        tasks: JoinSet<()>,
+    }
+
+    impl Fake {
+        /// Stops it, as a restart would, and returns once its port is free
+        /// (its connections close as their tasks are dropped).
+        async fn stop(mut self) {
+            self.tasks.shutdown().await;
+        }
     }
 
     async fn bind() -> (TcpListener, SocketAddr) {
@@ -811,7 +847,7 @@ mod tests {
                 conns.spawn(async move { serve(stream, log, move |c| script(c)).await });
             }
         });
-        Fake { log, _tasks: tasks }
+        Fake { log, tasks }
     }
 
     async fn serve(mut stream: TcpStream, log: Log, script: impl Fn(&ClientCommand) -> Act) {
@@ -971,6 +1007,48 @@ mod tests {
         assert_eq!(clerk.run(put("k", "x"), deadline).await.expect("done before the deadline"), "");
         assert!(leader.log.lock().unwrap().contains(&set("k", "x")));
         assert_eq!(clerk.waits(), 0, "no attempt timeout was waited out");
+    }
+
+    /// A connection kept from an earlier operation whose server restarted
+    /// since fails on first use: the clerk asks the same server again on a
+    /// new one rather than counting it as that server's failure. (Before,
+    /// it moved on to the next server, and with every kept connection
+    /// stale, waited out the attempt timeout: issue 21.)
+    #[tokio::test]
+    async fn a_kept_connection_that_died_is_replaced_not_counted() {
+        let (a_listener, a) = bind().await;
+        let (b_listener, b) = bind().await;
+        let first = fake(a_listener, healthy);
+        let other = fake(b_listener, healthy);
+        let mut clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(10));
+        assert_eq!(clerk.run(put("k", "1"), soon(20)).await.expect("done"), "");
+        // Server 0 restarts: its connections close, and it listens again.
+        first.stop().await;
+        let restarted = fake(TcpListener::bind(a).await.expect("the same port again"), healthy);
+        assert_eq!(clerk.run(put("k", "2"), soon(20)).await.expect("done"), "");
+        assert_eq!(*restarted.log.lock().unwrap(), [session(7, 2), set("k", "2")]);
+        assert!(other.log.lock().unwrap().is_empty(), "server 1 was not asked");
+        assert_eq!(clerk.waits(), 0);
+    }
+
+    /// When no server takes a connection (each refuses: all restarting),
+    /// the clerk pauses briefly and tries again, rather than waiting out
+    /// its attempt timeout (here longer than the deadline).
+    #[tokio::test]
+    async fn when_no_server_listens_the_clerk_tries_again_soon() {
+        let (a_listener, a) = bind().await;
+        let (b_listener, b) = bind().await;
+        drop((a_listener, b_listener));
+        let back = tokio::spawn(async move {
+            // Server 1 comes back a moment later: a restart, not a sync.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            fake(TcpListener::bind(b).await.expect("the same port again"), healthy)
+        });
+        let mut clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(clerk.run(put("k", "x"), deadline).await.expect("done before the deadline"), "");
+        let server = back.await.unwrap();
+        assert_eq!(*server.log.lock().unwrap(), [session(7, 1), set("k", "x")]);
     }
 
     #[tokio::test]

@@ -39,6 +39,8 @@ pub struct Sample {
     pub leader: bool,
     pub term: u64,
     pub commit: u64,
+    /// Resident memory, bytes (0 where the server cannot tell).
+    pub rss: u64,
     /// Envelopes delivered from each peer since the process started.
     pub received: Vec<(u8, u64)>,
 }
@@ -105,6 +107,7 @@ fn parse(server: u8, at_us: u64, text: &str) -> Option<Sample> {
         leader: info_field(text, "raft_role")? == "Leader",
         term: number("raft_term")?,
         commit: number("raft_commit_index")?,
+        rss: number("used_memory_rss").unwrap_or(0),
         received,
     })
 }
@@ -169,7 +172,8 @@ fn links_carry_traffic(
 }
 
 /// The report: the longest operation and the longest window without a
-/// completed operation over the whole run; then, per event: that window between the
+/// completed operation over the whole run; the most resident memory each
+/// server was seen with; then, per event: that window between the
 /// cut and the next cut or 2 s after the heal, whichever is sooner; how
 /// long after the cut the first operation called after it completed
 /// (clients served again), and how long after the heal the first
@@ -191,6 +195,9 @@ pub fn report(records: &[ClientRecord], events: &[Event], samples: &[Sample], se
         longest_op as f64 / 1e3,
         longest_gap as f64 / 1e3
     );
+    let rss_max = |server: u8| samples.iter().filter(|s| s.server == server).map(|s| s.rss).max().unwrap_or(0);
+    let rss: Vec<String> = (0..servers).map(|id| format!("{id}: {:.0} MB", rss_max(id) as f64 / 1e6)).collect();
+    let _ = writeln!(out, "the most resident memory each server had: {}", rss.join(", "));
     let ms = |us: u64| format!("{:.0} ms", us as f64 / 1e3);
     let _ = writeln!(
         out,
@@ -230,7 +237,7 @@ mod tests {
     use super::*;
 
     fn sample(at_us: u64, server: u8, leader: bool, term: u64, commit: u64, received: &[(u8, u64)]) -> Sample {
-        Sample { at_us, server, leader, term, commit, received: received.to_vec() }
+        Sample { at_us, server, leader, term, commit, rss: 0, received: received.to_vec() }
     }
 
     #[test]

@@ -131,6 +131,7 @@ pub async fn random_schedule(
             Fault::None => {}
         }
         let cut_us = now_us();
+        tracing::info!(%fault, at_ms = cut_us / 1_000, "fault in place");
         tokio::time::sleep(hold).await; // the fault's duration, not a synchronisation
         net.heal()?;
         match fault {
