@@ -2,7 +2,7 @@
 //! item 4): each server in its own network namespace behind a bridge,
 //! clients in the test's namespace, cuts made by nftables rules that match
 //! only server-to-server traffic, so a cut-off leader stays reachable by
-//! clients (`tests/common/netns.rs`).
+//! clients (`server::nemesis::netns`).
 //!
 //! The nemesis cycles through the schedules of issue 21 under an appending
 //! load: the leader isolated; the leader able to receive but not send; a
@@ -12,7 +12,7 @@
 //! acknowledged append present exactly once. Availability (the longest
 //! window with no completed operation, the time to a new leader's first
 //! commit and until every link carries traffic again, per event:
-//! `common/availability.rs`) is printed, not asserted: figures go in
+//! `server::nemesis::availability`) is printed, not asserted: figures go in
 //! benchmarks, never in timed tests.
 //!
 //! Needs root, `ip` and `nft`; skipped with a message otherwise, unless
