@@ -127,7 +127,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         );
     }
     let runtime = super::runtime();
-    if let Err(e) = runtime.block_on(wait_until_serving(&clients, &access, &mut children)) {
+    if let Err(e) = runtime.block_on(super::wait_until_serving(&clients, &access, || children.exited())) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
@@ -343,27 +343,6 @@ impl Drop for Children {
         for child in self.slots.iter_mut().filter_map(|s| s.child.as_mut()) {
             let _ = child.kill();
             let _ = child.wait();
-        }
-    }
-}
-
-/// Waits until a write goes through, asking each node in turn (the clerk
-/// follows redirects), or a node dies, or 30 s pass.
-async fn wait_until_serving(clients: &[SocketAddr], access: &Access, children: &mut Children) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut clerk = RemoteClerk::new(random_client_id(), clients.to_vec(), 0, Duration::from_millis(500))
-        .with_access(access.clone());
-    loop {
-        if let Some(exit) = children.exited() {
-            return Err(exit);
-        }
-        let attempt = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
-        match clerk.run(Op::Get { key: "raftkv-cluster-ready".into() }, attempt).await {
-            Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("no node served a read in 30 s: {e}"))
-            }
-            Err(_) => {}
         }
     }
 }

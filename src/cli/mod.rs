@@ -76,6 +76,39 @@ pub fn draw_failure(
     }
 }
 
+/// How long [`wait_until_serving`] gives a freshly started cluster.
+pub const SERVING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until a read goes through (a leader is elected and has committed),
+/// asking the servers at `clients` in turn (the clerk follows redirects),
+/// or until `exited` names a server that died, or [`SERVING_PATIENCE`]
+/// passes. `raftkv cluster` and `raftkv nemesis` wait so after starting
+/// their servers.
+pub async fn wait_until_serving(
+    clients: &[std::net::SocketAddr],
+    access: &raftkv::server::client::Access,
+    mut exited: impl FnMut() -> Option<String>,
+) -> Result<(), String> {
+    use raftkv::server::client::{random_client_id, RemoteClerk};
+    use tokio::time::Instant;
+    let deadline = Instant::now() + SERVING_PATIENCE;
+    let mut clerk = RemoteClerk::new(random_client_id(), clients.to_vec(), 0, std::time::Duration::from_millis(500))
+        .with_access(access.clone());
+    loop {
+        if let Some(exit) = exited() {
+            return Err(exit);
+        }
+        let attempt = (Instant::now() + std::time::Duration::from_secs(1)).min(deadline);
+        match clerk.run(raftkv::kv::Op::Get { key: "raftkv-ready".into() }, attempt).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("no server served a read in {} s: {e}", SERVING_PATIENCE.as_secs()))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name("raftkv-io")

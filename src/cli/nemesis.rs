@@ -5,8 +5,7 @@
 //! random schedule, as a command. Needs root, `ip` and `nft`.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use raftkv::kv::Op;
-use raftkv::server::client::{random_client_id, Access, RemoteClerk};
+use raftkv::server::client::Access;
 use raftkv::server::config::ClusterConfig;
 use raftkv::server::load::{self, LoadSpec, Progress};
 use raftkv::server::nemesis::availability::{self, Sampler};
@@ -32,8 +31,9 @@ pub struct NemesisArgs {
 /// Ports inside each server's own namespace (so never taken by anyone else).
 const PEER_PORT: u16 = 7000;
 const CLIENT_PORT: u16 = 6379;
-/// Bound on each wait that is not a fault's hold: the first leader, the
-/// load's first and last operations, each final read.
+/// Bound on each wait that is not a fault's hold or the first leader
+/// ([`super::SERVING_PATIENCE`]): the load's first and last operations,
+/// each final read.
 const PATIENCE: Duration = Duration::from_secs(30);
 /// Operations the load completes before the first fault and after the
 /// last, so that every run starts and ends serving.
@@ -104,7 +104,7 @@ async fn run_schedule(net: &Netns, servers: &mut Servers, spec: &LoadSpec, args:
     for id in 0..SERVERS {
         servers.restart(id)?;
     }
-    wait_until_serving(spec, servers).await?;
+    super::wait_until_serving(&spec.servers, &spec.access, || servers.exited()).await?;
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
     let sampler = Sampler::start(&spec.servers, &spec.access, epoch);
@@ -175,26 +175,6 @@ async fn run_schedule(net: &Netns, servers: &mut Servers, spec: &LoadSpec, args:
                 Err(e) => format!("the history could not be written to {}: {e}", path.display()),
             };
             Err(format!("{}\n{saved}", failure.message))
-        }
-    }
-}
-
-/// Until a read succeeds (a leader has committed), or a server exits.
-async fn wait_until_serving(spec: &LoadSpec, servers: &mut Servers) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut clerk = RemoteClerk::new(random_client_id(), spec.servers.clone(), 0, spec.attempt_timeout)
-        .with_access(spec.access.clone());
-    loop {
-        if let Some(exit) = servers.exited() {
-            return Err(exit);
-        }
-        let attempt = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
-        match clerk.run(Op::Get { key: "raftkv-nemesis-ready".into() }, attempt).await {
-            Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("no server served a read in {PATIENCE:?}: {e}"))
-            }
-            Err(_) => {}
         }
     }
 }

@@ -606,7 +606,6 @@ impl RemoteClerk {
                     Ok(Ok(Outcome::Answered(Err(ServiceError::NotLeader { leader: Some(leader) }))))
                 }
             };
-            let to_ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
             let next = match exchange {
                 Ok(Ok(Outcome::Answered(result))) => {
                     tracing::debug!(client = %self.client(), seq = request.seq, to, ?result, "answered");
@@ -668,7 +667,7 @@ impl RemoteClerk {
                     return Err(ClientError::Protocol(format!("server {to}: {error}")));
                 }
                 Err(_elapsed) => {
-                    tracing::debug!(client = %self.client(), seq = request.seq, to, waited_ms = to_ms(sent), "no answer in time");
+                    tracing::debug!(client = %self.client(), seq = request.seq, to, waited_ms = sent.elapsed().as_millis() as u64, "no answer in time");
                     self.conns[to as usize] = None;
                     self.waits += 1;
                     self.clerk.on_timeout(attempt)
