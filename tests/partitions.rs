@@ -182,6 +182,25 @@ fn the_nemesis_command_runs_a_checked_schedule_and_leaves_nothing_behind() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("needs root"), "{refused:?}");
 }
 
+/// `raftkv nemesis --tls`: the same run with TLS on every port. The
+/// clients speak only TLS, so a server left in plain text (or a certificate
+/// not naming its namespace address) fails the run.
+#[test]
+fn the_nemesis_command_runs_with_tls_between_the_servers() {
+    if let Err(why) = Netns::available() {
+        return skip(why).unwrap_or(());
+    }
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["nemesis", "--seconds", "4", "--seed", "5", "--tls"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "raftkv nemesis --tls failed ({}):\n{stdout}\n{stderr}", run.status);
+    assert!(stdout.contains("(TLS on every port)"), "{stdout}");
+    assert!(stdout.contains("linearizable, and every acknowledged append"), "{stdout}");
+    assert!(!data_dir_and_pid(&stdout).0.exists(), "data directory left behind");
+}
+
 /// The data directory `raftkv nemesis` printed (`.../raftkv-nemesis-<pid>-<n>`),
 /// and the process id in its name, which its namespaces' names carry too.
 fn data_dir_and_pid(stdout: &str) -> (std::path::PathBuf, String) {

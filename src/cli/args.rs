@@ -245,6 +245,11 @@ enum Command {
         /// passed too (a failed run always keeps them).
         #[arg(long)]
         keep: bool,
+        /// TLS on every port, as between machines: the servers
+        /// authenticate each other by certificate, and the clients check
+        /// the servers' (certificates issued into the data directory).
+        #[arg(long)]
+        tls: bool,
     },
     /// Run a simulated cluster under faults, print a trace of elections,
     /// commits, faults and client calls, and check the history.
@@ -493,7 +498,7 @@ pub fn main() -> ExitCode {
                 plot,
             })
         }
-        Command::Nemesis { seconds, seed, clients, plot, history_out, keep } => {
+        Command::Nemesis { seconds, seed, clients, plot, history_out, keep, tls } => {
             super::nemesis::run(super::nemesis::NemesisArgs {
                 run_for: Duration::from_secs(seconds),
                 seed,
@@ -501,6 +506,7 @@ pub fn main() -> ExitCode {
                 plot,
                 history_out,
                 keep,
+                tls,
             })
         }
         Command::Sim { seed, shape, reads, bug, history_out, quiet } => {

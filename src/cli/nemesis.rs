@@ -2,16 +2,19 @@
 //! under the seeded random schedule of `server::nemesis` while clients
 //! append; then every key is read back, the history checked, and
 //! availability reported per fault. The same run as `tests/partitions.rs`'s
-//! random schedule, as a command. Needs root, `ip` and `nft`.
+//! random schedule, as a command. Needs root, `ip` and `nft`. With `--tls`,
+//! every port speaks TLS as between machines (peers authenticated by their
+//! certificates, clients checking the servers').
 
 use indicatif::{ProgressBar, ProgressStyle};
 use raftkv::server::client::Access;
-use raftkv::server::config::ClusterConfig;
+use raftkv::server::config::{ClusterConfig, TlsSettings};
 use raftkv::server::load::{self, LoadSpec, Progress};
 use raftkv::server::nemesis::availability::{self, Sampler};
 use raftkv::server::nemesis::netns::Netns;
 use raftkv::server::nemesis::{self, Processes, SERVERS};
 use raftkv::server::tempdir::TempDir;
+use raftkv::server::tls;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -26,6 +29,7 @@ pub struct NemesisArgs {
     pub plot: Option<PathBuf>,
     pub history_out: Option<PathBuf>,
     pub keep: bool,
+    pub tls: bool,
 }
 
 /// Ports inside each server's own namespace (so never taken by anyone else).
@@ -64,6 +68,23 @@ pub fn run(args: NemesisArgs) -> ExitCode {
         node.client = SocketAddr::new(net.addr(id as u8), CLIENT_PORT);
     }
     let clients: Vec<SocketAddr> = config.nodes.iter().map(|n| n.client).collect();
+    let mut access = Access::plain();
+    if args.tls {
+        // Certificates naming each server's namespace address, which is
+        // what the clients dial and check.
+        let dir = root.path().join("certs");
+        let hosts: Vec<String> = clients.iter().map(|a| a.ip().to_string()).collect();
+        let issued = tls::issue(&dir, 0..SERVERS, &hosts, tls::NODE_CERT_DAYS_DEFAULT)
+            .and_then(|_| Access::tls(&dir.join(tls::CA_CERT)));
+        match issued {
+            Ok(tls) => access = tls,
+            Err(e) => {
+                eprintln!("error: cannot issue certificates: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        config.tls = Some(TlsSettings { dir, clients: true });
+    }
     let config_path = root.path().join("cluster.toml");
     if let Err(e) = std::fs::write(&config_path, config.to_toml()) {
         eprintln!("error: cannot write {}: {e}", config_path.display());
@@ -76,13 +97,14 @@ pub fn run(args: NemesisArgs) -> ExitCode {
         children: (0..SERVERS).map(|_| None).collect(),
     };
     println!(
-        "nemesis seed {} for {} s: {SERVERS} servers at {}, logs in {}",
+        "nemesis seed {} for {} s: {SERVERS} servers at {}{}, logs in {}",
         args.seed,
         args.run_for.as_secs(),
         clients.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        if args.tls { " (TLS on every port)" } else { "" },
         root.path().display()
     );
-    let spec = nemesis::appends_load(clients, Access::plain(), args.clients, args.seed, args.run_for);
+    let spec = nemesis::appends_load(clients, access, args.clients, args.seed, args.run_for);
     let outcome = super::runtime().block_on(run_schedule(&net, &mut servers, &spec, &args));
     drop(servers);
     match outcome {
