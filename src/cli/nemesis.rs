@@ -153,7 +153,9 @@ async fn run_schedule(net: &Netns, servers: &mut Servers, spec: &LoadSpec, args:
     print!("{}", availability::report(&records, &events, &samples, SERVERS));
 
     let ops = records.into_iter().flat_map(|r| r.history).collect();
+    let started = Instant::now();
     let checked = load::read_back_and_check(spec, ops, epoch, PATIENCE).await;
+    println!("read back {} keys and checked the history in {:.1} s", spec.keys, started.elapsed().as_secs_f64());
     let history = match &checked {
         Ok(history) => history,
         Err(failure) => &failure.history,

@@ -41,6 +41,8 @@ pub struct Sample {
     pub commit: u64,
     /// Resident memory, bytes (0 where the server cannot tell).
     pub rss: u64,
+    /// Live heap (`used_memory`: allocated and not freed), bytes.
+    pub heap: u64,
     /// Envelopes delivered from each peer since the process started.
     pub received: Vec<(u8, u64)>,
 }
@@ -108,6 +110,7 @@ fn parse(server: u8, at_us: u64, text: &str) -> Option<Sample> {
         term: number("raft_term")?,
         commit: number("raft_commit_index")?,
         rss: number("used_memory_rss").unwrap_or(0),
+        heap: number("used_memory").unwrap_or(0),
         received,
     })
 }
@@ -195,9 +198,12 @@ pub fn report(records: &[ClientRecord], events: &[Event], samples: &[Sample], se
         longest_op as f64 / 1e3,
         longest_gap as f64 / 1e3
     );
-    let rss_max = |server: u8| samples.iter().filter(|s| s.server == server).map(|s| s.rss).max().unwrap_or(0);
-    let rss: Vec<String> = (0..servers).map(|id| format!("{id}: {:.0} MB", rss_max(id) as f64 / 1e6)).collect();
-    let _ = writeln!(out, "the most resident memory each server had: {}", rss.join(", "));
+    let most = |server: u8, of: fn(&Sample) -> u64| {
+        samples.iter().filter(|s| s.server == server).map(of).max().unwrap_or(0) as f64 / 1e6
+    };
+    let memory: Vec<String> =
+        (0..servers).map(|id| format!("{id}: {:.0} MB ({:.0} MB)", most(id, |s| s.rss), most(id, |s| s.heap))).collect();
+    let _ = writeln!(out, "the most resident memory (live heap) each server had: {}", memory.join(", "));
     let ms = |us: u64| format!("{:.0} ms", us as f64 / 1e3);
     let _ = writeln!(
         out,
@@ -237,7 +243,7 @@ mod tests {
     use super::*;
 
     fn sample(at_us: u64, server: u8, leader: bool, term: u64, commit: u64, received: &[(u8, u64)]) -> Sample {
-        Sample { at_us, server, leader, term, commit, rss: 0, received: received.to_vec() }
+        Sample { at_us, server, leader, term, commit, rss: 0, heap: 0, received: received.to_vec() }
     }
 
     #[test]
