@@ -223,7 +223,12 @@ pub async fn read_back_and_check(
     let history = History::new(ops);
     let started = Instant::now();
     let verdict = crate::lincheck::check(&history, Budget::steps(Budget::DEFAULT_MAX_STEPS));
-    tracing::info!(operations = history.ops.len(), keys = spec.keys, took_ms = started.elapsed().as_millis() as u64, "history checked");
+    tracing::info!(
+        operations = history.ops.len(),
+        keys = spec.keys,
+        took_ms = started.elapsed().as_millis() as u64,
+        "history checked"
+    );
     match verdict {
         Verdict::Ok => Ok(history),
         Verdict::Illegal(v) => {

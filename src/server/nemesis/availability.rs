@@ -201,8 +201,9 @@ pub fn report(records: &[ClientRecord], events: &[Event], samples: &[Sample], se
     let most = |server: u8, of: fn(&Sample) -> u64| {
         samples.iter().filter(|s| s.server == server).map(of).max().unwrap_or(0) as f64 / 1e6
     };
-    let memory: Vec<String> =
-        (0..servers).map(|id| format!("{id}: {:.0} MB ({:.0} MB)", most(id, |s| s.rss), most(id, |s| s.heap))).collect();
+    let memory: Vec<String> = (0..servers)
+        .map(|id| format!("{id}: {:.0} MB ({:.0} MB)", most(id, |s| s.rss), most(id, |s| s.heap)))
+        .collect();
     let _ = writeln!(out, "the most resident memory (live heap) each server had: {}", memory.join(", "));
     let ms = |us: u64| format!("{:.0} ms", us as f64 / 1e3);
     let _ = writeln!(
