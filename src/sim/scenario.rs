@@ -226,13 +226,17 @@ pub fn check_raft_state(sim: &Sim, max: u64) -> Result<(), String> {
 ///
 /// Linear in the value's length: append arguments end in `y` and contain no
 /// other `y` ([`Workload::append_value`]), so the value splits into them.
-pub fn check_appends(history: &[Operation], key: &str, value: &str) -> Result<(), String> {
+pub fn check_appends<'a>(
+    history: impl IntoIterator<Item = &'a Operation>,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
     let mut positions: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for (position, piece) in value.split_inclusive('y').enumerate() {
         positions.entry(piece).or_default().push(position);
     }
     let mut last_position: std::collections::BTreeMap<u64, usize> = Default::default();
-    for op in history.iter().filter(|o| o.kind == OpKind::Append && o.key == key) {
+    for op in history.into_iter().filter(|o| o.kind == OpKind::Append && o.key == key) {
         let found = positions.get(op.value.as_str()).map_or(&[][..], |v| v.as_slice());
         match (found.len(), op.ret) {
             (0, Some(_)) => {
