@@ -9,7 +9,7 @@
 
 use raftkv::kv::Op;
 use raftkv::server::client::{random_client_id, Access, RemoteClerk};
-use raftkv::server::config::{ClusterConfig, SnapshotSettings, TlsSettings};
+use raftkv::server::config::{ClusterConfig, SnapshotSettings};
 use raftkv::server::tempdir::TempDir;
 use raftkv::server::tls;
 use std::net::SocketAddr;
@@ -81,17 +81,13 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     };
     let mut access = Access::plain();
     if args.tls {
-        let dir = root.join("certs");
-        let issued = tls::issue(&dir, 0..all, &[], tls::NODE_CERT_DAYS_DEFAULT)
-            .and_then(|_| Access::tls(&dir.join(tls::CA_CERT)));
-        match issued {
+        match super::tls_on_every_port(&mut config, root.join("certs"), 0..all, &[]) {
             Ok(tls) => access = tls,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
-        config.tls = Some(TlsSettings { dir, clients: true });
     }
     if let Some(password) = &args.requirepass {
         access = access.with_password(password.clone());

@@ -109,6 +109,23 @@ pub async fn wait_until_serving(
     }
 }
 
+/// TLS on every port of a cluster a command starts itself: issues an
+/// authority and certificates for `nodes` (also naming `hosts`) into `dir`,
+/// points `config` at them, and returns how clients reach the servers.
+/// `raftkv cluster --tls` and `raftkv nemesis --tls` both start so.
+pub fn tls_on_every_port(
+    config: &mut raftkv::server::config::ClusterConfig,
+    dir: std::path::PathBuf,
+    nodes: std::ops::Range<raftkv::raft::NodeId>,
+    hosts: &[String],
+) -> Result<raftkv::server::client::Access, raftkv::server::tls::TlsError> {
+    use raftkv::server::tls;
+    tls::issue(&dir, nodes, hosts, tls::NODE_CERT_DAYS_DEFAULT)?;
+    let access = raftkv::server::client::Access::tls(&dir.join(tls::CA_CERT))?;
+    config.tls = Some(raftkv::server::config::TlsSettings { dir, clients: true });
+    Ok(access)
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name("raftkv-io")

@@ -8,13 +8,12 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use raftkv::server::client::Access;
-use raftkv::server::config::{ClusterConfig, TlsSettings};
+use raftkv::server::config::ClusterConfig;
 use raftkv::server::load::{self, LoadSpec, Progress};
 use raftkv::server::nemesis::availability::{self, Sampler};
 use raftkv::server::nemesis::netns::Netns;
 use raftkv::server::nemesis::{self, Processes, SERVERS};
 use raftkv::server::tempdir::TempDir;
-use raftkv::server::tls;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -72,18 +71,14 @@ pub fn run(args: NemesisArgs) -> ExitCode {
     if args.tls {
         // Certificates naming each server's namespace address, which is
         // what the clients dial and check.
-        let dir = root.path().join("certs");
         let hosts: Vec<String> = clients.iter().map(|a| a.ip().to_string()).collect();
-        let issued = tls::issue(&dir, 0..SERVERS, &hosts, tls::NODE_CERT_DAYS_DEFAULT)
-            .and_then(|_| Access::tls(&dir.join(tls::CA_CERT)));
-        match issued {
+        match super::tls_on_every_port(&mut config, root.path().join("certs"), 0..SERVERS, &hosts) {
             Ok(tls) => access = tls,
             Err(e) => {
                 eprintln!("error: cannot issue certificates: {e}");
                 return ExitCode::FAILURE;
             }
         }
-        config.tls = Some(TlsSettings { dir, clients: true });
     }
     let config_path = root.path().join("cluster.toml");
     if let Err(e) = std::fs::write(&config_path, config.to_toml()) {
