@@ -49,7 +49,12 @@ impl fmt::Debug for ExplorerState {
             .iter()
             .enumerate()
             .filter(|(_, t)| t.iter().next().is_some())
-            .map(|(i, t)| format!("{} {:?}", name(i), t.iter().collect::<Vec<_>>()))
+            .map(|(i, t)| {
+                // A hash set: sorted, so the same state always reads the same.
+                let mut set: Vec<String> = t.iter().map(|timer| format!("{timer:?}")).collect();
+                set.sort();
+                format!("{} [{}]", name(i), set.join(", "))
+            })
             .collect();
         writeln!(f, "timers: {}", timers.join(", "))?;
         let crashed: Vec<String> = (0..state.crashed.len()).filter(|&i| state.crashed[i]).map(name).collect();
