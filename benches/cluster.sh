@@ -4,6 +4,13 @@
 # 64 closed-loop clients for Puts and for linearizable Gets (16-byte keys
 # among 1,000, 100-byte values), then redis-benchmark's SET if installed.
 #
+# With `etcd` on the PATH (Debian's etcd-server), the same load runs against
+# a local 3-member etcd (fsync on, its defaults) in the same sitting: each
+# workload on raftkv, then at once on etcd, through etcd's gRPC API to its
+# leader (`raftkv bench --etcd`, built with `--features etcd`, which needs
+# protoc: Debian's protobuf-compiler and libprotobuf-dev). A table of both
+# and their ratio closes the run. RAFTKV_ETCD=0 skips etcd.
+#
 #   benches/cluster.sh [SECONDS_PER_RUN]      (default 10)
 #
 # RAFTKV_BIN=path runs another build of raftkv instead of building this one
@@ -14,8 +21,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
+with_etcd=0
+if [ "${RAFTKV_ETCD:-1}" = 1 ] && [ "${RAFTKV_TLS:-0}" != 1 ]; then
+    if ! command -v etcd >/dev/null; then
+        echo "(no etcd on the PATH: raftkv alone; apt-get install etcd-server for the side-by-side run)"
+    elif ! command -v protoc >/dev/null || [ ! -e /usr/include/google/protobuf/descriptor.proto ]; then
+        echo "(etcd found, but no protoc to build the etcd client: apt-get install protobuf-compiler libprotobuf-dev)"
+    else
+        with_etcd=1
+    fi
+fi
 if [ -z "${RAFTKV_BIN:-}" ]; then
-    cargo build --release --quiet
+    features=()
+    [ $with_etcd = 1 ] && features=(--features etcd)
+    cargo build --release --quiet "${features[@]}"
 fi
 bin=${RAFTKV_BIN:-target/release/raftkv}
 # Below Linux's ephemeral range (32768 and up): there, a port a client
@@ -27,7 +46,16 @@ tls_flag=()
 [ "${RAFTKV_TLS:-0}" = 1 ] && tls_flag=(--tls)
 "$bin" cluster --port $port --peer-port 23379 "${tls_flag[@]}" >/tmp/raftkv-bench-cluster.log 2>&1 &
 cluster=$!
-trap 'kill $cluster 2>/dev/null; wait $cluster 2>/dev/null || true' EXIT
+etcd_pids=()
+etcd_dir=""
+results=$(mktemp)
+cleanup() {
+    kill $cluster "${etcd_pids[@]}" 2>/dev/null || true
+    wait $cluster "${etcd_pids[@]}" 2>/dev/null || true
+    [ -n "$etcd_dir" ] && rm -rf "$etcd_dir"
+    rm -f "$results"
+}
+trap cleanup EXIT
 # The launcher prints this line once a read went through.
 until grep -q "A leader is elected" /tmp/raftkv-bench-cluster.log; do
     kill -0 $cluster 2>/dev/null || { cat /tmp/raftkv-bench-cluster.log; exit 1; }
@@ -38,13 +66,63 @@ if [ "${RAFTKV_TLS:-0}" = 1 ]; then
     cacert=(--cacert "$(grep -o -- '--cacert [^ ]*' /tmp/raftkv-bench-cluster.log | head -1 | cut -d' ' -f2)")
 fi
 
+etcd_servers=""
+if [ $with_etcd = 1 ]; then
+    # Three members on loopback, each with its own data directory on the
+    # same disk as raftkv's (both clusters' directories are under /tmp).
+    etcd_dir=$(mktemp -d /tmp/raftkv-bench-etcd.XXXXXX)
+    members=""
+    for i in 0 1 2; do
+        members="$members${members:+,}e$i=http://127.0.0.1:$((25379 + i))"
+        etcd_servers="$etcd_servers${etcd_servers:+,}127.0.0.1:$((24379 + i))"
+    done
+    for i in 0 1 2; do
+        etcd --name e$i --data-dir "$etcd_dir/e$i" --logger zap --log-outputs "$etcd_dir/e$i.log" \
+            --listen-client-urls http://127.0.0.1:$((24379 + i)) --advertise-client-urls http://127.0.0.1:$((24379 + i)) \
+            --listen-peer-urls http://127.0.0.1:$((25379 + i)) --initial-advertise-peer-urls http://127.0.0.1:$((25379 + i)) \
+            --initial-cluster "$members" --initial-cluster-state new --initial-cluster-token raftkv-bench \
+            >/dev/null 2>&1 &
+        etcd_pids+=($!)
+    done
+    echo "etcd $(etcd --version | head -1 | cut -d' ' -f3): 3 members, client ports 24379-24381"
+fi
+
+# One workload on one system; its summary lines go to $results too.
+run() {
+    local system=$1 mix=$2 clients=$3
+    echo "== $system, $mix, $clients clients"
+    local target=(--servers "$servers" "${cacert[@]}")
+    [ "$system" = etcd ] && target=(--servers "$etcd_servers" --etcd)
+    "$bin" bench "${target[@]}" --mix "$mix" --clients "$clients" --seconds "$seconds" \
+        --keys 1000 --key-size 16 --value-size 100 | tee /dev/stderr |
+        awk -v key="$system $mix $clients" '/^  (writes|gets) / { print key, $4, $10 } /fsyncs:/ { print key, "fsyncs", $6 }' >>"$results"
+} 2>&1
+
 for mix in puts gets; do
     for clients in 1 16 64; do
-        echo "== $mix, $clients clients"
-        "$bin" bench --servers "$servers" "${cacert[@]}" --mix $mix --clients $clients --seconds "$seconds" \
-            --keys 1000 --key-size 16 --value-size 100
+        run raftkv $mix $clients
+        if [ $with_etcd = 1 ]; then run etcd $mix $clients; fi
     done
 done
+
+if [ $with_etcd = 1 ]; then
+    echo
+    echo "== side by side (this run): ops/s, p99 ms, fsyncs per operation; ratio = raftkv / etcd"
+    printf "%-5s %7s  %22s  %22s  %6s  %9s  %15s\n" mix clients "raftkv ops/s (p99)" "etcd ops/s (p99)" ratio "p99 ratio" \
+        "fsyncs/op r, e"
+    awk '
+        $4 == "fsyncs" { fsyncs[$1 " " $2 " " $3] = $5; next }
+        { ops[$1 " " $2 " " $3] = $4; p99[$1 " " $2 " " $3] = $5 }
+        END {
+            split("puts gets", mixes, " "); split("1 16 64", counts, " ")
+            for (m = 1; m <= 2; m++) for (c = 1; c <= 3; c++) {
+                r = "raftkv " mixes[m] " " counts[c]; e = "etcd " mixes[m] " " counts[c]
+                if (!(r in ops) || !(e in ops) || ops[e] == 0 || p99[e] == 0) continue
+                printf "%-5s %7s  %13.0f (%5.2f ms)  %13.0f (%5.2f ms)  %5.2fx  %8.2fx  %6s, %6s\n", mixes[m], counts[c],
+                    ops[r], p99[r], ops[e], p99[e], ops[r] / ops[e], p99[r] / p99[e], fsyncs[r], fsyncs[e]
+            }
+        }' "$results"
+fi
 
 if command -v redis-benchmark >/dev/null && [ "${RAFTKV_TLS:-0}" != 1 ]; then
     # Not `grep -q`: it would stop reading early, redis-cli would die of

@@ -403,6 +403,20 @@ async fn bench_checks_every_operation() {
     assert!(chart.starts_with("<svg") && chart.matches("<polyline").count() == 3, "{chart}");
 }
 
+/// `raftkv bench --etcd` in the default build (without the `etcd`
+/// feature) says how to get a build that has it, and loads nothing.
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn bench_against_etcd_names_the_feature_it_needs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["bench", "--etcd", "--servers", "127.0.0.1:1", "--seconds", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--features etcd") && err.contains("protoc"), "{err}");
+}
+
 /// `redis-cli` (Debian's redis-tools) against the cluster: a write through
 /// one node, redirected to the leader with -MOVED, read back through
 /// another. `.ci/run` installs redis-tools and sets

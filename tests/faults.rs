@@ -19,7 +19,7 @@ mod cluster;
 
 use cluster::{after_more_ops, info_field, leader, until, TestCluster};
 use raftkv::server::client::{info, Access};
-use raftkv::server::load::{self, LoadSpec, Mix, Progress};
+use raftkv::server::load::{self, LoadSpec, Mix, Progress, System};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +39,7 @@ fn spec(cluster: &TestCluster, seed: u64) -> LoadSpec {
         op_timeout: Duration::from_secs(10),
         attempt_timeout: Duration::from_millis(300),
         access: Access::plain(),
+        system: System::Raftkv,
     }
 }
 

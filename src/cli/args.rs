@@ -216,6 +216,13 @@ enum Command {
         /// The servers' client addresses, in node-id order.
         #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS)]
         servers: Vec<SocketAddr>,
+        /// Run the same load against etcd instead, for a comparison from
+        /// one run (benches/cluster.sh): --servers are the etcd members'
+        /// client addresses, and the clients talk to the leader among them
+        /// through etcd's gRPC API. Puts or Gets only; needs a raftkv built
+        /// with `--features etcd`.
+        #[arg(long)]
+        etcd: bool,
         #[command(flatten)]
         access: AccessArgs,
     },
@@ -472,6 +479,7 @@ pub fn main() -> ExitCode {
             check,
             plot,
             servers,
+            etcd,
             access,
         } => {
             let access = match access.access() {
@@ -496,6 +504,7 @@ pub fn main() -> ExitCode {
                 check,
                 seed,
                 plot,
+                etcd,
             })
         }
         Command::Nemesis { seconds, seed, clients, plot, history_out, keep, tls } => {

@@ -6,7 +6,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use raftkv::kv::Op;
 use raftkv::lincheck::{self, Budget, History, Verdict};
 use raftkv::server::client::{info, info_field, Access};
-use raftkv::server::load::{self, LoadSpec, Mix, Progress};
+#[cfg(feature = "etcd")]
+use raftkv::server::etcd;
+use raftkv::server::load::{self, LoadSpec, Mix, Progress, System};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,12 +29,21 @@ pub struct BenchArgs {
     pub check: bool,
     pub seed: u64,
     pub plot: Option<PathBuf>,
+    /// The servers are etcd members, not raftkv servers.
+    pub etcd: bool,
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
     let runtime = super::runtime();
+    let (system, servers) = match target(&runtime, &args) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let spec = LoadSpec {
-        servers: args.servers.clone(),
+        servers,
         clients: args.clients,
         mix: args.mix,
         keys: args.keys,
@@ -42,8 +53,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
         op_timeout: Duration::from_secs(10),
         attempt_timeout: Duration::from_secs(1),
         access: args.access.clone(),
+        system,
     };
-    let fsyncs_before = runtime.block_on(total_fsyncs(&args.servers, &args.access));
+    let fsyncs_before = runtime.block_on(total_fsyncs(&args));
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
     let bar = ProgressBar::new(args.duration.as_secs().max(1));
@@ -66,7 +78,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     });
     let elapsed = epoch.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let fsyncs_after = runtime.block_on(total_fsyncs(&args.servers, &args.access));
+    let fsyncs_after = runtime.block_on(total_fsyncs(&args));
 
     let mut puts = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
     let mut gets = puts.clone();
@@ -151,11 +163,42 @@ pub fn run(args: BenchArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The sum of every node's fsync counter, if every node answers INFO.
-async fn total_fsyncs(servers: &[SocketAddr], access: &Access) -> Option<u64> {
+/// Which system the clients load, and the addresses they are given: every
+/// raftkv server (the clerks find the leader), or the etcd leader alone.
+fn target(runtime: &tokio::runtime::Runtime, args: &BenchArgs) -> Result<(System, Vec<SocketAddr>), String> {
+    if !args.etcd {
+        return Ok((System::Raftkv, args.servers.clone()));
+    }
+    #[cfg(feature = "etcd")]
+    {
+        if !matches!(args.mix, Mix::Puts | Mix::Gets) {
+            return Err("against etcd, --mix is puts or gets".into());
+        }
+        if args.access.is_tls() || args.access.has_password() {
+            return Err("against etcd, the clients speak plain gRPC: no --tls, --cacert or --password".into());
+        }
+        let leader = runtime.block_on(etcd::find_leader(&args.servers, Duration::from_secs(10)))?;
+        Ok((System::Etcd, vec![leader]))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = runtime;
+        Err("this raftkv was built without etcd's client: build it with `cargo build --release --features etcd` \
+             (which needs protoc: Debian's protobuf-compiler)"
+            .into())
+    }
+}
+
+/// The sum of every node's fsync counter (raftkv's `raft_fsyncs` in INFO,
+/// etcd's WAL fsyncs in its metrics), if every node answers.
+async fn total_fsyncs(args: &BenchArgs) -> Option<u64> {
+    #[cfg(feature = "etcd")]
+    if args.etcd {
+        return etcd::total_fsyncs(&args.servers).await;
+    }
     let mut total = 0;
-    for addr in servers {
-        let text = info(*addr, access, Duration::from_secs(2)).await.ok()?;
+    for addr in &args.servers {
+        let text = info(*addr, &args.access, Duration::from_secs(2)).await.ok()?;
         total += info_field(&text, "raft_fsyncs")?.parse::<u64>().ok()?;
     }
     Some(total)

@@ -103,6 +103,10 @@ impl Access {
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
+
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
 }
 
 impl fmt::Debug for Access {

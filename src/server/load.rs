@@ -49,6 +49,57 @@ pub struct LoadSpec {
     pub attempt_timeout: Duration,
     /// Plain TCP or TLS.
     pub access: Access,
+    /// raftkv, or (for the side-by-side benchmark) etcd.
+    pub system: System,
+}
+
+/// Which system the clients talk to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum System {
+    #[default]
+    Raftkv,
+    /// etcd's gRPC API ([`super::etcd`]): `servers` is the leader's client
+    /// address alone, the mix Puts or Gets, `access` plain.
+    #[cfg(feature = "etcd")]
+    Etcd,
+}
+
+/// One client's session with the system under load.
+enum Session {
+    Raftkv(RemoteClerk),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<super::etcd::EtcdSession>),
+}
+
+impl Session {
+    async fn open(spec: &LoadSpec, rng: &mut Rng) -> Result<Session, String> {
+        match spec.system {
+            System::Raftkv => {
+                // The id comes from the OS, not from the seeded stream: a
+                // stream repeats across runs with the same seed, and ids
+                // must never.
+                let id: ClientId = random_client_id();
+                let first_guess = (rng.next_u64() % spec.servers.len() as u64) as u8;
+                let clerk = RemoteClerk::new(id, spec.servers.clone(), first_guess, spec.attempt_timeout)
+                    .with_access(spec.access.clone());
+                Ok(Session::Raftkv(clerk))
+            }
+            #[cfg(feature = "etcd")]
+            System::Etcd => {
+                let leader = *spec.servers.first().ok_or("no etcd endpoint")?;
+                Ok(Session::Etcd(Box::new(super::etcd::EtcdSession::connect(leader, spec.attempt_timeout).await?)))
+            }
+        }
+    }
+
+    /// Runs `op`; an error leaves its outcome unknown.
+    async fn run(&mut self, op: &Op, deadline: tokio::time::Instant) -> Result<String, String> {
+        match self {
+            Session::Raftkv(clerk) => clerk.run(op.clone(), deadline).await.map_err(|e| e.to_string()),
+            #[cfg(feature = "etcd")]
+            Session::Etcd(session) => session.run(op, deadline).await,
+        }
+    }
 }
 
 /// What one client recorded.
@@ -90,16 +141,14 @@ pub async fn run(spec: LoadSpec, progress: Arc<Progress>, epoch: Instant) -> Vec
 }
 
 async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progress>, epoch: Instant) -> ClientRecord {
-    let servers = spec.servers.len() as u8;
-    let new_clerk = |rng: &mut Rng| {
-        // The id comes from the OS, not from the seeded stream: a stream
-        // repeats across runs with the same seed, and ids must never.
-        let id: ClientId = random_client_id();
-        RemoteClerk::new(id, spec.servers.clone(), (rng.next_u64() % u64::from(servers)) as u8, spec.attempt_timeout)
-            .with_access(spec.access.clone())
-    };
-    let mut clerk = new_clerk(&mut rng);
     let mut record = ClientRecord::default();
+    let mut session = match Session::open(&spec, &mut rng).await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::warn!("client {index}: {e}");
+            return record;
+        }
+    };
     let mut n = 0u64;
     // One history client per clerk session: an abandoned operation may
     // still take effect after the next session's operations.
@@ -121,7 +170,7 @@ async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progre
         };
         let call = Instant::now();
         let call_us = micros(epoch, call);
-        let result = clerk.run(op.clone(), tokio::time::Instant::from_std(call + spec.op_timeout)).await;
+        let result = session.run(&op, tokio::time::Instant::from_std(call + spec.op_timeout)).await;
         match result {
             Ok(output) => {
                 let ret_us = micros(epoch, Instant::now()).max(call_us);
@@ -135,7 +184,13 @@ async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progre
                 record.abandoned += 1;
                 // The clerk still has the operation outstanding; a fresh
                 // session goes on (the old one's retries are over).
-                clerk = new_clerk(&mut rng);
+                session = match Session::open(&spec, &mut rng).await {
+                    Ok(session) => session,
+                    Err(e) => {
+                        tracing::warn!("client {index}: {e}");
+                        return record;
+                    }
+                };
                 history_id += 1;
             }
         }

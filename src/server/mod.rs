@@ -46,6 +46,8 @@ pub mod client;
 pub mod client_port;
 #[cfg(feature = "runtime")]
 pub mod config;
+#[cfg(all(feature = "etcd", not(loom)))]
+pub mod etcd;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod faults;
 #[cfg(feature = "runtime")]

@@ -8,7 +8,7 @@
 use raftkv::lincheck::{self, Budget, History};
 use raftkv::server::client::{info, Access};
 use raftkv::server::config::ClusterConfig;
-use raftkv::server::load::{ClientRecord, LoadSpec, Mix, Progress};
+use raftkv::server::load::{ClientRecord, LoadSpec, Mix, Progress, System};
 use raftkv::server::tempdir::TempDir;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -362,6 +362,7 @@ pub fn appends_load(servers: Vec<std::net::SocketAddr>, seed: u64) -> LoadSpec {
         op_timeout: Duration::from_secs(10),
         attempt_timeout: Duration::from_millis(500),
         access: Access::plain(),
+        system: System::Raftkv,
     }
 }
 

@@ -16,7 +16,7 @@ pub mod netns;
 
 use crate::rng::Rng;
 use crate::server::client::Access;
-use crate::server::load::{LoadSpec, Mix};
+use crate::server::load::{LoadSpec, Mix, System};
 use availability::Event;
 use netns::{Netns, Way};
 use std::net::SocketAddr;
@@ -169,6 +169,7 @@ pub fn appends_load(
         op_timeout: Duration::from_secs(10),
         attempt_timeout: Duration::from_millis(500),
         access,
+        system: System::Raftkv,
     }
 }
 
