@@ -88,6 +88,7 @@ fn flawed_model() {
     let model: fn(Flaw) = match name.as_str() {
         "durability_round_trip" => durability_round_trip,
         "answers" => answers,
+        "answers_awaited" => answers_awaited,
         "storage_failure" => storage_failure,
         other => panic!("unknown model {other}"),
     };
@@ -156,6 +157,28 @@ fn answers(flaw: Flaw) {
     assert_eq!((waiters.pending(), waiters.unclaimed()), (0, 0));
 }
 
+/// Rule 2 for answers awaited by tasks (`Ticket::answer`, what the client
+/// port's connections use): one handler awaits its answer as a future, the
+/// other blocks; each gets its own answer exactly once, and no waker is
+/// left registered.
+fn answers_awaited(flaw: Flaw) {
+    let waiters = Waiters::with_flaw(flaw);
+    let t1 = waiters.register(1);
+    let t2 = waiters.register(2);
+    let node = {
+        let waiters = waiters.clone();
+        thread::spawn(move || {
+            waiters.complete(2, 20);
+            waiters.complete(1, 10);
+        })
+    };
+    let handler = thread::spawn(move || loom::future::block_on(t1.answer()));
+    assert_eq!(t2.wait(), Ok(20));
+    assert_eq!(handler.join().unwrap(), Ok(10));
+    node.join().unwrap();
+    assert_eq!((waiters.pending(), waiters.unclaimed(), waiters.awaiting_tasks()), (0, 0, 0));
+}
+
 /// Rule 4: the persist thread fails on its first write (a storage error)
 /// while the node thread is blocked handing over more batches and a request
 /// waits. The failure stops everything: the node thread wakes from the full
@@ -220,6 +243,16 @@ fn loom_answers() {
 #[test]
 fn loom_answers_catches_notify_before_update() {
     check_catches("answers", Flaw::NotifyBeforeUpdate);
+}
+
+#[test]
+fn loom_answers_awaited() {
+    check("answers_awaited", answers_awaited);
+}
+
+#[test]
+fn loom_answers_awaited_catches_notify_before_update() {
+    check_catches("answers_awaited", Flaw::NotifyBeforeUpdate);
 }
 
 #[test]

@@ -378,11 +378,11 @@ async fn submit(node: &NodeHandle, request: Command) -> Result<String, ServiceEr
         Err(SubmitError::Busy) => return Err(ServiceError::Busy),
         Err(SubmitError::Stopped) => return Err(not_leader),
     };
-    match tokio::task::spawn_blocking(move || ticket.wait()).await {
-        Ok(Ok(Response { result, .. })) => result,
+    match ticket.answer().await {
+        Ok(Response { result, .. }) => result,
         // Shut down, or superseded: the client retries elsewhere; its
         // session makes the retry safe.
-        Ok(Err(_)) | Err(_) => Err(not_leader),
+        Err(_) => Err(not_leader),
     }
 }
 
@@ -405,10 +405,10 @@ async fn admin(shared: &Shared, op: AdminOp) -> Reply {
         Err(SubmitError::Busy) => return Reply::Error(TRYAGAIN.into()),
         Err(SubmitError::Stopped) => return Reply::Error(CLUSTERDOWN.into()),
     };
-    let result = match tokio::task::spawn_blocking(move || ticket.wait()).await {
-        Ok(Ok(AdminReply { result, .. })) => result,
+    let result = match ticket.answer().await {
+        Ok(AdminReply { result, .. }) => result,
         // Stopping: a change may have been proposed already.
-        Ok(Err(_)) | Err(_) => Err(AdminError::OutcomeUnknown { leader: None }),
+        Err(_) => Err(AdminError::OutcomeUnknown { leader: None }),
     };
     match result {
         Ok(done) => Reply::Bulk(done.to_string().into()),

@@ -11,8 +11,10 @@
 //!   thread. Bounded, so a slow disk pushes back on the node thread instead
 //!   of growing memory; [`BoundedChannel::recv_many`] takes everything
 //!   queued, so one fsync covers all of it (group commit).
-//! - [`Waiters`]: request handlers block on a [`Ticket`] until the node
-//!   thread answers it, or the server shuts down.
+//! - [`Waiters`]: request handlers wait on a [`Ticket`] until the node
+//!   thread answers it, or the server shuts down: a thread blocks
+//!   ([`Ticket::wait`]), an async task awaits ([`Ticket::answer`]) without
+//!   holding a thread.
 //!
 //! The rules that rule out deadlock and lost wake-ups, each checked by
 //! `tests/loom_handoff.rs` under every interleaving:
@@ -36,6 +38,7 @@
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::task::{Poll, Waker};
 
 /// A deliberately broken variant, for showing that the loom tests catch it.
 /// Never set outside tests.
@@ -259,6 +262,9 @@ struct WaitState<R> {
     pending: BTreeMap<u64, Pending>,
     /// Ticket id → its answer, until the ticket takes it.
     answered: BTreeMap<u64, Result<R, WaitError>>,
+    /// Ticket id → the task awaiting it ([`Ticket::answer`]), woken with
+    /// its condition variable.
+    tasks: BTreeMap<u64, Waker>,
     next_ticket: u64,
     shut_down: bool,
 }
@@ -280,6 +286,7 @@ impl<R> Waiters<R> {
             state: Mutex::new(WaitState {
                 pending: BTreeMap::new(),
                 answered: BTreeMap::new(),
+                tasks: BTreeMap::new(),
                 next_ticket: 0,
                 shut_down: false,
             }),
@@ -303,11 +310,11 @@ impl<R> Waiters<R> {
             s.answered.insert(ticket, Err(WaitError::ShutDown));
         } else if let Some(old) = s.pending.insert(key, Pending { ticket, wake: wake.clone() }) {
             s.answered.insert(old.ticket, Err(WaitError::Superseded));
-            to_wake = Some(old.wake);
+            to_wake = Some((old.wake, s.tasks.remove(&old.ticket)));
         }
         drop(s);
-        if let Some(cv) = to_wake {
-            cv.notify_one();
+        if let Some(wake) = to_wake {
+            notify(wake);
         }
         Ticket { waiters: self.clone(), key, ticket, wake }
     }
@@ -341,6 +348,12 @@ impl<R> Waiters<R> {
         lock(&self.shared.state).answered.len()
     }
 
+    /// Tasks registered to be woken ([`Ticket::answer`]) whose tickets are
+    /// still held (a test checks this drains to 0 too).
+    pub fn awaiting_tasks(&self) -> usize {
+        lock(&self.shared.state).tasks.len()
+    }
+
     /// Takes out the waiters `pick` chooses and records their answers, then
     /// wakes them after unlocking (so a woken waiter does not immediately
     /// block on the lock we hold).
@@ -350,10 +363,10 @@ impl<R> Waiters<R> {
         if self.shared.flaw == Flaw::NotifyBeforeUpdate {
             // Broken on purpose: the waiter can wake, see no answer, and go
             // back to sleep before the answer lands; nobody wakes it again.
-            let wakes: Vec<_> = done.iter().map(|(p, _)| p.wake.clone()).collect();
+            let wakes: Vec<_> = done.iter().map(|(p, _)| (p.wake.clone(), s.tasks.remove(&p.ticket))).collect();
             drop(s);
-            for cv in &wakes {
-                cv.notify_one();
+            for wake in wakes {
+                notify(wake);
             }
             s = lock(&self.shared.state);
             for (p, r) in done {
@@ -364,12 +377,21 @@ impl<R> Waiters<R> {
         let mut wakes = Vec::with_capacity(done.len());
         for (p, r) in done {
             s.answered.insert(p.ticket, r);
-            wakes.push(p.wake);
+            wakes.push((p.wake, s.tasks.remove(&p.ticket)));
         }
         drop(s);
-        for cv in wakes {
-            cv.notify_one();
+        for wake in wakes {
+            notify(wake);
         }
+    }
+}
+
+/// Wakes a ticket's holder: a thread blocked in [`Ticket::wait`] through
+/// its condition variable, a task in [`Ticket::answer`] through its waker.
+fn notify((cv, task): (Arc<Condvar>, Option<Waker>)) {
+    cv.notify_one();
+    if let Some(task) = task {
+        task.wake();
     }
 }
 
@@ -384,8 +406,9 @@ impl<R> fmt::Debug for Waiters<R> {
     }
 }
 
-/// One request's claim on the answer for its key. `wait` consumes it, so an
-/// answer is taken at most once; dropping it unanswered unregisters it.
+/// One request's claim on the answer for its key. `wait` and `answer`
+/// consume it, so an answer is taken at most once; dropping it unanswered
+/// (a task that stopped awaiting it, too) unregisters it.
 pub struct Ticket<R> {
     waiters: Waiters<R>,
     key: u64,
@@ -409,6 +432,30 @@ impl<R> Ticket<R> {
         }
     }
 
+    /// Awaits the answer without holding a thread: what the client port's
+    /// tasks use (a blocking [`Ticket::wait`] would need a thread of its own
+    /// per request in flight, and a hand-off to it and back per answer).
+    pub async fn answer(self) -> Result<R, WaitError> {
+        std::future::poll_fn(|cx| {
+            let mut s = lock(&self.waiters.shared.state);
+            if let Some(answer) = s.answered.remove(&self.ticket) {
+                s.tasks.remove(&self.ticket);
+                return Poll::Ready(answer);
+            }
+            // Under the lock `answer()` records answers under (rule 2):
+            // either the answer was there above, or it will find this waker.
+            match s.tasks.get_mut(&self.ticket) {
+                Some(task) if task.will_wake(cx.waker()) => {}
+                Some(task) => task.clone_from(cx.waker()),
+                None => {
+                    s.tasks.insert(self.ticket, cx.waker().clone());
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// The answer if there is one already; never blocks on a condition.
     pub fn try_wait(self) -> Result<Result<R, WaitError>, Ticket<R>> {
         let answer = lock(&self.waiters.shared.state).answered.remove(&self.ticket);
@@ -425,6 +472,7 @@ impl<R> Drop for Ticket<R> {
             s.pending.remove(&self.key);
         }
         s.answered.remove(&self.ticket);
+        s.tasks.remove(&self.ticket);
     }
 }
 

@@ -236,10 +236,7 @@ impl Server {
             return Ok(None);
         }
         let ticket = handle.admin(AdminOp::HandOver).map_err(|e| format!("{e:?}"))?;
-        let reply = tokio::task::spawn_blocking(move || ticket.wait())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let reply = ticket.answer().await.map_err(|e| e.to_string())?;
         reply.result.map_err(|e| e.to_string())?;
         let deadline = tokio::time::Instant::now() + patience;
         let mut every = tokio::time::interval(Duration::from_millis(5));

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Where one client's Put spends its time, from a `perf trace` of the three
+servers and the bench client (benches/put_breakdown.sh records it).
+
+With one closed-loop client the Puts are strictly sequential, so each one is
+the stretch of the trace from the client's request `sendto` to the
+`recvfrom` that brings its reply. Inside it, by process and thread:
+
+  client send  -> leader reads the request          (loopback, tokio wake-up)
+  leader read  -> AppendEntries leaves (first send) (node thread: step, hand to the peer task)
+  leader read  -> leader fdatasync starts           (persist thread: redb's page writes first)
+  leader fdatasync
+  AppendEntries sent -> a follower reads it         (loopback)
+  follower read -> its fdatasync starts             (node + persist threads, page writes)
+  follower fdatasync
+  follower fdatasync ends -> its ack leaves
+  ack sent -> leader reads it
+  commit point -> reply leaves                      (commit = the later of the leader's fsync
+                                                     and the first ack: apply, answer, wake
+                                                     the connection's task)
+  reply sent -> client reads it
+
+Prints the median and 90th percentile of each over every Put found.
+
+  put_timeline.py TRACE TIDS LEADER_PID CLIENT_PID
+TIDS lines are "pid tid comm" (from /proc/PID/task). The tracing itself
+slows each traced syscall by some microseconds: read the stages' shares,
+and the untraced latency the script's caller prints beside them.
+"""
+import re
+import statistics
+import sys
+
+LINE = re.compile(
+    r"^\s*(?P<ts>[\d.]+) \(\s*(?P<dur>[\d.]+)? ?(?:ms)?\s*\): (?P<comm>\S+)/(?P<tid>\d+)\s+"
+    r"(?:\.\.\. \[continued\]: (?P<cont>\w+)\(\)\)|(?P<call>\w+)\((?P<args>[^)]*)\))"
+    r"\s*(?:= (?P<ret>-?\d+))?"
+)
+
+
+def parse(path, pid_of):
+    """Every completed sendto/recvfrom/fdatasync as (start, end, pid, tid, call, fd, bytes)."""
+    events, open_calls = [], {}
+    for raw in open(path, errors="replace"):
+        m = LINE.match(raw)
+        if not m:
+            continue
+        ts, tid = float(m["ts"]), int(m["tid"])
+        if tid not in pid_of:
+            continue
+        if m["cont"]:
+            # The end of a call whose start line was split off: the line
+            # carries the start time and the duration.
+            fd = open_calls.pop(tid, None)
+            if m["dur"] and m["ret"] is not None:
+                events.append((ts, ts + float(m["dur"]), pid_of[tid], tid, m["cont"], fd, int(m["ret"])))
+            continue
+        fd_match = re.search(r"fd: (\d+)", m["args"] or "")
+        fd = int(fd_match.group(1)) if fd_match else None
+        if m["dur"] is None or m["ret"] is None:
+            open_calls[tid] = fd
+            continue
+        events.append((ts, ts + float(m["dur"]), pid_of[tid], tid, m["call"], fd, int(m["ret"])))
+    events.sort()
+    return events
+
+
+def main():
+    trace, tids, leader, client = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    pid_of, comm_of = {}, {}
+    for line in open(tids):
+        pid, tid, comm = line.split(maxsplit=2)
+        pid_of[int(tid)], comm_of[int(tid)] = int(pid), comm.strip()
+    events = parse(trace, pid_of)
+    sends = [e for e in events if e[2] == client and e[4] == "sendto" and e[6] > 0]
+    stages = {}
+
+    def note(name, value):
+        stages.setdefault(name, []).append(value * 1000)  # ms -> us
+
+    puts = 0
+    for request, following in zip(sends, sends[1:]):
+        start, limit = request[0], following[0]
+        window = [e for e in events if start <= e[0] < limit]
+        reply = next((e for e in window if e[2] == client and e[4] == "recvfrom" and e[6] > 0), None)
+        leader_read = next((e for e in window if e[2] == leader and e[4] == "recvfrom" and e[6] == request[6]), None)
+        if reply is None or leader_read is None:
+            continue
+        client_fd = leader_read[5]
+        leader_sync = next((e for e in window if e[2] == leader and e[4] == "fdatasync" and e[0] >= leader_read[1]), None)
+        appends = [e for e in window if e[2] == leader and e[4] == "sendto" and e[5] != client_fd and e[0] >= leader_read[1]]
+        answer = next((e for e in window if e[2] == leader and e[4] == "sendto" and e[5] == client_fd), None)
+        if leader_sync is None or not appends or answer is None:
+            continue
+        first_append = appends[0]
+        # The follower whose ack reaches the leader first decides the commit.
+        best = None
+        for pid in {e[2] for e in window if e[2] not in (leader, client)}:
+            got = next((e for e in window if e[2] == pid and e[4] == "recvfrom" and e[0] >= first_append[0]), None)
+            sync = next((e for e in window if e[2] == pid and e[4] == "fdatasync" and got and e[0] >= got[1]), None)
+            ack = next((e for e in window if e[2] == pid and e[4] == "sendto" and sync and e[0] >= sync[1]), None)
+            if got and sync and ack and (best is None or ack[1] < best[2][1]):
+                best = (got, sync, ack)
+        if best is None:
+            continue
+        got, sync, ack = best
+        ack_read = next(
+            (e for e in window if e[2] == leader and e[4] == "recvfrom" and e[5] not in (client_fd,) and e[0] >= ack[0]),
+            None,
+        )
+        if ack_read is None:
+            continue
+        commit = max(leader_sync[1], ack_read[1])
+        puts += 1
+        note("client send -> leader reads the request", leader_read[1] - request[0])
+        note("leader read -> AppendEntries sent", first_append[1] - leader_read[1])
+        note("leader read -> leader fdatasync starts", leader_sync[0] - leader_read[1])
+        note("leader fdatasync", leader_sync[1] - leader_sync[0])
+        note("AppendEntries sent -> follower reads it", got[1] - first_append[1])
+        note("follower read -> its fdatasync starts", sync[0] - got[1])
+        note("follower fdatasync", sync[1] - sync[0])
+        note("follower fdatasync ends -> ack sent", ack[1] - sync[1])
+        note("ack sent -> leader reads it", ack_read[1] - ack[1])
+        note("commit waits for the leader's own fsync", max(0.0, leader_sync[1] - ack_read[1]))
+        note("commit -> reply sent", answer[0] - commit)
+        note("reply sent -> client reads it", reply[1] - answer[0])
+        note("whole Put, traced", reply[1] - request[0])
+    if puts == 0:
+        sys.exit("no complete Put found in the trace")
+    print(f"{puts} Puts traced; microseconds, median and 90th percentile")
+    for name, values in stages.items():
+        values.sort()
+        p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+        print(f"  {name:<42} {statistics.median(values):8.0f} {p90:8.0f}")
+
+
+if __name__ == "__main__":
+    main()
