@@ -11,6 +11,10 @@
 # protoc: Debian's protobuf-compiler and libprotobuf-dev). A table of both
 # and their ratio closes the run. RAFTKV_ETCD=0 skips etcd.
 #
+# RAFTKV_CHECK=1 records every run's history and checks it for
+# linearizability (`bench --check`), etcd's too; the run fails on a
+# violation.
+#
 #   benches/cluster.sh [SECONDS_PER_RUN]      (default 10)
 #
 # RAFTKV_BIN=path runs another build of raftkv instead of building this one
@@ -53,7 +57,7 @@ cleanup() {
     kill $cluster "${etcd_pids[@]}" 2>/dev/null || true
     wait $cluster "${etcd_pids[@]}" 2>/dev/null || true
     [ -n "$etcd_dir" ] && rm -rf "$etcd_dir"
-    rm -f "$results"
+    rm -f "$results" "$results.run"
 }
 trap cleanup EXIT
 # The launcher prints this line once a read went through.
@@ -89,16 +93,26 @@ fi
 
 # One workload on one system; its summary lines go to $results too.
 run() {
-    local system=$1 mix=$2 clients=$3
+    local system=$1 mix=$2 clients=$3 status=0
     echo "== $system, $mix, $clients clients"
     local target=(--servers "$servers" "${cacert[@]}")
     [ "$system" = etcd ] && target=(--servers "$etcd_servers" --etcd)
-    "$bin" bench "${target[@]}" --mix "$mix" --clients "$clients" --seconds "$seconds" \
-        --keys 1000 --key-size 16 --value-size 100 | tee /dev/stderr |
-        awk -v key="$system $mix $clients" '/^  (writes|gets) / { print key, $4, $10 } /fsyncs:/ { print key, "fsyncs", $6 }' >>"$results"
-} 2>&1
+    local check=()
+    [ "${RAFTKV_CHECK:-0}" = 1 ] && check=(--check)
+    "$bin" bench "${target[@]}" "${check[@]}" --mix "$mix" --clients "$clients" --seconds "$seconds" \
+        --keys 1000 --key-size 16 --value-size 100 >"$results.run" 2>&1 || status=$?
+    cat "$results.run"
+    awk -v key="$system $mix $clients" '/^  (writes|gets) / { print key, $4, $10 } /fsyncs:/ { print key, "fsyncs", $6 }' \
+        "$results.run" >>"$results"
+    return $status
+}
 
-for mix in puts gets; do
+mixes="puts gets"
+# A run's history starts from an empty store as far as the checker knows:
+# Gets after Puts would read values written outside their history. So when
+# checking, the Gets run first, while every key is still missing.
+[ "${RAFTKV_CHECK:-0}" = 1 ] && mixes="gets puts"
+for mix in $mixes; do
     for clients in 1 16 64; do
         run raftkv $mix $clients
         if [ $with_etcd = 1 ]; then run etcd $mix $clients; fi
@@ -131,6 +145,7 @@ if command -v redis-benchmark >/dev/null && [ "${RAFTKV_TLS:-0}" != 1 ]; then
         if redis-cli -p $p info | grep "raft_role:Leader" >/dev/null; then echo $p; fi; done | head -1)
     for clients in 1 16 64; do
         echo "== redis-benchmark SET against the leader (port $leader), $clients clients"
-        redis-benchmark -p "$leader" -c $clients -n $((clients * 2000)) -r 1000 -d 100 -t set -q | tr "\r" "\n" | tail -n 1
+        redis-benchmark -p "$leader" -c $clients -n $((clients * 2000)) -r 1000 -d 100 -t set -q | tr "\r" "\n" |
+            awk '/requests per second/ { last = $0 } END { print last }'
     done
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Where one client's Put spends its time, from a `perf trace` of the three
-servers and the bench client (benches/put_breakdown.sh records it).
+"""Where one client's Put spends its time, from a `perf record` of the
+syscall tracepoints of the three servers and the bench client, as `perf
+script` prints them (benches/put_breakdown.sh records it).
 
 With one closed-loop client the Puts are strictly sequential, so each one is
 the stretch of the trace from the client's request `sendto` to the
@@ -22,55 +23,53 @@ the stretch of the trace from the client's request `sendto` to the
 
 Prints the median and 90th percentile of each over every Put found.
 
-  put_timeline.py TRACE TIDS LEADER_PID CLIENT_PID
-TIDS lines are "pid tid comm" (from /proc/PID/task). The tracing itself
-slows each traced syscall by some microseconds: read the stages' shares,
-and the untraced latency the script's caller prints beside them.
+  put_timeline.py SCRIPT TIDS LEADER_PID CLIENT_PID
+SCRIPT is `perf script`'s text; TIDS lines are "pid tid comm" (from
+/proc/PID/task). The tracing slows each traced syscall a little: read the
+stages beside the untraced latency the script's caller prints.
 """
 import re
 import statistics
 import sys
 
 LINE = re.compile(
-    r"^\s*(?P<ts>[\d.]+) \(\s*(?P<dur>[\d.]+)? ?(?:ms)?\s*\): (?P<comm>\S+)/(?P<tid>\d+)\s+"
-    r"(?:\.\.\. \[continued\]: (?P<cont>\w+)\(\)\)|(?P<call>\w+)\((?P<args>[^)]*)\))"
-    r"\s*(?:= (?P<ret>-?\d+))?"
+    r"^\s*(?P<comm>.+?)\s+(?P<tid>\d+)\s+\[\d+\]\s+(?P<ts>[\d.]+):\s+"
+    r"syscalls:sys_(?P<dir>enter|exit)_(?P<call>\w+):\s*(?P<rest>.*)$"
 )
 
 
 def parse(path, pid_of):
-    """Every completed sendto/recvfrom/fdatasync as (start, end, pid, tid, call, fd, bytes)."""
-    events, open_calls = [], {}
+    """Every completed sendto/recvfrom/fdatasync as (start, end, pid, tid, call, fd, bytes), times in ms."""
+    events, entered = [], {}
     for raw in open(path, errors="replace"):
         m = LINE.match(raw)
         if not m:
             continue
-        ts, tid = float(m["ts"]), int(m["tid"])
+        ts, tid = float(m["ts"]) * 1000, int(m["tid"])
         if tid not in pid_of:
             continue
-        if m["cont"]:
-            # The end of a call whose start line was split off: the line
-            # carries the start time and the duration.
-            fd = open_calls.pop(tid, None)
-            if m["dur"] and m["ret"] is not None:
-                events.append((ts, ts + float(m["dur"]), pid_of[tid], tid, m["cont"], fd, int(m["ret"])))
+        if m["dir"] == "enter":
+            fd = re.search(r"fd: 0x([0-9a-f]+)", m["rest"])
+            entered[tid] = (ts, m["call"], int(fd.group(1), 16) if fd else None)
             continue
-        fd_match = re.search(r"fd: (\d+)", m["args"] or "")
-        fd = int(fd_match.group(1)) if fd_match else None
-        if m["dur"] is None or m["ret"] is None:
-            open_calls[tid] = fd
-            continue
-        events.append((ts, ts + float(m["dur"]), pid_of[tid], tid, m["call"], fd, int(m["ret"])))
+        start = entered.pop(tid, None)
+        if start is None or start[1] != m["call"]:
+            continue  # the trace began inside this call
+        ret = int(m["rest"].split()[0], 16)
+        if ret >= 1 << 63:
+            ret -= 1 << 64
+        events.append((start[0], ts, pid_of[tid], tid, m["call"], start[2], ret))
     events.sort()
     return events
 
 
 def main():
     trace, tids, leader, client = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    pid_of, comm_of = {}, {}
+    pid_of = {}
     for line in open(tids):
-        pid, tid, comm = line.split(maxsplit=2)
-        pid_of[int(tid)], comm_of[int(tid)] = int(pid), comm.strip()
+        fields = line.split(maxsplit=2)
+        if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+            pid_of[int(fields[1])] = int(fields[0])
     events = parse(trace, pid_of)
     sends = [e for e in events if e[2] == client and e[4] == "sendto" and e[6] > 0]
     stages = {}

@@ -4,11 +4,12 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use raftkv::kv::Op;
-use raftkv::lincheck::{self, Budget, History, Verdict};
+use raftkv::lincheck::{self, Budget, History, OpKind, Operation, Verdict};
 use raftkv::server::client::{info, info_field, Access};
 #[cfg(feature = "etcd")]
 use raftkv::server::etcd;
 use raftkv::server::load::{self, LoadSpec, Mix, Progress, System};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,6 +146,13 @@ pub fn run(args: BenchArgs) -> ExitCode {
             Verdict::Ok => println!("linearizable (checked in {:.1} ms)", started.elapsed().as_secs_f64() * 1e3),
             Verdict::Illegal(v) => {
                 println!("NOT linearizable: key {:?}: a minimal offending set of {} calls:\n{v}", v.key, v.ops.len());
+                if let Some(key) = found_before_any_write(&history) {
+                    println!(
+                        "note: a call on key {key:?} found a value before any call of this run wrote one: the \
+                         cluster held data from before the run, and the check takes every key as missing at \
+                         the start. Check a run against a fresh cluster."
+                    );
+                }
             }
             Verdict::Unknown { key } => println!("linearizability unknown: the search budget ran out on key {key:?}"),
         }
@@ -161,6 +169,38 @@ pub fn run(args: BenchArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// A key on which a completed call saw a value (a Get reading one, a DEL
+/// removing one, a SETNX refused) before any call of the history had
+/// started writing it: then the store was not empty when the run began.
+fn found_before_any_write(history: &History) -> Option<&str> {
+    let mut first_write: HashMap<&str, u64> = HashMap::new();
+    for op in &history.ops {
+        // A refused SETNX wrote nothing; one that set, or never returned,
+        // may have.
+        let writes = match op.kind {
+            OpKind::Put | OpKind::Append => true,
+            OpKind::PutIfAbsent => op.output != "0",
+            OpKind::Get | OpKind::Delete => false,
+        };
+        if writes {
+            let at = first_write.entry(op.key.as_str()).or_insert(op.call);
+            *at = (*at).min(op.call);
+        }
+    }
+    let saw_a_value = |op: &Operation| match op.kind {
+        OpKind::Get => !op.output.is_empty(),
+        OpKind::Delete => op.output == "1",
+        OpKind::PutIfAbsent => op.output == "0",
+        OpKind::Put | OpKind::Append => false,
+    };
+    history
+        .ops
+        .iter()
+        .filter(|op| saw_a_value(op))
+        .find(|op| op.ret.is_some_and(|ret| first_write.get(op.key.as_str()).is_none_or(|&w| w > ret)))
+        .map(|op| op.key.as_str())
 }
 
 /// Which system the clients load, and the addresses they are given: every
@@ -202,4 +242,35 @@ async fn total_fsyncs(args: &BenchArgs) -> Option<u64> {
         total += info_field(&text, "raft_fsyncs")?.parse::<u64>().ok()?;
     }
     Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_read_before_the_run_wrote_one_is_named() {
+        let op = |kind, key: &str, value: &str, output: &str, call, ret| {
+            Operation::new(0, kind, key, value, output, call, Some(ret))
+        };
+        // "b" is read with a value before its first write starts: leftover data.
+        let leftover = History::new(vec![
+            op(OpKind::Put, "a", "1", "", 0, 5),
+            op(OpKind::Get, "a", "", "1", 6, 8),
+            op(OpKind::Get, "b", "", "old", 1, 3),
+            op(OpKind::Put, "b", "2", "", 4, 9),
+        ]);
+        assert_eq!(found_before_any_write(&leftover), Some("b"));
+        // A read overlapping the write it sees, a DEL of nothing, a SETNX
+        // that set: all explained by the run itself.
+        let fresh = History::new(vec![
+            op(OpKind::Put, "a", "1", "", 2, 6),
+            op(OpKind::Get, "a", "", "1", 1, 4),
+            op(OpKind::Delete, "c", "", "0", 0, 1),
+            op(OpKind::PutIfAbsent, "d", "x", "1", 0, 1),
+        ]);
+        assert_eq!(found_before_any_write(&fresh), None);
+        let refused = History::new(vec![op(OpKind::PutIfAbsent, "d", "x", "0", 0, 1)]);
+        assert_eq!(found_before_any_write(&refused), Some("d"));
+    }
 }
