@@ -224,7 +224,7 @@ fn target(runtime: &tokio::runtime::Runtime, args: &BenchArgs) -> Result<(System
     {
         let _ = runtime;
         Err("this raftkv was built without etcd's client: build it with `cargo build --release --features etcd` \
-             (which needs protoc: Debian's protobuf-compiler)"
+             (which needs protoc: Debian's protobuf-compiler and libprotobuf-dev)"
             .into())
     }
 }
