@@ -2,6 +2,12 @@
 //! how long a node with a 100,000-entry log takes to recover (open the
 //! database, read and check every row, rebuild the node).
 //!
+//! Beside the redb commits, the disk's own floor in the same run: 4 KiB
+//! appended to a file and `fdatasync`ed, and 4 KiB written into a file
+//! preallocated with zeros and `fdatasync`ed (no block allocation, so no
+//! metadata to flush): what an append-only log would pay per write
+//! (issue 17 asks for redb against it).
+//!
 //! Recovery replays nothing into the state machine here: the log is
 //! re-applied as the leader tells the node the commit index, which is a
 //! memory-speed loop (see the `sim` bench).
@@ -72,6 +78,38 @@ fn bench(c: &mut Criterion) {
                 }])
                 .unwrap();
                 next += batch;
+            })
+        });
+    }
+
+    // The floor: one 4 KiB record and fdatasync, appended or in place.
+    let dir = TempDir::new("bench-storage-raw").unwrap();
+    let record = [0x5au8; 4096];
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(dir.path().join("append")).unwrap();
+        group.bench_function("append_4k_fdatasync", |b| {
+            b.iter(|| {
+                file.write_all(&record).unwrap();
+                file.sync_data().unwrap();
+            })
+        });
+    }
+    {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        const PREALLOCATED: u64 = 16 << 20;
+        let mut file = std::fs::File::create(dir.path().join("preallocated")).unwrap();
+        for _ in 0..PREALLOCATED / 4096 {
+            file.write_all(&[0u8; 4096]).unwrap();
+        }
+        file.sync_all().unwrap();
+        let mut at = 0;
+        group.bench_function("preallocated_4k_fdatasync", |b| {
+            b.iter(|| {
+                file.write_all_at(&record, at).unwrap();
+                file.sync_data().unwrap();
+                at = (at + 4096) % PREALLOCATED;
             })
         });
     }
