@@ -28,6 +28,7 @@ SCRIPT is `perf script`'s text; TIDS lines are "pid tid comm" (from
 /proc/PID/task). The tracing slows each traced syscall a little: read the
 stages beside the untraced latency the script's caller prints.
 """
+import bisect
 import re
 import statistics
 import sys
@@ -71,6 +72,7 @@ def main():
         if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
             pid_of[int(fields[1])] = int(fields[0])
     events = parse(trace, pid_of)
+    starts = [e[0] for e in events]
     sends = [e for e in events if e[2] == client and e[4] == "sendto" and e[6] > 0]
     stages = {}
 
@@ -80,18 +82,20 @@ def main():
     puts = 0
     for request, following in zip(sends, sends[1:]):
         start, limit = request[0], following[0]
-        window = [e for e in events if start <= e[0] < limit]
+        window = events[bisect.bisect_left(starts, start) : bisect.bisect_left(starts, limit)]
         reply = next((e for e in window if e[2] == client and e[4] == "recvfrom" and e[6] > 0), None)
         leader_read = next((e for e in window if e[2] == leader and e[4] == "recvfrom" and e[6] == request[6]), None)
         if reply is None or leader_read is None:
             continue
         client_fd = leader_read[5]
         leader_sync = next((e for e in window if e[2] == leader and e[4] == "fdatasync" and e[0] >= leader_read[1]), None)
-        appends = [e for e in window if e[2] == leader and e[4] == "sendto" and e[5] != client_fd and e[0] >= leader_read[1]]
+        first_append = next(
+            (e for e in window if e[2] == leader and e[4] == "sendto" and e[5] != client_fd and e[0] >= leader_read[1]),
+            None,
+        )
         answer = next((e for e in window if e[2] == leader and e[4] == "sendto" and e[5] == client_fd), None)
-        if leader_sync is None or not appends or answer is None:
+        if leader_sync is None or first_append is None or answer is None:
             continue
-        first_append = appends[0]
         # The follower whose ack reaches the leader first decides the commit.
         best = None
         for pid in {e[2] for e in window if e[2] not in (leader, client)}:
@@ -104,7 +108,7 @@ def main():
             continue
         got, sync, ack = best
         ack_read = next(
-            (e for e in window if e[2] == leader and e[4] == "recvfrom" and e[5] not in (client_fd,) and e[0] >= ack[0]),
+            (e for e in window if e[2] == leader and e[4] == "recvfrom" and e[5] != client_fd and e[0] >= ack[0]),
             None,
         )
         if ack_read is None:

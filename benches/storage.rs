@@ -17,6 +17,8 @@ use raftkv::kv::{Command, KvServer, Op, ServerConfig};
 use raftkv::raft::{Config, Entry, HardState, LogWrite, Payload, Persist};
 use raftkv::server::storage::{RaftStorage, RedbStorage};
 use raftkv::server::tempdir::TempDir;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 fn entry(i: u64) -> Entry<Command> {
     let op = Op::Put { key: format!("key-{:012}", i % 1000), value: "v".repeat(100) };
@@ -86,7 +88,6 @@ fn bench(c: &mut Criterion) {
     let dir = TempDir::new("bench-storage-raw").unwrap();
     let record = [0x5au8; 4096];
     {
-        use std::io::Write;
         let mut file = std::fs::File::create(dir.path().join("append")).unwrap();
         group.bench_function("append_4k_fdatasync", |b| {
             b.iter(|| {
@@ -96,8 +97,6 @@ fn bench(c: &mut Criterion) {
         });
     }
     {
-        use std::io::Write;
-        use std::os::unix::fs::FileExt;
         const PREALLOCATED: u64 = 16 << 20;
         let mut file = std::fs::File::create(dir.path().join("preallocated")).unwrap();
         for _ in 0..PREALLOCATED / 4096 {

@@ -439,7 +439,7 @@ impl<R> Ticket<R> {
         std::future::poll_fn(|cx| {
             let mut s = lock(&self.waiters.shared.state);
             if let Some(answer) = s.answered.remove(&self.ticket) {
-                s.tasks.remove(&self.ticket);
+                // Its waker, if any, goes when the ticket drops, at once.
                 return Poll::Ready(answer);
             }
             // Under the lock `answer()` records answers under (rule 2):

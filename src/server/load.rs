@@ -92,6 +92,11 @@ impl Session {
         }
     }
 
+    /// [`Session::open`], or `None` with a log line: the client stops.
+    async fn open_or_warn(spec: &LoadSpec, rng: &mut Rng, client: usize) -> Option<Session> {
+        Session::open(spec, rng).await.inspect_err(|e| tracing::warn!("client {client}: {e}")).ok()
+    }
+
     /// Runs `op`; an error leaves its outcome unknown.
     async fn run(&mut self, op: &Op, deadline: tokio::time::Instant) -> Result<String, String> {
         match self {
@@ -142,13 +147,7 @@ pub async fn run(spec: LoadSpec, progress: Arc<Progress>, epoch: Instant) -> Vec
 
 async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progress>, epoch: Instant) -> ClientRecord {
     let mut record = ClientRecord::default();
-    let mut session = match Session::open(&spec, &mut rng).await {
-        Ok(session) => session,
-        Err(e) => {
-            tracing::warn!("client {index}: {e}");
-            return record;
-        }
-    };
+    let Some(mut session) = Session::open_or_warn(&spec, &mut rng, index).await else { return record };
     let mut n = 0u64;
     // One history client per clerk session: an abandoned operation may
     // still take effect after the next session's operations.
@@ -184,13 +183,8 @@ async fn client(index: usize, mut rng: Rng, spec: LoadSpec, progress: Arc<Progre
                 record.abandoned += 1;
                 // The clerk still has the operation outstanding; a fresh
                 // session goes on (the old one's retries are over).
-                session = match Session::open(&spec, &mut rng).await {
-                    Ok(session) => session,
-                    Err(e) => {
-                        tracing::warn!("client {index}: {e}");
-                        return record;
-                    }
-                };
+                let Some(next) = Session::open_or_warn(&spec, &mut rng, index).await else { return record };
+                session = next;
                 history_id += 1;
             }
         }
