@@ -76,7 +76,7 @@ kill -STOP $cluster
 pid=$(server_pid $follower)
 cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline")
 kill -9 "$pid"
-until flock -n "$root/node-$follower/raft.redb" true; do sleep 0.01; done
+until flock -n "$root/node-$follower/lock" true; do sleep 0.01; done
 rm -rf "$root/node-$follower"
 t0=$(date +%s%N)
 # shellcheck disable=SC2086 # the command line splits on spaces, as it was built

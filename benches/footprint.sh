@@ -94,8 +94,8 @@ for id in 0 1 2; do
     first=$(info $id raft_first_index)
     kill -9 "$pid"
     # The stopped launcher does not reap it (it stays a zombie), so wait
-    # for what matters: its lock on the database is gone.
-    until flock -n "$root/node-$id/raft.redb" true; do sleep 0.01; done
+    # for what matters: its lock on the storage is gone.
+    until flock -n "$root/node-$id/lock" true; do sleep 0.01; done
     t0=$(date +%s%N)
     # shellcheck disable=SC2086 # the command line splits on spaces, as it was built
     $cmd <"$root/hold" >>"$root/node-$id.restart.log" 2>&1 &

@@ -1,33 +1,56 @@
-//! The real server's storage: how long one group-committed write takes, and
-//! how long a node with a 100,000-entry log takes to recover (open the
-//! database, read and check every row, rebuild the node).
+//! The real server's storages, redb's and the write-ahead log's, in the
+//! same run: how long one group-committed write takes, and how long a node
+//! with a 100,000-entry log takes to recover (open the storage, read and
+//! check every entry, rebuild the node).
 //!
-//! Beside the redb commits, the disk's own floor in the same run: 4 KiB
-//! appended to a file and `fdatasync`ed, and 4 KiB written into a file
-//! preallocated with zeros and `fdatasync`ed (no block allocation, so no
-//! metadata to flush): what an append-only log would pay per write
-//! (issue 17 asks for redb against it).
+//! Beside them, the disk's own floor: 4 KiB appended to a file and
+//! `fdatasync`ed, and 4 KiB written into a file preallocated with zeros and
+//! `fdatasync`ed (no block allocation, so no metadata to flush), which is
+//! what the write-ahead log does.
 //!
 //! Recovery replays nothing into the state machine here: the log is
 //! re-applied as the leader tells the node the commit index, which is a
 //! memory-speed loop (see the `sim` bench).
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use raftkv::kv::{Command, KvServer, Op, ServerConfig};
 use raftkv::raft::{Config, Entry, HardState, LogWrite, Payload, Persist};
 use raftkv::server::storage::{RaftStorage, RedbStorage};
 use raftkv::server::tempdir::TempDir;
+use raftkv::server::wal::WalStorage;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 fn entry(i: u64) -> Entry<Command> {
     let op = Op::Put { key: format!("key-{:012}", i % 1000), value: "v".repeat(100) };
     Entry { term: 1, payload: Payload::Command(Command { client: u128::from(i % 64), seq: i, op }) }
 }
 
-fn filled(entries: u64) -> (TempDir, RedbStorage) {
+/// The two storages of `raftkv::server::storage::open_dir`, by name.
+trait Disk: RaftStorage + Sized {
+    const NAME: &'static str;
+    fn open(dir: &Path) -> Self;
+}
+
+impl Disk for RedbStorage {
+    const NAME: &'static str = "redb";
+    fn open(dir: &Path) -> Self {
+        RedbStorage::open(dir).unwrap()
+    }
+}
+
+impl Disk for WalStorage {
+    const NAME: &'static str = "wal";
+    fn open(dir: &Path) -> Self {
+        WalStorage::open(dir).unwrap()
+    }
+}
+
+fn filled<S: Disk>(entries: u64) -> (TempDir, S) {
     let dir = TempDir::new("bench-storage").unwrap();
-    let mut s = RedbStorage::open(dir.path()).unwrap();
+    let mut s = S::open(dir.path());
     s.write(&[&Persist {
         number: 0,
         snapshot: None,
@@ -53,12 +76,18 @@ fn filled(entries: u64) -> (TempDir, RedbStorage) {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("storage");
     group.sample_size(10);
+    storage::<RedbStorage>(&mut group);
+    storage::<WalStorage>(&mut group);
+    floor(&mut group);
+    group.finish();
+}
 
-    let (dir, storage) = filled(100_000);
+fn storage<S: Disk>(group: &mut BenchmarkGroup<'_, WallTime>) {
+    let (dir, storage) = filled::<S>(100_000);
     drop(storage);
-    group.bench_function("recover_100k_entries", |b| {
+    group.bench_function(format!("{}/recover_100k_entries", S::NAME), |b| {
         b.iter(|| {
-            let s = RedbStorage::open(dir.path()).unwrap();
+            let s = S::open(dir.path());
             let durable = s.load().unwrap();
             assert_eq!(durable.log.len(), 100_000);
             KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), durable).unwrap()
@@ -66,9 +95,9 @@ fn bench(c: &mut Criterion) {
     });
 
     for batch in [1u64, 64] {
-        let (_dir, mut s) = filled(0);
+        let (_dir, mut s) = filled::<S>(0);
         let mut next = 1;
-        group.bench_function(format!("write_{batch}_entries_one_fsync"), |b| {
+        group.bench_function(format!("{}/write_{batch}_entries_one_fsync", S::NAME), |b| {
             b.iter(|| {
                 let entries = (next..next + batch).map(entry).collect();
                 s.write(&[&Persist {
@@ -83,8 +112,10 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+}
 
-    // The floor: one 4 KiB record and fdatasync, appended or in place.
+/// The floor: one 4 KiB record and fdatasync, appended or in place.
+fn floor(group: &mut BenchmarkGroup<'_, WallTime>) {
     let dir = TempDir::new("bench-storage-raw").unwrap();
     let record = [0x5au8; 4096];
     {
@@ -112,7 +143,6 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -294,11 +294,16 @@ async fn snapshots_compact_and_wiped_or_paused_nodes_catch_up_by_installing_one(
             counter(id, "raft_applied_index").await >= commit
         })
         .await;
-        let (first, last) = (counter(id, "raft_first_index").await, counter(id, "raft_last_index").await);
-        // Compaction keeps up: the log holds what came since the last
-        // snapshot plus the trailing entries (and what a snapshot in flight
-        // adds while it is written).
-        assert!(last + 1 - first <= 2 * EVERY + TRAILING, "node {id} holds entries {first}..={last}");
+        // Compaction keeps up: once the load stops, the log holds what came
+        // since the last snapshot (fewer than EVERY, or another is taken)
+        // plus the trailing entries. (While it runs, a snapshot in flight
+        // lets the log grow by whatever arrives while it is written, which
+        // depends on how busy the machine is.)
+        until(&format!("node {id} to compact its log to {} entries", EVERY + TRAILING), || async {
+            let (first, last) = (counter(id, "raft_first_index").await, counter(id, "raft_last_index").await);
+            last + 1 - first <= EVERY + TRAILING
+        })
+        .await;
         // INFO's used_memory counts the live heap (the binary's counting
         // allocator): every replica holds at least the big values.
         let (used, rss) = (counter(id, "used_memory").await, counter(id, "used_memory_rss").await);

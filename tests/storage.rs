@@ -1,16 +1,70 @@
 //! The real server's durable storage (`raftkv::server::storage`): round trips,
-//! reopening, group commit, and a crash (SIGKILL) of a writing process.
+//! reopening, group commit, and a crash (SIGKILL) of a writing process, each
+//! against both implementations of the contract, [`RedbStorage`] and
+//! [`WalStorage`] (the latter with segments small enough that every test
+//! rolls and deletes them).
 //!
 //! Corruption of stored bytes is tested by the unit tests in
-//! `src/server/storage.rs`, which can reach the raw tables.
+//! `src/server/storage.rs` and `src/server/wal.rs`, which can reach the raw
+//! tables and files.
 
 use raftkv::kv::{Command, Op};
 use raftkv::raft::{Entry, HardState, LogWrite, Membership, Payload, Persist, Snapshot, SnapshotMeta};
 use raftkv::server::storage::{Durable, RaftStorage, RedbStorage, StorageError};
 use raftkv::server::tempdir::TempDir;
+use raftkv::server::wal::{WalOptions, WalStorage};
 use raftkv::sim::MemStorage;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// What these tests need of a storage besides the contract.
+trait Disk: RaftStorage + Sized + std::fmt::Debug {
+    /// The value of [`WRITER_KIND_ENV`] that makes the crash writer use it.
+    const KIND: &'static str;
+    fn open(dir: &Path) -> Result<Self, StorageError>;
+    fn last(&self) -> u64;
+}
+
+impl Disk for RedbStorage {
+    const KIND: &'static str = "redb";
+    fn open(dir: &Path) -> Result<Self, StorageError> {
+        RedbStorage::open(dir)
+    }
+    fn last(&self) -> u64 {
+        self.last_index()
+    }
+}
+
+impl Disk for WalStorage {
+    const KIND: &'static str = "wal";
+    fn open(dir: &Path) -> Result<Self, StorageError> {
+        WalStorage::open_with(dir, WalOptions { segment_bytes: 1024, ..WalOptions::default() })
+    }
+    fn last(&self) -> u64 {
+        self.last_index()
+    }
+}
+
+/// Each named generic test, once per storage.
+macro_rules! for_both {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(#[test] fn $name() { super::$name::<super::RedbStorage>() })*
+        }
+        mod wal {
+            $(#[test] fn $name() { super::$name::<super::WalStorage>() })*
+        }
+    };
+}
+
+for_both!(
+    an_empty_directory_starts_empty,
+    round_trip_matches_the_simulators_model_and_survives_reopen,
+    a_long_randomised_history_matches_the_model_across_reopens,
+    errors_name_the_path,
+    a_killed_writer_keeps_everything_it_reported_durable,
+    write_latency,
+);
 use std::process::{Command as Process, Stdio};
 use std::time::Instant;
 
@@ -39,7 +93,7 @@ fn log_write(from: u64, entries: Vec<Entry<Command>>) -> Option<LogWrite<Command
 }
 
 /// Applies `batch` to both storages and checks that they agree.
-fn write_both(disk: &mut RedbStorage, model: &mut MemStorage, batch: &[Persist<Command>]) {
+fn write_both<S: Disk>(disk: &mut S, model: &mut MemStorage, batch: &[Persist<Command>]) {
     disk.write(&batch.iter().collect::<Vec<_>>()).unwrap();
     for p in batch {
         model.write(p);
@@ -47,24 +101,22 @@ fn write_both(disk: &mut RedbStorage, model: &mut MemStorage, batch: &[Persist<C
     assert_eq!(disk.load().unwrap(), model.durable());
 }
 
-#[test]
-fn an_empty_directory_starts_empty() {
+fn an_empty_directory_starts_empty<S: Disk>() {
     let dir = TempDir::new("storage-empty").unwrap();
     std::fs::create_dir_all(dir.path()).unwrap();
-    let s = RedbStorage::open(dir.path()).unwrap();
+    let s = S::open(dir.path()).unwrap();
     assert_eq!(s.load().unwrap(), Durable::default());
-    assert_eq!(s.last_index(), 0);
+    assert_eq!(s.last(), 0);
     drop(s);
     // A directory that does not exist yet is created.
     let nested = dir.path().join("a/b");
-    let s = RedbStorage::open(&nested).unwrap();
+    let s = S::open(&nested).unwrap();
     assert_eq!(s.load().unwrap(), Durable::default());
 }
 
-#[test]
-fn round_trip_matches_the_simulators_model_and_survives_reopen() {
+fn round_trip_matches_the_simulators_model_and_survives_reopen<S: Disk>() {
     let dir = TempDir::new("storage-roundtrip").unwrap();
-    let mut disk = RedbStorage::open(dir.path()).unwrap();
+    let mut disk = S::open(dir.path()).unwrap();
     let mut model = MemStorage::default();
 
     // A vote alone, then the hard state with entries, then entries alone.
@@ -107,14 +159,14 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
             log: log_write(7, vec![entry(3, 7), entry(3, 8)]),
         }],
     );
-    assert_eq!(disk.last_index(), 8);
+    assert_eq!(disk.last(), 8);
     // Truncation with nothing appended.
     write_both(
         &mut disk,
         &mut model,
         &[Persist { number: 0, snapshot: None, compact: None, hard_state: None, log: log_write(6, vec![]) }],
     );
-    assert_eq!(disk.last_index(), 5);
+    assert_eq!(disk.last(), 5);
     // Group commit: several steps' writes, including a truncation of what an
     // earlier step of the same batch appended, in one transaction.
     write_both(
@@ -146,7 +198,7 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
             },
         ],
     );
-    assert_eq!(disk.last_index(), 11);
+    assert_eq!(disk.last(), 11);
     // An empty batch and a batch of empty Persists change nothing.
     write_both(&mut disk, &mut model, &[]);
     write_both(
@@ -159,9 +211,9 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen() {
     assert_eq!(expected.hard, HardState { term: 5, voted_for: None });
     assert_eq!(expected.log.len(), 11);
     drop(disk);
-    let reopened = RedbStorage::open(dir.path()).unwrap();
+    let reopened = S::open(dir.path()).unwrap();
     assert_eq!(reopened.load().unwrap(), expected);
-    assert_eq!(reopened.last_index(), 11);
+    assert_eq!(reopened.last(), 11);
 }
 
 /// A snapshot whose bytes name what it covers (storage never looks inside).
@@ -177,9 +229,9 @@ fn snapshot(index: u64, term: u64) -> Snapshot {
 /// saving a snapshot it took, a compaction to what the stored snapshot
 /// covers, or an installed snapshot (with its compaction, and dropping the
 /// log's conflicting rest), sometimes past the end of the log.
-fn random_snapshot_step(
+fn random_snapshot_step<S: Disk>(
     rng: &mut raftkv::rng::Rng,
-    disk: &mut RedbStorage,
+    disk: &mut S,
     model: &mut MemStorage,
     term: u64,
 ) -> Option<&'static str> {
@@ -228,10 +280,9 @@ fn random_snapshot_step(
     }
 }
 
-#[test]
-fn a_long_randomised_history_matches_the_model_across_reopens() {
+fn a_long_randomised_history_matches_the_model_across_reopens<S: Disk>() {
     let dir = TempDir::new("storage-random").unwrap();
-    let mut disk = RedbStorage::open(dir.path()).unwrap();
+    let mut disk = S::open(dir.path()).unwrap();
     let mut model = MemStorage::default();
     let mut rng = raftkv::rng::Rng::new(7);
     let mut term = 0;
@@ -242,7 +293,7 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
                 *steps.entry(kind).or_insert(0) += 1;
             }
             assert_eq!(disk.load().unwrap(), model.durable(), "round {round}");
-            assert_eq!(disk.last_index(), model.last_index(), "round {round}");
+            assert_eq!(disk.last(), model.last_index(), "round {round}");
             continue;
         }
         let mut batch = Vec::new();
@@ -265,10 +316,10 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
             batch.push(Persist { number: 0, snapshot: None, compact: None, hard_state, log });
         }
         write_both(&mut disk, &mut model, &batch);
-        assert_eq!(disk.last_index(), model.last_index(), "round {round}");
+        assert_eq!(disk.last(), model.last_index(), "round {round}");
         if round % 10 == 9 {
             drop(disk);
-            disk = RedbStorage::open(dir.path()).unwrap();
+            disk = S::open(dir.path()).unwrap();
             assert_eq!(disk.load().unwrap(), model.durable());
         }
     }
@@ -276,20 +327,21 @@ fn a_long_randomised_history_matches_the_model_across_reopens() {
     assert_eq!(steps.len(), 4, "snapshot steps taken: {steps:?}");
 }
 
-#[test]
-fn errors_name_the_path() {
+fn errors_name_the_path<S: Disk>() {
     // A regular file where the directory should be.
     let dir = TempDir::new("storage-notadir").unwrap();
     std::fs::create_dir_all(dir.path()).unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
-    let e = RedbStorage::open(&file).unwrap_err();
+    let e = S::open(&file).unwrap_err();
     assert!(matches!(e, StorageError::Io { .. }), "{e:?}");
     assert!(e.to_string().contains(&file.display().to_string()), "{e}");
 }
 
 /// Environment variable that turns [`crash_writer_child`] into the writer.
 const WRITER_ENV: &str = "RAFTKV_STORAGE_CRASH_WRITER_DIR";
+/// Which storage the writer uses: a [`Disk::KIND`].
+const WRITER_KIND_ENV: &str = "RAFTKV_STORAGE_CRASH_WRITER_KIND";
 
 /// The writer's deterministic history: write `i` appends entry `i` (term
 /// `i / 10 + 1`), with the hard state moving to that term in the same write.
@@ -334,8 +386,16 @@ const WRITER_TRAILING: u64 = 15;
 #[test]
 fn crash_writer_child() {
     let Some(dir) = std::env::var_os(WRITER_ENV) else { return };
-    let mut s = RedbStorage::open(PathBuf::from(dir)).unwrap();
-    let mut i = s.last_index() + 1;
+    match std::env::var(WRITER_KIND_ENV).as_deref() {
+        Ok(RedbStorage::KIND) => crash_writer::<RedbStorage>(PathBuf::from(dir)),
+        Ok(WalStorage::KIND) => crash_writer::<WalStorage>(PathBuf::from(dir)),
+        other => panic!("{WRITER_KIND_ENV} is {other:?}"),
+    }
+}
+
+fn crash_writer<S: Disk>(dir: PathBuf) {
+    let mut s = S::open(&dir).unwrap();
+    let mut i = s.last() + 1;
     loop {
         // Every third write is a group commit of two steps.
         let before = i;
@@ -360,8 +420,7 @@ fn crash_writer_child() {
     }
 }
 
-#[test]
-fn a_killed_writer_keeps_everything_it_reported_durable() {
+fn a_killed_writer_keeps_everything_it_reported_durable<S: Disk>() {
     let dir = TempDir::new("storage-crash").unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut reported = 0;
@@ -371,6 +430,7 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
         let mut child = Process::new(&exe)
             .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
             .env(WRITER_ENV, dir.path())
+            .env(WRITER_KIND_ENV, S::KIND)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -396,7 +456,7 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
         child.kill().unwrap(); // SIGKILL on Unix: no destructors, no flush.
         child.wait().unwrap();
 
-        let s = RedbStorage::open(dir.path()).unwrap();
+        let s = S::open(dir.path()).unwrap();
         let d = s.load().unwrap();
         let n = d.base.index + d.log.len() as u64;
         assert!(n >= reported, "round {round}: {reported} reported durable, {n} recovered");
@@ -404,7 +464,7 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
         assert_eq!(d.base.term, writer_entry(d.base.index).term, "round {round}: the base's term");
         let covered = d.snapshot.as_ref().map(|s| s.meta);
         assert!(covered.is_some_and(|m| m.index >= d.base.index), "round {round}: {covered:?} vs base {:?}", d.base);
-        assert_eq!(s.last_index(), n, "round {round}");
+        assert_eq!(s.last(), n, "round {round}");
         for (k, e) in d.log.iter().enumerate() {
             let i = d.base.index + k as u64 + 1;
             assert_eq!(*e, writer_entry(i), "round {round}: entry {i}");
@@ -415,10 +475,9 @@ fn a_killed_writer_keeps_everything_it_reported_durable() {
     }
 }
 
-#[test]
-fn write_latency() {
+fn write_latency<S: Disk>() {
     let dir = TempDir::new("storage-latency").unwrap();
-    let mut s = RedbStorage::open(dir.path()).unwrap();
+    let mut s = S::open(dir.path()).unwrap();
     s.write(&[&Persist { number: 0, snapshot: None, compact: None, hard_state: hard(1, Some(0)), log: None }]).unwrap();
     let runs = 200;
     let mut times = Vec::with_capacity(runs);
@@ -436,7 +495,8 @@ fn write_latency() {
     }
     times.sort();
     eprintln!(
-        "RedbStorage::write of one small entry: median {:?}, p90 {:?}, max {:?} ({runs} writes, Durability::Immediate, in {})",
+        "{}: write of one small entry: median {:?}, p90 {:?}, max {:?} ({runs} writes, in {})",
+        S::KIND,
         times[runs / 2],
         times[runs * 9 / 10],
         times[runs - 1],

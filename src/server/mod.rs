@@ -80,3 +80,5 @@ pub mod tempdir;
 pub mod timeline;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod tls;
+#[cfg(feature = "runtime")]
+pub mod wal;

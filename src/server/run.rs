@@ -11,7 +11,7 @@ use super::metrics::{MetricsEndpoint, Sources};
 use super::node::{NodeFailure, NodeHandle, NodeRuntime, OnFatal, RuntimeConfig, SendToPeer};
 use super::peer::{PeerConfig, PeerTransport};
 use super::resp::RespLimits;
-use super::storage::{RaftStorage, RedbStorage, StorageError};
+use super::storage::{self, RaftStorage, StorageError};
 use super::tls::NodeTls;
 use crate::kv::snapshot::SnapshotError;
 use crate::kv::{AdminOp, KvServer};
@@ -28,7 +28,8 @@ use std::time::Duration;
 pub struct ServerOptions {
     pub cluster: ClusterConfig,
     pub id: NodeId,
-    /// Holds `raft.redb`; created if missing.
+    /// Holds the Raft state ([`storage::open_dir`](super::storage::open_dir));
+    /// created if missing.
     pub data_dir: PathBuf,
     /// Start outside the configuration even if `id` is an initial voter
     /// (a replaced disk): `raftkv server --join`.
@@ -123,16 +124,13 @@ impl Server {
             Some(settings) => Some(Arc::new(NodeTls::load(&settings.dir, id).map_err(StartError::Tls)?)),
             None => None,
         };
-        let storage = RedbStorage::open(&data_dir).map_err(StartError::Storage)?;
+        let (storage, engine) = storage::open_dir(&data_dir).map_err(StartError::Storage)?;
         let durable = storage.load().map_err(StartError::Storage)?;
-        let storage: Box<dyn RaftStorage + Send> = if faults::installed() {
-            let path = storage.path().to_path_buf();
-            Box::new(FaultyStorage::new(storage, path))
-        } else {
-            Box::new(storage)
-        };
+        let storage: Box<dyn RaftStorage + Send> =
+            if faults::installed() { Box::new(FaultyStorage::new(storage, data_dir.clone())) } else { storage };
         tracing::info!(
             node = id,
+            storage = engine,
             term = durable.hard.term,
             entries = durable.log.len(),
             dir = %data_dir.display(),

@@ -66,6 +66,7 @@
 //! row first. The snapshot's bytes are returned as stored; the server
 //! decodes (and checksums) them when it restarts its state machine.
 
+use super::wal::WalStorage;
 use crate::kv::Command;
 use crate::raft::{DurableState, Entry, HardState, LogIndex, LogWrite, Membership, Persist, Snapshot, SnapshotMeta};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -105,6 +106,30 @@ pub trait RaftStorage {
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 }
 
+impl<S: RaftStorage + ?Sized> RaftStorage for Box<S> {
+    fn load(&self) -> Result<Durable, StorageError> {
+        (**self).load()
+    }
+    fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
+        (**self).write(batch)
+    }
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        (**self).save_snapshot(snapshot)
+    }
+}
+
+/// Opens a server's data directory with the storage it holds, and names
+/// it: [`RedbStorage`] where a `raft.redb` is (written by a raftkv before
+/// the write-ahead log), [`WalStorage`] otherwise, so that a new directory
+/// gets the faster one and an old one keeps working.
+pub fn open_dir(dir: &Path) -> Result<(Box<dyn RaftStorage + Send>, &'static str), StorageError> {
+    if dir.join(DB_FILE).exists() {
+        Ok((Box::new(RedbStorage::open(dir)?), "redb"))
+    } else {
+        Ok((Box::new(WalStorage::open(dir)?), "wal"))
+    }
+}
+
 /// A node's durable state: what
 /// [`RaftNode::restart`](crate::raft::RaftNode::restart) takes.
 pub type Durable = DurableState<Command>;
@@ -132,6 +157,11 @@ pub enum StorageError {
     /// entry following the last stored one. The Raft core never asks for
     /// this; nothing of the batch was written.
     Gap { path: PathBuf, from: LogIndex, last_index: LogIndex },
+    /// A write-ahead log segment ([`WalStorage`](super::wal::WalStorage))
+    /// is damaged or missing at `offset` (0: the file as a whole).
+    CorruptWal { path: PathBuf, offset: u64, reason: String },
+    /// Another handle, in this process or another, has the storage open.
+    Locked { path: PathBuf },
 }
 
 impl fmt::Display for StorageError {
@@ -162,6 +192,12 @@ impl fmt::Display for StorageError {
                 "raft storage {}: refused a log write at index {from} after last index {last_index} (it would leave a gap)",
                 path.display()
             ),
+            StorageError::CorruptWal { path, offset, reason } => {
+                write!(f, "raft storage {}: corrupt at byte {offset}: {reason}", path.display())
+            }
+            StorageError::Locked { path } => {
+                write!(f, "raft storage {}: already open (another server on the same data directory?)", path.display())
+            }
         }
     }
 }
