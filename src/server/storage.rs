@@ -16,9 +16,12 @@
 //!
 //! The simulator keeps its own in-memory model of the same contract,
 //! [`MemStorage`](crate::sim::MemStorage), whose power cut loses whatever
-//! was not written; [`RedbStorage`] is the real thing.
+//! was not written. Two real ones implement it: [`WalStorage`], an
+//! append-only segmented log (`server::wal`, every new data directory's),
+//! and [`RedbStorage`] below, kept for data directories written before the
+//! log existed; [`open_dir`] picks by what the directory holds.
 //!
-//! # The on-disk layout
+//! # redb's on-disk layout
 //!
 //! [`RedbStorage`] keeps one [`redb`] database, `raft.redb`, in a directory
 //! of its own. redb is pure Rust, checksums its pages and commits with a

@@ -28,16 +28,18 @@
 //!
 //! A record is one [`RaftStorage::write`] (a whole batch, so it is atomic):
 //! `len: u32 LE`, `crc: u32 LE` (CRC-32 of the `len` bytes and the
-//! payload) and the payload, the postcard encoding of a list of [`Op`]s.
-//! A record's `len` is never 0, so a zero frame marks the end. Every
-//! segment's first record is a [`Op::Checkpoint`] of the hard state and the
-//! log's base as of its creation, which is what lets old segments go.
+//! payload) and the payload, the postcard encoding of a list of changes
+//! (`Op`: a checkpoint, a compaction, a log write, a hard state). A
+//! record's `len` is never 0, so a zero frame marks the end. Every
+//! segment's first record is a checkpoint (`Op::Checkpoint`) of the hard
+//! state and the log's base as of its creation, which is what lets old
+//! segments go.
 //!
 //! # Replay, and what a crash can leave
 //!
 //! Opening replays every segment in order, applying each record as
-//! [`DurableState::write`] applies a batch (checked: bytes from the disk are
-//! untrusted). One record is written and `fdatasync`ed at a time, always at
+//! [`DurableState::write`](crate::raft::DurableState::write) applies a
+//! batch (checked: bytes from the disk are untrusted). One record is written and `fdatasync`ed at a time, always at
 //! the end, so a power cut can damage at most the last record of the last
 //! segment, and only while its write was not yet reported. A frame there
 //! that does not check out is that torn write when nothing nonzero follows
@@ -97,10 +99,12 @@ const ZERO_CHUNK: usize = 1 << 20;
 pub struct WalOptions {
     /// A new segment's preallocated size; a write that does not fit in the
     /// current segment goes to a new one (a single record larger than this
-    /// gets a segment of its own, grown past it). 16 MiB: the log a server
+    /// gets a segment of its own, grown past it). 2 MiB: the log a server
     /// keeps between snapshots (10,000 entries plus 10,240 trailing, about
-    /// 3 MB of 100-byte Puts) fits in one, and the disk holds at most a
-    /// few plus the spare. (etcd's are 64 MB.)
+    /// 3 MB of 100-byte Puts) spans two or three, so with the spare a data
+    /// directory stays under 16 MiB (issue 14's bound), and rolling one
+    /// costs a rename and a directory sync about once a second at full
+    /// load. (etcd's are 64 MB, for logs it keeps far longer.)
     pub segment_bytes: u64,
     /// A snapshot file larger than this is refused as corrupt before it is
     /// read (the node refuses to receive larger ones:
@@ -110,7 +114,7 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> WalOptions {
-        WalOptions { segment_bytes: 16 << 20, max_snapshot_bytes: crate::raft::Config::new(0, 1, 0).max_snapshot_bytes }
+        WalOptions { segment_bytes: 2 << 20, max_snapshot_bytes: crate::raft::Config::new(0, 1, 0).max_snapshot_bytes }
     }
 }
 
@@ -163,8 +167,9 @@ pub struct WalStorage {
     /// The record being written, reused.
     buf: Vec<u8>,
     /// The next segment, being zero-filled by a thread of its own so that
-    /// a roll does not stall the writes behind it (16 MiB of zeros and
-    /// their fsync take tens of milliseconds).
+    /// a roll does not stall the writes behind it (2 MiB of zeros and
+    /// their fsync take milliseconds on a quiet disk, far more on a busy
+    /// one).
     spare: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
 }
 
@@ -596,7 +601,7 @@ fn segment_numbers(wal: &Path) -> Result<Vec<u64>, StorageError> {
     Ok(seqs)
 }
 
-/// The log being rebuilt by a replay: [`DurableState::write`]'s rules,
+/// The log being rebuilt by a replay: [`DurableState::write`](crate::raft::DurableState::write)'s rules,
 /// checked, plus a start not known yet (see "Compaction" in the module
 /// docs).
 struct Rebuild {
