@@ -20,8 +20,8 @@
 //! `wal/<seq as 16 hex digits>.wal`, numbered from 1 without holes. A
 //! segment is created whole before it is named: written with zeros to
 //! [`WalOptions::segment_bytes`] (so that a write into it allocates no block
-//! and its `fdatasync` flushes no metadata), synced, renamed from `.tmp`,
-//! and its directory synced; the next one is prepared so by a thread of
+//! and its `fdatasync` flushes no metadata), given its checkpoint (below),
+//! synced, renamed from `.tmp`, and its directory synced; the next one is prepared so by a thread of
 //! its own (`wal-spare`) while the current one fills, so a roll costs a
 //! rename. It starts with a header (`RKVWAL01` and its number, 8 bytes
 //! little-endian), then holds records, then zeros.
@@ -233,19 +233,25 @@ impl WalStorage {
         let replayed = replay(&dir, &options)?;
         let Durable { hard, base, log, snapshot } = replayed.durable;
         let last_seq = replayed.segments.last().map(|s| s.seq);
-        let file = match last_seq {
+        let (file, end, checkpoint_end, segments) = match last_seq {
             Some(seq) => {
                 let path = segment_path(&dir, seq);
-                OpenOptions::new().write(true).open(&path).map_err(|e| io(&path, "opening for writing", e))?
+                let file =
+                    OpenOptions::new().write(true).open(&path).map_err(|e| io(&path, "opening for writing", e))?;
+                (file, replayed.end, replayed.checkpoint_end, replayed.segments)
             }
-            None => prepare_segment(&dir, 1, &options)?,
+            None => {
+                zero_filled(&dir, 1, &options)?;
+                let (file, end) = name_segment(&dir, 1, hard, base)?;
+                (file, end, end, vec![Segment { seq: 1, max_index: 0 }])
+            }
         };
         let mut storage = WalStorage {
             file,
             _lock: lock,
-            end: replayed.end,
-            checkpoint_end: replayed.checkpoint_end,
-            segments: replayed.segments,
+            end,
+            checkpoint_end,
+            segments,
             hard,
             base,
             last_index: base.index + log.len() as u64,
@@ -255,10 +261,8 @@ impl WalStorage {
             dir,
             options,
         };
-        match last_seq {
-            None => storage.begin_segment(1)?,
-            Some(_) if replayed.dirty_tail => storage.zero_tail()?,
-            Some(_) => {}
+        if replayed.dirty_tail {
+            storage.zero_tail()?;
         }
         if replayed.raised {
             // Recorded, so that the next segment's checkpoint agrees with
@@ -267,9 +271,7 @@ impl WalStorage {
             frame(&mut record, &[OpRef::Hard(storage.hard)]);
             storage.append(&record)?;
         }
-        if let Some(seq) = last_seq {
-            storage.prepare_spare(seq + 1)?;
-        }
+        storage.prepare_spare(last_seq.unwrap_or(1) + 1)?;
         Ok(storage)
     }
 
@@ -290,20 +292,6 @@ impl WalStorage {
 
     fn segment_path(&self, seq: u64) -> PathBuf {
         segment_path(&self.dir, seq)
-    }
-
-    /// Makes segment `seq` (just prepared, open as `self.file`) the one
-    /// written, with its checkpoint as its first record, and starts
-    /// preparing the next one.
-    fn begin_segment(&mut self, seq: u64) -> Result<(), StorageError> {
-        self.end = HEADER_BYTES;
-        self.segments.push(Segment { seq, max_index: 0 });
-        self.prepare_spare(seq + 1)?;
-        let mut checkpoint = Vec::new();
-        frame(&mut checkpoint, &[OpRef::Checkpoint { hard: self.hard, base: self.base }]);
-        self.append(&checkpoint)?;
-        self.checkpoint_end = self.end;
-        Ok(())
     }
 
     /// Writes `bytes` (whole frames) at the end of the current segment and
@@ -372,8 +360,10 @@ impl WalStorage {
             Some(Err(panic)) => std::panic::resume_unwind(panic),
             None => zero_filled(&self.dir, seq, &self.options)?,
         }
-        self.file = name_segment(&self.dir, seq)?;
-        self.begin_segment(seq)
+        (self.file, self.end) = name_segment(&self.dir, seq, self.hard, self.base)?;
+        self.checkpoint_end = self.end;
+        self.segments.push(Segment { seq, max_index: 0 });
+        self.prepare_spare(seq + 1)
     }
 
     fn write_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
@@ -382,14 +372,14 @@ impl WalStorage {
         let payload = postcard::to_allocvec(&(snapshot.meta, &snapshot.membership, &*snapshot.data)).map_err(|e| {
             StorageError::CorruptSnapshot { path: path.clone(), reason: format!("does not encode: {e}") }
         })?;
-        let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_BYTES as usize + payload.len());
-        bytes.extend_from_slice(SNAPSHOT_MAGIC);
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES as usize);
+        header.extend_from_slice(SNAPSHOT_MAGIC);
+        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        header.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         {
             let mut f = File::create(&tmp).map_err(|e| io(&tmp, "creating", e))?;
-            f.write_all(&bytes).map_err(|e| io(&tmp, "writing", e))?;
+            f.write_all(&header).map_err(|e| io(&tmp, "writing", e))?;
+            f.write_all(&payload).map_err(|e| io(&tmp, "writing", e))?;
             f.sync_all().map_err(|e| io(&tmp, "syncing", e))?;
         }
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, "replacing the snapshot", e))?;
@@ -521,14 +511,6 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(WAL_DIR).join(format!("{seq:016x}.wal"))
 }
 
-/// Creates segment `seq` whole (header, then zeros to the segment size),
-/// synced, before it gets its name, so that a named segment is never
-/// half-made; returns it open for writing.
-fn prepare_segment(dir: &Path, seq: u64, options: &WalOptions) -> Result<File, StorageError> {
-    zero_filled(dir, seq, options)?;
-    name_segment(dir, seq)
-}
-
 /// Writes `wal/<seq>.tmp`: segment `seq`'s header, then zeros to the
 /// segment size, synced.
 fn zero_filled(dir: &Path, seq: u64, options: &WalOptions) -> Result<(), StorageError> {
@@ -550,14 +532,22 @@ fn zero_filled(dir: &Path, seq: u64, options: &WalOptions) -> Result<(), Storage
     f.sync_all().map_err(err("syncing a new segment"))
 }
 
-/// Renames the prepared `wal/<seq>.tmp` to its segment name (durably) and
-/// opens it for writing.
-fn name_segment(dir: &Path, seq: u64) -> Result<File, StorageError> {
+/// Writes the checkpoint of `(hard, base)` into the prepared
+/// `wal/<seq>.tmp`, syncs it, and only then gives the file its segment name
+/// (durably): a named segment always holds its checkpoint. Returns it open
+/// for writing, and where its records start.
+fn name_segment(dir: &Path, seq: u64, hard: HardState, base: SnapshotMeta) -> Result<(File, u64), StorageError> {
     let path = segment_path(dir, seq);
-    std::fs::rename(path.with_extension("tmp"), &path).map_err(|e| io(&path, "naming a new segment", e))?;
+    let tmp = path.with_extension("tmp");
+    let file = OpenOptions::new().write(true).open(&tmp).map_err(|e| io(&tmp, "opening a prepared segment", e))?;
+    let mut checkpoint = Vec::new();
+    frame(&mut checkpoint, &[OpRef::Checkpoint { hard, base }]);
+    file.write_all_at(&checkpoint, HEADER_BYTES).map_err(|e| io(&tmp, "writing a checkpoint", e))?;
+    file.sync_data().map_err(|e| io(&tmp, "syncing", e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, "naming a new segment", e))?;
     let wal = dir.join(WAL_DIR);
     sync_dir(&wal).map_err(|e| io(&wal, "syncing its directory", e))?;
-    OpenOptions::new().write(true).open(&path).map_err(|e| io(&path, "opening for writing", e))
+    Ok((file, HEADER_BYTES + checkpoint.len() as u64))
 }
 
 fn io(path: &Path, op: &'static str, source: std::io::Error) -> StorageError {
