@@ -34,4 +34,5 @@ pub mod shrink;
 pub mod sim;
 #[cfg(feature = "runtime")]
 pub mod sync;
+pub mod wal;
 pub mod wire;

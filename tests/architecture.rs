@@ -24,6 +24,7 @@ const ALLOWED_DEPS: &[(&str, &[&str])] = &[
     ("kv", &["raft"]),
     ("clerk", &["kv", "raft"]),
     ("wire", &["raft", "kv"]),
+    ("wal", &["raft", "kv"]),
     ("lincheck", &["shrink", "rng"]),
     ("sim", &["raft", "kv", "clerk", "lincheck", "rng"]),
 ];

@@ -111,6 +111,17 @@ fn lincheck_corpus() {
     replay("lincheck", raftkv::fuzzing::lincheck_target);
 }
 
+#[test]
+fn wal_corpus() {
+    replay("wal", raftkv::fuzzing::wal_target);
+    // The hand-made seeds are real histories: each replays to a state.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wal");
+    for name in ["seed-short", "seed-rolled", "seed-compacted", "seed-torn"] {
+        let data = std::fs::read(dir.join(name)).expect("a committed seed");
+        assert!(raftkv::fuzzing::wal_replays(&data), "{name} does not replay");
+    }
+}
+
 #[cfg(feature = "resp")]
 #[test]
 fn resp_corpus() {
@@ -127,7 +138,102 @@ fn every_corpus_is_replayed() {
         .map(|entry| entry.expect("a readable directory entry").file_name().to_string_lossy().into_owned())
         .collect();
     targets.sort();
-    assert_eq!(targets, ["cluster", "decode", "lincheck", "node", "resp"]);
+    assert_eq!(targets, ["cluster", "decode", "lincheck", "node", "resp", "wal"]);
+}
+
+/// Writes the wal target's seeds: the segments of real `WalStorage`
+/// histories (small segments, so they roll and compacted ones go), laid
+/// out as `fuzzing::wal_target` reads them. Run once with
+/// `cargo test --test fuzz_corpus -- --ignored write_wal_seeds`.
+#[test]
+#[ignore = "writes files into fuzz/corpus; run by hand"]
+fn write_wal_seeds() {
+    use raftkv::kv::{Command, Op};
+    use raftkv::raft::{Entry, HardState, LogWrite, Membership, Payload, Persist, Snapshot, SnapshotMeta};
+    use raftkv::server::storage::RaftStorage;
+    use raftkv::server::tempdir::TempDir;
+    use raftkv::server::wal::{WalOptions, WalStorage, WAL_DIR};
+
+    let entry = |term, i: u64| {
+        let op = if i.is_multiple_of(3) {
+            Op::Append { key: "k".into(), value: format!("{i}") }
+        } else {
+            Op::Get { key: "k".into() }
+        };
+        Entry {
+            term,
+            payload: if i.is_multiple_of(5) {
+                Payload::Noop
+            } else {
+                Payload::Command(Command { client: 1, seq: i, op })
+            },
+        }
+    };
+    let persist = |hard: Option<HardState>, log: Option<LogWrite<Command>>, compact: Option<SnapshotMeta>| Persist {
+        number: 0,
+        snapshot: None,
+        compact,
+        log,
+        hard_state: hard,
+    };
+    // (name, entries, compact at, whether to tear the last record)
+    let histories: [(&str, u64, Option<u64>, bool); 4] = [
+        ("short", 6, None, false),
+        ("rolled", 30, None, false),
+        ("compacted", 40, Some(28), false),
+        ("torn", 8, None, true),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wal");
+    std::fs::create_dir_all(&dir).expect("create the corpus directory");
+    for (name, n, compact, tear) in histories {
+        let tmp = TempDir::new("wal-seeds").expect("a temporary directory");
+        {
+            let options = WalOptions { segment_bytes: 400, ..WalOptions::default() };
+            let mut s = WalStorage::open_with(tmp.path(), options).expect("open");
+            s.write(&[&persist(Some(HardState { term: 1, voted_for: Some(0) }), None, None)]).expect("write");
+            for i in 1..=n {
+                let term = 1 + i / 10;
+                let hard = (i % 10 == 0).then_some(HardState { term, voted_for: None });
+                s.write(&[&persist(hard, Some(LogWrite { from: i, entries: vec![entry(term, i)] }), None)])
+                    .expect("write");
+                if i == 4 {
+                    // A conflicting suffix: index 4 again, of the same term.
+                    s.write(&[&persist(None, Some(LogWrite { from: 4, entries: vec![entry(term, 4)] }), None)])
+                        .expect("write");
+                }
+            }
+            if let Some(at) = compact {
+                let meta = SnapshotMeta { index: at, term: 1 + at / 10 };
+                s.save_snapshot(&Snapshot { meta, membership: Membership::initial(3), data: vec![1].into() })
+                    .expect("save");
+                s.write(&[&persist(None, None, Some(meta))]).expect("write");
+            }
+        }
+        let wal = tmp.path().join(WAL_DIR);
+        let mut names: Vec<String> = std::fs::read_dir(&wal)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        names.sort();
+        let names = &names[names.len().saturating_sub(3)..];
+        let first: u64 = u64::from_str_radix(names[0].trim_end_matches(".wal"), 16).expect("a number");
+        assert!((1..=4).contains(&first), "{name}: first segment {first}");
+        let flags = (names.len() as u8 - 1) | 4 | (((first - 1) as u8) << 3);
+        let mut input = vec![flags];
+        for (k, n) in names.iter().enumerate() {
+            let mut bytes = std::fs::read(wal.join(n)).expect("read");
+            // Only the written part and a little of the zeros after it.
+            let used = bytes.iter().rposition(|&b| b != 0).map_or(bytes.len(), |p| p + 1);
+            bytes.truncate((used + 16).min(bytes.len()));
+            if tear && k + 1 == names.len() {
+                bytes.truncate(used - 3);
+            }
+            input.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+            input.extend_from_slice(&bytes);
+        }
+        std::fs::write(dir.join(format!("seed-{name}")), input).expect("write a seed");
+    }
 }
 
 /// Writes the decode target's hand-made seeds: one valid frame per message

@@ -35,6 +35,9 @@
 //!   pieces; the same requests must come out however the bytes are cut, the
 //!   buffer must stay within its bound, and every decoded command must
 //!   re-encode to itself.
+//! - [`wal_target`]: bytes → up to three write-ahead log segments replayed
+//!   by [`wal::Replay`](crate::wal::Replay); an error or a state, never a
+//!   panic, and a state written again replays to itself.
 //!
 //! The inputs are read with [`arbitrary::Unstructured`] by hand-written
 //! generators rather than derived `Arbitrary` impls: they steer terms and
@@ -43,7 +46,7 @@
 //! the same way in a plain `cargo test`.
 //!
 //! What this module uses: `raft`, `kv` and `wire` (the `decode` and `node`
-//! targets), `lincheck` with its `brute` reference (`lincheck`), `sim` and
+//! targets), `wal` (`wal`), `lincheck` with its `brute` reference (`lincheck`), `sim` and
 //! its `Chaos` schedule (`cluster` only), and `server::resp` (`resp` only,
 //! built with the `resp` feature, which brings in `redis-protocol`,
 //! `tokio-util` and `bytes`); outside the crate, `arbitrary`'s
@@ -55,6 +58,7 @@ mod lincheck;
 mod node;
 #[cfg(all(feature = "resp", not(loom)))]
 mod resp;
+mod wal;
 
 pub use cluster::{cluster_run, cluster_target};
 pub use decode::{decode_target, TIGHT_LIMITS};
@@ -62,3 +66,4 @@ pub use lincheck::lincheck_target;
 pub use node::{node_run, node_target, NodeReached};
 #[cfg(all(feature = "resp", not(loom)))]
 pub use resp::{resp_decode_all, resp_target, TIGHT_RESP_LIMITS};
+pub use wal::{wal_replays, wal_target};

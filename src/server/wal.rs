@@ -37,7 +37,10 @@
 //!
 //! # Replay, and what a crash can leave
 //!
-//! Opening replays every segment in order, applying each record as
+//! The bytes (header, frame, changes) and the replay are
+//! [`crate::wal`], pure so that the `wal` fuzz target runs the same code on
+//! bytes in memory; this module does the files around them. Opening replays
+//! every segment in order, applying each record as
 //! [`DurableState::write`](crate::raft::DurableState::write) applies a
 //! batch (checked: bytes from the disk are untrusted). One record is written and `fdatasync`ed at a time, always at
 //! the end, so a power cut can damage at most the last record of the last
@@ -74,8 +77,8 @@
 
 use super::storage::{Durable, RaftStorage, StorageError};
 use crate::kv::Command;
-use crate::raft::{Entry, HardState, LogIndex, LogWrite, Membership, Persist, Snapshot, SnapshotMeta};
-use serde::{Deserialize, Serialize};
+use crate::raft::{HardState, LogIndex, LogWrite, Membership, Persist, Snapshot, SnapshotMeta};
+use crate::wal::{self, frame, segment_header, OpRef, ReadAt, Replay, ReplayError, Segment, HEADER_BYTES};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -86,10 +89,7 @@ pub const WAL_DIR: &str = "wal";
 /// The snapshot's file inside the storage directory.
 pub const SNAPSHOT_FILE: &str = "snapshot";
 const LOCK_FILE: &str = "lock";
-const SEGMENT_MAGIC: &[u8; 8] = b"RKVWAL01";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RKVSNP01";
-const HEADER_BYTES: u64 = 16;
-const FRAME_BYTES: u64 = 8;
 const SNAPSHOT_HEADER_BYTES: u64 = 20;
 /// Zeros written per call while preparing a segment.
 const ZERO_CHUNK: usize = 1 << 20;
@@ -116,36 +116,6 @@ impl Default for WalOptions {
     fn default() -> WalOptions {
         WalOptions { segment_bytes: 2 << 20, max_snapshot_bytes: crate::raft::Config::new(0, 1, 0).max_snapshot_bytes }
     }
-}
-
-/// One change inside a record, as written (borrowing the batch's entries).
-/// Must stay variant for variant the same as [`Op`].
-#[derive(Serialize)]
-enum OpRef<'a> {
-    Checkpoint { hard: HardState, base: SnapshotMeta },
-    Compact(SnapshotMeta),
-    Log { from: LogIndex, entries: &'a [Entry<Command>] },
-    Hard(HardState),
-}
-
-/// One change inside a record, as read back.
-#[derive(Deserialize, Debug)]
-enum Op {
-    /// The state as a segment starts (its first record, and only there).
-    Checkpoint { hard: HardState, base: SnapshotMeta },
-    /// The log now starts after this entry.
-    Compact(SnapshotMeta),
-    /// A [`LogWrite`]: the log from `from` on is `entries`.
-    Log { from: LogIndex, entries: Vec<Entry<Command>> },
-    /// The new term and vote.
-    Hard(HardState),
-}
-
-/// A segment: its number and the largest index of an entry written into it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Segment {
-    seq: u64,
-    max_index: LogIndex,
 }
 
 /// [`RaftStorage`] on an append-only segmented log; see the module docs.
@@ -486,27 +456,6 @@ impl RaftStorage for WalStorage {
     }
 }
 
-/// Appends one record holding `ops` to `buf`.
-fn frame(buf: &mut Vec<u8>, ops: &[OpRef<'_>]) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; FRAME_BYTES as usize]);
-    // Encoding to a Vec fails only on a serde error, which these derived
-    // types do not produce.
-    let encoded = postcard::to_extend(ops, std::mem::take(buf)).expect("a record encodes");
-    *buf = encoded;
-    let len = u32::try_from(buf.len() - start - FRAME_BYTES as usize).expect("a record under 4 GiB");
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = record_crc(len, &buf[start + FRAME_BYTES as usize..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn record_crc(len: u32, payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&len.to_le_bytes());
-    h.update(payload);
-    h.finalize()
-}
-
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(WAL_DIR).join(format!("{seq:016x}.wal"))
 }
@@ -518,10 +467,7 @@ fn zero_filled(dir: &Path, seq: u64, options: &WalOptions) -> Result<(), Storage
     let tmp = tmp.as_path();
     let err = |op| move |e| io(tmp, op, e);
     let mut f = File::create(tmp).map_err(err("creating a segment"))?;
-    let mut header = [0u8; HEADER_BYTES as usize];
-    header[..8].copy_from_slice(SEGMENT_MAGIC);
-    header[8..].copy_from_slice(&seq.to_le_bytes());
-    f.write_all(&header).map_err(err("writing a segment header"))?;
+    f.write_all(&segment_header(seq)).map_err(err("writing a segment header"))?;
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut left = options.segment_bytes.saturating_sub(HEADER_BYTES);
     while left > 0 {
@@ -591,175 +537,19 @@ fn segment_numbers(wal: &Path) -> Result<Vec<u64>, StorageError> {
     Ok(seqs)
 }
 
-/// The log being rebuilt by a replay: [`DurableState::write`](crate::raft::DurableState::write)'s rules,
-/// checked, plus a start not known yet (see "Compaction" in the module
-/// docs).
-struct Rebuild {
-    hard: HardState,
-    base: SnapshotMeta,
-    log: Vec<Entry<Command>>,
-    /// The replay started at a segment whose predecessors were deleted and
-    /// has not met a log write yet: the first one may continue an entry
-    /// that was in them (a hole).
-    may_hole: bool,
-    /// The log starts after such a hole: `base.index` is the entry before
-    /// it and `base.term` unknown, until a compaction record covers it.
-    after_hole: bool,
-}
-
-impl Rebuild {
-    fn last_index(&self) -> LogIndex {
-        self.base.index + self.log.len() as u64
-    }
-
-    /// Applies one op; `Err` says why the record is corrupt.
-    ///
-    /// `first_in_segment`: the op opens a segment; `first_segment`: the
-    /// segment is the first one replayed, numbered `seq`.
-    fn apply(&mut self, op: Op, first_in_segment: bool, first_segment: Option<u64>) -> Result<LogIndex, String> {
-        let mut max_index = 0;
-        match op {
-            Op::Checkpoint { hard, base } => {
-                if !first_in_segment {
-                    return Err("a checkpoint that is not a segment's first record".into());
-                }
-                if let Some(seq) = first_segment {
-                    (self.hard, self.base) = (hard, base);
-                    self.may_hole = seq > 1;
-                } else if hard != self.hard || (!self.after_hole && base != self.base) {
-                    return Err(format!(
-                        "the checkpoint ({hard:?}, log after {base:?}) disagrees with the records before it \
-                         ({:?}, log after {:?})",
-                        self.hard, self.base
-                    ));
-                }
-            }
-            _ if first_in_segment => return Err("a segment whose first record is not a checkpoint".into()),
-            Op::Compact(to) => {
-                if to.index > self.base.index || (self.after_hole && to.index == self.base.index) {
-                    let drop = (to.index - self.base.index).min(self.log.len() as u64);
-                    self.log.drain(..drop as usize);
-                    (self.base, self.after_hole) = (to, false);
-                }
-            }
-            Op::Log { from, entries } => {
-                if from == 0 {
-                    return Err("a log write at index 0".into());
-                }
-                if !entries.is_empty() {
-                    max_index = from - 1 + entries.len() as u64;
-                }
-                let hole = from > self.last_index() + 1;
-                // A write into the unknown part before a hole moves the hole.
-                if hole || (self.after_hole && from <= self.base.index) {
-                    if !(self.may_hole || self.after_hole) {
-                        return Err(format!(
-                            "a log write at index {from} after last index {} leaves a hole",
-                            self.last_index()
-                        ));
-                    }
-                    self.log.clear();
-                    (self.base, self.after_hole) = (SnapshotMeta { index: from - 1, term: 0 }, true);
-                    self.log.extend(entries);
-                } else {
-                    let skip = (self.base.index + 1).saturating_sub(from).min(entries.len() as u64);
-                    let from = from.max(self.base.index + 1);
-                    self.log.truncate((from - self.base.index - 1) as usize);
-                    self.log.extend(entries.into_iter().skip(skip as usize));
-                }
-                self.may_hole = false;
-            }
-            Op::Hard(h) => self.hard = h,
-        }
-        Ok(max_index)
-    }
-}
-
 /// Reads the directory: the snapshot file and every segment.
 fn replay(dir: &Path, options: &WalOptions) -> Result<Replayed, StorageError> {
     let snapshot = read_snapshot(dir, options)?;
     let wal = dir.join(WAL_DIR);
     let seqs = segment_numbers(&wal)?;
-    let mut rebuild = Rebuild {
-        hard: HardState::default(),
-        base: SnapshotMeta::default(),
-        log: Vec::new(),
-        may_hole: false,
-        after_hole: false,
-    };
-    let mut segments = Vec::new();
-    let (mut end, mut checkpoint_end, mut dirty_tail) = (HEADER_BYTES, HEADER_BYTES, false);
+    let mut replay = Replay::default();
     for (k, &seq) in seqs.iter().enumerate() {
-        let path = wal.join(format!("{seq:016x}.wal"));
-        let last = k + 1 == seqs.len();
-        let file = File::open(&path).map_err(|e| io(&path, "opening", e))?;
-        let len = file.metadata().map_err(|e| io(&path, "reading its size", e))?.len();
-        let corrupt = |offset: u64, reason: String| StorageError::CorruptWal { path: path.clone(), offset, reason };
-        let mut header = [0u8; HEADER_BYTES as usize];
-        file.read_exact_at(&mut header, 0).map_err(|_| corrupt(0, "shorter than a segment header".into()))?;
-        if &header[..8] != SEGMENT_MAGIC || header[8..] != seq.to_le_bytes() {
-            return Err(corrupt(0, format!("not the header of segment {seq:016x}: {header:02x?}")));
-        }
-        let mut segment = Segment { seq, max_index: 0 };
-        let mut at = HEADER_BYTES;
-        let mut first = true;
-        loop {
-            let frame = read_frame(&file, at, len).map_err(|e| io(&path, "reading", e))?;
-            let payload = match frame {
-                Frame::End => break,
-                Frame::Record(payload) => payload,
-                Frame::Bad { reason, declared_end } => {
-                    let torn = last && nothing_after(&file, declared_end, len).map_err(|e| io(&path, "reading", e))?;
-                    if !torn {
-                        return Err(corrupt(at, reason));
-                    }
-                    dirty_tail = true;
-                    break;
-                }
-            };
-            let ops = decode_record(&payload).map_err(|reason| corrupt(at, reason))?;
-            let opens = first;
-            for op in ops {
-                let first_segment = (k == 0).then_some(seq);
-                let max = rebuild.apply(op, first, first_segment).map_err(|reason| corrupt(at, reason))?;
-                segment.max_index = segment.max_index.max(max);
-                first = false;
-            }
-            at += FRAME_BYTES + payload.len() as u64;
-            if opens {
-                checkpoint_end = at;
-            }
-        }
-        if first {
-            // Created whole before it is named, a segment always holds its
-            // checkpoint.
-            return Err(corrupt(HEADER_BYTES, "a segment without its checkpoint".into()));
-        }
-        if last {
-            end = at;
-            dirty_tail |= !nothing_after(&file, at, len).map_err(|e| io(&path, "reading", e))?;
-        }
-        segments.push(segment);
+        let path = segment_path(dir, seq);
+        let file = SegmentFile(File::open(&path).map_err(|e| io(&path, "opening", e))?);
+        replay.segment(seq, &file, k + 1 == seqs.len()).map_err(|e| replay_error(&wal, e))?;
     }
-    let Rebuild { mut hard, base, log, after_hole, .. } = rebuild;
-    let corrupt = |reason: String| StorageError::CorruptWal { path: wal.clone(), offset: 0, reason };
-    if after_hole {
-        return Err(corrupt(format!("the log starts after index {} and no compaction record covers it", base.index)));
-    }
-    let mut prev_term = base.term;
-    for (k, entry) in log.iter().enumerate() {
-        let index = base.index + k as u64 + 1;
-        let path = wal.clone();
-        if entry.term < prev_term {
-            let reason = format!("term {} is lower than the previous entry's term {prev_term}", entry.term);
-            return Err(StorageError::Corrupt { path, index, reason });
-        }
-        if entry.term > hard.term {
-            let reason = format!("term {} is higher than the stored current term {}", entry.term, hard.term);
-            return Err(StorageError::Corrupt { path, index, reason });
-        }
-        prev_term = entry.term;
-    }
+    let wal::Replayed { mut hard, base, log, segments, end, checkpoint_end, dirty_tail } =
+        replay.finish().map_err(|e| replay_error(&wal, e))?;
     if snapshot.as_ref().map_or(0, |s| s.meta.index) < base.index {
         let reason = format!("the log starts after index {}, past what the snapshot covers", base.index);
         return Err(StorageError::CorruptSnapshot { path: dir.join(SNAPSHOT_FILE), reason });
@@ -777,70 +567,30 @@ fn replay(dir: &Path, options: &WalOptions) -> Result<Replayed, StorageError> {
     Ok(Replayed { durable, segments, end, checkpoint_end, dirty_tail, raised })
 }
 
-/// One frame read at `at` of a file of `len` bytes.
-enum Frame {
-    /// Zeros (or the file's end): no more records.
-    End,
-    Record(Vec<u8>),
-    /// A frame that does not check out; its length says it ends at
-    /// `declared_end` (at most the file's end).
-    Bad {
-        reason: String,
-        declared_end: u64,
-    },
+/// A segment file, read by the replay.
+struct SegmentFile(File);
+
+impl ReadAt for SegmentFile {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(&self.0, buf, at)
+    }
 }
 
-fn read_frame(file: &File, at: u64, len: u64) -> std::io::Result<Frame> {
-    if at + FRAME_BYTES > len {
-        let rest = len.saturating_sub(at);
-        if rest == 0 || nothing_after(file, at, len)? {
-            return Ok(Frame::End);
+/// A replay's error, with the file it is about.
+fn replay_error(wal: &Path, e: ReplayError) -> StorageError {
+    match e {
+        ReplayError::Io(source) => io(wal, "reading a segment", source),
+        ReplayError::Corrupt { seq: Some(seq), offset, reason } => {
+            StorageError::CorruptWal { path: wal.join(format!("{seq:016x}.wal")), offset, reason }
         }
-        return Ok(Frame::Bad { reason: format!("a frame cut short after {rest} bytes"), declared_end: len });
-    }
-    let mut head = [0u8; FRAME_BYTES as usize];
-    file.read_exact_at(&mut head, at)?;
-    let size = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-    if size == 0 && crc == 0 {
-        return Ok(Frame::End);
-    }
-    let declared_end = at + FRAME_BYTES + u64::from(size);
-    if size == 0 || declared_end > len {
-        let reason = format!("a record of {size} bytes where {} remain", len - at - FRAME_BYTES);
-        return Ok(Frame::Bad { reason, declared_end: len });
-    }
-    // Bounded by the file's own size, checked just above.
-    let mut payload = vec![0u8; size as usize];
-    file.read_exact_at(&mut payload, at + FRAME_BYTES)?;
-    if record_crc(size, &payload) != crc {
-        return Ok(Frame::Bad { reason: format!("a record of {size} bytes fails its checksum"), declared_end });
-    }
-    Ok(Frame::Record(payload))
-}
-
-/// Whether every byte of `file` from `from` to `len` is zero.
-fn nothing_after(file: &File, from: u64, len: u64) -> std::io::Result<bool> {
-    let mut chunk = vec![0u8; ZERO_CHUNK];
-    let mut at = from;
-    while at < len {
-        let n = (len - at).min(ZERO_CHUNK as u64) as usize;
-        file.read_exact_at(&mut chunk[..n], at)?;
-        if chunk[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
+        ReplayError::Corrupt { seq: None, offset, reason } => {
+            StorageError::CorruptWal { path: wal.to_path_buf(), offset, reason }
         }
-        at += n as u64;
-    }
-    Ok(true)
-}
-
-/// Decodes a record's payload completely (no trailing bytes).
-fn decode_record(payload: &[u8]) -> Result<Vec<Op>, String> {
-    match postcard::take_from_bytes::<Vec<Op>>(payload) {
-        Ok((ops, [])) if !ops.is_empty() => Ok(ops),
-        Ok((_, [])) => Err("a record with no change in it".into()),
-        Ok((_, rest)) => Err(format!("{} trailing bytes after the record", rest.len())),
-        Err(e) => Err(format!("a record that does not decode: {e}")),
+        ReplayError::Entry { index, reason } => StorageError::Corrupt { path: wal.to_path_buf(), index, reason },
     }
 }
 
@@ -891,7 +641,7 @@ fn read_snapshot(dir: &Path, options: &WalOptions) -> Result<Option<Snapshot>, S
 mod tests {
     use super::*;
     use crate::kv::Op as KvOp;
-    use crate::raft::Payload;
+    use crate::raft::{Entry, Payload};
     use crate::server::tempdir::TempDir;
 
     fn entry(term: u64, i: u64) -> Entry<Command> {
@@ -928,37 +678,6 @@ mod tests {
             ends.push(s.end);
         }
         ends
-    }
-
-    #[test]
-    fn the_ops_written_and_read_are_the_same_enum() {
-        let entries = vec![entry(1, 1), entry(2, 2)];
-        let written = [
-            OpRef::Checkpoint {
-                hard: HardState { term: 2, voted_for: None },
-                base: SnapshotMeta { index: 3, term: 1 },
-            },
-            OpRef::Compact(SnapshotMeta { index: 4, term: 2 }),
-            OpRef::Log { from: 5, entries: &entries },
-            OpRef::Hard(HardState { term: 3, voted_for: Some(2) }),
-        ];
-        let mut buf = Vec::new();
-        frame(&mut buf, &written);
-        let read = decode_record(&buf[FRAME_BYTES as usize..]).unwrap();
-        assert_eq!(
-            format!("{read:?}"),
-            format!("{:?}", {
-                vec![
-                    Op::Checkpoint {
-                        hard: HardState { term: 2, voted_for: None },
-                        base: SnapshotMeta { index: 3, term: 1 },
-                    },
-                    Op::Compact(SnapshotMeta { index: 4, term: 2 }),
-                    Op::Log { from: 5, entries },
-                    Op::Hard(HardState { term: 3, voted_for: Some(2) }),
-                ]
-            })
-        );
     }
 
     #[test]
