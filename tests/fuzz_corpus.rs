@@ -188,7 +188,7 @@ fn write_wal_seeds() {
     for (name, n, compact, tear) in histories {
         let tmp = TempDir::new("wal-seeds").expect("a temporary directory");
         {
-            let options = WalOptions { segment_bytes: 400, ..WalOptions::default() };
+            let options = WalOptions { segment_bytes: 400 };
             let mut s = WalStorage::open_with(tmp.path(), options).expect("open");
             s.write(&[&persist(Some(HardState { term: 1, voted_for: Some(0) }), None, None)]).expect("write");
             for i in 1..=n {

@@ -38,7 +38,7 @@ impl Disk for RedbStorage {
 impl Disk for WalStorage {
     const KIND: &'static str = "wal";
     fn open(dir: &Path) -> Result<Self, StorageError> {
-        WalStorage::open_with(dir, WalOptions { segment_bytes: 1024, ..WalOptions::default() })
+        WalStorage::open_with(dir, WalOptions { segment_bytes: 1024 })
     }
     fn last(&self) -> u64 {
         self.last_index()

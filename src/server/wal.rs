@@ -21,10 +21,11 @@
 //! segment is created whole before it is named: written with zeros to
 //! [`WalOptions::segment_bytes`] (so that a write into it allocates no block
 //! and its `fdatasync` flushes no metadata), given its checkpoint (below),
-//! synced, renamed from `.tmp`, and its directory synced; the next one is prepared so by a thread of
-//! its own (`wal-spare`) while the current one fills, so a roll costs a
-//! rename. It starts with a header (`RKVWAL01` and its number, 8 bytes
-//! little-endian), then holds records, then zeros.
+//! synced, renamed from `.tmp`, and its directory synced. A thread of its
+//! own (`wal-spare`) zero-fills the next one while the current one fills,
+//! so a roll costs a checkpoint and a rename. A segment starts with a
+//! header (`RKVWAL01` and its number, 8 bytes little-endian), then holds
+//! records, then zeros.
 //!
 //! A record is one [`RaftStorage::write`] (a whole batch, so it is atomic):
 //! `len: u32 LE`, `crc: u32 LE` (CRC-32 of the `len` bytes and the
@@ -42,9 +43,10 @@
 //! bytes in memory; this module does the files around them. Opening replays
 //! every segment in order, applying each record as
 //! [`DurableState::write`](crate::raft::DurableState::write) applies a
-//! batch (checked: bytes from the disk are untrusted). One record is written and `fdatasync`ed at a time, always at
-//! the end, so a power cut can damage at most the last record of the last
-//! segment, and only while its write was not yet reported. A frame there
+//! batch (checked: bytes from the disk are untrusted). One record is
+//! written and `fdatasync`ed at a time, always at the end, so a power cut
+//! can damage at most the last record of the last segment, and only while
+//! its write was not yet reported. A frame there
 //! that does not check out is that torn write when nothing nonzero follows
 //! its declared end (or its length runs past the file): it is dropped and
 //! zeroed when the storage opens for writing. Anywhere else, a damaged
@@ -56,7 +58,9 @@
 //!
 //! A compaction is a record like any other. After it, every segment but
 //! the last whose entries all lie at or below the new base is deleted, from
-//! the front. The first remaining segment's checkpoint may then be older
+//! the front, one at a time with a sync of the directory after each (so a
+//! crash never brings back an older segment without the ones after it).
+//! The first remaining segment's checkpoint may then be older
 //! than the entries its records continue: replay starts the log where the
 //! first of them lands and requires a later compaction record to cover the
 //! hole (else: corrupt). That is the only hole a replay accepts.
@@ -106,15 +110,11 @@ pub struct WalOptions {
     /// costs a rename and a directory sync about once a second at full
     /// load. (etcd's are 64 MB, for logs it keeps far longer.)
     pub segment_bytes: u64,
-    /// A snapshot file larger than this is refused as corrupt before it is
-    /// read (the node refuses to receive larger ones:
-    /// [`Config::max_snapshot_bytes`](crate::raft::Config::max_snapshot_bytes)).
-    pub max_snapshot_bytes: u64,
 }
 
 impl Default for WalOptions {
     fn default() -> WalOptions {
-        WalOptions { segment_bytes: 2 << 20, max_snapshot_bytes: crate::raft::Config::new(0, 1, 0).max_snapshot_bytes }
+        WalOptions { segment_bytes: 2 << 20 }
     }
 }
 
@@ -200,7 +200,7 @@ impl WalStorage {
                 std::fs::remove_file(&path).map_err(|e| io(&path, "removing an unfinished segment", e))?;
             }
         }
-        let replayed = replay(&dir, &options)?;
+        let replayed = replay(&dir)?;
         let Durable { hard, base, log, snapshot } = replayed.durable;
         let last_seq = replayed.segments.last().map(|s| s.seq);
         let (file, end, checkpoint_end, segments) = match last_seq {
@@ -371,7 +371,7 @@ impl RaftStorage for WalStorage {
     /// Replays the directory from scratch (the writer's own state is not
     /// trusted for it).
     fn load(&self) -> Result<Durable, StorageError> {
-        replay(&self.dir, &self.options).map(|r| r.durable)
+        replay(&self.dir).map(|r| r.durable)
     }
 
     fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
@@ -538,8 +538,8 @@ fn segment_numbers(wal: &Path) -> Result<Vec<u64>, StorageError> {
 }
 
 /// Reads the directory: the snapshot file and every segment.
-fn replay(dir: &Path, options: &WalOptions) -> Result<Replayed, StorageError> {
-    let snapshot = read_snapshot(dir, options)?;
+fn replay(dir: &Path) -> Result<Replayed, StorageError> {
+    let snapshot = read_snapshot(dir)?;
     let wal = dir.join(WAL_DIR);
     let seqs = segment_numbers(&wal)?;
     let mut replay = Replay::default();
@@ -595,7 +595,7 @@ fn replay_error(wal: &Path, e: ReplayError) -> StorageError {
 }
 
 /// The snapshot file, if there is one.
-fn read_snapshot(dir: &Path, options: &WalOptions) -> Result<Option<Snapshot>, StorageError> {
+fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StorageError> {
     let path = dir.join(SNAPSHOT_FILE);
     let corrupt = |reason: String| StorageError::CorruptSnapshot { path: path.clone(), reason };
     let file = match File::open(&path) {
@@ -617,10 +617,10 @@ fn read_snapshot(dir: &Path, options: &WalOptions) -> Result<Option<Snapshot>, S
     if size != len - SNAPSHOT_HEADER_BYTES {
         return Err(corrupt(format!("says {size} bytes follow its header, {} do", len - SNAPSHOT_HEADER_BYTES)));
     }
-    // The data plus its framing: meta, membership and lengths.
-    if size > options.max_snapshot_bytes.saturating_add(4096) {
-        return Err(corrupt(format!("{size} bytes, more than the bound {}", options.max_snapshot_bytes)));
-    }
+    // No larger than the file itself (checked just above): a damaged length
+    // cannot make this allocate more than is on the disk. No other bound:
+    // a snapshot this node took of its own state machine may be larger
+    // than any it would accept from a leader, and must still load.
     let mut payload = vec![0u8; size as usize];
     file.read_exact_at(&mut payload, SNAPSHOT_HEADER_BYTES).map_err(|e| io(&path, "reading", e))?;
     if crc32fast::hash(&payload) != crc {
@@ -659,7 +659,7 @@ mod tests {
     }
 
     fn small() -> WalOptions {
-        WalOptions { segment_bytes: 512, ..WalOptions::default() }
+        WalOptions { segment_bytes: 512 }
     }
 
     fn last_segment(dir: &Path) -> PathBuf {
