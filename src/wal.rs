@@ -207,7 +207,9 @@ impl Replay {
         let corrupt = |offset: u64, reason: String| ReplayError::Corrupt { seq: Some(seq), offset, reason };
         if let Some(prev) = self.segments.last() {
             if prev.seq.checked_add(1) != Some(seq) {
-                return Err(corrupt(0, format!("follows segment {:016x}", prev.seq)));
+                let reason =
+                    format!("segment {:016x} is missing (it follows {:016x})", prev.seq.saturating_add(1), prev.seq);
+                return Err(corrupt(0, reason));
             }
         }
         let first_segment = self.segments.is_empty();
