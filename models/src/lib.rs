@@ -46,7 +46,9 @@ pub mod actors;
 pub mod explorer;
 pub mod guided;
 pub mod history;
+pub mod independence;
 pub mod schedule;
+pub mod search;
 pub mod shrink;
 pub mod symmetry;
 pub mod walks;
@@ -79,6 +81,12 @@ pub struct ModelConfig {
     /// States with more messages in flight are not explored (a leader's
     /// heartbeat timer could otherwise fill the network without end).
     pub max_in_flight: usize,
+    /// States where some actor has more messages in flight than this are
+    /// not explored either. Unlike `max_in_flight`, a bound the sleep-set
+    /// search can use: an action adds messages only from its own actor, so
+    /// two commuting actions that stay inside it each stay inside it
+    /// together (see [`search`]).
+    pub max_in_flight_per_sender: usize,
     /// At most this many entries per AppendEntries. 1 lets a leader
     /// replicate an old entry without the new ones after it, which is the
     /// schedule of Raft Figure 8 (bug (a)).
@@ -120,6 +128,7 @@ impl ModelConfig {
             max_term: 2,
             max_log: 3,
             max_in_flight: 6,
+            max_in_flight_per_sender: usize::MAX,
             max_batch: 64,
             snapshot_every: None,
             snapshot_trailing: 0,
@@ -301,9 +310,20 @@ fn servers<'a>(state: &'a RaftState, live_only: bool) -> impl Iterator<Item = (u
 
 fn within_boundary(config: &ModelConfig, state: &RaftState) -> bool {
     state.network.len() <= config.max_in_flight
+        && (config.max_in_flight_per_sender == usize::MAX
+            || per_sender_in_flight(state) <= config.max_in_flight_per_sender)
         && (config.clients_crash || !state.crashed[usize::from(config.servers)..].contains(&true))
         && servers(state, false)
             .all(|(_, s)| s.node().term() <= config.max_term && s.node().log().last_index() as usize <= config.max_log)
+}
+
+/// The most messages in flight from any one actor.
+fn per_sender_in_flight(state: &RaftState) -> usize {
+    let mut from = vec![0; state.actor_states.len()];
+    for envelope in state.network.iter_all() {
+        from[usize::from(envelope.src)] += 1;
+    }
+    from.into_iter().max().unwrap_or(0)
 }
 
 /// Raft Fig. 3, Election Safety: at most one leader can be elected in a

@@ -48,6 +48,18 @@ enum Command {
         /// only without clients, whose retry order breaks the symmetry).
         #[arg(long)]
         symmetry: bool,
+        /// Our own depth-first search instead of stateright's: fingerprints
+        /// for the visited states (about 40 bytes each instead of a whole
+        /// state) and, with `sleep` (the default), sleep sets over the
+        /// model's independence relation; `off` for the same search
+        /// unreduced. Needs --depth; lifts the network bound.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "sleep")]
+        reduce: Option<Reduce>,
+        /// Stop cleanly, printing what was checked, once this process's
+        /// resident memory passes this many GB (default: 3/4 of the
+        /// machine's memory).
+        #[arg(long)]
+        max_memory: Option<f64>,
     },
     /// Seeded random walks through the model (stateright's simulation
     /// checker), for depths exhaustive search cannot reach. A violated
@@ -135,8 +147,14 @@ struct ModelArgs {
     max_term: u64,
     #[arg(long, default_value_t = 3)]
     max_log: usize,
-    #[arg(long, default_value_t = 6)]
-    max_in_flight: usize,
+    /// At most this many messages in flight (6 by default; unbounded with
+    /// `--reduce`, whose soundness needs a boundary on single actors).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// At most this many messages in flight from any one actor (no bound
+    /// by default): the network bound `--reduce` can use.
+    #[arg(long)]
+    max_in_flight_per_sender: Option<usize>,
     /// Entries per AppendEntries (1 reaches Raft Figure 8's schedule).
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
@@ -164,6 +182,12 @@ struct ModelArgs {
     bug: Option<String>,
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Reduce {
+    Sleep,
+    Off,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Reads {
     Readindex,
@@ -188,7 +212,8 @@ impl ModelArgs {
             },
             max_term: self.max_term,
             max_log: self.max_log,
-            max_in_flight: self.max_in_flight,
+            max_in_flight: self.max_in_flight.unwrap_or(6),
+            max_in_flight_per_sender: self.max_in_flight_per_sender.unwrap_or(usize::MAX),
             max_batch: self.max_batch,
             snapshot_every: self.snapshot_every,
             snapshot_trailing: self.snapshot_trailing,
@@ -203,7 +228,36 @@ impl ModelArgs {
 
 fn main() {
     match Cli::parse().command {
-        Command::Check { model: args, depth, threads, dfs, first_failure, symmetry } => {
+        Command::Check { model: args, depth, threads, dfs, first_failure, symmetry, reduce, max_memory } => {
+            let budget = memory_budget(max_memory);
+            if let Some(reduce) = reduce {
+                let usage = match depth {
+                    None => Some("--reduce needs --depth: a depth-first search needs a bound".to_owned()),
+                    Some(_) if dfs || symmetry => {
+                        Some("--reduce is its own depth-first search: drop --dfs and --symmetry".into())
+                    }
+                    Some(_) if reduce == Reduce::Sleep && args.max_in_flight.is_some() => Some(
+                        "--reduce sleep needs a boundary on single servers: a bound on the whole network \
+                         (--max-in-flight) lets two commuting actions disable each other, which the reduction \
+                         assumes they cannot (specs/models.md); bound each sender with \
+                         --max-in-flight-per-sender instead"
+                            .into(),
+                    ),
+                    _ => None,
+                };
+                if let Some(usage) = usage {
+                    eprintln!("error: {usage}");
+                    std::process::exit(2);
+                }
+                let mut config = args.config();
+                if args.max_in_flight.is_none() {
+                    config.max_in_flight = usize::MAX;
+                }
+                let violated = own_search(config, depth.unwrap_or_default(), reduce, first_failure, budget);
+                exit_if(violated);
+                return;
+            }
+            watch_memory(budget);
             let config = args.config();
             if symmetry && !(dfs && config.clients == 0 && !config.reconfigure) {
                 eprintln!(
@@ -341,6 +395,134 @@ fn main() {
             Explorer::new(model(args.config())).checker().threads(1).serve(addr.as_str());
         }
     }
+}
+
+/// `check --reduce`: our own depth-first search ([`raftkv_models::search`]),
+/// with progress lines, a verdict per property and each violated
+/// property's counterexample shrunk. Whether an "always" property failed.
+fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, first_failure: bool, budget: u64) -> bool {
+    use raftkv_models::search::{Options, Search, Stopped};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
+        eprintln!("warning: Ctrl-C will not stop the search cleanly: {e}");
+    }
+    println!("checking {config:?}");
+    let reduction = match reduce {
+        Reduce::Sleep => "sleep sets",
+        Reduce::Off => "none",
+    };
+    println!(
+        "own depth-first search to {depth} actions, reduction: {reduction}, memory budget {:.1} GB",
+        budget as f64 / 1e9
+    );
+    let m = model(config);
+    let mut options = Options::new(depth);
+    options.independent = (reduce == Reduce::Sleep).then_some(raftkv_models::independence::independent as _);
+    options.max_memory = Some(budget);
+    options.first_failure = first_failure;
+    let mut search = Search::new(&m, options).interrupt_on(&INTERRUPTED);
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    search.run(|c| {
+        if last_print.elapsed().as_secs() >= 10 {
+            last_print = Instant::now();
+            println!(
+                "{:>6.0} s: {} generated, {} unique, {} slept, {:.0} states/s, {}",
+                started.elapsed().as_secs_f64(),
+                c.generated,
+                c.unique,
+                c.slept,
+                c.generated as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                memory("VmRSS", "RSS"),
+            );
+        }
+    });
+    let c = search.counts();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "done: {} generated, {} unique, {} expanded, {} slept, {} actions deep, {secs:.1} s, {:.0} states/s, {}, \
+         fingerprint collision probability {:.1e}",
+        c.generated,
+        c.unique,
+        c.expanded,
+        c.slept,
+        c.max_depth,
+        c.generated as f64 / secs.max(1e-9),
+        memory("VmHWM", "peak RSS"),
+        search.collision_probability(),
+    );
+    match search.stopped() {
+        None => println!("every state within {depth} actions visited"),
+        Some(Stopped::AllDiscovered) => println!("stopped: every property has its discovery"),
+        Some(Stopped::FirstFailure) => println!("stopped at the first violation"),
+        Some(Stopped::MemoryBudget { rss_bytes }) => println!(
+            "STOPPED: resident memory {:.2} GB passed the budget: NOT exhaustive; the verdicts are for the states \
+             visited",
+            rss_bytes as f64 / 1e9
+        ),
+        Some(Stopped::Interrupted) => {
+            println!("STOPPED by Ctrl-C: NOT exhaustive; the verdicts are for the states visited")
+        }
+    }
+    let mut violated = false;
+    for p in m.properties() {
+        let found = search.discoveries().get(p.name);
+        let sometimes = matches!(p.expectation, Expectation::Sometimes);
+        violated |= !sometimes && found.is_some();
+        let verdict = match (sometimes, found) {
+            (true, Some(path)) => format!("sometimes: example found ({} actions)", path.len()),
+            (true, None) => "sometimes: NOT FOUND".into(),
+            (false, Some(path)) => format!("always: VIOLATED after {} actions (below)", path.len()),
+            (false, None) => "always: holds".into(),
+        };
+        println!("  {:<36} {verdict}", p.name);
+    }
+    for p in m.properties() {
+        if let (Expectation::Always, Some(actions)) = (p.expectation, search.discoveries().get(p.name)) {
+            let (small, path) = shrink_breaking(&m, actions, p.name);
+            println!("{} counterexample ({} actions) shrunk to {}:\n{path}", p.name, actions.len(), small.len());
+            draw_history(p.name, path.last_state());
+        }
+    }
+    violated
+}
+
+/// `--max-memory` in bytes, or 3/4 of the machine's memory.
+fn memory_budget(gb: Option<f64>) -> u64 {
+    if let Some(gb) = gb {
+        return (gb * 1e9) as u64;
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total_kb = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix(" kB")?.parse::<u64>().ok())
+        .unwrap_or(8_000_000);
+    total_kb * 1024 / 4 * 3
+}
+
+/// For stateright's searches, which cannot be stopped from outside: a
+/// thread that ends the process (exit code 3) with a line saying why once
+/// its resident memory passes `budget`, and on Ctrl-C, instead of an OOM
+/// kill. The last progress line says what was checked.
+fn watch_memory(budget: u64) {
+    let stop = |why: String| {
+        println!("STOPPED: {why}: NOT exhaustive; the last progress line above is what was checked");
+        std::process::exit(3);
+    };
+    if let Err(e) = ctrlc::set_handler(move || stop("interrupted (Ctrl-C)".into())) {
+        eprintln!("warning: Ctrl-C will not stop the search cleanly: {e}");
+    }
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Some(rss) = raftkv_models::search::resident_bytes().filter(|&rss| rss > budget) {
+            stop(format!(
+                "resident memory {:.2} GB passed the budget of {:.2} GB",
+                rss as f64 / 1e9,
+                budget as f64 / 1e9
+            ));
+        }
+    });
 }
 
 /// Progress lines with the rate and memory, and stateright's own report

@@ -1,0 +1,121 @@
+//! Which actions of the Raft model commute: the independence relation the
+//! sleep-set search ([`crate::search`]) prunes by, with its argument.
+//!
+//! Every action happens at one actor: a delivery at its receiver, a
+//! timeout at the timer's owner, a crash or recovery at the one that
+//! crashes, a loss (lossy network) at the lost message's receiver. What an
+//! action reads and writes:
+//!
+//! - its actor's state, timers and storage, and its `crashed` flag;
+//! - the network: a delivery consumes one message addressed to its actor
+//!   (the head of one channel, on the ordered network; nothing, on the
+//!   duplicating one) and every action may add messages *from* its actor.
+//!   Removing one message and adding others commute, in a multiset, a set
+//!   or a FIFO channel alike (a channel's head stays its head when
+//!   another message joins its tail);
+//! - the recorded history, which the properties judge (through stateright's
+//!   `record_msg_out`/`record_msg_in`, [`crate::history`]):
+//!   - a client's first send of a request and its first successful
+//!     response write a call or a return *with the next logical time*:
+//!     two of them in either order give other times, so other real-time
+//!     order. Only actions at clients write these;
+//!   - a server's AppendEntries, heartbeat or snapshot chunk adds the
+//!     sender to the set of leaders of its term: a set union, which
+//!     commutes with any other;
+//!   - a server's answer to a Get may set `read_by_later_leader`, judged
+//!     from the server's own entries among the leaders (which only its
+//!     own actions add) and from the call's kind (recorded before the
+//!     request could reach it): a flag only ever set, from facts no other
+//!     actor changes;
+//! - the number of crashed actors, which enables or disables every crash
+//!   (`max_crashes`).
+//!
+//! So two actions are independent when they are at different actors, not
+//! both crashes or recoveries, and not both at clients. Neither can
+//! disable the other: whether an action is enabled depends on its actor's
+//! state, timers and `crashed` flag and on a message to it, which only
+//! its own actor's actions (and its crash) consume or change. Once
+//! `max_in_flight` (a bound on the whole network) is lifted, the model's
+//! boundary is a condition on each server alone (term, log length), on
+//! each client's `crashed` flag and on each actor's messages in flight
+//! (`max_in_flight_per_sender`), so it cannot make one disable the other
+//! either (see [`crate::search`]).
+//!
+//! [`commutation_failures`] checks the argument on sampled states; a test
+//! shows it catching a relation that forgets the history.
+
+use crate::{RaftAction, RaftModel, RaftState};
+use stateright::actor::{ActorModelAction, Id};
+use stateright::Model;
+
+/// The relation the sleep-set search uses for the Raft model.
+pub fn independent(model: &RaftModel, a: &RaftAction, b: &RaftAction) -> bool {
+    let (x, y) = (actor(a), actor(b));
+    let servers = usize::from(model.cfg.servers);
+    let at_client = |id: Id| usize::from(id) >= servers;
+    x != y && !(crash_or_recover(a) && crash_or_recover(b)) && !(at_client(x) && at_client(y))
+}
+
+/// Where an action happens.
+pub fn actor(action: &RaftAction) -> Id {
+    match action {
+        ActorModelAction::Deliver { dst, .. } => *dst,
+        ActorModelAction::Drop(envelope) => envelope.dst,
+        ActorModelAction::Timeout(id, _) | ActorModelAction::Crash(id) | ActorModelAction::Recover(id) => *id,
+        ActorModelAction::SelectRandom { actor, .. } => *actor,
+    }
+}
+
+fn crash_or_recover(action: &RaftAction) -> bool {
+    matches!(action, ActorModelAction::Crash(_) | ActorModelAction::Recover(_))
+}
+
+/// What [`commutation_failures`] found in one state.
+#[derive(Debug, Default)]
+pub struct Commutation {
+    /// Pairs of enabled actions the relation calls independent.
+    pub pairs: usize,
+    /// A line for each of them that does not commute.
+    pub failures: Vec<String>,
+}
+
+/// For each pair of actions enabled in `state` that `relation` calls
+/// independent: that taking them in either order reaches the same state,
+/// and that neither disables the other (by the model's own rules or by
+/// its boundary: the pair must fit inside it together when each fits
+/// alone).
+pub fn commutation_failures(
+    model: &RaftModel,
+    relation: fn(&RaftModel, &RaftAction, &RaftAction) -> bool,
+    state: &RaftState,
+) -> Commutation {
+    let mut actions = Vec::new();
+    model.actions(state, &mut actions);
+    let enabled: Vec<(RaftAction, RaftState)> =
+        actions.into_iter().filter_map(|a| model.next_state(state, a.clone()).map(|next| (a, next))).collect();
+    let mut result = Commutation::default();
+    for (i, (a, after_a)) in enabled.iter().enumerate() {
+        for (b, after_b) in &enabled[i + 1..] {
+            if !relation(model, a, b) {
+                continue;
+            }
+            result.pairs += 1;
+            let ab = model.next_state(after_a, b.clone());
+            let ba = model.next_state(after_b, a.clone());
+            let inside = |s: &RaftState| model.within_boundary(s);
+            let why = match (&ab, &ba) {
+                (None, _) => Some("the first disables the second"),
+                (_, None) => Some("the second disables the first"),
+                (Some(ab), Some(ba)) if ab != ba => Some("the two orders reach different states"),
+                (Some(ab), Some(_)) if inside(after_a) && inside(after_b) && !inside(ab) => {
+                    Some("each fits inside the boundary alone, not together")
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                result.failures.push(format!("{a:?} and {b:?}: {why}"));
+            }
+        }
+    }
+    result
+}
