@@ -239,7 +239,7 @@ fn main() {
                     Some(_) if reduce == Reduce::Sleep && args.max_in_flight.is_some() => Some(
                         "--reduce sleep needs a boundary on single servers: a bound on the whole network \
                          (--max-in-flight) lets two commuting actions disable each other, which the reduction \
-                         assumes they cannot (specs/models.md); bound each sender with \
+                         assumes they cannot (models/src/search.rs); bound each sender with \
                          --max-in-flight-per-sender instead"
                             .into(),
                     ),
@@ -493,12 +493,7 @@ fn memory_budget(gb: Option<f64>) -> u64 {
     if let Some(gb) = gb {
         return (gb * 1e9) as u64;
     }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let total_kb = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix(" kB")?.parse::<u64>().ok())
-        .unwrap_or(8_000_000);
-    total_kb * 1024 / 4 * 3
+    proc_kb("/proc/meminfo", "MemTotal").unwrap_or(8_000_000) * 1024 / 4 * 3
 }
 
 /// For stateright's searches, which cannot be stopped from outside: a
@@ -566,14 +561,16 @@ impl Reporter<RaftModel> for Progress {
 /// This process's memory from `/proc/self/status` (`VmRSS` now, `VmHWM`
 /// peak), for the progress lines and the summary; Linux only.
 fn memory(field: &str, label: &str) -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix(" kB")?.parse::<u64>().ok());
-    match kb {
+    match proc_kb("/proc/self/status", field) {
         Some(kb) => format!("{label} {:.2} GB", kb as f64 / 1e6),
         None => format!("{label} unknown"),
     }
+}
+
+/// The `field: N kB` line of a `/proc` file such as `/proc/meminfo`.
+fn proc_kb(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix(" kB")?.parse().ok())
 }
 
 /// Exit code 1 when an "always" property was violated, as a failed test

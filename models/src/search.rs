@@ -34,8 +34,9 @@
 //! (an action adds messages only from its own actor and removes only
 //! messages to it). A bound on the whole network (the Raft model's
 //! `max_in_flight`) breaks it: two actions that each fit may not fit
-//! together, and the search then misses states behind them (a schedule
-//! where a third action makes room). The CLI refuses that bound with
+//! together (`models/tests/search.rs` shows such pairs), and the search
+//! can then miss states behind them (a schedule where a third action makes
+//! room). The CLI refuses that bound with
 //! `--reduce`; `max_in_flight_per_sender` and the depth bound keep the
 //! search finite instead.
 //!
@@ -225,7 +226,7 @@ where
             top.next += 1;
             let Some(child) = self.model.next_state(&top.state, action.clone()) else { continue };
             self.counts.generated += 1;
-            if self.counts.generated % CHECK_EVERY == 0 {
+            if self.counts.generated.is_multiple_of(CHECK_EVERY) {
                 self.check_limits();
                 progress(&self.counts);
             }

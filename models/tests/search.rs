@@ -6,8 +6,7 @@
 //! stateright's, and each check shown failing on a deliberately unsound
 //! relation or boundary.
 
-use raftkv::raft::InjectedBugs;
-use raftkv_models::independence::{actor, commutation_failures, independent};
+use raftkv_models::independence::{commutation_failures, independent};
 use raftkv_models::search::{fingerprint, Options, Search};
 use raftkv_models::{model, stateright_depth, Delivery, ModelConfig, RaftAction, RaftModel, RaftState};
 use stateright::{Checker, Model};
@@ -88,22 +87,7 @@ fn independent_actions_commute_in_every_state_of_small_bounds() {
     }
 }
 
-#[allow(dead_code)] // for the unsound-relation tests still to come
-/// The relation without the history's order: actions at different actors
-/// all commute, clients' included.
-fn forgets_the_history(_: &RaftModel, a: &RaftAction, b: &RaftAction) -> bool {
-    actor(a) != actor(b)
-        && !matches!(
-            (a, b),
-            (
-                stateright::actor::ActorModelAction::Crash(_) | stateright::actor::ActorModelAction::Recover(_),
-                stateright::actor::ActorModelAction::Crash(_) | stateright::actor::ActorModelAction::Recover(_)
-            )
-        )
-}
-
 #[test]
-#[ignore = "too slow for CI at these bounds (work in progress, issue 20): run with --ignored"]
 fn the_commutation_check_catches_a_bound_on_the_whole_network() {
     let m = model(ModelConfig { max_in_flight: 4, ..ModelConfig::ci() });
     let (_, failures) = commutation(&m, independent, 4);
