@@ -152,7 +152,7 @@ struct ModelArgs {
     #[arg(long)]
     max_in_flight: Option<usize>,
     /// At most this many messages in flight from any one actor (no bound
-    /// by default): the network bound `--reduce` can use.
+    /// by default; refused by `--reduce sleep`, like `--max-in-flight`).
     #[arg(long)]
     max_in_flight_per_sender: Option<usize>,
     /// Entries per AppendEntries (1 reaches Raft Figure 8's schedule).
@@ -236,13 +236,17 @@ fn main() {
                     Some(_) if dfs || symmetry => {
                         Some("--reduce is its own depth-first search: drop --dfs and --symmetry".into())
                     }
-                    Some(_) if reduce == Reduce::Sleep && args.max_in_flight.is_some() => Some(
-                        "--reduce sleep needs a boundary on single servers: a bound on the whole network \
-                         (--max-in-flight) lets two commuting actions disable each other, which the reduction \
-                         assumes they cannot (models/src/search.rs); bound each sender with \
-                         --max-in-flight-per-sender instead"
-                            .into(),
-                    ),
+                    Some(_)
+                        if reduce == Reduce::Sleep
+                            && (args.max_in_flight.is_some() || args.max_in_flight_per_sender.is_some()) =>
+                    {
+                        Some(
+                            "--reduce sleep needs a boundary made of conditions on single actors: a bound on \
+                             messages in flight (--max-in-flight, --max-in-flight-per-sender) lets the reduction \
+                             miss states (models/src/search.rs); the depth bound alone keeps the search finite"
+                                .into(),
+                        )
+                    }
                     _ => None,
                 };
                 if let Some(usage) = usage {
@@ -401,7 +405,7 @@ fn main() {
 /// with progress lines, a verdict per property and each violated
 /// property's counterexample shrunk. Whether an "always" property failed.
 fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, first_failure: bool, budget: u64) -> bool {
-    use raftkv_models::search::{Options, Search, Stopped};
+    use raftkv_models::search::{Search, Stopped};
     use std::sync::atomic::{AtomicBool, Ordering};
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
@@ -417,7 +421,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, first_failure: 
         budget as f64 / 1e9
     );
     let m = model(config);
-    let mut options = Options::new(depth);
+    let mut options = raftkv_models::search_options(depth);
     options.independent = (reduce == Reduce::Sleep).then_some(raftkv_models::independence::independent as _);
     options.max_memory = Some(budget);
     options.first_failure = first_failure;
