@@ -60,7 +60,6 @@ use raftkv::lincheck::{self, Budget, History, OpKind, Verdict};
 use raftkv::raft::{Config, InjectedBugs, LogIndex, RaftLog};
 use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
 use stateright::{Expectation, Model};
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// The bounds and options of one model.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -225,38 +224,6 @@ pub enum Delivery {
     /// (a retransmitting network): a delivered message stays in flight, so
     /// `max_in_flight` bounds the distinct messages sent.
     Duplicating,
-}
-
-/// A fingerprint of a model state that tells apart every two states that
-/// differ. The state's own `Hash` does not: stateright 0.31 hashes a set
-/// (`HashableHashSet`, behind each actor's `Timers`) as its elements'
-/// sorted hashes without its length, so the timer sets of adjacent actors
-/// run together, and `[{Heartbeat}, {Election}]` hashes like
-/// `[{}, {Heartbeat, Election}]` whenever Heartbeat's hash sorts first.
-/// Two such states (a leader's heartbeat timer set or not, a follower's
-/// set or not) then share a fingerprint and a search keeps only the first
-/// it meets: `models/tests/search.rs` has such a pair, and the states
-/// behind the second that the search never visits. Adding each set's size
-/// makes the encoding prefix-free again.
-///
-/// Stateright's own checkers fingerprint by the same `Hash`, so they can
-/// merge such states too; our search ([`search`]) uses this one.
-pub fn state_fingerprint(state: &RaftState) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    state.hash(&mut hasher);
-    for timers in &state.timers_set {
-        hasher.write_usize(timers.iter().count());
-    }
-    for choices in &state.random_choices {
-        hasher.write_usize(choices.map.len());
-    }
-    hasher.write_usize(state.network.len()); // an unordered network is a set or map too
-    hasher.finish()
-}
-
-/// [`search::Options`] for the Raft model: its prefix-free fingerprint.
-pub fn search_options(max_depth: usize) -> search::Options<RaftModel> {
-    search::Options { fingerprint: state_fingerprint, ..search::Options::new(max_depth) }
 }
 
 /// Stateright's `target_max_depth` for "every state reached by at most

@@ -405,7 +405,7 @@ fn main() {
 /// with progress lines, a verdict per property and each violated
 /// property's counterexample shrunk. Whether an "always" property failed.
 fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, first_failure: bool, budget: u64) -> bool {
-    use raftkv_models::search::{Search, Stopped};
+    use raftkv_models::search::{Options, Search, Stopped};
     use std::sync::atomic::{AtomicBool, Ordering};
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
@@ -421,7 +421,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, first_failure: 
         budget as f64 / 1e9
     );
     let m = model(config);
-    let mut options = raftkv_models::search_options(depth);
+    let mut options = Options::new(depth);
     options.independent = (reduce == Reduce::Sleep).then_some(raftkv_models::independence::independent as _);
     options.max_memory = Some(budget);
     options.first_failure = first_failure;
