@@ -65,8 +65,7 @@ impl fmt::Debug for ExplorerState {
 
 /// The messages in flight, one label each: on an ordered network channel
 /// by channel, oldest first; otherwise sorted, a message sent more than
-/// once marked `(×2)`. (Not stateright's `Network::iter_all`: in 0.31 it
-/// never ends on an ordered network, repeating a channel's first message.)
+/// once marked `(×2)`.
 fn in_flight(network: &Network<ModelMsg>, servers: usize) -> Vec<String> {
     let label = |e: &Envelope<ModelMsg>| message_label(servers, e.src, e.dst, &e.msg);
     match network {

@@ -76,7 +76,8 @@ pub fn actor(action: &RaftAction) -> Id {
     }
 }
 
-fn crash_or_recover(action: &RaftAction) -> bool {
+/// A crash or a recovery: these write the shared count of crashed actors.
+pub fn crash_or_recover(action: &RaftAction) -> bool {
     matches!(action, ActorModelAction::Crash(_) | ActorModelAction::Recover(_))
 }
 

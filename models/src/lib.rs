@@ -318,19 +318,8 @@ fn within_boundary(config: &ModelConfig, state: &RaftState) -> bool {
 /// The most messages in flight from any one actor.
 fn per_sender_in_flight(state: &RaftState) -> usize {
     let mut from = vec![0; state.actor_states.len()];
-    match &state.network {
-        // Not `iter_all`: on an ordered network, stateright 0.31's never
-        // moves past a channel's first message (it loops for ever).
-        Network::Ordered(channels) => {
-            for (&(src, _), messages) in channels.iter() {
-                from[usize::from(src)] += messages.len();
-            }
-        }
-        network => {
-            for envelope in network.iter_all() {
-                from[usize::from(envelope.src)] += 1;
-            }
-        }
+    for envelope in state.network.iter_all() {
+        from[usize::from(envelope.src)] += 1;
     }
     from.into_iter().max().unwrap_or(0)
 }

@@ -23,8 +23,9 @@
 //! superset of the one it was explored with is explored again for the
 //! actions the old set slept and the new one has awake, and remembered
 //! with the intersection (Godefroid's condition, which keeps the
-//! combination sound); seen again at a smaller depth, in full. [`Search::fingerprints`] lets a test
-//! compare the states reached with and without the reduction.
+//! combination sound); seen again at a smaller depth, in full.
+//! [`Search::fingerprints`] lets a test compare the states reached with
+//! and without the reduction.
 //!
 //! **Assumption on the boundary.** A state outside the model's boundary is
 //! not explored. A sleeping action `t` at `s.u` stands for the path

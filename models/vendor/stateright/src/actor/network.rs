@@ -392,21 +392,24 @@ impl<'a, Msg> Iterator for NetworkIter<'a, Msg> {
                     env
                 })
             }
-            NetworkIter::Ordered(active, it) => {
+            // raftkv: the published version never advanced `index`, so it
+            // returned a channel's first message for ever.
+            NetworkIter::Ordered(active, it) => loop {
                 if let Some((src, dst, messages, index)) = active {
-                    let msg = messages.get(*index).unwrap(); // messages.len() > 1
-                    return Some(Envelope {
-                        src: *src,
-                        dst: *dst,
-                        msg,
-                    });
+                    let queue: &'a VecDeque<Msg> = messages;
+                    if let Some(msg) = queue.get(*index) {
+                        *index += 1;
+                        return Some(Envelope {
+                            src: *src,
+                            dst: *dst,
+                            msg,
+                        });
+                    }
+                    *active = None;
                 }
-                it.next().map(|(&(src, dst), messages)| {
-                    let msg = messages.front().unwrap(); // messages.len() > 1
-                    *active = Some((src, dst, messages, 0));
-                    Envelope { src, dst, msg }
-                })
-            }
+                let (&(src, dst), messages) = it.next()?;
+                *active = Some((src, dst, messages, 0));
+            },
         }
     }
 }
