@@ -55,6 +55,12 @@ enum Command {
         /// unreduced. Needs --depth; lifts the network bound.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "sleep")]
         reduce: Option<Reduce>,
+        /// With --reduce: iterative deepening (every state within 1 action,
+        /// then 2, … up to --depth), so that each counterexample and example
+        /// found is a shortest one. Stops at the first bound where every
+        /// property has its discovery (or, with --first-failure, a violation).
+        #[arg(long, requires = "reduce")]
+        iterative: bool,
         /// Stop cleanly, printing what was checked, once this process's
         /// resident memory passes this many GB (default: 3/4 of the
         /// machine's memory).
@@ -228,7 +234,7 @@ impl ModelArgs {
 
 fn main() {
     match Cli::parse().command {
-        Command::Check { model: args, depth, threads, dfs, first_failure, symmetry, reduce, max_memory } => {
+        Command::Check { model: args, depth, threads, dfs, first_failure, symmetry, reduce, iterative, max_memory } => {
             let budget = memory_budget(max_memory);
             if let Some(reduce) = reduce {
                 let usage = match depth {
@@ -257,7 +263,8 @@ fn main() {
                 if args.max_in_flight.is_none() {
                     config.max_in_flight = usize::MAX;
                 }
-                let violated = own_search(config, depth.unwrap_or_default(), reduce, first_failure, budget);
+                let how = OwnSearch { first_failure, iterative };
+                let violated = own_search(config, depth.unwrap_or_default(), reduce, how, budget);
                 exit_if(violated);
                 return;
             }
@@ -403,9 +410,11 @@ fn main() {
 
 /// `check --reduce`: our own depth-first search ([`raftkv_models::search`]),
 /// with progress lines, a verdict per property and each violated
-/// property's counterexample shrunk. Whether an "always" property failed.
-fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, first_failure: bool, budget: u64) -> bool {
-    use raftkv_models::search::{Options, Search, Stopped};
+/// property's counterexample shrunk; with `iterative`, by iterative
+/// deepening, so that each discovery is a shortest one. Whether an
+/// "always" property failed.
+fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSearch, budget: u64) -> bool {
+    use raftkv_models::search::{deepen, Counts, Options, Search, Stopped};
     use std::sync::atomic::{AtomicBool, Ordering};
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
@@ -416,33 +425,41 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, first_failure: 
         Reduce::Sleep => "sleep sets",
         Reduce::Off => "none",
     };
-    println!(
-        "own depth-first search to {depth} actions, reduction: {reduction}, memory budget {:.1} GB",
-        budget as f64 / 1e9
-    );
+    let kind = if search.iterative { "iterative deepening" } else { "depth-first search" };
+    println!("own {kind} to {depth} actions, reduction: {reduction}, memory budget {:.1} GB", budget as f64 / 1e9);
     let m = model(config);
     let mut options = Options::new(depth);
     options.independent = (reduce == Reduce::Sleep).then_some(raftkv_models::independence::independent as _);
     options.max_memory = Some(budget);
-    options.first_failure = first_failure;
-    let mut search = Search::new(&m, options).interrupt_on(&INTERRUPTED);
+    options.first_failure = search.first_failure;
     let started = Instant::now();
     let mut last_print = Instant::now();
-    search.run(|c| {
+    let mut progress = |bound: usize, c: &Counts| {
         if last_print.elapsed().as_secs() >= 10 {
             last_print = Instant::now();
             println!(
-                "{:>6.0} s: {} generated, {} unique, {} slept, {:.0} states/s, {}",
+                "{:>6.0} s: to {bound} actions: {} generated, {} unique, {} slept, {}",
                 started.elapsed().as_secs_f64(),
                 c.generated,
                 c.unique,
                 c.slept,
-                c.generated as f64 / started.elapsed().as_secs_f64().max(1e-9),
                 memory("VmRSS", "RSS"),
             );
         }
-    });
-    let c = search.counts();
+    };
+    // What either kind of search leaves: every state within `completed`
+    // actions visited; the counts (all searches added up, when deepening)
+    // and the last search's unique states (for the collision estimate).
+    let (completed, counts, unique, stopped, discoveries) = if search.iterative {
+        let d = deepen(&m, options, Some(&INTERRUPTED), &mut progress);
+        (d.completed, d.total, d.last.unique, d.stopped, d.discoveries)
+    } else {
+        let mut s = Search::new(&m, options).interrupt_on(&INTERRUPTED);
+        s.run(|c| progress(depth, c));
+        let completed = if matches!(s.stopped(), None | Some(Stopped::AllDiscovered)) { depth } else { 0 };
+        (completed, s.counts(), s.counts().unique, s.stopped(), s.discoveries().clone())
+    };
+    let c = counts;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "done: {} generated, {} unique, {} expanded, {} slept, {} actions deep, {secs:.1} s, {:.0} states/s, {}, \
@@ -454,42 +471,56 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, first_failure: 
         c.max_depth,
         c.generated as f64 / secs.max(1e-9),
         memory("VmHWM", "peak RSS"),
-        search.collision_probability(),
+        (unique as f64).powi(2) / 2f64.powi(65),
     );
-    match search.stopped() {
-        None => println!("every state within {depth} actions visited"),
-        Some(Stopped::AllDiscovered) => println!("stopped: every property has its discovery"),
-        Some(Stopped::FirstFailure) => println!("stopped at the first violation"),
+    let not_exhaustive = match completed {
+        0 => "NOT exhaustive".to_owned(),
+        d => format!("NOT exhaustive beyond {d} actions"),
+    };
+    match stopped {
+        None => println!("every state within {completed} actions visited"),
+        Some(Stopped::AllDiscovered) => {
+            println!("stopped: every property has its discovery (every state within {completed} actions visited)")
+        }
+        Some(Stopped::FirstFailure) => println!("stopped at the first violation ({not_exhaustive})"),
         Some(Stopped::MemoryBudget { rss_bytes }) => println!(
-            "STOPPED: resident memory {:.2} GB passed the budget: NOT exhaustive; the verdicts are for the states \
-             visited",
+            "STOPPED: resident memory {:.2} GB passed the budget: {not_exhaustive}; the verdicts are for the \
+             states visited",
             rss_bytes as f64 / 1e9
         ),
         Some(Stopped::Interrupted) => {
-            println!("STOPPED by Ctrl-C: NOT exhaustive; the verdicts are for the states visited")
+            println!("STOPPED by Ctrl-C: {not_exhaustive}; the verdicts are for the states visited")
         }
     }
+    let shortest = if search.iterative { ", a shortest" } else { "" };
     let mut violated = false;
     for p in m.properties() {
-        let found = search.discoveries().get(p.name);
+        let found = discoveries.get(p.name);
         let sometimes = matches!(p.expectation, Expectation::Sometimes);
         violated |= !sometimes && found.is_some();
         let verdict = match (sometimes, found) {
-            (true, Some(path)) => format!("sometimes: example found ({} actions)", path.len()),
+            (true, Some(path)) => format!("sometimes: example found ({} actions{shortest})", path.len()),
             (true, None) => "sometimes: NOT FOUND".into(),
-            (false, Some(path)) => format!("always: VIOLATED after {} actions (below)", path.len()),
+            (false, Some(path)) => format!("always: VIOLATED after {} actions{shortest} (below)", path.len()),
             (false, None) => "always: holds".into(),
         };
         println!("  {:<36} {verdict}", p.name);
     }
     for p in m.properties() {
-        if let (Expectation::Always, Some(actions)) = (p.expectation, search.discoveries().get(p.name)) {
+        if let (Expectation::Always, Some(actions)) = (p.expectation, discoveries.get(p.name)) {
             let (small, path) = shrink_breaking(&m, actions, p.name);
             println!("{} counterexample ({} actions) shrunk to {}:\n{path}", p.name, actions.len(), small.len());
             draw_history(p.name, path.last_state());
         }
     }
     violated
+}
+
+/// How `check --reduce` searches.
+#[derive(Clone, Copy)]
+struct OwnSearch {
+    first_failure: bool,
+    iterative: bool,
 }
 
 /// `--max-memory` in bytes, or 3/4 of the machine's memory.

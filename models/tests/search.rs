@@ -7,14 +7,15 @@
 //! relation or boundary.
 
 use raftkv::rng::Rng;
+use raftkv_models::actors::ActorState;
 use raftkv_models::independence::{actor, commutation_failures, crash_or_recover, independent};
 use raftkv_models::schedule::replay;
-use raftkv_models::search::{fingerprint, Independence, Options, Search};
+use raftkv_models::search::{deepen, fingerprint, Independence, Options, Search, Stopped};
 use raftkv_models::walks::MostlyDeliver;
 use raftkv_models::{model, stateright_depth, Delivery, ModelConfig, RaftAction, RaftModel, RaftState};
 use stateright::actor::ActorModelAction;
-use stateright::{Checker, Chooser, Model, Property};
-use std::collections::HashSet;
+use stateright::{Checker, Chooser, Expectation, Model, Property};
+use std::collections::{BTreeMap, HashSet};
 use std::hash::Hash;
 
 /// `config` without its bound on messages in flight, which sleep sets
@@ -366,4 +367,106 @@ fn iter_all_lists_each_message_of_an_ordered_network_once() {
     let listed = state.network.iter_all().take(1_000).count();
     assert!(state.network.len() > 1);
     assert_eq!(listed, state.network.len());
+}
+
+/// For each property of `m`, the fewest actions to its discovery (a state
+/// that breaks an "always" property or satisfies a "sometimes" one), by
+/// breadth-first search to `depth` actions over whole states.
+fn shortest_discoveries(m: &RaftModel, depth: usize) -> BTreeMap<&'static str, usize> {
+    let properties = m.properties();
+    let mut found = BTreeMap::new();
+    let mut seen = HashSet::new();
+    let mut frontier: Vec<RaftState> = m.init_states();
+    for layer in 0..=depth {
+        let mut next = Vec::new();
+        for state in frontier {
+            if !m.within_boundary(&state) || !seen.insert(fingerprint(&state)) {
+                continue;
+            }
+            for p in &properties {
+                let holds = (p.condition)(m, &state);
+                let discovered = if matches!(p.expectation, Expectation::Always) { !holds } else { holds };
+                if discovered {
+                    found.entry(p.name).or_insert(layer);
+                }
+            }
+            let mut actions = Vec::new();
+            m.actions(&state, &mut actions);
+            next.extend(actions.into_iter().filter_map(|a| m.next_state(&state, a)));
+        }
+        frontier = next;
+    }
+    found
+}
+
+/// Some live server leads: a property that a model without bugs breaks on
+/// purpose, for an "always" violation that small bounds reach.
+fn no_leader(_: &RaftModel, state: &RaftState) -> bool {
+    !state.actor_states.iter().enumerate().any(|(i, s)| {
+        !state.crashed[i] && matches!(&**s, ActorState::Server { server, .. } if server.node().is_leader())
+    })
+}
+
+/// Some server has reached term 2: a "sometimes" property deeper than the
+/// first election.
+fn second_term(_: &RaftModel, state: &RaftState) -> bool {
+    state.actor_states.iter().any(|s| matches!(&**s, ActorState::Server { server, .. } if server.node().term() >= 2))
+}
+
+/// Iterative deepening with sleep sets finds, for every property, a path
+/// exactly as long as breadth-first search's (so a shortest one), and
+/// each path replays to a state that discovers its property. An "always"
+/// property broken on purpose (`no_leader`) stops it at the first
+/// violation, with a shortest counterexample. The plain depth-first
+/// search's paths are printed beside: within the same bound, longer.
+#[test]
+fn iterative_deepening_finds_paths_as_short_as_breadth_first_search() {
+    let cases = [
+        ("ci", unbounded(ModelConfig::ci()), 7),
+        (
+            "2 clients, crash, ordered",
+            unbounded(ModelConfig { clients: 2, max_crashes: 1, network: Delivery::Ordered, ..ModelConfig::ci() }),
+            7,
+        ),
+    ];
+    for (name, config, depth) in cases {
+        let m = model(config).property(Expectation::Always, "no leader", no_leader).property(
+            Expectation::Sometimes,
+            "second term",
+            second_term,
+        );
+        let shortest = shortest_discoveries(&m, depth);
+        let reached = ["no leader", "leader elected", "second term"].iter().all(|p| shortest.contains_key(p));
+        assert!(reached, "{name}: {shortest:?}");
+        for first_failure in [false, true] {
+            let mut options = Options::new(depth);
+            options.independent = Some(independent as Independence<RaftModel>);
+            options.first_failure = first_failure;
+            let deepening = deepen(&m, options.clone(), None, |_, _| {});
+            let lengths: BTreeMap<&str, usize> =
+                deepening.discoveries.iter().map(|(p, path)| (*p, path.len())).collect();
+            let mut dfs = Search::new(&m, options);
+            dfs.run(|_| {});
+            let dfs_lengths: BTreeMap<&str, usize> =
+                dfs.discoveries().iter().map(|(p, path)| (*p, path.len())).collect();
+            println!("{name}, first failure {first_failure}: breadth-first {shortest:?}, deepening {lengths:?}, depth-first {dfs_lengths:?}");
+            if first_failure {
+                assert_eq!(deepening.stopped, Some(Stopped::FirstFailure), "{name}");
+                assert_eq!(lengths.get("no leader"), shortest.get("no leader"), "{name}: the first violation");
+                assert!(lengths.iter().all(|(p, n)| shortest.get(p) == Some(n)), "{name}: {lengths:?}");
+            } else {
+                assert_eq!(deepening.completed, depth, "{name}");
+                assert_eq!(lengths, shortest, "{name}");
+            }
+            for (property, path) in &deepening.discoveries {
+                let mut state = m.init_states().remove(0);
+                for action in path {
+                    state = m.next_state(&state, action.clone()).expect("the path replays");
+                }
+                let p = m.properties().into_iter().find(|p| p.name == *property).unwrap();
+                let holds = (p.condition)(&m, &state);
+                assert_eq!(holds, matches!(p.expectation, Expectation::Sometimes), "{name}: {property}'s path");
+            }
+        }
+    }
 }
