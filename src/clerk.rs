@@ -82,6 +82,15 @@ impl Clerk {
         self.pending.as_ref()
     }
 
+    /// The same clerk in a cluster whose servers are numbered differently
+    /// (for the models' symmetry reduction, beside
+    /// [`crate::kv::KvServer::renumbered`]): only its guess of the leader
+    /// names a server. Its choices are symmetric only under renumberings
+    /// that keep its try order, `i` then `i + 1 (mod servers)`: rotations.
+    pub fn renumbered(&self, new_id: impl Fn(NodeId) -> NodeId) -> Clerk {
+        Clerk { leader: new_id(self.leader), ..self.clone() }
+    }
+
     /// Starts a new operation. Panics if one is outstanding: the caller
     /// waits for `Done` first (one outstanding request per client is what
     /// makes the session table's single remembered reply enough).

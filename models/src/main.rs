@@ -44,8 +44,9 @@ enum Command {
         /// Depth-first instead of breadth-first (less memory, longer paths).
         #[arg(long)]
         dfs: bool,
-        /// Visit one state per renumbering of the servers (DFS only, and
-        /// only without clients, whose retry order breaks the symmetry).
+        /// Visit one state per renumbering of the servers: every permutation
+        /// without clients, the rotations with them (a clerk's try order is
+        /// kept only by those). With --dfs, or with --reduce off.
         #[arg(long)]
         symmetry: bool,
         /// Our own depth-first search instead of stateright's: fingerprints
@@ -239,9 +240,12 @@ fn main() {
             if let Some(reduce) = reduce {
                 let usage = match depth {
                     None => Some("--reduce needs --depth: a depth-first search needs a bound".to_owned()),
-                    Some(_) if dfs || symmetry => {
-                        Some("--reduce is its own depth-first search: drop --dfs and --symmetry".into())
-                    }
+                    Some(_) if dfs => Some("--reduce is its own depth-first search: drop --dfs".into()),
+                    Some(_) if symmetry && (reduce == Reduce::Sleep || args.reconfigure) => Some(
+                        "--symmetry goes with --reduce off only (sleep sets name one member of a class's \
+                         actions), and not with --reconfigure (its servers are not interchangeable)"
+                            .into(),
+                    ),
                     Some(_)
                         if reduce == Reduce::Sleep
                             && (args.max_in_flight.is_some() || args.max_in_flight_per_sender.is_some()) =>
@@ -263,17 +267,17 @@ fn main() {
                 if args.max_in_flight.is_none() {
                     config.max_in_flight = usize::MAX;
                 }
-                let how = OwnSearch { first_failure, iterative };
+                let how = OwnSearch { first_failure, iterative, symmetry };
                 let violated = own_search(config, depth.unwrap_or_default(), reduce, how, budget);
                 exit_if(violated);
                 return;
             }
             watch_memory(budget);
             let config = args.config();
-            if symmetry && !(dfs && config.clients == 0 && !config.reconfigure) {
+            if symmetry && (!dfs || config.reconfigure) {
                 eprintln!(
-                    "error: --symmetry needs --dfs (stateright reduces symmetry only there) and --clients 0, and \
-                     not --reconfigure (its servers are not interchangeable)"
+                    "error: --symmetry needs --dfs (stateright reduces symmetry only there) or --reduce off, and not \
+                     --reconfigure (its servers are not interchangeable)"
                 );
                 std::process::exit(2);
             }
@@ -421,9 +425,10 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         eprintln!("warning: Ctrl-C will not stop the search cleanly: {e}");
     }
     println!("checking {config:?}");
-    let reduction = match reduce {
-        Reduce::Sleep => "sleep sets",
-        Reduce::Off => "none",
+    let reduction = match (reduce, search.symmetry) {
+        (Reduce::Sleep, _) => "sleep sets",
+        (Reduce::Off, true) => "symmetry",
+        (Reduce::Off, false) => "none",
     };
     let kind = if search.iterative { "iterative deepening" } else { "depth-first search" };
     println!("own {kind} to {depth} actions, reduction: {reduction}, memory budget {:.1} GB", budget as f64 / 1e9);
@@ -432,6 +437,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     options.independent = (reduce == Reduce::Sleep).then_some(raftkv_models::independence::independent as _);
     options.max_memory = Some(budget);
     options.first_failure = search.first_failure;
+    options.symmetry = search.symmetry.then_some(raftkv_models::symmetry::representative as _);
     let started = Instant::now();
     let mut last_print = Instant::now();
     let mut progress = |bound: usize, c: &Counts| {
@@ -521,6 +527,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
 struct OwnSearch {
     first_failure: bool,
     iterative: bool,
+    symmetry: bool,
 }
 
 /// `--max-memory` in bytes, or 3/4 of the machine's memory.

@@ -47,6 +47,11 @@
 //! nothing is missed there.) So `--reduce sleep` refuses both network
 //! bounds, on the argument; the depth bound alone keeps the search finite.
 //!
+//! **Symmetry.** With [`Options::symmetry`], a state is remembered by
+//! its class representative's fingerprint, so one state of each class is
+//! explored (states of a class have the same futures, renumbered). Not
+//! with sleep sets (see [`Options`]).
+//!
 //! **Fingerprints** are only as good as the `Hash` they digest: it must
 //! tell apart the states the model tells apart (published stateright
 //! 0.31's did not, see `specs/models.md`).
@@ -64,6 +69,10 @@ use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 /// reaches the same state and neither disables the other.
 pub type Independence<M> = fn(&M, &<M as Model>::Action, &<M as Model>::Action) -> bool;
 
+/// The representative of a state's symmetry class: the same state for
+/// every member of the class.
+pub type Representative<M> = fn(&<M as Model>::State) -> <M as Model>::State;
+
 /// What to search and when to stop.
 pub struct Options<M: Model> {
     /// Explore every state reached by at most this many actions.
@@ -75,6 +84,12 @@ pub struct Options<M: Model> {
     pub max_memory: Option<u64>,
     /// Stop at the first violated "always" property.
     pub first_failure: bool,
+    /// `Some`: remember each state by its class's representative (symmetry
+    /// reduction, [`crate::symmetry::representative`] for the Raft model),
+    /// so that one state of each class is explored. Not with sleep sets,
+    /// which name the actions of one member of a class: the search refuses
+    /// the pair.
+    pub symmetry: Option<Representative<M>>,
 }
 
 // By hand: a derive would ask `M: Clone` of the model.
@@ -86,7 +101,7 @@ impl<M: Model> Clone for Options<M> {
 
 impl<M: Model> Options<M> {
     pub fn new(max_depth: usize) -> Options<M> {
-        Options { max_depth, independent: None, max_memory: None, first_failure: false }
+        Options { max_depth, independent: None, max_memory: None, first_failure: false, symmetry: None }
     }
 }
 
@@ -172,7 +187,12 @@ where
     M::State: Hash,
     M::Action: Hash + Clone + PartialEq,
 {
+    /// Panics if asked for both sleep sets and symmetry (see [`Options`]).
     pub fn new(model: &'a M, options: Options<M>) -> Search<'a, M> {
+        assert!(
+            options.independent.is_none() || options.symmetry.is_none(),
+            "sleep sets and symmetry reduction do not combine here"
+        );
         Search {
             model,
             options,
@@ -200,7 +220,7 @@ where
             if !self.model.within_boundary(&init) {
                 continue;
             }
-            let fp = fingerprint(&init);
+            let fp = self.fingerprint(&init);
             if self.visited.contains_key(&fp) {
                 continue;
             }
@@ -242,6 +262,15 @@ where
         n * n / 2f64.powi(65)
     }
 
+    /// What the visited set knows `state` by: its fingerprint, or its
+    /// class representative's under symmetry reduction.
+    fn fingerprint(&self, state: &M::State) -> u64 {
+        match self.options.symmetry {
+            Some(representative) => fingerprint(&representative(state)),
+            None => fingerprint(state),
+        }
+    }
+
     /// The depth-first loop over `stack`.
     fn descend(&mut self, stack: &mut Vec<Frame<M>>, progress: &mut impl FnMut(&Counts)) {
         while let Some(top) = stack.last_mut() {
@@ -272,7 +301,7 @@ where
             }
             let depth = stack.len(); // the child's, in actions
             self.counts.max_depth = self.counts.max_depth.max(depth);
-            let fp = fingerprint(&child);
+            let fp = self.fingerprint(&child);
             let mut sleep: Vec<u64> = child_sleep.iter().map(|(_, f)| *f).collect();
             sleep.sort_unstable();
             sleep.dedup();

@@ -1,18 +1,29 @@
-//! Symmetry reduction for models without clients: renumbering the servers
-//! of a cluster gives an equivalent cluster (the same configuration, the
-//! same timers, no randomness), so a depth-first search need only visit one
-//! state of each class. `raftkv-models check --dfs --symmetry` uses it.
+//! Symmetry reduction: renumbering the servers of a cluster gives an
+//! equivalent cluster (the same configuration, the same timers, no
+//! randomness), so a depth-first search need only visit one state of each
+//! class. `raftkv-models check --dfs --symmetry` uses it.
 //!
-//! Clients break the symmetry: a clerk tries servers in a fixed order, so
-//! renumbering the servers changes where it goes next. [`representative`]
-//! therefore refuses states with clients.
+//! Which renumberings: without clients, every permutation of the servers
+//! (6 for three). With clients, only the **rotations**, `i ↦ i + k (mod
+//! n)` (3 for three servers). A clerk tries servers in a fixed order: after
+//! a timeout, or a refusal that names no leader, it goes from server `i` to
+//! `i + 1 (mod n)`. A rotation σ keeps that order, σ(i) + 1 = σ(i + 1), so
+//! a renumbered clerk goes where the renumbered cluster expects; a
+//! transposition does not (swap servers 1 and 2: the clerk that left 0 for
+//! 1 now leaves 0 for 2's old place), and `models/tests/symmetry.rs` shows
+//! the check failing for one. The clerk's first guess (server 0) is not
+//! symmetric, and need not be: the reduction needs each step to commute
+//! with each renumbering (then the representatives of the successors of a
+//! state are those of its representative's successors), not the initial
+//! state to be invariant.
 //!
 //! The representative is the renumbering with the smallest hash, which is
 //! the same for every state of a class. The renumbering itself is the
-//! core's own ([`raftkv::kv::KvServer::renumbered`]), so every node id in
-//! a server's state moves with it.
+//! core's own ([`raftkv::kv::KvServer::renumbered`],
+//! [`raftkv::clerk::Clerk::renumbered`]), so every node id a server or a
+//! clerk holds moves with it.
 
-use crate::actors::{ActorState, Durable, DurableServer, ModelMsg};
+use crate::actors::{ActorState, ClientState, Durable, DurableServer, ModelMsg};
 use crate::history::ModelHistory;
 use crate::RaftState;
 use raftkv::kv::{Response, ServiceError};
@@ -24,17 +35,12 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 /// The canonical state of `state`'s class: of every renumbering of the
-/// servers, the one with the smallest hash. Canonical, so each class is
-/// visited once (up to hash collisions, which stateright's own
-/// fingerprints risk too); it costs one renumbering per permutation, 6 for
-/// three servers. Panics if the model has clients (see the module docs).
+/// servers the reduction uses ([`renumberings`]), the one with the
+/// smallest hash. Canonical, so each class is visited once (up to hash
+/// collisions, which stateright's own fingerprints risk too); it costs one
+/// renumbering per permutation, 6 for three servers (3 with clients).
 pub fn representative(state: &RaftState) -> RaftState {
-    let servers = state.actor_states.len();
-    assert!(
-        state.actor_states.iter().all(|a| !matches!(**a, ActorState::Client(_))),
-        "symmetry reduction needs a model without clients"
-    );
-    permutations(servers)
+    renumberings(state)
         .into_iter()
         .map(|new_index| renumber(state, &new_index))
         .min_by_key(|candidate| {
@@ -43,6 +49,23 @@ pub fn representative(state: &RaftState) -> RaftState {
             h.finish()
         })
         .expect("at least one permutation")
+}
+
+/// The renumberings of the servers the reduction uses for `state` (see
+/// the module docs): every permutation without clients, the rotations
+/// with them. Each maps server `i` to `new_index[i]`.
+pub fn renumberings(state: &RaftState) -> Vec<Vec<usize>> {
+    let servers = servers(state);
+    if servers == state.actor_states.len() {
+        permutations(servers)
+    } else {
+        (0..servers).map(|k| (0..servers).map(|i| (i + k) % servers).collect()).collect()
+    }
+}
+
+/// The model puts its servers (a failed one included) before its clients.
+fn servers(state: &RaftState) -> usize {
+    state.actor_states.iter().filter(|a| !matches!(***a, ActorState::Client(_))).count()
 }
 
 /// Every permutation of `0..n` (Heap's algorithm).
@@ -63,11 +86,14 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// `state` with actor `i` moved to `new_index[i]`, every server's state
-/// renumbered to match (`new_index` must be a permutation of the servers
-/// that leaves clients in place). For tests of the model's symmetry.
+/// `state` with server `i` moved to `new_index[i]` (a permutation of the
+/// servers; clients stay in place), every server's and clerk's state
+/// renumbered to match. Public for the tests of the model's symmetry.
 pub fn renumber(state: &RaftState, new_index: &[usize]) -> RaftState {
-    renumber_by(state, &RewritePlan::<Id, _>::from_values_to_sort(new_index))
+    let mut all = new_index.to_vec();
+    assert_eq!(all.len(), servers(state), "a renumbering of the servers");
+    all.extend(all.len()..state.actor_states.len());
+    renumber_by(state, &RewritePlan::<Id, _>::from_values_to_sort(&all))
 }
 
 fn renumber_by(state: &RaftState, plan: &RewritePlan<Id, DenseNatMap<Id, Id>>) -> RaftState {
@@ -127,7 +153,7 @@ impl Rewrite<Id> for ActorState {
                 seen: *seen,
             },
             ActorState::Failed { why } => ActorState::Failed { why: why.clone() },
-            ActorState::Client(_) => panic!("symmetry reduction needs a model without clients"),
+            ActorState::Client(client) => ActorState::Client(client.rewrite(plan)),
         }
     }
 }
@@ -136,8 +162,14 @@ impl Rewrite<Id> for Durable {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
         match self {
             Durable::Server(durable) => Durable::Server(durable.rewrite(plan)),
-            Durable::Client(_) => panic!("symmetry reduction needs a model without clients"),
+            Durable::Client(client) => Durable::Client(client.rewrite(plan)),
         }
+    }
+}
+
+impl Rewrite<Id> for ClientState {
+    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
+        ClientState { clerk: self.clerk.renumbered(|id| node_id(plan, id)), ..self.clone() }
     }
 }
 
