@@ -212,3 +212,62 @@ fn a_removed_server_cannot_disrupt_the_cluster() {
         disrupted_gaps[disrupted_gaps.len() / 2]
     );
 }
+
+/// Jepsen's "island": a new server is cut off alone from the moment it is
+/// added. Founders 0–2 and a client; server 3 is partitioned away, added
+/// as a learner, then promoted by force (`Promote`, not
+/// `PromoteWhenCaughtUp`), so the configuration counts a voter that has
+/// never heard of the cluster. Four voters need three: the founders still
+/// are, so writes keep completing; the islanded server, which knows no
+/// configuration naming it, never campaigns, never leads and never
+/// raises a term; once the partition heals it catches up to what was
+/// committed meanwhile. Every history is linearizable. Prints the longest
+/// wait for a completed operation during the island.
+#[test]
+fn a_new_server_islanded_from_the_start_neither_leads_nor_stalls_the_cluster() {
+    let island: NodeId = 3;
+    let mut gaps = Vec::new();
+    for seed in common::seeds(20) {
+        let scenario = "island";
+        let (mut sim, leader) = settled(seed, 4, 3);
+        let term = sim.server(leader).unwrap().node().term();
+        sim.partition(&[vec![0, 1, 2], vec![island]]);
+        let from = sim.now();
+        for change in [MembershipChange::AddLearner(island), MembershipChange::Promote(island)] {
+            let reply = ask(&mut sim, leader, AdminOp::Change(change));
+            common::ensure(reply.result.is_ok(), scenario, seed, &sim, || format!("{change:?}: {reply:?}"));
+        }
+        let island_leads = |s: &Sim| s.server(island).is_some_and(|n| n.node().is_leader() || n.node().term() > 0);
+        let deadline = sim.now() + 2_000_000;
+        let led = sim.run_until_true(deadline, island_leads).unwrap_or_else(|f| common::fail(scenario, seed, &sim, f));
+        common::ensure(!led, scenario, seed, &sim, || "the islanded server campaigned".into());
+        let membership = *sim.server(leader).unwrap().node().membership();
+        common::ensure(membership.is_voter(island), scenario, seed, &sim, || format!("not promoted: {membership}"));
+        common::ensure(sim.leader() == Some(leader), scenario, seed, &sim, || "the leader changed".into());
+        common::ensure(sim.server(leader).unwrap().node().term() == term, scenario, seed, &sim, || {
+            "a term was raised".into()
+        });
+        let mut returns: Vec<u64> = sim.operations().iter().filter_map(|o| o.ret).filter(|&r| r >= from).collect();
+        common::ensure(returns.len() >= 10, scenario, seed, &sim, || {
+            format!("only {} operations completed during the island", returns.len())
+        });
+        returns.sort_unstable();
+        returns.insert(0, from);
+        returns.push(sim.now());
+        gaps.push(returns.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0));
+        let committed = sim.server(leader).unwrap().node().commit_index();
+        sim.heal();
+        let caught_up = |s: &Sim| s.server(island).is_some_and(|n| n.kv().applied_index() >= committed);
+        let deadline = sim.now() + 3_000_000;
+        let done = sim.run_until_true(deadline, caught_up).unwrap_or_else(|f| common::fail(scenario, seed, &sim, f));
+        common::ensure(done, scenario, seed, &sim, || format!("the island never caught up to {committed}"));
+        let verdict = raftkv::lincheck::check(&sim.history(), raftkv::lincheck::Budget::default());
+        common::ensure(verdict.is_ok(), scenario, seed, &sim, || format!("not linearizable: {verdict:?}"));
+    }
+    gaps.sort_unstable();
+    println!(
+        "longest wait for an operation during the island (virtual µs): median {}, max {}",
+        gaps[gaps.len() / 2],
+        gaps[gaps.len() - 1]
+    );
+}
