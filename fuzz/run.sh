@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one cargo-fuzz target for a while: fuzz/run.sh TARGET SECONDS [libFuzzer flags...]
 #
-# Targets: decode, resp, node, lincheck, cluster, wal, roundtrip (see specs/fuzzing.md).
+# Targets: decode, resp, node, lincheck, cluster, wal, snapshot, roundtrip (see specs/fuzzing.md).
 # New inputs go to fuzz/work/TARGET (not committed); the committed seeds in
 # fuzz/corpus/TARGET are read too. A crash lands in fuzz/artifacts/TARGET/.
 #

@@ -13,9 +13,13 @@
 //! [`ReplayError`] naming the segment and offset, never a panic.
 
 use crate::kv::Command;
-use crate::raft::{Entry, HardState, LogIndex, SnapshotMeta};
+use crate::raft::{Entry, HardState, LogIndex, Membership, Snapshot, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
+/// The snapshot file starts with this (see [`encode_snapshot_file`]).
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RKVSNP01";
+/// The snapshot file's header: the magic, the payload's length, its CRC.
+pub const SNAPSHOT_HEADER_BYTES: u64 = 20;
 /// A segment starts with this, then its number (8 bytes little-endian).
 pub const SEGMENT_MAGIC: &[u8; 8] = b"RKVWAL01";
 /// A segment's header: the magic and the number.
@@ -412,6 +416,52 @@ pub fn nothing_after<R: ReadAt + ?Sized>(file: &R, from: u64, len: u64) -> std::
         at += n as u64;
     }
     Ok(true)
+}
+
+/// The snapshot file's bytes: a header (the magic, the payload's length as
+/// a u64 and its CRC-32, both little-endian), then the payload,
+/// postcard's `(meta, membership, data)`.
+pub fn encode_snapshot_file(snapshot: &Snapshot) -> Result<Vec<u8>, postcard::Error> {
+    let payload = postcard::to_allocvec(&(snapshot.meta, &snapshot.membership, &*snapshot.data))?;
+    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_BYTES as usize + payload.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// A snapshot file's bytes, as [`encode_snapshot_file`] lays them out, or
+/// why they are not one. The bytes come from the disk and are trusted for
+/// nothing: every defect is an error, never a panic, and nothing is
+/// allocated beyond the snapshot's data (no larger than the bytes). The
+/// fuzz target `snapshot` (`raftkv::fuzzing::snapshot_target`) holds it
+/// to that. The files are [`server::wal`](crate::server::wal)'s.
+pub fn decode_snapshot_file(bytes: &[u8]) -> Result<Snapshot, String> {
+    let len = bytes.len() as u64;
+    let Some((header, payload)) = bytes.split_at_checked(SNAPSHOT_HEADER_BYTES as usize) else {
+        return Err(format!("{len} bytes, shorter than its header"));
+    };
+    if &header[..8] != SNAPSHOT_MAGIC {
+        return Err(format!("not a snapshot file: it starts {:02x?}", &header[..8]));
+    }
+    let size = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(header[16..].try_into().expect("4 bytes"));
+    if size != payload.len() as u64 {
+        return Err(format!("says {size} bytes follow its header, {} do", payload.len()));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err("it fails its checksum".into());
+    }
+    let (meta, membership, data) = match postcard::take_from_bytes::<(SnapshotMeta, Membership, &[u8])>(payload) {
+        Ok((value, [])) => value,
+        Ok((_, rest)) => return Err(format!("{} trailing bytes", rest.len())),
+        Err(e) => return Err(format!("does not decode: {e}")),
+    };
+    if !membership.is_well_formed() {
+        return Err(format!("its configuration {membership:?} names a voter twice"));
+    }
+    Ok(Snapshot { meta, membership, data: data.into() })
 }
 
 #[cfg(test)]

@@ -122,6 +122,65 @@ fn wal_corpus() {
     }
 }
 
+#[test]
+fn snapshot_corpus() {
+    replay("snapshot", raftkv::fuzzing::snapshot_target);
+    // The hand-made seeds are real snapshots: each decodes to a machine.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/snapshot");
+    for name in SNAPSHOT_SEEDS {
+        let data = std::fs::read(dir.join(name)).expect("a committed seed");
+        assert!(raftkv::fuzzing::snapshot_decodes(&data), "{name} does not decode");
+    }
+}
+
+/// The snapshot target's seeds (flags byte first, see
+/// `raftkv::fuzzing::snapshot_target`): a snapshot file of a machine with
+/// data and sessions, with its checks recomputed and kept as they are; the
+/// machine's snapshot alone; an empty machine's.
+const SNAPSHOT_SEEDS: [&str; 4] = ["seed-file", "seed-file-kept", "seed-machine", "seed-machine-empty"];
+
+/// Writes [`SNAPSHOT_SEEDS`]. Run once with
+/// `cargo test --test fuzz_corpus -- --ignored write_snapshot_seeds`.
+#[test]
+#[ignore = "writes files into fuzz/corpus; run by hand"]
+fn write_snapshot_seeds() {
+    use raftkv::kv::{snapshot, Command, KvMachine, Op};
+    use raftkv::raft::{Membership, Snapshot, SnapshotMeta};
+
+    let mut machine = KvMachine::default();
+    let ops = [
+        Op::Put { key: "a".into(), value: "1".into() },
+        Op::Append { key: "a".into(), value: "2".into() },
+        Op::Put { key: "b".into(), value: "x".into() },
+        Op::Get { key: "a".into() },
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        let index = i as u64 + 1;
+        machine.apply(index, &Command { client: 7 + index as u128 % 2, seq: index, op });
+    }
+    let data = snapshot::encode(&machine, false);
+    let file = Snapshot {
+        meta: SnapshotMeta { index: 4, term: 2 },
+        membership: Membership::initial(3),
+        data: data.clone().into(),
+    };
+    let file = raftkv::wal::encode_snapshot_file(&file).expect("encodes");
+    let seeds: [(&str, u8, Vec<u8>); 4] = [
+        ("seed-file", 1, file.clone()),
+        ("seed-file-kept", 3, file),
+        ("seed-machine", 0, data),
+        ("seed-machine-empty", 0, snapshot::encode(&KvMachine::default(), false)),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/snapshot");
+    std::fs::create_dir_all(&dir).expect("create the corpus directory");
+    for (name, flags, bytes) in seeds {
+        let mut data = vec![flags];
+        data.extend_from_slice(&bytes);
+        std::fs::write(dir.join(name), &data).expect("write a seed");
+        assert!(raftkv::fuzzing::snapshot_decodes(&data), "{name} does not decode");
+    }
+}
+
 #[cfg(feature = "resp")]
 #[test]
 fn resp_corpus() {
@@ -138,7 +197,7 @@ fn every_corpus_is_replayed() {
         .map(|entry| entry.expect("a readable directory entry").file_name().to_string_lossy().into_owned())
         .collect();
     targets.sort();
-    assert_eq!(targets, ["cluster", "decode", "lincheck", "node", "resp", "wal"]);
+    assert_eq!(targets, ["cluster", "decode", "lincheck", "node", "resp", "snapshot", "wal"]);
 }
 
 /// Writes the wal target's seeds: the segments of real `WalStorage`

@@ -38,6 +38,11 @@
 //! - [`wal_target`]: bytes → up to three write-ahead log segments replayed
 //!   by [`wal::Replay`](crate::wal::Replay); an error or a state, never a
 //!   panic, and a state written again replays to itself.
+//! - [`snapshot_target`]: bytes → the storage's snapshot file
+//!   ([`wal::decode_snapshot_file`](crate::wal::decode_snapshot_file)) and
+//!   the key/value machine's snapshot inside it
+//!   ([`kv::snapshot::decode`](crate::kv::snapshot::decode)); an error or a
+//!   value, never a panic, and a value written again decodes to itself.
 //!
 //! The inputs are read with [`arbitrary::Unstructured`] by hand-written
 //! generators rather than derived `Arbitrary` impls: they steer terms and
@@ -46,7 +51,7 @@
 //! the same way in a plain `cargo test`.
 //!
 //! What this module uses: `raft`, `kv` and `wire` (the `decode` and `node`
-//! targets), `wal` (`wal`), `lincheck` with its `brute` reference (`lincheck`), `sim` and
+//! targets), `wal` (`wal`, `snapshot`), `lincheck` with its `brute` reference (`lincheck`), `sim` and
 //! its `Chaos` schedule (`cluster` only), and `server::resp` (`resp` only,
 //! built with the `resp` feature, which brings in `redis-protocol`,
 //! `tokio-util` and `bytes`); outside the crate, `arbitrary`'s
@@ -58,6 +63,7 @@ mod lincheck;
 mod node;
 #[cfg(all(feature = "resp", not(loom)))]
 mod resp;
+mod snapshot;
 mod wal;
 
 pub use cluster::{cluster_run, cluster_target};
@@ -66,4 +72,5 @@ pub use lincheck::lincheck_target;
 pub use node::{node_run, node_target, NodeReached};
 #[cfg(all(feature = "resp", not(loom)))]
 pub use resp::{resp_decode_all, resp_target, TIGHT_RESP_LIMITS};
+pub use snapshot::{snapshot_decodes, snapshot_target};
 pub use wal::{wal_replays, wal_target};

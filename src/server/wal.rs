@@ -81,8 +81,11 @@
 
 use super::storage::{Durable, RaftStorage, StorageError};
 use crate::kv::Command;
-use crate::raft::{HardState, LogIndex, LogWrite, Membership, Persist, Snapshot, SnapshotMeta};
-use crate::wal::{self, frame, segment_header, OpRef, ReadAt, Replay, ReplayError, Segment, HEADER_BYTES};
+use crate::raft::{HardState, LogIndex, LogWrite, Persist, Snapshot, SnapshotMeta};
+use crate::wal::{
+    self, decode_snapshot_file, encode_snapshot_file, frame, segment_header, OpRef, ReadAt, Replay, ReplayError,
+    Segment, HEADER_BYTES,
+};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -93,8 +96,6 @@ pub const WAL_DIR: &str = "wal";
 /// The snapshot's file inside the storage directory.
 pub const SNAPSHOT_FILE: &str = "snapshot";
 const LOCK_FILE: &str = "lock";
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RKVSNP01";
-const SNAPSHOT_HEADER_BYTES: u64 = 20;
 /// Zeros written per call while preparing a segment.
 const ZERO_CHUNK: usize = 1 << 20;
 
@@ -333,17 +334,13 @@ impl WalStorage {
     fn write_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let path = self.dir.join(SNAPSHOT_FILE);
         let tmp = path.with_extension("tmp");
-        let payload = postcard::to_allocvec(&(snapshot.meta, &snapshot.membership, &*snapshot.data)).map_err(|e| {
-            StorageError::CorruptSnapshot { path: path.clone(), reason: format!("does not encode: {e}") }
+        let bytes = encode_snapshot_file(snapshot).map_err(|e| StorageError::CorruptSnapshot {
+            path: path.clone(),
+            reason: format!("does not encode: {e}"),
         })?;
-        let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES as usize);
-        header.extend_from_slice(SNAPSHOT_MAGIC);
-        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        header.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         {
             let mut f = File::create(&tmp).map_err(|e| io(&tmp, "creating", e))?;
-            f.write_all(&header).map_err(|e| io(&tmp, "writing", e))?;
-            f.write_all(&payload).map_err(|e| io(&tmp, "writing", e))?;
+            f.write_all(&bytes).map_err(|e| io(&tmp, "writing", e))?;
             f.sync_all().map_err(|e| io(&tmp, "syncing", e))?;
         }
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, "replacing the snapshot", e))?;
@@ -592,50 +589,23 @@ fn replay_error(wal: &Path, e: ReplayError) -> StorageError {
 /// The snapshot file, if there is one.
 fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StorageError> {
     let path = dir.join(SNAPSHOT_FILE);
-    let corrupt = |reason: String| StorageError::CorruptSnapshot { path: path.clone(), reason };
-    let file = match File::open(&path) {
-        Ok(file) => file,
+    // No bound but the file's own size: a snapshot this node took of its
+    // own state machine may be larger than any it would accept from a
+    // leader, and must still load.
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(&path, "opening", e)),
+        Err(e) => return Err(io(&path, "reading", e)),
     };
-    let len = file.metadata().map_err(|e| io(&path, "reading its size", e))?.len();
-    let mut header = [0u8; SNAPSHOT_HEADER_BYTES as usize];
-    if len < SNAPSHOT_HEADER_BYTES {
-        return Err(corrupt(format!("{len} bytes, shorter than its header")));
-    }
-    file.read_exact_at(&mut header, 0).map_err(|e| io(&path, "reading", e))?;
-    if &header[..8] != SNAPSHOT_MAGIC {
-        return Err(corrupt(format!("not a snapshot file: it starts {:02x?}", &header[..8])));
-    }
-    let size = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-    let crc = u32::from_le_bytes(header[16..].try_into().expect("4 bytes"));
-    if size != len - SNAPSHOT_HEADER_BYTES {
-        return Err(corrupt(format!("says {size} bytes follow its header, {} do", len - SNAPSHOT_HEADER_BYTES)));
-    }
-    // No larger than the file itself (checked just above): a damaged length
-    // cannot make this allocate more than is on the disk. No other bound:
-    // a snapshot this node took of its own state machine may be larger
-    // than any it would accept from a leader, and must still load.
-    let mut payload = vec![0u8; size as usize];
-    file.read_exact_at(&mut payload, SNAPSHOT_HEADER_BYTES).map_err(|e| io(&path, "reading", e))?;
-    if crc32fast::hash(&payload) != crc {
-        return Err(corrupt("it fails its checksum".into()));
-    }
-    let (meta, membership, data) = match postcard::take_from_bytes::<(SnapshotMeta, Membership, &[u8])>(&payload) {
-        Ok((value, [])) => value,
-        Ok((_, rest)) => return Err(corrupt(format!("{} trailing bytes", rest.len()))),
-        Err(e) => return Err(corrupt(format!("does not decode: {e}"))),
-    };
-    if !membership.is_well_formed() {
-        return Err(corrupt(format!("its configuration {membership:?} names a voter twice")));
-    }
-    Ok(Some(Snapshot { meta, membership, data: data.into() }))
+    let snapshot = decode_snapshot_file(&bytes).map_err(|reason| StorageError::CorruptSnapshot { path, reason })?;
+    Ok(Some(snapshot))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kv::Op as KvOp;
+    use crate::raft::Membership;
     use crate::raft::{Entry, Payload};
     use crate::server::tempdir::TempDir;
 
