@@ -90,6 +90,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The segments' directory inside the storage directory.
 pub const WAL_DIR: &str = "wal";
@@ -142,6 +143,14 @@ pub struct WalStorage {
     /// their fsync take milliseconds on a quiet disk, far more on a busy
     /// one).
     spare: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+    /// What the open replayed, handed to the first [`RaftStorage::load`]
+    /// if nothing was written since, so that a restart reads its files
+    /// once, not twice. It is still what the files hold: the open read
+    /// it from them, and what the open writes there (a torn tail zeroed,
+    /// a raised term recorded, a new store's first segment) replays to
+    /// the same state (`the_first_load_is_what_a_replay_finds` checks
+    /// it). Any write or snapshot drops it; later loads replay.
+    opened: Mutex<Option<Durable>>,
 }
 
 impl std::fmt::Debug for WalStorage {
@@ -202,7 +211,8 @@ impl WalStorage {
             }
         }
         let replayed = replay(&dir)?;
-        let Durable { hard, base, log, snapshot } = replayed.durable;
+        let durable = replayed.durable;
+        let (hard, base) = (durable.hard, durable.base);
         let last_seq = replayed.segments.last().map(|s| s.seq);
         let (file, end, checkpoint_end, segments) = match last_seq {
             Some(seq) => {
@@ -225,10 +235,11 @@ impl WalStorage {
             segments,
             hard,
             base,
-            last_index: base.index + log.len() as u64,
-            snapshot_index: snapshot.map_or(0, |s| s.meta.index),
+            last_index: base.index + durable.log.len() as u64,
+            snapshot_index: durable.snapshot.as_ref().map_or(0, |s| s.meta.index),
             buf: Vec::new(),
             spare: None,
+            opened: Mutex::new(Some(durable)),
             dir,
             options,
         };
@@ -360,12 +371,17 @@ impl Drop for WalStorage {
 
 impl RaftStorage for WalStorage {
     /// Replays the directory from scratch (the writer's own state is not
-    /// trusted for it).
+    /// trusted for it), but for the first load after the open, which
+    /// returns what the open replayed (see `opened`).
     fn load(&self) -> Result<Durable, StorageError> {
+        if let Some(durable) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Ok(durable);
+        }
         replay(&self.dir).map(|r| r.durable)
     }
 
     fn write(&mut self, batch: &[&Persist<Command>]) -> Result<(), StorageError> {
+        *self.opened.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         // First, what the batch does, checked before anything is written.
         let (mut base, mut last_index, mut hard) = (self.base, self.last_index, self.hard);
         let mut ops = Vec::new();
@@ -438,6 +454,7 @@ impl RaftStorage for WalStorage {
     }
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        *self.opened.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         if snapshot.meta.index <= self.snapshot_index {
             return Ok(());
         }
@@ -894,6 +911,45 @@ mod tests {
         drop(s);
         let d = WalStorage::open_with(dir.path(), small()).unwrap().load().unwrap();
         assert_eq!((d.hard.term, d.log.len()), (4, 60));
+    }
+
+    /// The first load after an open returns what the open replayed
+    /// (`WalStorage::opened`): it must be what a replay of the files finds
+    /// once the open is done, whatever the open wrote there (a new store's
+    /// first segment, a torn tail zeroed, a raised term recorded), and a
+    /// write must drop it.
+    #[test]
+    fn the_first_load_is_what_a_replay_finds() {
+        let fresh = |dir: &Path| {
+            let s = WalStorage::open_with(dir, small()).unwrap();
+            (s.load().unwrap(), replay(dir).unwrap().durable)
+        };
+        // A new store.
+        let dir = TempDir::new("wal-first-new").unwrap();
+        let (loaded, replayed) = fresh(dir.path());
+        assert_eq!(loaded, replayed);
+        // A torn last record, zeroed by the open.
+        let dir = TempDir::new("wal-first-torn").unwrap();
+        let ends = three_records(dir.path());
+        let path = last_segment(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[(ends[2] + 3) as usize..ends[3] as usize].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let (loaded, replayed) = fresh(dir.path());
+        assert_eq!((loaded.log.len(), &loaded), (2, &replayed));
+        // A term raised by a kept snapshot, recorded by the open.
+        let dir = TempDir::new("wal-first-raised").unwrap();
+        let mut s = WalStorage::open_with(dir.path(), small()).unwrap();
+        s.write(&[&append(1, 1, 5, hard(1))]).unwrap();
+        let meta = SnapshotMeta { index: 9, term: 4 };
+        s.write_snapshot_file(&Snapshot { meta, membership: Membership::default(), data: vec![1].into() }).unwrap();
+        drop(s);
+        let (loaded, replayed) = fresh(dir.path());
+        assert_eq!((loaded.hard.term, &loaded), (4, &replayed));
+        // A write drops what the open replayed: the next load sees it.
+        let mut s = WalStorage::open_with(dir.path(), small()).unwrap();
+        s.write(&[&append(4, 6, 1, None)]).unwrap();
+        assert_eq!(s.load().unwrap().log.len(), 6);
     }
 
     #[test]
