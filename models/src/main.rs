@@ -462,14 +462,15 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     } else {
         let mut s = Search::new(&m, options).interrupt_on(&INTERRUPTED);
         s.run(|c| progress(depth, c));
-        let completed = if matches!(s.stopped(), None | Some(Stopped::AllDiscovered)) { depth } else { 0 };
+        let completed = if s.stopped().is_none() { depth } else { 0 };
         (completed, s.counts(), s.counts().unique, s.stopped(), s.discoveries().clone())
     };
     let c = counts;
     let secs = started.elapsed().as_secs_f64();
+    let summed = if search.iterative { " (the searches to each bound added up)" } else { "" };
     println!(
-        "done: {} generated, {} unique, {} expanded, {} slept, {} actions deep, {secs:.1} s, {:.0} states/s, {}, \
-         fingerprint collision probability {:.1e}",
+        "done{summed}: {} generated, {} unique, {} expanded, {} slept, {} actions deep, {secs:.1} s, {:.0} states/s, \
+         {}, fingerprint collision probability {:.1e}",
         c.generated,
         c.unique,
         c.expanded,
@@ -485,9 +486,10 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     };
     match stopped {
         None => println!("every state within {completed} actions visited"),
-        Some(Stopped::AllDiscovered) => {
-            println!("stopped: every property has its discovery (every state within {completed} actions visited)")
-        }
+        Some(Stopped::AllDiscovered) => match completed {
+            0 => println!("stopped: every property has its discovery"),
+            d => println!("stopped: every property has its discovery (every state within {d} actions visited)"),
+        },
         Some(Stopped::FirstFailure) => println!("stopped at the first violation ({not_exhaustive})"),
         Some(Stopped::MemoryBudget { rss_bytes }) => println!(
             "STOPPED: resident memory {:.2} GB passed the budget: {not_exhaustive}; the verdicts are for the \

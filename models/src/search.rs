@@ -507,7 +507,10 @@ where
         }
         result.stopped = search.stopped();
         match search.stopped() {
-            None | Some(Stopped::AllDiscovered) => result.completed = depth,
+            None => result.completed = depth,
+            // Every property has its discovery (the check below ends the
+            // loop): this bound was not searched to its end.
+            Some(Stopped::AllDiscovered) => {}
             Some(_) => break,
         }
         if result.discoveries.len() == judged {

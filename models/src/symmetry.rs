@@ -9,9 +9,10 @@
 //! a timeout, or a refusal that names no leader, it goes from server `i` to
 //! `i + 1 (mod n)`. A rotation σ keeps that order, σ(i) + 1 = σ(i + 1), so
 //! a renumbered clerk goes where the renumbered cluster expects; a
-//! transposition does not (swap servers 1 and 2: the clerk that left 0 for
-//! 1 now leaves 0 for 2's old place), and `models/tests/symmetry.rs` shows
-//! the check failing for one. The clerk's first guess (server 0) is not
+//! transposition does not (swap servers 1 and 2: a clerk at server 0 that
+//! times out goes to server 1, which in the swapped cluster holds what
+//! was server 2), and `models/tests/symmetry.rs` shows the check failing
+//! for one. The clerk's first guess (server 0) is not
 //! symmetric, and need not be: the reduction needs each step to commute
 //! with each renumbering (then the representatives of the successors of a
 //! state are those of its representative's successors), not the initial
