@@ -818,3 +818,44 @@ fn change_before_noop(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure
 fn change_before_term_commit_is_caught() {
     assert_schedule_catches("change_before_term_commit", "LeaderCompleteness", 4, change_before_noop);
 }
+
+/// (r)'s schedule: founders 0, 1, 2 promote learners 3 and 4, one change
+/// after the other (five voters, the changes committed). The leader, 3
+/// and 4 are cut off from the other two founders and commit the client's
+/// writes, a majority of five. The two restart: their commit index is not
+/// durable, so with the bug each takes the configuration at its snapshot
+/// (none: the founders' three) and the two of them are a majority of it;
+/// one is elected without what the others committed, and once the
+/// partition heals it overwrites it. A correct server takes the latest
+/// configuration in its log, five voters, and the two cannot win.
+fn restart_into_an_old_configuration(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
+    let leader = match with_two_learners(sim)? {
+        Ok(leader) => leader,
+        Err(why) => return Ok(Err(why)),
+    };
+    for learner in [3, 4] {
+        if !change_and_wait(sim, leader, MembershipChange::Promote(learner))? {
+            return Ok(Err("a learner was not promoted"));
+        }
+    }
+    sim.run_for(300_000)?;
+    if sim.leader() != Some(leader) {
+        return Ok(Err("leadership changed during the promotions"));
+    }
+    let rest: Vec<NodeId> = (0..3).filter(|&id| id != leader).collect();
+    sim.partition(&[vec![leader, 3, 4], rest.clone()]);
+    sim.run_for(1_000_000)?;
+    for &id in &rest {
+        sim.crash(id);
+        sim.restart(id);
+    }
+    sim.run_for(3_000_000)?;
+    sim.heal();
+    sim.run_for(2_000_000)?;
+    Ok(Ok(()))
+}
+
+#[test]
+fn config_on_commit_is_caught() {
+    assert_schedule_catches("config_on_commit", "LeaderCompleteness", 3, restart_into_an_old_configuration);
+}

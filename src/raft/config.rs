@@ -192,6 +192,13 @@ pub struct InjectedBugs {
     /// and again (thesis §4.2.3). A liveness bug: no safety check fires;
     /// counting the elections does.
     pub without_prevote: bool,
+    /// (r) A server takes a configuration into force once it knows the
+    /// entry committed, not once it is in its log (thesis §4.1 says why
+    /// not): the commit index is not durable, so a server that restarts
+    /// falls back to the configuration at its snapshot, older than what its
+    /// log holds; two changes later, its majority and the cluster's need
+    /// not overlap.
+    pub config_on_commit: bool,
 }
 
 impl InjectedBugs {
@@ -200,7 +207,7 @@ impl InjectedBugs {
     }
 
     /// Every bug by name, for test tables and the CLI.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "commit_previous_term",
         "vote_without_log_check",
         "read_without_quorum",
@@ -217,6 +224,7 @@ impl InjectedBugs {
         "concurrent_changes",
         "learner_in_quorum",
         "without_prevote",
+        "config_on_commit",
     ];
 
     /// The set with only the named bug on.
@@ -239,6 +247,7 @@ impl InjectedBugs {
             "concurrent_changes" => b.concurrent_changes = true,
             "learner_in_quorum" => b.learner_in_quorum = true,
             "without_prevote" => b.without_prevote = true,
+            "config_on_commit" => b.config_on_commit = true,
             _ => return None,
         }
         Some(b)

@@ -848,6 +848,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if index > self.commit {
             debug_assert!(index <= self.log.last_index(), "committing beyond the log");
             self.commit = index;
+            if self.config.bugs.config_on_commit {
+                self.membership_on_commit();
+            }
         }
     }
 
@@ -1025,9 +1028,20 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if self.membership_index > self.commit && !self.config.bugs.concurrent_changes {
             return Err(Refusal::ChangePending { index: self.membership_index });
         }
+        if self.config.bugs.config_on_commit && !self.config.bugs.concurrent_changes {
+            // Bug (r) keeps only the one-at-a-time rule as it was: a change
+            // in the log but not yet committed is pending.
+            let last = self.log.last_index();
+            if let Some((index, _)) = self.latest_config_entry(self.commit + 1, last) {
+                return Err(Refusal::ChangePending { index });
+            }
+        }
         let membership = change.apply(&self.membership).map_err(Refusal::BadChange)?;
         let index = self.append_local(Entry { term: self.hard.term, payload: Payload::Config(membership) });
-        debug_assert_eq!((self.membership_index, self.membership), (index, membership), "in force once appended");
+        debug_assert!(
+            (self.membership_index, self.membership) == (index, membership) || self.config.bugs.config_on_commit,
+            "in force once appended"
+        );
         self.replicate_to_all();
         // The new majority may already hold what the old one did not.
         self.maybe_commit();
@@ -1447,6 +1461,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                 "committing by counting replicas of an older term's entry (Figure 8)"
             );
             self.commit = index;
+            if self.config.bugs.config_on_commit {
+                self.membership_on_commit();
+            }
             self.release_reads();
             if !self.membership.is_voter(self.config.id) && self.membership_index <= self.commit {
                 self.step_down_removed();
@@ -1588,6 +1605,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// configuration; if the entry that set the current one was cut off,
     /// the latest before it is.
     fn log_changed(&mut self, from: LogIndex) {
+        if self.config.bugs.config_on_commit {
+            return self.membership_on_commit();
+        }
         match self.latest_config_entry(from, self.log.last_index()) {
             Some((index, membership)) => self.set_membership(index, membership),
             None if self.membership_index >= from => self.reread_membership(),
@@ -1606,7 +1626,17 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// Takes the configuration from the log and snapshot afresh (after a
     /// restart or an install).
     fn reread_membership(&mut self) {
+        if self.config.bugs.config_on_commit {
+            return self.membership_on_commit();
+        }
         let (index, membership) = self.membership_at(self.log.last_index());
+        self.set_membership(index, membership);
+    }
+
+    /// Bug (r): the configuration in force is the one at the commit index,
+    /// which a restart sets back to the snapshot's.
+    fn membership_on_commit(&mut self) {
+        let (index, membership) = self.membership_at(self.commit.min(self.log.last_index()));
         self.set_membership(index, membership);
     }
 
@@ -1718,7 +1748,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             // (The index may differ: a snapshot taken since may now stand
             // for the entry that set it.)
             let (index, latest) = self.membership_at(self.log.last_index());
-            assert_eq!(self.membership, latest, "not the latest configuration in the log");
+            let (_, committed) = self.membership_at(self.commit);
+            let in_force = if self.config.bugs.config_on_commit { committed } else { latest };
+            assert_eq!(self.membership, in_force, "not the latest configuration in the log");
             assert!(index <= self.log.last_index() && self.membership_index <= self.log.last_index());
         }
         if let Some(vote) = self.hard.voted_for {
