@@ -859,3 +859,24 @@ fn restart_into_an_old_configuration(sim: &mut Sim) -> Result<Result<(), &'stati
 fn config_on_commit_is_caught() {
     assert_schedule_catches("config_on_commit", "LeaderCompleteness", 3, restart_into_an_old_configuration);
 }
+
+/// (r) is caught by the churn schedule unaided too (once in 200 seeds):
+/// a restarted server back in an older configuration is elected in a term
+/// that already has a leader.
+#[test]
+fn config_on_commit_is_caught_by_churn() {
+    let bugs = InjectedBugs::only("config_on_commit").unwrap();
+    let failure = (0..400).find_map(|seed| {
+        let mut config = CHURN.sim_config(seed);
+        config.bugs = bugs;
+        CHURN.run(config).err()
+    });
+    let failure = failure.expect("bug config_on_commit NOT caught in 400 churn seeds");
+    let reason = first_line(&failure.reason);
+    assert!(
+        reason.contains("ElectionSafety") || reason.contains("LeaderCompleteness"),
+        "seed {}: {reason}",
+        failure.seed
+    );
+    println!("caught at seed {}: {reason}", failure.seed);
+}
