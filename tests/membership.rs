@@ -164,6 +164,17 @@ fn a_learner_is_promoted_once_caught_up_or_given_up() {
     }
 }
 
+/// How many operations completed from `from` to now, and the longest
+/// wait (virtual µs) in that span with none completing.
+fn waits_since(sim: &Sim, from: u64) -> (usize, u64) {
+    let mut returns: Vec<u64> = sim.operations().iter().filter_map(|o| o.ret).filter(|&r| r >= from).collect();
+    let completed = returns.len();
+    returns.sort_unstable();
+    returns.insert(0, from);
+    returns.push(sim.now());
+    (completed, returns.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
+}
+
 /// Elections among the remaining servers, and the longest wait for a
 /// completed operation, in the 3 s after a removed server comes back
 /// without knowing it was removed (it was down while its removal
@@ -179,11 +190,7 @@ fn after_a_missed_removal(seed: u64, bugs: raftkv::raft::InjectedBugs) -> (u64, 
     sim.restart(removed);
     let (elections, from) = (sim.stats().elections, sim.now());
     sim.run_for(3_000_000).unwrap();
-    let mut returns: Vec<u64> = sim.operations().iter().filter_map(|o| o.ret).filter(|&r| r >= from).collect();
-    returns.sort_unstable();
-    returns.insert(0, from);
-    returns.push(sim.now());
-    let longest_gap = returns.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let (_, longest_gap) = waits_since(&sim, from);
     (sim.stats().elections - elections, longest_gap)
 }
 
@@ -247,14 +254,11 @@ fn a_new_server_islanded_from_the_start_neither_leads_nor_stalls_the_cluster() {
         common::ensure(sim.server(leader).unwrap().node().term() == term, scenario, seed, &sim, || {
             "a term was raised".into()
         });
-        let mut returns: Vec<u64> = sim.operations().iter().filter_map(|o| o.ret).filter(|&r| r >= from).collect();
-        common::ensure(returns.len() >= 10, scenario, seed, &sim, || {
-            format!("only {} operations completed during the island", returns.len())
+        let (completed, longest_gap) = waits_since(&sim, from);
+        common::ensure(completed >= 10, scenario, seed, &sim, || {
+            format!("only {completed} operations completed during the island")
         });
-        returns.sort_unstable();
-        returns.insert(0, from);
-        returns.push(sim.now());
-        gaps.push(returns.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0));
+        gaps.push(longest_gap);
         let committed = sim.server(leader).unwrap().node().commit_index();
         sim.heal();
         let caught_up = |s: &Sim| s.server(island).is_some_and(|n| n.kv().applied_index() >= committed);

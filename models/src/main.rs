@@ -478,7 +478,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         c.max_depth,
         c.generated as f64 / secs.max(1e-9),
         memory("VmHWM", "peak RSS"),
-        (unique as f64).powi(2) / 2f64.powi(65),
+        raftkv_models::search::collision_probability(unique),
     );
     let not_exhaustive = match completed {
         0 => "NOT exhaustive".to_owned(),

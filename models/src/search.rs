@@ -255,11 +255,10 @@ where
         all
     }
 
-    /// The chance that two of the visited states share a fingerprint (so
-    /// that one was skipped), estimated as TLC does: n²/2⁶⁵ for n states.
+    /// The chance that two of the visited states share a fingerprint (see
+    /// [`collision_probability`]).
     pub fn collision_probability(&self) -> f64 {
-        let n = self.counts.unique as f64;
-        n * n / 2f64.powi(65)
+        collision_probability(self.counts.unique)
     }
 
     /// What the visited set knows `state` by: its fingerprint, or its
@@ -412,6 +411,13 @@ pub fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut hasher = DefaultHasher::new();
     value.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The chance that two of `unique` states share a fingerprint (so that
+/// one was skipped), estimated as TLC does: n²/2⁶⁵ for n states.
+pub fn collision_probability(unique: u64) -> f64 {
+    let n = unique as f64;
+    n * n / 2f64.powi(65)
 }
 
 /// Both slices sorted.

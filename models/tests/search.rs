@@ -46,11 +46,18 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
 /// Every state reached within `depth` actions (breadth-first, whole
 /// states: small bounds only).
 fn states_within(m: &RaftModel, depth: usize) -> Vec<RaftState> {
+    layers_within(m, depth).into_iter().flatten().collect()
+}
+
+/// The states within `depth` actions by the fewest actions that reach
+/// them: layer `d` holds those first reached after `d` (breadth-first).
+fn layers_within(m: &RaftModel, depth: usize) -> Vec<Vec<RaftState>> {
     let mut seen = HashSet::new();
-    let mut all = Vec::new();
+    let mut layers = Vec::new();
     let mut frontier: Vec<RaftState> = m.init_states();
     for _ in 0..=depth {
         let mut next = Vec::new();
+        let mut layer = Vec::new();
         for state in frontier {
             if !m.within_boundary(&state) || !seen.insert(fingerprint(&state)) {
                 continue;
@@ -58,11 +65,12 @@ fn states_within(m: &RaftModel, depth: usize) -> Vec<RaftState> {
             let mut actions = Vec::new();
             m.actions(&state, &mut actions);
             next.extend(actions.into_iter().filter_map(|a| m.next_state(&state, a)));
-            all.push(state);
+            layer.push(state);
         }
+        layers.push(layer);
         frontier = next;
     }
-    all
+    layers
 }
 
 /// The states of `walks` seeded random walks of `length` actions (the
@@ -375,26 +383,16 @@ fn iter_all_lists_each_message_of_an_ordered_network_once() {
 fn shortest_discoveries(m: &RaftModel, depth: usize) -> BTreeMap<&'static str, usize> {
     let properties = m.properties();
     let mut found = BTreeMap::new();
-    let mut seen = HashSet::new();
-    let mut frontier: Vec<RaftState> = m.init_states();
-    for layer in 0..=depth {
-        let mut next = Vec::new();
-        for state in frontier {
-            if !m.within_boundary(&state) || !seen.insert(fingerprint(&state)) {
-                continue;
-            }
+    for (layer, states) in layers_within(m, depth).iter().enumerate() {
+        for state in states {
             for p in &properties {
-                let holds = (p.condition)(m, &state);
+                let holds = (p.condition)(m, state);
                 let discovered = if matches!(p.expectation, Expectation::Always) { !holds } else { holds };
                 if discovered {
                     found.entry(p.name).or_insert(layer);
                 }
             }
-            let mut actions = Vec::new();
-            m.actions(&state, &mut actions);
-            next.extend(actions.into_iter().filter_map(|a| m.next_state(&state, a)));
         }
-        frontier = next;
     }
     found
 }

@@ -890,18 +890,23 @@ mod tests {
         assert!(errors > 50 && states > 20, "seed {seed}: {errors} errors, {states} states");
     }
 
+    /// Entries 1..=5 of term 1, then a snapshot of term 4 at index 9
+    /// written without its record: the snapshot's half of an install
+    /// batch, as a crash between its file and its record leaves it.
+    fn kept_snapshot_of_term_4(dir: &Path) {
+        let mut s = WalStorage::open_with(dir, small()).unwrap();
+        s.write(&[&append(1, 1, 5, hard(1))]).unwrap();
+        let meta = SnapshotMeta { index: 9, term: 4 };
+        s.write_snapshot_file(&Snapshot { meta, membership: Membership::default(), data: vec![1].into() }).unwrap();
+    }
+
     /// A received snapshot kept without the rest of its batch (a crash
     /// between its file and its record) raises the term; the raise is
     /// recorded, so later segments' checkpoints agree with a replay.
     #[test]
     fn a_term_raised_by_a_kept_snapshot_survives_rolls_and_reopens() {
         let dir = TempDir::new("wal-raised").unwrap();
-        let mut s = WalStorage::open_with(dir.path(), small()).unwrap();
-        s.write(&[&append(1, 1, 5, hard(1))]).unwrap();
-        // The snapshot's half of an install batch, as a crash leaves it.
-        let meta = SnapshotMeta { index: 9, term: 4 };
-        s.write_snapshot_file(&Snapshot { meta, membership: Membership::default(), data: vec![1].into() }).unwrap();
-        drop(s);
+        kept_snapshot_of_term_4(dir.path());
         let mut s = WalStorage::open_with(dir.path(), small()).unwrap();
         assert_eq!(s.load().unwrap().hard, HardState { term: 4, voted_for: None });
         for i in 6..=60 {
@@ -939,11 +944,7 @@ mod tests {
         assert_eq!((loaded.log.len(), &loaded), (2, &replayed));
         // A term raised by a kept snapshot, recorded by the open.
         let dir = TempDir::new("wal-first-raised").unwrap();
-        let mut s = WalStorage::open_with(dir.path(), small()).unwrap();
-        s.write(&[&append(1, 1, 5, hard(1))]).unwrap();
-        let meta = SnapshotMeta { index: 9, term: 4 };
-        s.write_snapshot_file(&Snapshot { meta, membership: Membership::default(), data: vec![1].into() }).unwrap();
-        drop(s);
+        kept_snapshot_of_term_4(dir.path());
         let (loaded, replayed) = fresh(dir.path());
         assert_eq!((loaded.hard.term, &loaded), (4, &replayed));
         // A write drops what the open replayed: the next load sees it.
