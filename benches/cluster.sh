@@ -19,6 +19,8 @@
 #
 # RAFTKV_BIN=path runs another build of raftkv instead of building this one
 # (to compare two versions in one sitting: run them alternately).
+# RAFTKV_LEASE=1 runs the cluster with `--lease-reads` (Gets answered under
+# the leader lease, no round of messages; specs/protocol.md, "Lease reads").
 # RAFTKV_TLS=1 runs the cluster with `--tls` (every port, peers mutually
 # authenticated) and the clients over TLS: run it beside a plain run to
 # compare (benches/tls.sh does both, alternating).
@@ -46,9 +48,10 @@ bin=${RAFTKV_BIN:-target/release/raftkv}
 port=22379
 servers=127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))
 
-tls_flag=()
-[ "${RAFTKV_TLS:-0}" = 1 ] && tls_flag=(--tls)
-"$bin" cluster --port $port --peer-port 23379 "${tls_flag[@]}" >/tmp/raftkv-bench-cluster.log 2>&1 &
+cluster_flags=()
+[ "${RAFTKV_TLS:-0}" = 1 ] && cluster_flags=(--tls)
+[ "${RAFTKV_LEASE:-0}" = 1 ] && cluster_flags+=(--lease-reads) && echo "(raftkv with lease reads)"
+"$bin" cluster --port $port --peer-port 23379 "${cluster_flags[@]}" >/tmp/raftkv-bench-cluster.log 2>&1 &
 cluster=$!
 etcd_pids=()
 etcd_dir=""

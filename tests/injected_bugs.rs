@@ -8,7 +8,7 @@ mod common;
 
 use raftkv::kv::AdminOp;
 use raftkv::kv::{Op, SnapshotPolicy};
-use raftkv::lincheck::{self, Budget};
+use raftkv::lincheck::{self, Budget, OpKind};
 use raftkv::raft::MembershipChange;
 use raftkv::raft::{InjectedBugs, NodeId};
 use raftkv::sim::churn::Churn;
@@ -117,6 +117,180 @@ fn stale_read_schedule_without_the_bug_is_clean() {
     assert!(reached > 0, "the schedule never reached its read: the control proves nothing");
 }
 
+/// Clocks that drift by up to 30% (far more than real ones, so that a
+/// lease that leaves drift out is caught in a few seeds), and lease reads.
+const LEASE_DRIFT_PPM: u64 = 300_000;
+
+fn lease_config(seed: u64, bugs: InjectedBugs) -> SimConfig {
+    let mut config = SimConfig::new(seed, 5);
+    config.bugs = bugs;
+    config.clock_drift_ppm = LEASE_DRIFT_PPM;
+    config.lease_reads = true;
+    // The writer gives up on the cut-off leader quickly, so its write
+    // completes while that leader's lease may still run.
+    config.client_timeout_us = 10_000;
+    config
+}
+
+/// (s) A lease as long as the election timeout on a true clock: on (c)'s
+/// schedule, the cut-off leader's slow clock still shows its lease valid
+/// after fast followers elected another leader and took a write, and it
+/// answers the old value without asking anyone.
+#[test]
+fn lease_ignores_drift_is_caught() {
+    let bug = InjectedBugs::only("lease_ignores_drift").unwrap();
+    let (caught, reached) =
+        (0..50).fold((0, 0), |(caught, reached), seed| match stale_read_with(lease_config(seed, bug)) {
+            Scheduled::Caught(why) => {
+                assert!(why.contains("LeaseSafety"), "seed {seed}: caught as something else: {why}");
+                println!("seed {seed}: {}", first_line(&why));
+                (caught + 1, reached + 1)
+            }
+            Scheduled::Clean => (caught, reached + 1),
+            Scheduled::NotReached(why) => {
+                println!("seed {seed}: not reached: {why}");
+                (caught, reached)
+            }
+        });
+    println!("lease_ignores_drift caught in {caught} of {reached} seeds that reached the stale read");
+    assert!(caught > 0, "bug lease_ignores_drift NOT caught in 50 seeds ({reached} reached the schedule)");
+}
+
+/// The control for (s): the same drift and schedule with the lease the
+/// bound allows stays linearizable, on every seed that reached the read.
+#[test]
+fn stale_read_schedule_with_lease_reads_is_clean() {
+    let mut reached = 0;
+    for seed in common::seeds(50) {
+        match stale_read_with(lease_config(seed, InjectedBugs::default())) {
+            Scheduled::Caught(why) => panic!("seed {seed}: {why}"),
+            Scheduled::Clean => reached += 1,
+            Scheduled::NotReached(_) => {}
+        }
+    }
+    assert!(reached > 0, "the schedule never reached its read: the control proves nothing");
+}
+
+/// (t) A server that reboots forgets it echoed a leader's round: its vote
+/// elects another leader within that leader's lease. See [`lease_reboot`].
+#[test]
+fn restart_forgets_lease_is_caught() {
+    let bug = InjectedBugs::only("restart_forgets_lease").unwrap();
+    let (caught, reached) = (0..50).fold((0, 0), |(caught, reached), seed| match lease_reboot(seed, bug) {
+        Scheduled::Caught(why) => {
+            assert!(why.contains("LeaseSafety"), "seed {seed}: caught as something else: {why}");
+            println!("seed {seed}: {}", first_line(&why));
+            (caught + 1, reached + 1)
+        }
+        Scheduled::Clean => (caught, reached + 1),
+        Scheduled::NotReached(why) => {
+            println!("seed {seed}: not reached: {why}");
+            (caught, reached)
+        }
+    });
+    println!("restart_forgets_lease caught in {caught} of {reached} seeds that reached the stale read");
+    assert!(caught > 0, "bug restart_forgets_lease NOT caught in 50 seeds ({reached} reached the schedule)");
+}
+
+#[test]
+fn lease_reboot_schedule_without_the_bug_is_clean() {
+    let mut reached = 0;
+    for seed in common::seeds(50) {
+        match lease_reboot(seed, InjectedBugs::default()) {
+            Scheduled::Caught(why) => panic!("seed {seed}: {why}"),
+            Scheduled::Clean => reached += 1,
+            Scheduled::NotReached(_) => {}
+        }
+    }
+    assert!(reached > 0, "the schedule never reached its read: the control proves nothing");
+}
+
+/// (t)'s schedule, 5 servers, lease reads on, true clocks: L leads and a
+/// write of `k` completes everywhere. C and D are cut off from L, E and F,
+/// so only E and F echo L's rounds, and C's elections fail for want of
+/// votes. Then L is cut off alone and E reboots at once. With the bug, E
+/// votes for C at once: C wins with D and E within L's lease, takes a
+/// second write of `k`, and L answers a read with the old value. Correct, E
+/// stays out of elections for an election timeout and L's lease runs out
+/// first.
+fn lease_reboot(seed: u64, bugs: InjectedBugs) -> Scheduled {
+    let mut config = SimConfig::new(seed, 5);
+    config.bugs = bugs;
+    config.lease_reads = true;
+    config.client_timeout_us = 10_000;
+    let mut sim = Sim::new(config);
+    let result = lease_reboot_steps(&mut sim);
+    if let Ok(Ok(())) = result {
+        let verdict = lincheck::check(&sim.history(), Budget::steps(Budget::DEFAULT_MAX_STEPS));
+        if !verdict.is_ok() {
+            return Scheduled::Caught(format!("history not linearizable: {verdict:?}"));
+        }
+    }
+    result.into()
+}
+
+fn lease_reboot_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> {
+    let all: Vec<NodeId> = (0..5).collect();
+    let writer = sim.add_client(Workload::appends("unused", 0));
+    let reader = sim.add_client(Workload::appends("unused", 0));
+    if !run_until(sim, 3_000_000, |s| s.settled_leader().is_some())? {
+        return Ok(Err("no first leader"));
+    }
+    let l = sim.settled_leader().expect("leader");
+    let l_term = sim.server(l).expect("up").node().term();
+    if !complete(sim, writer, Op::Put { key: "k".into(), value: "1".into() })? {
+        return Ok(Err("the first write did not complete"));
+    }
+    let rest: Vec<NodeId> = all.iter().copied().filter(|&id| id != l).collect();
+    let (e, f, c, d) = (rest[0], rest[1], rest[2], rest[3]);
+    sim.partition(&[vec![l, e, f], vec![c, d]]);
+    let election_us = sim.config().election_us();
+    sim.run_for(2 * election_us)?;
+    sim.partition(&[vec![l], rest.clone()]);
+    sim.crash(e);
+    sim.restart(e);
+    sim.restrict_client(writer, rest.clone());
+    sim.restrict_client(reader, vec![l]);
+    let newer = |s: &Sim| leader_among(s, &rest).is_some_and(|n| s.server(n).is_some_and(|x| x.node().term() > l_term));
+    if !run_until(sim, 3_000_000, newer)? {
+        return Ok(Err("no new leader among the others"));
+    }
+    if !complete(sim, writer, Op::Put { key: "k".into(), value: "2".into() })? {
+        return Ok(Err("the second write did not complete"));
+    }
+    sim.run_for(50)?;
+    if !sim.server(l).is_some_and(|n| n.node().is_leader()) {
+        return Ok(Err("the old leader stepped down before the read"));
+    }
+    sim.start_op(reader, Op::Get { key: "k".into() });
+    sim.run_for(100_000)?;
+    sim.heal();
+    sim.restrict_client(reader, all.clone());
+    sim.stop_clients();
+    if !sim.run_until_clients_idle(sim.now() + 10_000_000)? {
+        return Ok(Err("the clients did not finish after the heal"));
+    }
+    Ok(Ok(()))
+}
+
+/// Lease reads under chaos (partitions, an isolated leader, crashes, quick
+/// reboots, an unreliable network) with drifting clocks stay linearizable,
+/// and most reads are answered by the lease, so the runs did test it.
+#[test]
+fn chaos_with_lease_reads_and_drifting_clocks_is_clean() {
+    let (mut leased, mut reads) = (0, 0);
+    for seed in common::seeds(50) {
+        let mut config = CHAOS.sim_config(seed);
+        config.clock_drift_ppm = LEASE_DRIFT_PPM;
+        config.lease_reads = true;
+        let outcome = CHAOS.run(config).unwrap_or_else(|failure| panic!("{}", common::report(&failure)));
+        leased += outcome.stats.reads_by_lease;
+        reads += outcome.history.ops.iter().filter(|o| o.kind == OpKind::Get && o.ret.is_some()).count() as u64;
+    }
+    println!("{leased} reads answered by a lease; {reads} Gets returned");
+    assert!(leased * 2 > reads, "fewer than half the reads went by the lease: {leased} of {reads}");
+}
+
 /// (d) A new leader serving reads before its no-op commits may not know the
 /// latest commit (the RedisRaft stale read).
 #[test]
@@ -195,6 +369,13 @@ impl From<Result<Result<(), &'static str>, Failure>> for Scheduled {
 fn stale_read(seed: u64, bugs: InjectedBugs) -> Scheduled {
     let mut config = SimConfig::new(seed, 5);
     config.bugs = bugs;
+    stale_read_with(config)
+}
+
+fn stale_read_with(mut config: SimConfig) -> Scheduled {
+    if std::env::var("STALE_TRACE").is_ok() {
+        config.trace = Some(raftkv::sim::TraceSink(std::sync::Arc::new(|line: &str| println!("{line}"))));
+    }
     let mut sim = Sim::new(config);
     let result = stale_read_steps(&mut sim);
     if let Ok(Ok(())) = result {
@@ -213,7 +394,17 @@ fn stale_read_steps(sim: &mut Sim) -> Result<Result<(), &'static str>, Failure> 
     if !run_until(sim, 3_000_000, |s| leader_among(s, &all).is_some())? {
         return Ok(Err("no first leader"));
     }
-    let old = leader_among(sim, &all).expect("leader");
+    let mut old = leader_among(sim, &all).expect("leader");
+    if sim.config().lease_reads {
+        // The slowest clock leads: its lease looks longest to it.
+        let slowest = all.iter().copied().max_by_key(|&id| sim.tick_us(id)).expect("servers");
+        sim.admin(old, AdminOp::TransferLeadership(slowest));
+        let settled = |s: &Sim| s.settled_leader() == Some(slowest);
+        if !run_until(sim, 3_000_000, settled)? {
+            return Ok(Err("the slowest clock did not take over"));
+        }
+        old = slowest;
+    }
     let old_term = sim.server(old).expect("up").node().term();
     if !complete(sim, writer, Op::Put { key: "k".into(), value: "1".into() })? {
         return Ok(Err("the first write did not complete"));

@@ -396,6 +396,7 @@ impl Env {
                 number(args, "chunks").map_or(config.snapshot_chunks_in_flight, |v| v as usize);
             config.snapshot_trailing_entries = number(args, "trailing").unwrap_or(config.snapshot_trailing_entries);
             config.snapshot_trailing_bytes = number(args, "trailing_bytes").unwrap_or(config.snapshot_trailing_bytes);
+            config.lease_ticks = number(args, "lease").map_or(0, |v| v as u32);
             config.bugs = bugs;
             self.configs.push(config);
             self.disks.push(Disk::default());
@@ -407,6 +408,9 @@ impl Env {
             "{n} nodes (0..{n}): election after {} ticks, heartbeat every {}, inflight {}, batch {}",
             c.election_ticks, c.heartbeat_ticks, c.max_inflight, c.max_batch_entries
         ));
+        if c.lease_ticks > 0 {
+            self.say(format!("lease reads: a lease lasts {} ticks from the round a quorum echoed", c.lease_ticks));
+        }
         if ["chunk", "chunks", "trailing", "trailing_bytes"].iter().any(|k| args.contains_key(*k)) {
             self.say(format!(
                 "snapshots: sent in chunks of {} bytes, {} in flight; at most {} entries and {} bytes kept behind one",

@@ -77,6 +77,11 @@ enum Command {
         /// Serve Prometheus metrics (`GET /metrics`): node i on port + i.
         #[arg(long)]
         metrics_port: Option<u16>,
+        /// A leader answers Gets under its lease, with no round of
+        /// messages, trusting that no clock drifts more than 5% (see
+        /// `lease_reads` in the written cluster.toml).
+        #[arg(long)]
+        lease_reads: bool,
     },
     /// Issue a certificate authority and a certificate per node for a TLS
     /// cluster (`[tls] dir = "..."` in cluster.toml). Run again with more
@@ -257,6 +262,10 @@ enum Command {
         /// the servers' (certificates issued into the data directory).
         #[arg(long)]
         tls: bool,
+        /// Gets under the leader lease: a SIGSTOPped leader must not
+        /// answer from a lease that ran out while it was stopped.
+        #[arg(long)]
+        lease_reads: bool,
     },
     /// Run a simulated cluster under faults, print a trace of elections,
     /// commits, faults and client calls, and check the history.
@@ -267,9 +276,14 @@ enum Command {
         /// Which fault schedule to run.
         #[arg(long, value_enum, default_value_t = Shape::PersistPartitionUnreliable)]
         shape: Shape,
-        /// Serve Gets through ReadIndex (default) or through the log.
+        /// Serve Gets through ReadIndex (default), through the log, or
+        /// under the leader lease.
         #[arg(long, value_enum, default_value_t = Reads::ReadIndex)]
         reads: Reads,
+        /// Each server's clock runs fast or slow by up to this many parts
+        /// per million (the lease trusts this bound).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..1_000_000))]
+        clock_drift_ppm: u64,
         /// Switch on a known Raft bug, to watch the checks catch it.
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(InjectedBugs::NAMES))]
         bug: Option<String>,
@@ -411,6 +425,7 @@ pub fn main() -> ExitCode {
             tls,
             requirepass,
             metrics_port,
+            lease_reads,
         } => super::cluster::run(super::cluster::ClusterArgs {
             nodes,
             spares,
@@ -428,6 +443,7 @@ pub fn main() -> ExitCode {
             tls,
             requirepass,
             metrics_port,
+            lease_reads,
         }),
         Command::Certs { out, nodes, hosts, days } => match raftkv::server::tls::issue(&out, 0..nodes, &hosts, days) {
             Ok(written) => {
@@ -507,7 +523,7 @@ pub fn main() -> ExitCode {
                 etcd,
             })
         }
-        Command::Nemesis { seconds, seed, clients, plot, history_out, keep, tls } => {
+        Command::Nemesis { seconds, seed, clients, plot, history_out, keep, tls, lease_reads } => {
             super::nemesis::run(super::nemesis::NemesisArgs {
                 run_for: Duration::from_secs(seconds),
                 seed,
@@ -516,10 +532,11 @@ pub fn main() -> ExitCode {
                 history_out,
                 keep,
                 tls,
+                lease_reads,
             })
         }
-        Command::Sim { seed, shape, reads, bug, history_out, quiet } => {
-            super::sim::sim(seed, shape, reads, bug.as_deref(), history_out, quiet)
+        Command::Sim { seed, shape, reads, clock_drift_ppm, bug, history_out, quiet } => {
+            super::sim::sim(seed, shape, reads, clock_drift_ppm, bug.as_deref(), history_out, quiet)
         }
         Command::Check { history, max_steps, html } => super::check::check(&history, max_steps, html.as_deref()),
     }

@@ -41,6 +41,8 @@ pub struct ClusterArgs {
     pub requirepass: Option<String>,
     /// Node i serves metrics on this port + i.
     pub metrics_port: Option<u16>,
+    /// Gets under the leader lease ([`ClusterConfig::lease_reads`]).
+    pub lease_reads: bool,
 }
 
 pub fn run(args: ClusterArgs) -> ExitCode {
@@ -49,6 +51,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         snapshots: args.snapshots,
         initial_voters: (args.spares > 0).then_some(args.nodes),
         requirepass: args.requirepass.clone(),
+        lease_reads: args.lease_reads,
         ..ClusterConfig::local(all, args.peer_port, args.port)
     };
     if let Some(base) = args.metrics_port {

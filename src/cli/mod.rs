@@ -29,6 +29,8 @@ pub enum Shape {
 pub enum Reads {
     ReadIndex,
     Log,
+    /// ReadIndex, answered under the leader lease when it holds.
+    Lease,
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default level (info).

@@ -29,6 +29,7 @@ pub struct NemesisArgs {
     pub history_out: Option<PathBuf>,
     pub keep: bool,
     pub tls: bool,
+    pub lease_reads: bool,
 }
 
 /// Ports inside each server's own namespace (so never taken by anyone else).
@@ -62,6 +63,7 @@ pub fn run(args: NemesisArgs) -> ExitCode {
         }
     };
     let mut config = ClusterConfig::local(SERVERS, 0, 0);
+    config.lease_reads = args.lease_reads;
     for (id, node) in config.nodes.iter_mut().enumerate() {
         node.peer = SocketAddr::new(net.addr(id as u8), PEER_PORT);
         node.client = SocketAddr::new(net.addr(id as u8), CLIENT_PORT);
@@ -96,7 +98,12 @@ pub fn run(args: NemesisArgs) -> ExitCode {
         args.seed,
         args.run_for.as_secs(),
         clients.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-        if args.tls { " (TLS on every port)" } else { "" },
+        match (args.tls, args.lease_reads) {
+            (true, true) => " (TLS on every port, lease reads)",
+            (true, false) => " (TLS on every port)",
+            (false, true) => " (lease reads)",
+            (false, false) => "",
+        },
         root.path().display()
     );
     let spec = nemesis::appends_load(clients, access, args.clients, args.seed, args.run_for);

@@ -12,6 +12,7 @@ pub fn sim(
     seed: u64,
     shape: Shape,
     reads: Reads,
+    clock_drift_ppm: u64,
     bug: Option<&str>,
     history_out: Option<PathBuf>,
     quiet: bool,
@@ -32,9 +33,11 @@ pub fn sim(
         config.trace = Some(print_trace());
     }
     config.read_path = match reads {
-        Reads::ReadIndex => ReadPath::ReadIndex,
+        Reads::ReadIndex | Reads::Lease => ReadPath::ReadIndex,
         Reads::Log => ReadPath::Log,
     };
+    config.lease_reads = matches!(reads, Reads::Lease);
+    config.clock_drift_ppm = clock_drift_ppm;
     if let Some(name) = bug {
         config.bugs = InjectedBugs::only(name).expect("clap checked the name");
     }
@@ -57,13 +60,14 @@ pub fn sim(
     match result {
         Ok(outcome) => {
             println!(
-                "seed {seed}: OK — {} operations completed in {:.1} s of virtual time ({} steps, {} messages, {} dropped, {} elections) in {:.2} s; every safety invariant held and the history is linearizable",
+                "seed {seed}: OK — {} operations completed in {:.1} s of virtual time ({} steps, {} messages, {} dropped, {} elections, {} reads by lease) in {:.2} s; every safety invariant held and the history is linearizable",
                 outcome.stats.ops_completed,
                 outcome.virtual_us as f64 / 1e6,
                 outcome.stats.steps,
                 outcome.stats.messages_sent,
                 outcome.stats.messages_dropped,
                 outcome.stats.elections,
+                outcome.stats.reads_by_lease,
                 started.elapsed().as_secs_f64()
             );
             ExitCode::SUCCESS

@@ -59,6 +59,16 @@ pub struct Config {
     ///
     /// [`CommandBytes`]: super::types::CommandBytes
     pub snapshot_trailing_bytes: u64,
+    /// Serve reads under a leader lease (thesis §6.4.1, [`super::lease`])
+    /// for this many of the leader's ticks after a quorum echoed a round;
+    /// 0 (the default) for ReadIndex rounds only. At most
+    /// [`lease_ticks_for`]`(election_ticks, drift)` for the clocks' drift
+    /// bound: every server of a cluster must agree on it, since with it on
+    /// followers also ignore more of what could unseat their leader.
+    ///
+    /// [`lease_ticks_for`]: super::lease::lease_ticks_for
+    #[serde(default)]
+    pub lease_ticks: u32,
     /// Known bugs to switch on, for tests that show the checks catch them.
     pub bugs: InjectedBugs,
 }
@@ -90,8 +100,18 @@ impl Config {
             max_snapshot_bytes: 1 << 30,
             snapshot_trailing_entries: 10_240,
             snapshot_trailing_bytes: 64 << 20,
+            lease_ticks: 0,
             bugs: InjectedBugs::default(),
         }
+    }
+
+    /// Turns lease reads on for clocks that run at most `drift` (a
+    /// fraction) fast or slow: [`Config::lease_ticks`] as long as that
+    /// allows, less with bug (s).
+    pub fn with_lease_reads(mut self, drift: f64) -> Config {
+        let assumed = if self.bugs.lease_ignores_drift { 0.0 } else { drift };
+        self.lease_ticks = super::lease::lease_ticks_for(self.election_ticks, assumed);
+        self
     }
 
     /// Checks the relations the node relies on; a runtime calls this before
@@ -109,6 +129,9 @@ impl Config {
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= 2 * self.heartbeat_ticks {
             return Err("need 0 < 2 * heartbeat_ticks < election_ticks".into());
+        }
+        if self.lease_ticks >= self.election_ticks {
+            return Err("lease_ticks must be below election_ticks (see lease_ticks_for)".into());
         }
         if self.max_inflight == 0
             || self.max_batch_entries == 0
@@ -199,6 +222,15 @@ pub struct InjectedBugs {
     /// log holds; two changes later, its majority and the cluster's need
     /// not overlap.
     pub config_on_commit: bool,
+    /// (s) The leader lease is as long as the followers' election timeout
+    /// on a true clock: it leaves out that clocks drift, so a slow leader
+    /// serves reads after fast followers have elected another.
+    pub lease_ignores_drift: bool,
+    /// (t) With lease reads on, a server that restarts votes at once, as
+    /// one that never heard from a leader: before its crash it may have
+    /// echoed the round a leader's lease counts on, so a new leader can be
+    /// elected within that lease.
+    pub restart_forgets_lease: bool,
 }
 
 impl InjectedBugs {
@@ -207,7 +239,7 @@ impl InjectedBugs {
     }
 
     /// Every bug by name, for test tables and the CLI.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 19] = [
         "commit_previous_term",
         "vote_without_log_check",
         "read_without_quorum",
@@ -225,6 +257,8 @@ impl InjectedBugs {
         "learner_in_quorum",
         "without_prevote",
         "config_on_commit",
+        "lease_ignores_drift",
+        "restart_forgets_lease",
     ];
 
     /// The set with only the named bug on.
@@ -248,6 +282,8 @@ impl InjectedBugs {
             "learner_in_quorum" => b.learner_in_quorum = true,
             "without_prevote" => b.without_prevote = true,
             "config_on_commit" => b.config_on_commit = true,
+            "lease_ignores_drift" => b.lease_ignores_drift = true,
+            "restart_forgets_lease" => b.restart_forgets_lease = true,
             _ => return None,
         }
         Some(b)

@@ -43,12 +43,14 @@
 //! The module is split by concern: [`types`] (entries, messages, hard
 //! state), [`config`] (tuning and injected bugs), `log` (the in-memory log),
 //! `progress` (what a leader knows of each follower), `durability` (which
-//! batches are durable, so how much of the log is stable), [`ready`]
+//! batches are durable, so how much of the log is stable), [`lease`] (the
+//! leader lease for reads without a round), [`ready`]
 //! (inputs, outputs and the persistence contract) and `node` (the
 //! transitions).
 
 pub mod config;
 mod durability;
+pub mod lease;
 mod log;
 pub mod membership;
 mod node;

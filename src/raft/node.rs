@@ -2,6 +2,7 @@
 
 use super::config::Config;
 use super::durability::Durability;
+use super::lease::LeaderLease;
 use super::log::RaftLog;
 use super::membership::{ChangeError, Membership, MembershipChange, NodeSet};
 use super::progress::{Mode, Progress};
@@ -77,6 +78,15 @@ pub struct RaftNode<C> {
     read_round: u64,
     /// Leader: reads waiting for a quorum to acknowledge `round`, in order.
     pending_reads: VecDeque<(ReadId, u64)>,
+    /// Leader, with lease reads on ([`Config::lease_ticks`]): how long reads
+    /// may be served without a round.
+    lease: LeaderLease,
+    /// Reads answered under the lease, without a round (for metrics).
+    reads_by_lease: u64,
+    /// With lease reads on, a server just restarted refuses elections for
+    /// an election timeout, as one that hears from a leader does: before
+    /// the crash it may have echoed a round that a leader's lease counts on.
+    quiet_after_restart: bool,
     /// The latest snapshot this node holds (taken here or installed): what
     /// a leader sends a follower that needs compacted entries. The log's
     /// base never passes it.
@@ -233,6 +243,10 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             catch_up: None,
             read_round: 0,
             pending_reads: VecDeque::new(),
+            lease: LeaderLease::default(),
+            reads_by_lease: 0,
+            // (A server that never entered a term never echoed a round.)
+            quiet_after_restart: config.lease_ticks > 0 && hard.term > 0 && !config.bugs.restart_forgets_lease,
             snapshot,
             incoming: None,
             received: None,
@@ -402,6 +416,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     }
     /// True once this leader has committed an entry of its own term, and so
     /// knows every entry committed before it (thesis §6.4).
+    /// How many reads this node answered under its leader lease, without
+    /// a round of messages (since it started).
+    pub fn reads_by_lease(&self) -> u64 {
+        self.reads_by_lease
+    }
+
     pub fn committed_in_term(&self) -> bool {
         self.log.term_at(self.commit) == Some(self.hard.term)
     }
@@ -410,8 +430,14 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     fn tick(&mut self) {
         self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks {
+            self.quiet_after_restart = false;
+        }
         if self.role == Role::Leader {
             self.heartbeat_elapsed += 1;
+            if self.lease_reads() {
+                self.lease.tick(self.config.lease_ticks);
+            }
             if let Some(t) = &mut self.transfer {
                 t.ticks += 1;
                 if t.ticks >= self.config.election_ticks {
@@ -464,7 +490,12 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// election timeout. Such a node ignores (pre-)vote requests: together
     /// with PreVote this keeps a rejoining node from deposing a healthy leader.
     fn in_leader_lease(&self) -> bool {
-        self.leader.is_some() && self.election_elapsed < self.config.election_ticks
+        (self.leader.is_some() || self.quiet_after_restart) && self.election_elapsed < self.config.election_ticks
+    }
+
+    /// Whether reads may be served under a leader lease ([`super::lease`]).
+    fn lease_reads(&self) -> bool {
+        self.config.lease_ticks > 0
     }
 
     // ----- elections -----------------------------------------------------
@@ -583,6 +614,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         );
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
+        self.lease = LeaderLease::default();
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let last = self.log.last_index();
@@ -593,6 +625,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         // The no-op: committing an entry of our own term commits all earlier
         // ones, and until then we may not serve reads.
         self.append_local(Entry { term: self.hard.term, payload: Payload::Noop });
+        if self.lease_reads() {
+            self.begin_read_round(); // the no-op's acknowledgements start the lease
+        }
         self.replicate_to_all();
     }
 
@@ -619,6 +654,22 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         let term = message.term();
         if term > self.hard.term {
+            if self.lease_reads() && self.role == Role::Follower && self.in_leader_lease() {
+                // A leader may be serving reads on the strength of our echo
+                // (see super::lease): nothing but a newer leader's word or
+                // a transfer its predecessor asked for may move our term,
+                // or a stale reply could free us to vote within the lease.
+                let unseats = matches!(
+                    message,
+                    Message::Append { .. }
+                        | Message::Heartbeat { .. }
+                        | Message::Snapshot { .. }
+                        | Message::Vote { transfer: true, .. }
+                );
+                if !unseats {
+                    return;
+                }
+            }
             match &message {
                 // A node in a leader's lease ignores even higher-term
                 // elections, so a rejoining node cannot depose the leader.
@@ -765,6 +816,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             self.become_follower(self.hard.term, Some(from));
         }
         self.election_elapsed = 0;
+        self.quiet_after_restart = false; // a leader's lease takes over
         debug_assert_eq!((self.role, self.leader), (Role::Follower, Some(from)));
         true
     }
@@ -1154,7 +1206,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let caught_up = self.progress.get(&t.to).is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up && !t.told {
             self.transfer = Some(Transfer { told: true, ..t });
-            self.send(t.to, Message::TimeoutNow { term: self.hard.term });
+            self.send_timeout_now(t.to);
         }
     }
 
@@ -1333,7 +1385,11 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         // The current round, not a new one: an echo of a round proves we
         // still led after it began, however late the echo was sent. So the
         // round only moves when a read arrives, and an idle leader's state
-        // stays finite (a model checker relies on that).
+        // stays finite (a model checker relies on that). With lease reads
+        // on, each heartbeat begins a round, whose echoes renew the lease.
+        if self.lease_reads() {
+            self.begin_read_round();
+        }
         self.broadcast_read_round();
     }
 
@@ -1485,9 +1541,16 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             .map(|(&id, _)| id)
             .next();
         if let Some(to) = successor {
-            self.send(to, Message::TimeoutNow { term: self.hard.term });
+            self.send_timeout_now(to);
         }
         self.become_follower(self.hard.term, None);
+    }
+
+    /// Tells `to` to campaign at once. Its election ignores the followers'
+    /// leases, so ours ends here for the rest of the term.
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.lease.forfeit();
+        self.send(to, Message::TimeoutNow { term: self.hard.term });
     }
 
     /// Who counts in the majorities that commit, confirm reads and keep a
@@ -1509,12 +1572,17 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         if self.pending_reads.len() >= self.config.max_pending_reads {
             return self.out.reads.push((id, Err(Refusal::Busy)));
         }
+        if self.lease.holds() && self.committed_in_term() {
+            debug_assert!(self.lease_reads(), "a lease without lease reads");
+            self.reads_by_lease += 1;
+            return self.out.reads.push((id, Ok(self.commit)));
+        }
         if self.config.bugs.read_without_quorum {
             self.pending_reads.push_back((id, 0));
         } else {
             // Any message sent from now on carries the new round; a quorum
             // echoing it proves no newer leader existed when the read arrived.
-            self.read_round += 1;
+            self.begin_read_round();
             self.broadcast_read_round();
             self.pending_reads.push_back((id, self.read_round));
         }
@@ -1522,12 +1590,15 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         self.release_reads();
     }
 
-    /// Answers every pending read whose round a quorum has acknowledged,
-    /// once this leader has committed an entry of its term.
-    fn release_reads(&mut self) {
-        if self.pending_reads.is_empty() || !(self.committed_in_term() || self.config.bugs.read_before_noop) {
-            return;
+    fn begin_read_round(&mut self) {
+        self.read_round += 1;
+        if self.lease_reads() {
+            self.lease.round_started(self.read_round);
         }
+    }
+
+    /// The latest read round a quorum has echoed.
+    fn confirmed_round(&self) -> u64 {
         let me = self.config.id;
         let confirmed = self.counted().quorum_value(|id| match self.progress.get(&id) {
             _ if id == me => self.read_round,
@@ -1535,6 +1606,21 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             None => 0,
         });
         debug_assert!(confirmed <= self.read_round, "a quorum confirmed a round not yet started");
+        confirmed
+    }
+
+    /// Answers every pending read whose round a quorum has acknowledged,
+    /// once this leader has committed an entry of its term; renews the
+    /// lease, if any, on the way.
+    fn release_reads(&mut self) {
+        if self.lease_reads() && self.role == Role::Leader {
+            let confirmed = self.confirmed_round();
+            self.lease.confirmed(confirmed, self.config.lease_ticks);
+        }
+        if self.pending_reads.is_empty() || !(self.committed_in_term() || self.config.bugs.read_before_noop) {
+            return;
+        }
+        let confirmed = self.confirmed_round();
         debug_assert!(self.commit <= self.log.last_index());
         while let Some(&(id, round)) = self.pending_reads.front() {
             if round > confirmed {
@@ -1647,6 +1733,8 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         self.membership = membership;
         if self.role == Role::Leader {
+            // Only a quorum of the new configuration may confirm a lease.
+            self.lease.restart();
             // Replicate to whoever joined; forget whoever left.
             let (me, last) = (self.config.id, self.log.last_index());
             self.progress.retain(|&id, _| id == me || membership.contains(id));

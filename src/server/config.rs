@@ -8,6 +8,9 @@
 //! election_ticks = 30     # election timeout: 30..60 ticks (300..600 ms)
 //! heartbeat_ticks = 5     # a leader heartbeats every 50 ms
 //! read_path = "ReadIndex" # or "Log"
+//! lease_reads = false     # true: a leader answers Gets under its lease, with no
+//!                         # round of messages (thesis §6.4.1), trusting that
+//! max_clock_drift_ppm = 50000 # no clock runs more than 5% fast or slow
 //! peer_silence_ms = 150   # a peer connection whose bytes go unacked this long
 //!                         # is redialled (default: half the minimum election
 //!                         # timeout; specs/wire.md, "Liveness")
@@ -76,6 +79,15 @@ pub struct ClusterConfig {
     pub heartbeat_ticks: u32,
     #[serde(default)]
     pub read_path: ReadPath,
+    /// A leader answers ReadIndex Gets under its lease (no round of
+    /// messages) while the clocks' drift bound allows: see
+    /// [`crate::raft::lease`]. Every member must agree on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease_reads: bool,
+    /// The drift bound the lease trusts: no server's clock runs more than
+    /// this many parts per million fast or slow (of its ticks' length).
+    #[serde(default = "defaults::max_clock_drift_ppm")]
+    pub max_clock_drift_ppm: u64,
     /// The founding voters are nodes `0..initial_voters` (all of them when
     /// absent). Only read by a server whose log holds no configuration yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +195,11 @@ mod defaults {
     pub fn heartbeat_ticks() -> u32 {
         5
     }
+    /// 5%: far above a quartz clock's drift (tens of ppm), so that the
+    /// lease also absorbs a virtual machine's uneven time.
+    pub fn max_clock_drift_ppm() -> u64 {
+        50_000
+    }
 }
 
 /// Why a configuration cannot be used.
@@ -217,6 +234,8 @@ impl ClusterConfig {
             election_ticks: defaults::election_ticks(),
             heartbeat_ticks: defaults::heartbeat_ticks(),
             read_path: ReadPath::default(),
+            lease_reads: false,
+            max_clock_drift_ppm: defaults::max_clock_drift_ppm(),
             initial_voters: None,
             peer_silence_ms: None,
             requirepass: None,
@@ -286,6 +305,12 @@ impl ClusterConfig {
             ));
         }
         self.snapshots.validate().map_err(ConfigError::Invalid)?;
+        if self.lease_reads && self.raft_config(0, 0).lease_ticks == 0 {
+            return invalid(format!(
+                "lease_reads with max_clock_drift_ppm = {} and election_ticks = {} leaves a lease of no ticks: lower the drift bound or raise election_ticks",
+                self.max_clock_drift_ppm, self.election_ticks
+            ));
+        }
         self.raft_config(0, 0).validate().map_err(ConfigError::Invalid)
     }
 
@@ -326,6 +351,9 @@ impl ClusterConfig {
         raft.heartbeat_ticks = self.heartbeat_ticks;
         raft.snapshot_trailing_entries = self.snapshots.trailing_entries;
         raft.snapshot_trailing_bytes = self.snapshots.trailing_mib << 20;
+        if self.lease_reads {
+            raft = raft.with_lease_reads(self.max_clock_drift_ppm as f64 / 1e6);
+        }
         raft
     }
 

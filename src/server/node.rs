@@ -164,6 +164,8 @@ pub struct Counters {
     pub applied: AtomicU64,
     /// Peer messages dropped because the event queue was full.
     pub dropped_peer_messages: AtomicU64,
+    /// Gets answered under the leader lease, with no round of messages.
+    pub reads_by_lease: AtomicU64,
     /// Snapshots this node took (and saved).
     pub snapshots_taken: AtomicU64,
     /// Snapshots received from a leader and installed.
@@ -186,6 +188,7 @@ impl Default for Counters {
             batches: AtomicU64::default(),
             applied: AtomicU64::default(),
             dropped_peer_messages: AtomicU64::default(),
+            reads_by_lease: AtomicU64::default(),
             snapshots_taken: AtomicU64::default(),
             snapshots_installed: AtomicU64::default(),
             last_snapshot_bytes: AtomicU64::default(),
@@ -504,22 +507,19 @@ fn node_loop(
     // accepted request, and the server answers every one (or refuses it at
     // once when more than `max_waiting` wait).
     let mut waiting: HashMap<(ClientId, u64), Vec<u64>> = HashMap::new();
-    let mut next_tick = Instant::now() + config.tick;
+    let lease_reads = server.node().config().lease_ticks > 0;
+    let replay = if lease_reads { server.node().config().election_ticks } else { 1 };
+    let mut clock = TickClock { next: Instant::now() + config.tick, period: config.tick, replay };
     let mut reported = 0;
     loop {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+        let timeout = clock.next.saturating_duration_since(Instant::now());
         let inboxed = shared.inbox.wait(config.max_events_per_batch, Some(timeout));
         let mut inputs = Vec::with_capacity(inboxed.events.len() + 2);
         if inboxed.durable > reported {
             reported = inboxed.durable;
             inputs.push(ServerInput::Persisted(reported));
         }
-        if Instant::now() >= next_tick {
-            inputs.push(ServerInput::Tick);
-            // Missed ticks are not replayed in a burst: a stalled node's
-            // timers just run late, which only delays elections.
-            next_tick = (next_tick + config.tick).max(Instant::now());
-        }
+        inputs.extend((0..clock.due()).map(|_| ServerInput::Tick));
         for event in inboxed.events {
             match event {
                 Event::Peer(envelope) => inputs.push(ServerInput::Peer(envelope)),
@@ -546,8 +546,7 @@ fn node_loop(
             }
         }
         let mut persists = Vec::new();
-        for input in inputs {
-            let out: ServerOutput = server.step(input);
+        let mut carry_out = |out: ServerOutput| -> Result<(), ()> {
             persists.extend(out.persist);
             // Everything else is carried out at once: the node holds back
             // what depends on the disk (see the module docs).
@@ -559,7 +558,7 @@ fn node_loop(
                 // Never blocks: the one outstanding job's slot is free (the
                 // snapshot thread took the last one before reporting it).
                 if shared.jobs.send(job).is_err() {
-                    return; // the snapshot thread stopped
+                    return Err(()); // the snapshot thread stopped
                 }
             }
             if let Some((meta, error)) = out.refused_snapshot {
@@ -586,7 +585,23 @@ fn node_loop(
                 }
                 shared.admin_waiters.complete(reply.id, reply);
             }
+            Ok(())
+        };
+        for input in inputs {
+            if lease_reads && matches!(input, ServerInput::Client(_)) {
+                // A Get may be answered under the lease: count every tick
+                // that passed while this batch was being stepped.
+                for _ in 0..clock.due() {
+                    if carry_out(server.step(ServerInput::Tick)).is_err() {
+                        return;
+                    }
+                }
+            }
+            if carry_out(server.step(input)).is_err() {
+                return;
+            }
         }
+        counters.reads_by_lease.store(server.node().reads_by_lease(), Ordering::Relaxed);
         let now = status_of(&server);
         let mut known = status.lock().unwrap_or_else(|e| e.into_inner());
         if now.role == Some(Role::Candidate) && (known.role != Some(Role::Candidate) || known.term != now.term) {
@@ -608,6 +623,34 @@ fn node_loop(
             shared.batches.close();
             return;
         }
+    }
+}
+
+/// When the node thread's next tick is due.
+struct TickClock {
+    next: Instant,
+    period: Duration,
+    /// At most this many missed ticks are replayed at once.
+    replay: u32,
+}
+
+impl TickClock {
+    /// How many ticks are due now. Without lease reads, one at most: a
+    /// stalled node's timers just run late, which only delays elections.
+    /// With them, every missed tick up to an election timeout's worth: the
+    /// lease is counted in the leader's ticks, and a stalled leader that
+    /// undercounted them would think its lease longer than it is (more
+    /// than an election timeout ends any lease, so replaying more would
+    /// only send needless heartbeats).
+    fn due(&mut self) -> u32 {
+        let now = Instant::now();
+        if now < self.next {
+            return 0;
+        }
+        let behind = ((now - self.next).as_nanos() / self.period.as_nanos().max(1)).saturating_add(1);
+        let due = behind.min(u128::from(self.replay)) as u32;
+        self.next = (self.next + self.period * due).max(now);
+        due
     }
 }
 
@@ -677,6 +720,20 @@ mod tests {
         wire: Arc<Mutex<Vec<Option<NodeHandle>>>>,
         /// Snapshot every this many entries (None: the default policy).
         snapshot_every: Option<u64>,
+    }
+
+    #[test]
+    fn missed_ticks_are_replayed_only_up_to_the_bound() {
+        let hour = Duration::from_secs(3600);
+        let ten_hours_ago = Instant::now().checked_sub(10 * hour).expect("a monotonic clock this old");
+        let mut lease = TickClock { next: ten_hours_ago, period: hour, replay: 3 };
+        assert_eq!(lease.due(), 3, "eleven missed, three replayed");
+        assert_eq!(lease.due(), 1, "the rest are dropped; the next is due at once");
+        assert_eq!(lease.due(), 0);
+        let mut plain = TickClock { next: ten_hours_ago, period: hour, replay: 1 };
+        assert_eq!(plain.due(), 1, "without lease reads, one: timers run late");
+        let mut on_time = TickClock { next: Instant::now() + hour, period: hour, replay: 3 };
+        assert_eq!(on_time.due(), 0);
     }
 
     fn runtime_config() -> RuntimeConfig {

@@ -36,6 +36,9 @@ pub enum Invariant {
     StateMachineSafety,
     /// No replica executes a `(client, seq)` twice.
     ExactlyOnce,
+    /// A leader answers a read under its lease (no round of messages) only
+    /// while no leader of a later term has been elected.
+    LeaseSafety,
 }
 
 /// A broken invariant, with what the checker saw.
@@ -195,6 +198,17 @@ impl SafetyChecker {
     }
 
     /// Node `node` became leader of `term`.
+    /// `node`, leader of `term`, answered a read under its lease.
+    pub fn on_lease_read(&self, node: NodeId, term: Term) -> Result<(), Violation> {
+        match self.leaders.range(term + 1..).next() {
+            Some((&later, &other)) => violation(
+                Invariant::LeaseSafety,
+                format!("leader {node} of term {term} answered a read under its lease, but {other} was elected in term {later}"),
+            ),
+            None => Ok(()),
+        }
+    }
+
     pub fn on_elected(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
         if let Some(&other) = self.leaders.get(&term) {
             if other != node {

@@ -108,8 +108,15 @@ pub struct SimConfig {
     /// them: [`Sim::admin`]).
     pub members: u8,
     pub network: NetworkConfig,
-    /// Virtual length of one Raft tick.
+    /// Virtual length of one Raft tick, on a true clock.
     pub tick_us: Micros,
+    /// Each server's clock runs fast or slow by up to this many parts per
+    /// million: its tick lasts `tick_us · (1 ± drift)`, drawn afresh at
+    /// each (re)start. 0 (the default): all clocks are true.
+    pub clock_drift_ppm: u64,
+    /// Reads under a leader lease as long as the clocks' drift allows
+    /// ([`Config::with_lease_reads`]); off by default (ReadIndex rounds).
+    pub lease_reads: bool,
     pub election_ticks: u32,
     pub heartbeat_ticks: u32,
     /// A clerk retries elsewhere when a request is unanswered this long.
@@ -146,6 +153,8 @@ impl SimConfig {
             members: servers,
             network: NetworkConfig::reliable(),
             tick_us: 10_000,
+            clock_drift_ppm: 0,
+            lease_reads: false,
             election_ticks: 30,
             heartbeat_ticks: 5,
             client_timeout_us: 100_000,
@@ -250,6 +259,8 @@ pub struct Stats {
     pub snapshots: u64,
     /// Snapshots installed from a leader (durable and loaded).
     pub installs: u64,
+    /// Reads a leader answered under its lease, without a round.
+    pub reads_by_lease: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -334,6 +345,8 @@ struct SimServer {
     /// A `DiskSync` is scheduled for this incarnation.
     syncing: bool,
     incarnation: u32,
+    /// How long its ticks last this incarnation (its clock's drift).
+    tick_us: Micros,
     /// Restarts as a server that is not a member yet (a founding member
     /// whose disk was wiped is a new server, not a founder again).
     joining: bool,
@@ -387,6 +400,7 @@ pub struct Sim {
 impl Sim {
     /// A cluster of `config.servers` fresh servers and no clients.
     pub fn new(config: SimConfig) -> Sim {
+        assert!(config.clock_drift_ppm < 1_000_000, "a clock drifting by 100% or more has stopped");
         let n = config.servers;
         let mut sim = Sim {
             choices: Choices::new(config.seed, config.script.clone()),
@@ -400,6 +414,7 @@ impl Sim {
                     unsynced: Vec::new(),
                     syncing: false,
                     incarnation: 0,
+                    tick_us: config.tick_us,
                     joining: false,
                 })
                 .collect(),
@@ -444,6 +459,12 @@ impl Sim {
         self.failure.as_ref()
     }
     /// The replica `id`, unless crashed.
+    /// How long server `id`'s ticks last this incarnation (its clock's
+    /// drift, [`SimConfig::clock_drift_ppm`]).
+    pub fn tick_us(&self, id: NodeId) -> Micros {
+        self.servers[usize::from(id)].tick_us
+    }
+
     pub fn server(&self, id: NodeId) -> Option<&KvServer> {
         self.servers[usize::from(id)].server.as_ref()
     }
@@ -604,6 +625,9 @@ impl Sim {
         raft.bugs = config.bugs;
         raft.snapshot_trailing_entries = config.snapshot_trailing_entries;
         raft.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
+        if config.lease_reads {
+            raft = raft.with_lease_reads(config.clock_drift_ppm as f64 / 1e6);
+        }
         let mut server_config = ServerConfig::new(raft);
         server_config.read_path = config.read_path;
         server_config.snapshots = config.snapshots;
@@ -612,6 +636,12 @@ impl Sim {
         s.server = Some(server);
         let incarnation = s.incarnation;
         self.checker.on_restart(id, covered);
+        let spread = self.config.tick_us * self.config.clock_drift_ppm / 1_000_000;
+        if spread > 0 {
+            let tick_us = self.config.tick_us - spread + self.choices.range(0, 2 * spread + 1);
+            self.servers[usize::from(id)].tick_us = tick_us;
+            self.trace(|| format!("server {id}'s clock: a tick lasts {tick_us} µs"));
+        }
         let phase = self.choices.range(0, self.config.tick_us);
         self.schedule(phase, Event::Tick { node: id, incarnation });
         if incarnation > 1 {
@@ -701,7 +731,8 @@ impl Sim {
                     && self.servers[usize::from(node)].incarnation == incarnation
                 {
                     self.step_server(node, ServerInput::Tick);
-                    self.schedule(self.config.tick_us, Event::Tick { node, incarnation });
+                    let tick_us = self.servers[usize::from(node)].tick_us;
+                    self.schedule(tick_us, Event::Tick { node, incarnation });
                 }
             }
             Event::DiskSync { node, incarnation } => self.disk_sync(node, incarnation),
@@ -807,10 +838,16 @@ impl Sim {
         let (role_before, term_before) = (server.node().role(), server.node().term());
         let commit_before = server.node().commit_index();
         let led = (role_before == Role::Leader).then_some(term_before);
+        let leased_before = server.node().reads_by_lease();
         let out: ServerOutput = server.step(input);
         let node = server.node();
+        let leased = node.reads_by_lease() - leased_before;
+        self.stats.reads_by_lease += leased;
         let (role, term, commit) = (node.role(), node.term(), node.commit_index());
         let mut result = Ok(());
+        if leased > 0 {
+            result = checker.on_lease_read(id, term);
+        }
         if let Some(meta) = out.installed {
             result = checker.on_install(id, meta.index);
             self.stats.installs += 1;
