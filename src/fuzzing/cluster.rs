@@ -13,7 +13,10 @@
 //! Figure 8 bug (`commit_previous_term`) needs. Bit 7 of that byte turns on
 //! tiny snapshots ([`Snapshots`], its sizes from input byte 6): a snapshot
 //! every 2–9 entries, 0–3 trailing entries and 16–512-byte chunks, so that
-//! whole-cluster runs take, send, install and compact snapshots.
+//! whole-cluster runs take, send, install and compact snapshots. Bit 7 of
+//! byte 6 turns on lease reads, every clock drifting by up to
+//! [`LEASE_DRIFT_PPM`] (and the lease as long as that allows), so that the
+//! `LeaseSafety` check runs under the fuzzer's schedules too.
 //!
 //! `RAFTKV_FUZZ_BUG=<name>` switches on one injected bug
 //! ([`InjectedBugs::NAMES`]) for the whole fuzzing run, to measure how fast
@@ -28,6 +31,9 @@ use std::sync::OnceLock;
 /// partitions and crashes to interleave with client traffic.
 const CHAOS: Chaos = Chaos { servers: 3, clients: 3, keys: 2, run_us: 2_000_000, all_ops: false };
 
+/// With lease reads on, clocks drift by up to 20%.
+pub const LEASE_DRIFT_PPM: u64 = 200_000;
+
 /// The run's shape, from the seed's last byte; 0 (no knobs) keeps [`CHAOS`]
 /// and the simulator's defaults, so inputs written before the knobs existed
 /// (all of them with that byte 0) keep their shape. (Not their schedule:
@@ -40,6 +46,7 @@ struct Knobs {
     max_batch_entries: usize,
     drop_percent: u64,
     snapshots: Option<Snapshots>,
+    lease_reads: bool,
 }
 
 /// A tiny snapshot policy, so that snapshots are taken, sent in several
@@ -56,8 +63,9 @@ impl Knobs {
     /// or 3 clients; bits 4–5: 10, 10, 20 or 30 % loss; bit 6: 1 or 2 keys;
     /// bit 7: tiny snapshots, sized by `sizes` (input byte 6: bits 0–2 a
     /// snapshot every 2–9 entries, bits 3–4 0–3 trailing entries, bits 5–6
-    /// 16, 64, 128 or 512-byte chunks). Every committed input before bit 7
-    /// was used has byte 7 below 0x80, so it keeps its shape.
+    /// 16, 64, 128 or 512-byte chunks; bit 7 lease reads under drifting
+    /// clocks). Every committed input before bit 7 was used has byte 7
+    /// below 0x80, so it keeps its shape.
     fn from_bytes(byte: u8, sizes: u8) -> Option<Knobs> {
         (byte != 0).then(|| Knobs {
             clients: [1, 2, 3, 3][usize::from((byte >> 2) & 3)],
@@ -69,6 +77,7 @@ impl Knobs {
                 trailing_entries: u64::from((sizes >> 3) & 3),
                 chunk_bytes: [16, 64, 128, 512][usize::from((sizes >> 5) & 3)],
             }),
+            lease_reads: sizes & 0x80 != 0,
         })
     }
 }
@@ -117,6 +126,10 @@ fn cluster_outcome(data: &[u8], bugs: InjectedBugs) -> Result<Outcome, String> {
             config.snapshot_trailing_entries = s.trailing_entries;
             config.snapshot_chunk_bytes = s.chunk_bytes;
         }
+        if k.lease_reads {
+            config.lease_reads = true;
+            config.clock_drift_ppm = LEASE_DRIFT_PPM;
+        }
     }
     config.bugs = bugs;
     config.script = script.to_vec();
@@ -157,5 +170,19 @@ mod tests {
             assert_eq!((plain.stats.snapshots, plain.stats.installs), (0, 0), "seed {seed}: snapshots without bit 7");
         }
         assert!(taken > 0 && installed > 0, "{taken} snapshots taken and {installed} installed in 4 runs");
+    }
+
+    /// Bit 7 of byte 6 turns on lease reads: clean runs answer reads by
+    /// the lease; without it, none do.
+    #[test]
+    fn lease_reads_are_used_in_clean_runs() {
+        let mut leased = 0;
+        for seed in 0..4 {
+            leased +=
+                cluster_outcome(&input(seed, 0x80, 0x0c), InjectedBugs::default()).expect("clean").stats.reads_by_lease;
+            let plain = cluster_outcome(&input(seed, 0x00, 0x0c), InjectedBugs::default()).expect("clean");
+            assert_eq!(plain.stats.reads_by_lease, 0, "seed {seed}: lease reads without bit 7");
+        }
+        assert!(leased > 0, "no read answered by a lease in 4 runs");
     }
 }

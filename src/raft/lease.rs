@@ -99,6 +99,15 @@ impl LeaderLease {
         self.rounds.clear();
     }
 
+    /// Its invariants; the node checks them after every step.
+    pub fn check(&self, lease_ticks: u32) {
+        assert!(self.until <= self.clock + u64::from(lease_ticks), "a lease reaching past lease_ticks from now");
+        assert!(self.rounds.len() <= lease_ticks as usize + 1, "lease rounds beyond their bound");
+        assert!(self.rounds.iter().all(|&(_, at)| at <= self.clock), "a round begun in the future");
+        assert!(lease_ticks > 0 || (self.until == 0 && self.rounds.is_empty()), "a lease without lease reads");
+        assert!(!self.forfeited || self.until == 0, "a forfeited lease that still reaches ahead");
+    }
+
     /// The lease ends now and for the rest of the term (a TimeoutNow went
     /// out: its target's election ignores the followers' leases).
     pub fn forfeit(&mut self) {

@@ -414,14 +414,14 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     pub fn held_dropped(&self) -> u64 {
         self.held_dropped
     }
-    /// True once this leader has committed an entry of its own term, and so
-    /// knows every entry committed before it (thesis §6.4).
     /// How many reads this node answered under its leader lease, without
     /// a round of messages (since it started).
     pub fn reads_by_lease(&self) -> u64 {
         self.reads_by_lease
     }
 
+    /// True once this leader has committed an entry of its own term, and so
+    /// knows every entry committed before it (thesis §6.4).
     pub fn committed_in_term(&self) -> bool {
         self.log.term_at(self.commit) == Some(self.hard.term)
     }
@@ -1926,6 +1926,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let tracked: NodeSet = self.progress.keys().copied().collect();
         assert_eq!(tracked, self.membership.members().union([me].into_iter().collect()), "progress for each member");
         assert!(self.pending_reads.len() <= self.config.max_pending_reads);
+        self.lease.check(self.config.lease_ticks);
         assert_eq!(self.progress[&me].match_index, self.durability.stable(), "a leader counts exactly its stable log");
         assert!(self.election_elapsed < self.config.election_ticks, "a leader's CheckQuorum period overran");
         assert!(self.heartbeat_elapsed < self.config.heartbeat_ticks, "a heartbeat that was not sent");
