@@ -450,6 +450,24 @@ mod tests {
     }
 
     #[test]
+    fn lease_reads_take_their_length_from_the_drift_bound() {
+        let nodes = "[[nodes]]\npeer = \"127.0.0.1:1\"\nclient = \"127.0.0.1:2\"\n";
+        let off: ClusterConfig = toml::from_str(nodes).unwrap();
+        assert_eq!((off.lease_reads, off.raft_config(0, 0).lease_ticks), (false, 0));
+        let on: ClusterConfig = toml::from_str(&format!("lease_reads = true\n{nodes}")).unwrap();
+        on.validate().unwrap();
+        assert_eq!(on.raft_config(0, 0).lease_ticks, 25, "30 ticks at 5%: 29 · 0.95 / 1.05 = 26.2, less one");
+        let tight: ClusterConfig =
+            toml::from_str(&format!("lease_reads = true\nmax_clock_drift_ppm = 1000\n{nodes}")).unwrap();
+        assert_eq!(tight.raft_config(0, 0).lease_ticks, 27);
+        for drift in [900_000, 1_000_000, u64::MAX] {
+            let bad = ClusterConfig { lease_reads: true, max_clock_drift_ppm: drift, ..on.clone() };
+            let error = bad.validate().unwrap_err().to_string();
+            assert!(error.contains("leaves a lease of no ticks"), "{drift}: {error}");
+        }
+    }
+
+    #[test]
     fn snapshot_settings_parse_partially_and_zero_means_never() {
         let nodes = "[[nodes]]\npeer = \"127.0.0.1:1\"\nclient = \"127.0.0.1:2\"\n";
         let text = format!("[snapshots]\nevery_entries = 100\n{nodes}");
