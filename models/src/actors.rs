@@ -225,25 +225,28 @@ pub struct Runtime {
     pub reconfigure: Option<Reconfigure>,
 }
 
-/// The operator's plan: server `join` (started outside the configuration)
-/// is added as a learner and promoted, then founder `leave` is removed, one
-/// change at a time, each asked of whoever leads when the
-/// [`ModelTimer::Reconfigure`] timer fires. Which change comes next is read
-/// off the leader's configuration, so a change lost with a leader is asked
-/// again of the next.
+/// The operator's plan: servers `join..=last_join` (started outside the
+/// configuration) are added as learners, then promoted, in order, then
+/// founder `leave` is removed, one change at a time, each asked of whoever
+/// leads when the [`ModelTimer::Reconfigure`] timer fires. Which change
+/// comes next is read off the leader's configuration, so a change lost
+/// with a leader is asked again of the next. With two joiners, two
+/// learners are members at once (what bug (q) needs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Reconfigure {
     pub join: NodeId,
+    pub last_join: NodeId,
     pub leave: NodeId,
 }
 
 impl Reconfigure {
     /// The next change after `m`, if any is left.
     pub fn next(&self, m: &Membership) -> Option<MembershipChange> {
-        if !m.contains(self.join) {
-            Some(MembershipChange::AddLearner(self.join))
-        } else if !m.is_voter(self.join) {
-            Some(MembershipChange::Promote(self.join))
+        let joiners = self.join..=self.last_join;
+        if let Some(id) = joiners.clone().find(|&id| !m.contains(id)) {
+            Some(MembershipChange::AddLearner(id))
+        } else if let Some(id) = joiners.clone().find(|&id| !m.is_voter(id)) {
+            Some(MembershipChange::Promote(id))
         } else if m.contains(self.leave) {
             Some(MembershipChange::Remove(self.leave))
         } else {

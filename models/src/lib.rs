@@ -106,8 +106,8 @@ pub struct ModelConfig {
     pub clients_crash: bool,
     /// The founding voters are `0..founders` (all servers if `None`); the
     /// others start outside the configuration. With `reconfigure`, an
-    /// operator adds the first of them and removes server 0
-    /// ([`actors::Reconfigure`]).
+    /// operator adds them all as learners, promotes them, and removes
+    /// server 0 ([`actors::Reconfigure`]).
     pub founders: Option<u8>,
     pub reconfigure: bool,
     pub bugs: InjectedBugs,
@@ -240,7 +240,11 @@ pub type RaftAction = <RaftModel as stateright::Model>::Action;
 /// The model for `config`, with all its properties.
 pub fn model(config: ModelConfig) -> RaftModel {
     let servers = config.servers;
-    let reconfigure = config.reconfigure.then_some(actors::Reconfigure { join: config.founders(), leave: 0 });
+    let reconfigure = config.reconfigure.then(|| actors::Reconfigure {
+        join: config.founders(),
+        last_join: config.servers.saturating_sub(1).max(config.founders()),
+        leave: 0,
+    });
     let runtime = Runtime { servers, slow_snapshots: config.slow_snapshots, reconfigure };
     let server_actors = (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), runtime });
     let client_actors = config.scripts().into_iter().enumerate().map(|(i, script)| ModelActor::Client {

@@ -184,6 +184,11 @@ struct ModelArgs {
     /// removes server 0 (3 → 4 → 3 voters with `--servers 4`).
     #[arg(long)]
     reconfigure: bool,
+    /// With `--reconfigure`: this many of the last servers start outside
+    /// the configuration, and are all added as learners before any is
+    /// promoted (two learners at once: what bug (q) needs).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    joiners: u8,
     /// Switch on a known Raft bug.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(InjectedBugs::NAMES))]
     bug: Option<String>,
@@ -226,7 +231,7 @@ impl ModelArgs {
             snapshot_trailing: self.snapshot_trailing,
             slow_snapshots: self.slow_snapshots,
             clients_crash: !self.servers_crash_only,
-            founders: self.reconfigure.then(|| self.servers.saturating_sub(1)),
+            founders: self.reconfigure.then(|| self.servers.saturating_sub(self.joiners).max(1)),
             reconfigure: self.reconfigure,
             bugs: self.bug.as_deref().and_then(InjectedBugs::only).unwrap_or_default(),
         }
