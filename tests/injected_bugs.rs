@@ -373,7 +373,7 @@ fn stale_read(seed: u64, bugs: InjectedBugs) -> Scheduled {
 }
 
 fn stale_read_with(mut config: SimConfig) -> Scheduled {
-    if std::env::var("STALE_TRACE").is_ok() {
+    if std::env::var("STALE_READ_TRACE").is_ok_and(|v| v == config.seed.to_string()) {
         config.trace = Some(raftkv::sim::TraceSink(std::sync::Arc::new(|line: &str| println!("{line}"))));
     }
     let mut sim = Sim::new(config);

@@ -643,7 +643,10 @@ impl TickClock {
     /// than an election timeout ends any lease, so replaying more would
     /// only send needless heartbeats).
     fn due(&mut self) -> u32 {
-        let now = Instant::now();
+        self.due_at(Instant::now())
+    }
+
+    fn due_at(&mut self, now: Instant) -> u32 {
         if now < self.next {
             return 0;
         }
@@ -724,16 +727,20 @@ mod tests {
 
     #[test]
     fn missed_ticks_are_replayed_only_up_to_the_bound() {
-        let hour = Duration::from_secs(3600);
-        let ten_hours_ago = Instant::now().checked_sub(10 * hour).expect("a monotonic clock this old");
-        let mut lease = TickClock { next: ten_hours_ago, period: hour, replay: 3 };
-        assert_eq!(lease.due(), 3, "eleven missed, three replayed");
-        assert_eq!(lease.due(), 1, "the rest are dropped; the next is due at once");
-        assert_eq!(lease.due(), 0);
-        let mut plain = TickClock { next: ten_hours_ago, period: hour, replay: 1 };
-        assert_eq!(plain.due(), 1, "without lease reads, one: timers run late");
-        let mut on_time = TickClock { next: Instant::now() + hour, period: hour, replay: 3 };
-        assert_eq!(on_time.due(), 0);
+        let (start, ms) = (Instant::now(), Duration::from_millis(1));
+        let now = start + 10 * ms + ms / 2; // ten ticks and a half late
+        let mut lease = TickClock { next: start, period: ms, replay: 3 };
+        assert_eq!(lease.due_at(now), 3, "eleven due, three replayed");
+        assert_eq!(lease.due_at(now), 1, "the rest are dropped; the next is due at once");
+        assert_eq!(lease.due_at(now), 0);
+        assert_eq!(lease.due_at(now + ms), 1, "then one per period again");
+        let mut plain = TickClock { next: start, period: ms, replay: 1 };
+        assert_eq!(plain.due_at(now), 1, "without lease reads, one: timers run late");
+        let mut in_step = TickClock { next: start, period: ms, replay: 30 };
+        assert_eq!(in_step.due_at(now), 11, "all eleven, within the bound");
+        assert_eq!(in_step.due_at(now), 0, "and the next on the old cadence");
+        assert_eq!(in_step.due_at(start + 11 * ms), 1);
+        assert_eq!(in_step.due_at(start), 0, "before it is due: none");
     }
 
     fn runtime_config() -> RuntimeConfig {
