@@ -107,7 +107,7 @@ impl Config {
 
     /// Turns lease reads on for clocks that run at most `drift` (a
     /// fraction) fast or slow: [`Config::lease_ticks`] as long as that
-    /// allows, less with bug (s).
+    /// allows (with bug (s), as long as true clocks would allow).
     pub fn with_lease_reads(mut self, drift: f64) -> Config {
         let assumed = if self.bugs.lease_ignores_drift { 0.0 } else { drift };
         self.lease_ticks = super::lease::lease_ticks_for(self.election_ticks, assumed);

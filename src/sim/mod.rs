@@ -458,13 +458,13 @@ impl Sim {
     pub fn failure(&self) -> Option<&Failure> {
         self.failure.as_ref()
     }
-    /// The replica `id`, unless crashed.
     /// How long server `id`'s ticks last this incarnation (its clock's
     /// drift, [`SimConfig::clock_drift_ppm`]).
     pub fn tick_us(&self, id: NodeId) -> Micros {
         self.servers[usize::from(id)].tick_us
     }
 
+    /// The replica `id`, unless crashed.
     pub fn server(&self, id: NodeId) -> Option<&KvServer> {
         self.servers[usize::from(id)].server.as_ref()
     }
