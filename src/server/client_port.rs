@@ -469,7 +469,7 @@ fn info(shared: &Shared) -> String {
          raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n\
          raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n\
          raft_snapshot_index:{}\r\nraft_voters:{}\r\nraft_learners:{}\r\nraft_matched:{}\r\n\
-         raft_peer_received:{}\r\n\r\n\
+         raft_peer_received:{}\r\nraft_lease_reads:{}\r\nraft_reads_by_lease:{}\r\n\r\n\
          # Memory\r\nused_memory:{}\r\nused_memory_rss:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
@@ -495,6 +495,10 @@ fn info(shared: &Shared) -> String {
         // `id=count,...`: envelopes delivered from each peer since start
         // (a link that carries traffic again after a partition counts up).
         shared.peers.links().iter().map(|(id, link)| format!("{id}={}", link.received)).collect::<Vec<_>>().join(","),
+        // Whether this cluster answers Gets under the leader lease, and how
+        // many this node answered so.
+        if shared.cluster.lease_reads { "on" } else { "off" },
+        load(&c.reads_by_lease),
         // 0 where nothing was counted (not the raftkv binary) or unknown.
         super::memory::used_bytes().unwrap_or(0),
         super::memory::rss_bytes().unwrap_or(0),
