@@ -88,33 +88,12 @@ fn vote_without_log_check_is_caught() {
 /// [`stale_read`].
 #[test]
 fn read_without_quorum_is_caught() {
-    let bug = InjectedBugs::only("read_without_quorum").unwrap();
-    let (caught, reached) = (0..50).fold((0, 0), |(caught, reached), seed| match stale_read(seed, bug) {
-        Scheduled::Caught(why) => {
-            println!("seed {seed}: {}", first_line(&why));
-            (caught + 1, reached + 1)
-        }
-        Scheduled::Clean => (caught, reached + 1),
-        Scheduled::NotReached(why) => {
-            println!("seed {seed}: not reached: {why}");
-            (caught, reached)
-        }
-    });
-    println!("read_without_quorum caught in {caught} of {reached} seeds that reached the stale read");
-    assert!(caught > 0, "bug read_without_quorum NOT caught in 50 seeds ({reached} reached the schedule)");
+    assert_caught_on_schedule("read_without_quorum", "not linearizable", stale_read);
 }
 
 #[test]
 fn stale_read_schedule_without_the_bug_is_clean() {
-    let mut reached = 0;
-    for seed in common::seeds(50) {
-        match stale_read(seed, InjectedBugs::default()) {
-            Scheduled::Caught(why) => panic!("seed {seed}: {why}"),
-            Scheduled::Clean => reached += 1,
-            Scheduled::NotReached(_) => {}
-        }
-    }
-    assert!(reached > 0, "the schedule never reached its read: the control proves nothing");
+    assert_schedule_clean(stale_read);
 }
 
 /// Clocks that drift by up to 30% (far more than real ones, so that a
@@ -138,71 +117,28 @@ fn lease_config(seed: u64, bugs: InjectedBugs) -> SimConfig {
 /// answers the old value without asking anyone.
 #[test]
 fn lease_ignores_drift_is_caught() {
-    let bug = InjectedBugs::only("lease_ignores_drift").unwrap();
-    let (caught, reached) =
-        (0..50).fold((0, 0), |(caught, reached), seed| match stale_read_with(lease_config(seed, bug)) {
-            Scheduled::Caught(why) => {
-                assert!(why.contains("LeaseSafety"), "seed {seed}: caught as something else: {why}");
-                println!("seed {seed}: {}", first_line(&why));
-                (caught + 1, reached + 1)
-            }
-            Scheduled::Clean => (caught, reached + 1),
-            Scheduled::NotReached(why) => {
-                println!("seed {seed}: not reached: {why}");
-                (caught, reached)
-            }
-        });
-    println!("lease_ignores_drift caught in {caught} of {reached} seeds that reached the stale read");
-    assert!(caught > 0, "bug lease_ignores_drift NOT caught in 50 seeds ({reached} reached the schedule)");
+    assert_caught_on_schedule("lease_ignores_drift", "LeaseSafety", |seed, bugs| {
+        stale_read_with(lease_config(seed, bugs))
+    });
 }
 
 /// The control for (s): the same drift and schedule with the lease the
 /// bound allows stays linearizable, on every seed that reached the read.
 #[test]
 fn stale_read_schedule_with_lease_reads_is_clean() {
-    let mut reached = 0;
-    for seed in common::seeds(50) {
-        match stale_read_with(lease_config(seed, InjectedBugs::default())) {
-            Scheduled::Caught(why) => panic!("seed {seed}: {why}"),
-            Scheduled::Clean => reached += 1,
-            Scheduled::NotReached(_) => {}
-        }
-    }
-    assert!(reached > 0, "the schedule never reached its read: the control proves nothing");
+    assert_schedule_clean(|seed, bugs| stale_read_with(lease_config(seed, bugs)));
 }
 
 /// (t) A server that reboots forgets it echoed a leader's round: its vote
 /// elects another leader within that leader's lease. See [`lease_reboot`].
 #[test]
 fn restart_forgets_lease_is_caught() {
-    let bug = InjectedBugs::only("restart_forgets_lease").unwrap();
-    let (caught, reached) = (0..50).fold((0, 0), |(caught, reached), seed| match lease_reboot(seed, bug) {
-        Scheduled::Caught(why) => {
-            assert!(why.contains("LeaseSafety"), "seed {seed}: caught as something else: {why}");
-            println!("seed {seed}: {}", first_line(&why));
-            (caught + 1, reached + 1)
-        }
-        Scheduled::Clean => (caught, reached + 1),
-        Scheduled::NotReached(why) => {
-            println!("seed {seed}: not reached: {why}");
-            (caught, reached)
-        }
-    });
-    println!("restart_forgets_lease caught in {caught} of {reached} seeds that reached the stale read");
-    assert!(caught > 0, "bug restart_forgets_lease NOT caught in 50 seeds ({reached} reached the schedule)");
+    assert_caught_on_schedule("restart_forgets_lease", "LeaseSafety", lease_reboot);
 }
 
 #[test]
 fn lease_reboot_schedule_without_the_bug_is_clean() {
-    let mut reached = 0;
-    for seed in common::seeds(50) {
-        match lease_reboot(seed, InjectedBugs::default()) {
-            Scheduled::Caught(why) => panic!("seed {seed}: {why}"),
-            Scheduled::Clean => reached += 1,
-            Scheduled::NotReached(_) => {}
-        }
-    }
-    assert!(reached > 0, "the schedule never reached its read: the control proves nothing");
+    assert_schedule_clean(lease_reboot);
 }
 
 /// (t)'s schedule, 5 servers, lease reads on, true clocks: L leads and a
@@ -310,34 +246,47 @@ fn skip_session_table_is_caught() {
 /// the reboot between the two elections.
 #[test]
 fn vote_before_persist_is_caught() {
-    let bug = InjectedBugs::only("vote_before_persist").unwrap();
-    let (caught, reached) = (0..50).fold((0, 0), |(caught, reached), seed| match double_vote(seed, bug) {
-        Scheduled::Caught(why) => {
-            assert!(why.contains("ElectionSafety"), "seed {seed}: caught as something else: {why}");
-            println!("seed {seed}: {}", first_line(&why));
-            (caught + 1, reached + 1)
-        }
-        Scheduled::Clean => (caught, reached + 1),
-        Scheduled::NotReached(why) => {
-            println!("seed {seed}: not reached: {why}");
-            (caught, reached)
-        }
-    });
-    println!("vote_before_persist caught in {caught} of {reached} seeds that reached the reboot");
-    assert!(caught > 0, "bug vote_before_persist NOT caught in 50 seeds ({reached} reached the schedule)");
+    assert_caught_on_schedule("vote_before_persist", "ElectionSafety", double_vote);
 }
 
 #[test]
 fn double_vote_schedule_without_the_bug_is_clean() {
+    assert_schedule_clean(double_vote);
+}
+
+/// Runs `schedule` with `bug` on over seeds `0..50`: some seed must be
+/// caught, each as `expected`; prints how many of those that reached the
+/// schedule's shape were.
+fn assert_caught_on_schedule(bug: &str, expected: &str, schedule: impl Fn(u64, InjectedBugs) -> Scheduled) {
+    let bugs = InjectedBugs::only(bug).expect("a known bug");
+    let (mut caught, mut reached) = (0, 0);
+    for seed in 0..50 {
+        match schedule(seed, bugs) {
+            Scheduled::Caught(why) => {
+                assert!(why.contains(expected), "seed {seed}: {bug} caught as something else: {why}");
+                println!("seed {seed}: {}", first_line(&why));
+                (caught, reached) = (caught + 1, reached + 1);
+            }
+            Scheduled::Clean => reached += 1,
+            Scheduled::NotReached(why) => println!("seed {seed}: not reached: {why}"),
+        }
+    }
+    println!("{bug} caught in {caught} of {reached} seeds that reached the schedule");
+    assert!(caught > 0, "bug {bug} NOT caught in 50 seeds ({reached} reached the schedule)");
+}
+
+/// The control: `schedule` without bugs breaks nothing on any seed, and
+/// some seed reaches its end (or the control proves nothing).
+fn assert_schedule_clean(schedule: impl Fn(u64, InjectedBugs) -> Scheduled) {
     let mut reached = 0;
     for seed in common::seeds(50) {
-        match double_vote(seed, InjectedBugs::default()) {
+        match schedule(seed, InjectedBugs::default()) {
             Scheduled::Caught(why) => panic!("seed {seed}: {why}"),
             Scheduled::Clean => reached += 1,
             Scheduled::NotReached(_) => {}
         }
     }
-    assert!(reached > 0, "the schedule never reached the reboot: the control proves nothing");
+    assert!(reached > 0, "the schedule never reached its end: the control proves nothing");
 }
 
 /// The outcome of a hand-built schedule.
