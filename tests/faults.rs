@@ -33,6 +33,7 @@ fn spec(cluster: &TestCluster, seed: u64) -> LoadSpec {
         clients: 3,
         mix: Mix::Appends,
         keys: KEYS,
+        rotate_keys_every: None,
         key_bytes: 8,
         value_bytes: 16,
         seed,

@@ -125,7 +125,7 @@ async fn a_random_schedule_of_faults_that_each_leave_a_majority_keeps_serving() 
         cluster.place(id, net.addr(id), net.exec_prefix(id));
     }
     cluster.start_all();
-    let spec = nemesis::appends_load(cluster.clients(), cluster.access.clone(), 8, seed, run_for);
+    let spec = nemesis::appends_load(cluster.clients(), cluster.access.clone(), 8, seed);
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
     let sampler = Sampler::start(&cluster.clients(), &cluster.access, epoch);

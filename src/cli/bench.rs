@@ -48,6 +48,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         clients: args.clients,
         mix: args.mix,
         keys: args.keys,
+        rotate_keys_every: None,
         key_bytes: args.key_bytes,
         value_bytes: args.value_bytes,
         seed: args.seed,

@@ -106,7 +106,7 @@ pub fn run(args: NemesisArgs) -> ExitCode {
         },
         root.path().display()
     );
-    let spec = nemesis::appends_load(clients, access, args.clients, args.seed, args.run_for);
+    let spec = nemesis::appends_load(clients, access, args.clients, args.seed);
     let outcome = super::runtime().block_on(run_schedule(&net, &mut servers, &spec, &args));
     drop(servers);
     match outcome {
@@ -157,7 +157,13 @@ async fn run_schedule(net: &Netns, servers: &mut Servers, spec: &LoadSpec, args:
     let ops = records.into_iter().flat_map(|r| r.history).collect();
     let started = Instant::now();
     let checked = load::read_back_and_check(spec, ops, epoch, PATIENCE).await;
-    println!("read back {} keys and checked the history in {:.1} s", spec.keys, started.elapsed().as_secs_f64());
+    let keys = match &checked {
+        Ok(history) => history.ops.iter().map(|op| op.key.as_str()).collect::<std::collections::BTreeSet<_>>().len(),
+        Err(failure) => {
+            failure.history.ops.iter().map(|op| op.key.as_str()).collect::<std::collections::BTreeSet<_>>().len()
+        }
+    };
+    println!("read back {keys} keys and checked the history in {:.1} s", started.elapsed().as_secs_f64());
     let history = match &checked {
         Ok(history) => history,
         Err(failure) => &failure.history,

@@ -356,6 +356,7 @@ pub fn appends_load(servers: Vec<std::net::SocketAddr>, seed: u64) -> LoadSpec {
         clients: 4,
         mix: Mix::Appends,
         keys: 3,
+        rotate_keys_every: None,
         key_bytes: 8,
         value_bytes: 16,
         seed,

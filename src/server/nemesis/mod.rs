@@ -145,24 +145,28 @@ pub async fn random_schedule(
     Ok(events)
 }
 
+/// How many keys the nemesis load's clients pick among at any time.
+pub const KEY_WINDOW: u64 = 8;
+/// About this many operations per key ([`appends_load`]), so a value holds
+/// at most a few hundred bytes of appends.
+pub const OPS_PER_KEY: u64 = 100;
+
 /// The load a nemesis runs under: `clients` clients appending (so that
-/// every acknowledged append can be looked for in the final values) to
-/// two keys per second of the run, at least 3. Every Get returns its key's
-/// whole value, which grows with every append: keys in proportion to the
-/// run keep values, and the history that holds every Get's value, bounded
-/// (with 3 keys a 10-minute run's history outgrew 24 GB).
-pub fn appends_load(
-    servers: Vec<SocketAddr>,
-    access: Access,
-    clients: usize,
-    seed: u64,
-    run_for: Duration,
-) -> LoadSpec {
+/// every acknowledged append can be looked for in the final values) to a
+/// window of [`KEY_WINDOW`] keys that slides on by one key every
+/// [`OPS_PER_KEY`] operations. Every Get returns its key's whole value,
+/// which grows with every append, and the history holds them all: with 3
+/// keys a 10-minute run's history outgrew 24 GB; with two keys per second
+/// of the run, a 5-minute run with lease reads (fast Gets) outgrew 23 GB.
+/// With the window each key takes about [`OPS_PER_KEY`] operations, so
+/// the history grows with the operations, by a few hundred bytes each.
+pub fn appends_load(servers: Vec<SocketAddr>, access: Access, clients: usize, seed: u64) -> LoadSpec {
     LoadSpec {
         servers,
         clients,
         mix: Mix::Appends,
-        keys: (2 * run_for.as_secs()).max(3),
+        keys: KEY_WINDOW,
+        rotate_keys_every: Some(OPS_PER_KEY),
         key_bytes: 8,
         value_bytes: 16,
         seed,
