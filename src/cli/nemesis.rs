@@ -157,13 +157,8 @@ async fn run_schedule(net: &Netns, servers: &mut Servers, spec: &LoadSpec, args:
     let ops = records.into_iter().flat_map(|r| r.history).collect();
     let started = Instant::now();
     let checked = load::read_back_and_check(spec, ops, epoch, PATIENCE).await;
-    let keys = match &checked {
-        Ok(history) => history.ops.iter().map(|op| op.key.as_str()).collect::<std::collections::BTreeSet<_>>().len(),
-        Err(failure) => {
-            failure.history.ops.iter().map(|op| op.key.as_str()).collect::<std::collections::BTreeSet<_>>().len()
-        }
-    };
-    println!("read back {keys} keys and checked the history in {:.1} s", started.elapsed().as_secs_f64());
+    // (How many keys: the "history checked" line just above says.)
+    println!("read back every key and checked the history in {:.1} s", started.elapsed().as_secs_f64());
     let history = match &checked {
         Ok(history) => history,
         Err(failure) => &failure.history,

@@ -1613,14 +1613,18 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// once this leader has committed an entry of its term; renews the
     /// lease, if any, on the way.
     fn release_reads(&mut self) {
-        if self.lease_reads() && self.role == Role::Leader {
-            let confirmed = self.confirmed_round();
-            self.lease.confirmed(confirmed, self.config.lease_ticks);
-        }
-        if self.pending_reads.is_empty() || !(self.committed_in_term() || self.config.bugs.read_before_noop) {
+        let renew = self.lease_reads() && self.role == Role::Leader;
+        let answer = !self.pending_reads.is_empty() && (self.committed_in_term() || self.config.bugs.read_before_noop);
+        if !renew && !answer {
             return;
         }
         let confirmed = self.confirmed_round();
+        if renew {
+            self.lease.confirmed(confirmed, self.config.lease_ticks);
+        }
+        if !answer {
+            return;
+        }
         debug_assert!(self.commit <= self.log.last_index());
         while let Some(&(id, round)) = self.pending_reads.front() {
             if round > confirmed {

@@ -265,8 +265,10 @@ pub async fn read_back_and_check(
     // and up).
     let reader = u64::MAX;
     let mut finals = Vec::new();
-    let keys: BTreeSet<String> =
-        (0..spec.keys).map(|k| key_name(k, spec.key_bytes)).chain(ops.iter().map(|op| op.key.clone())).collect();
+    let keys: BTreeSet<String> = {
+        let touched: BTreeSet<&str> = ops.iter().map(|op| op.key.as_str()).collect();
+        (0..spec.keys).map(|k| key_name(k, spec.key_bytes)).chain(touched.into_iter().map(str::to_owned)).collect()
+    };
     for key in keys {
         let call = epoch.elapsed().as_micros() as u64;
         let deadline = tokio::time::Instant::now() + patience;
