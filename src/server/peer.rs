@@ -16,7 +16,7 @@
 //!   connection decodes frames into a bounded buffer and hands each valid
 //!   envelope to the `deliver` callback. Anything wrong on a connection
 //!   (bytes that do not decode, or an envelope whose addresses do not fit
-//!   the cluster configuration, see [`Refused`]) is logged and closes that
+//!   the current peer book, see [`Refused`]) is logged and closes that
 //!   connection; the transport keeps serving the others.
 //! - **Authentication** ([`super::tls`]), when the cluster has TLS on:
 //!   both ends of every connection present a certificate from the
@@ -29,6 +29,13 @@
 //!   `silence_max` drops the connection and redials. A blackholed
 //!   connection is thus replaced within a fraction of an election timeout,
 //!   not when the kernel's retransmissions give up.
+//! - **The peer book** ([`PeerBook`]): who the peers are, and where to dial
+//!   each, may change while the transport runs (the cluster's replicated
+//!   address book adds a server no config file lists, or moves a member).
+//!   `PeerConfig::peers` is only the first book; [`PeerBook::set`] replaces
+//!   it. A new peer gets a queue and a writer; a moved one has its writer
+//!   drop its connection and dial the new address; a removed one is no
+//!   longer sent to, and its frames are refused.
 //!
 //! Every task belongs to the [`PeerTransport`]: [`PeerTransport::shutdown`]
 //! ends them all and waits for them, and dropping it aborts them.
@@ -44,11 +51,11 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -76,7 +83,9 @@ pub struct PeerConfig {
     /// This node's peer address (port 0 picks a free port; see
     /// [`PeerTransport::local_addr`]).
     pub listen: SocketAddr,
-    /// Every *other* member of the cluster and its peer address.
+    /// Every *other* member of the cluster and its peer address: the
+    /// initial book, which [`PeerBook::set`] replaces while the transport
+    /// runs.
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The wire bounds, for both directions.
     pub limits: Limits,
@@ -183,8 +192,8 @@ pub struct PeerStats {
     /// Dropped from a full queue, oldest first, to make room for a newer
     /// envelope (Raft's newer messages supersede older ones).
     pub dropped_full: u64,
-    /// Dropped by `send` because `to` is not a peer (or is this node), or
-    /// `from` is not this node.
+    /// Dropped by `send` because `to` is not a peer in the current book
+    /// (or is this node), or `from` is not this node.
     pub dropped_misaddressed: u64,
     /// Dropped by `send` because the transport has stopped.
     pub dropped_closed: u64,
@@ -236,12 +245,21 @@ struct LinkCounters {
     received: AtomicU64,
 }
 
+impl LinkCounters {
+    fn stats(&self) -> LinkStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LinkStats { sent: get(&self.sent), dropped: get(&self.dropped), received: get(&self.received) }
+    }
+}
+
+/// The totals. The per-link counts live with each peer in [`Peers`] (the
+/// set of links changes with the book); `sent` and `frames_in` are counted
+/// here too rather than summed over the links, so that reading the totals
+/// takes no lock and a removed peer's counts stay in them.
 #[derive(Debug, Default)]
 struct Counters {
-    /// Per peer, for every member but this node (fixed at start). The
-    /// totals `sent` and `frames_in` are their sums: every envelope written
-    /// or delivered is to or from a member.
-    links: BTreeMap<NodeId, LinkCounters>,
+    sent: AtomicU64,
+    frames_in: AtomicU64,
     queued: AtomicU64,
     dropped_full: AtomicU64,
     dropped_misaddressed: AtomicU64,
@@ -264,28 +282,17 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 impl Counters {
-    fn link(&self, peer: NodeId) -> Option<&LinkCounters> {
-        self.links.get(&peer)
-    }
-
-    fn links(&self) -> Vec<(NodeId, LinkStats)> {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let stats =
-            |l: &LinkCounters| LinkStats { sent: get(&l.sent), dropped: get(&l.dropped), received: get(&l.received) };
-        self.links.iter().map(|(&id, l)| (id, stats(l))).collect()
-    }
-
     fn snapshot(&self) -> PeerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PeerStats {
             queued: get(&self.queued),
-            sent: self.links.values().map(|l| get(&l.sent)).sum(),
+            sent: get(&self.sent),
             dropped_full: get(&self.dropped_full),
             dropped_misaddressed: get(&self.dropped_misaddressed),
             dropped_closed: get(&self.dropped_closed),
             dropped_encode: get(&self.dropped_encode),
             dropped_write: get(&self.dropped_write),
-            frames_in: self.links.values().map(|l| get(&l.received)).sum(),
+            frames_in: get(&self.frames_in),
             refused_frames: get(&self.refused_frames),
             connections_out: get(&self.connections_out),
             connect_failures: get(&self.connect_failures),
@@ -308,7 +315,7 @@ pub enum Refused {
     Decode(DecodeError),
     /// `from` is this node's own id.
     FromSelf { from: NodeId },
-    /// `from` is not a member of the cluster configuration.
+    /// `from` is not a peer in the current book (never was, or was removed).
     UnknownSender { from: NodeId },
     /// `to` is not this node.
     WrongRecipient { to: NodeId, this: NodeId },
@@ -343,14 +350,205 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 // ---------------------------------------------------------------------------
+// The peer book
+
+/// Who the peers are now, and what the transport keeps for every peer it
+/// has known. Written by [`PeerBook::set`] (and once by `start`); read by
+/// [`PeerSender::send`], by the listener's admission checks and by the
+/// metrics. One table under one lock, so that a `set` is seen whole: a
+/// peer is sent to exactly while its frames are admitted.
+///
+/// A std `RwLock`, not an async one: `send` runs on the node thread, a
+/// plain std thread, and must stay cheap (a read lock, no allocation); no
+/// guard is held across an `.await`.
+struct Peers {
+    me: NodeId,
+    queue_capacity: usize,
+    table: RwLock<Table>,
+    /// Wakes the writer manager ([`manage_writers`]) when `set` adds a
+    /// peer. A notification while it is busy is kept (one permit), so
+    /// none is missed.
+    added: Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Every peer the transport has known, by id. A removed member keeps
+    /// its entry, marked not a `member`: its writer runs on (a writer ends
+    /// only with the transport, which keeps the ownership of tasks simple),
+    /// its counts stay in the totals, and if it comes back it finds them.
+    /// Entries are never removed, so there are at most as many as there
+    /// are node ids (a `u8`): the queues and writers stay bounded however
+    /// often the book changes.
+    peers: BTreeMap<NodeId, Peer>,
+    /// Set when the transport stops: a later `set` changes nothing, so no
+    /// queue is opened that no writer would ever drain.
+    closed: bool,
+}
+
+struct Peer {
+    /// Listed by the current book: sent to, and its frames admitted.
+    member: bool,
+    queue: Arc<PeerQueue>,
+    link: Arc<LinkCounters>,
+    /// Where to dial it. Its writer reads this at every dial, and while
+    /// connected wakes on a change to redial at the new address.
+    addr: watch::Sender<SocketAddr>,
+}
+
+/// A new peer for the manager: its queue, counters and address to watch.
+type NewPeer = (NodeId, Arc<PeerQueue>, Arc<LinkCounters>, watch::Receiver<SocketAddr>);
+
+impl Peers {
+    fn new(me: NodeId, queue_capacity: usize) -> Peers {
+        Peers { me, queue_capacity, table: RwLock::default(), added: Notify::new() }
+    }
+
+    /// Reads, ignoring poison: nothing here panics while holding the lock.
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// See [`PeerBook::set`].
+    fn set(&self, book: BTreeMap<NodeId, SocketAddr>) {
+        let me = self.me;
+        let mut added = false;
+        {
+            let mut table = self.write();
+            if table.closed {
+                debug!(node = me, "peer transport stopped; ignoring a new peer book");
+                return;
+            }
+            for (&peer, entry) in table.peers.iter_mut() {
+                if entry.member && !book.contains_key(&peer) {
+                    // What is already queued for it still goes out: it was
+                    // addressed to a member, and the last messages (say,
+                    // the commit of its own removal) are worth delivering.
+                    entry.member = false;
+                    info!(node = me, peer, "peer left the book: no longer sent to, its frames refused");
+                }
+            }
+            for (peer, addr) in book {
+                if peer == me {
+                    debug!(node = me, %addr, "the peer book lists this node itself; ignoring that entry");
+                    continue;
+                }
+                match table.peers.get_mut(&peer) {
+                    Some(entry) => {
+                        if !entry.member {
+                            entry.member = true;
+                            info!(node = me, peer, %addr, "peer is back in the book");
+                        }
+                        // Only a real change wakes the writer: an unchanged
+                        // address must not cost a reconnection.
+                        let moved = entry.addr.send_if_modified(|old| {
+                            let moved = *old != addr;
+                            *old = addr;
+                            moved
+                        });
+                        if moved {
+                            info!(node = me, peer, %addr, "peer moved; redialling it at its new address");
+                        }
+                    }
+                    None => {
+                        let entry = Peer {
+                            member: true,
+                            queue: Arc::new(PeerQueue::new(self.queue_capacity)),
+                            link: Arc::default(),
+                            addr: watch::Sender::new(addr),
+                        };
+                        table.peers.insert(peer, entry);
+                        added = true;
+                        info!(node = me, peer, %addr, "peer added to the book");
+                    }
+                }
+            }
+        }
+        if added {
+            self.added.notify_one();
+        }
+    }
+
+    /// Stops for good: every queue refuses later pushes, and later `set`s
+    /// change nothing.
+    fn close(&self) {
+        let mut table = self.write();
+        table.closed = true;
+        table.peers.values().for_each(|peer| peer.queue.close());
+    }
+
+    /// The peers the manager has not spawned a writer for yet.
+    fn unspawned(&self, spawned: &BTreeSet<NodeId>) -> Vec<NewPeer> {
+        let table = self.read();
+        let new = table.peers.iter().filter(|(id, _)| !spawned.contains(id));
+        new.map(|(&id, p)| (id, p.queue.clone(), p.link.clone(), p.addr.subscribe())).collect()
+    }
+
+    fn is_member(&self, peer: NodeId) -> bool {
+        self.read().peers.get(&peer).is_some_and(|p| p.member)
+    }
+
+    /// A member's link counters.
+    fn link(&self, peer: NodeId) -> Option<Arc<LinkCounters>> {
+        self.read().peers.get(&peer).filter(|p| p.member).map(|p| p.link.clone())
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.read().peers.iter().filter(|(_, p)| p.member).map(|(&id, _)| id).collect()
+    }
+
+    fn member_count(&self) -> usize {
+        self.read().peers.values().filter(|p| p.member).count()
+    }
+
+    /// The links of the current members (what the metrics show).
+    fn links(&self) -> Vec<(NodeId, LinkStats)> {
+        self.read().peers.iter().filter(|(_, p)| p.member).map(|(&id, p)| (id, p.link.stats())).collect()
+    }
+}
+
+impl fmt::Debug for Peers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = self.read();
+        let members = table.peers.iter().filter(|(_, p)| p.member).map(|(id, p)| (id, *p.addr.borrow()));
+        f.debug_map().entries(members).finish()
+    }
+}
+
+/// A handle that replaces the transport's peers and their addresses, from
+/// any thread (cheap to clone); see [`PeerTransport::book`].
+#[derive(Clone, Debug)]
+pub struct PeerBook(Arc<Peers>);
+
+impl PeerBook {
+    /// Every *other* member and the address to dial it at. An id not seen
+    /// before gets a queue, link counters and a writer; a changed address
+    /// makes that peer's writer drop its connection (if any) and dial the
+    /// new address; an id no longer listed keeps its writer but `send` to
+    /// it is dropped as misaddressed and inbound frames from it are refused
+    /// as [`Refused::UnknownSender`] (a removed member). An entry naming
+    /// this node itself is ignored (logged at debug).
+    ///
+    /// It takes effect when it returns: a `send` to a new peer queues (its
+    /// writer, spawned on the transport's runtime, dials soon after), and
+    /// its frames are admitted. After the transport stops it does nothing.
+    pub fn set(&self, peers: BTreeMap<NodeId, SocketAddr>) {
+        self.0.set(peers);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Sending
 
 /// The node thread's handle for sending: cheap to clone, `Send + Sync`, and
 /// usable outside tokio. [`send`](PeerSender::send) never blocks.
 #[derive(Clone)]
 pub struct PeerSender {
-    id: NodeId,
-    queues: Arc<BTreeMap<NodeId, Arc<PeerQueue>>>,
+    peers: Arc<Peers>,
     counters: Arc<Counters>,
 }
 
@@ -419,41 +617,43 @@ impl PeerQueue {
 
 impl fmt::Debug for PeerSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PeerSender").field("id", &self.id).field("peers", &self.queues.keys()).finish()
+        f.debug_struct("PeerSender").field("id", &self.peers.me).field("peers", &self.peers).finish()
     }
 }
 
 impl PeerSender {
     /// Closes every queue: later sends count as `dropped_closed`.
     fn close(&self) {
-        self.queues.values().for_each(|queue| queue.close());
+        self.peers.close();
     }
 
     /// Queues `envelope` for `envelope.to` (dropping that queue's oldest
-    /// envelope when it is full), or drops it when the peer is unknown or
-    /// the transport has stopped; every drop is counted in [`PeerStats`].
+    /// envelope when it is full), or drops it when the peer is not in the
+    /// current book or the transport has stopped; every drop is counted in
+    /// [`PeerStats`].
     ///
     /// Sending to this node itself, or with a `from` other than this node,
     /// is a bug in the caller: it fails a `debug_assert` and is dropped.
     pub fn send(&self, envelope: Envelope<Command>) {
-        debug_assert_ne!(envelope.to, self.id, "node {} sent a message to itself", self.id);
-        debug_assert_eq!(envelope.from, self.id, "node {} sent a message as node {}", self.id, envelope.from);
-        let to = envelope.to;
-        let queue = match self.queues.get(&to) {
-            Some(queue) if envelope.from == self.id => queue,
+        let me = self.peers.me;
+        debug_assert_ne!(envelope.to, me, "node {me} sent a message to itself");
+        debug_assert_eq!(envelope.from, me, "node {me} sent a message as node {}", envelope.from);
+        // The push happens under the read lock: it only takes the queue's
+        // own short lock, and a `set` waits for it at most that long.
+        let table = self.peers.read();
+        let peer = match table.peers.get(&envelope.to) {
+            Some(peer) if peer.member && envelope.from == me => peer,
             _ => {
-                debug!(node = self.id, from = envelope.from, to = envelope.to, "dropping a misaddressed envelope");
+                debug!(node = me, from = envelope.from, to = envelope.to, "dropping a misaddressed envelope");
                 return bump(&self.counters.dropped_misaddressed, 1);
             }
         };
-        match queue.push(envelope) {
+        match peer.queue.push(envelope) {
             Pushed::Queued => bump(&self.counters.queued, 1),
             Pushed::DroppedOldest => {
                 bump(&self.counters.queued, 1);
                 bump(&self.counters.dropped_full, 1);
-                if let Some(link) = self.counters.link(to) {
-                    bump(&link.dropped, 1);
-                }
+                bump(&peer.link.dropped, 1);
             }
             Pushed::Closed => bump(&self.counters.dropped_closed, 1),
         }
@@ -472,7 +672,8 @@ pub struct PeerTransport {
     counters: Arc<Counters>,
     stop: CancellationToken,
     listener: Option<JoinHandle<()>>,
-    writers: JoinSet<()>,
+    /// The writer manager ([`manage_writers`]), which owns every writer.
+    writers: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for PeerTransport {
@@ -496,19 +697,21 @@ impl PeerTransport {
             io::Error::new(e.kind(), format!("node {}: cannot bind the peer listener on {listen}: {e}", config.id))
         })?;
         let local_addr = listener.local_addr()?;
-        let links = config.peers.keys().map(|&peer| (peer, LinkCounters::default())).collect();
-        let counters = Arc::new(Counters { links, ..Counters::default() });
+        let counters = Arc::new(Counters::default());
         let stop = CancellationToken::new();
+        let peers = Arc::new(Peers::new(config.id, config.queue_capacity));
+        peers.set(config.peers.clone());
 
-        let mut writers = JoinSet::new();
-        let mut queues = BTreeMap::new();
-        for (&peer, &addr) in &config.peers {
-            let queue = Arc::new(PeerQueue::new(config.queue_capacity));
-            queues.insert(peer, queue.clone());
-            let writer = Writer {
+        // Writers are spawned by a task rather than by `PeerBook::set`
+        // itself: `set` may run on any thread, outside the runtime, and one
+        // task owning every writer keeps `shutdown` (end them, await them)
+        // and Drop (abort them) as simple as with a fixed set.
+        let writer = {
+            let (config, counters) = (config.clone(), counters.clone());
+            move |peer, link| Writer {
                 me: config.id,
                 peer,
-                addr,
+                link,
                 limits: config.limits,
                 backoff_min: config.backoff_min,
                 backoff_max: config.backoff_max,
@@ -517,18 +720,17 @@ impl PeerTransport {
                 handshake_timeout: config.handshake_timeout(),
                 tls: config.tls.clone(),
                 counters: counters.clone(),
-            };
-            writers.spawn(writer.run(queue));
-        }
+            }
+        };
+        let writers = tokio::spawn(manage_writers(peers.clone(), writer, stop.clone()));
 
         let inbound = Arc::new(Inbound {
             id: config.id,
-            peers: config.peers.keys().copied().collect(),
+            peers: peers.clone(),
             limits: config.limits,
             deliver,
             counters: counters.clone(),
             current: Mutex::new(BTreeMap::new()),
-            max_connections: INBOUND_PER_MEMBER * (config.peers.len() + 1),
             accept_pause: config.backoff_min,
             ack_interval: config.ack_interval(),
             tls: config.tls.clone(),
@@ -537,8 +739,14 @@ impl PeerTransport {
         let listener = tokio::spawn(listen_loop(listener, inbound, stop.clone()));
         info!(node = config.id, %local_addr, peers = config.peers.len(), tls = config.tls.is_some(), "peer transport started");
 
-        let sender = PeerSender { id: config.id, queues: Arc::new(queues), counters: counters.clone() };
-        Ok(PeerTransport { local_addr, sender, counters, stop, listener: Some(listener), writers })
+        let sender = PeerSender { peers, counters: counters.clone() };
+        Ok(PeerTransport { local_addr, sender, counters, stop, listener: Some(listener), writers: Some(writers) })
+    }
+
+    /// A handle that replaces the peers and their addresses while the
+    /// transport runs, usable from any thread.
+    pub fn book(&self) -> PeerBook {
+        PeerBook(self.sender.peers.clone())
     }
 
     /// The address the listener is bound to.
@@ -559,7 +767,7 @@ impl PeerTransport {
     /// A handle that reads the counters from anywhere, for as long as it
     /// is kept (the metrics endpoint).
     pub fn stats_handle(&self) -> PeerStatsHandle {
-        PeerStatsHandle(self.counters.clone())
+        PeerStatsHandle { counters: self.counters.clone(), peers: self.sender.peers.clone() }
     }
 
     /// Stops every task and waits until they have ended: when this returns,
@@ -568,7 +776,12 @@ impl PeerTransport {
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         self.sender.close();
-        self.writers.shutdown().await;
+        if let Some(writers) = self.writers.take() {
+            // It ends by itself once it has ended and awaited every writer.
+            if let Err(e) = writers.await {
+                warn!(error = %e, "peer writer manager task failed");
+            }
+        }
         if let Some(listener) = self.listener.take() {
             // It ends by itself once it has closed its readers.
             if let Err(e) = listener.await {
@@ -580,16 +793,20 @@ impl PeerTransport {
 
 /// Reads a transport's counters (see [`PeerTransport::stats_handle`]).
 #[derive(Clone, Debug)]
-pub struct PeerStatsHandle(Arc<Counters>);
+pub struct PeerStatsHandle {
+    counters: Arc<Counters>,
+    peers: Arc<Peers>,
+}
 
 impl PeerStatsHandle {
     pub fn stats(&self) -> PeerStats {
-        self.0.snapshot()
+        self.counters.snapshot()
     }
 
-    /// Each peer's link, by id.
+    /// Each current peer's link, by id (a peer removed from the book is no
+    /// longer listed; its counts stay in the totals).
     pub fn links(&self) -> Vec<(NodeId, LinkStats)> {
-        self.0.links()
+        self.peers.links()
     }
 }
 
@@ -601,17 +818,47 @@ impl Drop for PeerTransport {
             // Aborting drops its reader set, which aborts every reader.
             listener.abort();
         }
-        // Dropping `writers` aborts every writer.
+        if let Some(writers) = self.writers.take() {
+            // Likewise its writer set, which aborts every writer.
+            writers.abort();
+        }
     }
 }
 
 // ---------------------------------------------------------------------------
 // Outbound
 
+/// Spawns a writer for every peer of the book, at start and whenever
+/// [`PeerBook::set`] adds one, and owns them all: when the transport stops
+/// it ends them and waits for them; aborting it (dropping the transport)
+/// drops its set, which aborts them.
+async fn manage_writers(
+    peers: Arc<Peers>,
+    writer: impl Fn(NodeId, Arc<LinkCounters>) -> Writer,
+    stop: CancellationToken,
+) {
+    let mut writers = JoinSet::new();
+    // Writers never end by themselves, so this names exactly the running
+    // ones; at most one per node id.
+    let mut spawned = BTreeSet::new();
+    loop {
+        for (peer, queue, link, addr) in peers.unspawned(&spawned) {
+            spawned.insert(peer);
+            writers.spawn(writer(peer, link).run(queue, addr));
+        }
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = peers.added.notified() => {}
+        }
+    }
+    writers.shutdown().await;
+}
+
 struct Writer {
     me: NodeId,
     peer: NodeId,
-    addr: SocketAddr,
+    link: Arc<LinkCounters>,
     limits: Limits,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -628,40 +875,67 @@ enum Dropped {
     Broken,
     /// What was written went unacknowledged for `silence_max`.
     Silent,
+    /// The book gave the peer a new address.
+    Moved,
+}
+
+/// Waits until the peer's address changes (forever if it no longer can:
+/// the book is gone with the transport).
+async fn moved(addr: &mut watch::Receiver<SocketAddr>) {
+    if addr.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Writer {
-    /// Owns the connection to one peer, for as long as the transport runs.
-    async fn run(self, queue: Arc<PeerQueue>) {
+    /// Owns the connection to one peer, for as long as the transport runs,
+    /// dialling it wherever `addr` says at the time.
+    async fn run(self, queue: Arc<PeerQueue>, mut addr: watch::Receiver<SocketAddr>) {
         let mut buf = Vec::new();
         let mut redial = Redial::new(self.backoff_min, self.backoff_max);
         loop {
             // Connect only when there is something to send.
             let first = queue.next().await;
-            let stream = self.connect(&mut redial).await;
-            if let Dropped::Silent = self.serve(stream, first, &queue, &mut buf, &mut redial).await {
-                bump(&self.counters.connections_silent, 1);
-                // Once per outage at warn: a paused peer accepts every
-                // redial in its kernel and leaves each one silent.
-                if redial.pause().is_zero() {
-                    warn!(node = self.me, peer = self.peer, silence = ?self.silence_max, "no ack from peer; reconnecting");
-                } else {
-                    debug!(node = self.me, peer = self.peer, "no ack from peer again; reconnecting");
+            let stream = self.connect(&mut redial, &mut addr).await;
+            match self.serve(stream, first, &queue, &mut buf, &mut redial, &mut addr).await {
+                Dropped::Broken => {}
+                Dropped::Silent => {
+                    bump(&self.counters.connections_silent, 1);
+                    // Once per outage at warn: a paused peer accepts every
+                    // redial in its kernel and leaves each one silent.
+                    if redial.pause().is_zero() {
+                        warn!(node = self.me, peer = self.peer, silence = ?self.silence_max, "no ack from peer; reconnecting");
+                    } else {
+                        debug!(node = self.me, peer = self.peer, "no ack from peer again; reconnecting");
+                    }
+                    redial.failed();
                 }
-                redial.failed();
+                Dropped::Moved => {
+                    debug!(node = self.me, peer = self.peer, "peer moved; dropped the connection to its old address");
+                    // The backoff was earned by the old address.
+                    redial.healthy();
+                }
             }
         }
     }
 
-    /// Connects (and with TLS, completes the handshake), pausing before
-    /// each attempt as [`Redial`] says.
-    async fn connect(&self, redial: &mut Redial) -> BoxStream {
+    /// Connects (and with TLS, completes the handshake) to the peer's
+    /// current address, pausing before each attempt as [`Redial`] says.
+    async fn connect(&self, redial: &mut Redial, to: &mut watch::Receiver<SocketAddr>) -> BoxStream {
         loop {
             let pause = redial.pause();
             if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    // A new address is worth a dial at once: the pause
+                    // was earned by the old one.
+                    () = moved(to) => redial.healthy(),
+                }
             }
-            let error = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+            // Marks this address seen: a change from now on, even during
+            // this attempt, wakes `serve`, which redials.
+            let addr = *to.borrow_and_update();
+            let error = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     set_backstops(&stream, self.silence_max);
                     let stream = match self.handshake(stream).await {
@@ -670,9 +944,9 @@ impl Writer {
                             bump(&self.counters.handshake_failures, 1);
                             // Once per outage at warn, like the connects.
                             if redial.pause().is_zero() {
-                                warn!(node = self.me, peer = self.peer, addr = %self.addr, %error, "TLS handshake with peer failed");
+                                warn!(node = self.me, peer = self.peer, addr = %addr, %error, "TLS handshake with peer failed");
                             } else {
-                                debug!(node = self.me, peer = self.peer, addr = %self.addr, %error, "TLS handshake with peer failed again");
+                                debug!(node = self.me, peer = self.peer, addr = %addr, %error, "TLS handshake with peer failed again");
                             }
                             redial.failed();
                             continue;
@@ -682,9 +956,9 @@ impl Writer {
                     // At info once per outage: a paused peer accepts a
                     // redial every few hundred milliseconds.
                     if redial.pause().is_zero() {
-                        info!(node = self.me, peer = self.peer, addr = %self.addr, "connected to peer");
+                        info!(node = self.me, peer = self.peer, addr = %addr, "connected to peer");
                     } else {
-                        debug!(node = self.me, peer = self.peer, addr = %self.addr, "connected to peer again");
+                        debug!(node = self.me, peer = self.peer, addr = %addr, "connected to peer again");
                     }
                     return stream;
                 }
@@ -693,7 +967,7 @@ impl Writer {
             };
             bump(&self.counters.connect_failures, 1);
             redial.failed();
-            debug!(node = self.me, peer = self.peer, addr = %self.addr, %error, retry_in = ?redial.pause(), "cannot connect to peer");
+            debug!(node = self.me, peer = self.peer, addr = %addr, %error, retry_in = ?redial.pause(), "cannot connect to peer");
         }
     }
 
@@ -709,7 +983,7 @@ impl Writer {
     }
 
     /// Writes queued envelopes to `stream`, `first` first, until the
-    /// connection breaks or goes silent.
+    /// connection breaks or goes silent, or the peer moves (`to` changes).
     async fn serve(
         &self,
         stream: BoxStream,
@@ -717,6 +991,7 @@ impl Writer {
         queue: &PeerQueue,
         buf: &mut Vec<u8>,
         redial: &mut Redial,
+        to: &mut watch::Receiver<SocketAddr>,
     ) -> Dropped {
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut live = Liveness::new(self.silence_max);
@@ -734,6 +1009,7 @@ impl Writer {
                         continue;
                     }
                     () = until(live.deadline()) => return Dropped::Silent,
+                    () = moved(to) => return Dropped::Moved,
                     envelope = queue.next() => envelope,
                 },
             };
@@ -777,6 +1053,12 @@ impl Writer {
                             self.dropped(batch);
                             return Dropped::Silent;
                         }
+                        // The old address may be a dead host: the write
+                        // could stall there until the silence is up.
+                        () = moved(to) => {
+                            self.dropped(batch);
+                            return Dropped::Moved;
+                        }
                     }
                 }
             };
@@ -785,9 +1067,8 @@ impl Writer {
             }
             match ended {
                 Ok(()) => {
-                    if let Some(link) = self.counters.link(self.peer) {
-                        bump(&link.sent, batch);
-                    }
+                    bump(&self.link.sent, batch);
+                    bump(&self.counters.sent, batch);
                 }
                 Err(error) => {
                     self.dropped(batch);
@@ -803,9 +1084,7 @@ impl Writer {
     /// Counts `batch` envelopes lost in a write.
     fn dropped(&self, batch: u64) {
         bump(&self.counters.dropped_write, batch);
-        if let Some(link) = self.counters.link(self.peer) {
-            bump(&link.dropped, batch);
-        }
+        bump(&self.link.dropped, batch);
     }
 
     /// What the peer wrote back: acks keep the connection alive (returns
@@ -876,19 +1155,28 @@ fn set_backstops(stream: &TcpStream, silence_max: Duration) {
 
 struct Inbound {
     id: NodeId,
-    peers: BTreeSet<NodeId>,
+    /// The book: who may connect, read afresh at every check so that a
+    /// `set` applies to connections already open.
+    peers: Arc<Peers>,
     limits: Limits,
     deliver: Deliver,
     counters: Arc<Counters>,
     /// The live identified connection of each peer: its number and the
     /// token that closes it when a newer one from the same peer arrives.
     current: Mutex<BTreeMap<NodeId, (u64, CancellationToken)>>,
-    max_connections: usize,
     accept_pause: Duration,
     /// How often a reader acks while bytes arrive ([`AckPacer`]).
     ack_interval: Duration,
     tls: Option<Arc<NodeTls>>,
     handshake_timeout: Duration,
+}
+
+impl Inbound {
+    /// How many inbound connections may be open at once: a few per member
+    /// of the cluster as the current book has it (its peers and this node).
+    fn max_connections(&self) -> usize {
+        INBOUND_PER_MEMBER * (self.peers.member_count() + 1)
+    }
 }
 
 async fn listen_loop(listener: TcpListener, inbound: Arc<Inbound>, stop: CancellationToken) {
@@ -902,9 +1190,10 @@ async fn listen_loop(listener: TcpListener, inbound: Arc<Inbound>, stop: Cancell
         match accepted {
             Ok((stream, remote)) => {
                 while readers.try_join_next().is_some() {}
-                if readers.len() >= inbound.max_connections {
+                let max = inbound.max_connections();
+                if readers.len() >= max {
                     bump(&inbound.counters.connections_refused, 1);
-                    warn!(node = inbound.id, %remote, max = inbound.max_connections, "too many inbound peer connections; closing the new one");
+                    warn!(node = inbound.id, %remote, max, "too many inbound peer connections; closing the new one");
                     continue;
                 }
                 bump(&inbound.counters.connections_in, 1);
@@ -915,6 +1204,7 @@ async fn listen_loop(listener: TcpListener, inbound: Arc<Inbound>, stop: Cancell
                     inbound: inbound.clone(),
                     close: stop.child_token(),
                     from: None,
+                    link: None,
                     certified: None,
                 };
                 readers.spawn(connection.run(stream));
@@ -942,6 +1232,8 @@ struct Connection {
     close: CancellationToken,
     /// The `from` of the first envelope.
     from: Option<NodeId>,
+    /// Its link counters, looked up once with the first envelope.
+    link: Option<Arc<LinkCounters>>,
     /// With TLS, the node its certificate names: every envelope must come
     /// from it.
     certified: Option<NodeId>,
@@ -1002,7 +1294,8 @@ impl Connection {
     async fn handshake(&mut self, stream: TcpStream) -> Result<BoxStream, String> {
         let Some(tls) = &self.inbound.tls else { return Ok(Box::new(stream)) };
         let timeout = self.inbound.handshake_timeout;
-        let members = self.inbound.peers.iter().copied();
+        // Only a member of the current book may identify itself.
+        let members = self.inbound.peers.members();
         match tokio::time::timeout(timeout, tls.accept_peer(stream, members)).await {
             Ok(Ok((id, stream))) => {
                 self.certified = Some(id);
@@ -1078,9 +1371,10 @@ impl Connection {
                         if let Err(refused) = self.admit(&envelope) {
                             return Ended::Refused(refused);
                         }
-                        if let Some(link) = self.inbound.counters.link(envelope.from) {
+                        if let Some(link) = &self.link {
                             bump(&link.received, 1);
                         }
+                        bump(&self.inbound.counters.frames_in, 1);
                         (self.inbound.deliver)(envelope);
                     }
                     Err(DecodeError::Incomplete { needed: n }) => {
@@ -1104,7 +1398,9 @@ impl Connection {
         if from == id {
             return Err(Refused::FromSelf { from });
         }
-        if !self.inbound.peers.contains(&from) {
+        // Every frame, not just the first: a peer removed from the book
+        // has its open connection refused at its next frame.
+        if !self.inbound.peers.is_member(from) {
             return Err(Refused::UnknownSender { from });
         }
         if to != id {
@@ -1118,6 +1414,7 @@ impl Connection {
             Some(_) => Ok(()),
             None => {
                 self.from = Some(from);
+                self.link = self.inbound.peers.link(from);
                 let older = lock(&self.inbound.current).insert(from, (self.number, self.close.clone()));
                 if let Some((_, older)) = older {
                     info!(node = id, from, remote = %self.remote, "new connection from peer replaces its older one");
@@ -1558,6 +1855,147 @@ mod tests {
         assert!(PeerTransport::start(cfg, deliver).await.is_err());
     }
 
+    /// Sends heartbeats `from` → `to` (terms from 1000 up) until one of
+    /// them is delivered to `rx`: the first may be lost in a connection the
+    /// writer has not yet seen closed, or one the receiver refused before
+    /// it knew the sender; Raft would resend, and so do the tests.
+    async fn resend_until_delivered(
+        what: &str,
+        sender: &PeerSender,
+        (from, to): (NodeId, NodeId),
+        rx: &mut mpsc::UnboundedReceiver<Envelope<Command>>,
+    ) {
+        let mut term = 1000;
+        let mut heard = false;
+        wait_until(what, || {
+            term += 1;
+            sender.send(heartbeat(from, to, term));
+            while let Ok(envelope) = rx.try_recv() {
+                let resent = matches!(envelope.message, Message::Heartbeat { term, .. } if term > 1000);
+                heard |= resent && (envelope.from, envelope.to) == (from, to);
+            }
+            heard
+        })
+        .await;
+    }
+
+    fn link_ids(transport: &PeerTransport) -> Vec<NodeId> {
+        transport.stats_handle().links().into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_peer_added_while_running_is_dialled_and_admitted() {
+        let (deliver_a, mut at_a) = collector();
+        let other = free_addr();
+        // Node 0 knows only node 2 (which never starts), not node 1.
+        let a = PeerTransport::start(config(0, any_port(), &[(2, other)]), deliver_a).await.unwrap();
+        let (deliver_b, mut at_b) = collector();
+        let b = PeerTransport::start(config(1, any_port(), &[(0, a.local_addr())]), deliver_b).await.unwrap();
+        assert_eq!(link_ids(&a), [2]);
+
+        // Unknown to node 0: node 1's frames are refused, and node 0
+        // cannot send to it.
+        b.sender().send(heartbeat(1, 0, 1));
+        wait_until("node 0 refused node 1's frame", || a.stats().refused_frames >= 1).await;
+        assert!(at_a.try_recv().is_err(), "a frame from an unknown sender was delivered");
+        a.sender().send(heartbeat(0, 1, 2));
+        assert_eq!((a.stats().dropped_misaddressed, a.stats().queued), (1, 0));
+
+        // The entry naming node 0 itself is ignored.
+        a.book().set([(0, a.local_addr()), (1, b.local_addr()), (2, other)].into());
+        assert_eq!(link_ids(&a), [1, 2]);
+        a.sender().send(heartbeat(0, 1, 3));
+        assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 3));
+        resend_until_delivered("node 0 admits node 1", &b.sender(), (1, 0), &mut at_a).await;
+
+        let stats = a.stats();
+        assert_eq!((stats.dropped_misaddressed, stats.connections_out), (1, 1));
+        let link = a.stats_handle().links().into_iter().find(|&(id, _)| id == 1).unwrap().1;
+        assert_eq!(link.sent, 1);
+        assert!(link.received >= 1, "{link:?}");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_moves_is_redialled_at_its_new_address() {
+        let (deliver_b, mut at_b) = collector();
+        let b = PeerTransport::start(config(1, any_port(), &[(0, free_addr())]), deliver_b).await.unwrap();
+        let addr1 = b.local_addr();
+        let (deliver_a, _at_a) = collector();
+        let a = PeerTransport::start(config(0, any_port(), &[(1, addr1)]), deliver_a).await.unwrap();
+        let sender = a.sender();
+        sender.send(heartbeat(0, 1, 1));
+        assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 1));
+
+        // Node 1 stops, and comes back at another address.
+        b.shutdown().await;
+        let (deliver_b, mut at_b) = collector();
+        let b = PeerTransport::start(config(1, any_port(), &[(0, free_addr())]), deliver_b).await.unwrap();
+        let addr2 = b.local_addr();
+        assert_ne!(addr1, addr2);
+        a.book().set([(1, addr2)].into());
+        resend_until_delivered("node 0 reached node 1 at its new address", &sender, (0, 1), &mut at_b).await;
+        assert_eq!(a.stats().connections_out, 2);
+
+        // It moves again while node 0 is connected to it and the old
+        // address still answers: the live, healthy connection is dropped
+        // at once (nothing else would end it: not a break, not a silence)
+        // for one to the new address.
+        sender.send(heartbeat(0, 1, 2));
+        // After the resends still on their way, which the same connection
+        // delivers first.
+        while next(&mut at_b).await != heartbeat(0, 1, 2) {}
+        let (deliver_c, mut at_c) = collector();
+        let c = PeerTransport::start(config(1, any_port(), &[(0, free_addr())]), deliver_c).await.unwrap();
+        a.book().set([(1, c.local_addr())].into());
+        resend_until_delivered("node 0 reached node 1 at its third address", &sender, (0, 1), &mut at_c).await;
+        let stats = a.stats();
+        assert_eq!((stats.connections_out, stats.connections_silent), (3, 0));
+        assert_eq!(link_ids(&a), [1]);
+        a.shutdown().await;
+        b.shutdown().await;
+        c.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_removed_from_the_book_is_refused_and_not_sent_to() {
+        let a_addr = free_addr();
+        let (deliver_b, mut at_b) = collector();
+        let b = PeerTransport::start(config(1, any_port(), &[(0, a_addr)]), deliver_b).await.unwrap();
+        let (deliver_a, mut at_a) = collector();
+        let a = PeerTransport::start(config(0, a_addr, &[(1, b.local_addr())]), deliver_a).await.unwrap();
+        a.sender().send(heartbeat(0, 1, 1));
+        b.sender().send(heartbeat(1, 0, 2));
+        assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 1));
+        assert_eq!(next(&mut at_a).await, heartbeat(1, 0, 2));
+
+        a.book().set(BTreeMap::new());
+        assert_eq!(link_ids(&a), [] as [NodeId; 0]);
+        a.sender().send(heartbeat(0, 1, 3));
+        let stats = a.stats();
+        assert_eq!((stats.dropped_misaddressed, stats.queued, stats.sent), (1, 1, 1));
+        // Its connection, open before the removal, is refused at its next frame.
+        b.sender().send(heartbeat(1, 0, 4));
+        wait_until("node 0 refused the removed node's frame", || a.stats().refused_frames >= 1).await;
+        assert!(at_a.try_recv().is_err(), "a frame from a removed member was delivered");
+        assert!(at_b.try_recv().is_err(), "an envelope reached a removed member");
+
+        // Back in the book, it is sent to and admitted again.
+        a.book().set([(1, b.local_addr())].into());
+        assert_eq!(link_ids(&a), [1]);
+        resend_until_delivered("node 0 sends to node 1 again", &a.sender(), (0, 1), &mut at_b).await;
+        resend_until_delivered("node 0 admits node 1 again", &b.sender(), (1, 0), &mut at_a).await;
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[test]
+    fn the_book_can_be_shared_with_any_thread() {
+        fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+        send_sync_clone::<PeerBook>();
+    }
+
     /// Starts node 0 with one inbound connection (from node 1, identified)
     /// and one outbound connection (to a raw listener), both in use.
     async fn busy_transport() -> (PeerTransport, TcpStream, TcpStream, mpsc::UnboundedReceiver<Envelope<Command>>) {
@@ -1612,7 +2050,9 @@ mod tests {
     }
 
     fn bare_sender(id: NodeId) -> PeerSender {
-        PeerSender { id, queues: Arc::new([(1, Arc::new(PeerQueue::new(1)))].into()), counters: Arc::default() }
+        let peers = Peers::new(id, 1);
+        peers.set([(1, free_addr())].into());
+        PeerSender { peers: Arc::new(peers), counters: Arc::default() }
     }
 
     #[test]
