@@ -192,6 +192,116 @@ async fn a_leader_asked_to_stop_hands_over_first() {
     eprintln!("e2e: node {first} stopped gracefully; {line}; the longest operation took {longest} µs");
 }
 
+/// A server no config file lists joins a running cluster under load: it
+/// starts with its own addresses and fetches the others' from a member
+/// (`--join ADDR`); the operator adds it with its addresses (`RAFTKV.MEMBER
+/// ADD id peer client`, recorded in the replicated address book), it is
+/// promoted and made leader, so that every redirect and every peer link
+/// to the leader goes to an address only the book holds. A founder is
+/// killed and restarted (its file does not list the leader: it finds it in
+/// its log), then the newcomer itself is killed and restarted with no
+/// address flags (its data directory has them). Bad requests are refused
+/// with reasons, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_no_config_file_lists_joins_leads_and_restarts() {
+    let mut cluster = TestCluster::configure_with("unlisted", 3, |config| {
+        config.snapshots.every_entries = 100;
+        config.snapshots.trailing_entries = 10;
+    });
+    let (new, peer, client) = cluster.add_unlisted();
+    for id in 0..3 {
+        cluster.restart(id);
+    }
+    let addrs = cluster.clients();
+    let spec = appends_load(addrs.clone(), 17);
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
+    let founders = addrs[..3].to_vec();
+    let operate = |command: ClientCommand| {
+        let founders = founders.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            operator(&founders, &Access::plain(), &command, deadline).await.map_err(|e| e.to_string())
+        }
+    };
+    let at = |peer, client| raftkv::kv::directory::Addresses { peer, client };
+
+    after_more_ops(&progress, 300).await;
+    cluster.restart(new);
+    let refused = operate(ClientCommand::Member(MemberCommand::Add(new))).await.unwrap_err();
+    assert!(
+        refused.contains("not in the cluster's address book") && refused.contains("RAFTKV.MEMBER ADD"),
+        "{refused}"
+    );
+    let added = operate(ClientCommand::Member(MemberCommand::AddAt(new, at(peer, client)))).await.unwrap();
+    assert!(added.contains(&format!("learners={new}")), "{added}");
+    let promoted = operate(ClientCommand::Member(MemberCommand::Promote(new))).await.unwrap();
+    assert!(voters_in(&promoted).contains(&new), "{promoted}");
+
+    // What the book refuses: a member again, another's address, a client
+    // write to the book's keys.
+    let again = operate(ClientCommand::Member(MemberCommand::AddAt(new, at(peer, client)))).await.unwrap_err();
+    assert!(again.contains("already a member"), "{again}");
+    let taken = operate(ClientCommand::Member(MemberCommand::AddAt(new + 1, at(peer, "127.0.0.1:1".parse().unwrap()))))
+        .await
+        .unwrap_err();
+    assert!(taken.contains(&format!("is node {new}'s")), "{taken}");
+    let forged =
+        ClientCommand::Set { key: "\0raftkv/node/1".into(), value: "peer=127.0.0.1:1 client=127.0.0.1:2".into() };
+    let forged = operate(forged).await.unwrap_err();
+    assert!(forged.contains("address book"), "{forged}");
+
+    // The newcomer leads: redirects and peer links go to book-only addresses.
+    after_more_ops(&progress, 200).await;
+    operate(ClientCommand::Transfer { to: new }).await.unwrap();
+    until("the newcomer to lead", || async { leader(&cluster).await == new }).await;
+    let listed = operate(ClientCommand::Member(MemberCommand::List)).await.unwrap();
+    assert!(listed.contains(&format!("{new} voter {client} peer={peer}")), "{listed}");
+
+    // A founder restarts while the newcomer leads: it must find the
+    // leader's address in its own log to answer it.
+    after_more_ops(&progress, 200).await;
+    let founder = (new + 1) % 3;
+    cluster.kill9(founder);
+    after_more_ops(&progress, 200).await;
+    cluster.restart(founder);
+    let caught_up = || async {
+        let commit = info_u64(addrs[usize::from(new)], "raft_commit_index").await.unwrap_or(u64::MAX);
+        info_u64(addrs[usize::from(founder)], "raft_applied_index").await.is_some_and(|a| a >= commit)
+    };
+    after_more_ops(&progress, 200).await;
+    until(&format!("node {founder} to catch up with the newcomer"), caught_up).await;
+
+    // The newcomer restarts with no address flags: its data directory has them.
+    cluster.kill9(new);
+    cluster.set_args(new, Vec::new());
+    after_more_ops(&progress, 200).await;
+    cluster.restart(new);
+    let rejoined = || async {
+        let leader_commit = match leader_among_founders(&founders).await {
+            Some(l) => info_u64(founders[usize::from(l)], "raft_commit_index").await.unwrap_or(u64::MAX),
+            None => u64::MAX,
+        };
+        info_u64(client, "raft_applied_index").await.is_some_and(|a| a >= leader_commit)
+    };
+    after_more_ops(&progress, 200).await;
+    until("the newcomer to rejoin from its own data directory", rejoined).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let records = clients.await.unwrap();
+    check_history(&cluster, &records, epoch, 3).await;
+}
+
+/// Which founder says it leads, if one does now.
+async fn leader_among_founders(founders: &[std::net::SocketAddr]) -> Option<u8> {
+    for (id, &addr) in founders.iter().enumerate() {
+        if info_field(addr, "raft_role").await.as_deref() == Some("Leader") {
+            return Some(id as u8);
+        }
+    }
+    None
+}
+
 /// The voters in a `... voters=0.1.2 learners=3` text.
 fn voters_in(text: &str) -> Vec<u8> {
     let field = text.split_whitespace().find_map(|w| w.strip_prefix("voters=")).unwrap_or("");
@@ -522,7 +632,7 @@ fn bad_setups_fail_with_clear_errors() {
 
     let (code, err) = run(&["--config", path.to_str().unwrap(), "--id", "5", "--data-dir", data]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("not a member"), "{err}");
+    assert!(err.contains("node 5 has no addresses") && err.contains("--peer-addr"), "{err}");
 
     // The data directory is a file.
     let file = root.path().join("a-file");
@@ -540,13 +650,17 @@ fn bad_setups_fail_with_clear_errors() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("TLS") && err.contains("node-0.pem"), "{err}");
 
-    // A route to a node the configuration lacks, and one that is not ID=ADDR.
+    // A route to this node, one to an id no server can have, and one that
+    // is not ID=ADDR.
     let one = root.path().join("one.toml");
     std::fs::write(&one, ClusterConfig::local(1, ports[0], free_ports(1)[0]).to_toml()).unwrap();
     let one = one.to_str().unwrap();
-    let (code, err) = run(&["--config", one, "--id", "0", "--data-dir", data, "--route", "4=127.0.0.1:1"]);
+    let (code, err) = run(&["--config", one, "--id", "0", "--data-dir", data, "--route", "0=127.0.0.1:1"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--route 4"), "{err}");
+    assert!(err.contains("--route 0"), "{err}");
+    let (code, err) = run(&["--config", one, "--id", "0", "--data-dir", data, "--route", "9=127.0.0.1:1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--route 9"), "{err}");
     let (code, err) = run(&["--config", one, "--id", "0", "--data-dir", data, "--route", "4"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("ID=ADDR"), "{err}");

@@ -3,6 +3,7 @@
 
 use super::{Reads, Shape};
 use clap::{Parser, Subcommand};
+use raftkv::kv::directory::Addresses;
 use raftkv::kv::Op;
 use raftkv::lincheck::Budget;
 use raftkv::raft::{InjectedBugs, NodeId};
@@ -120,11 +121,21 @@ enum Command {
         #[arg(long)]
         exit_with_parent: bool,
         /// Start outside the configuration even if this id is one of the
-        /// config's initial voters: for a server whose disk was replaced,
-        /// which an operator then adds back (`raftkv member add`). Only
-        /// matters while the data directory holds no configuration.
-        #[arg(long)]
-        join: bool,
+        /// config's initial voters: for a new server, or one whose disk was
+        /// replaced, which an operator then adds (`raftkv member add`).
+        /// Only matters while the data directory holds no configuration.
+        /// With ADDR (a member's client address), first fetch the cluster's
+        /// address book from it, so this server can answer peers no config
+        /// file lists.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1)]
+        join: Option<Option<SocketAddr>>,
+        /// Where this server listens for its peers, when the config file
+        /// does not list it (or to move it). Needs --client-addr.
+        #[arg(long, value_name = "ADDR", requires = "client_addr")]
+        peer_addr: Option<SocketAddr>,
+        /// Where this server listens for clients (with --peer-addr).
+        #[arg(long, value_name = "ADDR", requires = "peer_addr")]
+        client_addr: Option<SocketAddr>,
         /// Dial peer ID at ADDR instead of its configured peer address (a
         /// proxy or NAT in between). Repeatable.
         #[arg(long = "route", value_name = "ID=ADDR", value_parser = parse_route)]
@@ -316,9 +327,17 @@ enum MemberAction {
     List,
     /// Add a server: first as a learner, which receives the log (or a
     /// snapshot) but does not vote, then, once it has caught up, as a
-    /// voter. Its id must be in the cluster's config file.
+    /// voter. With PEER and CLIENT, its addresses are first recorded in the
+    /// cluster's replicated address book (so no config file needs to list
+    /// it); without, its id must be in the config file or already in the
+    /// book.
     Add {
         id: NodeId,
+        /// Where the new server listens for its peers (ip:port).
+        #[arg(requires = "client")]
+        peer: Option<SocketAddr>,
+        /// Where it listens for clients (ip:port).
+        client: Option<SocketAddr>,
         /// Stop at learner (promote it later with `promote`).
         #[arg(long)]
         learner: bool,
@@ -457,14 +476,25 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Server { config, id, data_dir, exit_with_parent, join, routes } => {
-            super::server::run(config, id, data_dir, exit_with_parent, join, routes)
+        Command::Server { config, id, data_dir, exit_with_parent, join, peer_addr, client_addr, routes } => {
+            let listen = peer_addr.zip(client_addr).map(|(peer, client)| Addresses { peer, client });
+            let options = super::server::Options { join: join.is_some(), join_via: join.flatten(), listen, routes };
+            super::server::run(config, id, data_dir, exit_with_parent, options)
         }
         Command::Member { action, target } => {
             let commands = match action {
                 MemberAction::List => vec![MemberCommand::List],
-                MemberAction::Add { id, learner: true } => vec![MemberCommand::Add(id)],
-                MemberAction::Add { id, learner: false } => vec![MemberCommand::Add(id), MemberCommand::Promote(id)],
+                MemberAction::Add { id, peer, client, learner } => {
+                    let add = match peer.zip(client) {
+                        Some((peer, client)) => MemberCommand::AddAt(id, Addresses { peer, client }),
+                        None => MemberCommand::Add(id),
+                    };
+                    if learner {
+                        vec![add]
+                    } else {
+                        vec![add, MemberCommand::Promote(id)]
+                    }
+                }
                 MemberAction::Promote { id } => vec![MemberCommand::Promote(id)],
                 MemberAction::Remove { id } => vec![MemberCommand::Remove(id)],
             };

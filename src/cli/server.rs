@@ -1,5 +1,6 @@
 //! `raftkv server`: one member of a cluster, until Ctrl-C or SIGTERM.
 
+use raftkv::kv::directory::Addresses;
 use raftkv::raft::NodeId;
 use raftkv::server::config::ClusterConfig;
 use raftkv::server::node::{NodeFailure, OnFatal};
@@ -9,14 +10,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub fn run(
-    config: PathBuf,
-    id: NodeId,
-    data_dir: PathBuf,
-    exit_with_parent: bool,
-    join: bool,
-    routes: Vec<(NodeId, SocketAddr)>,
-) -> ExitCode {
+/// How this server finds its place: see `raftkv server --help`.
+pub struct Options {
+    pub join: bool,
+    pub join_via: Option<SocketAddr>,
+    pub listen: Option<Addresses>,
+    pub routes: Vec<(NodeId, SocketAddr)>,
+}
+
+pub fn run(config: PathBuf, id: NodeId, data_dir: PathBuf, exit_with_parent: bool, options: Options) -> ExitCode {
+    let Options { join, join_via, listen, routes } = options;
     super::init_logging();
     super::exit_on_panic();
     match raftkv::server::faults::FaultPlan::from_env() {
@@ -47,7 +50,8 @@ pub fn run(
             }));
         });
         let routes = routes.into_iter().collect();
-        let server = match Server::start(ServerOptions { cluster, id, data_dir, join, routes }, on_fatal).await {
+        let options = ServerOptions { cluster, id, data_dir, join, join_via, listen, routes };
+        let server = match Server::start(options, on_fatal).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -7,6 +7,7 @@
 //! log too.
 
 mod admin;
+pub mod directory;
 mod machine;
 mod server;
 pub mod snapshot;

@@ -4,6 +4,7 @@
 //! each request only once its effect is committed and applied.
 
 use super::admin::{AdminDone, AdminError, AdminId, AdminOp, AdminReply, AdminRequest};
+use super::directory;
 use super::snapshot::{self, SnapshotError};
 use super::{ClientId, Command, KvMachine, Op, Request, Response, ServiceError};
 use crate::raft::{
@@ -237,6 +238,15 @@ impl KvServer {
 
     pub fn kv(&self) -> &KvMachine {
         &self.kv
+    }
+
+    /// The replicated address book as this replica knows it: what its
+    /// machine applied, then what its log holds past that
+    /// ([`directory::read_with_log`]).
+    pub fn directory(&self) -> directory::Directory {
+        let log = self.node.log();
+        let unapplied = (self.kv.applied_index() + 1).saturating_sub(log.first_index());
+        directory::read_with_log(&self.kv, log.entries().iter().skip(unapplied as usize))
     }
 
     /// Requests accepted but not answered yet.

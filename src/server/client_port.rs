@@ -25,8 +25,9 @@ use super::resp::{
 };
 use super::resp::{AUTH_NOT_CONFIGURED, CLUSTERDOWN, NOAUTH, TRYAGAIN, WRONGPASS};
 use super::tls::{BoxStream, NodeTls};
+use crate::kv::directory::{self, Addresses};
 use crate::kv::{AdminError, AdminOp, AdminReply, ClientId, Command, Op, Response, ServiceError};
-use crate::raft::{MembershipChange, Refusal};
+use crate::raft::{MembershipChange, NodeId, Refusal};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,29 @@ struct Shared {
     limits: RespLimits,
     /// TLS on this port, server side only.
     tls: Option<Arc<NodeTls>>,
+}
+
+impl Shared {
+    /// Where server `id` listens, as this server knows it now: the
+    /// replicated directory, else the config file.
+    fn addresses(&self, id: NodeId) -> Option<Addresses> {
+        self.cluster.addresses(id, &self.node.directory())
+    }
+
+    /// The client address to redirect to for `id`.
+    fn client_addr(&self, id: NodeId) -> Option<String> {
+        self.addresses(id).map(|a| a.client.to_string())
+    }
+
+    /// The reply to an operator's request that only the leader runs:
+    /// `MOVED 0 <leader>` (slot 0: a keyless command), or `CLUSTERDOWN`
+    /// when no leader is known.
+    fn to_leader(&self, leader: Option<NodeId>) -> Reply {
+        match leader.and_then(|id| self.client_addr(id)) {
+            Some(addr) => Reply::Error(format!("MOVED 0 {addr}")),
+            None => Reply::Error(CLUSTERDOWN.into()),
+        }
+    }
 }
 
 /// Client connections open at once (Redis's `maxclients` default); one
@@ -283,13 +307,16 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
         Err(ClientCommand::Member(member)) => {
             let op = match member {
                 MemberCommand::List => return (Reply::Bulk(members(shared).into()), false),
+                MemberCommand::AddAt(id, at) => return (add_at(shared, id, at).await, false),
                 MemberCommand::Add(id) => AdminOp::Change(MembershipChange::AddLearner(id)),
                 MemberCommand::Promote(id) => AdminOp::PromoteWhenCaughtUp(id),
                 MemberCommand::Remove(id) => AdminOp::Change(MembershipChange::Remove(id)),
             };
-            return (admin(shared, op).await, false);
+            return (addressed_admin(shared, op).await, false);
         }
-        Err(ClientCommand::Transfer { to }) => return (admin(shared, AdminOp::TransferLeadership(to)).await, false),
+        Err(ClientCommand::Transfer { to }) => {
+            return (addressed_admin(shared, AdminOp::TransferLeadership(to)).await, false)
+        }
         Err(ClientCommand::Strlen { key }) => {
             let reply = get(key, session, shared).await.map(|v| Reply::Integer(v.len() as i64));
             return (reply.unwrap_or_else(|refused| refused), false);
@@ -314,8 +341,7 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
     let (client, seq) = session.next();
     let request = Command { client, seq, op };
     let result = submit(&shared.node, request.clone()).await;
-    let leader_addr = |id| shared.cluster.node(id).map(|n| n.client.to_string());
-    (Reply::from_result(&request.op, result, leader_addr), false)
+    (Reply::from_result(&request.op, result, |id| shared.client_addr(id)), false)
 }
 
 /// Runs `op` under this connection's session: the state machine's reply,
@@ -323,7 +349,7 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
 async fn run(op: Op, session: &mut Session, shared: &Shared) -> Result<String, Reply> {
     let (client, seq) = session.next();
     let request = Command { client, seq, op };
-    let leader_addr = |id| shared.cluster.node(id).map(|n| n.client.to_string());
+    let leader_addr = |id| shared.client_addr(id);
     submit(&shared.node, request.clone()).await.map_err(|e| Reply::from_result(&request.op, Err(e), leader_addr))
 }
 
@@ -386,20 +412,55 @@ async fn submit(node: &NodeHandle, request: Command) -> Result<String, ServiceEr
     }
 }
 
-/// Runs an operator's request at the node and turns its outcome into the
-/// reply: the result as text, or the redirect or error a client expects
-/// (`specs/client.md`, "Membership").
-async fn admin(shared: &Shared, op: AdminOp) -> Reply {
+/// [`admin`], for a request that names a server its peers must reach:
+/// refused unless the address book knows where it listens.
+async fn addressed_admin(shared: &Shared, op: AdminOp) -> Reply {
     let named = match op {
         AdminOp::Change(MembershipChange::AddLearner(id) | MembershipChange::Promote(id)) => Some(id),
         AdminOp::TransferLeadership(id) | AdminOp::PromoteWhenCaughtUp(id) => Some(id),
         AdminOp::Change(MembershipChange::Remove(_)) | AdminOp::HandOver => None,
     };
-    if let Some(id) = named.filter(|&id| shared.cluster.node(id).is_none()) {
+    if let Some(id) = named.filter(|&id| shared.addresses(id).is_none()) {
         // Its peers would not know where to reach it.
-        let known = shared.cluster.members();
-        return Reply::Error(format!("ERR node {id} is not in the cluster's address book (ids 0..{known})"));
+        return Reply::Error(format!(
+            "ERR node {id} is not in the cluster's address book; add it with its addresses: RAFTKV.MEMBER ADD {id} <peer ip:port> <client ip:port>"
+        ));
     }
+    admin(shared, op).await
+}
+
+/// `RAFTKV.MEMBER ADD id peer client`: records where `id` listens in the
+/// replicated directory (a write through the log, committed before the
+/// next step), then adds it as a learner. Refused, with nothing written,
+/// at a follower, for a member, and for an address another server has.
+async fn add_at(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
+    let status = shared.node.status();
+    if status.role != Some(crate::raft::Role::Leader) {
+        return shared.to_leader(status.leader);
+    }
+    if status.membership.contains(id) {
+        return Reply::Error(format!("ERR node {id} is already a member"));
+    }
+    let book = shared.cluster.address_book(&shared.node.directory());
+    let taken = book.iter().find(|(&other, a)| other != id && (a.peer == at.peer || a.client == at.client));
+    if let Some((other, a)) = taken {
+        let addr = if a.peer == at.peer { at.peer } else { at.client };
+        return Reply::Error(format!("ERR address {addr} is node {other}'s"));
+    }
+    // A session of its own, never reused: the write is executed once and
+    // leaves nothing in the session table (a server-assigned client).
+    let request =
+        Command { client: SERVER_ASSIGNED_CLIENT_BIT | random_client_id(), seq: 1, op: directory::put(id, &at) };
+    if let Err(refused) = submit(&shared.node, request.clone()).await {
+        return Reply::from_result(&request.op, Err(refused), |id| shared.client_addr(id));
+    }
+    admin(shared, AdminOp::Change(MembershipChange::AddLearner(id))).await
+}
+
+/// Runs an operator's request at the node and turns its outcome into the
+/// reply: the result as text, or the redirect or error a client expects
+/// (`specs/client.md`, "Membership").
+async fn admin(shared: &Shared, op: AdminOp) -> Reply {
     let ticket = match shared.node.admin(op) {
         Ok(ticket) => ticket,
         Err(SubmitError::Busy) => return Reply::Error(TRYAGAIN.into()),
@@ -412,13 +473,7 @@ async fn admin(shared: &Shared, op: AdminOp) -> Reply {
     };
     match result {
         Ok(done) => Reply::Bulk(done.to_string().into()),
-        Err(AdminError::Refused(Refusal::NotLeader { leader })) => {
-            match leader.and_then(|id| shared.cluster.node(id)) {
-                // Slot 0: the redirect of a keyless command.
-                Some(addrs) => Reply::Error(format!("MOVED 0 {}", addrs.client)),
-                None => Reply::Error(CLUSTERDOWN.into()),
-            }
-        }
+        Err(AdminError::Refused(Refusal::NotLeader { leader })) => shared.to_leader(leader),
         Err(AdminError::Refused(
             refusal @ (Refusal::Busy
             | Refusal::NoCommitInTerm
@@ -447,8 +502,11 @@ fn members(shared: &Shared) -> String {
     let mut text = format!("{}\nleader: {leader}\n", s.membership);
     for id in s.membership.members().iter() {
         let role = if s.membership.is_voter(id) { "voter" } else { "learner" };
-        let client = shared.cluster.node(id).map_or("(not in the address book)".to_string(), |n| n.client.to_string());
-        text.push_str(&format!("{id} {role} {client}\n"));
+        let at = match shared.addresses(id) {
+            Some(a) => format!("{} peer={}", a.client, a.peer),
+            None => "(not in the address book)".to_string(),
+        };
+        text.push_str(&format!("{id} {role} {at}\n"));
     }
     text
 }

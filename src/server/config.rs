@@ -41,8 +41,11 @@
 //! `initial_voters = N` (before `[snapshots]`), only nodes `0..N` found the
 //! cluster; the others start outside it, and an operator adds them
 //! (`raftkv member add ID`, then `promote ID`). The file is an address
-//! book: the configuration itself lives in the Raft log.
+//! book, and the cluster keeps a replicated one on top of it
+//! ([`crate::kv::directory`]: servers added with their addresses, which
+//! no file lists); the configuration itself lives in the Raft log.
 
+use crate::kv::directory::{Addresses, Directory};
 use crate::kv::{ReadPath, ServerConfig, SnapshotPolicy};
 use crate::raft::types::MAX_NODES;
 use crate::raft::{Config, NodeId};
@@ -343,6 +346,22 @@ impl ClusterConfig {
         self.nodes.get(usize::from(id))
     }
 
+    /// Where `id` listens: the addresses the replicated directory holds for
+    /// it (an operator added or moved it: `RAFTKV.MEMBER ADD id peer
+    /// client`), else its `[[nodes]]` entry.
+    pub fn addresses(&self, id: NodeId, replicated: &Directory) -> Option<Addresses> {
+        replicated.get(&id).copied().or_else(|| self.node(id).map(|n| Addresses { peer: n.peer, client: n.client }))
+    }
+
+    /// Every server whose addresses are known: the file's, with the
+    /// replicated directory's on top.
+    pub fn address_book(&self, replicated: &Directory) -> Directory {
+        let mut book: Directory =
+            (0..self.members()).filter_map(|id| Some((id, self.addresses(id, replicated)?))).collect();
+        book.extend(replicated);
+        book
+    }
+
     /// The Raft settings of node `id`; `seed` drives its election jitter. A
     /// node beyond the founders starts outside the configuration.
     pub fn raft_config(&self, id: NodeId, seed: u64) -> Config {
@@ -367,6 +386,26 @@ impl ClusterConfig {
     /// The member whose client address is `addr`.
     pub fn id_of_client_addr(&self, addr: SocketAddr) -> Option<NodeId> {
         self.nodes.iter().position(|n| n.client == addr).map(|i| i as NodeId)
+    }
+}
+
+#[cfg(test)]
+mod address_book_tests {
+    use super::*;
+
+    #[test]
+    fn the_replicated_directory_overrides_and_extends_the_file() {
+        let file = ClusterConfig::local(3, 7100, 6379);
+        let moved = Addresses { peer: "127.0.0.9:7000".parse().unwrap(), client: "127.0.0.9:6000".parse().unwrap() };
+        let added = Addresses { peer: "127.0.0.8:7000".parse().unwrap(), client: "127.0.0.8:6000".parse().unwrap() };
+        let replicated = Directory::from([(1, moved), (5, added)]);
+        assert_eq!(file.addresses(1, &replicated), Some(moved));
+        assert_eq!(file.addresses(5, &replicated), Some(added));
+        assert_eq!(file.addresses(0, &replicated).map(|a| a.client), Some(file.nodes[0].client));
+        assert_eq!(file.addresses(4, &replicated), None);
+        let book = file.address_book(&replicated);
+        assert_eq!(book.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 5]);
+        assert_eq!(book[&1], moved);
     }
 }
 

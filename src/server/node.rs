@@ -54,6 +54,7 @@
 
 use super::handoff::{BoundedChannel, Inbox, PushError, Ticket, Waiters};
 use super::storage::{RaftStorage, StorageError};
+use crate::kv::directory::{self, Directory};
 use crate::kv::{AdminId, AdminOp, AdminReply, AdminRequest};
 use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput, ServerOutput, SnapshotJob};
 use crate::raft::types::MAX_NODES;
@@ -64,6 +65,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// How the runtime around one node is sized.
 #[derive(Clone, Debug)]
@@ -235,6 +237,9 @@ pub struct NodeHandle {
     status: Arc<Mutex<Status>>,
     counters: Arc<Counters>,
     stopped: Arc<AtomicBool>,
+    /// The replicated address book, republished by the node thread after
+    /// every step that touched it ([`directory::touched`]).
+    directory: watch::Receiver<Directory>,
 }
 
 impl NodeHandle {
@@ -282,6 +287,17 @@ impl NodeHandle {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The replicated address book as this node knows it now.
+    pub fn directory(&self) -> Directory {
+        self.directory.borrow().clone()
+    }
+
+    /// Follows the replicated address book: changes as the node applies
+    /// (or installs) new addresses.
+    pub fn watch_directory(&self) -> watch::Receiver<Directory> {
+        self.directory.clone()
     }
 
     /// True once the node stopped (shut down or failed).
@@ -376,6 +392,7 @@ impl NodeRuntime {
             id,
         });
         let status = Arc::new(Mutex::new(status_of(&server)));
+        let (directory, directory_rx) = watch::channel(server.directory());
         let handle = NodeHandle {
             inbox: shared.inbox.clone(),
             waiters: shared.waiters.clone(),
@@ -384,6 +401,7 @@ impl NodeRuntime {
             status: status.clone(),
             counters: Arc::new(Counters::default()),
             stopped: shared.stopped.clone(),
+            directory: directory_rx,
         };
         let node_thread = {
             let (shared, counters) = (shared.clone(), handle.counters.clone());
@@ -391,7 +409,7 @@ impl NodeRuntime {
             std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
-                    shared.guard(&name, || node_loop(server, &shared, &status, &counters, &config, &send));
+                    shared.guard(&name, || node_loop(server, &shared, &status, &counters, &config, &send, &directory));
                     // However it ended, nothing more will be stepped.
                     shared.stop();
                 })
@@ -502,6 +520,7 @@ fn node_loop(
     counters: &Counters,
     config: &RuntimeConfig,
     send: &SendToPeer,
+    directory: &watch::Sender<Directory>,
 ) {
     // Which ticket keys wait for which request. Bounded: each entry is an
     // accepted request, and the server answers every one (or refuses it at
@@ -546,7 +565,9 @@ fn node_loop(
             }
         }
         let mut persists = Vec::new();
+        let mut directory_touched = false;
         let mut carry_out = |out: ServerOutput| -> Result<(), ()> {
+            directory_touched |= directory::touched(&out);
             persists.extend(out.persist);
             // Everything else is carried out at once: the node holds back
             // what depends on the disk (see the module docs).
@@ -602,6 +623,17 @@ fn node_loop(
             }
         }
         counters.reads_by_lease.store(server.node().reads_by_lease(), Ordering::Relaxed);
+        if directory_touched {
+            directory.send_if_modified(|known| {
+                let now = server.directory();
+                let changed = now != *known;
+                if changed {
+                    tracing::info!(node = shared.id, directory = ?now, "the replicated address book changed");
+                    *known = now;
+                }
+                changed
+            });
+        }
         let now = status_of(&server);
         let mut known = status.lock().unwrap_or_else(|e| e.into_inner());
         if now.role == Some(Role::Candidate) && (known.role != Some(Role::Candidate) || known.term != now.term) {

@@ -25,6 +25,7 @@
 //! only (what clients send; Redis refuses anything else too), so nesting
 //! never reaches the crate.
 
+use crate::kv::directory::{self, Addresses};
 use crate::kv::{ClientId, Op, ServiceError};
 use crate::raft::NodeId;
 use crate::wire::Limits;
@@ -32,6 +33,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use std::borrow::Cow;
 use std::fmt;
+use std::net::SocketAddr;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Bounds on what one client request may make the server buffer or
@@ -187,7 +189,12 @@ pub enum IfAbsentReply {
 pub enum MemberCommand {
     /// This server's view: the configuration in force here, and the leader.
     List,
+    /// Add as a learner; its addresses must already be known (in the
+    /// config file or the replicated directory).
     Add(NodeId),
+    /// Record its addresses in the replicated directory, then add it as a
+    /// learner: a server no config file lists.
+    AddAt(NodeId, Addresses),
     Promote(NodeId),
     Remove(NodeId),
 }
@@ -308,6 +315,11 @@ impl ClientCommand {
             ClientCommand::Member(member) => {
                 let (sub, id) = match member {
                     MemberCommand::List => return vec![name("RAFTKV.MEMBER"), name("LIST")],
+                    MemberCommand::AddAt(id, at) => {
+                        let (peer, client) = (at.peer.to_string(), at.client.to_string());
+                        let addr = |a: String| Cow::Owned(a.into_bytes());
+                        return vec![name("RAFTKV.MEMBER"), name("ADD"), n(u64::from(*id)), addr(peer), addr(client)];
+                    }
                     MemberCommand::Add(id) => ("ADD", id),
                     MemberCommand::Promote(id) => ("PROMOTE", id),
                     MemberCommand::Remove(id) => ("REMOVE", id),
@@ -392,6 +404,12 @@ pub enum CommandError {
     BadSession {
         reason: &'static str,
     },
+    /// A write to a key of the cluster's own ([`directory::RESERVED`]).
+    ReservedKey,
+    /// This argument must be an `ip:port` address.
+    BadAddress {
+        what: &'static str,
+    },
     /// Recognised but not supported (e.g. `SET` options, `CONFIG SET`).
     Unsupported {
         what: String,
@@ -411,6 +429,14 @@ impl fmt::Display for CommandError {
             }
             CommandError::BadInteger { what } => write!(f, "{what} is not an integer or out of range"),
             CommandError::BadSession { reason } => write!(f, "bad session: {reason}"),
+            CommandError::ReservedKey => {
+                write!(
+                    f,
+                    "keys starting with {:?} belong to the cluster's address book; clients cannot write them",
+                    directory::RESERVED
+                )
+            }
+            CommandError::BadAddress { what } => write!(f, "the {what} address is not of the form ip:port"),
             CommandError::Unsupported { what } => write!(f, "{what} is not supported"),
         }
     }
@@ -928,6 +954,19 @@ fn key(bytes: Bytes, limits: &RespLimits) -> Result<String, CommandError> {
     utf8(bytes, "key")
 }
 
+/// A key a client writes: [`key`], and not one of the cluster's own.
+fn write_key(bytes: Bytes, limits: &RespLimits) -> Result<String, CommandError> {
+    let key = key(bytes, limits)?;
+    if directory::is_reserved(&key) {
+        return Err(CommandError::ReservedKey);
+    }
+    Ok(key)
+}
+
+fn address(bytes: &[u8], what: &'static str) -> Result<SocketAddr, CommandError> {
+    std::str::from_utf8(bytes).ok().and_then(|text| text.parse().ok()).ok_or(CommandError::BadAddress { what })
+}
+
 fn value(bytes: Bytes, limits: &RespLimits) -> Result<String, CommandError> {
     if bytes.len() > limits.value_bytes_max {
         return Err(CommandError::ValueTooLong { bytes: bytes.len(), max: limits.value_bytes_max });
@@ -950,7 +989,7 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
         Ok(ClientCommand::Get { key: key(next(), limits)? })
     } else if is("SET") {
         arity("set", n >= 2)?;
-        let (key, value) = (key(next(), limits)?, value(next(), limits)?);
+        let (key, value) = (write_key(next(), limits)?, value(next(), limits)?);
         match rest.as_slice() {
             [] => Ok(ClientCommand::Set { key, value }),
             [nx] if nx.eq_ignore_ascii_case(b"NX") => {
@@ -960,11 +999,11 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
         }
     } else if is("SETNX") {
         arity("setnx", n == 2)?;
-        let (key, value) = (key(next(), limits)?, value(next(), limits)?);
+        let (key, value) = (write_key(next(), limits)?, value(next(), limits)?);
         Ok(ClientCommand::SetIfAbsent { key, value, reply: IfAbsentReply::SetNx })
     } else if is("APPEND") {
         arity("append", n == 2)?;
-        Ok(ClientCommand::Append { key: key(next(), limits)?, value: value(next(), limits)? })
+        Ok(ClientCommand::Append { key: write_key(next(), limits)?, value: value(next(), limits)? })
     } else if is("STRLEN") {
         arity("strlen", n == 1)?;
         Ok(ClientCommand::Strlen { key: key(next(), limits)? })
@@ -977,7 +1016,8 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
             ("del", |keys| ClientCommand::Del { keys })
         };
         arity(command, n >= 1)?;
-        Ok(build(rest.map(|k| key(k, limits)).collect::<Result<Vec<_>, _>>()?))
+        let check: fn(Bytes, &RespLimits) -> Result<String, CommandError> = if is("DEL") { write_key } else { key };
+        Ok(build(rest.map(|k| check(k, limits)).collect::<Result<Vec<_>, _>>()?))
     } else if is("RAFTKV.SESSION") {
         arity("raftkv.session", n == 2)?;
         let client = parse_client_id(&next()).ok_or(CommandError::BadInteger { what: "client id" })?;
@@ -1040,6 +1080,12 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
                 what: format!("RAFTKV.MEMBER {}", printable(&sub).to_uppercase()),
             });
         };
+        if sub_is("ADD") && n == 4 {
+            let id = node_id(&next())?;
+            let peer = address(&next(), "peer")?;
+            let client = address(&next(), "client")?;
+            return Ok(ClientCommand::Member(MemberCommand::AddAt(id, Addresses { peer, client })));
+        }
         arity("raftkv.member", n == 2)?;
         Ok(ClientCommand::Member(change(node_id(&next())?)))
     } else if is("RAFTKV.TRANSFER") {
@@ -1167,7 +1213,8 @@ mod tests {
             let v = RespLimits::default().value_bytes_max;
             let id = u8::arbitrary(g) % (crate::raft::types::MAX_NODE_ID + 1);
             let keys = |g: &mut Gen| (0..1 + usize::arbitrary(g) % 6).map(|_| short(g, k)).collect();
-            AnyCommand(match u8::arbitrary(g) % 26 {
+            let addr = |g: &mut Gen| SocketAddr::from((u32::arbitrary(g).to_be_bytes(), u16::arbitrary(g)));
+            AnyCommand(match u8::arbitrary(g) % 27 {
                 0 => ClientCommand::Get { key: short(g, k) },
                 1 => ClientCommand::Set { key: short(g, k), value: short(g, v) },
                 2 => ClientCommand::Append { key: short(g, k), value: short(g, v) },
@@ -1195,6 +1242,7 @@ mod tests {
                 25 => {
                     ClientCommand::SetIfAbsent { key: short(g, k), value: short(g, v), reply: IfAbsentReply::SetOption }
                 }
+                26 => ClientCommand::Member(MemberCommand::AddAt(id, Addresses { peer: addr(g), client: addr(g) })),
                 _ => ClientCommand::Hello,
             })
         }
@@ -1535,6 +1583,38 @@ mod tests {
         assert_eq!(one(b"RAFTKV.MEMBER swap 1\r\n"), Err(CommandError::Unsupported { what: s("RAFTKV.MEMBER SWAP") }));
         assert_eq!(one(b"raftkv.transfer 1 2\r\n"), Err(CommandError::WrongArity { command: "raftkv.transfer" }));
         assert_eq!(one(b"RAFTKV.MEMBER ADD 3\r\n").unwrap().local_reply(), None, "the node answers");
+    }
+
+    #[test]
+    fn an_add_with_addresses_parses_and_bad_addresses_are_named() {
+        let at = Addresses { peer: "10.0.0.5:7100".parse().unwrap(), client: "[::1]:6379".parse().unwrap() };
+        let add = one(b"RAFTKV.MEMBER ADD 5 10.0.0.5:7100 [::1]:6379\r\n");
+        assert_eq!(add, Ok(ClientCommand::Member(MemberCommand::AddAt(5, at))));
+        let bad_peer = one(b"RAFTKV.MEMBER ADD 5 10.0.0.5 10.0.0.5:6379\r\n");
+        assert_eq!(bad_peer, Err(CommandError::BadAddress { what: "peer" }));
+        let bad_client = one(b"RAFTKV.MEMBER ADD 5 10.0.0.5:7100 host:6379\r\n");
+        assert_eq!(bad_client, Err(CommandError::BadAddress { what: "client" }));
+        let three = one(b"RAFTKV.MEMBER ADD 5 10.0.0.5:7100\r\n");
+        assert_eq!(three, Err(CommandError::WrongArity { command: "raftkv.member" }));
+        let promote = one(b"RAFTKV.MEMBER PROMOTE 5 10.0.0.5:7100 10.0.0.5:6379\r\n");
+        assert_eq!(promote, Err(CommandError::WrongArity { command: "raftkv.member" }));
+    }
+
+    #[test]
+    fn clients_cannot_write_the_address_books_keys_but_can_read_them() {
+        for write in [&b"SET"[..], b"APPEND", b"SETNX"] {
+            let mut request = write.to_vec();
+            request.extend_from_slice(b" \"\\x00raftkv/node/1\" x\r\n");
+            assert_eq!(one(&request), Err(CommandError::ReservedKey), "{}", String::from_utf8_lossy(write));
+        }
+        assert_eq!(one(b"DEL k \"\\x00raftkv/x\"\r\n"), Err(CommandError::ReservedKey));
+        assert_eq!(one(b"GET \"\\x00raftkv/node/1\"\r\n"), Ok(ClientCommand::Get { key: "\0raftkv/node/1".into() }));
+        assert_eq!(
+            one(b"SET \"raftkv/node/1\" x\r\n"),
+            Ok(ClientCommand::Set { key: "raftkv/node/1".into(), value: "x".into() })
+        );
+        let refusal = CommandError::ReservedKey.to_string();
+        assert!(refusal.contains("address book"), "{refusal}");
     }
 
     fn reply_bytes(reply: Reply) -> Vec<u8> {

@@ -37,6 +37,9 @@ pub struct TestCluster {
     args: Vec<Vec<String>>,
     /// How clients reach the nodes (TLS after [`TestCluster::enable_tls`]).
     pub access: Access,
+    /// The client addresses of nodes the config file does not list
+    /// ([`TestCluster::add_unlisted`]), ids from `config.nodes.len()` up.
+    unlisted: Vec<SocketAddr>,
 }
 
 /// Ports below the kernel's ephemeral range (32768–60999 here, see
@@ -126,7 +129,29 @@ impl TestCluster {
             wrap: vec![Vec::new(); nodes],
             args: vec![Vec::new(); nodes],
             access: Access::plain(),
+            unlisted: Vec::new(),
         }
+    }
+
+    /// A node the config file does not list, not started: the next id,
+    /// with free ports of its own. It starts with `--join` (outside the
+    /// configuration), `--peer-addr`, `--client-addr` and `--join ADDR`
+    /// naming node 0's client address, from which it fetches the address
+    /// book. Returns its id and its (peer, client) addresses.
+    pub fn add_unlisted(&mut self) -> (u8, SocketAddr, SocketAddr) {
+        let id = self.children.len() as u8;
+        let ports = free_ports(2);
+        let (peer, client) =
+            (SocketAddr::from(([127, 0, 0, 1], ports[0])), SocketAddr::from(([127, 0, 0, 1], ports[1])));
+        let via = self.config.nodes[0].client.to_string();
+        self.children.push(None);
+        self.env.push(Vec::new());
+        self.join.push(false);
+        self.wrap.push(Vec::new());
+        let args = ["--peer-addr", &peer.to_string(), "--client-addr", &client.to_string(), "--join", &via];
+        self.args.push(args.iter().map(|a| a.to_string()).collect());
+        self.unlisted.push(client);
+        (id, peer, client)
     }
 
     /// Turns TLS on (before the nodes start): certificates issued into
@@ -190,8 +215,9 @@ impl TestCluster {
             .unwrap()
     }
 
+    /// Every node's client address, by id (the unlisted ones last).
     pub fn clients(&self) -> Vec<SocketAddr> {
-        self.config.nodes.iter().map(|n| n.client).collect()
+        self.config.nodes.iter().map(|n| n.client).chain(self.unlisted.iter().copied()).collect()
     }
 
     pub fn kill9(&mut self, id: u8) {
