@@ -21,7 +21,8 @@ use super::{Command, Op, ServerOutput};
 use crate::raft::types::MAX_NODES;
 use crate::raft::{Entry, NodeId, Payload};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+// From `core`: an address is a value here; nothing in the pure core dials it.
+use core::net::SocketAddr;
 
 /// Keys that start so belong to the cluster, not to clients: the client
 /// port refuses writes to them (reads are allowed: they show the book).

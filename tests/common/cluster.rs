@@ -135,15 +135,15 @@ impl TestCluster {
 
     /// A node the config file does not list, not started: the next id,
     /// with free ports of its own. It starts with `--join` (outside the
-    /// configuration), `--peer-addr`, `--client-addr` and `--join ADDR`
-    /// naming node 0's client address, from which it fetches the address
-    /// book. Returns its id and its (peer, client) addresses.
-    pub fn add_unlisted(&mut self) -> (u8, SocketAddr, SocketAddr) {
+    /// configuration), `--peer-addr`, `--client-addr` and `--join via`
+    /// (a running member's client address), from which it fetches the
+    /// address book. Returns its id and its (peer, client) addresses.
+    pub fn add_unlisted(&mut self, via: SocketAddr) -> (u8, SocketAddr, SocketAddr) {
         let id = self.children.len() as u8;
         let ports = free_ports(2);
         let (peer, client) =
             (SocketAddr::from(([127, 0, 0, 1], ports[0])), SocketAddr::from(([127, 0, 0, 1], ports[1])));
-        let via = self.config.nodes[0].client.to_string();
+        let via = via.to_string();
         self.children.push(None);
         self.env.push(Vec::new());
         self.join.push(false);
