@@ -199,8 +199,9 @@ async fn a_leader_asked_to_stop_hands_over_first() {
 /// promoted and made leader, so that every redirect and every peer link
 /// to the leader goes to an address only the book holds. A founder is
 /// killed and restarted (its file does not list the leader: it finds it in
-/// its log), then the newcomer itself is killed and restarted with no
-/// address flags (its data directory has them). Bad requests are refused
+/// its log), another founder moves to new ports (`raftkv member move`),
+/// then the newcomer itself is killed and restarted with no address flags
+/// (its data directory has them). Bad requests are refused
 /// with reasons, and nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_no_config_file_lists_joins_leads_and_restarts() {
@@ -272,6 +273,29 @@ async fn a_server_no_config_file_lists_joins_leads_and_restarts() {
     };
     after_more_ops(&progress, 200).await;
     until(&format!("node {founder} to catch up with the newcomer"), caught_up).await;
+
+    // A founder's machine moves: it restarts at new ports, the operator
+    // records them (`raftkv member move`), and it catches up there.
+    let mover = (new + 2) % 3;
+    cluster.kill9(mover);
+    let ports = free_ports(2);
+    let (moved_peer, moved_client) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+    let servers = founders.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["member", "move", &mover.to_string(), &moved_peer, &moved_client, "--servers", &servers])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains(&format!("node {mover} is now at {moved_client}")), "{text}");
+    cluster.set_args(mover, vec!["--peer-addr".into(), moved_peer, "--client-addr".into(), moved_client.clone()]);
+    cluster.restart(mover);
+    let moved_client: std::net::SocketAddr = moved_client.parse().unwrap();
+    let caught_up = || async {
+        let commit = info_u64(addrs[usize::from(new)], "raft_commit_index").await.unwrap_or(u64::MAX);
+        info_u64(moved_client, "raft_applied_index").await.is_some_and(|a| a >= commit)
+    };
+    after_more_ops(&progress, 200).await;
+    until(&format!("node {mover} to catch up at its new address"), caught_up).await;
 
     // The newcomer restarts with no address flags: its data directory has them.
     cluster.kill9(new);

@@ -344,6 +344,9 @@ enum MemberAction {
     },
     /// Make a learner a voter, once it has caught up with the log.
     Promote { id: NodeId },
+    /// Record new addresses for a server whose machine moved (restart it
+    /// there with --peer-addr and --client-addr): every server redials it.
+    Move { id: NodeId, peer: SocketAddr, client: SocketAddr },
     /// Remove a voter or a learner (the leader too: it hands over first).
     Remove { id: NodeId },
 }
@@ -496,6 +499,7 @@ pub fn main() -> ExitCode {
                     }
                 }
                 MemberAction::Promote { id } => vec![MemberCommand::Promote(id)],
+                MemberAction::Move { id, peer, client } => vec![MemberCommand::Move(id, Addresses { peer, client })],
                 MemberAction::Remove { id } => vec![MemberCommand::Remove(id)],
             };
             target.operate(commands.into_iter().map(ClientCommand::Member).collect())

@@ -308,6 +308,7 @@ async fn execute(command: ClientCommand, session: &mut Session, shared: &Shared)
             let op = match member {
                 MemberCommand::List => return (Reply::Bulk(members(shared).into()), false),
                 MemberCommand::AddAt(id, at) => return (add_at(shared, id, at).await, false),
+                MemberCommand::Move(id, at) => return (move_to(shared, id, at).await, false),
                 MemberCommand::Add(id) => AdminOp::Change(MembershipChange::AddLearner(id)),
                 MemberCommand::Promote(id) => AdminOp::PromoteWhenCaughtUp(id),
                 MemberCommand::Remove(id) => AdminOp::Change(MembershipChange::Remove(id)),
@@ -430,9 +431,9 @@ async fn addressed_admin(shared: &Shared, op: AdminOp) -> Reply {
 }
 
 /// `RAFTKV.MEMBER ADD id peer client`: records where `id` listens in the
-/// replicated directory (a write through the log, committed before the
-/// next step), then adds it as a learner. Refused, with nothing written,
-/// at a follower, for a member, and for an address another server has.
+/// replicated directory, then adds it as a learner. Refused, with nothing
+/// written, at a follower (a redirect), for a member, and for an address
+/// another server has.
 async fn add_at(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
     let status = shared.node.status();
     if status.role != Some(crate::raft::Role::Leader) {
@@ -441,20 +442,45 @@ async fn add_at(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
     if status.membership.contains(id) {
         return Reply::Error(format!("ERR node {id} is already a member"));
     }
+    match record_addresses(shared, id, at).await {
+        Ok(()) => admin(shared, AdminOp::Change(MembershipChange::AddLearner(id))).await,
+        Err(refused) => refused,
+    }
+}
+
+/// `RAFTKV.MEMBER MOVE id peer client`: records new addresses for `id`
+/// (a server whose machine moved); every server redials it there once the
+/// write applies.
+async fn move_to(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
+    match record_addresses(shared, id, at).await {
+        Ok(()) => Reply::Bulk(format!("node {id} is now at {} peer={}", at.client, at.peer).into()),
+        Err(refused) => refused,
+    }
+}
+
+/// Writes `id`'s addresses to the replicated directory: a write through
+/// the log, answered once committed and applied here. Only the leader
+/// takes it (a follower redirects), and an address another server has is
+/// refused with nothing written.
+async fn record_addresses(shared: &Shared, id: NodeId, at: Addresses) -> Result<(), Reply> {
+    let status = shared.node.status();
+    if status.role != Some(crate::raft::Role::Leader) {
+        return Err(shared.to_leader(status.leader));
+    }
     let book = shared.cluster.address_book(&shared.node.directory());
     let taken = book.iter().find(|(&other, a)| other != id && (a.peer == at.peer || a.client == at.client));
     if let Some((other, a)) = taken {
         let addr = if a.peer == at.peer { at.peer } else { at.client };
-        return Reply::Error(format!("ERR address {addr} is node {other}'s"));
+        return Err(Reply::Error(format!("ERR address {addr} is node {other}'s")));
     }
     // A session of its own, never reused: the write is executed once and
     // leaves nothing in the session table (a server-assigned client).
     let request =
         Command { client: SERVER_ASSIGNED_CLIENT_BIT | random_client_id(), seq: 1, op: directory::put(id, &at) };
-    if let Err(refused) = submit(&shared.node, request.clone()).await {
-        return Reply::from_result(&request.op, Err(refused), |id| shared.client_addr(id));
+    match submit(&shared.node, request.clone()).await {
+        Ok(_) => Ok(()),
+        Err(refused) => Err(Reply::from_result(&request.op, Err(refused), |id| shared.client_addr(id))),
     }
-    admin(shared, AdminOp::Change(MembershipChange::AddLearner(id))).await
 }
 
 /// Runs an operator's request at the node and turns its outcome into the

@@ -195,6 +195,9 @@ pub enum MemberCommand {
     /// Record its addresses in the replicated directory, then add it as a
     /// learner: a server no config file lists.
     AddAt(NodeId, Addresses),
+    /// Record new addresses for a server (its machine moved): every peer
+    /// redials it there.
+    Move(NodeId, Addresses),
     Promote(NodeId),
     Remove(NodeId),
 }
@@ -315,10 +318,11 @@ impl ClientCommand {
             ClientCommand::Member(member) => {
                 let (sub, id) = match member {
                     MemberCommand::List => return vec![name("RAFTKV.MEMBER"), name("LIST")],
-                    MemberCommand::AddAt(id, at) => {
+                    MemberCommand::AddAt(id, at) | MemberCommand::Move(id, at) => {
+                        let sub = if matches!(member, MemberCommand::Move(..)) { "MOVE" } else { "ADD" };
                         let (peer, client) = (at.peer.to_string(), at.client.to_string());
                         let addr = |a: String| Cow::Owned(a.into_bytes());
-                        return vec![name("RAFTKV.MEMBER"), name("ADD"), n(u64::from(*id)), addr(peer), addr(client)];
+                        return vec![name("RAFTKV.MEMBER"), name(sub), n(u64::from(*id)), addr(peer), addr(client)];
                     }
                     MemberCommand::Add(id) => ("ADD", id),
                     MemberCommand::Promote(id) => ("PROMOTE", id),
@@ -1069,6 +1073,15 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
             arity("raftkv.member|list", n == 1)?;
             return Ok(ClientCommand::Member(MemberCommand::List));
         }
+        if (sub_is("ADD") && n == 4) || sub_is("MOVE") {
+            arity("raftkv.member|move", n == 4)?;
+            let id = node_id(&next())?;
+            let peer = address(&next(), "peer")?;
+            let client = address(&next(), "client")?;
+            let at = Addresses { peer, client };
+            let member = if sub_is("MOVE") { MemberCommand::Move(id, at) } else { MemberCommand::AddAt(id, at) };
+            return Ok(ClientCommand::Member(member));
+        }
         let change: fn(NodeId) -> MemberCommand = if sub_is("ADD") {
             MemberCommand::Add
         } else if sub_is("PROMOTE") {
@@ -1080,12 +1093,6 @@ fn parse_command(args: Vec<Bytes>, limits: &RespLimits) -> Result<ClientCommand,
                 what: format!("RAFTKV.MEMBER {}", printable(&sub).to_uppercase()),
             });
         };
-        if sub_is("ADD") && n == 4 {
-            let id = node_id(&next())?;
-            let peer = address(&next(), "peer")?;
-            let client = address(&next(), "client")?;
-            return Ok(ClientCommand::Member(MemberCommand::AddAt(id, Addresses { peer, client })));
-        }
         arity("raftkv.member", n == 2)?;
         Ok(ClientCommand::Member(change(node_id(&next())?)))
     } else if is("RAFTKV.TRANSFER") {
@@ -1243,6 +1250,7 @@ mod tests {
                     ClientCommand::SetIfAbsent { key: short(g, k), value: short(g, v), reply: IfAbsentReply::SetOption }
                 }
                 26 => ClientCommand::Member(MemberCommand::AddAt(id, Addresses { peer: addr(g), client: addr(g) })),
+                12 => ClientCommand::Member(MemberCommand::Move(id, Addresses { peer: addr(g), client: addr(g) })),
                 _ => ClientCommand::Hello,
             })
         }
@@ -1596,6 +1604,11 @@ mod tests {
         assert_eq!(bad_client, Err(CommandError::BadAddress { what: "client" }));
         let three = one(b"RAFTKV.MEMBER ADD 5 10.0.0.5:7100\r\n");
         assert_eq!(three, Err(CommandError::WrongArity { command: "raftkv.member" }));
+        let moved = one(b"raftkv.member move 2 10.0.0.5:7100 10.0.0.5:6379\r\n");
+        let at = Addresses { peer: "10.0.0.5:7100".parse().unwrap(), client: "10.0.0.5:6379".parse().unwrap() };
+        assert_eq!(moved, Ok(ClientCommand::Member(MemberCommand::Move(2, at))));
+        let short = one(b"RAFTKV.MEMBER MOVE 2 10.0.0.5:7100\r\n");
+        assert_eq!(short, Err(CommandError::WrongArity { command: "raftkv.member|move" }));
         let promote = one(b"RAFTKV.MEMBER PROMOTE 5 10.0.0.5:7100 10.0.0.5:6379\r\n");
         assert_eq!(promote, Err(CommandError::WrongArity { command: "raftkv.member" }));
     }
