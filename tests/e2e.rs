@@ -400,6 +400,52 @@ async fn every_server_is_replaced_by_one_no_config_file_lists() {
     check_history(&cluster, &records, epoch, 3).await;
 }
 
+/// The same join on a cluster with TLS on both ports and a password: the
+/// newcomer fetches the address book over TLS with the password, its
+/// certificate (issued afterwards from the cluster's authority) is
+/// accepted by peers that learned its id from the book, and it leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlisted_server_joins_a_tls_cluster_with_a_password() {
+    const PASSWORD: &str = "correct horse";
+    let mut cluster = TestCluster::configure_with("unlisted-tls", 3, |c| c.requirepass = Some(PASSWORD.into()));
+    cluster.enable_tls();
+    cluster.access = cluster.access.clone().with_password(PASSWORD);
+    let (new, peer, client) = cluster.add_unlisted(cluster.config.nodes[0].client);
+    let certs = cluster.root.path().join("certs");
+    let days = raftkv::server::tls::NODE_CERT_DAYS_DEFAULT;
+    raftkv::server::tls::issue(&certs, [new], &[], days).unwrap();
+    cluster.start_all();
+    let mut spec = appends_load(cluster.clients(), 23);
+    spec.access = cluster.access.clone();
+    let progress = Arc::new(Progress::default());
+    let epoch = Instant::now();
+    let load = tokio::spawn(load::run(spec, progress.clone(), epoch));
+    let founders = cluster.clients()[..3].to_vec();
+    let access = cluster.access.clone();
+    let operate = |command: ClientCommand| {
+        let (founders, access) = (founders.clone(), access.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            match operator(&founders, &access, &command, deadline).await {
+                Ok(text) => text,
+                Err(e) => panic!("{command:?}: {e}"),
+            }
+        }
+    };
+    after_more_ops(&progress, 200).await;
+    let at = raftkv::kv::directory::Addresses { peer, client };
+    operate(ClientCommand::Member(MemberCommand::AddAt(new, at))).await;
+    let promoted = operate(ClientCommand::Member(MemberCommand::Promote(new))).await;
+    assert!(voters_in(&promoted).contains(&new), "{promoted}");
+    operate(ClientCommand::Transfer { to: new }).await;
+    until("the newcomer to lead", || async { leader(&cluster).await == new }).await;
+    after_more_ops(&progress, 200).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let records = load.await.unwrap();
+    check_history(&cluster, &records, epoch, 3).await;
+    assert!(cluster.log_of(new).contains("fetched the cluster's address book"), "{}", cluster.log_of(new));
+}
+
 /// Which founder says it leads, if one does now.
 async fn leader_among_founders(founders: &[std::net::SocketAddr]) -> Option<u8> {
     for (id, &addr) in founders.iter().enumerate() {
