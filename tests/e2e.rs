@@ -384,6 +384,19 @@ async fn every_server_is_replaced_by_one_no_config_file_lists() {
     for &(new, peer, client) in &newcomers {
         assert!(text.contains(&format!("{new} voter {client} peer={peer}")), "{text}");
     }
+    // A removed server's addresses are free again (a new machine may take
+    // a dead one's); a member's are not.
+    let founder = cluster.config.nodes[0].clone();
+    let reuse = raftkv::kv::directory::Addresses { peer: founder.peer, client: founder.client };
+    let reused = operate(ClientCommand::Member(MemberCommand::AddAt(6, reuse))).await;
+    assert!(reused.contains("learners=6"), "{reused}");
+    operate(ClientCommand::Member(MemberCommand::Remove(6))).await;
+    let (_, peer_of_3, _) = newcomers[0];
+    let taken = raftkv::kv::directory::Addresses { peer: peer_of_3, client: founder.client };
+    let (deadline, add) =
+        (tokio::time::Instant::now() + PATIENCE, ClientCommand::Member(MemberCommand::AddAt(7, taken)));
+    let refused = operator(&addrs, &Access::plain(), &add, deadline).await.unwrap_err().to_string();
+    assert!(refused.contains("is node 3's"), "{refused}");
 
     // The whole new cluster dies at once and restarts from its disks.
     after_more_ops(&progress, 200).await;

@@ -460,15 +460,18 @@ async fn move_to(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
 
 /// Writes `id`'s addresses to the replicated directory: a write through
 /// the log, answered once committed and applied here. Only the leader
-/// takes it (a follower redirects), and an address another server has is
-/// refused with nothing written.
+/// takes it (a follower redirects), and an address another member has is
+/// refused with nothing written (a removed server's may be reused: a new
+/// machine at a dead one's address).
 async fn record_addresses(shared: &Shared, id: NodeId, at: Addresses) -> Result<(), Reply> {
     let status = shared.node.status();
     if status.role != Some(crate::raft::Role::Leader) {
         return Err(shared.to_leader(status.leader));
     }
     let book = shared.cluster.address_book(&shared.node.directory());
-    let taken = book.iter().find(|(&other, a)| other != id && (a.peer == at.peer || a.client == at.client));
+    let taken = book.iter().find(|(&other, a)| {
+        other != id && status.membership.contains(other) && (a.peer == at.peer || a.client == at.client)
+    });
     if let Some((other, a)) = taken {
         let addr = if a.peer == at.peer { at.peer } else { at.client };
         return Err(Reply::Error(format!("ERR address {addr} is node {other}'s")));
