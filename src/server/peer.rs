@@ -253,13 +253,11 @@ impl LinkCounters {
 }
 
 /// The totals. The per-link counts live with each peer in [`Peers`] (the
-/// set of links changes with the book); `sent` and `frames_in` are counted
-/// here too rather than summed over the links, so that reading the totals
-/// takes no lock and a removed peer's counts stay in them.
+/// set of links changes with the book); `sent` and `frames_in` are their
+/// sums over every peer ever known (a removed one's counts stay in them),
+/// taken when read, so the hot paths bump one counter, not two.
 #[derive(Debug, Default)]
 struct Counters {
-    sent: AtomicU64,
-    frames_in: AtomicU64,
     queued: AtomicU64,
     dropped_full: AtomicU64,
     dropped_misaddressed: AtomicU64,
@@ -282,17 +280,18 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 impl Counters {
-    fn snapshot(&self) -> PeerStats {
+    fn snapshot(&self, peers: &Peers) -> PeerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (sent, frames_in) = peers.totals();
         PeerStats {
             queued: get(&self.queued),
-            sent: get(&self.sent),
+            sent,
             dropped_full: get(&self.dropped_full),
             dropped_misaddressed: get(&self.dropped_misaddressed),
             dropped_closed: get(&self.dropped_closed),
             dropped_encode: get(&self.dropped_encode),
             dropped_write: get(&self.dropped_write),
-            frames_in: get(&self.frames_in),
+            frames_in,
             refused_frames: get(&self.refused_frames),
             connections_out: get(&self.connections_out),
             connect_failures: get(&self.connect_failures),
@@ -388,7 +387,9 @@ struct Table {
 
 struct Peer {
     /// Listed by the current book: sent to, and its frames admitted.
-    member: bool,
+    /// Shared with its inbound connections, which check it at every frame
+    /// without taking the table's lock.
+    member: Arc<AtomicBool>,
     queue: Arc<PeerQueue>,
     link: Arc<LinkCounters>,
     /// Where to dial it. Its writer reads this at every dial, and while
@@ -424,11 +425,11 @@ impl Peers {
                 return;
             }
             for (&peer, entry) in table.peers.iter_mut() {
-                if entry.member && !book.contains_key(&peer) {
+                if entry.member.load(Ordering::Relaxed) && !book.contains_key(&peer) {
                     // What is already queued for it still goes out: it was
                     // addressed to a member, and the last messages (say,
                     // the commit of its own removal) are worth delivering.
-                    entry.member = false;
+                    entry.member.store(false, Ordering::Relaxed);
                     info!(node = me, peer, "peer left the book: no longer sent to, its frames refused");
                 }
             }
@@ -439,8 +440,8 @@ impl Peers {
                 }
                 match table.peers.get_mut(&peer) {
                     Some(entry) => {
-                        if !entry.member {
-                            entry.member = true;
+                        if !entry.member.load(Ordering::Relaxed) {
+                            entry.member.store(true, Ordering::Relaxed);
                             info!(node = me, peer, %addr, "peer is back in the book");
                         }
                         // Only a real change wakes the writer: an unchanged
@@ -456,7 +457,7 @@ impl Peers {
                     }
                     None => {
                         let entry = Peer {
-                            member: true,
+                            member: Arc::new(AtomicBool::new(true)),
                             queue: Arc::new(PeerQueue::new(self.queue_capacity)),
                             link: Arc::default(),
                             addr: watch::Sender::new(addr),
@@ -489,32 +490,50 @@ impl Peers {
     }
 
     fn is_member(&self, peer: NodeId) -> bool {
-        self.read().peers.get(&peer).is_some_and(|p| p.member)
+        self.read().peers.get(&peer).is_some_and(|p| p.member.load(Ordering::Relaxed))
     }
 
-    /// A member's link counters.
-    fn link(&self, peer: NodeId) -> Option<Arc<LinkCounters>> {
-        self.read().peers.get(&peer).filter(|p| p.member).map(|p| p.link.clone())
+    /// A member's link counters and its membership flag.
+    fn link(&self, peer: NodeId) -> Option<(Arc<LinkCounters>, Arc<AtomicBool>)> {
+        let table = self.read();
+        let peer = table.peers.get(&peer).filter(|p| p.member.load(Ordering::Relaxed))?;
+        Some((peer.link.clone(), peer.member.clone()))
+    }
+
+    /// Envelopes sent to and received from every peer ever known.
+    fn totals(&self) -> (u64, u64) {
+        let table = self.read();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        table
+            .peers
+            .values()
+            .fold((0, 0), |(sent, received), p| (sent + get(&p.link.sent), received + get(&p.link.received)))
     }
 
     fn members(&self) -> Vec<NodeId> {
-        self.read().peers.iter().filter(|(_, p)| p.member).map(|(&id, _)| id).collect()
+        self.read().peers.iter().filter(|(_, p)| p.member.load(Ordering::Relaxed)).map(|(&id, _)| id).collect()
     }
 
     fn member_count(&self) -> usize {
-        self.read().peers.values().filter(|p| p.member).count()
+        self.read().peers.values().filter(|p| p.member.load(Ordering::Relaxed)).count()
     }
 
     /// The links of the current members (what the metrics show).
     fn links(&self) -> Vec<(NodeId, LinkStats)> {
-        self.read().peers.iter().filter(|(_, p)| p.member).map(|(&id, p)| (id, p.link.stats())).collect()
+        self.read()
+            .peers
+            .iter()
+            .filter(|(_, p)| p.member.load(Ordering::Relaxed))
+            .map(|(&id, p)| (id, p.link.stats()))
+            .collect()
     }
 }
 
 impl fmt::Debug for Peers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let table = self.read();
-        let members = table.peers.iter().filter(|(_, p)| p.member).map(|(id, p)| (id, *p.addr.borrow()));
+        let members =
+            table.peers.iter().filter(|(_, p)| p.member.load(Ordering::Relaxed)).map(|(id, p)| (id, *p.addr.borrow()));
         f.debug_map().entries(members).finish()
     }
 }
@@ -642,7 +661,7 @@ impl PeerSender {
         // own short lock, and a `set` waits for it at most that long.
         let table = self.peers.read();
         let peer = match table.peers.get(&envelope.to) {
-            Some(peer) if peer.member && envelope.from == me => peer,
+            Some(peer) if peer.member.load(Ordering::Relaxed) && envelope.from == me => peer,
             _ => {
                 debug!(node = me, from = envelope.from, to = envelope.to, "dropping a misaddressed envelope");
                 return bump(&self.counters.dropped_misaddressed, 1);
@@ -761,7 +780,7 @@ impl PeerTransport {
 
     /// What the transport did so far.
     pub fn stats(&self) -> PeerStats {
-        self.counters.snapshot()
+        self.counters.snapshot(&self.sender.peers)
     }
 
     /// A handle that reads the counters from anywhere, for as long as it
@@ -800,7 +819,7 @@ pub struct PeerStatsHandle {
 
 impl PeerStatsHandle {
     pub fn stats(&self) -> PeerStats {
-        self.counters.snapshot()
+        self.counters.snapshot(&self.peers)
     }
 
     /// Each current peer's link, by id (a peer removed from the book is no
@@ -875,8 +894,10 @@ enum Dropped {
     Broken,
     /// What was written went unacknowledged for `silence_max`.
     Silent,
-    /// The book gave the peer a new address.
-    Moved,
+    /// The book gave the peer a new address; this envelope, taken from
+    /// the queue before the move was seen, goes first on the new
+    /// connection.
+    Moved(Envelope<Command>),
 }
 
 /// Waits until the peer's address changes (forever if it no longer can:
@@ -893,9 +914,13 @@ impl Writer {
     async fn run(self, queue: Arc<PeerQueue>, mut addr: watch::Receiver<SocketAddr>) {
         let mut buf = Vec::new();
         let mut redial = Redial::new(self.backoff_min, self.backoff_max);
+        let mut carried = None;
         loop {
             // Connect only when there is something to send.
-            let first = queue.next().await;
+            let first = match carried.take() {
+                Some(envelope) => envelope,
+                None => queue.next().await,
+            };
             let stream = self.connect(&mut redial, &mut addr).await;
             match self.serve(stream, first, &queue, &mut buf, &mut redial, &mut addr).await {
                 Dropped::Broken => {}
@@ -910,10 +935,11 @@ impl Writer {
                     }
                     redial.failed();
                 }
-                Dropped::Moved => {
+                Dropped::Moved(envelope) => {
                     debug!(node = self.me, peer = self.peer, "peer moved; dropped the connection to its old address");
                     // The backoff was earned by the old address.
                     redial.healthy();
+                    carried = Some(envelope);
                 }
             }
         }
@@ -984,6 +1010,13 @@ impl Writer {
 
     /// Writes queued envelopes to `stream`, `first` first, until the
     /// connection breaks or goes silent, or the peer moves (`to` changes).
+    ///
+    /// A move is noticed when there is something to send (a cheap check of
+    /// the watch's version per batch), not by waiting on the watch beside
+    /// the queue: that wait, set up and torn down for every batch, cost
+    /// the hot path measurably, and a connection idle at the old address
+    /// sends nothing that could be lost. A write stalled on a dead old
+    /// host ends at the silence bound and redials at the new address.
     async fn serve(
         &self,
         stream: BoxStream,
@@ -1009,10 +1042,12 @@ impl Writer {
                         continue;
                     }
                     () = until(live.deadline()) => return Dropped::Silent,
-                    () = moved(to) => return Dropped::Moved,
                     envelope = queue.next() => envelope,
                 },
             };
+            if to.has_changed().unwrap_or(false) {
+                return Dropped::Moved(first);
+            }
 
             // One batch: everything already queued, up to WRITE_BATCH_BYTES
             // (plus the last frame).
@@ -1053,12 +1088,6 @@ impl Writer {
                             self.dropped(batch);
                             return Dropped::Silent;
                         }
-                        // The old address may be a dead host: the write
-                        // could stall there until the silence is up.
-                        () = moved(to) => {
-                            self.dropped(batch);
-                            return Dropped::Moved;
-                        }
                     }
                 }
             };
@@ -1068,7 +1097,6 @@ impl Writer {
             match ended {
                 Ok(()) => {
                     bump(&self.link.sent, batch);
-                    bump(&self.counters.sent, batch);
                 }
                 Err(error) => {
                     self.dropped(batch);
@@ -1205,6 +1233,7 @@ async fn listen_loop(listener: TcpListener, inbound: Arc<Inbound>, stop: Cancell
                     close: stop.child_token(),
                     from: None,
                     link: None,
+                    member: None,
                     certified: None,
                 };
                 readers.spawn(connection.run(stream));
@@ -1232,8 +1261,10 @@ struct Connection {
     close: CancellationToken,
     /// The `from` of the first envelope.
     from: Option<NodeId>,
-    /// Its link counters, looked up once with the first envelope.
+    /// Its link counters and membership flag, looked up once with the
+    /// first envelope.
     link: Option<Arc<LinkCounters>>,
+    member: Option<Arc<AtomicBool>>,
     /// With TLS, the node its certificate names: every envelope must come
     /// from it.
     certified: Option<NodeId>,
@@ -1374,7 +1405,6 @@ impl Connection {
                         if let Some(link) = &self.link {
                             bump(&link.received, 1);
                         }
-                        bump(&self.inbound.counters.frames_in, 1);
                         (self.inbound.deliver)(envelope);
                     }
                     Err(DecodeError::Incomplete { needed: n }) => {
@@ -1399,8 +1429,13 @@ impl Connection {
             return Err(Refused::FromSelf { from });
         }
         // Every frame, not just the first: a peer removed from the book
-        // has its open connection refused at its next frame.
-        if !self.inbound.peers.is_member(from) {
+        // has its open connection refused at its next frame. Once the
+        // connection is identified, its peer's flag is at hand (no lock).
+        let member = match (&self.member, self.from) {
+            (Some(flag), Some(first)) if first == from => flag.load(Ordering::Relaxed),
+            _ => self.inbound.peers.is_member(from),
+        };
+        if !member {
             return Err(Refused::UnknownSender { from });
         }
         if to != id {
@@ -1414,7 +1449,10 @@ impl Connection {
             Some(_) => Ok(()),
             None => {
                 self.from = Some(from);
-                self.link = self.inbound.peers.link(from);
+                if let Some((link, member)) = self.inbound.peers.link(from) {
+                    self.link = Some(link);
+                    self.member = Some(member);
+                }
                 let older = lock(&self.inbound.current).insert(from, (self.number, self.close.clone()));
                 if let Some((_, older)) = older {
                     info!(node = id, from, remote = %self.remote, "new connection from peer replaces its older one");
@@ -2024,7 +2062,7 @@ mod tests {
         // The deliver callback (held by the readers) is gone too.
         assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none());
         sender.send(heartbeat(0, 1, 3));
-        assert_eq!(sender.counters.snapshot().dropped_closed, 1);
+        assert_eq!(sender.counters.snapshot(&sender.peers).dropped_closed, 1);
     }
 
     #[tokio::test]
@@ -2060,7 +2098,7 @@ mod tests {
     fn sending_to_itself_is_a_bug() {
         let sender = bare_sender(0);
         sender.send(heartbeat(0, 0, 1));
-        assert_eq!(sender.counters.snapshot().dropped_misaddressed, 1);
+        assert_eq!(sender.counters.snapshot(&sender.peers).dropped_misaddressed, 1);
     }
 
     #[test]
@@ -2069,7 +2107,7 @@ mod tests {
         sender.send(heartbeat(0, 5, 1));
         sender.close(); // as a shutdown does
         sender.send(heartbeat(0, 1, 1));
-        let stats = sender.counters.snapshot();
+        let stats = sender.counters.snapshot(&sender.peers);
         assert_eq!((stats.dropped_misaddressed, stats.dropped_closed, stats.queued), (1, 1, 0));
     }
 }
