@@ -193,6 +193,24 @@ mod tests {
         assert_eq!(read_with_log(&machine, &emptied), Directory::from([(2, addresses(7100))]));
     }
 
+    /// Every address round-trips, IPv6 too; any key or value is read
+    /// without a panic, and only the exact forms are taken.
+    #[test]
+    fn values_round_trip_and_arbitrary_text_never_panics() {
+        use quickcheck::{QuickCheck, TestResult};
+        fn round_trip(peer: SocketAddr, client: SocketAddr, id: u8) -> TestResult {
+            let at = Addresses { peer, client };
+            let id = id % MAX_NODES as u8;
+            TestResult::from_bool(parse(&value(&at)) == Some(at) && node_of(&key(id)) == Some(id))
+        }
+        fn anything(key: String, value: String) -> bool {
+            let (node, at) = (node_of(&key), parse(&value));
+            node.is_none_or(|id| usize::from(id) < MAX_NODES) && at.is_none_or(|a| parse(&super::value(&a)) == Some(a))
+        }
+        QuickCheck::new().tests(2000).quickcheck(round_trip as fn(SocketAddr, SocketAddr, u8) -> TestResult);
+        QuickCheck::new().tests(2000).quickcheck(anything as fn(String, String) -> bool);
+    }
+
     #[test]
     fn reserved_keys_are_the_clusters() {
         assert!(is_reserved(&key(0)));
