@@ -147,8 +147,9 @@ pub enum ClientCommand {
     /// `HELLO [...]`: always refused with `-NOPROTO`, so clients stay on
     /// RESP2.
     Hello,
-    /// `RAFTKV.MEMBER LIST|ADD id|PROMOTE id|REMOVE id`: show or change the
-    /// cluster's configuration (`specs/client.md`).
+    /// `RAFTKV.MEMBER LIST|ADD id [peer client]|MOVE id peer
+    /// client|PROMOTE id|REMOVE id`: show or change the cluster's
+    /// configuration and address book (`specs/client.md`).
     Member(MemberCommand),
     /// `RAFTKV.TRANSFER id`: hand leadership to voter `id`.
     Transfer { to: NodeId },
