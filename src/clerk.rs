@@ -101,6 +101,16 @@ impl Clerk {
         self.send()
     }
 
+    /// A server the clerk did not know of (a redirect named its address):
+    /// it gets the next number, `servers` before the call. `None` when 255
+    /// are known already. Numbers stay as they were, so nothing pending
+    /// changes meaning.
+    pub fn add_server(&mut self) -> Option<NodeId> {
+        let id = self.servers;
+        self.servers = self.servers.checked_add(1)?;
+        Some(id)
+    }
+
     /// A server answered. Returns what to do, or `None` when the response is
     /// stale (an earlier operation's or a duplicate) or the clerk now waits
     /// for its timeout.

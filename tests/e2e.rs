@@ -302,9 +302,12 @@ async fn a_server_no_config_file_lists_joins_leads_and_restarts() {
     cluster.set_args(new, Vec::new());
     after_more_ops(&progress, 200).await;
     cluster.restart(new);
+    // The founders where they are now (node `mover` at its new address).
+    let mut founders_now = founders.clone();
+    founders_now[usize::from(mover)] = moved_client;
     let rejoined = || async {
-        let leader_commit = match leader_among_founders(&founders).await {
-            Some(l) => info_u64(founders[usize::from(l)], "raft_commit_index").await.unwrap_or(u64::MAX),
+        let leader_commit = match leader_among_founders(&founders_now).await {
+            Some(l) => info_u64(founders_now[usize::from(l)], "raft_commit_index").await.unwrap_or(u64::MAX),
             None => u64::MAX,
         };
         info_u64(client, "raft_applied_index").await.is_some_and(|a| a >= leader_commit)

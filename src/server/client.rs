@@ -487,18 +487,28 @@ enum Outcome {
     Refused(String),
 }
 
+/// How many servers a [`RemoteClerk`] learns from redirects, beyond the
+/// addresses it was given: enough for every member of a cluster to move
+/// a few times over its life, and a bound on what a lying server can make
+/// a client hold.
+pub const LEARNED_SERVERS_MAX: usize = 16;
+
 /// A client of a raftkv cluster over the network: the pure [`Clerk`] (retry
 /// logic, leader tracking, `(client, seq)`), driven over RESP connections.
 ///
 /// One operation at a time. Connections are opened lazily, one per server,
 /// and dropped after any timeout or I/O error, so a late reply on them can
-/// never be taken for the reply to a later request.
+/// never be taken for the reply to a later request. A redirect to an
+/// address it was not given adds that server ([`RemoteClerk::learn`]).
 pub struct RemoteClerk {
     clerk: Clerk,
     /// Client address of server `i` at index `i`.
     addrs: Arc<[SocketAddr]>,
     conns: Vec<Option<Connection>>,
     attempt_timeout: Duration,
+    /// How many addresses `new` was given; those past them were learned
+    /// from redirects ([`RemoteClerk::learn`]).
+    given: usize,
     /// Sends in a row that failed with an I/O error: once every server has
     /// failed so, the next failure waits for the attempt's timeout rather
     /// than spinning through a cluster that is down.
@@ -526,6 +536,7 @@ impl RemoteClerk {
         let conns = addrs.iter().map(|_| None).collect();
         RemoteClerk {
             clerk: Clerk::new(client, servers, first_guess),
+            given: addrs.len(),
             addrs: addrs.into(),
             conns,
             attempt_timeout,
@@ -533,6 +544,22 @@ impl RemoteClerk {
             waits: 0,
             access: Access::plain(),
         }
+    }
+
+    /// A redirect named a server at an address the clerk was not given (a
+    /// server added or moved since: `RAFTKV.MEMBER ADD id peer client`,
+    /// `MOVE`): it becomes the next server, tried like the others. At most
+    /// [`LEARNED_SERVERS_MAX`] are learned; past that a redirect to an
+    /// unknown address counts as `CLUSTERDOWN`, as it always did.
+    fn learn(&mut self, addr: SocketAddr) -> Option<NodeId> {
+        if self.addrs.len() >= self.given + LEARNED_SERVERS_MAX {
+            return None;
+        }
+        let id = self.clerk.add_server()?;
+        tracing::debug!(%addr, id, "learned a server from a redirect");
+        self.addrs = self.addrs.iter().copied().chain([addr]).collect();
+        self.conns.push(None);
+        Some(id)
     }
 
     /// Reaches the servers as `access` says (plain TCP by default).
@@ -723,7 +750,7 @@ impl RemoteClerk {
     }
 
     /// What a reply to `op` says.
-    fn outcome(&self, op: &Op, reply: Reply) -> Result<Outcome, RespError> {
+    fn outcome(&mut self, op: &Op, reply: Reply) -> Result<Outcome, RespError> {
         let unexpected = |reply: Reply| RespError::Protocol(format!("{reply:?} in answer to {op:?}"));
         match (op, reply) {
             (Op::Get { .. }, Reply::Bulk(value)) => String::from_utf8(Vec::from(value))
@@ -743,7 +770,7 @@ impl RemoteClerk {
 
     /// The refusal an error line stands for, if it is a redirect or an
     /// expired session.
-    fn redirect(&self, error: &str) -> Option<Result<String, ServiceError>> {
+    fn redirect(&mut self, error: &str) -> Option<Result<String, ServiceError>> {
         if let Some(rest) = error.strip_prefix(crate::server::resp::SESSION_EXPIRED) {
             let forgotten = rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
             return Some(Err(ServiceError::SessionExpired { forgotten }));
@@ -760,7 +787,8 @@ impl RemoteClerk {
                     .addrs
                     .iter()
                     .position(|a| addr.parse::<SocketAddr>().is_ok_and(|p| p == *a) || a.to_string() == addr)
-                    .and_then(|i| NodeId::try_from(i).ok());
+                    .and_then(|i| NodeId::try_from(i).ok())
+                    .or_else(|| self.learn(addr.parse().ok()?));
                 Some(Err(ServiceError::NotLeader { leader }))
             }
             "CLUSTERDOWN" => Some(Err(ServiceError::NotLeader { leader: None })),
@@ -925,6 +953,52 @@ mod tests {
         assert_eq!(server_b.log.lock().unwrap()[2..], [session(7, 2), ClientCommand::Get { key: "foo".into() }]);
     }
 
+    /// A redirect to an address the clerk was not given (a server added or
+    /// moved since it started) is followed: the server is learned, and
+    /// remembered as the leader.
+    #[tokio::test]
+    async fn follows_moved_to_a_server_it_was_not_given() {
+        let (a_listener, a) = bind().await;
+        let (b_listener, b) = bind().await;
+        let moved = format!("MOVED 12182 {b}");
+        let server_a = fake(a_listener, move |cmd| match cmd {
+            ClientCommand::Session { .. } => Act::Reply(Reply::Ok),
+            _ => Act::Reply(Reply::Error(moved.clone())),
+        });
+        let server_b = fake(b_listener, healthy);
+        let mut clerk = RemoteClerk::new(7, vec![a], 0, Duration::from_secs(10));
+
+        assert_eq!(clerk.run(put("foo", "x"), soon(20)).await.expect("done"), "");
+        assert_eq!(clerk.waits(), 0, "a redirect is followed at once, not waited out");
+        assert_eq!(*server_b.log.lock().unwrap(), [session(7, 1), set("foo", "x")], "the retry keeps its seq");
+        assert_eq!(clerk.run(Op::Get { key: "foo".into() }, soon(20)).await.expect("done"), "v");
+        assert_eq!(server_a.log.lock().unwrap().len(), 2, "the learned leader was remembered");
+    }
+
+    /// What a client learns from redirects is bounded: past
+    /// `LEARNED_SERVERS_MAX` new addresses, a redirect to yet another one
+    /// counts as no leader known.
+    #[test]
+    fn servers_learned_from_redirects_are_bounded() {
+        let given: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut clerk = RemoteClerk::new(7, vec![given], 0, Duration::from_secs(1));
+        for port in 0..LEARNED_SERVERS_MAX as u16 {
+            let redirect = clerk.redirect(&format!("MOVED 1 127.0.0.2:{}", 1000 + port));
+            assert_eq!(redirect, Some(Err(ServiceError::NotLeader { leader: Some(1 + port as NodeId) })));
+        }
+        let again = clerk.redirect("MOVED 1 127.0.0.2:1000");
+        assert_eq!(
+            again,
+            Some(Err(ServiceError::NotLeader { leader: Some(1) })),
+            "a known address is not learned twice"
+        );
+        let past = clerk.redirect("MOVED 1 127.0.0.3:1");
+        assert_eq!(past, Some(Err(ServiceError::NotLeader { leader: None })));
+        assert_eq!(clerk.redirect("MOVED 1 not-an-address"), Some(Err(ServiceError::NotLeader { leader: None })));
+        assert_eq!(clerk.addrs.len(), 1 + LEARNED_SERVERS_MAX);
+        assert_eq!(clerk.conns.len(), 1 + LEARNED_SERVERS_MAX);
+    }
+
     /// A cluster that forgot sessions up to index 5: a new clerk's first
     /// command (seq 1) is refused on its only send, so it did not run, and
     /// the clerk runs it again as seq 6. A refusal after more than one send
@@ -1071,11 +1145,13 @@ mod tests {
         // Both listeners stay bound, so the two addresses differ.
         let (_a_listener, a) = bind().await;
         let (_b_listener, b) = bind().await;
-        let clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(1));
-        let moved = |addr: String| clerk.redirect(&format!("MOVED 3999 {addr}"));
+        let mut clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(1));
+        let mut moved = |addr: String| clerk.redirect(&format!("MOVED 3999 {addr}"));
         assert_eq!(moved(b.to_string()), Some(Err(ServiceError::NotLeader { leader: Some(1) })));
         assert_eq!(moved(a.to_string()), Some(Err(ServiceError::NotLeader { leader: Some(0) })));
-        assert_eq!(moved("10.9.9.9:1".into()), Some(Err(ServiceError::NotLeader { leader: None })));
+        // An address it was not given: learned as the next server.
+        assert_eq!(moved("10.9.9.9:1".into()), Some(Err(ServiceError::NotLeader { leader: Some(2) })));
+        assert_eq!(moved("nowhere".into()), Some(Err(ServiceError::NotLeader { leader: None })));
         assert_eq!(
             clerk.redirect(crate::server::resp::CLUSTERDOWN),
             Some(Err(ServiceError::NotLeader { leader: None }))
