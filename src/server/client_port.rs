@@ -433,7 +433,7 @@ async fn addressed_admin(shared: &Shared, op: AdminOp) -> Reply {
 /// `RAFTKV.MEMBER ADD id peer client`: records where `id` listens in the
 /// replicated directory, then adds it as a learner. Refused, with nothing
 /// written, at a follower (a redirect), for a member, and for an address
-/// another server has.
+/// another member has.
 async fn add_at(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
     let status = shared.node.status();
     if status.role != Some(crate::raft::Role::Leader) {
