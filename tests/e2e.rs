@@ -86,16 +86,7 @@ async fn members_are_added_replaced_and_removed_while_serving() {
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
     let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
-    let operate = |command: ClientCommand| {
-        let addrs = addrs.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            match operator(&addrs, &Access::plain(), &command, deadline).await {
-                Ok(text) => text,
-                Err(e) => panic!("{command:?}: {e}"),
-            }
-        }
-    };
+    let operate = |command| operate(addrs.clone(), Access::plain(), command);
     let voters = |id: u8| {
         let addr = addrs[usize::from(id)];
         async move { info_field(addr, "raft_voters").await.unwrap_or_default() }
@@ -219,13 +210,7 @@ async fn a_server_no_config_file_lists_joins_leads_and_restarts() {
     let epoch = Instant::now();
     let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
     let founders = addrs[..3].to_vec();
-    let operate = |command: ClientCommand| {
-        let founders = founders.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            operator(&founders, &Access::plain(), &command, deadline).await.map_err(|e| e.to_string())
-        }
-    };
+    let operate = |command| try_operate(founders.clone(), Access::plain(), command);
     let at = |peer, client| raftkv::kv::directory::Addresses { peer, client };
 
     after_more_ops(&progress, 300).await;
@@ -352,16 +337,7 @@ async fn every_server_is_replaced_by_one_no_config_file_lists() {
     let progress = Arc::new(Progress::default());
     let epoch = Instant::now();
     let clients = tokio::spawn(load::run(spec, progress.clone(), epoch));
-    let operate = |command: ClientCommand| {
-        let addrs = addrs.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            match operator(&addrs, &Access::plain(), &command, deadline).await {
-                Ok(text) => text,
-                Err(e) => panic!("{command:?}: {e}"),
-            }
-        }
-    };
+    let operate = |command| operate(addrs.clone(), Access::plain(), command);
     for (old, &(new, peer, client)) in newcomers.iter().enumerate() {
         let old = old as u8;
         after_more_ops(&progress, 200).await;
@@ -396,9 +372,8 @@ async fn every_server_is_replaced_by_one_no_config_file_lists() {
     operate(ClientCommand::Member(MemberCommand::Remove(6))).await;
     let (_, peer_of_3, _) = newcomers[0];
     let taken = raftkv::kv::directory::Addresses { peer: peer_of_3, client: founder.client };
-    let (deadline, add) =
-        (tokio::time::Instant::now() + PATIENCE, ClientCommand::Member(MemberCommand::AddAt(7, taken)));
-    let refused = operator(&addrs, &Access::plain(), &add, deadline).await.unwrap_err().to_string();
+    let add = ClientCommand::Member(MemberCommand::AddAt(7, taken));
+    let refused = try_operate(addrs.clone(), Access::plain(), add).await.unwrap_err();
     assert!(refused.contains("is node 3's"), "{refused}");
 
     // The whole new cluster dies at once and restarts from its disks.
@@ -438,16 +413,7 @@ async fn an_unlisted_server_joins_a_tls_cluster_with_a_password() {
     let load = tokio::spawn(load::run(spec, progress.clone(), epoch));
     let founders = cluster.clients()[..3].to_vec();
     let access = cluster.access.clone();
-    let operate = |command: ClientCommand| {
-        let (founders, access) = (founders.clone(), access.clone());
-        async move {
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            match operator(&founders, &access, &command, deadline).await {
-                Ok(text) => text,
-                Err(e) => panic!("{command:?}: {e}"),
-            }
-        }
-    };
+    let operate = |command| operate(founders.clone(), access.clone(), command);
     after_more_ops(&progress, 200).await;
     let at = raftkv::kv::directory::Addresses { peer, client };
     operate(ClientCommand::Member(MemberCommand::AddAt(new, at))).await;
@@ -460,6 +426,25 @@ async fn an_unlisted_server_joins_a_tls_cluster_with_a_password() {
     let records = load.await.unwrap();
     check_history(&cluster, &records, epoch, 3).await;
     assert!(cluster.log_of(new).contains("fetched the cluster's address book"), "{}", cluster.log_of(new));
+}
+
+/// An operator's command through `servers` (to the leader, following
+/// redirects), within [`PATIENCE`]: its answer, or why not as text.
+async fn try_operate(
+    servers: Vec<std::net::SocketAddr>,
+    access: Access,
+    command: ClientCommand,
+) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    operator(&servers, &access, &command, deadline).await.map_err(|e| e.to_string())
+}
+
+/// [`try_operate`], which must succeed.
+async fn operate(servers: Vec<std::net::SocketAddr>, access: Access, command: ClientCommand) -> String {
+    match try_operate(servers, access, command.clone()).await {
+        Ok(text) => text,
+        Err(e) => panic!("{command:?}: {e}"),
+    }
 }
 
 /// Which founder says it leads, if one does now.
