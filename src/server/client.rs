@@ -930,8 +930,8 @@ mod tests {
         Instant::now() + Duration::from_secs(seconds)
     }
 
-    #[tokio::test]
-    async fn follows_moved_then_remembers_the_leader() {
+    /// Server `a` redirects every command to `b`, which serves.
+    async fn a_redirects_to_b() -> (SocketAddr, Fake, SocketAddr, Fake) {
         let (a_listener, a) = bind().await;
         let (b_listener, b) = bind().await;
         let moved = format!("MOVED 12182 {b}");
@@ -939,7 +939,12 @@ mod tests {
             ClientCommand::Session { .. } => Act::Reply(Reply::Ok),
             _ => Act::Reply(Reply::Error(moved.clone())),
         });
-        let server_b = fake(b_listener, healthy);
+        (a, server_a, b, fake(b_listener, healthy))
+    }
+
+    #[tokio::test]
+    async fn follows_moved_then_remembers_the_leader() {
+        let (a, server_a, b, server_b) = a_redirects_to_b().await;
         let mut clerk = RemoteClerk::new(7, vec![a, b], 0, Duration::from_secs(10));
 
         assert_eq!(clerk.run(put("foo", "x"), soon(20)).await.expect("done"), "");
@@ -958,14 +963,7 @@ mod tests {
     /// remembered as the leader.
     #[tokio::test]
     async fn follows_moved_to_a_server_it_was_not_given() {
-        let (a_listener, a) = bind().await;
-        let (b_listener, b) = bind().await;
-        let moved = format!("MOVED 12182 {b}");
-        let server_a = fake(a_listener, move |cmd| match cmd {
-            ClientCommand::Session { .. } => Act::Reply(Reply::Ok),
-            _ => Act::Reply(Reply::Error(moved.clone())),
-        });
-        let server_b = fake(b_listener, healthy);
+        let (a, server_a, _, server_b) = a_redirects_to_b().await;
         let mut clerk = RemoteClerk::new(7, vec![a], 0, Duration::from_secs(10));
 
         assert_eq!(clerk.run(put("foo", "x"), soon(20)).await.expect("done"), "");

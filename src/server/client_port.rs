@@ -18,7 +18,7 @@
 
 use super::client::random_client_id;
 use super::config::ClusterConfig;
-use super::node::{NodeHandle, SubmitError};
+use super::node::{NodeHandle, Status, SubmitError};
 use super::peer::PeerStatsHandle;
 use super::resp::{
     ClientCommand, IfAbsentReply, MemberCommand, Reply, RespLimits, ServerCodec, SERVER_ASSIGNED_CLIENT_BIT,
@@ -64,6 +64,16 @@ impl Shared {
     /// The client address to redirect to for `id`.
     fn client_addr(&self, id: NodeId) -> Option<String> {
         self.addresses(id).map(|a| a.client.to_string())
+    }
+
+    /// This server's status if it leads; otherwise the redirect
+    /// ([`Shared::to_leader`]).
+    fn leader_status(&self) -> Result<Status, Reply> {
+        let status = self.node.status();
+        if status.role != Some(crate::raft::Role::Leader) {
+            return Err(self.to_leader(status.leader));
+        }
+        Ok(status)
     }
 
     /// The reply to an operator's request that only the leader runs:
@@ -435,14 +445,14 @@ async fn addressed_admin(shared: &Shared, op: AdminOp) -> Reply {
 /// written, at a follower (a redirect), for a member, and for an address
 /// another member has.
 async fn add_at(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
-    let status = shared.node.status();
-    if status.role != Some(crate::raft::Role::Leader) {
-        return shared.to_leader(status.leader);
-    }
+    let status = match shared.leader_status() {
+        Ok(status) => status,
+        Err(redirect) => return redirect,
+    };
     if status.membership.contains(id) {
         return Reply::Error(format!("ERR node {id} is already a member"));
     }
-    match record_addresses(shared, id, at).await {
+    match record_addresses(shared, &status, id, at).await {
         Ok(()) => admin(shared, AdminOp::Change(MembershipChange::AddLearner(id))).await,
         Err(refused) => refused,
     }
@@ -452,22 +462,22 @@ async fn add_at(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
 /// (a server whose machine moved); every server redials it there once the
 /// write applies.
 async fn move_to(shared: &Shared, id: NodeId, at: Addresses) -> Reply {
-    match record_addresses(shared, id, at).await {
+    let status = match shared.leader_status() {
+        Ok(status) => status,
+        Err(redirect) => return redirect,
+    };
+    match record_addresses(shared, &status, id, at).await {
         Ok(()) => Reply::Bulk(format!("node {id} is now at {} peer={}", at.client, at.peer).into()),
         Err(refused) => refused,
     }
 }
 
 /// Writes `id`'s addresses to the replicated directory: a write through
-/// the log, answered once committed and applied here. Only the leader
-/// takes it (a follower redirects), and an address another member has is
+/// the log, answered once committed and applied here. `status` is the
+/// leader's, as the caller checked it; an address another member has is
 /// refused with nothing written (a removed server's may be reused: a new
 /// machine at a dead one's address).
-async fn record_addresses(shared: &Shared, id: NodeId, at: Addresses) -> Result<(), Reply> {
-    let status = shared.node.status();
-    if status.role != Some(crate::raft::Role::Leader) {
-        return Err(shared.to_leader(status.leader));
-    }
+async fn record_addresses(shared: &Shared, status: &Status, id: NodeId, at: Addresses) -> Result<(), Reply> {
     let book = shared.cluster.address_book(&shared.node.directory());
     let taken = book.iter().find(|(&other, a)| {
         other != id && status.membership.contains(other) && (a.peer == at.peer || a.client == at.client)
