@@ -19,7 +19,10 @@
 //!   [`RuntimeConfig::max_events_per_batch`]). It carries out each output
 //!   **at once**: sends the messages, answers the requests. That is safe
 //!   because the node itself holds back anything that depends on state not
-//!   yet durable. The batches to persist it hands to the persist thread.
+//!   yet durable. The batches to persist it hands to the persist thread,
+//!   except on a follower whose persist thread is idle: there it writes
+//!   them itself and steps [`ServerInput::Persisted`] at once
+//!   ([`RuntimeConfig::followers_write_inline`]).
 //! - The **persist thread** takes every batch queued while it was busy,
 //!   writes them all with one [`RaftStorage::write`] (one fsync: group
 //!   commit), and reports the last batch's number to the inbox. It never
@@ -35,8 +38,11 @@
 //!   most one job is outstanding.
 //!
 //! So a leader's AppendEntries leave while its own write is on its way to
-//! the disk (Raft thesis §10.2.1), and a follower's acknowledgement leaves
-//! as soon as the node thread learns its entries are durable.
+//! the disk (Raft thesis §10.2.1), and it goes on stepping meanwhile; a
+//! follower's acknowledgement leaves as soon as its fsync returns, from the
+//! thread that stepped the AppendEntries, with no hand-off in between. What
+//! reaches a follower during its fsync waits in the inbox and is written by
+//! the next one (group commit without a timer).
 //!
 //! **Failures end the node loudly.** A storage error or a panic in either
 //! thread marks the node stopped, closes the hand-off (so nothing blocks and
@@ -82,11 +88,21 @@ pub struct RuntimeConfig {
     /// Groups of batches waiting for the disk; when full the node thread
     /// waits.
     pub batch_queue: usize,
+    /// A follower (or candidate) whose persist thread is idle writes its
+    /// batches on the node thread, saving two thread hand-offs per
+    /// acknowledgement; a leader always hands them over.
+    pub followers_write_inline: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> RuntimeConfig {
-        RuntimeConfig { tick: Duration::from_millis(10), event_queue: 8192, max_events_per_batch: 512, batch_queue: 64 }
+        RuntimeConfig {
+            tick: Duration::from_millis(10),
+            event_queue: 8192,
+            max_events_per_batch: 512,
+            batch_queue: 64,
+            followers_write_inline: true,
+        }
     }
 }
 
@@ -310,6 +326,9 @@ impl NodeHandle {
 struct Shared {
     inbox: Arc<Inbox<Event>>,
     batches: BoundedChannel<ToDisk>,
+    /// The persist thread's, and the node thread's while it writes a
+    /// follower's batches itself.
+    storage: Mutex<Box<dyn RaftStorage + Send>>,
     /// Snapshots to encode (at most one outstanding).
     jobs: BoundedChannel<SnapshotJob>,
     waiters: Waiters<Response>,
@@ -323,6 +342,11 @@ struct Shared {
 }
 
 impl Shared {
+    fn storage(&self) -> crate::sync::MutexGuard<'_, Box<dyn RaftStorage + Send>> {
+        // Poisoned only by a panic while writing, which ends the node.
+        self.storage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Stops everything: no more events or batches, every waiter answered,
     /// both threads woken. Idempotent.
     fn stop(&self) {
@@ -382,6 +406,7 @@ impl NodeRuntime {
         let shared = Arc::new(Shared {
             inbox: Arc::new(Inbox::new(config.event_queue)),
             batches: BoundedChannel::new(config.batch_queue),
+            storage: Mutex::new(storage),
             jobs: BoundedChannel::new(1),
             waiters: Waiters::new(),
             admin_waiters: Waiters::new(),
@@ -422,7 +447,7 @@ impl NodeRuntime {
                 .name(name.clone())
                 .spawn(move || {
                     shared.guard(&name, || {
-                        if let Err(e) = persist_loop(storage, &shared, &counters) {
+                        if let Err(e) = persist_loop(&shared, &counters) {
                             shared.fail(NodeFailure::Storage(e));
                         }
                     });
@@ -529,7 +554,9 @@ fn node_loop(
     let lease_reads = server.node().config().lease_ticks > 0;
     let replay = if lease_reads { server.node().config().election_ticks } else { 1 };
     let mut clock = TickClock { next: Instant::now() + config.tick, period: config.tick, replay };
-    let mut reported = 0;
+    // The last batch reported durable, and the last handed to the persist
+    // thread.
+    let (mut reported, mut handed) = (0, 0);
     loop {
         let timeout = clock.next.saturating_duration_since(Instant::now());
         let inboxed = shared.inbox.wait(config.max_events_per_batch, Some(timeout));
@@ -564,66 +591,56 @@ fn node_loop(
                 }
             }
         }
-        let mut persists = Vec::new();
-        let mut directory_touched = false;
-        let mut carry_out = |out: ServerOutput| -> Result<(), ()> {
-            directory_touched |= directory::touched(&out);
-            persists.extend(out.persist);
-            // Everything else is carried out at once: the node holds back
-            // what depends on the disk (see the module docs).
-            for envelope in out.messages {
-                send(envelope);
-            }
-            counters.applied.fetch_add(out.applied.len() as u64, Ordering::Relaxed);
-            if let Some(job) = out.snapshot {
-                // Never blocks: the one outstanding job's slot is free (the
-                // snapshot thread took the last one before reporting it).
-                if shared.jobs.send(job).is_err() {
-                    return Err(()); // the snapshot thread stopped
-                }
-            }
-            if let Some((meta, error)) = out.refused_snapshot {
-                tracing::warn!(
-                    node = shared.id,
-                    index = meta.index,
-                    term = meta.term,
-                    "refused a snapshot from the leader (it will send it again): {error}"
-                );
-            }
-            if let Some(meta) = out.installed {
-                counters.snapshots_installed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(node = shared.id, index = meta.index, "installed a snapshot from the leader");
-            }
-            for response in out.responses {
-                for key in waiting.remove(&(response.client, response.seq)).unwrap_or_default() {
-                    shared.waiters.complete(key, response.clone());
-                }
-            }
-            for reply in out.admin_replies {
-                match &reply.result {
-                    Ok(done) => tracing::info!(node = shared.id, "operator's request: {done}"),
-                    Err(e) => tracing::info!(node = shared.id, "operator's request not done: {e}"),
-                }
-                shared.admin_waiters.complete(reply.id, reply);
-            }
-            Ok(())
-        };
+        let mut outputs =
+            Outputs { shared, counters, send, waiting: &mut waiting, persists: Vec::new(), directory_touched: false };
         for input in inputs {
             if lease_reads && matches!(input, ServerInput::Client(_)) {
                 // A Get may be answered under the lease: count every tick
                 // that passed while this batch was being stepped.
                 for _ in 0..clock.due() {
-                    if carry_out(server.step(ServerInput::Tick)).is_err() {
+                    if outputs.carry_out(server.step(ServerInput::Tick)).is_err() {
                         return;
                     }
                 }
             }
-            if carry_out(server.step(input)).is_err() {
+            if outputs.carry_out(server.step(input)).is_err() {
+                return;
+            }
+        }
+        // The step's batches. A follower whose persist thread is idle
+        // writes them itself and steps on at once: its acknowledgement
+        // leaves without two thread hand-offs (to the persist thread and
+        // back), and what arrives meanwhile waits in the inbox for the next
+        // write (group commit). A leader hands them over, so that it goes on
+        // stepping (replicating, committing, answering) during its fsync.
+        while !outputs.persists.is_empty() {
+            let persists = std::mem::take(&mut outputs.persists);
+            let last = persists.last().map_or(0, |p| p.number);
+            let idle = config.followers_write_inline && server.node().role() != Role::Leader && handed <= reported;
+            // Every earlier batch is durable (`handed <= reported`), so this
+            // write keeps the order; the lock is busy only while the persist
+            // thread saves a snapshot, which needs no order with batches.
+            let Some(mut storage) = idle.then(|| shared.storage.try_lock().ok()).flatten() else {
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                if shared.batches.send(ToDisk::Batches(persists)).is_err() {
+                    return; // the persist thread stopped
+                }
+                handed = last;
+                break;
+            };
+            let written = write_batches(&mut **storage, &persists.iter().collect::<Vec<_>>(), counters);
+            drop(storage);
+            if let Err(e) = written {
+                shared.fail(NodeFailure::Storage(e));
+                return;
+            }
+            reported = last;
+            if outputs.carry_out(server.step(ServerInput::Persisted(last))).is_err() {
                 return;
             }
         }
         counters.reads_by_lease.store(server.node().reads_by_lease(), Ordering::Relaxed);
-        if directory_touched {
+        if outputs.directory_touched {
             directory.send_if_modified(|known| {
                 let now = server.directory();
                 let changed = now != *known;
@@ -644,17 +661,68 @@ fn node_loop(
         }
         *known = now;
         drop(known);
-        if !persists.is_empty() {
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-            if shared.batches.send(ToDisk::Batches(persists)).is_err() {
-                return; // the persist thread stopped
-            }
-        }
         if inboxed.closed {
             // Let the persist thread drain what was handed over, then stop.
             shared.batches.close();
             return;
         }
+    }
+}
+
+/// Carries out a step's outputs on the node thread, gathering its batches
+/// to persist.
+struct Outputs<'a> {
+    shared: &'a Shared,
+    counters: &'a Counters,
+    send: &'a SendToPeer,
+    waiting: &'a mut HashMap<(ClientId, u64), Vec<u64>>,
+    persists: Vec<Persist<Command>>,
+    directory_touched: bool,
+}
+
+impl Outputs<'_> {
+    /// Everything but the batches is carried out at once: the node holds
+    /// back what depends on the disk (see the module docs). Err: a thread
+    /// of the node stopped.
+    fn carry_out(&mut self, out: ServerOutput) -> Result<(), ()> {
+        self.directory_touched |= directory::touched(&out);
+        self.persists.extend(out.persist);
+        for envelope in out.messages {
+            (self.send)(envelope);
+        }
+        self.counters.applied.fetch_add(out.applied.len() as u64, Ordering::Relaxed);
+        if let Some(job) = out.snapshot {
+            // Never blocks: the one outstanding job's slot is free (the
+            // snapshot thread took the last one before reporting it).
+            if self.shared.jobs.send(job).is_err() {
+                return Err(()); // the snapshot thread stopped
+            }
+        }
+        if let Some((meta, error)) = out.refused_snapshot {
+            tracing::warn!(
+                node = self.shared.id,
+                index = meta.index,
+                term = meta.term,
+                "refused a snapshot from the leader (it will send it again): {error}"
+            );
+        }
+        if let Some(meta) = out.installed {
+            self.counters.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(node = self.shared.id, index = meta.index, "installed a snapshot from the leader");
+        }
+        for response in out.responses {
+            for key in self.waiting.remove(&(response.client, response.seq)).unwrap_or_default() {
+                self.shared.waiters.complete(key, response.clone());
+            }
+        }
+        for reply in out.admin_replies {
+            match &reply.result {
+                Ok(done) => tracing::info!(node = self.shared.id, "operator's request: {done}"),
+                Err(e) => tracing::info!(node = self.shared.id, "operator's request not done: {e}"),
+            }
+            self.shared.admin_waiters.complete(reply.id, reply);
+        }
+        Ok(())
     }
 }
 
@@ -693,11 +761,7 @@ impl TickClock {
 /// batch's number; saves a snapshot where it comes in the order, then
 /// reports it. Returns when the channel is closed and drained, or on the
 /// first storage error.
-fn persist_loop(
-    mut storage: Box<dyn RaftStorage + Send>,
-    shared: &Shared,
-    counters: &Counters,
-) -> Result<(), StorageError> {
+fn persist_loop(shared: &Shared, counters: &Counters) -> Result<(), StorageError> {
     while let Ok(group) = shared.batches.recv_many(usize::MAX) {
         let mut writes: Vec<&Persist<Command>> = Vec::new();
         let mut snapshots = Vec::new();
@@ -710,20 +774,31 @@ fn persist_loop(
         // The batches first: saving a snapshot is independent of them (it
         // covers applied entries only), so it may wait behind them.
         if let Some(last) = writes.last().map(|p| p.number) {
-            let started = Instant::now();
-            storage.write(&writes)?;
-            counters.fsync_seconds.observe(started.elapsed().as_secs_f64());
-            let entries = writes.iter().filter_map(|p| p.log.as_ref()).map(|w| w.entries.len()).sum::<usize>();
-            counters.entries_per_fsync.observe(entries as f64);
-            counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            write_batches(&mut **shared.storage(), &writes, counters)?;
             shared.inbox.persisted(last);
         }
         for snapshot in snapshots {
-            storage.save_snapshot(snapshot)?;
+            shared.storage().save_snapshot(snapshot)?;
             // Closed: the node stopped, and nobody needs the report.
             let _ = shared.inbox.push_report(Event::SnapshotTaken(snapshot.clone()));
         }
     }
+    Ok(())
+}
+
+/// Writes a group of batches with one [`RaftStorage::write`] (one fsync)
+/// and counts it.
+fn write_batches(
+    storage: &mut dyn RaftStorage,
+    writes: &[&Persist<Command>],
+    counters: &Counters,
+) -> Result<(), StorageError> {
+    let started = Instant::now();
+    storage.write(writes)?;
+    counters.fsync_seconds.observe(started.elapsed().as_secs_f64());
+    let entries = writes.iter().filter_map(|p| p.log.as_ref()).map(|w| w.entries.len()).sum::<usize>();
+    counters.entries_per_fsync.observe(entries as f64);
+    counters.fsyncs.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
@@ -742,7 +817,7 @@ fn snapshot_loop(shared: &Shared) {
 mod tests {
     use super::*;
     use crate::kv::{Op, ServerConfig, ServiceError};
-    use crate::raft::{Config, DurableState};
+    use crate::raft::{Config, DurableState, Message};
     use crate::server::handoff::WaitError;
     use crate::server::storage::RedbStorage;
     use crate::server::tempdir::TempDir;
@@ -1039,6 +1114,36 @@ mod tests {
                 assert_eq!((thread.as_str(), message.as_str()), ("raftkv-persist-0", "the disk caught fire"))
             }
             other => panic!("{other}"),
+        }
+    }
+
+    /// A follower writes its batches on the node thread (while its persist
+    /// thread is idle), unless told not to; either way a failed write ends
+    /// the node loudly, naming the thread that wrote.
+    #[test]
+    fn a_follower_writes_on_its_node_thread_and_a_failure_there_stops_it_loudly() {
+        for (inline, writer) in [(true, "raftkv-node-0"), (false, "raftkv-persist-0")] {
+            for panic in [false, true] {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let tx = Mutex::new(tx);
+                let on_fatal: OnFatal = Arc::new(move |failure: &NodeFailure| {
+                    let _ = tx.lock().unwrap().send(failure.to_string());
+                });
+                let server =
+                    KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), DurableState::default()).unwrap();
+                let config = RuntimeConfig { followers_write_inline: inline, ..runtime_config() };
+                let node =
+                    NodeRuntime::start(server, Box::new(BrokenDisk { panic }), Arc::new(|_| {}), config, on_fatal);
+                // A leader of term 1: the follower must make the term durable.
+                let append =
+                    Message::Append { term: 1, prev_index: 0, prev_term: 0, entries: vec![], commit: 0, read_round: 0 };
+                node.handle().deliver(Envelope { from: 1, to: 0, message: append });
+                let report = fatal(&rx);
+                match assert_stopped(node) {
+                    NodeFailure::Panic { thread, .. } => assert!(panic && thread == writer, "{report}"),
+                    NodeFailure::Storage(_) => assert!(!panic && report.contains("broken-disk"), "{report}"),
+                }
+            }
         }
     }
 
