@@ -177,7 +177,11 @@ impl Server {
             .or_else(|| cluster.addresses(id, &known))
             .ok_or(StartError::NoAddress { id, members: cluster.members() })?;
         let metrics_addr = cluster.node(id).and_then(|n| n.metrics);
-        let runtime = RuntimeConfig { tick: Duration::from_millis(cluster.tick_ms), ..RuntimeConfig::default() };
+        let runtime = RuntimeConfig {
+            tick: Duration::from_millis(cluster.tick_ms),
+            followers_write_inline: cluster.followers_write_inline,
+            ..RuntimeConfig::default()
+        };
 
         // The node needs the transport's sender and the transport needs the
         // node's handle: the sender goes through a slot filled just below.
