@@ -393,8 +393,15 @@ struct Peer {
     queue: Arc<PeerQueue>,
     link: Arc<LinkCounters>,
     /// Where to dial it. Its writer reads this at every dial, and while
-    /// connected wakes on a change to redial at the new address.
+    /// connected checks it before each batch it sends, to redial at the
+    /// new address (see `Writer::serve`).
     addr: watch::Sender<SocketAddr>,
+}
+
+impl Peer {
+    fn is_member(&self) -> bool {
+        self.member.load(Ordering::Relaxed)
+    }
 }
 
 /// A new peer for the manager: its queue, counters and address to watch.
@@ -425,7 +432,7 @@ impl Peers {
                 return;
             }
             for (&peer, entry) in table.peers.iter_mut() {
-                if entry.member.load(Ordering::Relaxed) && !book.contains_key(&peer) {
+                if entry.is_member() && !book.contains_key(&peer) {
                     // What is already queued for it still goes out: it was
                     // addressed to a member, and the last messages (say,
                     // the commit of its own removal) are worth delivering.
@@ -440,7 +447,7 @@ impl Peers {
                 }
                 match table.peers.get_mut(&peer) {
                     Some(entry) => {
-                        if !entry.member.load(Ordering::Relaxed) {
+                        if !entry.is_member() {
                             entry.member.store(true, Ordering::Relaxed);
                             info!(node = me, peer, %addr, "peer is back in the book");
                         }
@@ -490,13 +497,13 @@ impl Peers {
     }
 
     fn is_member(&self, peer: NodeId) -> bool {
-        self.read().peers.get(&peer).is_some_and(|p| p.member.load(Ordering::Relaxed))
+        self.read().peers.get(&peer).is_some_and(|p| p.is_member())
     }
 
     /// A member's link counters and its membership flag.
     fn link(&self, peer: NodeId) -> Option<(Arc<LinkCounters>, Arc<AtomicBool>)> {
         let table = self.read();
-        let peer = table.peers.get(&peer).filter(|p| p.member.load(Ordering::Relaxed))?;
+        let peer = table.peers.get(&peer).filter(|p| p.is_member())?;
         Some((peer.link.clone(), peer.member.clone()))
     }
 
@@ -511,29 +518,23 @@ impl Peers {
     }
 
     fn members(&self) -> Vec<NodeId> {
-        self.read().peers.iter().filter(|(_, p)| p.member.load(Ordering::Relaxed)).map(|(&id, _)| id).collect()
+        self.read().peers.iter().filter(|(_, p)| p.is_member()).map(|(&id, _)| id).collect()
     }
 
     fn member_count(&self) -> usize {
-        self.read().peers.values().filter(|p| p.member.load(Ordering::Relaxed)).count()
+        self.read().peers.values().filter(|p| p.is_member()).count()
     }
 
     /// The links of the current members (what the metrics show).
     fn links(&self) -> Vec<(NodeId, LinkStats)> {
-        self.read()
-            .peers
-            .iter()
-            .filter(|(_, p)| p.member.load(Ordering::Relaxed))
-            .map(|(&id, p)| (id, p.link.stats()))
-            .collect()
+        self.read().peers.iter().filter(|(_, p)| p.is_member()).map(|(&id, p)| (id, p.link.stats())).collect()
     }
 }
 
 impl fmt::Debug for Peers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let table = self.read();
-        let members =
-            table.peers.iter().filter(|(_, p)| p.member.load(Ordering::Relaxed)).map(|(id, p)| (id, *p.addr.borrow()));
+        let members = table.peers.iter().filter(|(_, p)| p.is_member()).map(|(id, p)| (id, *p.addr.borrow()));
         f.debug_map().entries(members).finish()
     }
 }
@@ -661,7 +662,7 @@ impl PeerSender {
         // own short lock, and a `set` waits for it at most that long.
         let table = self.peers.read();
         let peer = match table.peers.get(&envelope.to) {
-            Some(peer) if peer.member.load(Ordering::Relaxed) && envelope.from == me => peer,
+            Some(peer) if peer.is_member() && envelope.from == me => peer,
             _ => {
                 debug!(node = me, from = envelope.from, to = envelope.to, "dropping a misaddressed envelope");
                 return bump(&self.counters.dropped_misaddressed, 1);
