@@ -712,6 +712,14 @@ async fn redis_cli_follows_moved_and_reads_back() {
     let raw = Command::new("redis-cli").args(["-p", &port(follower), "set", "k", "v"]).output().unwrap();
     let raw = String::from_utf8_lossy(&raw.stdout).to_string();
     assert!(raw.contains("MOVED") && raw.contains(&cluster.config.nodes[usize::from(l)].client.to_string()), "{raw}");
+    // So does an operator's request naming a server: only the leader's
+    // address book decides (a follower's may not have applied the entry
+    // the leader just wrote), so a follower redirects before it looks.
+    let raw =
+        Command::new("redis-cli").args(["-p", &port(follower), "RAFTKV.MEMBER", "PROMOTE", "5"]).output().unwrap();
+    let raw = String::from_utf8_lossy(&raw.stdout).to_string();
+    assert!(raw.contains("MOVED") && raw.contains(&cluster.config.nodes[usize::from(l)].client.to_string()), "{raw}");
+    assert!(cli(follower, &["RAFTKV.MEMBER", "PROMOTE", "5"]).contains("not in the cluster's address book"));
     assert_eq!(cli(follower, &["set", "greeting", "hello"]), "OK");
     assert_eq!(cli(other, &["append", "greeting", " world"]), "OK");
     assert_eq!(cli(other, &["get", "greeting"]), "hello world");

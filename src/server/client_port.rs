@@ -424,13 +424,20 @@ async fn submit(node: &NodeHandle, request: Command) -> Result<String, ServiceEr
 }
 
 /// [`admin`], for a request that names a server its peers must reach:
-/// refused unless the address book knows where it listens.
+/// refused unless the address book knows where it listens. The leader's
+/// book decides: a follower redirects first, since it may not yet have
+/// applied an address the leader just wrote (and answered).
 async fn addressed_admin(shared: &Shared, op: AdminOp) -> Reply {
     let named = match op {
         AdminOp::Change(MembershipChange::AddLearner(id) | MembershipChange::Promote(id)) => Some(id),
         AdminOp::TransferLeadership(id) | AdminOp::PromoteWhenCaughtUp(id) => Some(id),
         AdminOp::Change(MembershipChange::Remove(_)) | AdminOp::HandOver => None,
     };
+    if named.is_some() {
+        if let Err(redirect) = shared.leader_status() {
+            return redirect;
+        }
+    }
     if let Some(id) = named.filter(|&id| shared.addresses(id).is_none()) {
         // Its peers would not know where to reach it.
         return Reply::Error(format!(
