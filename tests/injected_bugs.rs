@@ -994,7 +994,7 @@ fn config_on_commit_is_caught() {
     assert_schedule_catches("config_on_commit", "LeaderCompleteness", 3, restart_into_an_old_configuration);
 }
 
-/// (r) is caught by the churn schedule unaided too (once in 200 seeds):
+/// (r) is caught by the churn schedule unaided too (seed 110 of 400):
 /// a restarted server back in an older configuration is elected in a term
 /// that already has a leader.
 #[test]

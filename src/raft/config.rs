@@ -29,7 +29,9 @@ pub struct Config {
     /// Seeds the node's own RNG (election timeouts); only randomness it uses.
     pub seed: u64,
     /// At most this many AppendEntries may be unacknowledged per follower
-    /// (pipelining window).
+    /// (pipelining window). Only full batches (`max_batch_entries`) are
+    /// pipelined: a partial one waits for the acknowledgement of the one in
+    /// flight, so that under load a round trip carries one batch.
     pub max_inflight: usize,
     /// At most this many entries ride in one AppendEntries (batching).
     pub max_batch_entries: usize,

@@ -1292,6 +1292,15 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             return self.send_snapshot_chunk(peer);
         }
         let batch_end = last.min(next + max_batch - 1);
+        // A partial batch waits while an AppendEntries is in flight: its
+        // acknowledgement sends everything proposed meanwhile in one
+        // message (one fsync at the follower instead of one per proposal's
+        // step), and a follower catching up still gets full batches,
+        // `max_inflight` deep.
+        let partial = batch_end + 1 - next < max_batch;
+        if pr.mode == Mode::Replicate && partial && !pr.inflight.is_empty() {
+            return false;
+        }
         let entries = self.log.slice(next, batch_end);
         match pr.mode {
             Mode::Replicate if entries.is_empty() => return false,
@@ -1345,8 +1354,8 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     }
 
     /// Sends `peer` as many Appends as its window allows: one probe, or in
-    /// replicate mode batches until the window is full or nothing is left,
-    /// so a follower far behind catches up at the pipeline's pace rather
+    /// replicate mode batches until the window is full or nothing is left
+    /// (a partial batch only with nothing in flight), so a follower far behind catches up at the pipeline's pace rather
     /// than one batch per round trip (in snapshot mode: chunks, up to their
     /// own window).
     fn fill_window(&mut self, peer: NodeId) {
