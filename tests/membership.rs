@@ -276,8 +276,8 @@ fn a_new_server_islanded_from_the_start_neither_leads_nor_stalls_the_cluster() {
     );
 }
 
-/// Why a replaced disk should rejoin under a new id (README,
-/// "Membership"): under its old id it can help elect a second leader of a
+/// Why a replaced disk should rejoin under a new id (README, "Changing
+/// the members"): under its old id it can help elect a second leader of a
 /// term. Server `s` is cut off in term 1. The others hand leadership over
 /// (term 2, with the old leader `v`'s vote), promote a fourth server and
 /// remove `v`. `v` restarts, able to reach `s` only: `s`, which never heard

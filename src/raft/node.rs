@@ -1355,9 +1355,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     /// Sends `peer` as many Appends as its window allows: one probe, or in
     /// replicate mode batches until the window is full or nothing is left
-    /// (a partial batch only with nothing in flight), so a follower far behind catches up at the pipeline's pace rather
-    /// than one batch per round trip (in snapshot mode: chunks, up to their
-    /// own window).
+    /// (a partial batch only with nothing in flight), so a follower far
+    /// behind catches up at the pipeline's pace rather than one batch per
+    /// round trip (in snapshot mode: chunks, up to their own window).
     fn fill_window(&mut self, peer: NodeId) {
         if !self.progress.contains_key(&peer) {
             return; // no longer leader (a committed removal of ourselves), or it left
