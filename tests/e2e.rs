@@ -709,16 +709,18 @@ async fn redis_cli_follows_moved_and_reads_back() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     // A plain client without -c sees the redirect itself.
-    let raw = Command::new("redis-cli").args(["-p", &port(follower), "set", "k", "v"]).output().unwrap();
-    let raw = String::from_utf8_lossy(&raw.stdout).to_string();
-    assert!(raw.contains("MOVED") && raw.contains(&cluster.config.nodes[usize::from(l)].client.to_string()), "{raw}");
+    let leader_addr = cluster.config.nodes[usize::from(l)].client.to_string();
+    let plain_at_follower = |args: &[&str]| {
+        let out = Command::new("redis-cli").args(["-p", &port(follower)]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let raw = plain_at_follower(&["set", "k", "v"]);
+    assert!(raw.contains("MOVED") && raw.contains(&leader_addr), "{raw}");
     // So does an operator's request naming a server: only the leader's
     // address book decides (a follower's may not have applied the entry
     // the leader just wrote), so a follower redirects before it looks.
-    let raw =
-        Command::new("redis-cli").args(["-p", &port(follower), "RAFTKV.MEMBER", "PROMOTE", "5"]).output().unwrap();
-    let raw = String::from_utf8_lossy(&raw.stdout).to_string();
-    assert!(raw.contains("MOVED") && raw.contains(&cluster.config.nodes[usize::from(l)].client.to_string()), "{raw}");
+    let raw = plain_at_follower(&["RAFTKV.MEMBER", "PROMOTE", "5"]);
+    assert!(raw.contains("MOVED") && raw.contains(&leader_addr), "{raw}");
     assert!(cli(follower, &["RAFTKV.MEMBER", "PROMOTE", "5"]).contains("not in the cluster's address book"));
     assert_eq!(cli(follower, &["set", "greeting", "hello"]), "OK");
     assert_eq!(cli(other, &["append", "greeting", " world"]), "OK");

@@ -433,16 +433,16 @@ async fn addressed_admin(shared: &Shared, op: AdminOp) -> Reply {
         AdminOp::TransferLeadership(id) | AdminOp::PromoteWhenCaughtUp(id) => Some(id),
         AdminOp::Change(MembershipChange::Remove(_)) | AdminOp::HandOver => None,
     };
-    if named.is_some() {
+    if let Some(id) = named {
         if let Err(redirect) = shared.leader_status() {
             return redirect;
         }
-    }
-    if let Some(id) = named.filter(|&id| shared.addresses(id).is_none()) {
-        // Its peers would not know where to reach it.
-        return Reply::Error(format!(
-            "ERR node {id} is not in the cluster's address book; add it with its addresses: RAFTKV.MEMBER ADD {id} <peer ip:port> <client ip:port>"
-        ));
+        if shared.addresses(id).is_none() {
+            // Its peers would not know where to reach it.
+            return Reply::Error(format!(
+                "ERR node {id} is not in the cluster's address book; add it with its addresses: RAFTKV.MEMBER ADD {id} <peer ip:port> <client ip:port>"
+            ));
+        }
     }
     admin(shared, op).await
 }
