@@ -249,6 +249,29 @@ impl<C> Message<C> {
         }
     }
 
+    /// Whether this message, sent after `earlier` on the same channel,
+    /// makes `earlier` worthless, so that a transport still holding
+    /// `earlier` may send this one in its place. Raft tolerates any message
+    /// lost, so dropping one is always safe; this says when it costs
+    /// nothing either: a heartbeat of the same term whose commit index and
+    /// read round are no lower does everything the earlier one would (its
+    /// receiver follows the same leader, commits as far, and its echo
+    /// confirms every read round up to its own), and likewise an echo of a
+    /// round no lower. Under read load a leader starts a round per read, so
+    /// a slow link would otherwise carry a heartbeat per read.
+    pub fn supersedes(&self, earlier: &Message<C>) -> bool {
+        match (self, earlier) {
+            (
+                Message::Heartbeat { term, commit, read_round },
+                Message::Heartbeat { term: t0, commit: c0, read_round: r0 },
+            ) => term == t0 && commit >= c0 && read_round >= r0,
+            (Message::HeartbeatReply { term, read_round }, Message::HeartbeatReply { term: t0, read_round: r0 }) => {
+                term == t0 && read_round >= r0
+            }
+            _ => false,
+        }
+    }
+
     /// A short name for traces.
     pub fn kind(&self) -> &'static str {
         match self {

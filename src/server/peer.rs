@@ -186,6 +186,9 @@ impl PeerConfig {
 pub struct PeerStats {
     /// Accepted onto a peer's queue by [`PeerSender::send`].
     pub queued: u64,
+    /// Of those, how many took the place of a queued envelope they
+    /// supersede (`Message::supersedes`), which was never sent.
+    pub superseded: u64,
     /// Written to a connection (handed to the kernel: a connection that
     /// breaks afterwards may still lose them).
     pub sent: u64,
@@ -259,6 +262,7 @@ impl LinkCounters {
 #[derive(Debug, Default)]
 struct Counters {
     queued: AtomicU64,
+    superseded: AtomicU64,
     dropped_full: AtomicU64,
     dropped_misaddressed: AtomicU64,
     dropped_closed: AtomicU64,
@@ -285,6 +289,7 @@ impl Counters {
         let (sent, frames_in) = peers.totals();
         PeerStats {
             queued: get(&self.queued),
+            superseded: get(&self.superseded),
             sent,
             dropped_full: get(&self.dropped_full),
             dropped_misaddressed: get(&self.dropped_misaddressed),
@@ -586,6 +591,8 @@ struct PeerQueue {
 
 enum Pushed {
     Queued,
+    /// Took the place of the queued envelope it supersedes.
+    Superseded,
     /// Queued, and the oldest envelope dropped to make room.
     DroppedOldest,
     Closed,
@@ -602,6 +609,12 @@ impl PeerQueue {
         }
         let dropped = {
             let mut items = lock(&self.items);
+            if let Some(last) = items.back_mut().filter(|last| envelope.message.supersedes(&last.message)) {
+                // Not written yet, and worth nothing beside the new one
+                // (`Message::supersedes`): a heartbeat per read otherwise.
+                *last = envelope;
+                return Pushed::Superseded;
+            }
             let dropped = items.len() >= self.capacity && items.pop_front().is_some();
             items.push_back(envelope);
             dropped
@@ -670,6 +683,10 @@ impl PeerSender {
         };
         match peer.queue.push(envelope) {
             Pushed::Queued => bump(&self.counters.queued, 1),
+            Pushed::Superseded => {
+                bump(&self.counters.queued, 1);
+                bump(&self.counters.superseded, 1);
+            }
             Pushed::DroppedOldest => {
                 bump(&self.counters.queued, 1);
                 bump(&self.counters.dropped_full, 1);
@@ -1833,6 +1850,46 @@ mod tests {
         assert_eq!(next(&mut rx).await, heartbeat(1, 0, 3));
         assert_eq!(a.stats().refused_frames, 0);
         a.shutdown().await;
+    }
+
+    #[test]
+    fn a_queued_heartbeat_or_echo_is_replaced_by_one_that_supersedes_it() {
+        let beat = |term, commit, read_round| Envelope {
+            from: 0,
+            to: 1,
+            message: Message::<Command>::Heartbeat { term, commit, read_round },
+        };
+        let echo =
+            |term, read_round| Envelope { from: 0, to: 1, message: Message::HeartbeatReply { term, read_round } };
+        let queue = PeerQueue::new(8);
+        let pushed: Vec<Pushed> = [
+            beat(2, 5, 1),
+            beat(2, 5, 2), // a later round: replaces it
+            beat(2, 6, 3), // a later commit too: replaces it
+            beat(2, 5, 4), // a lower commit: a heartbeat of its own
+            beat(3, 6, 5), // another term: likewise
+            append(0, 1, 1, "k", 1),
+            beat(3, 6, 6), // not behind the append's back: queued
+            echo(3, 6),    // another kind
+            echo(3, 7),
+            echo(3, 6), // an older round: queued
+        ]
+        .into_iter()
+        .map(|e| queue.push(e))
+        .collect();
+        let superseded = pushed.iter().filter(|p| matches!(p, Pushed::Superseded)).count();
+        assert_eq!(superseded, 3);
+        let left: Vec<Envelope<Command>> = std::iter::from_fn(|| queue.pop()).collect();
+        let expected = [
+            beat(2, 6, 3),
+            beat(2, 5, 4),
+            beat(3, 6, 5),
+            append(0, 1, 1, "k", 1),
+            beat(3, 6, 6),
+            echo(3, 7),
+            echo(3, 6),
+        ];
+        assert_eq!(left, expected);
     }
 
     #[tokio::test]
