@@ -91,6 +91,12 @@ pub struct BoundedChannel<T> {
 struct ChanState<T> {
     queue: VecDeque<T>,
     closed: bool,
+    /// Threads in `Condvar::wait` on each side: a notification is a system
+    /// call even when nobody waits, so a side is notified only when it has
+    /// a sleeper (under load the persist thread rarely sleeps, and a sender
+    /// almost never does).
+    receivers_sleeping: usize,
+    senders_sleeping: usize,
 }
 
 impl<T> BoundedChannel<T> {
@@ -105,7 +111,12 @@ impl<T> BoundedChannel<T> {
     pub fn with_flaw(capacity: usize, flaw: Flaw) -> BoundedChannel<T> {
         assert!(capacity > 0, "BoundedChannel needs a capacity of at least 1");
         BoundedChannel {
-            state: Mutex::new(ChanState { queue: VecDeque::with_capacity(capacity), closed: false }),
+            state: Mutex::new(ChanState {
+                queue: VecDeque::with_capacity(capacity),
+                closed: false,
+                receivers_sleeping: 0,
+                senders_sleeping: 0,
+            }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             capacity,
@@ -124,12 +135,17 @@ impl<T> BoundedChannel<T> {
             if s.queue.len() < self.capacity {
                 break;
             }
+            s.senders_sleeping += 1;
             s = wait(&self.not_full, s);
+            s.senders_sleeping -= 1;
         }
         s.queue.push_back(item);
+        let sleeper = s.receivers_sleeping > 0;
         drop(s);
         // One item in: one receiver can make progress.
-        self.not_empty.notify_one();
+        if sleeper {
+            self.not_empty.notify_one();
+        }
         Ok(())
     }
 
@@ -140,15 +156,20 @@ impl<T> BoundedChannel<T> {
         let mut s = lock(&self.state);
         loop {
             if let Some(item) = s.queue.pop_front() {
+                let sleeper = s.senders_sleeping > 0;
                 drop(s);
                 // One slot freed: one sender can make progress.
-                self.not_full.notify_one();
+                if sleeper {
+                    self.not_full.notify_one();
+                }
                 return Ok(item);
             }
             if s.closed {
                 return Err(RecvError);
             }
+            s.receivers_sleeping += 1;
             s = wait(&self.not_empty, s);
+            s.receivers_sleeping -= 1;
         }
     }
 
@@ -162,15 +183,20 @@ impl<T> BoundedChannel<T> {
             if !s.queue.is_empty() {
                 let take = s.queue.len().min(max.max(1));
                 let items: Vec<T> = s.queue.drain(..take).collect();
+                let sleepers = s.senders_sleeping > 0;
                 drop(s);
                 // `take` slots freed: every blocked sender may proceed.
-                self.not_full.notify_all();
+                if sleepers {
+                    self.not_full.notify_all();
+                }
                 return Ok(items);
             }
             if s.closed {
                 return Err(RecvError);
             }
+            s.receivers_sleeping += 1;
             s = wait(&self.not_empty, s);
+            s.receivers_sleeping -= 1;
         }
     }
 
@@ -388,10 +414,12 @@ impl<R> Waiters<R> {
 
 /// Wakes a ticket's holder: a thread blocked in [`Ticket::wait`] through
 /// its condition variable, a task in [`Ticket::answer`] through its waker.
+/// A ticket has one holder, so only one of the two can be waiting: a
+/// futex wake for a task would be a wasted system call per answer.
 fn notify((cv, task): (Arc<Condvar>, Option<Waker>)) {
-    cv.notify_one();
-    if let Some(task) = task {
-        task.wake();
+    match task {
+        Some(task) => task.wake(),
+        None => cv.notify_one(),
     }
 }
 
@@ -521,6 +549,10 @@ struct InboxState<E> {
     /// `durable` as the node thread last took it.
     durable_taken: u64,
     closed: bool,
+    /// The node thread is in `Condvar::wait`: only then does a push need
+    /// to wake it (a notification is a system call even when nobody
+    /// waits, and under load the node thread is mostly busy).
+    sleeping: bool,
 }
 
 impl<E> Inbox<E> {
@@ -534,7 +566,13 @@ impl<E> Inbox<E> {
     pub fn with_flaw(capacity: usize, flaw: Flaw) -> Inbox<E> {
         assert!(capacity > 0, "an Inbox needs a capacity of at least 1");
         Inbox {
-            state: Mutex::new(InboxState { events: VecDeque::new(), durable: 0, durable_taken: 0, closed: false }),
+            state: Mutex::new(InboxState {
+                events: VecDeque::new(),
+                durable: 0,
+                durable_taken: 0,
+                closed: false,
+                sleeping: false,
+            }),
             wake: Condvar::new(),
             capacity,
             flaw,
@@ -551,8 +589,11 @@ impl<E> Inbox<E> {
             return Err(PushError::Full(event));
         }
         s.events.push_back(event);
+        let sleeping = s.sleeping;
         drop(s);
-        self.wake.notify_one();
+        if sleeping {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -566,8 +607,11 @@ impl<E> Inbox<E> {
             return Err(PushError::Closed(event));
         }
         s.events.push_back(event);
+        let sleeping = s.sleeping;
         drop(s);
-        self.wake.notify_one();
+        if sleeping {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -577,8 +621,9 @@ impl<E> Inbox<E> {
     pub fn persisted(&self, number: u64) {
         let mut s = lock(&self.state);
         s.durable = s.durable.max(number);
+        let sleeping = s.sleeping;
         drop(s);
-        if self.flaw != Flaw::ReportWithoutWake {
+        if sleeping && self.flaw != Flaw::ReportWithoutWake {
             self.wake.notify_one();
         }
     }
@@ -600,13 +645,17 @@ impl<E> Inbox<E> {
             match timeout {
                 None => {
                     while !ready(&s) {
+                        s.sleeping = true;
                         s = wait(&self.wake, s);
+                        s.sleeping = false;
                     }
                 }
                 Some(timeout) => {
                     // One timed wait: a spurious wake-up just ends it early
                     // (the node thread loops anyway).
+                    s.sleeping = true;
                     s = self.wake.wait_timeout(s, timeout).map_or_else(|e| e.into_inner().0, |(g, _)| g);
+                    s.sleeping = false;
                 }
             }
         }
