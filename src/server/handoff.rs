@@ -549,9 +549,12 @@ struct InboxState<E> {
     /// `durable` as the node thread last took it.
     durable_taken: u64,
     closed: bool,
-    /// The node thread is in `Condvar::wait`: only then does a push need
-    /// to wake it (a notification is a system call even when nobody
-    /// waits, and under load the node thread is mostly busy).
+    /// The node thread is in `Condvar::wait` and nobody has woken it yet:
+    /// only then does a push need to wake it. A notification is a system
+    /// call even when nobody waits; the first push after the node thread
+    /// went to sleep clears this as it notifies, so the pushes that follow
+    /// before the node thread runs again (one per client request, under
+    /// load) make none.
     sleeping: bool,
 }
 
@@ -589,7 +592,7 @@ impl<E> Inbox<E> {
             return Err(PushError::Full(event));
         }
         s.events.push_back(event);
-        let sleeping = s.sleeping;
+        let sleeping = std::mem::take(&mut s.sleeping);
         drop(s);
         if sleeping {
             self.wake.notify_one();
@@ -607,7 +610,7 @@ impl<E> Inbox<E> {
             return Err(PushError::Closed(event));
         }
         s.events.push_back(event);
-        let sleeping = s.sleeping;
+        let sleeping = std::mem::take(&mut s.sleeping);
         drop(s);
         if sleeping {
             self.wake.notify_one();
@@ -621,7 +624,7 @@ impl<E> Inbox<E> {
     pub fn persisted(&self, number: u64) {
         let mut s = lock(&self.state);
         s.durable = s.durable.max(number);
-        let sleeping = s.sleeping;
+        let sleeping = std::mem::take(&mut s.sleeping);
         drop(s);
         if sleeping && self.flaw != Flaw::ReportWithoutWake {
             self.wake.notify_one();
@@ -647,8 +650,8 @@ impl<E> Inbox<E> {
                     while !ready(&s) {
                         s.sleeping = true;
                         s = wait(&self.wake, s);
-                        s.sleeping = false;
                     }
+                    s.sleeping = false;
                 }
                 Some(timeout) => {
                     // One timed wait: a spurious wake-up just ends it early
