@@ -29,8 +29,6 @@ pub struct TestCluster {
     children: Vec<Option<Child>>,
     /// Extra environment for the next start of each node.
     env: Vec<Vec<(String, String)>>,
-    /// Start each node with `--join` (outside the configuration).
-    join: Vec<bool>,
     /// A command each node runs under (e.g. `ip netns exec NS`).
     wrap: Vec<Vec<String>>,
     /// Extra `raftkv server` arguments per node (e.g. `--route`).
@@ -125,7 +123,6 @@ impl TestCluster {
             root,
             children: (0..nodes).map(|_| None).collect(),
             env: vec![Vec::new(); nodes],
-            join: vec![false; nodes],
             wrap: vec![Vec::new(); nodes],
             args: vec![Vec::new(); nodes],
             access: Access::plain(),
@@ -146,7 +143,6 @@ impl TestCluster {
         let via = via.to_string();
         self.children.push(None);
         self.env.push(Vec::new());
-        self.join.push(false);
         self.wrap.push(Vec::new());
         let args = ["--peer-addr", &peer.to_string(), "--client-addr", &client.to_string(), "--join", &via];
         self.args.push(args.iter().map(|a| a.to_string()).collect());
@@ -202,7 +198,6 @@ impl TestCluster {
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .arg("--exit-with-parent")
-            .args(self.join[usize::from(id)].then_some("--join"))
             .args(&self.args[usize::from(id)])
             .env("RUST_LOG", "info")
             .envs(self.env[usize::from(id)].iter().map(|(k, v)| (k, v)))
@@ -249,15 +244,9 @@ impl TestCluster {
         assert!(status.success(), "kill {signal} {pid}");
     }
 
-    /// Whether node `id` starts with `--join` from now on (a replaced disk
-    /// the operator adds back).
     /// Extra `raftkv server` arguments for node `id`'s next starts.
     pub fn set_args(&mut self, id: u8, args: Vec<String>) {
         self.args[usize::from(id)] = args;
-    }
-
-    pub fn set_join(&mut self, id: u8, join: bool) {
-        self.join[usize::from(id)] = join;
     }
 
     /// Sets environment variables for node `id`'s next start (and clears
