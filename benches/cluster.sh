@@ -17,6 +17,11 @@
 #
 #   benches/cluster.sh [SECONDS_PER_RUN]      (default 10)
 #
+# RAFTKV_ROUNDS=N runs the whole set N times against the same clusters
+# (default 1). With etcd beside it, the table then gives each round's
+# ratio and their median: this machine's figures move by 20% and more
+# between runs, so read ratios, taken seconds apart, over several rounds.
+#
 # RAFTKV_BIN=path runs another build of raftkv instead of building this one
 # (to compare two versions in one sitting: run them alternately).
 # RAFTKV_LEASE=1 runs the cluster with `--lease-reads` (Gets answered under
@@ -105,7 +110,8 @@ run() {
     "$bin" bench "${target[@]}" "${check[@]}" --mix "$mix" --clients "$clients" --seconds "$seconds" \
         --keys 1000 --key-size 16 --value-size 100 >"$results.run" 2>&1 || status=$?
     cat "$results.run"
-    awk -v key="$system $mix $clients" '/^  (writes|gets) / { print key, $4, $10 } /fsyncs:/ { print key, "fsyncs", $6 }' \
+    awk -v key="$system $mix $clients" -v round="$round" \
+        '/^  (writes|gets) / { print key, round, $4, $10 } /fsyncs:/ { print key, round, "fsyncs", $6 }' \
         "$results.run" >>"$results"
     return $status
 }
@@ -115,28 +121,46 @@ mixes="puts gets"
 # Gets after Puts would read values written outside their history. So when
 # checking, the Gets run first, while every key is still missing.
 [ "${RAFTKV_CHECK:-0}" = 1 ] && mixes="gets puts"
-for mix in $mixes; do
-    for clients in 1 16 64; do
-        run raftkv $mix $clients
-        if [ $with_etcd = 1 ]; then run etcd $mix $clients; fi
+rounds=${RAFTKV_ROUNDS:-1}
+for round in $(seq "$rounds"); do
+    [ "$rounds" -gt 1 ] && echo "==== round $round of $rounds"
+    for mix in $mixes; do
+        for clients in 1 16 64; do
+            run raftkv $mix $clients
+            if [ $with_etcd = 1 ]; then run etcd $mix $clients; fi
+        done
     done
 done
 
 if [ $with_etcd = 1 ]; then
     echo
     echo "== side by side (this run): ops/s, p99 ms, fsyncs per operation; ratio = raftkv / etcd"
+    [ "$rounds" -gt 1 ] && echo "   (figures of the last round; then each round's ratio and their median)"
     printf "%-5s %7s  %22s  %22s  %6s  %9s  %15s\n" mix clients "raftkv ops/s (p99)" "etcd ops/s (p99)" ratio "p99 ratio" \
         "fsyncs/op r, e"
-    awk '
-        $4 == "fsyncs" { fsyncs[$1 " " $2 " " $3] = $5; next }
-        { ops[$1 " " $2 " " $3] = $4; p99[$1 " " $2 " " $3] = $5 }
+    awk -v rounds="$rounds" '
+        # The median of the n values a[1..n] (sorted here, in place).
+        function median(a, n,    i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        $5 == "fsyncs" { fsyncs[$1 " " $2 " " $3 " " $4] = $6; next }
+        { ops[$1 " " $2 " " $3 " " $4] = $5; p99[$1 " " $2 " " $3 " " $4] = $6 }
         END {
             split("puts gets", mixes, " "); split("1 16 64", counts, " ")
             for (m = 1; m <= 2; m++) for (c = 1; c <= 3; c++) {
-                r = "raftkv " mixes[m] " " counts[c]; e = "etcd " mixes[m] " " counts[c]
-                if (!(r in ops) || !(e in ops) || ops[e] == 0 || p99[e] == 0) continue
-                printf "%-5s %7s  %13.0f (%5.2f ms)  %13.0f (%5.2f ms)  %5.2fx  %8.2fx  %6s, %6s\n", mixes[m], counts[c],
-                    ops[r], p99[r], ops[e], p99[e], ops[r] / ops[e], p99[r] / p99[e], fsyncs[r], fsyncs[e]
+                n = 0; list = ""; delete ratios; delete p99s
+                for (k = 1; k <= rounds; k++) {
+                    r = "raftkv " mixes[m] " " counts[c] " " k; e = "etcd " mixes[m] " " counts[c] " " k
+                    if (!(r in ops) || !(e in ops) || ops[e] == 0 || p99[e] == 0) continue
+                    n++; ratios[n] = ops[r] / ops[e]; p99s[n] = p99[r] / p99[e]
+                    list = list sprintf("%s%.2f", n > 1 ? ", " : "", ratios[n]); last_r = r; last_e = e
+                }
+                if (n == 0) continue
+                printf "%-5s %7s  %13.0f (%5.2f ms)  %13.0f (%5.2f ms)  %5.2fx  %8.2fx  %6s, %6s", mixes[m], counts[c],
+                    ops[last_r], p99[last_r], ops[last_e], p99[last_e], ratios[n], p99s[n], fsyncs[last_r], fsyncs[last_e]
+                if (rounds > 1) printf "   rounds: %s; median %.2fx, p99 ratio median %.2fx", list, median(ratios, n), median(p99s, n)
+                printf "\n"
             }
         }' "$results"
 fi
