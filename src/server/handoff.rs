@@ -584,20 +584,7 @@ impl<E> Inbox<E> {
 
     /// Queues an event without blocking.
     pub fn push(&self, event: E) -> Result<(), PushError<E>> {
-        let mut s = lock(&self.state);
-        if s.closed {
-            return Err(PushError::Closed(event));
-        }
-        if s.events.len() >= self.capacity {
-            return Err(PushError::Full(event));
-        }
-        s.events.push_back(event);
-        let sleeping = std::mem::take(&mut s.sleeping);
-        drop(s);
-        if sleeping {
-            self.wake.notify_one();
-        }
-        Ok(())
+        self.enqueue(event, self.capacity)
     }
 
     /// Queues a report from the runtime's own threads (a snapshot taken)
@@ -605,9 +592,18 @@ impl<E> Inbox<E> {
     /// design (at most one snapshot is outstanding), and dropping one would
     /// lose it for good. Fails only once the inbox is closed.
     pub fn push_report(&self, event: E) -> Result<(), PushError<E>> {
+        self.enqueue(event, usize::MAX)
+    }
+
+    /// Queues `event` unless the inbox is closed or holds `capacity`
+    /// events, waking the node thread if it sleeps.
+    fn enqueue(&self, event: E, capacity: usize) -> Result<(), PushError<E>> {
         let mut s = lock(&self.state);
         if s.closed {
             return Err(PushError::Closed(event));
+        }
+        if s.events.len() >= capacity {
+            return Err(PushError::Full(event));
         }
         s.events.push_back(event);
         let sleeping = std::mem::take(&mut s.sleeping);
