@@ -46,6 +46,12 @@
 //! [`crate::search`], which also says why the network bounds are unsound
 //! under the reduction even where each pair commutes).
 //!
+//! The relation looks only at whether two actors are the same and
+//! whether each is a client or a server, so renumbering the servers keeps
+//! it: two actions commute iff their renumbered selves do, which the
+//! search needs to combine sleep sets with symmetry reduction
+//! ([`crate::search`]).
+//!
 //! [`commutation_failures`] checks the argument on every state of small
 //! bounds and on states of random walks; tests show it catching relations
 //! that forget the history or the duplicating network's last delivery.

@@ -46,7 +46,7 @@ enum Command {
         dfs: bool,
         /// Visit one state per renumbering of the servers: every permutation
         /// without clients, the rotations with them (a clerk's try order is
-        /// kept only by those). With --dfs, or with --reduce off.
+        /// kept only by those). With --dfs, or with --reduce (sleep sets or off).
         #[arg(long)]
         symmetry: bool,
         /// Our own depth-first search instead of stateright's: fingerprints
@@ -246,11 +246,9 @@ fn main() {
                 let usage = match depth {
                     None => Some("--reduce needs --depth: a depth-first search needs a bound".to_owned()),
                     Some(_) if dfs => Some("--reduce is its own depth-first search: drop --dfs".into()),
-                    Some(_) if symmetry && (reduce == Reduce::Sleep || args.reconfigure) => Some(
-                        "--symmetry goes with --reduce off only (sleep sets name one member of a class's \
-                         actions), and not with --reconfigure (its servers are not interchangeable)"
-                            .into(),
-                    ),
+                    Some(_) if symmetry && args.reconfigure => {
+                        Some("--symmetry does not go with --reconfigure (its servers are not interchangeable)".into())
+                    }
                     Some(_)
                         if reduce == Reduce::Sleep
                             && (args.max_in_flight.is_some() || args.max_in_flight_per_sender.is_some()) =>
@@ -281,7 +279,7 @@ fn main() {
             let config = args.config();
             if symmetry && (!dfs || config.reconfigure) {
                 eprintln!(
-                    "error: --symmetry needs --dfs (stateright reduces symmetry only there) or --reduce off, and not \
+                    "error: --symmetry needs --dfs (stateright reduces symmetry only there) or --reduce, and not \
                      --reconfigure (its servers are not interchangeable)"
                 );
                 std::process::exit(2);
@@ -431,7 +429,8 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     }
     println!("checking {config:?}");
     let reduction = match (reduce, search.symmetry) {
-        (Reduce::Sleep, _) => "sleep sets",
+        (Reduce::Sleep, true) => "sleep sets and symmetry",
+        (Reduce::Sleep, false) => "sleep sets",
         (Reduce::Off, true) => "symmetry",
         (Reduce::Off, false) => "none",
     };
@@ -442,7 +441,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     options.independent = (reduce == Reduce::Sleep).then_some(raftkv_models::independence::independent as _);
     options.max_memory = Some(budget);
     options.first_failure = search.first_failure;
-    options.symmetry = search.symmetry.then_some(raftkv_models::symmetry::representative as _);
+    options.symmetry = search.symmetry.then(raftkv_models::symmetry::reduction);
     let started = Instant::now();
     let mut last_print = Instant::now();
     let mut progress = |bound: usize, c: &Counts| {

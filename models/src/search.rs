@@ -49,8 +49,21 @@
 //!
 //! **Symmetry.** With [`Options::symmetry`], a state is remembered by
 //! its class representative's fingerprint, so one state of each class is
-//! explored (states of a class have the same futures, renumbered). Not
-//! with sleep sets (see [`Options`]).
+//! explored (states of a class have the same futures, renumbered). With
+//! sleep sets too (Emerson, Jha and Peled 1997 combine the two): the
+//! search goes on from the state it reached, in that state's names, but
+//! the visited set remembers the sleep set in the representative's
+//! names ([`Symmetry::rename`] by the renumbering that takes the state to
+//! its representative), so that another member of the class, reached with
+//! its own sleep set, is compared in the same names, and Godefroid's rule
+//! above applies to the class as it did to the state. This needs the
+//! independence relation to be symmetric too (two actions commute iff
+//! their renamed selves do), which holds for one that looks only at
+//! whether actors are equal and what kind each is
+//! ([`crate::independence`]). Where a state equals some renumbering of
+//! itself, the renumbering to its representative is not unique; any will
+//! do, since exploring a state with a sleep set covers, up to symmetry,
+//! what exploring it with the renamed sleep set would.
 //!
 //! **Fingerprints** are only as good as the `Hash` they digest: it must
 //! tell apart the states the model tells apart (published stateright
@@ -69,9 +82,28 @@ use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 /// reaches the same state and neither disables the other.
 pub type Independence<M> = fn(&M, &<M as Model>::Action, &<M as Model>::Action) -> bool;
 
-/// The representative of a state's symmetry class: the same state for
-/// every member of the class.
-pub type Representative<M> = fn(&<M as Model>::State) -> <M as Model>::State;
+/// A renumbering of a model's actors (server `i` becomes `new_index[i]`).
+pub type Renumbering = Vec<usize>;
+
+/// What symmetry reduction needs of a model.
+pub struct Symmetry<M: Model> {
+    /// The representative of a state's symmetry class (the same state for
+    /// every member of the class), and the renumbering that takes the
+    /// state there.
+    pub canonical: fn(&M::State) -> (M::State, Renumbering),
+    /// An action of a state as that state renumbered names it: with sleep
+    /// sets, the visited set remembers a state's sleep set in its
+    /// representative's names.
+    pub rename: fn(&M::Action, &[usize]) -> M::Action,
+}
+
+// By hand: a derive would ask `M: Clone + Copy` of the model.
+impl<M: Model> Clone for Symmetry<M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<M: Model> Copy for Symmetry<M> {}
 
 /// What to search and when to stop.
 pub struct Options<M: Model> {
@@ -85,11 +117,10 @@ pub struct Options<M: Model> {
     /// Stop at the first violated "always" property.
     pub first_failure: bool,
     /// `Some`: remember each state by its class's representative (symmetry
-    /// reduction, [`crate::symmetry::representative`] for the Raft model),
-    /// so that one state of each class is explored. Not with sleep sets,
-    /// which name the actions of one member of a class: the search refuses
-    /// the pair.
-    pub symmetry: Option<Representative<M>>,
+    /// reduction, [`crate::symmetry::canonical`] for the Raft model), so
+    /// that one state of each class is explored; with sleep sets too (see
+    /// the module docs).
+    pub symmetry: Option<Symmetry<M>>,
 }
 
 // By hand: a derive would ask `M: Clone` of the model.
@@ -187,12 +218,7 @@ where
     M::State: Hash,
     M::Action: Hash + Clone + PartialEq,
 {
-    /// Panics if asked for both sleep sets and symmetry (see [`Options`]).
     pub fn new(model: &'a M, options: Options<M>) -> Search<'a, M> {
-        assert!(
-            options.independent.is_none() || options.symmetry.is_none(),
-            "sleep sets and symmetry reduction do not combine here"
-        );
         Search {
             model,
             options,
@@ -220,7 +246,7 @@ where
             if !self.model.within_boundary(&init) {
                 continue;
             }
-            let fp = self.fingerprint(&init);
+            let (fp, _) = self.fingerprint(&init);
             if self.visited.contains_key(&fp) {
                 continue;
             }
@@ -262,11 +288,27 @@ where
     }
 
     /// What the visited set knows `state` by: its fingerprint, or its
-    /// class representative's under symmetry reduction.
-    fn fingerprint(&self, state: &M::State) -> u64 {
+    /// class representative's under symmetry reduction, with the
+    /// renumbering that takes `state` to the representative.
+    fn fingerprint(&self, state: &M::State) -> (u64, Option<Renumbering>) {
         match self.options.symmetry {
-            Some(representative) => fingerprint(&representative(state)),
-            None => fingerprint(state),
+            Some(symmetry) => {
+                let (representative, renumbering) = (symmetry.canonical)(state);
+                (fingerprint(&representative), Some(renumbering))
+            }
+            None => (fingerprint(state), None),
+        }
+    }
+
+    /// What the visited set knows `action` of a state by: its fingerprint
+    /// (`own`, when known) or, under symmetry reduction, that of the action
+    /// as the state's representative names it (`renumbering`, from
+    /// [`Self::fingerprint`]).
+    fn action_fingerprint(&self, action: &M::Action, own: Option<u64>, renumbering: Option<&Renumbering>) -> u64 {
+        let identity = |r: &Renumbering| r.iter().enumerate().all(|(i, &to)| i == to);
+        match (self.options.symmetry, renumbering) {
+            (Some(symmetry), Some(r)) if !identity(r) => fingerprint(&(symmetry.rename)(action, r)),
+            _ => own.unwrap_or_else(|| fingerprint(action)),
         }
     }
 
@@ -292,16 +334,21 @@ where
             if !self.model.within_boundary(&child) {
                 continue;
             }
-            let action_fp = fingerprint(&action);
             let mut child_sleep = Vec::new();
             if let Some(independent) = self.options.independent {
                 child_sleep = top.sleep.iter().filter(|(b, _)| independent(self.model, &action, b)).cloned().collect();
+                let action_fp = fingerprint(&action);
                 top.sleep.push((action.clone(), action_fp));
             }
             let depth = stack.len(); // the child's, in actions
             self.counts.max_depth = self.counts.max_depth.max(depth);
-            let fp = self.fingerprint(&child);
-            let mut sleep: Vec<u64> = child_sleep.iter().map(|(_, f)| *f).collect();
+            let (fp, renumbering) = self.fingerprint(&child);
+            // The sleep set as the visited set remembers it: in the names
+            // of the child's representative under symmetry reduction, so
+            // that a state of the same class, reached again, compares its
+            // own sleep set with it.
+            let mut sleep: Vec<u64> =
+                child_sleep.iter().map(|(a, f)| self.action_fingerprint(a, Some(*f), renumbering.as_ref())).collect();
             sleep.sort_unstable();
             sleep.dedup();
             // `Some`: take only these actions from the child (by fingerprint).
@@ -338,27 +385,29 @@ where
                 }
             }
             if depth < self.options.max_depth {
+                let only = only.map(|fps| (fps, renumbering));
                 self.push(stack, child, Some(action), child_sleep, only);
             }
         }
     }
 
     /// Pushes `state` with every action the model lists for it outside
-    /// `sleep` (and, if `only`, among those).
+    /// `sleep` (and, if `only`, among those: fingerprints of actions as
+    /// named after the renumbering that goes with them).
     fn push(
         &mut self,
         stack: &mut Vec<Frame<M>>,
         state: M::State,
         via: Option<M::Action>,
         sleep: Vec<(M::Action, u64)>,
-        only: Option<Vec<u64>>,
+        only: Option<(Vec<u64>, Option<Renumbering>)>,
     ) {
         let mut todo = Vec::new();
         self.model.actions(&state, &mut todo);
         let before = todo.len();
         todo.retain(|a| !sleep.iter().any(|(b, _)| b == a));
-        if let Some(only) = only {
-            todo.retain(|a| only.contains(&fingerprint(a)));
+        if let Some((only, renumbering)) = only {
+            todo.retain(|a| only.contains(&self.action_fingerprint(a, None, renumbering.as_ref())));
         }
         self.counts.slept += (before - todo.len()) as u64;
         self.counts.expanded += 1;

@@ -176,7 +176,7 @@ fn our_search_with_symmetry_visits_one_state_of_each_class() {
         let all = reachable(&m, depth, usize::MAX);
         let classes: HashSet<u64> = all.iter().map(|s| fingerprint(&representative(s))).collect();
         let mut options = Options::new(depth);
-        options.symmetry = Some(representative);
+        options.symmetry = Some(raftkv_models::symmetry::reduction());
         let mut reduced = Search::new(&m, options);
         reduced.run(|_| {});
         let mut full = Search::new(&m, Options::new(depth));
