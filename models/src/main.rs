@@ -270,7 +270,7 @@ fn main() {
                 if args.max_in_flight.is_none() {
                     config.max_in_flight = usize::MAX;
                 }
-                let how = OwnSearch { first_failure, iterative, symmetry };
+                let how = OwnSearch { first_failure, iterative, symmetry, threads };
                 let violated = own_search(config, depth.unwrap_or_default(), reduce, how, budget);
                 exit_if(violated);
                 return;
@@ -435,13 +435,25 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         (Reduce::Off, false) => "none",
     };
     let kind = if search.iterative { "iterative deepening" } else { "depth-first search" };
-    println!("own {kind} to {depth} actions, reduction: {reduction}, memory budget {:.1} GB", budget as f64 / 1e9);
+    println!(
+        "own {kind} to {depth} actions, reduction: {reduction}, {} thread(s), memory budget {:.1} GB",
+        search.threads,
+        budget as f64 / 1e9
+    );
+    if search.symmetry && config.clients > 0 {
+        println!(
+            "note: with clients, symmetry uses the rotations of the servers only, and a clerk's first guess \
+             (server 0) is not symmetric: few states have a reachable twin, so expect about as many states, \
+             each renumbered (specs/models.md, \"With clients, only rotations\")"
+        );
+    }
     let m = model(config);
     let mut options = Options::new(depth);
     options.independent = (reduce == Reduce::Sleep).then_some(raftkv_models::independence::independent as _);
     options.max_memory = Some(budget);
     options.first_failure = search.first_failure;
     options.symmetry = search.symmetry.then(raftkv_models::symmetry::reduction);
+    options.threads = search.threads;
     let started = Instant::now();
     let mut last_print = Instant::now();
     let mut progress = |bound: usize, c: &Counts| {
@@ -467,7 +479,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         let mut s = Search::new(&m, options).interrupt_on(&INTERRUPTED);
         s.run(|c| progress(depth, c));
         let completed = if s.stopped().is_none() { depth } else { 0 };
-        (completed, s.counts(), s.counts().unique, s.stopped(), s.discoveries().clone())
+        (completed, s.counts(), s.counts().unique, s.stopped(), s.discoveries())
     };
     let c = counts;
     let secs = started.elapsed().as_secs_f64();
@@ -534,6 +546,7 @@ struct OwnSearch {
     first_failure: bool,
     iterative: bool,
     symmetry: bool,
+    threads: usize,
 }
 
 /// `--max-memory` in bytes, or 3/4 of the machine's memory.

@@ -75,8 +75,10 @@
 //! search cleanly, with what it checked so far.
 
 use stateright::{Expectation, Model};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// Whether two actions commute where both are enabled: either order
 /// reaches the same state and neither disables the other.
@@ -121,6 +123,9 @@ pub struct Options<M: Model> {
     /// that one state of each class is explored; with sleep sets too (see
     /// the module docs).
     pub symmetry: Option<Symmetry<M>>,
+    /// Threads that search at once (1: this one alone). They share the
+    /// visited set; see [`Search::run`].
+    pub threads: usize,
 }
 
 // By hand: a derive would ask `M: Clone` of the model.
@@ -132,7 +137,7 @@ impl<M: Model> Clone for Options<M> {
 
 impl<M: Model> Options<M> {
     pub fn new(max_depth: usize) -> Options<M> {
-        Options { max_depth, independent: None, max_memory: None, first_failure: false, symmetry: None }
+        Options { max_depth, independent: None, max_memory: None, first_failure: false, symmetry: None, threads: 1 }
     }
 }
 
@@ -200,83 +205,224 @@ struct Frame<M: Model> {
 pub struct Search<'a, M: Model> {
     model: &'a M,
     options: Options<M>,
-    visited: HashMap<u64, Visit, BuildHasherDefault<PassThrough>>,
-    counts: Counts,
+    /// The visited set, in shards (by a fingerprint's top bits) so that
+    /// threads seldom wait for each other.
+    visited: Vec<Mutex<HashMap<u64, Visit, BuildHasherDefault<PassThrough>>>>,
+    counts: AtomicCounts,
     /// Per property (by name): the actions of the first path found to a
     /// state that violates it ("always") or satisfies it ("sometimes").
-    discoveries: BTreeMap<&'static str, Vec<M::Action>>,
-    stopped: Option<Stopped>,
-    interrupt: Option<&'a std::sync::atomic::AtomicBool>,
+    discoveries: Mutex<BTreeMap<&'static str, Vec<M::Action>>>,
+    stopped: Mutex<Option<Stopped>>,
+    /// Set with `stopped`: read in every loop without the lock.
+    stopping: AtomicBool,
+    interrupt: Option<&'a AtomicBool>,
+    /// States the lone phase handed to the threads (0 on one thread).
+    handed_out: usize,
 }
 
 /// How often (in states generated) the memory and the interrupt flag are
 /// looked at and the progress callback is called.
 const CHECK_EVERY: u64 = 1 << 16;
 
-impl<'a, M: Model> Search<'a, M>
+/// Shards of the visited set (a power of two).
+const SHARDS: usize = 64;
+
+/// With more than one thread, the search first goes alone to the depth at
+/// which there are at least this many states per thread to hand out.
+const STATES_PER_THREAD: usize = 256;
+
+/// [`Counts`], shared by the threads.
+#[derive(Default)]
+struct AtomicCounts {
+    unique: AtomicU64,
+    generated: AtomicU64,
+    expanded: AtomicU64,
+    slept: AtomicU64,
+    max_depth: AtomicUsize,
+}
+
+/// A state the first, lone phase of a search with threads reached at the
+/// depth where it hands the work out: what it would have pushed.
+struct Start<M: Model> {
+    state: M::State,
+    path: Vec<M::Action>,
+    sleep: Vec<(M::Action, u64)>,
+    only: Option<(Vec<u64>, Option<Renumbering>)>,
+}
+
+/// Where a depth-first loop stops going down: at the depth bound, or (the
+/// lone phase of a search with threads) at a depth where it keeps the
+/// states it reaches for the threads.
+struct Floor<'s, M: Model> {
+    depth: usize,
+    starts: Option<&'s mut Vec<Start<M>>>,
+}
+
+impl<'a, M: Model + Sync> Search<'a, M>
 where
-    M::State: Hash,
-    M::Action: Hash + Clone + PartialEq,
+    M::State: Hash + Send,
+    M::Action: Hash + Clone + PartialEq + Send,
 {
     pub fn new(model: &'a M, options: Options<M>) -> Search<'a, M> {
         Search {
             model,
             options,
-            visited: HashMap::default(),
-            counts: Counts::default(),
-            discoveries: BTreeMap::new(),
-            stopped: None,
+            visited: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
+            counts: AtomicCounts::default(),
+            discoveries: Mutex::new(BTreeMap::new()),
+            stopped: Mutex::new(None),
+            stopping: AtomicBool::new(false),
             interrupt: None,
+            handed_out: 0,
         }
     }
 
     /// Stop cleanly once `flag` is set (from a signal handler).
-    pub fn interrupt_on(mut self, flag: &'a std::sync::atomic::AtomicBool) -> Self {
+    pub fn interrupt_on(mut self, flag: &'a AtomicBool) -> Self {
         self.interrupt = Some(flag);
         self
     }
 
     /// Runs the search to its end (or a stop); `progress` is called now
     /// and then with the counts so far.
+    ///
+    /// With [`Options::threads`] above 1, this thread first searches alone
+    /// down to the first depth with [`STATES_PER_THREAD`] states per
+    /// thread, keeping those states instead of going below them; then the
+    /// threads take them one at a time and search below each, sharing the
+    /// visited set. Nothing of the argument for sleep sets depends on the
+    /// order the states are explored in: a state found in the visited set
+    /// is one whose exploration some thread has begun and will finish (a
+    /// sibling asleep on an action stands for that action's subtree, which
+    /// some thread explores in full), and each visit's record is read and
+    /// updated under its shard's lock. Which path reaches a discovery
+    /// first may differ from run to run; with [`deepen`] its length does
+    /// not.
     pub fn run(&mut self, mut progress: impl FnMut(&Counts)) {
-        for init in self.model.init_states() {
-            if self.stopped.is_some() {
+        let threads = self.options.threads.max(1);
+        let mut floor = self.options.max_depth;
+        let mut starts = Vec::new();
+        if threads > 1 {
+            // The shallowest depth with enough states to share.
+            floor = (1..self.options.max_depth)
+                .find(|&d| self.states_at(d) >= threads * STATES_PER_THREAD)
+                .unwrap_or(self.options.max_depth);
+        }
+        let this: &Search<'a, M> = self;
+        for init in this.model.init_states() {
+            if this.is_stopped() {
                 break;
             }
-            if !self.model.within_boundary(&init) {
+            if !this.model.within_boundary(&init) {
                 continue;
             }
-            let (fp, _) = self.fingerprint(&init);
-            if self.visited.contains_key(&fp) {
-                continue;
+            let (fp, _) = this.fingerprint(&init);
+            {
+                let mut shard = this.shard(fp);
+                if shard.contains_key(&fp) {
+                    continue;
+                }
+                shard.insert(fp, Visit { depth: 0, sleep: Box::new([]) });
             }
-            self.visited.insert(fp, Visit { depth: 0, sleep: Box::new([]) });
-            self.counts.unique += 1;
-            self.judge(&init, &[]);
+            this.counts.unique.fetch_add(1, Ordering::Relaxed);
+            this.judge(&init, &[]);
             let mut stack = Vec::new();
-            self.push(&mut stack, init, None, Vec::new(), None);
-            self.descend(&mut stack, &mut progress);
+            this.push(&mut stack, init, None, Vec::new(), None);
+            let floor = Floor { depth: floor, starts: (floor < this.options.max_depth).then_some(&mut starts) };
+            this.descend(&mut stack, &[], floor, Some(&mut progress));
         }
-        progress(&self.counts);
+        self.handed_out += starts.len();
+        let this: &Search<'a, M> = self;
+        if !starts.is_empty() {
+            let queue = Mutex::new(VecDeque::from(starts));
+            std::thread::scope(|scope| {
+                for _ in 1..threads {
+                    scope.spawn(|| this.work(&queue, None));
+                }
+                this.work(&queue, Some(&mut progress));
+            });
+        }
+        progress(&self.counts());
+    }
+
+    /// A thread's share of a search with threads: the kept states, one at
+    /// a time, each searched below.
+    fn work<'p>(&self, queue: &Mutex<VecDeque<Start<M>>>, mut progress: Option<&mut (dyn FnMut(&Counts) + 'p)>) {
+        loop {
+            // In the order the lone phase reached them: the first have the
+            // smallest sleep sets and the most below them, so they start
+            // first and the threads end close together.
+            let Some(start) = lock(queue).pop_front() else { return };
+            if self.is_stopped() {
+                return;
+            }
+            let mut stack = Vec::new();
+            let floor = Floor { depth: self.options.max_depth, starts: None };
+            self.push(&mut stack, start.state, None, start.sleep, start.only);
+            self.descend(&mut stack, &start.path, floor, progress.as_deref_mut());
+        }
+    }
+
+    /// How many states lie `depth` actions from the initial states (at
+    /// most, counting paths: a cheap estimate for [`Self::run`]).
+    fn states_at(&self, depth: usize) -> usize {
+        let mut layer: Vec<M::State> = self.model.init_states();
+        for _ in 0..depth {
+            let mut next = Vec::new();
+            for state in &layer {
+                let mut actions = Vec::new();
+                self.model.actions(state, &mut actions);
+                next.extend(actions.into_iter().filter_map(|a| self.model.next_state(state, a)));
+                if next.len() > 1 << 12 {
+                    return next.len();
+                }
+            }
+            layer = next;
+        }
+        layer.len()
     }
 
     pub fn counts(&self) -> Counts {
-        self.counts
+        let c = &self.counts;
+        Counts {
+            unique: c.unique.load(Ordering::Relaxed),
+            generated: c.generated.load(Ordering::Relaxed),
+            expanded: c.expanded.load(Ordering::Relaxed),
+            slept: c.slept.load(Ordering::Relaxed),
+            max_depth: c.max_depth.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many states the search went alone to before the threads took
+    /// over below them (0 on one thread, or when the space is too small).
+    pub fn handed_out(&self) -> usize {
+        self.handed_out
     }
 
     /// `None` if the search explored everything within its depth.
     pub fn stopped(&self) -> Option<Stopped> {
-        self.stopped
+        *lock(&self.stopped)
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Stops the search (the first reason given stays).
+    fn stop(&self, why: Stopped) {
+        lock(&self.stopped).get_or_insert(why);
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// The first path found to each property's discovery.
-    pub fn discoveries(&self) -> &BTreeMap<&'static str, Vec<M::Action>> {
-        &self.discoveries
+    pub fn discoveries(&self) -> BTreeMap<&'static str, Vec<M::Action>> {
+        lock(&self.discoveries).clone()
     }
 
     /// Every visited state's fingerprint, sorted.
     pub fn fingerprints(&self) -> Vec<u64> {
-        let mut all: Vec<u64> = self.visited.keys().copied().collect();
+        let mut all: Vec<u64> =
+            self.visited.iter().flat_map(|shard| lock(shard).keys().copied().collect::<Vec<_>>()).collect();
         all.sort_unstable();
         all
     }
@@ -284,7 +430,11 @@ where
     /// The chance that two of the visited states share a fingerprint (see
     /// [`collision_probability`]).
     pub fn collision_probability(&self) -> f64 {
-        collision_probability(self.counts.unique)
+        collision_probability(self.counts().unique)
+    }
+
+    fn shard(&self, fp: u64) -> MutexGuard<'_, HashMap<u64, Visit, BuildHasherDefault<PassThrough>>> {
+        lock(&self.visited[(fp >> 58) as usize % SHARDS])
     }
 
     /// What the visited set knows `state` by: its fingerprint, or its
@@ -312,10 +462,17 @@ where
         }
     }
 
-    /// The depth-first loop over `stack`.
-    fn descend(&mut self, stack: &mut Vec<Frame<M>>, progress: &mut impl FnMut(&Counts)) {
+    /// The depth-first loop over `stack`, whose bottom state `base` leads
+    /// to from an initial state.
+    fn descend<'p>(
+        &self,
+        stack: &mut Vec<Frame<M>>,
+        base: &[M::Action],
+        mut floor: Floor<'_, M>,
+        mut progress: Option<&mut (dyn FnMut(&Counts) + 'p)>,
+    ) {
         while let Some(top) = stack.last_mut() {
-            if self.stopped.is_some() {
+            if self.is_stopped() {
                 return;
             }
             let Some(action) = top.todo.get(top.next).cloned() else {
@@ -324,10 +481,12 @@ where
             };
             top.next += 1;
             let Some(child) = self.model.next_state(&top.state, action.clone()) else { continue };
-            self.counts.generated += 1;
-            if self.counts.generated.is_multiple_of(CHECK_EVERY) {
+            let generated = self.counts.generated.fetch_add(1, Ordering::Relaxed) + 1;
+            if generated.is_multiple_of(CHECK_EVERY) {
                 self.check_limits();
-                progress(&self.counts);
+                if let Some(progress) = progress.as_deref_mut() {
+                    progress(&self.counts());
+                }
             }
             // Outside the boundary: not a state of the search, and not
             // put to sleep (nothing was explored under it).
@@ -340,8 +499,8 @@ where
                 let action_fp = fingerprint(&action);
                 top.sleep.push((action.clone(), action_fp));
             }
-            let depth = stack.len(); // the child's, in actions
-            self.counts.max_depth = self.counts.max_depth.max(depth);
+            let depth = base.len() + stack.len(); // the child's, in actions
+            self.counts.max_depth.fetch_max(depth, Ordering::Relaxed);
             let (fp, renumbering) = self.fingerprint(&child);
             // The sleep set as the visited set remembers it: in the names
             // of the child's representative under symmetry reduction, so
@@ -353,11 +512,14 @@ where
             sleep.dedup();
             // `Some`: take only these actions from the child (by fingerprint).
             let mut only: Option<Vec<u64>> = None;
-            match self.visited.get_mut(&fp) {
+            let mut shard = self.shard(fp);
+            match shard.get_mut(&fp) {
                 None => {
-                    self.visited.insert(fp, Visit { depth: depth as u32, sleep: sleep.into_boxed_slice() });
-                    self.counts.unique += 1;
-                    let mut path: Vec<M::Action> = stack.iter().filter_map(|f| f.via.clone()).collect();
+                    shard.insert(fp, Visit { depth: depth as u32, sleep: sleep.into_boxed_slice() });
+                    drop(shard);
+                    self.counts.unique.fetch_add(1, Ordering::Relaxed);
+                    let mut path: Vec<M::Action> = base.to_vec();
+                    path.extend(stack.iter().filter_map(|f| f.via.clone()));
                     path.push(action.clone());
                     self.judge(&child, &path);
                 }
@@ -384,9 +546,14 @@ where
                     *seen = Visit { depth: depth as u32, sleep: sleep.into_boxed_slice() };
                 }
             }
-            if depth < self.options.max_depth {
-                let only = only.map(|fps| (fps, renumbering));
+            let only = only.map(|fps| (fps, renumbering));
+            if depth < floor.depth {
                 self.push(stack, child, Some(action), child_sleep, only);
+            } else if let Some(starts) = floor.starts.as_deref_mut() {
+                let mut path: Vec<M::Action> = base.to_vec();
+                path.extend(stack.iter().filter_map(|f| f.via.clone()));
+                path.push(action);
+                starts.push(Start { state: child, path, sleep: child_sleep, only });
             }
         }
     }
@@ -395,7 +562,7 @@ where
     /// `sleep` (and, if `only`, among those: fingerprints of actions as
     /// named after the renumbering that goes with them).
     fn push(
-        &mut self,
+        &self,
         stack: &mut Vec<Frame<M>>,
         state: M::State,
         via: Option<M::Action>,
@@ -409,49 +576,66 @@ where
         if let Some((only, renumbering)) = only {
             todo.retain(|a| only.contains(&self.action_fingerprint(a, None, renumbering.as_ref())));
         }
-        self.counts.slept += (before - todo.len()) as u64;
-        self.counts.expanded += 1;
+        self.counts.slept.fetch_add((before - todo.len()) as u64, Ordering::Relaxed);
+        self.counts.expanded.fetch_add(1, Ordering::Relaxed);
         stack.push(Frame { state, via, todo, next: 0, sleep });
     }
 
     /// Records the properties `state` (reached by `path`) discovers: an
     /// "always" property it breaks, a "sometimes" property it satisfies.
-    fn judge(&mut self, state: &M::State, path: &[M::Action]) {
+    /// The conditions are evaluated outside the lock (the linearizability
+    /// check is the costliest step of a state).
+    fn judge(&self, state: &M::State, path: &[M::Action]) {
         let properties = self.model.properties();
-        for p in &properties {
-            if self.discoveries.contains_key(p.name) {
-                continue;
-            }
+        let open: Vec<bool> = {
+            let found = lock(&self.discoveries);
+            properties.iter().map(|p| !found.contains_key(p.name)).collect()
+        };
+        let mut discovered = Vec::new();
+        for (p, _) in properties.iter().zip(&open).filter(|(_, open)| **open) {
             let holds = (p.condition)(self.model, state);
-            let discovered = match p.expectation {
+            let found = match p.expectation {
                 Expectation::Always => !holds,
                 Expectation::Sometimes => holds,
                 // Liveness is not judged by this search.
                 Expectation::Eventually => false,
             };
-            if discovered {
-                self.discoveries.insert(p.name, path.to_vec());
-                if self.options.first_failure && matches!(p.expectation, Expectation::Always) {
-                    self.stopped = Some(Stopped::FirstFailure);
-                }
+            if found {
+                discovered.push(p);
+            }
+        }
+        if discovered.is_empty() {
+            return;
+        }
+        let mut found = lock(&self.discoveries);
+        for p in discovered {
+            found.entry(p.name).or_insert_with(|| path.to_vec());
+            if self.options.first_failure && matches!(p.expectation, Expectation::Always) {
+                self.stop(Stopped::FirstFailure);
             }
         }
         let judged = properties.iter().filter(|p| !matches!(p.expectation, Expectation::Eventually)).count();
-        if self.stopped.is_none() && self.discoveries.len() == judged {
-            self.stopped = Some(Stopped::AllDiscovered);
+        if found.len() == judged {
+            self.stop(Stopped::AllDiscovered);
         }
     }
 
-    fn check_limits(&mut self) {
-        if self.interrupt.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) {
-            self.stopped = Some(Stopped::Interrupted);
+    fn check_limits(&self) {
+        if self.interrupt.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            self.stop(Stopped::Interrupted);
         }
         if let (Some(budget), Some(rss)) = (self.options.max_memory, resident_bytes()) {
             if rss > budget {
-                self.stopped = Some(Stopped::MemoryBudget { rss_bytes: rss });
+                self.stop(Stopped::MemoryBudget { rss_bytes: rss });
             }
         }
     }
+}
+
+/// A lock whose holder cannot have panicked mid-update (the search's own
+/// threads only), or whose data is still whole if it did.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A 64-bit fingerprint: SipHash with fixed keys, so the same state has
@@ -531,15 +715,15 @@ pub struct Deepening<M: Model> {
 /// a search stops early (its discoveries are kept: they are shortest
 /// too, by the argument above), or once a bound adds no state (the whole
 /// space lies within it).
-pub fn deepen<M: Model>(
+pub fn deepen<M: Model + Sync>(
     model: &M,
     options: Options<M>,
-    interrupt: Option<&std::sync::atomic::AtomicBool>,
+    interrupt: Option<&AtomicBool>,
     mut progress: impl FnMut(usize, &Counts),
 ) -> Deepening<M>
 where
-    M::State: Hash,
-    M::Action: Hash + Clone + PartialEq,
+    M::State: Hash + Send,
+    M::Action: Hash + Clone + PartialEq + Send,
 {
     let judged = model.properties().iter().filter(|p| !matches!(p.expectation, Expectation::Eventually)).count();
     let mut result = Deepening {
@@ -558,7 +742,7 @@ where
         result.last = search.counts();
         result.total.add(&search.counts());
         for (name, path) in search.discoveries() {
-            result.discoveries.entry(name).or_insert_with(|| path.clone());
+            result.discoveries.entry(name).or_insert(path);
         }
         result.stopped = search.stopped();
         match search.stopped() {

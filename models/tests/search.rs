@@ -213,10 +213,10 @@ fn search(
 
 /// How many of the states the full search of `m` visits within `depth`
 /// actions the search reduced by `relation` misses, and of how many.
-fn missed_states<M: Model>(m: &M, depth: usize, relation: Independence<M>) -> (usize, usize)
+fn missed_states<M: Model + Sync>(m: &M, depth: usize, relation: Independence<M>) -> (usize, usize)
 where
-    M::State: Hash,
-    M::Action: Hash + Clone + PartialEq,
+    M::State: Hash + Send,
+    M::Action: Hash + Clone + PartialEq + Send,
 {
     let fingerprints = |relation| {
         let mut search = Search::new(m, Options { independent: relation, ..Options::new(depth) });
@@ -404,6 +404,52 @@ fn sleep_sets_with_symmetry_visit_every_class_symmetry_alone_visits() {
         let found = |s: &Search<'_, RaftModel>| s.discoveries().keys().copied().collect::<Vec<_>>();
         assert_eq!(found(&alone), found(&both), "{name}: other verdicts");
     }
+}
+
+/// Our search on two threads (`Options::threads`, which share the visited
+/// set after the search has gone alone to a depth with enough states to
+/// hand out) visits exactly the states one thread visits, with the same
+/// verdicts: with sleep sets on the six configurations, without them on
+/// one, and with symmetry and sleep sets on one. Iterative deepening on
+/// two threads finds the same shortest lengths.
+#[test]
+fn two_threads_visit_what_one_thread_visits() {
+    let run = |m: &RaftModel, depth: usize, options: Options<RaftModel>| {
+        let mut search = Search::new(m, Options { max_depth: depth, ..options });
+        search.run(|_| {});
+        assert!(search.stopped().is_none(), "the search stopped early: {:?}", search.stopped());
+        let found: Vec<&str> = search.discoveries().keys().copied().collect();
+        (search.fingerprints(), found, search.handed_out())
+    };
+    let mut cases: Vec<(String, ModelConfig, usize, Options<RaftModel>)> = Vec::new();
+    for ((name, config), depth) in configs().into_iter().zip([8, 6, 7, 6, 7, 7]) {
+        let options = Options { independent: Some(independent), ..Options::new(0) };
+        cases.push((format!("{name}, sleep sets"), config, depth, options));
+    }
+    cases.push(("ci, unreduced".into(), unbounded(ModelConfig::ci()), 7, Options::new(0)));
+    let (name, config, depth) = symmetric_configs().swap_remove(1);
+    let options = Options {
+        independent: Some(independent),
+        symmetry: Some(raftkv_models::symmetry::reduction()),
+        ..Options::new(0)
+    };
+    cases.push((format!("{name}, sleep sets and symmetry"), config, depth, options));
+    for (name, config, depth, options) in cases {
+        let m = model(config);
+        let one = run(&m, depth, Options { threads: 1, ..options.clone() });
+        let two = run(&m, depth, Options { threads: 2, ..options });
+        println!("{name}, {depth} actions: {} states, {} handed to the threads", one.0.len(), two.2);
+        assert!(two.2 > 0, "{name}: the threads got nothing to do");
+        assert!(one.0 == two.0, "{name}: {} states on one thread, {} on two", one.0.len(), two.0.len());
+        assert_eq!(one.1, two.1, "{name}: other verdicts");
+    }
+    let m = model(two_clients());
+    let lengths = |threads| {
+        let options = Options { independent: Some(independent), threads, ..Options::new(7) };
+        let d = deepen(&m, options, None, |_, _| {});
+        d.discoveries.iter().map(|(p, path)| (*p, path.len())).collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(lengths(1), lengths(2), "deepening on two threads found other lengths");
 }
 
 /// Our unreduced search visits the states stateright's breadth-first
