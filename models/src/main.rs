@@ -39,6 +39,8 @@ enum Command {
         /// Stop at the first violated "always" property.
         #[arg(long)]
         first_failure: bool,
+        /// Threads that search at once (stateright's checkers, and our own
+        /// search with --reduce, whose threads share its visited set).
         #[arg(long, default_value_t = 2)]
         threads: usize,
         /// Depth-first instead of breadth-first (less memory, longer paths).

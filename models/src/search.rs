@@ -65,6 +65,13 @@
 //! do, since exploring a state with a sleep set covers, up to symmetry,
 //! what exploring it with the renamed sleep set would.
 //!
+//! **Threads.** With [`Options::threads`], the search goes alone to a
+//! shallow depth, keeps the states it reaches there, and the threads take
+//! them one at a time and search below each, sharing the visited set
+//! (sharded, each shard under its own lock). [`Search::run`] says why the
+//! reductions above stay sound; a test compares the states visited with
+//! those of one thread.
+//!
 //! **Fingerprints** are only as good as the `Hash` they digest: it must
 //! tell apart the states the model tells apart (published stateright
 //! 0.31's did not, see `specs/models.md`).
