@@ -294,6 +294,15 @@ fn sleep_sets_miss_states_with_a_relation_that_forgets_the_last_delivery() {
     misses_states(duplicating(), forgets_the_last_delivery, 5);
 }
 
+/// That two searches (the first without the reduction under test) visited
+/// the same states, by fingerprint, and discovered the same properties.
+fn assert_same_visits(name: &str, without: &Search<'_, RaftModel>, with: &Search<'_, RaftModel>) {
+    let (a, b) = (without.counts().unique, with.counts().unique);
+    assert!(without.fingerprints() == with.fingerprints(), "{name}: {a} states without, {b} with");
+    let found = |s: &Search<'_, RaftModel>| s.discoveries().keys().copied().collect::<Vec<_>>();
+    assert_eq!(found(without), found(with), "{name}: other verdicts");
+}
+
 /// Sleep sets prune transitions, never states: the reduced search visits
 /// exactly the states of the full one (by fingerprint) and reaches the
 /// same verdict for every property, with fewer states generated
@@ -310,14 +319,7 @@ fn sleep_sets_visit_every_state_the_full_search_visits() {
             f.unique, f.generated, r.generated
         );
         assert!(f.unique > 1_000, "{name}: only {} states", f.unique);
-        assert!(
-            full.fingerprints() == reduced.fingerprints(),
-            "{name}: {} states full, {} reduced",
-            f.unique,
-            r.unique
-        );
-        let found = |s: &Search<'_, RaftModel>| s.discoveries().keys().copied().collect::<Vec<_>>();
-        assert_eq!(found(&full), found(&reduced), "{name}: other verdicts");
+        assert_same_visits(name, &full, &reduced);
         assert!(r.slept > 0, "{name}: nothing put to sleep");
         assert!(r.generated < f.generated, "{name}: nothing pruned");
     }
@@ -395,14 +397,7 @@ fn sleep_sets_with_symmetry_visit_every_class_symmetry_alone_visits() {
             a.unique, a.generated, b.generated
         );
         assert!(a.unique > 1_000, "{name}: only {} classes", a.unique);
-        assert!(
-            alone.fingerprints() == both.fingerprints(),
-            "{name}: {} classes alone, {} with sleep sets",
-            a.unique,
-            b.unique
-        );
-        let found = |s: &Search<'_, RaftModel>| s.discoveries().keys().copied().collect::<Vec<_>>();
-        assert_eq!(found(&alone), found(&both), "{name}: other verdicts");
+        assert_same_visits(name, &alone, &both);
     }
 }
 
