@@ -18,8 +18,11 @@
 //! state are those of its representative's successors), not the initial
 //! state to be invariant.
 //!
-//! The representative is the renumbering with the smallest hash, which is
-//! the same for every state of a class. The renumbering itself is the
+//! The representative is, of the renumberings that order the servers by
+//! how they look without their numbers ([`candidates`]), the one with the
+//! smallest hash, which is the same for every state of a class. A search
+//! that also uses sleep sets names actions as the representative does
+//! ([`canonical`], [`rename_action`]). The renumbering itself is the
 //! core's own ([`raftkv::kv::KvServer::renumbered`],
 //! [`raftkv::clerk::Clerk::renumbered`]), so every node id a server or a
 //! clerk holds moves with it.
@@ -37,11 +40,12 @@ use stateright::{Rewrite, RewritePlan};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-/// The canonical state of `state`'s class: of every renumbering of the
-/// servers the reduction uses ([`renumberings`]), the one with the
+/// The canonical state of `state`'s class: of the renumberings of the
+/// servers the reduction uses ([`renumberings`]) that order the servers
+/// by how they look ([`candidates`]: usually one), the one with the
 /// smallest hash. Canonical, so each class is visited once (up to hash
-/// collisions, which stateright's own fingerprints risk too); it costs one
-/// renumbering per permutation, 6 for three servers (3 with clients).
+/// collisions, which stateright's own fingerprints risk too); it costs a
+/// whole renumbered copy of the state per candidate.
 pub fn representative(state: &RaftState) -> RaftState {
     canonical(state).0
 }
