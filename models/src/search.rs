@@ -157,7 +157,7 @@ pub enum Stopped {
     FirstFailure,
     /// The resident memory passed the budget.
     MemoryBudget { rss_bytes: u64 },
-    /// [`Search::interrupt`] was called (Ctrl-C).
+    /// The flag of [`Search::interrupt_on`] was set (Ctrl-C).
     Interrupted,
 }
 
@@ -294,7 +294,7 @@ where
     /// and then with the counts so far.
     ///
     /// With [`Options::threads`] above 1, this thread first searches alone
-    /// down to the first depth with [`STATES_PER_THREAD`] states per
+    /// down to the first depth with `STATES_PER_THREAD` states per
     /// thread, keeping those states instead of going below them; then the
     /// threads take them one at a time and search below each, sharing the
     /// visited set. Nothing of the argument for sleep sets depends on the

@@ -19,7 +19,7 @@
 //! state to be invariant.
 //!
 //! The representative is, of the renumberings that order the servers by
-//! how they look without their numbers ([`candidates`]), the one with the
+//! how they look without their numbers (`candidates`), the one with the
 //! smallest hash, which is the same for every state of a class. A search
 //! that also uses sleep sets names actions as the representative does
 //! ([`canonical`], [`rename_action`]). The renumbering itself is the
@@ -42,7 +42,7 @@ use std::hash::{Hash, Hasher};
 
 /// The canonical state of `state`'s class: of the renumberings of the
 /// servers the reduction uses ([`renumberings`]) that order the servers
-/// by how they look ([`candidates`]: usually one), the one with the
+/// by how they look (`candidates`: usually one), the one with the
 /// smallest hash. Canonical, so each class is visited once (up to hash
 /// collisions, which stateright's own fingerprints risk too); it costs a
 /// whole renumbered copy of the state per candidate.
