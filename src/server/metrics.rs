@@ -123,6 +123,11 @@ pub fn render(sources: &Sources) -> String {
         "Peer connections dropped because nothing was acknowledged",
         ConstCounter::new(transport.connections_silent),
     );
+    registry.register(
+        "peer_messages_superseded",
+        "Heartbeats and their echoes that took the place of a queued one they supersede, which was never sent",
+        ConstCounter::new(transport.superseded),
+    );
 
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
