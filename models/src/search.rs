@@ -96,10 +96,10 @@ pub type Renumbering = Vec<usize>;
 
 /// What symmetry reduction needs of a model.
 pub struct Symmetry<M: Model> {
-    /// The representative of a state's symmetry class (the same state for
-    /// every member of the class), and the renumbering that takes the
-    /// state there.
-    pub canonical: fn(&M::State) -> (M::State, Renumbering),
+    /// The fingerprint ([`fingerprint`]) of the representative of a
+    /// state's symmetry class (the same state for every member of the
+    /// class), and the renumbering that takes the state there.
+    pub canonical: fn(&M::State) -> (u64, Renumbering),
     /// An action of a state as that state renumbered names it: with sleep
     /// sets, the visited set remembers a state's sleep set in its
     /// representative's names.
@@ -450,8 +450,8 @@ where
     fn fingerprint(&self, state: &M::State) -> (u64, Option<Renumbering>) {
         match self.options.symmetry {
             Some(symmetry) => {
-                let (representative, renumbering) = (symmetry.canonical)(state);
-                (fingerprint(&representative), Some(renumbering))
+                let (fingerprint, renumbering) = (symmetry.canonical)(state);
+                (fingerprint, Some(renumbering))
             }
             None => (fingerprint(state), None),
         }

@@ -29,7 +29,7 @@
 
 use crate::actors::{ActorState, ClientState, Durable, DurableServer, ModelMsg};
 use crate::history::ModelHistory;
-use crate::search::Symmetry;
+use crate::search::{fingerprint, Symmetry};
 use crate::{RaftAction, RaftModel, RaftState};
 use raftkv::kv::{Response, ServiceError};
 use raftkv::raft::{Envelope, NodeId};
@@ -61,18 +61,27 @@ fn canonical_by(state: &RaftState, looks: fn(&RaftState, usize) -> u64) -> (Raft
     candidates(state, looks)
         .into_iter()
         .map(|new_index| (renumber(state, &new_index), new_index))
-        .min_by_key(|(candidate, _)| {
-            let mut h = DefaultHasher::new();
-            candidate.hash(&mut h);
-            h.finish()
-        })
+        .min_by_key(|(candidate, _)| fingerprint(candidate))
         .expect("at least one permutation")
 }
 
-/// Symmetry reduction for [`crate::search`]: [`canonical`] and
-/// [`rename_action`].
+/// Symmetry reduction for [`crate::search`]: [`canonical_fingerprint`]
+/// and [`rename_action`].
 pub fn reduction() -> Symmetry<RaftModel> {
-    Symmetry { canonical, rename: rename_action }
+    Symmetry { canonical: canonical_fingerprint, rename: rename_action }
+}
+
+/// What a search needs of [`canonical`]: the representative's fingerprint
+/// ([`crate::search::fingerprint`], the hash [`canonical`] minimizes) and
+/// the renumbering, without the representative itself, and without a
+/// renumbered copy of `state` when the renumbering is the identity.
+pub fn canonical_fingerprint(state: &RaftState) -> (u64, Vec<usize>) {
+    let identity = |n: &[usize]| n.iter().enumerate().all(|(i, &to)| i == to);
+    candidates(state, looks)
+        .into_iter()
+        .map(|n| (if identity(&n) { fingerprint(state) } else { fingerprint(&renumber(state, &n)) }, n))
+        .min_by_key(|(fp, _)| *fp)
+        .expect("at least one permutation")
 }
 
 /// `action` renumbered as [`renumber`] renumbers a state: if `action`
@@ -319,6 +328,13 @@ mod tests {
             })
         };
         assert!(!not_canonical(looks), "the representative differs within a class");
+        // What the search uses is the representative's fingerprint, got
+        // without renumbering when the renumbering is the identity (which
+        // must then change nothing).
+        for s in &states {
+            assert!(renumber(s, &[0, 1, 2]) == *s, "renumbering by the identity changed a state");
+            assert_eq!(canonical_fingerprint(s), (fingerprint(&canonical(s).0), canonical(s).1));
+        }
         assert!(not_canonical(sees_number), "a look that sees the server's number went unnoticed");
     }
 }
