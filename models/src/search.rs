@@ -307,14 +307,8 @@ where
     /// not.
     pub fn run(&mut self, mut progress: impl FnMut(&Counts)) {
         let threads = self.options.threads.max(1);
-        let mut floor = self.options.max_depth;
+        let floor = if threads > 1 { self.split_depth(threads * STATES_PER_THREAD) } else { self.options.max_depth };
         let mut starts = Vec::new();
-        if threads > 1 {
-            // The shallowest depth with enough states to share.
-            floor = (1..self.options.max_depth)
-                .find(|&d| self.states_at(d) >= threads * STATES_PER_THREAD)
-                .unwrap_or(self.options.max_depth);
-        }
         let this: &Search<'a, M> = self;
         for init in this.model.init_states() {
             if this.is_stopped() {
@@ -338,7 +332,7 @@ where
             let floor = Floor { depth: floor, starts: (floor < this.options.max_depth).then_some(&mut starts) };
             this.descend(&mut stack, &[], floor, Some(&mut progress));
         }
-        self.handed_out += starts.len();
+        self.handed_out = starts.len();
         let this: &Search<'a, M> = self;
         if !starts.is_empty() {
             let queue = Mutex::new(VecDeque::from(starts));
@@ -370,23 +364,25 @@ where
         }
     }
 
-    /// How many states lie `depth` actions from the initial states (at
-    /// most, counting paths: a cheap estimate for [`Self::run`]).
-    fn states_at(&self, depth: usize) -> usize {
+    /// The shallowest depth below the bound with at least `wanted` states
+    /// (counting paths, not distinct states: a cheap estimate for
+    /// [`Self::run`]), or the bound. One pass, layer by layer, stopping as
+    /// soon as a layer has `wanted`.
+    fn split_depth(&self, wanted: usize) -> usize {
         let mut layer: Vec<M::State> = self.model.init_states();
-        for _ in 0..depth {
+        for depth in 1..self.options.max_depth {
             let mut next = Vec::new();
             for state in &layer {
                 let mut actions = Vec::new();
                 self.model.actions(state, &mut actions);
                 next.extend(actions.into_iter().filter_map(|a| self.model.next_state(state, a)));
-                if next.len() > 1 << 12 {
-                    return next.len();
+                if next.len() >= wanted {
+                    return depth;
                 }
             }
             layer = next;
         }
-        layer.len()
+        self.options.max_depth
     }
 
     pub fn counts(&self) -> Counts {
