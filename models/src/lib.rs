@@ -180,6 +180,22 @@ impl ModelConfig {
         }
     }
 
+    /// Elections around a crash: servers only, one of them may crash, a
+    /// per-channel FIFO network, one term, a log of one entry (the no-op).
+    /// The bound of bug (f), `vote_before_persist` (a vote forgotten in a
+    /// crash), and the one where symmetry reduction does the most (every
+    /// renumbering of the servers).
+    pub fn crash_elections() -> ModelConfig {
+        ModelConfig {
+            clients: 0,
+            max_crashes: 1,
+            network: Delivery::Ordered,
+            max_term: 1,
+            max_log: 1,
+            ..ModelConfig::ci()
+        }
+    }
+
     /// How many servers found the cluster.
     pub fn founders(&self) -> u8 {
         self.founders.unwrap_or(self.servers).min(self.servers)

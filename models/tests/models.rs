@@ -90,14 +90,9 @@ fn every_property_is_registered_once() {
 #[test]
 fn vote_before_persist_breaks_election_safety() {
     let config = ModelConfig {
-        clients: 0,
-        max_crashes: 1,
-        network: Delivery::Ordered,
         max_in_flight: 9,
-        max_term: 1,
-        max_log: 1,
         bugs: raftkv::raft::InjectedBugs::only("vote_before_persist").unwrap(),
-        ..ModelConfig::ci()
+        ..ModelConfig::crash_elections()
     };
     let checker = model(config)
         .checker()

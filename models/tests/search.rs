@@ -332,18 +332,7 @@ fn symmetric_configs() -> Vec<(&'static str, ModelConfig, usize)> {
     let servers_only = |config: ModelConfig| ModelConfig { clients: 0, ..config };
     vec![
         ("ci, no clients", servers_only(unbounded(ModelConfig::ci())), 8),
-        (
-            "no clients, crash, ordered, term ≤ 1, log ≤ 1",
-            unbounded(ModelConfig {
-                clients: 0,
-                max_crashes: 1,
-                network: Delivery::Ordered,
-                max_term: 1,
-                max_log: 1,
-                ..ModelConfig::ci()
-            }),
-            9,
-        ),
+        ("no clients, crash, ordered, term ≤ 1, log ≤ 1", unbounded(ModelConfig::crash_elections()), 9),
         (
             "duplicating, no clients",
             servers_only(unbounded(ModelConfig { network: Delivery::Duplicating, ..ModelConfig::ci() })),
@@ -471,14 +460,7 @@ fn the_full_search_visits_what_stateright_visits() {
 /// published crate comes back.
 #[test]
 fn stateright_tells_apart_states_that_differ_only_in_whose_timer_is_set() {
-    let m = model(unbounded(ModelConfig {
-        clients: 0,
-        max_crashes: 1,
-        network: Delivery::Ordered,
-        max_term: 1,
-        max_log: 1,
-        ..ModelConfig::ci()
-    }));
+    let m = model(unbounded(ModelConfig::crash_elections()));
     let end = |schedule: &str| replay(&m, schedule).unwrap().into_vec().pop().unwrap().0;
     let a = end("T0 D01 D10 D01 D10 D01 D10 T0 H1 H2");
     let b = end("T0 D01 D10 D01 H0 D10 D01 D10 T0 H2");

@@ -156,18 +156,7 @@ fn symmetry_reduction_finds_the_same_with_a_sixth_of_the_states() {
 #[test]
 fn our_search_with_symmetry_visits_one_state_of_each_class() {
     let cases = [
-        (
-            "no clients, a crash, ordered",
-            ModelConfig {
-                clients: 0,
-                max_crashes: 1,
-                network: Delivery::Ordered,
-                max_term: 1,
-                max_log: 1,
-                ..ModelConfig::ci()
-            },
-            7,
-        ),
+        ("no clients, a crash, ordered", ModelConfig::crash_elections(), 7),
         ("one client, unordered", ModelConfig::ci(), 6),
     ];
     for (name, config, depth) in cases {
