@@ -43,6 +43,7 @@
 //! (see `agree`).
 
 pub mod actors;
+pub mod dpor;
 pub mod explorer;
 pub mod guided;
 pub mod history;
@@ -379,14 +380,15 @@ fn agree(a: &RaftLog<raftkv::kv::Command>, b: &RaftLog<raftkv::kv::Command>, fro
 /// both hold it, the same term where one knows only the base.
 fn log_matching(_: &RaftModel, state: &RaftState) -> bool {
     let all: Vec<&KvServer> = servers(state, false).map(|(_, s)| s).collect();
-    all.iter().enumerate().all(|(i, a)| {
-        all[i + 1..].iter().all(|b| {
-            let (la, lb) = (a.node().log(), b.node().log());
-            let shared = la.last_index().min(lb.last_index());
-            let same_term = (1..=shared).rev().find(|&x| la.term_at(x).is_some() && la.term_at(x) == lb.term_at(x));
-            same_term.is_none_or(|x| agree(la, lb, 1, x))
-        })
-    })
+    all.iter().enumerate().all(|(i, a)| all[i + 1..].iter().all(|b| logs_match(a, b)))
+}
+
+/// [`log_matching`] for two servers.
+fn logs_match(a: &KvServer, b: &KvServer) -> bool {
+    let (la, lb) = (a.node().log(), b.node().log());
+    let shared = la.last_index().min(lb.last_index());
+    let same_term = (1..=shared).rev().find(|&x| la.term_at(x).is_some() && la.term_at(x) == lb.term_at(x));
+    same_term.is_none_or(|x| agree(la, lb, 1, x))
 }
 
 /// Raft Fig. 3, Leader Completeness: if an entry is committed, it is in the
@@ -397,12 +399,15 @@ fn log_matching(_: &RaftModel, state: &RaftState) -> bool {
 /// side are known by their base's index and term only, and are committed
 /// on both: the rest is state machine safety's).
 fn leader_completeness(_: &RaftModel, state: &RaftState) -> bool {
-    servers(state, true).filter(|(_, l)| l.node().is_leader()).all(|(_, leader)| {
-        servers(state, false).all(|(_, s)| {
-            leader.node().term() < s.node().term()
-                || agree(leader.node().log(), s.node().log(), 1, s.node().commit_index())
-        })
-    })
+    servers(state, true).all(|(_, leader)| servers(state, false).all(|(_, s)| leads_completely(leader, s)))
+}
+
+/// [`leader_completeness`] for a live server and another: if the first
+/// leads, it holds the second's committed prefix (or is of an older term).
+fn leads_completely(leader: &KvServer, s: &KvServer) -> bool {
+    !leader.node().is_leader()
+        || leader.node().term() < s.node().term()
+        || agree(leader.node().log(), s.node().log(), 1, s.node().commit_index())
 }
 
 /// Raft Fig. 3, State Machine Safety: if a server has applied a log entry at
@@ -415,14 +420,33 @@ fn leader_completeness(_: &RaftModel, state: &RaftState) -> bool {
 /// record of them. (Applied entries are in the log or below its base:
 /// `applied <= commit <= last_index`.)
 fn state_machine_safety(_: &RaftModel, state: &RaftState) -> bool {
-    let applied: Vec<(LogIndex, &KvServer)> = servers(state, false).map(|(_, s)| (s.kv().applied_index(), s)).collect();
-    applied.iter().enumerate().all(|(i, (na, a))| {
-        applied[i + 1..].iter().all(|(nb, b)| {
-            let (ka, kb) = (a.kv(), b.kv());
-            agree(a.node().log(), b.node().log(), 1, (*na).min(*nb))
-                && (na != nb || (ka.data() == kb.data() && ka.sessions() == kb.sessions()))
-        })
-    })
+    let all: Vec<&KvServer> = servers(state, false).map(|(_, s)| s).collect();
+    all.iter().enumerate().all(|(i, a)| all[i + 1..].iter().all(|b| apply_alike(a, b)))
+}
+
+/// [`state_machine_safety`] for two servers.
+fn apply_alike(a: &KvServer, b: &KvServer) -> bool {
+    let (ka, kb) = (a.kv(), b.kv());
+    let (na, nb): (LogIndex, LogIndex) = (ka.applied_index(), kb.applied_index());
+    agree(a.node().log(), b.node().log(), 1, na.min(nb))
+        && (na != nb || (ka.data() == kb.data() && ka.sessions() == kb.sessions()))
+}
+
+/// The "always" properties that compare two servers, each a conjunction
+/// over pairs: [`pair_violation`] judges one pair. (What DPOR checks on
+/// pairs of concurrent states, [`dpor`].)
+pub const PAIR_PROPERTIES: [&str; 3] = ["log matching", "leader completeness", "state machine safety"];
+
+/// Whether two servers' states, each with whether it is live (not
+/// crashed), break the pair property `name` (one of [`PAIR_PROPERTIES`]):
+/// the same judgement the whole-state property makes of that pair.
+pub fn pair_violation(name: &str, (a, a_live): (&KvServer, bool), (b, b_live): (&KvServer, bool)) -> bool {
+    match name {
+        "log matching" => !logs_match(a, b),
+        "leader completeness" => (a_live && !leads_completely(a, b)) || (b_live && !leads_completely(b, a)),
+        "state machine safety" => !apply_alike(a, b),
+        _ => panic!("{name:?} is not a pair property"),
+    }
 }
 
 /// Exactly-once: no replica's state holds an append's argument twice (each

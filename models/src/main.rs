@@ -69,6 +69,23 @@ enum Command {
         /// machine's memory).
         #[arg(long)]
         max_memory: Option<f64>,
+        /// Dynamic partial-order reduction instead (models/src/dpor.rs): a
+        /// stateless search over whole runs, one interleaving per class of
+        /// equivalent ones, memory by depth only. Bounded by --max-term,
+        /// --max-log and the timeouts each actor may take (--timeouts,
+        /// --client-timeouts), not by --depth (a cap, 128 at most).
+        #[arg(long, conflicts_with_all = ["reduce", "dfs", "symmetry", "iterative"])]
+        dpor: bool,
+        /// With --dpor: timeouts each server may take along a run.
+        #[arg(long, default_value_t = 1, requires = "dpor")]
+        timeouts: u32,
+        /// With --dpor: timeouts (retries) each client may take along a run.
+        #[arg(long, default_value_t = 1, requires = "dpor")]
+        client_timeouts: u32,
+        /// With --dpor: every interleaving instead (the same search
+        /// unreduced, to compare with).
+        #[arg(long, requires = "dpor")]
+        unreduced: bool,
     },
     /// Seeded random walks through the model (stateright's simulation
     /// checker), for depths exhaustive search cannot reach. A violated
@@ -242,8 +259,40 @@ impl ModelArgs {
 
 fn main() {
     match Cli::parse().command {
-        Command::Check { model: args, depth, threads, dfs, first_failure, symmetry, reduce, iterative, max_memory } => {
+        Command::Check {
+            model: args,
+            depth,
+            threads,
+            dfs,
+            first_failure,
+            symmetry,
+            reduce,
+            iterative,
+            max_memory,
+            dpor,
+            timeouts,
+            client_timeouts,
+            unreduced,
+        } => {
             let budget = memory_budget(max_memory);
+            if dpor {
+                if args.max_in_flight.is_some() || args.max_in_flight_per_sender.is_some() {
+                    eprintln!(
+                        "error: --dpor needs a boundary made of conditions on single actors: drop --max-in-flight \
+                         and --max-in-flight-per-sender (models/src/dpor.rs)"
+                    );
+                    std::process::exit(2);
+                }
+                let mut config = args.config();
+                config.max_in_flight = usize::MAX;
+                let mut options = raftkv_models::dpor::Options::new(timeouts, client_timeouts);
+                options.max_depth = depth.unwrap_or(raftkv_models::dpor::MAX_DEPTH);
+                options.first_failure = first_failure;
+                options.max_memory = Some(budget);
+                options.reduce = !unreduced;
+                exit_if(dpor_search(config, options));
+                return;
+            }
             if let Some(reduce) = reduce {
                 let usage = match depth {
                     None => Some("--reduce needs --depth: a depth-first search needs a bound".to_owned()),
@@ -519,6 +568,17 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         }
     }
     let shortest = if search.iterative { ", a shortest" } else { "" };
+    report_discoveries(&m, &discoveries, shortest)
+}
+
+/// Each property's verdict from what a search discovered, then each
+/// violated property's counterexample shrunk (`shortest` qualifies the
+/// lengths). Whether an "always" property failed.
+fn report_discoveries(
+    m: &raftkv_models::RaftModel,
+    discoveries: &std::collections::BTreeMap<&'static str, Vec<raftkv_models::RaftAction>>,
+    shortest: &str,
+) -> bool {
     let mut violated = false;
     for p in m.properties() {
         let found = discoveries.get(p.name);
@@ -534,12 +594,83 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     }
     for p in m.properties() {
         if let (Expectation::Always, Some(actions)) = (p.expectation, discoveries.get(p.name)) {
-            let (small, path) = shrink_breaking(&m, actions, p.name);
+            let (small, path) = shrink_breaking(m, actions, p.name);
             println!("{} counterexample ({} actions) shrunk to {}:\n{path}", p.name, actions.len(), small.len());
             draw_history(p.name, path.last_state());
         }
     }
     violated
+}
+
+/// `check --dpor` ([`raftkv_models::dpor`]), reported as `own_search`
+/// reports. Whether an "always" property failed.
+fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bool {
+    use raftkv_models::dpor::Dpor;
+    use raftkv_models::search::Stopped;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
+        eprintln!("warning: Ctrl-C will not stop the search cleanly: {e}");
+    }
+    println!("checking {config:?}");
+    let how = if options.reduce { "DPOR (source sets and sleep sets)" } else { "every interleaving (DPOR off)" };
+    println!(
+        "{how}: timeouts per server {}, per client {}, runs of at most {} actions",
+        options.server_timeouts, options.client_timeouts, options.max_depth
+    );
+    let m = model(config);
+    let mut search = match Dpor::new(&m, options) {
+        Ok(search) => search.interrupt_on(&INTERRUPTED),
+        Err(why) => {
+            eprintln!("error: {why}");
+            std::process::exit(2);
+        }
+    };
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    search.run(|c| {
+        if last_print.elapsed().as_secs() >= 10 {
+            last_print = Instant::now();
+            println!(
+                "{:>6.0} s: {} states, {} maximal runs, {} sleep-blocked, {} backtracks, {}",
+                started.elapsed().as_secs_f64(),
+                c.states,
+                c.maximal,
+                c.sleep_blocked,
+                c.backtracks,
+                memory("VmRSS", "RSS"),
+            );
+        }
+    });
+    let c = search.counts();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "done: {} states, {} maximal runs, {} sleep-blocked, {} backtracks, {} pairs of concurrent server states, \
+         {} actions deep, {secs:.1} s, {:.0} states/s, {}",
+        c.states,
+        c.maximal,
+        c.sleep_blocked,
+        c.backtracks,
+        c.pairs,
+        c.max_depth,
+        c.states as f64 / secs.max(1e-9),
+        memory("VmHWM", "peak RSS"),
+    );
+    match (search.stopped(), c.capped) {
+        (None, 0) => println!("every run within the bounds explored (one interleaving per class)"),
+        (None, capped) => println!("NOT exhaustive: {capped} runs reached the cap on their length"),
+        (Some(Stopped::AllDiscovered), _) => println!("stopped: every property has its discovery"),
+        (Some(Stopped::FirstFailure), _) => println!("stopped at the first violation (NOT exhaustive)"),
+        (Some(Stopped::MemoryBudget { rss_bytes }), _) => println!(
+            "STOPPED: resident memory {:.2} GB passed the budget: NOT exhaustive; the verdicts are for the runs \
+             explored",
+            rss_bytes as f64 / 1e9
+        ),
+        (Some(Stopped::Interrupted), _) => {
+            println!("STOPPED by Ctrl-C: NOT exhaustive; the verdicts are for the runs explored")
+        }
+    }
+    report_discoveries(&m, search.discoveries(), "")
 }
 
 /// How `check --reduce` searches.

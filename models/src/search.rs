@@ -596,14 +596,7 @@ where
         };
         let mut discovered = Vec::new();
         for (p, _) in properties.iter().zip(&open).filter(|(_, open)| **open) {
-            let holds = (p.condition)(self.model, state);
-            let found = match p.expectation {
-                Expectation::Always => !holds,
-                Expectation::Sometimes => holds,
-                // Liveness is not judged by this search.
-                Expectation::Eventually => false,
-            };
-            if found {
+            if discovers(&p.expectation, (p.condition)(self.model, state)) {
                 discovered.push(p);
             }
         }
@@ -632,6 +625,18 @@ where
                 self.stop(Stopped::MemoryBudget { rss_bytes: rss });
             }
         }
+    }
+}
+
+/// Whether a state where a property's condition `holds` (or not) is that
+/// property's discovery: a violation of an "always" property, an example
+/// of a "sometimes" one. Liveness ("eventually") is not judged by these
+/// searches.
+pub fn discovers(expectation: &Expectation, holds: bool) -> bool {
+    match expectation {
+        Expectation::Always => !holds,
+        Expectation::Sometimes => holds,
+        Expectation::Eventually => false,
     }
 }
 

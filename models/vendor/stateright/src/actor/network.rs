@@ -216,7 +216,9 @@ where
         }
     }
 
-    pub(crate) fn on_deliver(&mut self, envelope: Envelope<Msg>)
+    // raftkv: public, for the DPOR search (models/src/dpor.rs), which delivers a
+    // message its receiver ignores (stateright leaves it in flight).
+    pub fn on_deliver(&mut self, envelope: Envelope<Msg>)
     where
         Msg: PartialEq,
     {

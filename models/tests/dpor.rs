@@ -1,0 +1,94 @@
+//! DPOR ([`raftkv_models::dpor`]) against the search over every
+//! interleaving (the same explorer, unreduced), at bounds where that
+//! finishes: two servers, with clients, crashes, both networks.
+
+use raftkv_models::dpor::{Dpor, Options};
+use raftkv_models::{model, Delivery, ModelConfig, RaftModel};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// What a search saw: states at the ends of maximal runs, each actor's
+/// states, the properties discovered, and its counts.
+struct Seen {
+    maximal: HashMap<u64, Vec<raftkv_models::RaftAction>>,
+    local: Vec<HashSet<u64>>,
+    discovered: BTreeSet<&'static str>,
+    counts: raftkv_models::dpor::Counts,
+}
+
+fn search(m: &RaftModel, options: Options) -> Seen {
+    let mut search = Dpor::new(m, Options { record: true, ..options }).expect("bounds DPOR takes");
+    search.run(|_| {});
+    assert_eq!(search.stopped(), None, "the search ran to its end");
+    assert_eq!(search.counts().capped, 0, "no run reached the cap");
+    Seen {
+        discovered: search.discoveries().keys().copied().collect(),
+        counts: search.counts(),
+        maximal: std::mem::take(&mut search.maximal),
+        local: std::mem::take(&mut search.local),
+    }
+}
+
+/// Small bounds where every interleaving can be explored (1.4 M states
+/// in all, ten seconds or so): two servers; no client, one or two; a
+/// crash or none; both networks; one term or two.
+fn configs() -> Vec<(ModelConfig, u32, u32)> {
+    let two = |clients, crashes, network, term, log| ModelConfig {
+        servers: 2,
+        clients,
+        max_crashes: crashes,
+        clients_crash: false,
+        network,
+        max_term: term,
+        max_log: log,
+        max_in_flight: usize::MAX,
+        ..ModelConfig::ci()
+    };
+    vec![
+        (two(0, 1, Delivery::Ordered, 1, 1), 1, 0),
+        (two(1, 0, Delivery::Unordered, 1, 3), 1, 0),
+        (two(1, 0, Delivery::Ordered, 1, 3), 1, 0),
+        (two(1, 1, Delivery::Ordered, 1, 1), 1, 0),
+        (two(2, 0, Delivery::Ordered, 1, 2), 1, 0),
+        (two(0, 0, Delivery::Ordered, 2, 2), 2, 0),
+    ]
+}
+
+/// DPOR explores one run of each class of equivalent runs, so it must
+/// end in every state where the unreduced search ends a maximal run, see
+/// every state of every actor, and find every property the unreduced
+/// search finds (and no other), with far fewer states. A race check that
+/// forgets that a message's send happens before its delivery (so finds
+/// races that are not there, and picks the wrong runs to reverse) must
+/// fail that comparison, or the search's own assertion that every
+/// action it backtracks to is enabled.
+#[test]
+fn dpor_reaches_what_every_interleaving_reaches_and_the_check_catches_a_broken_race_check() {
+    let (mut reduced_total, mut full_total, mut caught) = (0, 0, 0);
+    for (config, timeouts, client_timeouts) in configs() {
+        let m = model(config.clone());
+        let options = Options::new(timeouts, client_timeouts);
+        let reduced = search(&m, options.clone());
+        let full = search(&m, Options { reduce: false, ..options.clone() });
+        let at = format!("{config:?}, timeouts {timeouts}/{client_timeouts}");
+        for (fp, run) in &full.maximal {
+            assert!(reduced.maximal.contains_key(fp), "a maximal run DPOR has no equivalent of, {at}:\n{run:#?}");
+        }
+        assert_eq!(reduced.maximal.len(), full.maximal.len(), "states at the ends of maximal runs, {at}");
+        assert_eq!(reduced.local, full.local, "states of each actor, {at}");
+        assert_eq!(reduced.discovered, full.discovered, "properties discovered, {at}");
+        assert!(full.discovered.contains("leader elected"), "a leader is elected, {at}");
+        println!("{at}: {:?} against {:?}", reduced.counts, full.counts);
+        reduced_total += reduced.counts.states;
+        full_total += full.counts.states;
+        let broken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            search(&m, Options { forget_sends: true, ..options.clone() })
+        }));
+        caught += match broken {
+            Err(_) => 1,
+            Ok(broken) => usize::from(broken.maximal.len() != full.maximal.len() || broken.local != full.local),
+        };
+    }
+    assert!(reduced_total * 20 < full_total, "a reduction of 20 times at least: {reduced_total} of {full_total}");
+    assert!(caught > 0, "forgetting sends went unnoticed on every configuration");
+    println!("forgetting sends caught on {caught} of {} configurations", configs().len());
+}
