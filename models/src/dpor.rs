@@ -42,7 +42,12 @@
 //! receiver) is passed over, the search looking further back as if the
 //! event were not there (the delivery may still come before the crash).
 //! A delivery its receiver would ignore is taken, not disabled as
-//! stateright disables it on the unordered network ([`ignored`]).
+//! stateright disables it on the unordered network ([`ignored`]); and an
+//! action that leaves the bounds is taken as a leaf (its state is neither
+//! judged nor explored), so that its races are found: a message the
+//! receiver's last step put out of bounds may have been in bounds before
+//! that step, and without the leaf that message's race with the step,
+//! sent after it, would never show.
 //!
 //! **Sleep sets** keep the search from taking an action from a state when
 //! an equivalent interleaving has taken it already: after exploring `p`
@@ -82,11 +87,11 @@
 //! ([`Options::server_timeouts`], [`Options::client_timeouts`]: a
 //! timer can fire at any moment in the model, so a leader's heartbeats
 //! would otherwise never end). Each is decided by an actor's own events,
-//! so it is the same in every interleaving of a trace. A cap on the
-//! number of crashes along a run (the model's `max_crashes`, which
-//! alone bounds only how many actors are down at once, so that a server
-//! could crash and recover for ever; crashes are dependent on each other,
-//! so their number too is the same in every interleaving). A cap on the
+//! so it is the same in every interleaving of a trace. The crashes along
+//! a run are bounded too, by the model's `max_crashes` (which in the
+//! model bounds only how many actors are down at once, so that a server
+//! could crash and recover for ever); crashes depend on each other, so
+//! their number is the same in every interleaving as well. A cap on the
 //! length of a run ([`Options::max_depth`], at most 128: the width of a
 //! past) is there to keep a mistaken bound from running away: a run that
 //! reaches it is reported, and the search does not count as complete.
@@ -203,14 +208,26 @@ struct Event {
 /// A state on the run.
 struct Frame {
     state: RaftState,
-    /// Enabled actions (within the bounds), where each leads, and whether
-    /// it is a delivery the receiver ignores ([`ignored`]).
-    enabled: Vec<(RaftAction, RaftState, bool)>,
+    /// Enabled actions, each with where it leads.
+    enabled: Vec<Step>,
     /// Asleep on entry, then each action explored from here.
     sleep: Vec<RaftAction>,
     backtrack: Vec<RaftAction>,
     /// What enabled each action, and the timeouts taken.
     causes: Causes,
+}
+
+/// An action enabled in a state.
+#[derive(Clone)]
+struct Step {
+    action: RaftAction,
+    next: RaftState,
+    /// A delivery the receiver ignores ([`ignored`]).
+    ignored: bool,
+    /// It leaves the bounds: taken only as a leaf, for the races it has
+    /// with the run (a message that the receiver's last step put out of
+    /// bounds may have been in bounds before that step).
+    outside: bool,
 }
 
 /// What a frame knows of the run behind it: what enabled each action (for
@@ -242,9 +259,8 @@ pub struct Dpor<'a> {
     /// maximal runs (each with the first run found to it), and of each
     /// actor's states (with its crashed flag).
     pub maximal: HashMap<u64, Vec<RaftAction>>,
+    /// With [`Options::record`]: per actor, the fingerprints of its states.
     pub local: Vec<HashSet<u64>>,
-    /// The pair properties, by name, in the model's order.
-    pair_properties: Vec<&'static str>,
 }
 
 /// How often (in states) the limits are looked at and progress reported.
@@ -276,7 +292,6 @@ impl<'a> Dpor<'a> {
             interrupt: None,
             maximal: HashMap::new(),
             local: vec![HashSet::new(); actors],
-            pair_properties: crate::PAIR_PROPERTIES.to_vec(),
         })
     }
 
@@ -327,10 +342,10 @@ impl<'a> Dpor<'a> {
     fn frame(&mut self, state: RaftState, sleep: Vec<RaftAction>, causes: Causes) -> Frame {
         let mut actions = Vec::new();
         self.model.actions(&state, &mut actions);
-        let mut enabled: Vec<(RaftAction, RaftState, bool)> = Vec::new();
+        let mut enabled: Vec<Step> = Vec::new();
         let servers = usize::from(self.model.cfg.servers);
         for a in actions {
-            if enabled.iter().any(|(b, _, _)| *b == a) {
+            if enabled.iter().any(|b| b.action == a) {
                 continue; // two copies of one message: one delivery action
             }
             if let ActorModelAction::Timeout(id, _) = &a {
@@ -343,21 +358,25 @@ impl<'a> Dpor<'a> {
             if matches!(a, ActorModelAction::Crash(_)) && causes.crashes >= self.model.cfg.max_crashes {
                 continue;
             }
-            let (next, skip) = match self.model.next_state(&state, a.clone()) {
+            let (next, ignored) = match self.model.next_state(&state, a.clone()) {
                 Some(next) => (next, false),
                 None => match ignored(&state, &a) {
                     Some(next) => (next, true),
                     None => continue,
                 },
             };
-            if self.model.within_boundary(&next) {
-                enabled.push((a, next, skip));
-            }
+            let outside = !self.model.within_boundary(&next);
+            enabled.push(Step { action: a, next, ignored, outside });
         }
         let backtrack = if self.options.reduce {
-            enabled.iter().map(|(a, _, _)| a).find(|a| !sleep.contains(a)).cloned().into_iter().collect()
+            // The first action within the bounds, and every leaf (see
+            // `Step::outside`): a leaf taken first would end the run.
+            let awake = |s: &&Step| !sleep.contains(&s.action);
+            let first = enabled.iter().filter(awake).find(|s| !s.outside);
+            let leaves = enabled.iter().filter(awake).filter(|s| s.outside);
+            first.into_iter().chain(leaves).map(|s| s.action.clone()).collect()
         } else {
-            enabled.iter().map(|(a, _, _)| a.clone()).collect()
+            enabled.iter().map(|s| s.action.clone()).collect()
         };
         Frame { state, enabled, sleep, backtrack, causes }
     }
@@ -377,9 +396,7 @@ impl<'a> Dpor<'a> {
                 continue;
             };
             let n = events.len();
-            let Some((child, ignored)) =
-                top.enabled.iter().find(|(a, _, _)| *a == action).map(|(_, s, ignored)| (s.clone(), *ignored))
-            else {
+            let Some(step) = top.enabled.iter().find(|s| s.action == action).cloned() else {
                 // By the argument on initials this cannot happen; a bug in
                 // the race check would show here first.
                 panic!("DPOR: backtrack action {action:?} is not enabled at depth {n}");
@@ -398,6 +415,11 @@ impl<'a> Dpor<'a> {
             if !self.options.reduce {
                 top.backtrack.retain(|a| *a != action);
             }
+            if step.outside {
+                // A leaf: its races are what it was taken for.
+                continue;
+            }
+            let Step { next: child, ignored, .. } = step;
             // What happens before the new event: its send or timer, and
             // every event dependent on it, with their pasts.
             let mut past = before;
@@ -420,7 +442,7 @@ impl<'a> Dpor<'a> {
             if self.options.reduce {
                 self.disabled_by(&mut frames[n], &action, &frame);
             }
-            if events.len() >= self.options.max_depth && !frame.enabled.is_empty() {
+            if events.len() >= self.options.max_depth && frame.enabled.iter().any(|s| !s.outside) {
                 self.counts.capped += 1;
                 events.pop();
                 continue;
@@ -488,11 +510,11 @@ impl<'a> Dpor<'a> {
     /// disables must be explored from `parent` itself (as classic DPOR
     /// does where it cannot tell, Flanagan and Godefroid 2005).
     fn disabled_by(&mut self, parent: &mut Frame, action: &RaftAction, child: &Frame) {
-        for (other, _, _) in &parent.enabled {
+        for other in parent.enabled.iter().map(|s| &s.action) {
             if other == action || independent(self.model, other, action) || parent.backtrack.contains(other) {
                 continue;
             }
-            if !child.enabled.iter().any(|(a, _, _)| a == other) {
+            if !child.enabled.iter().any(|s| s.action == *other) {
                 parent.backtrack.push(other.clone());
                 self.counts.backtracks += 1;
             }
@@ -553,7 +575,7 @@ impl<'a> Dpor<'a> {
         // By the argument above; a flaw in what happens before what shows
         // here first (the tests' broken race check trips it).
         assert!(
-            frame.enabled.iter().any(|(a, _, _)| a == pick),
+            frame.enabled.iter().any(|s| s.action == *pick),
             "DPOR: the initial {pick:?} is not enabled before event {i}, which races with {action:?}"
         );
         frame.backtrack.push(pick.clone());
@@ -592,7 +614,7 @@ impl<'a> Dpor<'a> {
 
     /// Counts a run's end and records its state.
     fn end_of_run(&mut self, frame: &Frame, events: &[Event]) {
-        if frame.enabled.is_empty() {
+        if frame.enabled.iter().all(|s| s.outside) {
             self.counts.maximal += 1;
             if self.options.record {
                 let run = || events.iter().map(|e| e.action.clone()).collect();
@@ -609,7 +631,7 @@ impl<'a> Dpor<'a> {
     /// event `k`; `child` the state after the last.
     fn check_pairs(&mut self, frames: &[Frame], events: &[Event], child: &RaftState) {
         let open: Vec<&'static str> =
-            self.pair_properties.iter().copied().filter(|n| !self.discoveries.contains_key(n)).collect();
+            crate::PAIR_PROPERTIES.iter().copied().filter(|n| !self.discoveries.contains_key(n)).collect();
         let Some(last) = events.last() else { return };
         let servers = usize::from(self.model.cfg.servers);
         let p = last.actor;
