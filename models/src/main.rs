@@ -476,7 +476,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     use std::sync::atomic::{AtomicBool, Ordering};
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
-        eprintln!("warning: Ctrl-C will not stop the search cleanly: {e}");
+        eprintln!("warning: Ctrl-C and SIGTERM will not stop the search cleanly: {e}");
     }
     println!("checking {config:?}");
     let reduction = match (reduce, search.symmetry) {
@@ -564,7 +564,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
             rss_bytes as f64 / 1e9
         ),
         Some(Stopped::Interrupted) => {
-            println!("STOPPED by Ctrl-C: {not_exhaustive}; the verdicts are for the states visited")
+            println!("STOPPED by Ctrl-C or SIGTERM: {not_exhaustive}; the verdicts are for the states visited")
         }
     }
     let shortest = if search.iterative { ", a shortest" } else { "" };
@@ -610,7 +610,7 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
     use std::sync::atomic::{AtomicBool, Ordering};
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
-        eprintln!("warning: Ctrl-C will not stop the search cleanly: {e}");
+        eprintln!("warning: Ctrl-C and SIGTERM will not stop the search cleanly: {e}");
     }
     println!("checking {config:?}");
     let how = if options.reduce { "DPOR (source sets and sleep sets)" } else { "every interleaving (DPOR off)" };
@@ -667,7 +667,7 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
             rss_bytes as f64 / 1e9
         ),
         (Some(Stopped::Interrupted), _) => {
-            println!("STOPPED by Ctrl-C: NOT exhaustive; the verdicts are for the runs explored")
+            println!("STOPPED by Ctrl-C or SIGTERM: NOT exhaustive; the verdicts are for the runs explored")
         }
     }
     report_discoveries(&m, search.discoveries(), "")
@@ -692,15 +692,15 @@ fn memory_budget(gb: Option<f64>) -> u64 {
 
 /// For stateright's searches, which cannot be stopped from outside: a
 /// thread that ends the process (exit code 3) with a line saying why once
-/// its resident memory passes `budget`, and on Ctrl-C, instead of an OOM
+/// its resident memory passes `budget`, and on Ctrl-C or SIGTERM, instead of an OOM
 /// kill. The last progress line says what was checked.
 fn watch_memory(budget: u64) {
     let stop = |why: String| {
         println!("STOPPED: {why}: NOT exhaustive; the last progress line above is what was checked");
         std::process::exit(3);
     };
-    if let Err(e) = ctrlc::set_handler(move || stop("interrupted (Ctrl-C)".into())) {
-        eprintln!("warning: Ctrl-C will not stop the search cleanly: {e}");
+    if let Err(e) = ctrlc::set_handler(move || stop("interrupted (Ctrl-C or SIGTERM)".into())) {
+        eprintln!("warning: Ctrl-C and SIGTERM will not stop the search cleanly: {e}");
     }
     std::thread::spawn(move || loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
