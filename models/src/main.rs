@@ -615,7 +615,8 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
     println!("checking {config:?}");
     let how = if options.reduce { "DPOR (source sets and sleep sets)" } else { "every interleaving (DPOR off)" };
     println!(
-        "{how}: timeouts per server {}, per client {}, runs of at most {} actions",
+        "{how}: timeouts per server {}, per client {}, runs of at most {} actions, one thread (--threads is for \
+         the other searches)",
         options.server_timeouts, options.client_timeouts, options.max_depth
     );
     let m = model(config);
