@@ -473,11 +473,7 @@ fn main() {
 /// "always" property failed.
 fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSearch, budget: u64) -> bool {
     use raftkv_models::search::{deepen, Counts, Options, Search, Stopped};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
-        eprintln!("warning: Ctrl-C and SIGTERM will not stop the search cleanly: {e}");
-    }
+    let interrupted = interrupt_flag();
     println!("checking {config:?}");
     let reduction = match (reduce, search.symmetry) {
         (Reduce::Sleep, true) => "sleep sets and symmetry",
@@ -524,10 +520,10 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     // actions visited; the counts (all searches added up, when deepening)
     // and the last search's unique states (for the collision estimate).
     let (completed, counts, unique, stopped, discoveries) = if search.iterative {
-        let d = deepen(&m, options, Some(&INTERRUPTED), &mut progress);
+        let d = deepen(&m, options, Some(interrupted), &mut progress);
         (d.completed, d.total, d.last.unique, d.stopped, d.discoveries)
     } else {
-        let mut s = Search::new(&m, options).interrupt_on(&INTERRUPTED);
+        let mut s = Search::new(&m, options).interrupt_on(interrupted);
         s.run(|c| progress(depth, c));
         let completed = if s.stopped().is_none() { depth } else { 0 };
         (completed, s.counts(), s.counts().unique, s.stopped(), s.discoveries())
@@ -607,11 +603,7 @@ fn report_discoveries(
 fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bool {
     use raftkv_models::dpor::Dpor;
     use raftkv_models::search::Stopped;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
-        eprintln!("warning: Ctrl-C and SIGTERM will not stop the search cleanly: {e}");
-    }
+    let interrupted = interrupt_flag();
     println!("checking {config:?}");
     let how = if options.reduce { "DPOR (source sets and sleep sets)" } else { "every interleaving (DPOR off)" };
     println!(
@@ -621,7 +613,7 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
     );
     let m = model(config);
     let mut search = match Dpor::new(&m, options) {
-        Ok(search) => search.interrupt_on(&INTERRUPTED),
+        Ok(search) => search.interrupt_on(interrupted),
         Err(why) => {
             eprintln!("error: {why}");
             std::process::exit(2);
@@ -672,6 +664,17 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
         }
     }
     report_discoveries(&m, search.discoveries(), "")
+}
+
+/// The flag our searches stop on (`interrupt_on`), set by Ctrl-C or
+/// SIGTERM once this installs the handler.
+fn interrupt_flag() -> &'static std::sync::atomic::AtomicBool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
+        eprintln!("warning: Ctrl-C and SIGTERM will not stop the search cleanly: {e}");
+    }
+    &INTERRUPTED
 }
 
 /// How `check --reduce` searches.
