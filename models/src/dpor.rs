@@ -132,8 +132,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Options {
     /// Reduce (`false`: every interleaving, the baseline of the tests).
     pub reduce: bool,
-    /// Timeouts each server may take along a run.
-    pub server_timeouts: u32,
+    /// Timeouts each server may take along a run: server `i` at most
+    /// `server_timeouts[i]`, the last entry standing for every server
+    /// after it (`[1]`: one each). Each is a bound on a single actor, so
+    /// uneven budgets (`[2, 0, 0]`: only server 0 times out) keep the
+    /// search sound within them.
+    pub server_timeouts: Vec<u32>,
     /// Timeouts (retries) each client may take along a run.
     pub client_timeouts: u32,
     /// Longest run; reaching it leaves the search incomplete. At most 128.
@@ -154,7 +158,7 @@ impl Options {
     pub fn new(server_timeouts: u32, client_timeouts: u32) -> Options {
         Options {
             reduce: true,
-            server_timeouts,
+            server_timeouts: vec![server_timeouts],
             client_timeouts,
             max_depth: MAX_DEPTH,
             first_failure: false,
@@ -162,6 +166,12 @@ impl Options {
             record: false,
             forget_sends: false,
         }
+    }
+
+    /// Timeouts server `id` may take along a run.
+    pub fn server_budget(&self, id: usize) -> u32 {
+        let last = self.server_timeouts.len().saturating_sub(1);
+        self.server_timeouts.get(id.min(last)).copied().unwrap_or(0)
     }
 }
 
@@ -350,7 +360,7 @@ impl<'a> Dpor<'a> {
             }
             if let ActorModelAction::Timeout(id, _) = &a {
                 let id = usize::from(*id);
-                let budget = if id < servers { self.options.server_timeouts } else { self.options.client_timeouts };
+                let budget = if id < servers { self.options.server_budget(id) } else { self.options.client_timeouts };
                 if causes.timeouts[id] >= budget {
                     continue;
                 }

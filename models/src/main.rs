@@ -76,9 +76,11 @@ enum Command {
         /// --client-timeouts), not by --depth (a cap, 128 at most).
         #[arg(long, conflicts_with_all = ["reduce", "dfs", "symmetry", "iterative"])]
         dpor: bool,
-        /// With --dpor: timeouts each server may take along a run.
-        #[arg(long, default_value_t = 1, requires = "dpor")]
-        timeouts: u32,
+        /// With --dpor: timeouts each server may take along a run; a list
+        /// gives each server its own (`2,0,0`: only server 0 times out,
+        /// twice; the last entry stands for the servers after it).
+        #[arg(long, default_value = "1", value_delimiter = ',', requires = "dpor")]
+        timeouts: Vec<u32>,
         /// With --dpor: timeouts (retries) each client may take along a run.
         #[arg(long, default_value_t = 1, requires = "dpor")]
         client_timeouts: u32,
@@ -285,7 +287,8 @@ fn main() {
                 }
                 let mut config = args.config();
                 config.max_in_flight = usize::MAX;
-                let mut options = raftkv_models::dpor::Options::new(timeouts, client_timeouts);
+                let mut options = raftkv_models::dpor::Options::new(0, client_timeouts);
+                options.server_timeouts = timeouts;
                 options.max_depth = depth.unwrap_or(raftkv_models::dpor::MAX_DEPTH);
                 options.first_failure = first_failure;
                 options.max_memory = Some(budget);
@@ -607,7 +610,7 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
     println!("checking {config:?}");
     let how = if options.reduce { "DPOR (source sets and sleep sets)" } else { "every interleaving (DPOR off)" };
     println!(
-        "{how}: timeouts per server {}, per client {}, runs of at most {} actions, one thread (--threads is for \
+        "{how}: timeouts per server {:?}, per client {}, runs of at most {} actions, one thread (--threads is for \
          the other searches)",
         options.server_timeouts, options.client_timeouts, options.max_depth
     );

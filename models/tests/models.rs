@@ -230,6 +230,8 @@ fn random_walks_with(chooser: MostlyDeliver, config: ModelConfig, states: usize)
 /// that sees another client's write, a deposed leader's successor serving
 /// a read) are reached by random walks through the walk model, with every
 /// "always" property checked on the way, in the first million states.
+/// (DPOR reaches a later term's leader serving a read exhaustively, at
+/// narrower bounds: `tests/dpor.rs`.)
 #[test]
 fn random_walks_reach_every_sometimes_property() {
     let sometimes =
