@@ -138,8 +138,9 @@ pub struct Options {
     /// uneven budgets (`[2, 0, 0]`: only server 0 times out) keep the
     /// search sound within them.
     pub server_timeouts: Vec<u32>,
-    /// Timeouts (retries) each client may take along a run.
-    pub client_timeouts: u32,
+    /// Timeouts (retries) each client may take along a run, listed as
+    /// `server_timeouts` are (`[1, 0]`: only the first client retries).
+    pub client_timeouts: Vec<u32>,
     /// Longest run; reaching it leaves the search incomplete. At most 128.
     pub max_depth: usize,
     /// Stop at the first violated "always" property.
@@ -159,7 +160,7 @@ impl Options {
         Options {
             reduce: true,
             server_timeouts: vec![server_timeouts],
-            client_timeouts,
+            client_timeouts: vec![client_timeouts],
             max_depth: MAX_DEPTH,
             first_failure: false,
             max_memory: None,
@@ -168,10 +169,14 @@ impl Options {
         }
     }
 
-    /// Timeouts server `id` may take along a run.
-    pub fn server_budget(&self, id: usize) -> u32 {
-        let last = self.server_timeouts.len().saturating_sub(1);
-        self.server_timeouts.get(id.min(last)).copied().unwrap_or(0)
+    /// Timeouts actor `id` may take along a run (clients' ids follow the
+    /// `servers` servers').
+    pub fn budget(&self, id: usize, servers: usize) -> u32 {
+        let (list, i) = match id.checked_sub(servers) {
+            None => (&self.server_timeouts, id),
+            Some(client) => (&self.client_timeouts, client),
+        };
+        list.get(i.min(list.len().saturating_sub(1))).copied().unwrap_or(0)
     }
 }
 
@@ -360,8 +365,7 @@ impl<'a> Dpor<'a> {
             }
             if let ActorModelAction::Timeout(id, _) = &a {
                 let id = usize::from(*id);
-                let budget = if id < servers { self.options.server_budget(id) } else { self.options.client_timeouts };
-                if causes.timeouts[id] >= budget {
+                if causes.timeouts[id] >= self.options.budget(id, servers) {
                     continue;
                 }
             }

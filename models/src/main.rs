@@ -81,9 +81,10 @@ enum Command {
         /// twice; the last entry stands for the servers after it).
         #[arg(long, default_value = "1", value_delimiter = ',', requires = "dpor")]
         timeouts: Vec<u32>,
-        /// With --dpor: timeouts (retries) each client may take along a run.
-        #[arg(long, default_value_t = 1, requires = "dpor")]
-        client_timeouts: u32,
+        /// With --dpor: timeouts (retries) each client may take along a
+        /// run; a list as for --timeouts (`1,0`: only the first client).
+        #[arg(long, default_value = "1", value_delimiter = ',', requires = "dpor")]
+        client_timeouts: Vec<u32>,
         /// With --dpor: every interleaving instead (the same search
         /// unreduced, to compare with).
         #[arg(long, requires = "dpor")]
@@ -287,8 +288,9 @@ fn main() {
                 }
                 let mut config = args.config();
                 config.max_in_flight = usize::MAX;
-                let mut options = raftkv_models::dpor::Options::new(0, client_timeouts);
+                let mut options = raftkv_models::dpor::Options::new(0, 0);
                 options.server_timeouts = timeouts;
+                options.client_timeouts = client_timeouts;
                 options.max_depth = depth.unwrap_or(raftkv_models::dpor::MAX_DEPTH);
                 options.first_failure = first_failure;
                 options.max_memory = Some(budget);
@@ -610,7 +612,7 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
     println!("checking {config:?}");
     let how = if options.reduce { "DPOR (source sets and sleep sets)" } else { "every interleaving (DPOR off)" };
     println!(
-        "{how}: timeouts per server {:?}, per client {}, runs of at most {} actions, one thread (--threads is for \
+        "{how}: timeouts per server {:?}, per client {:?}, runs of at most {} actions, one thread (--threads is for \
          the other searches)",
         options.server_timeouts, options.client_timeouts, options.max_depth
     );

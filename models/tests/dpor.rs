@@ -151,3 +151,33 @@ fn dpor_catches_a_retry_applied_twice() {
     assert!(search.discoveries().contains_key("exactly once"), "bug (e) not caught: {found:?}, {:?}", search.counts());
     println!("bug (e) after {:?}", search.counts());
 }
+
+/// Bug (f) `vote_before_persist` by DPOR at the configuration: 3
+/// servers, 2 clients, a server crash (ordered network, term ≤ 1, log ≤
+/// 1, one timeout per server, no client retry): a server that votes,
+/// crashes before its vote is durable, and votes again in the same term
+/// lets two leaders win term 1, and election safety breaks.
+#[test]
+fn dpor_catches_a_vote_lost_in_a_crash_with_two_clients() {
+    let mut config = ModelConfig {
+        clients: 2,
+        max_crashes: 1,
+        clients_crash: false,
+        network: Delivery::Ordered,
+        max_term: 1,
+        max_log: 1,
+        max_in_flight: usize::MAX,
+        ..ModelConfig::ci()
+    };
+    config.bugs.vote_before_persist = true;
+    let m = model(config);
+    let mut search = Dpor::new(&m, Options { first_failure: true, ..Options::new(1, 0) }).expect("bounds DPOR takes");
+    search.run(|_| {});
+    let found: Vec<&str> = search.discoveries().keys().copied().collect();
+    assert!(
+        search.discoveries().contains_key("election safety"),
+        "bug (f) not caught: {found:?}, {:?}",
+        search.counts()
+    );
+    println!("bug (f) after {:?}", search.counts());
+}
