@@ -49,6 +49,28 @@
 //! that step, and without the leaf that message's race with the step,
 //! sent after it, would never show.
 //!
+//! **The inert-delivery rule** (SAMC's local message independence,
+//! made exact). Two events at one server are dependent by the model's
+//! relation, but many deliveries change nothing at their server: a vote
+//! that arrives after the candidate won, a reply a leader no longer
+//! counts. Such a delivery `x` (inert: the server's state is unchanged and
+//! nothing is put out, `Dpor::inert`) commutes with a delivery or
+//! timeout `y` at the same server if it is inert in the server's state
+//! both before and after `y`: in either order the server goes through
+//! the same states and puts out the same, and `x` only consumes its
+//! message. Neither disables the other (`x` leaves the server as it was;
+//! `y`, not a crash, leaves `x`'s message in flight; on the ordered
+//! network a `y` from `x`'s channel comes after `x` anyway), and the
+//! bounds see the same server states. So the pair is treated as
+//! independent, in what happens before what, in the race check and in
+//! sleep sets (`Dpor::depends`, `Dpor::commute`). The judgement looks
+//! at the states of the run; the server's state before `y` is the same
+//! wherever `x` sits among the events it commutes with, so it is the same
+//! in every interleaving where the two are adjacent. The tests compare the
+//! search with the rule against every interleaving (three-server bounds
+//! included, where it cuts most) and show a careless rule (inert before
+//! `y`, not checked after it) failing that comparison.
+//!
 //! **Sleep sets** keep the search from taking an action from a state when
 //! an equivalent interleaving has taken it already: after exploring `p`
 //! from a state, each later sibling `q` passes `p` on to its child when
@@ -122,7 +144,7 @@ use crate::actors::{ActorState, ModelMsg, ModelTimer};
 use crate::independence::{actor, independent};
 use crate::search::{discovers, fingerprint, resident_bytes, Stopped};
 use crate::{RaftAction, RaftModel, RaftState};
-use stateright::actor::{ActorModelAction, Id};
+use stateright::actor::{Actor, ActorModelAction, Id};
 use stateright::{Expectation, Model};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,6 +175,13 @@ pub struct Options {
     /// Test only: the race check forgets that a message's send happens
     /// before its delivery (an unsound reduction the tests must catch).
     pub forget_sends: bool,
+    /// The inert-delivery rule (see the module docs): a delivery that
+    /// changes nothing at its server commutes with that server's events
+    /// as long as it stays inert on both sides of them.
+    pub inert_rule: bool,
+    /// Test only: the rule checks inertness before the other event but
+    /// not after it (an unsound rule the tests must catch).
+    pub careless_inert: bool,
 }
 
 impl Options {
@@ -166,6 +195,8 @@ impl Options {
             max_memory: None,
             record: false,
             forget_sends: false,
+            inert_rule: true,
+            careless_inert: false,
         }
     }
 
@@ -218,6 +249,27 @@ struct Event {
     /// A delivery its receiver ignored ([`ignored`]): left out of the
     /// paths reported, which replay in the model without it.
     ignored: bool,
+    /// A delivery that changed nothing at its server ([`Dpor::inert`]).
+    inert: bool,
+}
+
+/// Where the other action of a dependence check was taken.
+enum Taken<'s> {
+    /// An event of the run, from `before` to `after`, inert there or not.
+    Event { inert: bool, before: &'s RaftState, after: &'s RaftState },
+    /// An action asleep in the current state, leading to `after` from it
+    /// (`None` if it is no longer enabled there).
+    Asleep { after: Option<&'s RaftState> },
+}
+
+/// The action being taken, for the dependence checks that look at
+/// states ([`Dpor::depends`]).
+struct Taking<'s> {
+    action: &'s RaftAction,
+    /// The state after it.
+    child: &'s RaftState,
+    /// It changes nothing at its server.
+    inert: bool,
 }
 
 /// A state on the run.
@@ -416,12 +468,19 @@ impl<'a> Dpor<'a> {
                 panic!("DPOR: backtrack action {action:?} is not enabled at depth {n}");
             };
             let before = self.before(&frames[n], &events, &action);
+            let taking = Taking { action: &action, child: &step.next, inert: self.inert(&frames[n].state, &action) };
             if self.options.reduce {
-                self.races(&mut frames, &events, &action, before);
+                self.races(&mut frames, &events, &taking, before);
             }
             let top = frames.last_mut().expect("the frame just used");
             let sleep: Vec<RaftAction> = if self.options.reduce {
-                top.sleep.iter().filter(|b| independent(self.model, &action, b)).cloned().collect()
+                let asleep = |b: &&RaftAction| {
+                    independent(self.model, &action, b) || {
+                        let after = top.enabled.iter().find(|s| s.action == **b).map(|s| &s.next);
+                        self.commute(b, Taken::Asleep { after }, &taking, &top.state)
+                    }
+                };
+                top.sleep.iter().filter(asleep).cloned().collect()
             } else {
                 Vec::new()
             };
@@ -433,18 +492,19 @@ impl<'a> Dpor<'a> {
                 // A leaf: its races are what it was taken for.
                 continue;
             }
-            let Step { next: child, ignored, .. } = step;
             // What happens before the new event: its send or timer, and
             // every event dependent on it, with their pasts.
             let mut past = before;
             for (i, e) in events.iter().enumerate() {
-                if !independent(self.model, &e.action, &action) {
+                if self.depends(&frames, &events, i, &taking) {
                     past |= e.past | bit(i);
                 }
             }
+            let inert = taking.inert;
+            let Step { next: child, ignored, .. } = step;
             let id = usize::from(actor(&action));
             let causes = successors(&frames[n].causes, &action, &child, n);
-            events.push(Event { action: action.clone(), actor: id, past, ignored });
+            events.push(Event { action: action.clone(), actor: id, past, ignored, inert });
             self.counts.max_depth = self.counts.max_depth.max(events.len());
             self.visit(&child, &events);
             self.check_pairs(&frames, &events, &child);
@@ -464,6 +524,63 @@ impl<'a> Dpor<'a> {
             self.end_of_run(&frame, &events);
             frames.push(frame);
         }
+    }
+
+    /// Whether event `k` of the run and the action being taken are
+    /// dependent: not independent by the model's relation
+    /// ([`independent`]), and not two events at one server that commute
+    /// because one of them is inert on both sides of the other
+    /// ([`Dpor::commute`]). `frames[k]` is the state before event `k`;
+    /// the action is taken from the last frame.
+    fn depends(&self, frames: &[Frame], events: &[Event], k: usize, taking: &Taking) -> bool {
+        let e = &events[k];
+        if independent(self.model, &e.action, taking.action) {
+            return false;
+        }
+        let now = &frames[events.len()].state;
+        let taken = Taken::Event { inert: e.inert, before: &frames[k].state, after: &frames[k + 1].state };
+        !self.commute(&e.action, taken, taking, now)
+    }
+
+    /// The inert-delivery rule: `other` and the action being taken (from
+    /// `now`), both at one server, commute if either is a delivery that
+    /// changes nothing at that server both before and after the other:
+    /// in either order the server goes through the same states and puts
+    /// out the same, and the inert one only consumes its message.
+    fn commute(&self, other: &RaftAction, taken: Taken, taking: &Taking, now: &RaftState) -> bool {
+        if !(self.options.reduce && self.options.inert_rule) || actor(other) != actor(taking.action) {
+            return false;
+        }
+        // `m` stays inert across `around`, taken from `before` to `after`.
+        let survives = |m: &RaftAction, around: &RaftAction, before: &RaftState, after: Option<&RaftState>| {
+            matches!(around, ActorModelAction::Deliver { .. } | ActorModelAction::Timeout(..))
+                && self.inert(before, m)
+                && (self.options.careless_inert || after.is_some_and(|s| self.inert(s, m)))
+        };
+        let (other_inert, other_before, other_after) = match taken {
+            Taken::Event { inert, before, after } => (inert, before, Some(after)),
+            Taken::Asleep { after } => (true, now, after),
+        };
+        (other_inert && survives(other, taking.action, now, Some(taking.child)))
+            || (taking.inert && survives(taking.action, other, other_before, other_after))
+    }
+
+    /// Whether delivering `m` in `state` would change nothing: a delivery
+    /// to a live server whose step leaves the server's state as it was
+    /// and puts out nothing (no message, no timer, no write). The model's
+    /// server step always takes its state mutably, so stateright never
+    /// sees such a delivery as a no-op; this compares the states.
+    fn inert(&self, state: &RaftState, m: &RaftAction) -> bool {
+        let ActorModelAction::Deliver { src, dst, msg } = m else { return false };
+        let r = usize::from(*dst);
+        if r >= usize::from(self.model.cfg.servers) || state.crashed[r] {
+            return false;
+        }
+        let old = &*state.actor_states[r];
+        let mut new = std::borrow::Cow::Borrowed(old);
+        let mut out = stateright::actor::Out::new();
+        self.model.actors[r].on_msg(*dst, &mut new, *src, msg.clone(), &mut out);
+        out.is_empty() && *new == *old
     }
 
     /// What happens before `action` by what enabled it: the event that
@@ -497,10 +614,11 @@ impl<'a> Dpor<'a> {
     /// The race check before taking `action` after `events`, `before`
     /// being what happens before it by its send or timer: see the module
     /// docs.
-    fn races(&mut self, frames: &mut [Frame], events: &[Event], action: &RaftAction, before: Past) {
+    fn races(&mut self, frames: &mut [Frame], events: &[Event], taking: &Taking, before: Past) {
+        let action = taking.action;
         let mut covered = before;
         for i in (0..events.len()).rev() {
-            if independent(self.model, &events[i].action, action) {
+            if !self.depends(frames, events, i, taking) {
                 continue;
             }
             if covered & bit(i) == 0 {
@@ -511,7 +629,7 @@ impl<'a> Dpor<'a> {
                     // look further back as if `i` were not there.
                     continue;
                 }
-                self.backtrack(frames, events, i, action, before);
+                self.backtrack(frames, events, i, taking, before);
             }
             covered |= events[i].past | bit(i);
         }
@@ -561,7 +679,8 @@ impl<'a> Dpor<'a> {
 
     /// Makes sure the state before event `i` takes an initial of the
     /// events after `i` that do not happen after it, then `action`.
-    fn backtrack(&mut self, frames: &mut [Frame], events: &[Event], i: usize, action: &RaftAction, before: Past) {
+    fn backtrack(&mut self, frames: &mut [Frame], events: &[Event], i: usize, taking: &Taking, before: Past) {
+        let action = taking.action;
         let mut initials: Vec<&RaftAction> = Vec::new();
         let mut in_v: Past = 0;
         let mut action_initial = true;
@@ -573,7 +692,7 @@ impl<'a> Dpor<'a> {
                 initials.push(&e.action);
             }
             in_v |= bit(k);
-            if !independent(self.model, &e.action, action) {
+            if self.depends(frames, events, k, taking) {
                 action_initial = false;
             }
         }

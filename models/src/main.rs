@@ -89,6 +89,11 @@ enum Command {
         /// unreduced, to compare with).
         #[arg(long, requires = "dpor")]
         unreduced: bool,
+        /// With --dpor: without the inert-delivery rule (a delivery that
+        /// changes nothing at its server commutes with that server's
+        /// events it stays inert across), to compare with.
+        #[arg(long, requires = "dpor")]
+        no_inert_rule: bool,
     },
     /// Seeded random walks through the model (stateright's simulation
     /// checker), for depths exhaustive search cannot reach. A violated
@@ -276,6 +281,7 @@ fn main() {
             timeouts,
             client_timeouts,
             unreduced,
+            no_inert_rule,
         } => {
             let budget = memory_budget(max_memory);
             if dpor {
@@ -295,6 +301,7 @@ fn main() {
                 options.first_failure = first_failure;
                 options.max_memory = Some(budget);
                 options.reduce = !unreduced;
+                options.inert_rule = !no_inert_rule;
                 exit_if(dpor_search(config, options));
                 return;
             }
