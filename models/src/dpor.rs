@@ -124,7 +124,8 @@
 //! modelled here).
 //!
 //! Memory grows with the depth, not with the states: the search keeps no
-//! visited set. Its cost is the number of traces, which can exceed the
+//! visited set (only a memo of inertness, bounded by `INERT_MEMO`
+//! entries: about 30 MB). Its cost is the number of traces, which can exceed the
 //! number of states (two traces reaching one state are both explored).
 //!
 //! `models/tests/dpor.rs` checks the reduction against the unreduced
@@ -146,8 +147,10 @@ use crate::search::{discovers, fingerprint, resident_bytes, Stopped};
 use crate::{RaftAction, RaftModel, RaftState};
 use stateright::actor::{Actor, ActorModelAction, Id};
 use stateright::{Expectation, Model};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// What to search and when to stop.
 #[derive(Clone, Debug)]
@@ -328,7 +331,19 @@ pub struct Dpor<'a> {
     pub maximal: HashMap<u64, Vec<RaftAction>>,
     /// With [`Options::record`]: per actor, the fingerprints of its states.
     pub local: Vec<HashSet<u64>>,
+    /// Inertness judged ([`Dpor::inert`]), by the server state it was
+    /// judged in and the delivery. A server's state is shared between
+    /// the frames it does not change in, so the same question comes back
+    /// often; the entry holds the state, so its address is not reused
+    /// while it is the key. Cleared at [`INERT_MEMO`] entries.
+    inert_memo: RefCell<InertMemo>,
 }
+
+/// (address of a server's state, delivery) → (that state, inert).
+type InertMemo = HashMap<(usize, RaftAction), (Arc<ActorState>, bool)>;
+
+/// Entries of [`Dpor::inert_memo`] before it is cleared.
+const INERT_MEMO: usize = 1 << 14;
 
 /// How often (in states) the limits are looked at and progress reported.
 const CHECK_EVERY: u64 = 1 << 14;
@@ -359,6 +374,7 @@ impl<'a> Dpor<'a> {
             interrupt: None,
             maximal: HashMap::new(),
             local: vec![HashSet::new(); actors],
+            inert_memo: RefCell::default(),
         })
     }
 
@@ -576,11 +592,22 @@ impl<'a> Dpor<'a> {
         if r >= usize::from(self.model.cfg.servers) || state.crashed[r] {
             return false;
         }
-        let old = &*state.actor_states[r];
+        let shared = &state.actor_states[r];
+        let key = (Arc::as_ptr(shared) as usize, m.clone());
+        if let Some((_, inert)) = self.inert_memo.borrow().get(&key) {
+            return *inert;
+        }
+        let old = &**shared;
         let mut new = std::borrow::Cow::Borrowed(old);
         let mut out = stateright::actor::Out::new();
         self.model.actors[r].on_msg(*dst, &mut new, *src, msg.clone(), &mut out);
-        out.is_empty() && *new == *old
+        let inert = out.is_empty() && *new == *old;
+        let mut memo = self.inert_memo.borrow_mut();
+        if memo.len() >= INERT_MEMO {
+            memo.clear();
+        }
+        memo.insert(key, (shared.clone(), inert));
+        inert
     }
 
     /// What happens before `action` by what enabled it: the event that

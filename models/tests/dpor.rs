@@ -174,32 +174,37 @@ fn dpor_catches_a_retry_applied_twice() {
     println!("bug (e) after {:?}", search.counts());
 }
 
-/// Bug (f) `vote_before_persist` by DPOR at the configuration: 3
-/// servers, 2 clients, a server crash (ordered network, term ≤ 1, log ≤
-/// 1, one timeout per server, no client retry): a server that votes,
-/// crashes before its vote is durable, and votes again in the same term
-/// lets two leaders win term 1, and election safety breaks.
+/// Bugs (b) and (f) by DPOR at the configuration: 3 servers, 2
+/// clients, a server crash (ordered network, one timeout per server, no
+/// client retry). (f) `vote_before_persist`: a server that votes, crashes
+/// before its vote is durable and votes again in the same term lets two
+/// leaders win term 1, and election safety breaks. (b)
+/// `vote_without_log_check`: a follower's crash ends its leader lease,
+/// so it grants a pre-vote and a vote, without looking at logs, to the
+/// server that missed the committed no-op, which then leads term 2
+/// without it: leader completeness breaks.
 #[test]
-fn dpor_catches_a_vote_lost_in_a_crash_with_two_clients() {
-    let mut config = ModelConfig {
-        clients: 2,
-        max_crashes: 1,
-        clients_crash: false,
-        network: Delivery::Ordered,
-        max_term: 1,
-        max_log: 1,
-        max_in_flight: usize::MAX,
-        ..ModelConfig::ci()
+fn dpor_catches_bugs_b_and_f_with_two_clients_and_a_crash() {
+    let caught = |bugs: fn(&mut raftkv::raft::InjectedBugs), term, property| {
+        let mut config = ModelConfig {
+            clients: 2,
+            max_crashes: 1,
+            clients_crash: false,
+            network: Delivery::Ordered,
+            max_term: term,
+            max_log: 1,
+            max_in_flight: usize::MAX,
+            ..ModelConfig::ci()
+        };
+        bugs(&mut config.bugs);
+        let m = model(config);
+        let mut search =
+            Dpor::new(&m, Options { first_failure: true, ..Options::new(1, 0) }).expect("bounds DPOR takes");
+        search.run(|_| {});
+        let found: Vec<&str> = search.discoveries().keys().copied().collect();
+        assert!(search.discoveries().contains_key(property), "{property} not broken: {found:?}, {:?}", search.counts());
+        println!("{property} broken after {:?}", search.counts());
     };
-    config.bugs.vote_before_persist = true;
-    let m = model(config);
-    let mut search = Dpor::new(&m, Options { first_failure: true, ..Options::new(1, 0) }).expect("bounds DPOR takes");
-    search.run(|_| {});
-    let found: Vec<&str> = search.discoveries().keys().copied().collect();
-    assert!(
-        search.discoveries().contains_key("election safety"),
-        "bug (f) not caught: {found:?}, {:?}",
-        search.counts()
-    );
-    println!("bug (f) after {:?}", search.counts());
+    caught(|b| b.vote_before_persist = true, 1, "election safety");
+    caught(|b| b.vote_without_log_check = true, 2, "leader completeness");
 }
