@@ -273,6 +273,9 @@ struct Taking<'s> {
     child: &'s RaftState,
     /// It changes nothing at its server.
     inert: bool,
+    /// The events of the run it depends on ([`Dpor::depends`]), judged
+    /// once for the race check, its backtracking and what happens before it.
+    dependent: Past,
 }
 
 /// A state on the run.
@@ -484,7 +487,14 @@ impl<'a> Dpor<'a> {
                 panic!("DPOR: backtrack action {action:?} is not enabled at depth {n}");
             };
             let before = self.before(&frames[n], &events, &action);
-            let taking = Taking { action: &action, child: &step.next, inert: self.inert(&frames[n].state, &action) };
+            let mut taking = Taking {
+                action: &action,
+                child: &step.next,
+                inert: self.inert(&frames[n].state, &action),
+                dependent: 0,
+            };
+            taking.dependent =
+                (0..n).filter(|&i| self.depends(&frames, &events, i, &taking)).fold(0, |d, i| d | bit(i));
             if self.options.reduce {
                 self.races(&mut frames, &events, &taking, before);
             }
@@ -512,7 +522,7 @@ impl<'a> Dpor<'a> {
             // every event dependent on it, with their pasts.
             let mut past = before;
             for (i, e) in events.iter().enumerate() {
-                if self.depends(&frames, &events, i, &taking) {
+                if taking.dependent & bit(i) != 0 {
                     past |= e.past | bit(i);
                 }
             }
@@ -645,7 +655,7 @@ impl<'a> Dpor<'a> {
         let action = taking.action;
         let mut covered = before;
         for i in (0..events.len()).rev() {
-            if !self.depends(frames, events, i, taking) {
+            if taking.dependent & bit(i) == 0 {
                 continue;
             }
             if covered & bit(i) == 0 {
@@ -719,7 +729,7 @@ impl<'a> Dpor<'a> {
                 initials.push(&e.action);
             }
             in_v |= bit(k);
-            if self.depends(frames, events, k, taking) {
+            if taking.dependent & bit(k) != 0 {
                 action_initial = false;
             }
         }
