@@ -139,7 +139,11 @@
 //! deliveries to the recovered server, messages ignored on the unordered
 //! network (the race between a receiver's step and a message that step
 //! would make it ignore went unseen), and the channel order applied to
-//! the unordered network.
+//! the unordered network. A later one showed once two clients and a
+//! client's crash were in a search: a race with an event at another
+//! actor taken to be reversible when the later event's actor was down at
+//! that point (see `Dpor::reversible`). The reduced search runs there in
+//! two orders of first choices ([`Order`]): exhaustive in either.
 
 use crate::actors::{ActorState, ModelMsg, ModelTimer};
 use crate::independence::{actor, independent};
@@ -185,6 +189,42 @@ pub struct Options {
     /// Test only: the rule checks inertness before the other event but
     /// not after it (an unsound rule the tests must catch).
     pub careless_inert: bool,
+    /// Test only: whether a race can be reversed is judged only when the
+    /// earlier event is at the later one's actor, as the first version
+    /// did (unsound: see `Dpor::reversible`).
+    pub careless_reversal: bool,
+    /// Which enabled action a new state takes first. The search is
+    /// exhaustive in any order (the tests run it in each); the order
+    /// decides only which runs come first.
+    pub order: Order,
+}
+
+/// The first action taken from a new state; the races found along the
+/// run decide the rest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// The model's own order of its actions.
+    #[default]
+    Model,
+    /// Messages between servers, then the clients' messages, then the
+    /// servers' timeouts, the clients' timeouts, crashes and recoveries:
+    /// the protocol's progress before the faults that interrupt it.
+    ServersFirst,
+}
+
+impl Order {
+    /// Lower is taken first.
+    fn rank(self, action: &RaftAction, servers: usize) -> u8 {
+        let client = |id: &Id| usize::from(*id) >= servers;
+        match (self, action) {
+            (Order::Model, _) => 0,
+            (Order::ServersFirst, ActorModelAction::Deliver { src, dst, .. }) if !client(src) && !client(dst) => 0,
+            (Order::ServersFirst, ActorModelAction::Deliver { .. }) => 1,
+            (Order::ServersFirst, ActorModelAction::Timeout(id, _)) if !client(id) => 2,
+            (Order::ServersFirst, ActorModelAction::Timeout(..)) => 3,
+            (Order::ServersFirst, _) => 4,
+        }
+    }
 }
 
 impl Options {
@@ -200,6 +240,8 @@ impl Options {
             forget_sends: false,
             inert_rule: true,
             careless_inert: false,
+            careless_reversal: false,
+            order: Order::Model,
         }
     }
 
@@ -457,7 +499,8 @@ impl<'a> Dpor<'a> {
             // The first action within the bounds, and every leaf (see
             // `Step::outside`): a leaf taken first would end the run.
             let awake = |s: &&Step| !sleep.contains(&s.action);
-            let first = enabled.iter().filter(awake).find(|s| !s.outside);
+            let rank = |s: &&Step| self.options.order.rank(&s.action, servers);
+            let first = enabled.iter().filter(awake).filter(|s| !s.outside).min_by_key(rank);
             let leaves = enabled.iter().filter(awake).filter(|s| s.outside);
             first.into_iter().chain(leaves).map(|s| s.action.clone()).collect()
         } else {
@@ -659,11 +702,12 @@ impl<'a> Dpor<'a> {
                 continue;
             }
             if covered & bit(i) == 0 {
-                if events[i].actor == usize::from(actor(action)) && !self.reversible(frames, i, action) {
+                if !self.reversible(frames, events, i, action) {
                     // `action` cannot come before `i` (a delivery to a
-                    // server that `i` recovers, say), but it may still
-                    // come before what happens before `i` (the crash):
-                    // look further back as if `i` were not there.
+                    // server that `i` recovers, or whose recovery waits
+                    // on `i`), but it may still come before what happens
+                    // before `i` (the crash): look further back as if `i`
+                    // were not there.
                     continue;
                 }
                 self.backtrack(frames, events, i, taking, before);
@@ -690,20 +734,33 @@ impl<'a> Dpor<'a> {
         }
     }
 
-    /// Whether `action`, taken before event `i` (at the same actor)
-    /// instead of after it, stays enabled and within the bounds. Only
-    /// `action`'s own actor decides that (its state, and the boundary's
-    /// conditions on it), and in the reversed run that actor is as it was
-    /// before `i` (none of its events after `i` is in the reversed run:
-    /// each happens after `i`). So take `action` from the current state
-    /// with that actor as it was before `i`. If it is not enabled there,
-    /// every reversed run leaves the bounds (or cannot happen): there is
-    /// no race to reverse. (When `i` is at another actor, `action`'s
-    /// actor is in the reversed run as it is now, where `action` is
-    /// enabled.)
-    fn reversible(&self, frames: &[Frame], i: usize, action: &RaftAction) -> bool {
+    /// Whether `action`, taken before event `i` instead of after it, stays
+    /// enabled and within the bounds. Only `action`'s own actor decides
+    /// that (its state, and the boundary's conditions on it). In the
+    /// reversed run that actor has done its events after `i` up to the
+    /// first one that happens after `i` (`i` itself, if `i` is at that
+    /// actor), and none from there on: each of those happens after `i`
+    /// (one actor's events are dependent, so happen one after another;
+    /// an inert one the rule lets float changes nothing). So take
+    /// `action` from the current state with its actor as it was before
+    /// that first event. If it is not enabled there, every reversed run
+    /// leaves the bounds or cannot happen: there is no race to reverse.
+    /// The case at another actor is real: a client crashed before `i`, an
+    /// event at the other client, recovers after it (every two events at
+    /// clients are dependent), so it cannot take a reply before `i`,
+    /// though the reply races with `i`. The first version looked only at
+    /// `i` at `action`'s actor; the search's assertion on what it
+    /// backtracks to caught it, two clients and a client's crash.
+    fn reversible(&self, frames: &[Frame], events: &[Event], i: usize, action: &RaftAction) -> bool {
         let id = usize::from(actor(action));
-        let before_i = &frames[i].state;
+        let after_i = |j: &usize| events[*j].actor == id && (*j == i || events[*j].past & bit(i) != 0);
+        if self.options.careless_reversal && events[i].actor != id {
+            return true;
+        }
+        let Some(first) = (i..events.len()).find(after_i) else {
+            return true; // its actor is as it is now, where `action` is enabled
+        };
+        let before_i = &frames[first].state;
         let now = &frames.last().expect("a current state").state;
         let mut hybrid = now.clone();
         hybrid.actor_states[id] = before_i.actor_states[id].clone();

@@ -2,7 +2,7 @@
 //! interleaving (the same explorer, unreduced), at bounds where that
 //! finishes: two servers, with clients, crashes, both networks.
 
-use raftkv_models::dpor::{Dpor, Options};
+use raftkv_models::dpor::{Dpor, Options, Order};
 use raftkv_models::{model, Delivery, ModelConfig, RaftModel};
 use stateright::{Expectation, Model};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -29,11 +29,12 @@ fn search(m: &RaftModel, options: Options) -> Seen {
     }
 }
 
-/// Small bounds where every interleaving can be explored (3.5 M states
-/// in all, half a minute or so): two servers; no client, one or two; a
-/// crash or none; both networks; one term or two. And three servers,
-/// only server 0 timing out, with a client or a crash (where the inert
-/// rule reduces most).
+/// Small bounds where every interleaving can be explored (5.8 M states
+/// in all, a minute or so): two servers; no client, one or two; a crash
+/// or none; both networks; one term or two. Three servers, only server 0
+/// timing out, with a client or a crash (where the inert rule reduces
+/// most). And two servers, two clients and a crash that may hit a client
+/// (where a race can be impossible to reverse for want of a recovery).
 fn configs() -> Vec<(ModelConfig, Options)> {
     let two = |clients, crashes, network, term, log| ModelConfig {
         servers: 2,
@@ -62,7 +63,8 @@ fn configs() -> Vec<(ModelConfig, Options)> {
         (two(2, 0, Delivery::Ordered, 1, 2), timeouts(1, 0)),
         (two(0, 0, Delivery::Ordered, 2, 2), timeouts(2, 0)),
         (three(0, 1), only_server_0.clone()),
-        (three(1, 0), only_server_0),
+        (three(1, 0), only_server_0.clone()),
+        (ModelConfig { clients_crash: true, ..two(2, 1, Delivery::Ordered, 1, 1) }, only_server_0),
     ]
 }
 
@@ -75,23 +77,32 @@ fn configs() -> Vec<(ModelConfig, Options)> {
 /// fail that comparison, or the search's own assertion that every
 /// action it backtracks to is enabled. So must an inert-delivery rule
 /// that does not check that the delivery stays inert after the other
-/// event (`careless_inert`).
+/// event (`careless_inert`), and a race check that judges whether a race
+/// can be reversed only when both events are at one actor
+/// (`careless_reversal`). The reduced search runs in both orders
+/// ([`Order`]): it must be exhaustive whichever run it takes first.
 #[test]
 fn dpor_reaches_what_every_interleaving_reaches_and_the_check_catches_a_broken_race_check() {
     let (mut reduced_total, mut full_total, mut caught, mut careless_caught) = (0, 0, 0, 0);
+    let mut careless_reversal_caught = 0;
     for (config, options) in configs() {
         let m = model(config.clone());
-        let reduced = search(&m, options.clone());
         let full = search(&m, Options { reduce: false, ..options.clone() });
-        let at = format!("{config:?}, timeouts {:?}/{:?}", options.server_timeouts, options.client_timeouts);
-        for (fp, run) in &full.maximal {
-            assert!(reduced.maximal.contains_key(fp), "a maximal run DPOR has no equivalent of, {at}:\n{run:#?}");
+        let reduced = search(&m, options.clone());
+        for order in [Order::Model, Order::ServersFirst] {
+            let at =
+                format!("{config:?}, timeouts {:?}/{:?}, {order:?}", options.server_timeouts, options.client_timeouts);
+            let reduced =
+                if order == options.order { &reduced } else { &search(&m, Options { order, ..options.clone() }) };
+            for (fp, run) in &full.maximal {
+                assert!(reduced.maximal.contains_key(fp), "a maximal run DPOR has no equivalent of, {at}:\n{run:#?}");
+            }
+            assert_eq!(reduced.maximal.len(), full.maximal.len(), "states at the ends of maximal runs, {at}");
+            assert_eq!(reduced.local, full.local, "states of each actor, {at}");
+            assert_eq!(reduced.discovered, full.discovered, "properties discovered, {at}");
+            assert!(full.discovered.contains("leader elected"), "a leader is elected, {at}");
+            println!("{at}: {:?} against {:?}", reduced.counts, full.counts);
         }
-        assert_eq!(reduced.maximal.len(), full.maximal.len(), "states at the ends of maximal runs, {at}");
-        assert_eq!(reduced.local, full.local, "states of each actor, {at}");
-        assert_eq!(reduced.discovered, full.discovered, "properties discovered, {at}");
-        assert!(full.discovered.contains("leader elected"), "a leader is elected, {at}");
-        println!("{at}: {:?} against {:?}", reduced.counts, full.counts);
         reduced_total += reduced.counts.states;
         full_total += full.counts.states;
         let broken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -108,12 +119,21 @@ fn dpor_reaches_what_every_interleaving_reaches_and_the_check_catches_a_broken_r
             Err(_) => 1,
             Ok(c) => usize::from(c.maximal.len() != full.maximal.len() || c.local != full.local),
         };
+        let careless = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            search(&m, Options { careless_reversal: true, ..options.clone() })
+        }));
+        careless_reversal_caught += match careless {
+            Err(_) => 1,
+            Ok(c) => usize::from(c.maximal.len() != full.maximal.len() || c.local != full.local),
+        };
     }
     assert!(reduced_total * 20 < full_total, "a reduction of 20 times at least: {reduced_total} of {full_total}");
     assert!(caught > 0, "forgetting sends went unnoticed on every configuration");
     println!("forgetting sends caught on {caught} of {} configurations", configs().len());
     println!("a careless inert rule caught on {careless_caught} of {} configurations", configs().len());
     assert!(careless_caught > 0, "an inert rule that does not look after the other event went unnoticed");
+    println!("a careless reversal check caught on {careless_reversal_caught} of {} configurations", configs().len());
+    assert!(careless_reversal_caught > 0, "judging reversibility only at the same actor went unnoticed");
 }
 
 /// `cargo test`'s exhaustive check that reaches a read served by the
