@@ -29,7 +29,7 @@ fn search(m: &RaftModel, options: Options) -> Seen {
     }
 }
 
-/// Small bounds where every interleaving can be explored (5.8 M states
+/// Small bounds where every interleaving can be explored (about 6 M states
 /// in all, a minute or so): two servers; no client, one or two; a crash
 /// or none; both networks; one term or two. Three servers, only server 0
 /// timing out, with a client or a crash (where the inert rule reduces
