@@ -71,6 +71,18 @@
 //! included, where it cuts most) and show a careless rule (inert before
 //! `y`, not checked after it) failing that comparison.
 //!
+//! The rule also covers a *quiet* delivery: one that leaves its server's
+//! state as it was but answers (a follower's or a candidate's refusal of
+//! a client's request, naming the leader it knows), with the same
+//! messages on both sides of `y`, to destinations `y` sends nothing to
+//! (on the ordered network, two messages on one channel in the other
+//! order would be another state). In either order the server goes
+//! through the same states, and each channel gets the same messages in
+//! the same order. Timers set or cancelled, or a write, make a delivery
+//! neither inert nor quiet. A second client's requests are refused by
+//! every server that does not lead, at any point of that server's
+//! events: this is what the quiet case removes (`Options::quiet_rule`).
+//!
 //! **Sleep sets** keep the search from taking an action from a state when
 //! an equivalent interleaving has taken it already: after exploring `p`
 //! from a state, each later sibling `q` passes `p` on to its child when
@@ -189,6 +201,14 @@ pub struct Options {
     /// Test only: the rule checks inertness before the other event but
     /// not after it (an unsound rule the tests must catch).
     pub careless_inert: bool,
+    /// The rule covers deliveries that leave their server's state as it
+    /// was but answer (a refusal), as long as the answer is the same on
+    /// both sides of the other event and goes where that event writes
+    /// nothing.
+    pub quiet_rule: bool,
+    /// Test only: a quiet delivery commutes even with an event that sends
+    /// on the channels it answers on (unsound on the ordered network).
+    pub careless_quiet: bool,
     /// Test only: whether a race can be reversed is judged only when the
     /// earlier event is at the later one's actor, as the first version
     /// did (unsound: see `Dpor::reversible`).
@@ -240,6 +260,8 @@ impl Options {
             forget_sends: false,
             inert_rule: true,
             careless_inert: false,
+            quiet_rule: true,
+            careless_quiet: false,
             careless_reversal: false,
             order: Order::Model,
         }
@@ -384,8 +406,13 @@ pub struct Dpor<'a> {
     inert_memo: RefCell<InertMemo>,
 }
 
-/// (address of a server's state, delivery) → (that state, inert).
-type InertMemo = HashMap<(usize, RaftAction), (Arc<ActorState>, bool)>;
+/// (address of a server's state, delivery) → (that state, what the
+/// delivery sends if it leaves the state as it was).
+type InertMemo = HashMap<(usize, RaftAction), (Arc<ActorState>, Option<Sends>)>;
+
+/// The messages a delivery that leaves its server's state as it was puts
+/// out (none: it is inert), by destination.
+type Sends = std::rc::Rc<Vec<(Id, ModelMsg)>>;
 
 /// Entries of [`Dpor::inert_memo`] before it is cleared.
 const INERT_MEMO: usize = 1 << 14;
@@ -613,18 +640,32 @@ impl<'a> Dpor<'a> {
 
     /// The inert-delivery rule: `other` and the action being taken (from
     /// `now`), both at one server, commute if either is a delivery that
-    /// changes nothing at that server both before and after the other:
-    /// in either order the server goes through the same states and puts
-    /// out the same, and the inert one only consumes its message.
+    /// changes nothing at that server both before and after the other
+    /// and sends the same there, where the other sends nothing: in either
+    /// order the server goes through the same states and puts out the
+    /// same, and the quiet one only consumes its message and answers.
     fn commute(&self, other: &RaftAction, taken: Taken, taking: &Taking, now: &RaftState) -> bool {
         if !(self.options.reduce && self.options.inert_rule) || actor(other) != actor(taking.action) {
             return false;
         }
         // `m` stays inert across `around`, taken from `before` to `after`.
         let survives = |m: &RaftAction, around: &RaftAction, before: &RaftState, after: Option<&RaftState>| {
-            matches!(around, ActorModelAction::Deliver { .. } | ActorModelAction::Timeout(..))
-                && self.inert(before, m)
-                && (self.options.careless_inert || after.is_some_and(|s| self.inert(s, m)))
+            if !matches!(around, ActorModelAction::Deliver { .. } | ActorModelAction::Timeout(..)) {
+                return false;
+            }
+            let Some(sends) = self.quiet(before, m) else { return false };
+            if self.options.careless_inert {
+                return true;
+            }
+            let Some(after) = after else { return false };
+            // The same messages on both sides, on channels `around` does
+            // not write (their order there would differ).
+            self.quiet(after, m).as_ref() == Some(&sends)
+                && (sends.is_empty() || self.options.careless_quiet || {
+                    let r = actor(m);
+                    let written = |d: Id| count_from(before, r, d) != count_from(after, r, d);
+                    sends.iter().all(|(d, _)| !written(*d))
+                })
         };
         let (other_inert, other_before, other_after) = match taken {
             Taken::Event { inert, before, after } => (inert, before, Some(after)),
@@ -634,33 +675,50 @@ impl<'a> Dpor<'a> {
             || (taking.inert && survives(taking.action, other, other_before, other_after))
     }
 
-    /// Whether delivering `m` in `state` would change nothing: a delivery
-    /// to a live server whose step leaves the server's state as it was
-    /// and puts out nothing (no message, no timer, no write). The model's
+    /// Whether delivering `m` in `state` (to a live server) leaves the
+    /// server's state as it was and only sends (no timer, no write), and
+    /// what it sends: nothing, for an inert delivery. Without
+    /// [`Options::quiet_rule`], only inert deliveries count. The model's
     /// server step always takes its state mutably, so stateright never
     /// sees such a delivery as a no-op; this compares the states.
-    fn inert(&self, state: &RaftState, m: &RaftAction) -> bool {
-        let ActorModelAction::Deliver { src, dst, msg } = m else { return false };
+    fn quiet(&self, state: &RaftState, m: &RaftAction) -> Option<Sends> {
+        let ActorModelAction::Deliver { src, dst, msg } = m else { return None };
         let r = usize::from(*dst);
         if r >= usize::from(self.model.cfg.servers) || state.crashed[r] {
-            return false;
+            return None;
         }
         let shared = &state.actor_states[r];
         let key = (Arc::as_ptr(shared) as usize, m.clone());
-        if let Some((_, inert)) = self.inert_memo.borrow().get(&key) {
-            return *inert;
+        if let Some((_, quiet)) = self.inert_memo.borrow().get(&key) {
+            return quiet.clone();
         }
         let old = &**shared;
         let mut new = std::borrow::Cow::Borrowed(old);
         let mut out = stateright::actor::Out::new();
         self.model.actors[r].on_msg(*dst, &mut new, *src, msg.clone(), &mut out);
-        let inert = out.is_empty() && *new == *old;
+        let mut sends = Vec::new();
+        for command in out.iter() {
+            match command {
+                stateright::actor::Command::Send(d, msg) if self.options.quiet_rule => sends.push((*d, msg.clone())),
+                _ => return self.remember(key, shared, None),
+            }
+        }
+        let quiet = (*new == *old).then(|| std::rc::Rc::new(sends));
+        self.remember(key, shared, quiet)
+    }
+
+    fn remember(&self, key: (usize, RaftAction), shared: &Arc<ActorState>, quiet: Option<Sends>) -> Option<Sends> {
         let mut memo = self.inert_memo.borrow_mut();
         if memo.len() >= INERT_MEMO {
             memo.clear();
         }
-        memo.insert(key, (shared.clone(), inert));
-        inert
+        memo.insert(key, (shared.clone(), quiet.clone()));
+        quiet
+    }
+
+    /// Inert or quiet ([`Dpor::quiet`]): worth a closer look by the rule.
+    fn inert(&self, state: &RaftState, m: &RaftAction) -> bool {
+        self.quiet(state, m).is_some()
     }
 
     /// What happens before `action` by what enabled it: the event that
@@ -1013,4 +1071,9 @@ fn successors(parent: &Causes, action: &RaftAction, child: &RaftState, n: usize)
         causes.armed.entry(t).or_insert(Some(n));
     }
     causes
+}
+
+/// Messages from `src` to `dst` in flight in `state`.
+fn count_from(state: &RaftState, src: Id, dst: Id) -> usize {
+    state.network.iter_all().filter(|e| e.src == src && e.dst == dst).count()
 }
