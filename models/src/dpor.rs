@@ -54,7 +54,7 @@
 //! relation, but many deliveries change nothing at their server: a vote
 //! that arrives after the candidate won, a reply a leader no longer
 //! counts. Such a delivery `x` (inert: the server's state is unchanged and
-//! nothing is put out, `Dpor::inert`) commutes with a delivery or
+//! nothing is put out, `Dpor::quiet`) commutes with a delivery or
 //! timeout `y` at the same server if it is inert in the server's state
 //! both before and after `y`: in either order the server goes through
 //! the same states and puts out the same, and `x` only consumes its
@@ -316,14 +316,15 @@ struct Event {
     /// A delivery its receiver ignored ([`ignored`]): left out of the
     /// paths reported, which replay in the model without it.
     ignored: bool,
-    /// A delivery that changed nothing at its server ([`Dpor::inert`]).
-    inert: bool,
+    /// A delivery that left its server's state as it was, inert or
+    /// only answering ([`Dpor::quiet`]).
+    quiet: bool,
 }
 
 /// Where the other action of a dependence check was taken.
 enum Taken<'s> {
-    /// An event of the run, from `before` to `after`, inert there or not.
-    Event { inert: bool, before: &'s RaftState, after: &'s RaftState },
+    /// An event of the run, from `before` to `after`, quiet there or not.
+    Event { quiet: bool, before: &'s RaftState, after: &'s RaftState },
     /// An action asleep in the current state, leading to `after` from it
     /// (`None` if it is no longer enabled there).
     Asleep { after: Option<&'s RaftState> },
@@ -335,8 +336,8 @@ struct Taking<'s> {
     action: &'s RaftAction,
     /// The state after it.
     child: &'s RaftState,
-    /// It changes nothing at its server.
-    inert: bool,
+    /// It leaves its server's state as it was ([`Dpor::quiet`]).
+    quiet: bool,
     /// The events of the run it depends on ([`Dpor::depends`]), judged
     /// once for the race check, its backtracking and what happens before it.
     dependent: Past,
@@ -398,7 +399,7 @@ pub struct Dpor<'a> {
     pub maximal: HashMap<u64, Vec<RaftAction>>,
     /// With [`Options::record`]: per actor, the fingerprints of its states.
     pub local: Vec<HashSet<u64>>,
-    /// Inertness judged ([`Dpor::inert`]), by the server state it was
+    /// Quietness judged ([`Dpor::quiet`]), by the server state it was
     /// judged in and the delivery. A server's state is shared between
     /// the frames it does not change in, so the same question comes back
     /// often; the entry holds the state, so its address is not reused
@@ -560,7 +561,7 @@ impl<'a> Dpor<'a> {
             let mut taking = Taking {
                 action: &action,
                 child: &step.next,
-                inert: self.inert(&frames[n].state, &action),
+                quiet: self.quiet(&frames[n].state, &action).is_some(),
                 dependent: 0,
             };
             taking.dependent =
@@ -596,11 +597,11 @@ impl<'a> Dpor<'a> {
                     past |= e.past | bit(i);
                 }
             }
-            let inert = taking.inert;
+            let quiet = taking.quiet;
             let Step { next: child, ignored, .. } = step;
             let id = usize::from(actor(&action));
             let causes = successors(&frames[n].causes, &action, &child, n);
-            events.push(Event { action: action.clone(), actor: id, past, ignored, inert });
+            events.push(Event { action: action.clone(), actor: id, past, ignored, quiet });
             self.counts.max_depth = self.counts.max_depth.max(events.len());
             self.visit(&child, &events);
             self.check_pairs(&frames, &events, &child);
@@ -625,7 +626,7 @@ impl<'a> Dpor<'a> {
     /// Whether event `k` of the run and the action being taken are
     /// dependent: not independent by the model's relation
     /// ([`independent`]), and not two events at one server that commute
-    /// because one of them is inert on both sides of the other
+    /// because one of them is inert or quiet on both sides of the other
     /// ([`Dpor::commute`]). `frames[k]` is the state before event `k`;
     /// the action is taken from the last frame.
     fn depends(&self, frames: &[Frame], events: &[Event], k: usize, taking: &Taking) -> bool {
@@ -634,7 +635,7 @@ impl<'a> Dpor<'a> {
             return false;
         }
         let now = &frames[events.len()].state;
-        let taken = Taken::Event { inert: e.inert, before: &frames[k].state, after: &frames[k + 1].state };
+        let taken = Taken::Event { quiet: e.quiet, before: &frames[k].state, after: &frames[k + 1].state };
         !self.commute(&e.action, taken, taking, now)
     }
 
@@ -648,7 +649,8 @@ impl<'a> Dpor<'a> {
         if !(self.options.reduce && self.options.inert_rule) || actor(other) != actor(taking.action) {
             return false;
         }
-        // `m` stays inert across `around`, taken from `before` to `after`.
+        // `m` stays inert, or quiet with the same answer, across `around`,
+        // taken from `before` to `after`.
         let survives = |m: &RaftAction, around: &RaftAction, before: &RaftState, after: Option<&RaftState>| {
             if !matches!(around, ActorModelAction::Deliver { .. } | ActorModelAction::Timeout(..)) {
                 return false;
@@ -667,12 +669,12 @@ impl<'a> Dpor<'a> {
                     sends.iter().all(|(d, _)| !written(*d))
                 })
         };
-        let (other_inert, other_before, other_after) = match taken {
-            Taken::Event { inert, before, after } => (inert, before, Some(after)),
+        let (other_quiet, other_before, other_after) = match taken {
+            Taken::Event { quiet, before, after } => (quiet, before, Some(after)),
             Taken::Asleep { after } => (true, now, after),
         };
-        (other_inert && survives(other, taking.action, now, Some(taking.child)))
-            || (taking.inert && survives(taking.action, other, other_before, other_after))
+        (other_quiet && survives(other, taking.action, now, Some(taking.child)))
+            || (taking.quiet && survives(taking.action, other, other_before, other_after))
     }
 
     /// Whether delivering `m` in `state` (to a live server) leaves the
@@ -714,11 +716,6 @@ impl<'a> Dpor<'a> {
         }
         memo.insert(key, (shared.clone(), quiet.clone()));
         quiet
-    }
-
-    /// Inert or quiet ([`Dpor::quiet`]): worth a closer look by the rule.
-    fn inert(&self, state: &RaftState, m: &RaftAction) -> bool {
-        self.quiet(state, m).is_some()
     }
 
     /// What happens before `action` by what enabled it: the event that
@@ -811,20 +808,20 @@ impl<'a> Dpor<'a> {
     /// backtracks to caught it, two clients and a client's crash.
     fn reversible(&self, frames: &[Frame], events: &[Event], i: usize, action: &RaftAction) -> bool {
         let id = usize::from(actor(action));
-        let after_i = |j: &usize| events[*j].actor == id && (*j == i || events[*j].past & bit(i) != 0);
         if self.options.careless_reversal && events[i].actor != id {
             return true;
         }
+        let after_i = |j: &usize| events[*j].actor == id && (*j == i || events[*j].past & bit(i) != 0);
         let Some(first) = (i..events.len()).find(after_i) else {
             return true; // its actor is as it is now, where `action` is enabled
         };
-        let before_i = &frames[first].state;
+        let reversed = &frames[first].state;
         let now = &frames.last().expect("a current state").state;
         let mut hybrid = now.clone();
-        hybrid.actor_states[id] = before_i.actor_states[id].clone();
-        hybrid.crashed[id] = before_i.crashed[id];
-        hybrid.timers_set[id] = before_i.timers_set[id].clone();
-        hybrid.actor_storages[id] = before_i.actor_storages[id].clone();
+        hybrid.actor_states[id] = reversed.actor_states[id].clone();
+        hybrid.crashed[id] = reversed.crashed[id];
+        hybrid.timers_set[id] = reversed.timers_set[id].clone();
+        hybrid.actor_storages[id] = reversed.actor_storages[id].clone();
         let next = self.model.next_state(&hybrid, action.clone()).or_else(|| ignored(&hybrid, action));
         next.is_some_and(|next| self.model.within_boundary(&next))
     }

@@ -107,34 +107,17 @@ fn dpor_reaches_what_every_interleaving_reaches_and_the_check_catches_a_broken_r
         }
         reduced_total += reduced.counts.states;
         full_total += full.counts.states;
-        let broken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            search(&m, Options { forget_sends: true, ..options.clone() })
-        }));
-        caught += match broken {
-            Err(_) => 1,
-            Ok(broken) => usize::from(broken.maximal.len() != full.maximal.len() || broken.local != full.local),
-        };
-        let careless = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            search(&m, Options { careless_inert: true, ..options.clone() })
-        }));
-        careless_caught += match careless {
-            Err(_) => 1,
-            Ok(c) => usize::from(c.maximal.len() != full.maximal.len() || c.local != full.local),
-        };
-        let careless = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            search(&m, Options { careless_reversal: true, ..options.clone() })
-        }));
-        careless_reversal_caught += match careless {
-            Err(_) => 1,
-            Ok(c) => usize::from(c.maximal.len() != full.maximal.len() || c.local != full.local),
-        };
-        let careless = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            search(&m, Options { careless_quiet: true, ..options.clone() })
-        }));
-        careless_quiet_caught += match careless {
-            Err(_) => 1,
-            Ok(c) => usize::from(c.maximal.len() != full.maximal.len() || c.local != full.local),
-        };
+        // 1 if an unsound variant trips the search's assertion or the
+        // comparison with every interleaving.
+        let catches =
+            |unsound: Options| match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| search(&m, unsound))) {
+                Err(_) => 1,
+                Ok(s) => usize::from(s.maximal.len() != full.maximal.len() || s.local != full.local),
+            };
+        caught += catches(Options { forget_sends: true, ..options.clone() });
+        careless_caught += catches(Options { careless_inert: true, ..options.clone() });
+        careless_reversal_caught += catches(Options { careless_reversal: true, ..options.clone() });
+        careless_quiet_caught += catches(Options { careless_quiet: true, ..options.clone() });
     }
     assert!(reduced_total * 20 < full_total, "a reduction of 20 times at least: {reduced_total} of {full_total}");
     assert!(caught > 0, "forgetting sends went unnoticed on every configuration");
