@@ -94,6 +94,12 @@ enum Command {
         /// events it stays inert across), to compare with.
         #[arg(long, requires = "dpor")]
         no_inert_rule: bool,
+        /// With --dpor: search in rounds, round k taking at most k actions
+        /// other than each state's first choice along a run, until a round
+        /// leaves nothing out (that round is the whole search). Finds bugs
+        /// that need few deviations early; costs the repeated rounds.
+        #[arg(long, requires = "dpor")]
+        rounds: bool,
     },
     /// Seeded random walks through the model (stateright's simulation
     /// checker), for depths exhaustive search cannot reach. A violated
@@ -282,6 +288,7 @@ fn main() {
             client_timeouts,
             unreduced,
             no_inert_rule,
+            rounds,
         } => {
             let budget = memory_budget(max_memory);
             if dpor {
@@ -302,6 +309,7 @@ fn main() {
                 options.max_memory = Some(budget);
                 options.reduce = !unreduced;
                 options.inert_rule = !no_inert_rule;
+                options.rounds = rounds;
                 exit_if(dpor_search(config, options));
                 return;
             }
@@ -623,6 +631,7 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
          the other searches)",
         options.server_timeouts, options.client_timeouts, options.max_depth
     );
+    let rounds = options.rounds;
     let m = model(config);
     let mut search = match Dpor::new(&m, options) {
         Ok(search) => search.interrupt_on(interrupted),
@@ -636,8 +645,10 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
     search.run(|c| {
         if last_print.elapsed().as_secs() >= 10 {
             last_print = Instant::now();
+            let round =
+                if rounds { format!("round {} (≤ {} deviations), ", c.rounds, c.rounds - 1) } else { String::new() };
             println!(
-                "{:>6.0} s: {} states, {} maximal runs, {} sleep-blocked, {} backtracks, {}",
+                "{:>6.0} s: {round}{} states, {} maximal runs, {} sleep-blocked, {} backtracks, {}",
                 started.elapsed().as_secs_f64(),
                 c.states,
                 c.maximal,
@@ -661,6 +672,14 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
         c.states as f64 / secs.max(1e-9),
         memory("VmHWM", "peak RSS"),
     );
+    if rounds {
+        println!(
+            "{} rounds (the last took at most {} deviations per run and deferred {} backtrack points)",
+            c.rounds,
+            c.rounds - 1,
+            c.deferred
+        );
+    }
     match (search.stopped(), c.capped) {
         (None, 0) => println!("every run within the bounds explored (one interleaving per class)"),
         (None, capped) => println!("NOT exhaustive: {capped} runs reached the cap on their length"),

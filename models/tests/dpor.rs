@@ -105,6 +105,20 @@ fn dpor_reaches_what_every_interleaving_reaches_and_the_check_catches_a_broken_r
             assert!(full.discovered.contains("leader elected"), "a leader is elected, {at}");
             println!("{at}: {:?} against {:?}", reduced.counts, full.counts);
         }
+        // In rounds of increasing deviations: the last round is the whole
+        // search, so the union of the rounds reaches what every
+        // interleaving reaches.
+        let at = format!("{config:?}, timeouts {:?}/{:?}, in rounds", options.server_timeouts, options.client_timeouts);
+        let rounds = search(&m, Options { rounds: true, ..options.clone() });
+        assert_eq!(rounds.counts.deferred, 0, "the last round deferred nothing, {at}");
+        assert!(rounds.counts.rounds > 1, "the first round (no deviation) is not the whole search, {at}");
+        for (fp, run) in &full.maximal {
+            assert!(rounds.maximal.contains_key(fp), "a maximal run the rounds have no equivalent of, {at}:\n{run:#?}");
+        }
+        assert_eq!(rounds.maximal.len(), full.maximal.len(), "states at the ends of maximal runs, {at}");
+        assert_eq!(rounds.local, full.local, "states of each actor, {at}");
+        assert_eq!(rounds.discovered, full.discovered, "properties discovered, {at}");
+        println!("{at}: {:?}", rounds.counts);
         reduced_total += reduced.counts.states;
         full_total += full.counts.states;
         // 1 if an unsound variant trips the search's assertion or the
@@ -221,4 +235,43 @@ fn dpor_catches_bugs_b_and_f_with_two_clients_and_a_crash() {
     };
     caught(|b| b.vote_before_persist = true, 1, "election safety");
     caught(|b| b.vote_without_log_check = true, 2, "leader completeness");
+}
+
+/// Bugs (e) and (c) by DPOR in rounds of increasing deviations
+/// ([`Options::rounds`]) at the configuration: 3 servers, 2
+/// clients, a server crash, the ordered network, the first client
+/// retrying once. (e) `skip_session_table`: a retry the leader appends
+/// again after applying the original. (c) `read_without_quorum`: a leader
+/// that a partition deposed answers a read without confirming it leads.
+/// In plain depth-first order neither shows in 10 minutes (specs/models.md).
+#[test]
+fn dpor_in_rounds_catches_bugs_c_and_e_with_two_clients_and_a_crash() {
+    let caught = |bugs: fn(&mut raftkv::raft::InjectedBugs), term, log, server_timeouts: Vec<u32>, property| {
+        let mut config = ModelConfig {
+            clients: 2,
+            max_crashes: 1,
+            clients_crash: false,
+            network: Delivery::Ordered,
+            max_term: term,
+            max_log: log,
+            max_in_flight: usize::MAX,
+            ..ModelConfig::ci()
+        };
+        bugs(&mut config.bugs);
+        let m = model(config);
+        let options = Options {
+            first_failure: true,
+            rounds: true,
+            server_timeouts,
+            client_timeouts: vec![1, 0],
+            ..Options::new(0, 0)
+        };
+        let mut search = Dpor::new(&m, options).expect("bounds DPOR takes");
+        search.run(|_| {});
+        let found: Vec<&str> = search.discoveries().keys().copied().collect();
+        assert!(search.discoveries().contains_key(property), "{property} not broken: {found:?}, {:?}", search.counts());
+        println!("{property} broken after {:?}", search.counts());
+    };
+    caught(|b| b.skip_session_table = true, 1, 3, vec![1, 0], "exactly once");
+    caught(|b| b.read_without_quorum = true, 2, 4, vec![1, 1, 0], "linearizable");
 }
