@@ -98,8 +98,13 @@ enum Command {
         /// other than each state's first choice along a run, until a round
         /// leaves nothing out (that round is the whole search). Finds bugs
         /// that need few deviations early; costs the repeated rounds.
-        #[arg(long, requires = "dpor")]
+        #[arg(long, requires = "dpor", conflicts_with = "unreduced")]
         rounds: bool,
+        /// With --dpor: the depth-first search and the search in rounds
+        /// side by side, a thread each; the first to end decides (each is
+        /// exhaustive alone; bugs differ in which finds them sooner).
+        #[arg(long, requires = "dpor", conflicts_with_all = ["unreduced", "rounds"])]
+        portfolio: bool,
     },
     /// Seeded random walks through the model (stateright's simulation
     /// checker), for depths exhaustive search cannot reach. A violated
@@ -289,6 +294,7 @@ fn main() {
             unreduced,
             no_inert_rule,
             rounds,
+            portfolio,
         } => {
             let budget = memory_budget(max_memory);
             if dpor {
@@ -310,7 +316,7 @@ fn main() {
                 options.reduce = !unreduced;
                 options.inert_rule = !no_inert_rule;
                 options.rounds = rounds;
-                exit_if(dpor_search(config, options));
+                exit_if(dpor_search(config, options, portfolio));
                 return;
             }
             if let Some(reduce) = reduce {
@@ -619,37 +625,42 @@ fn report_discoveries(
 }
 
 /// `check --dpor` ([`raftkv_models::dpor`]), reported as `own_search`
-/// reports. Whether an "always" property failed.
-fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bool {
-    use raftkv_models::dpor::Dpor;
+/// reports: one search, or with `portfolio` two side by side
+/// ([`raftkv_models::dpor::portfolio`]). Whether an "always" property
+/// failed.
+fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options, portfolio: bool) -> bool {
+    use raftkv_models::dpor::{Counts, Dpor, Outcome};
     use raftkv_models::search::Stopped;
     let interrupted = interrupt_flag();
     println!("checking {config:?}");
-    let how = if options.reduce { "DPOR (source sets and sleep sets)" } else { "every interleaving (DPOR off)" };
+    let how = match (options.reduce, options.rounds, portfolio) {
+        (false, ..) => "every interleaving (DPOR off)",
+        (true, _, true) => "DPOR (source sets and sleep sets), depth-first and in rounds side by side, a thread each",
+        (true, true, false) => "DPOR (source sets and sleep sets) in rounds of increasing deviations",
+        (true, false, false) => "DPOR (source sets and sleep sets)",
+    };
     println!(
-        "{how}: timeouts per server {:?}, per client {:?}, runs of at most {} actions, one thread (--threads is for \
-         the other searches)",
+        "{how}: timeouts per server {:?}, per client {:?}, runs of at most {} actions",
         options.server_timeouts, options.client_timeouts, options.max_depth
     );
-    let rounds = options.rounds;
     let m = model(config);
-    let mut search = match Dpor::new(&m, options) {
-        Ok(search) => search.interrupt_on(interrupted),
-        Err(why) => {
-            eprintln!("error: {why}");
-            std::process::exit(2);
+    let started = Instant::now();
+    let last_print = std::sync::Mutex::new(Instant::now());
+    let name = |rounds: bool, c: &Counts| {
+        if rounds {
+            format!("in rounds (round {}, ≤ {} deviations)", c.rounds, c.rounds.saturating_sub(1))
+        } else {
+            "depth-first".to_owned()
         }
     };
-    let started = Instant::now();
-    let mut last_print = Instant::now();
-    search.run(|c| {
-        if last_print.elapsed().as_secs() >= 10 {
-            last_print = Instant::now();
-            let round =
-                if rounds { format!("round {} (≤ {} deviations), ", c.rounds, c.rounds - 1) } else { String::new() };
+    let progress = |c: &Counts, rounds: bool| {
+        let mut last = last_print.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed().as_secs() >= 10 {
+            *last = Instant::now();
             println!(
-                "{:>6.0} s: {round}{} states, {} maximal runs, {} sleep-blocked, {} backtracks, {}",
+                "{:>6.0} s: {}: {} states, {} maximal runs, {} sleep-blocked, {} backtracks, {}",
                 started.elapsed().as_secs_f64(),
+                name(rounds, c),
                 c.states,
                 c.maximal,
                 c.sleep_blocked,
@@ -657,30 +668,56 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
                 memory("VmRSS", "RSS"),
             );
         }
-    });
-    let c = search.counts();
+    };
+    let outcomes: Vec<Outcome> = if portfolio {
+        match raftkv_models::dpor::portfolio(&m, &options, interrupted, &progress) {
+            Ok(outcomes) => outcomes.into(),
+            Err(why) => {
+                eprintln!("error: {why}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        let rounds = options.rounds;
+        let mut search = match Dpor::new(&m, options) {
+            Ok(search) => search.interrupt_on(interrupted),
+            Err(why) => {
+                eprintln!("error: {why}");
+                std::process::exit(2);
+            }
+        };
+        search.run(|c| progress(c, rounds));
+        let discoveries = search.discoveries().clone();
+        vec![Outcome { rounds, counts: search.counts(), stopped: search.stopped(), discoveries }]
+    };
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "done: {} states, {} maximal runs, {} sleep-blocked, {} backtracks, {} pairs of concurrent server states, \
-         {} actions deep, {secs:.1} s, {:.0} states/s, {}",
-        c.states,
-        c.maximal,
-        c.sleep_blocked,
-        c.backtracks,
-        c.pairs,
-        c.max_depth,
-        c.states as f64 / secs.max(1e-9),
-        memory("VmHWM", "peak RSS"),
-    );
-    if rounds {
+    for (i, o) in outcomes.iter().enumerate() {
+        let c = &o.counts;
+        let which = if portfolio { format!("{}: ", name(o.rounds, c)) } else { String::new() };
         println!(
-            "{} rounds (the last took at most {} deviations per run and deferred {} backtrack points)",
-            c.rounds,
-            c.rounds - 1,
-            c.deferred
+            "{}{which}{} states, {} maximal runs, {} sleep-blocked, {} backtracks, {} pairs of concurrent server \
+             states, {} actions deep, {:.0} states/s",
+            if i == 0 { "done: " } else { "  the other, stopped then: " },
+            c.states,
+            c.maximal,
+            c.sleep_blocked,
+            c.backtracks,
+            c.pairs,
+            c.max_depth,
+            c.states as f64 / secs.max(1e-9),
         );
+        if o.rounds {
+            println!(
+                "  {} rounds (the last took at most {} deviations per run and deferred {} backtrack points)",
+                c.rounds,
+                c.rounds.saturating_sub(1),
+                c.deferred
+            );
+        }
     }
-    match (search.stopped(), c.capped) {
+    println!("{secs:.1} s, {}", memory("VmHWM", "peak RSS"));
+    let first = &outcomes[0];
+    match (first.stopped, first.counts.capped) {
         (None, 0) => println!("every run within the bounds explored (one interleaving per class)"),
         (None, capped) => println!("NOT exhaustive: {capped} runs reached the cap on their length"),
         (Some(Stopped::AllDiscovered), _) => println!("stopped: every property has its discovery"),
@@ -694,7 +731,14 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options) -> bo
             println!("STOPPED by Ctrl-C or SIGTERM: NOT exhaustive; the verdicts are for the runs explored")
         }
     }
-    report_discoveries(&m, search.discoveries(), "")
+    // Every discovery is a real run, whichever search made it.
+    let mut discoveries = first.discoveries.clone();
+    for o in &outcomes[1..] {
+        for (name, path) in &o.discoveries {
+            discoveries.entry(name).or_insert_with(|| path.clone());
+        }
+    }
+    report_discoveries(&m, &discoveries, "")
 }
 
 /// The flag our searches stop on (`interrupt_on`), set by Ctrl-C or
