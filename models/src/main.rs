@@ -645,7 +645,9 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options, portf
     );
     let m = model(config);
     let started = Instant::now();
-    let last_print = std::sync::Mutex::new(Instant::now());
+    // When the last line was printed, and each search's latest counts
+    // (depth-first, in rounds), so that a line shows both of a portfolio.
+    let latest = std::sync::Mutex::new((Instant::now(), [None, None]));
     let name = |rounds: bool, c: &Counts| {
         if rounds {
             format!("in rounds (round {}, ≤ {} deviations)", c.rounds, c.rounds.saturating_sub(1))
@@ -654,19 +656,26 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options, portf
         }
     };
     let progress = |c: &Counts, rounds: bool| {
-        let mut last = last_print.lock().unwrap_or_else(|e| e.into_inner());
-        if last.elapsed().as_secs() >= 10 {
-            *last = Instant::now();
-            println!(
-                "{:>6.0} s: {}: {} states, {} maximal runs, {} sleep-blocked, {} backtracks, {}",
-                started.elapsed().as_secs_f64(),
-                name(rounds, c),
-                c.states,
-                c.maximal,
-                c.sleep_blocked,
-                c.backtracks,
-                memory("VmRSS", "RSS"),
-            );
+        let mut latest = latest.lock().unwrap_or_else(|e| e.into_inner());
+        let (last_print, counts) = &mut *latest;
+        counts[usize::from(rounds)] = Some(*c);
+        if last_print.elapsed().as_secs() >= 10 {
+            *last_print = Instant::now();
+            let searches: Vec<String> = [false, true]
+                .into_iter()
+                .filter_map(|r| counts[usize::from(r)].map(|c| (r, c)))
+                .map(|(r, c)| {
+                    format!(
+                        "{}: {} states, {} maximal runs, {} sleep-blocked, {} backtracks",
+                        name(r, &c),
+                        c.states,
+                        c.maximal,
+                        c.sleep_blocked,
+                        c.backtracks
+                    )
+                })
+                .collect();
+            println!("{:>6.0} s: {}; {}", started.elapsed().as_secs_f64(), searches.join("; "), memory("VmRSS", "RSS"));
         }
     };
     let outcomes: Vec<Outcome> = if portfolio {

@@ -243,10 +243,11 @@ fn dpor_catches_bugs_b_and_f_with_two_clients_and_a_crash() {
 /// ([`portfolio`]: depth-first and in rounds of increasing deviations) at
 /// the configuration: 3 servers, 2 clients, a server crash, the
 /// ordered network. (c) `read_without_quorum`: a leader answers reads
-/// without confirming with a quorum that it still leads, so a deposed one
-/// answers from stale state. (d) `read_before_noop`: a new leader answers a read before its
-/// no-op commits. (e) `skip_session_table`: a retry the leader appends
-/// again after applying the original. Depth-first finds (d) within
+/// without confirming with a quorum that it still leads, so a deposed
+/// one answers from stale state. (d) `read_before_noop`: a new leader
+/// answers a read before its no-op commits. (e) `skip_session_table`: the
+/// leader appends a client's retry a second time, and both copies apply.
+/// Depth-first finds (d) within
 /// seconds and neither (c) nor (e) in 10 minutes; the rounds find (c) and
 /// (e) within a minute and (d) in 9 (specs/models.md). Which search wins
 /// depends on the threads' timing; that the bug is found does not.
