@@ -1081,8 +1081,8 @@ pub struct Outcome {
     /// The search in rounds ([`Options::rounds`]), or in plain depth-first order.
     pub rounds: bool,
     pub counts: Counts,
-    /// As [`Dpor::stopped`]; [`Stopped::Interrupted`] for the search
-    /// that the other's end stopped.
+    /// As [`Dpor::stopped`]; [`Stopped::Outrun`] for the search that
+    /// the other's end stopped.
     pub stopped: Option<Stopped>,
     /// As [`Dpor::discoveries`].
     pub discoveries: BTreeMap<&'static str, Vec<RaftAction>>,
@@ -1149,8 +1149,11 @@ pub fn portfolio(
                 Err(RecvTimeoutError::Disconnected) => unreachable!("each search sends before it ends"),
             }
         }
-        let second = outcomes.pop().expect("two outcomes");
+        let mut second = outcomes.pop().expect("two outcomes");
         let first = outcomes.pop().expect("two outcomes");
+        if second.stopped == Some(Stopped::Interrupted) && !stop.load(Ordering::Relaxed) {
+            second.stopped = Some(Stopped::Outrun);
+        }
         Ok([first, second])
     })
 }

@@ -588,6 +588,7 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         Some(Stopped::Interrupted) => {
             println!("STOPPED by Ctrl-C or SIGTERM: {not_exhaustive}; the verdicts are for the states visited")
         }
+        Some(Stopped::Outrun) => println!("stopped: another search ended first ({not_exhaustive})"),
     }
     let shortest = if search.iterative { ", a shortest" } else { "" };
     report_discoveries(&m, &discoveries, shortest)
@@ -739,6 +740,7 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options, portf
         (Some(Stopped::Interrupted), _) => {
             println!("STOPPED by Ctrl-C or SIGTERM: NOT exhaustive; the verdicts are for the runs explored")
         }
+        (Some(Stopped::Outrun), _) => println!("stopped: the other search ended first (NOT exhaustive)"),
     }
     // Every discovery is a real run, whichever search made it.
     let mut discoveries = first.discoveries.clone();

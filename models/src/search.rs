@@ -159,6 +159,9 @@ pub enum Stopped {
     MemoryBudget { rss_bytes: u64 },
     /// The flag of [`Search::interrupt_on`] was set (Ctrl-C).
     Interrupted,
+    /// The other search of a DPOR portfolio ended first
+    /// ([`crate::dpor::portfolio`]).
+    Outrun,
 }
 
 /// Counters, for the progress lines, the report and the tests.

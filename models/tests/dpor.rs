@@ -272,6 +272,9 @@ fn dpor_portfolio_catches_bugs_c_d_and_e_with_two_clients_and_a_crash() {
         let [first, other] = portfolio(&m, &options, &never, &|_, _| {}).expect("bounds DPOR takes");
         assert_eq!(first.stopped, Some(Stopped::FirstFailure), "{property}: {first:?}");
         assert!(first.discoveries.contains_key(property), "{property} not broken: {first:?}");
+        // The other was stopped by the first's end, unless it broke the
+        // property too before it looked.
+        assert!(matches!(other.stopped, Some(Stopped::Outrun | Stopped::FirstFailure)), "{:?}", other.stopped);
         let winner = if first.rounds { "in rounds" } else { "depth-first" };
         println!("{property} broken {winner} after {:?} (the other stopped after {:?})", first.counts, other.counts);
     };
