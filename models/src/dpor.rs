@@ -507,6 +507,16 @@ impl<'a> Dpor<'a> {
         &self.discoveries
     }
 
+    /// What the search ended with, for [`portfolio`] and the report.
+    pub fn into_outcome(self) -> Outcome {
+        Outcome {
+            rounds: self.options.rounds,
+            counts: self.counts,
+            stopped: self.stopped,
+            discoveries: self.discoveries,
+        }
+    }
+
     /// `None` if the search explored everything within its bounds (see
     /// also [`Counts::capped`]).
     pub fn stopped(&self) -> Option<Stopped> {
@@ -1118,12 +1128,7 @@ pub fn portfolio(
                 let searched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let mut search = Dpor::new(model, options).expect("bounds judged above").interrupt_on(ended);
                     search.run(|c| progress(c, rounds));
-                    Outcome {
-                        rounds,
-                        counts: search.counts(),
-                        stopped: search.stopped(),
-                        discoveries: std::mem::take(&mut search.discoveries),
-                    }
+                    search.into_outcome()
                 }));
                 // The receiver waits for both; it is gone only if the caller is.
                 let _ = tx.send(searched);

@@ -679,27 +679,20 @@ fn dpor_search(config: ModelConfig, options: raftkv_models::dpor::Options, portf
             println!("{:>6.0} s: {}; {}", started.elapsed().as_secs_f64(), searches.join("; "), memory("VmRSS", "RSS"));
         }
     };
-    let outcomes: Vec<Outcome> = if portfolio {
-        match raftkv_models::dpor::portfolio(&m, &options, interrupted, &progress) {
-            Ok(outcomes) => outcomes.into(),
-            Err(why) => {
-                eprintln!("error: {why}");
-                std::process::exit(2);
-            }
-        }
+    let searched: Result<Vec<Outcome>, String> = if portfolio {
+        raftkv_models::dpor::portfolio(&m, &options, interrupted, &progress).map(Vec::from)
     } else {
         let rounds = options.rounds;
-        let mut search = match Dpor::new(&m, options) {
-            Ok(search) => search.interrupt_on(interrupted),
-            Err(why) => {
-                eprintln!("error: {why}");
-                std::process::exit(2);
-            }
-        };
-        search.run(|c| progress(c, rounds));
-        let discoveries = search.discoveries().clone();
-        vec![Outcome { rounds, counts: search.counts(), stopped: search.stopped(), discoveries }]
+        Dpor::new(&m, options).map(|search| {
+            let mut search = search.interrupt_on(interrupted);
+            search.run(|c| progress(c, rounds));
+            vec![search.into_outcome()]
+        })
     };
+    let outcomes = searched.unwrap_or_else(|why| {
+        eprintln!("error: {why}");
+        std::process::exit(2)
+    });
     let secs = started.elapsed().as_secs_f64();
     for (i, o) in outcomes.iter().enumerate() {
         let c = &o.counts;

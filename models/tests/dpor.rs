@@ -204,6 +204,24 @@ fn dpor_catches_a_retry_applied_twice() {
     println!("bug (e) after {:?}", search.counts());
 }
 
+/// The issue's configuration (3 servers, 2 clients, one crash that only
+/// a server takes, the ordered network) with `bugs`, terms up to `term`
+/// and logs up to `log` entries.
+fn at_issue_configuration(bugs: fn(&mut raftkv::raft::InjectedBugs), term: u64, log: usize) -> RaftModel {
+    let mut config = ModelConfig {
+        clients: 2,
+        max_crashes: 1,
+        clients_crash: false,
+        network: Delivery::Ordered,
+        max_term: term,
+        max_log: log,
+        max_in_flight: usize::MAX,
+        ..ModelConfig::ci()
+    };
+    bugs(&mut config.bugs);
+    model(config)
+}
+
 /// Bugs (b) and (f) by DPOR at the issue's configuration: 3 servers, 2
 /// clients, a server crash (ordered network, one timeout per server, no
 /// client retry). (f) `vote_before_persist`: a server that votes, crashes
@@ -216,18 +234,7 @@ fn dpor_catches_a_retry_applied_twice() {
 #[test]
 fn dpor_catches_bugs_b_and_f_with_two_clients_and_a_crash() {
     let caught = |bugs: fn(&mut raftkv::raft::InjectedBugs), term, property| {
-        let mut config = ModelConfig {
-            clients: 2,
-            max_crashes: 1,
-            clients_crash: false,
-            network: Delivery::Ordered,
-            max_term: term,
-            max_log: 1,
-            max_in_flight: usize::MAX,
-            ..ModelConfig::ci()
-        };
-        bugs(&mut config.bugs);
-        let m = model(config);
+        let m = at_issue_configuration(bugs, term, 1);
         let mut search =
             Dpor::new(&m, Options { first_failure: true, ..Options::new(1, 0) }).expect("bounds DPOR takes");
         search.run(|_| {});
@@ -254,18 +261,7 @@ fn dpor_catches_bugs_b_and_f_with_two_clients_and_a_crash() {
 #[test]
 fn dpor_portfolio_catches_bugs_c_d_and_e_with_two_clients_and_a_crash() {
     let caught = |bugs: fn(&mut raftkv::raft::InjectedBugs), (term, log), timeouts: (Vec<u32>, Vec<u32>), property| {
-        let mut config = ModelConfig {
-            clients: 2,
-            max_crashes: 1,
-            clients_crash: false,
-            network: Delivery::Ordered,
-            max_term: term,
-            max_log: log,
-            max_in_flight: usize::MAX,
-            ..ModelConfig::ci()
-        };
-        bugs(&mut config.bugs);
-        let m = model(config);
+        let m = at_issue_configuration(bugs, term, log);
         let (server_timeouts, client_timeouts) = timeouts;
         let options = Options { first_failure: true, server_timeouts, client_timeouts, ..Options::new(0, 0) };
         let never = AtomicBool::new(false);
