@@ -22,7 +22,9 @@
 //!   yet durable. The batches to persist it hands to the persist thread,
 //!   except on a follower whose persist thread is idle: there it writes
 //!   them itself and steps [`ServerInput::Persisted`] at once
-//!   ([`RuntimeConfig::followers_write_inline`]).
+//!   ([`RuntimeConfig::followers_write_inline`]). A leader's batches wait
+//!   for the next AppendEntries with entries to one follower, so that the
+//!   leader writes once per round trip ([`super::pacing`]).
 //! - The **persist thread** takes every batch queued while it was busy,
 //!   writes them all with one [`RaftStorage::write`] (one fsync: group
 //!   commit), and reports the last batch's number to the inbox. It never
@@ -59,6 +61,7 @@
 //! way, its ticket key serving as its [`AdminId`].
 
 use super::handoff::{BoundedChannel, Inbox, PushError, Ticket, Waiters};
+use super::pacing::{self, LeaderWrites, Pass};
 use super::storage::{RaftStorage, StorageError};
 use crate::kv::directory::{self, Directory};
 use crate::kv::{AdminId, AdminOp, AdminReply, AdminRequest};
@@ -557,6 +560,7 @@ fn node_loop(
     // The last batch reported durable, and the last handed to the persist
     // thread.
     let (mut reported, mut handed) = (0, 0);
+    let mut leader_writes = LeaderWrites::default();
     loop {
         let timeout = clock.next.saturating_duration_since(Instant::now());
         let inboxed = shared.inbox.wait(config.max_events_per_batch, Some(timeout));
@@ -591,8 +595,16 @@ fn node_loop(
                 }
             }
         }
-        let mut outputs =
-            Outputs { shared, counters, send, waiting: &mut waiting, persists: Vec::new(), directory_touched: false };
+        let ticked = inputs.iter().any(|i| matches!(i, ServerInput::Tick));
+        let mut outputs = Outputs {
+            shared,
+            counters,
+            send,
+            waiting: &mut waiting,
+            persists: Vec::new(),
+            appends_to: Vec::new(),
+            directory_touched: false,
+        };
         for input in inputs {
             if lease_reads && matches!(input, ServerInput::Client(_)) {
                 // A Get may be answered under the lease: count every tick
@@ -607,12 +619,26 @@ fn node_loop(
                 return;
             }
         }
+        // A leader's batches wait for its pacer's AppendEntries (see
+        // `pacing`); anyone else's go on at once.
+        let node = server.node();
+        let mut followers = node.membership().voters;
+        followers.remove(node.id());
+        outputs.persists = leader_writes.pass(Pass {
+            leading: node.role() == Role::Leader,
+            followers,
+            ticked,
+            appends_to: &outputs.appends_to,
+            batches: std::mem::take(&mut outputs.persists),
+        });
         // The step's batches. A follower whose persist thread is idle
         // writes them itself and steps on at once: its acknowledgement
         // leaves without two thread hand-offs (to the persist thread and
         // back), and what arrives meanwhile waits in the inbox for the next
         // write (group commit). A leader hands them over, so that it goes on
         // stepping (replicating, committing, answering) during its fsync.
+        // The leader holds back nothing else: batches reach the disk in
+        // order whenever they go.
         while !outputs.persists.is_empty() {
             let persists = std::mem::take(&mut outputs.persists);
             let last = persists.last().map_or(0, |p| p.number);
@@ -663,6 +689,10 @@ fn node_loop(
         drop(known);
         if inboxed.closed {
             // Let the persist thread drain what was handed over, then stop.
+            let held = leader_writes.drain();
+            if !held.is_empty() && shared.batches.send(ToDisk::Batches(held)).is_err() {
+                return;
+            }
             shared.batches.close();
             return;
         }
@@ -677,6 +707,8 @@ struct Outputs<'a> {
     send: &'a SendToPeer,
     waiting: &'a mut HashMap<(ClientId, u64), Vec<u64>>,
     persists: Vec<Persist<Command>>,
+    /// The followers AppendEntries with entries left for, in order.
+    appends_to: Vec<NodeId>,
     directory_touched: bool,
 }
 
@@ -687,6 +719,7 @@ impl Outputs<'_> {
     fn carry_out(&mut self, out: ServerOutput) -> Result<(), ()> {
         self.directory_touched |= directory::touched(&out);
         self.persists.extend(out.persist);
+        self.appends_to.extend(pacing::appends_with_entries(&out.messages));
         for envelope in out.messages {
             (self.send)(envelope);
         }
