@@ -83,12 +83,14 @@ fn configs() -> Vec<(ModelConfig, Options)> {
 /// can be reversed only when both events are at one actor
 /// (`careless_reversal`), and a quiet-delivery rule that lets an answer
 /// commute with an event sending on the same channel (`careless_quiet`).
-/// The reduced search runs in both orders
+/// In rounds of increasing deviations the union of the rounds must match
+/// too, and rounds that miscount what they deferred (`careless_rounds`)
+/// must miss runs. The reduced search runs in both orders
 /// ([`Order`]): it must be exhaustive whichever run it takes first.
 #[test]
 fn dpor_reaches_what_every_interleaving_reaches_and_the_check_catches_a_broken_race_check() {
     let (mut reduced_total, mut full_total, mut caught, mut careless_caught) = (0, 0, 0, 0);
-    let (mut careless_reversal_caught, mut careless_quiet_caught) = (0, 0);
+    let (mut careless_reversal_caught, mut careless_quiet_caught, mut careless_rounds_caught) = (0, 0, 0);
     for (config, options) in configs() {
         let m = model(config.clone());
         let full = search(&m, Options { reduce: false, ..options.clone() });
@@ -121,6 +123,17 @@ fn dpor_reaches_what_every_interleaving_reaches_and_the_check_catches_a_broken_r
         assert_eq!(rounds.local, full.local, "states of each actor, {at}");
         assert_eq!(rounds.discovered, full.discovered, "properties discovered, {at}");
         println!("{at}: {:?}", rounds.counts);
+        // Rounds that miscount what they deferred, and so end early: the
+        // comparison with every interleaving must notice the runs never
+        // explored.
+        let careless = search(&m, Options { rounds: true, careless_rounds: true, ..options.clone() });
+        let missed = full.maximal.keys().filter(|fp| !careless.maximal.contains_key(fp)).count();
+        println!(
+            "{at}, miscounting the deferred: {missed} of {} maximal states missed in {} rounds",
+            full.maximal.len(),
+            careless.counts.rounds
+        );
+        careless_rounds_caught += usize::from(missed > 0 || careless.local != full.local);
         reduced_total += reduced.counts.states;
         full_total += full.counts.states;
         // 1 if an unsound variant trips the search's assertion or the
@@ -144,6 +157,11 @@ fn dpor_reaches_what_every_interleaving_reaches_and_the_check_catches_a_broken_r
     assert!(careless_reversal_caught > 0, "judging reversibility only at the same actor went unnoticed");
     println!("a careless quiet rule caught on {careless_quiet_caught} of {} configurations", configs().len());
     assert!(careless_quiet_caught > 0, "a quiet delivery commuting with sends on its channels went unnoticed");
+    println!(
+        "rounds that miscount the deferred caught on {careless_rounds_caught} of {} configurations",
+        configs().len()
+    );
+    assert!(careless_rounds_caught > 0, "rounds that end before the search does went unnoticed");
 }
 
 /// `cargo test`'s exhaustive check that reaches a read served by the
