@@ -21,7 +21,8 @@ the stretch of the trace from the client's request `sendto` to the
                                                      the connection's task)
   reply sent -> client reads it
 
-Prints the median and 90th percentile of each over every Put found.
+Prints the median and 90th percentile of each over every Put found, and
+its mean over the slowest 1% of the Puts (where the tail comes from).
 
   put_timeline.py SCRIPT TIDS LEADER_PID CLIENT_PID
 SCRIPT is `perf script`'s text; TIDS lines are "pid tid comm" (from
@@ -130,11 +131,17 @@ def main():
         note("whole Put, traced", reply[1] - request[0])
     if puts == 0:
         sys.exit("no complete Put found in the trace")
-    print(f"{puts} Puts traced; microseconds, median and 90th percentile")
+    # Where the tail comes from: each stage's mean over the slowest 1% of
+    # the Puts (by the whole Put; each stage list holds one value per Put,
+    # in the same order).
+    whole = stages["whole Put, traced"]
+    tail = sorted(range(puts), key=lambda i: whole[i])[-max(1, puts // 100) :]
+    print(f"{puts} Puts traced; microseconds: median, 90th percentile, mean over the slowest {len(tail)}")
     for name, values in stages.items():
-        values.sort()
+        slow = statistics.mean(values[i] for i in tail)
+        values = sorted(values)
         p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
-        print(f"  {name:<42} {statistics.median(values):8.0f} {p90:8.0f}")
+        print(f"  {name:<42} {statistics.median(values):8.0f} {p90:8.0f} {slow:8.0f}")
 
 
 if __name__ == "__main__":
