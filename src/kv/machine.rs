@@ -28,7 +28,7 @@ pub const MAX_SESSIONS: usize = 100_000;
 /// bound evicts the one whose last command is oldest, and `forgotten` keeps
 /// the highest such index among evicted sessions. A command from a client
 /// without a session is executed (opening one) only if its seq is above
-/// `forgotten`; otherwise it is refused as [`Applied::expired`], never
+/// `forgotten`; otherwise it is refused ([`ServiceError::SessionExpired`]), never
 /// executed. That is safe because clerks number their commands above an
 /// index they have seen committed (`Clerk::born`), so every command
 /// sits in the log at an index at least its seq: a retry of a command whose

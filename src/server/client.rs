@@ -499,7 +499,7 @@ pub const LEARNED_SERVERS_MAX: usize = 16;
 /// One operation at a time. Connections are opened lazily, one per server,
 /// and dropped after any timeout or I/O error, so a late reply on them can
 /// never be taken for the reply to a later request. A redirect to an
-/// address it was not given adds that server ([`RemoteClerk::learn`]).
+/// address it was not given adds that server (`RemoteClerk::learn`).
 pub struct RemoteClerk {
     clerk: Clerk,
     /// Client address of server `i` at index `i`.

@@ -32,7 +32,7 @@ use std::time::Duration;
 pub struct ServerOptions {
     pub cluster: ClusterConfig,
     pub id: NodeId,
-    /// Holds the Raft state ([`storage::open_dir`](super::storage::open_dir));
+    /// Holds the Raft state ([`super::storage::open_dir`]);
     /// created if missing.
     pub data_dir: PathBuf,
     /// Start outside the configuration even if `id` is an initial voter

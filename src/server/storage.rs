@@ -160,7 +160,7 @@ pub enum StorageError {
     /// entry following the last stored one. The Raft core never asks for
     /// this; nothing of the batch was written.
     Gap { path: PathBuf, from: LogIndex, last_index: LogIndex },
-    /// A write-ahead log segment ([`WalStorage`](super::wal::WalStorage))
+    /// A write-ahead log segment ([`super::wal::WalStorage`])
     /// is damaged or missing at `offset` (0: the file as a whole).
     CorruptWal { path: PathBuf, offset: u64, reason: String },
     /// Another handle, in this process or another, has the storage open.
