@@ -45,8 +45,10 @@
 //! `progress` (what a leader knows of each follower), `durability` (which
 //! batches are durable, so how much of the log is stable), [`lease`] (the
 //! leader lease for reads without a round), [`ready`]
-//! (inputs, outputs and the persistence contract) and `node` (the
-//! transitions).
+//! (inputs, outputs and the persistence contract), `node` (the
+//! transitions) and [`pacing`] (when a runtime hands a leader's batches to
+//! its disk: a policy over the contract's outputs, shared by the server and
+//! the simulator).
 
 pub mod config;
 mod durability;
@@ -54,6 +56,7 @@ pub mod lease;
 mod log;
 pub mod membership;
 mod node;
+pub mod pacing;
 mod progress;
 pub mod ready;
 pub mod types;

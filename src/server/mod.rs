@@ -13,8 +13,6 @@
 //! - [`node`]: the two threads that run a [`crate::kv::KvServer`] and carry
 //!   out its outputs under the persistence contract: send and answer at
 //!   once, persist in groups (one fsync), report durability back.
-//! - [`pacing`]: when a leader hands its own log to the disk (in step with
-//!   one follower's AppendEntries, so once per round trip).
 //! - [`peer`]: the peer transport: Raft envelopes over TCP as wire frames.
 //! - [`link`]: when a peer connection is dead and when to redial, as pure
 //!   state machines the transport follows (tested in simulated time).
@@ -66,7 +64,6 @@ pub mod metrics;
 pub mod nemesis;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod node;
-pub mod pacing;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod peer;
 #[cfg(feature = "runtime")]

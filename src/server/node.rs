@@ -24,7 +24,7 @@
 //!   them itself and steps [`ServerInput::Persisted`] at once
 //!   ([`RuntimeConfig::followers_write_inline`]). A leader's batches wait
 //!   for the next AppendEntries with entries to one follower, so that the
-//!   leader writes once per round trip ([`super::pacing`]).
+//!   leader writes once per round trip ([`crate::raft::pacing`]).
 //! - The **persist thread** takes every batch queued while it was busy,
 //!   writes them all with one [`RaftStorage::write`] (one fsync: group
 //!   commit), and reports the last batch's number to the inbox. It never
@@ -61,11 +61,11 @@
 //! way, its ticket key serving as its [`AdminId`].
 
 use super::handoff::{BoundedChannel, Inbox, PushError, Ticket, Waiters};
-use super::pacing::{self, LeaderWrites, Pass};
 use super::storage::{RaftStorage, StorageError};
 use crate::kv::directory::{self, Directory};
 use crate::kv::{AdminId, AdminOp, AdminReply, AdminRequest};
 use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput, ServerOutput, SnapshotJob};
+use crate::raft::pacing::{self, LeaderWrites, Pass};
 use crate::raft::types::MAX_NODES;
 use crate::raft::{Envelope, LogIndex, Membership, NodeId, Persist, Role, Snapshot, Term};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -31,8 +31,8 @@
 //! tick with batches held (a bound on the delay when no entries are being
 //! sent at all); and beyond [`MAX_HELD_BATCHES`].
 
-use crate::raft::types::{Envelope, Message, NodeId};
-use crate::raft::{NodeSet, Persist};
+use super::types::{Envelope, Message, NodeId};
+use super::{NodeSet, Persist};
 
 /// At most this many batches wait for the pacer; more go to the disk at
 /// once.
