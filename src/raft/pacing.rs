@@ -102,27 +102,30 @@ impl<C> LeaderWrites<C> {
         }
         let more_than_entries =
             pass.batches.iter().any(|b| b.hard_state.is_some() || b.snapshot.is_some() || b.compact.is_some());
-        self.held.extend(pass.batches);
         let timed_out = pass.ticked && std::mem::replace(&mut self.held_over_a_tick, false);
-        if pass.ticked && !self.held.is_empty() {
-            self.held_over_a_tick = true;
-        }
         let release = paced
             || timed_out
             || more_than_entries
             || !pass.leading
             || followers == 0
-            || self.held.len() > MAX_HELD_BATCHES;
+            || self.held.len() + pass.batches.len() > MAX_HELD_BATCHES;
         if !pass.leading {
             self.pacer = None;
             self.to_others = 0;
         }
         if release {
             self.held_over_a_tick = false;
-            std::mem::take(&mut self.held)
-        } else {
-            Vec::new()
+            if self.held.is_empty() {
+                return pass.batches; // nothing held: no copy (a follower's every step)
+            }
+            self.held.extend(pass.batches);
+            return std::mem::take(&mut self.held);
         }
+        self.held.extend(pass.batches);
+        if pass.ticked && !self.held.is_empty() {
+            self.held_over_a_tick = true;
+        }
+        Vec::new()
     }
 
     /// Every batch held, for a node that stops.

@@ -348,6 +348,8 @@ struct SimServer {
     /// join `unsynced`, as in the server's runtime ([`pacing`]); lost in a
     /// crash.
     leader_writes: LeaderWrites<Command>,
+    /// Scratch: the followers a step's AppendEntries with entries go to.
+    appends_to: Vec<NodeId>,
     /// A `DiskSync` is scheduled for this incarnation.
     syncing: bool,
     incarnation: u32,
@@ -419,6 +421,7 @@ impl Sim {
                     storage: MemStorage::default(),
                     unsynced: Vec::new(),
                     leader_writes: LeaderWrites::default(),
+                    appends_to: Vec::new(),
                     syncing: false,
                     incarnation: 0,
                     tick_us: config.tick_us,
@@ -875,9 +878,11 @@ impl Sim {
             }
             batches.push(batch);
         }
-        let appends_to: Vec<NodeId> = pacing::appends_with_entries(&out.messages).collect();
+        s.appends_to.clear();
+        s.appends_to.extend(pacing::appends_with_entries(&out.messages));
         let leading = role == Role::Leader;
-        s.unsynced.extend(s.leader_writes.pass(Pass { leading, followers, ticked, appends_to: &appends_to, batches }));
+        let release = s.leader_writes.pass(Pass { leading, followers, ticked, appends_to: &s.appends_to, batches });
+        s.unsynced.extend(release);
         let sync_needed = !s.unsynced.is_empty() && !s.syncing;
         if result.is_ok() && role == Role::Leader && led != Some(term) {
             result = checker.on_elected(id, term);
