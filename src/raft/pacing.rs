@@ -26,10 +26,13 @@
 //! when the node is not a leader, has no follower, or a batch carries more
 //! than log entries (a term and vote, a snapshot, a compaction); when the
 //! pacer falls silent (more than two AppendEntries with entries for each
-//! other follower, with none for it), the follower
-//! that got the last one becomes the pacer and the batches go; after a
-//! tick with batches held (a bound on the delay when no entries are being
-//! sent at all); and beyond [`MAX_HELD_BATCHES`].
+//! other follower, with none for it), the follower that got the last one
+//! becomes the pacer and the batches go; after a tick with batches held (a
+//! bound on the delay when no entries are being sent at all); and beyond
+//! [`MAX_HELD_BATCHES`].
+//!
+//! Both runtimes use it: the server's node thread after each wake-up's
+//! steps (`server::node`), the simulator after each step (`sim`).
 
 use super::types::{Envelope, Message, NodeId};
 use super::{NodeSet, Persist};
@@ -38,7 +41,8 @@ use super::{NodeSet, Persist};
 /// once.
 pub const MAX_HELD_BATCHES: usize = 1024;
 
-/// What the node thread knows after a pass of steps (see the module docs).
+/// What a runtime knows after a pass of steps: the server's node thread
+/// steps every event of one wake-up, the simulator one event.
 pub struct Pass<'a, C> {
     /// The node leads its term.
     pub leading: bool,
