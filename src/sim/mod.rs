@@ -6,9 +6,9 @@
 //! ([`network`]). Each server has a disk that takes a while: the batches a
 //! server hands out queue up (a leader's once its pacer is sent entries, as
 //! in the server's runtime: [`pacing`]), one simulated fsync writes all of
-//! them (group commit), and the report of it ([`ServerInput::Persisted`]) arrives a
-//! little later, so a crash can fall before a batch is written or after it
-//! is written but before the server knows. Servers restart from exactly what
+//! them (group commit), and the report of it ([`ServerInput::Persisted`])
+//! arrives a little later, so a crash can fall before a batch is written or
+//! after it is written but before the server knows. Servers restart from exactly what
 //! reached the disk ([`MemStorage`]), as after a power cut.
 //! All randomness comes from one seed (after the choices of
 //! [`SimConfig::script`], if any: the `cluster` fuzz target's bytes), so a
