@@ -888,7 +888,11 @@ async fn the_launcher_restarts_a_node_that_dies_while_the_others_serve() {
     // Served without node 1, through node 0 or 2 (whichever leads).
     let mut clerk = RemoteClerk::new(1 << 41, clients.clone(), 0, Duration::from_millis(500));
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    clerk.run(Op::Put { key: "k".into(), value: "while node 1 was down".into() }, deadline).await.unwrap();
+    let put = clerk.run(Op::Put { key: "k".into(), value: "while node 1 was down".into() }, deadline).await;
+    if let Err(e) = put {
+        let log = std::fs::read_to_string(&out).unwrap_or_default();
+        panic!("the Put while node 1 was down failed: {e:?}; the launcher's output:\n{log}");
+    }
     until("node 1 runs again, as a new process", || async { pid_of(1).await.is_some_and(|p| p != victim) }).await;
     // Node 1 catches up: its own applied index reaches the leader's commit.
     let leader_commit =
