@@ -34,8 +34,8 @@
 //! Both runtimes use it: the server's node thread after each wake-up's
 //! steps (`server::node`), the simulator after each step (`sim`).
 
-use super::types::{Envelope, Message, NodeId};
-use super::{NodeSet, Persist};
+use super::types::{Envelope, Message, NodeId, Role};
+use super::{CommandBytes, NodeSet, Persist, RaftNode};
 
 /// At most this many batches wait for the pacer; more go to the disk at
 /// once.
@@ -55,6 +55,17 @@ pub struct Pass<'a, C> {
     pub appends_to: &'a [NodeId],
     /// The pass's batches, in order.
     pub batches: Vec<Persist<C>>,
+}
+
+impl<'a, C: Clone + CommandBytes> Pass<'a, C> {
+    /// The pass that brought `node` where it is now: its role and voters
+    /// after the steps, whether a tick was among them, where AppendEntries
+    /// with entries went and the batches to persist.
+    pub fn after(node: &RaftNode<C>, ticked: bool, appends_to: &'a [NodeId], batches: Vec<Persist<C>>) -> Self {
+        let mut followers = node.membership().voters;
+        followers.remove(node.id());
+        Pass { leading: node.role() == Role::Leader, followers, ticked, appends_to, batches }
+    }
 }
 
 /// The leader's batches waiting for the pacer, and who the pacer is.

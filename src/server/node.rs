@@ -621,16 +621,8 @@ fn node_loop(
         }
         // A leader's batches wait for its pacer's AppendEntries (see
         // `pacing`); anyone else's go on at once.
-        let node = server.node();
-        let mut followers = node.membership().voters;
-        followers.remove(node.id());
-        outputs.persists = leader_writes.pass(Pass {
-            leading: node.role() == Role::Leader,
-            followers,
-            ticked,
-            appends_to: &outputs.appends_to,
-            batches: std::mem::take(&mut outputs.persists),
-        });
+        let batches = std::mem::take(&mut outputs.persists);
+        outputs.persists = leader_writes.pass(Pass::after(server.node(), ticked, &outputs.appends_to, batches));
         // The step's batches. A follower whose persist thread is idle
         // writes them itself and steps on at once: its acknowledgement
         // leaves without two thread hand-offs (to the persist thread and

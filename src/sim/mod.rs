@@ -8,8 +8,8 @@
 //! in the server's runtime: [`pacing`]), one simulated fsync writes all of
 //! them (group commit), and the report of it ([`ServerInput::Persisted`])
 //! arrives a little later, so a crash can fall before a batch is written or
-//! after it is written but before the server knows. Servers restart from exactly what
-//! reached the disk ([`MemStorage`]), as after a power cut.
+//! after it is written but before the server knows. Servers restart from
+//! exactly what reached the disk ([`MemStorage`]), as after a power cut.
 //! All randomness comes from one seed (after the choices of
 //! [`SimConfig::script`], if any: the `cluster` fuzz target's bytes), so a
 //! seed replays a run step for step. The simulator does no I/O: a readable
@@ -852,8 +852,6 @@ impl Sim {
         let ticked = matches!(input, ServerInput::Tick);
         let out: ServerOutput = server.step(input);
         let node = server.node();
-        let mut followers = node.membership().voters;
-        followers.remove(id);
         let leased = node.reads_by_lease() - leased_before;
         self.stats.reads_by_lease += leased;
         let (role, term, commit) = (node.role(), node.term(), node.commit_index());
@@ -880,8 +878,7 @@ impl Sim {
         }
         s.appends_to.clear();
         s.appends_to.extend(pacing::appends_with_entries(&out.messages));
-        let leading = role == Role::Leader;
-        let release = s.leader_writes.pass(Pass { leading, followers, ticked, appends_to: &s.appends_to, batches });
+        let release = s.leader_writes.pass(Pass::after(node, ticked, &s.appends_to, batches));
         s.unsynced.extend(release);
         let sync_needed = !s.unsynced.is_empty() && !s.syncing;
         if result.is_ok() && role == Role::Leader && led != Some(term) {
