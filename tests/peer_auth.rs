@@ -7,6 +7,7 @@
 
 use raftkv::kv::Command;
 use raftkv::raft::{Envelope, Message, NodeId};
+use raftkv::server::node::Sending;
 use raftkv::server::peer::{Deliver, PeerConfig, PeerTransport};
 use raftkv::server::tempdir::TempDir;
 use raftkv::server::tls::{self, NodeTls};
@@ -108,9 +109,11 @@ async fn tls_peers_exchange_messages_both_ways() {
     let a_addr = free_addr();
     let (b, mut at_b) = start(1, "127.0.0.1:0".parse().unwrap(), &[(0, a_addr)], certs.path()).await;
     let (a, mut at_a) = start(0, a_addr, &[(1, b.local_addr())], certs.path()).await;
+    // Asked for at once, as an idle node thread does: over TLS the writer
+    // sends them anyway.
     for term in 1..=20 {
-        a.sender().send(heartbeat(0, 1, term));
-        b.sender().send(heartbeat(1, 0, 100 + term));
+        a.sender().send(heartbeat(0, 1, term), Sending::AtOnce);
+        b.sender().send(heartbeat(1, 0, 100 + term), Sending::AtOnce);
     }
     for term in 1..=20 {
         assert_eq!(tokio::time::timeout(WAIT, at_b.recv()).await.unwrap().unwrap(), heartbeat(0, 1, term));
@@ -192,7 +195,7 @@ async fn a_dialler_sends_nothing_to_a_node_that_is_not_the_peer_it_meant() {
     // Node 2 listens where node 0 believes node 1 is.
     let (impostor, mut at_impostor) = start(2, "127.0.0.1:0".parse().unwrap(), &[(0, a_addr)], certs.path()).await;
     let (a, _at_a) = start(0, a_addr, &[(1, impostor.local_addr())], certs.path()).await;
-    a.sender().send(heartbeat(0, 1, 1));
+    a.sender().send(heartbeat(0, 1, 1), Sending::AtOnce);
     wait_until("node 0 refused the impostor's certificate twice", || a.stats().handshake_failures >= 2).await;
     assert_eq!((a.stats().connections_out, a.stats().sent), (0, 0));
     assert_eq!(impostor.stats().frames_in, 0);

@@ -531,6 +531,8 @@ pub struct Inboxed<E> {
     pub durable: u64,
     /// The inbox was closed: no more events will come.
     pub closed: bool,
+    /// The node thread found nothing waiting and slept until this came.
+    pub slept: bool,
 }
 
 /// The node thread's inbox: a bounded queue of events plus the highest
@@ -640,7 +642,8 @@ impl<E> Inbox<E> {
     pub fn wait(&self, max: usize, timeout: Option<std::time::Duration>) -> Inboxed<E> {
         let mut s = lock(&self.state);
         let ready = |s: &InboxState<E>| !s.events.is_empty() || s.durable > s.durable_taken || s.closed;
-        if !ready(&s) {
+        let slept = !ready(&s);
+        if slept {
             match timeout {
                 None => {
                     while !ready(&s) {
@@ -661,7 +664,7 @@ impl<E> Inbox<E> {
         let take = s.events.len().min(max.max(1));
         let events = s.events.drain(..take).collect();
         s.durable_taken = s.durable;
-        Inboxed { events, durable: s.durable, closed: s.closed }
+        Inboxed { events, durable: s.durable, closed: s.closed, slept }
     }
 
     /// Events queued and not taken yet.
@@ -797,7 +800,7 @@ mod tests {
         inbox.push_report(9).unwrap();
         assert_eq!(inbox.len(), 3);
         let got = inbox.wait(1, None);
-        assert_eq!(got, Inboxed { events: vec![1], durable: 4, closed: false });
+        assert_eq!(got, Inboxed { events: vec![1], durable: 4, closed: false, slept: false });
         assert_eq!(inbox.wait(8, None).events, vec![2, 9]);
         // Nothing new: a timed wait returns empty.
         let got = inbox.wait(8, Some(Duration::from_millis(1)));

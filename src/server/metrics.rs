@@ -128,6 +128,11 @@ pub fn render(sources: &Sources) -> String {
         "Heartbeats and their echoes that took the place of a queued one they supersede, which was never sent",
         ConstCounter::new(transport.superseded),
     );
+    registry.register(
+        "peer_messages_written_at_once",
+        "Messages the node thread wrote to an idle peer connection itself, not through the connection's writer",
+        ConstCounter::new(transport.written_at_once),
+    );
 
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");

@@ -14,6 +14,8 @@
 //!   out its outputs under the persistence contract: send and answer at
 //!   once, persist in groups (one fsync), report durability back.
 //! - [`peer`]: the peer transport: Raft envelopes over TCP as wire frames.
+//! - `outbox` (private to it): one peer's outbound queue, and the node
+//!   thread's writes at once when it has nothing else to do.
 //! - [`link`]: when a peer connection is dead and when to redial, as pure
 //!   state machines the transport follows (tested in simulated time).
 //! - [`config`]: the cluster configuration file.
@@ -64,6 +66,8 @@ pub mod metrics;
 pub mod nemesis;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod node;
+#[cfg(all(feature = "runtime", not(loom)))]
+mod outbox;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub mod peer;
 #[cfg(feature = "runtime")]

@@ -111,7 +111,20 @@ impl Default for RuntimeConfig {
 
 /// Sends a message to a peer without blocking (the transport drops it when
 /// it cannot keep up).
-pub type SendToPeer = Arc<dyn Fn(Envelope<Command>) + Send + Sync>;
+pub type SendToPeer = Arc<dyn Fn(Envelope<Command>, Sending) + Send + Sync>;
+
+/// How the node thread wants a message sent: the transport may take either
+/// as `Queued` (the peer transport does, on a TLS connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sending {
+    /// Handed to the transport's writer, batched with whatever else waits:
+    /// under load, one write per batch instead of one per message.
+    Queued,
+    /// Written on the node thread itself if the connection is idle: when
+    /// the node thread has nothing else to do, this saves the message a
+    /// thread hand-off (see `server::outbox`).
+    AtOnce,
+}
 
 /// Told once when the node stops on its own, after it stopped. The server
 /// binary exits there; tests record it.
@@ -570,6 +583,7 @@ fn node_loop(
             inputs.push(ServerInput::Persisted(reported));
         }
         inputs.extend((0..clock.due()).map(|_| ServerInput::Tick));
+        let woken_by = inboxed.events.len();
         for event in inboxed.events {
             match event {
                 Event::Peer(envelope) => inputs.push(ServerInput::Peer(envelope)),
@@ -596,10 +610,17 @@ fn node_loop(
             }
         }
         let ticked = inputs.iter().any(|i| matches!(i, ServerInput::Tick));
+        // Woken from sleep by one event, the node thread has nothing else to
+        // do: it writes this round's messages to idle connections itself
+        // (`server::outbox`), after its own batches have gone to the disk.
+        // Busier, it hands them to the transport's writers, which batch.
+        let quiet = inboxed.slept && woken_by <= 1;
         let mut outputs = Outputs {
             shared,
             counters,
             send,
+            sending: if quiet { Sending::AtOnce } else { Sending::Queued },
+            held: Vec::new(),
             waiting: &mut waiting,
             persists: Vec::new(),
             appends_to: Vec::new(),
@@ -657,6 +678,9 @@ fn node_loop(
                 return;
             }
         }
+        for envelope in outputs.held.drain(..) {
+            send(envelope, Sending::AtOnce);
+        }
         counters.reads_by_lease.store(server.node().reads_by_lease(), Ordering::Relaxed);
         if outputs.directory_touched {
             directory.send_if_modified(|known| {
@@ -697,6 +721,10 @@ struct Outputs<'a> {
     shared: &'a Shared,
     counters: &'a Counters,
     send: &'a SendToPeer,
+    /// How this round's messages go out: `AtOnce` ones wait in `held`
+    /// until the round's batches are on their way to the disk.
+    sending: Sending,
+    held: Vec<Envelope<Command>>,
     waiting: &'a mut HashMap<(ClientId, u64), Vec<u64>>,
     persists: Vec<Persist<Command>>,
     /// The followers AppendEntries with entries left for, in order.
@@ -712,8 +740,9 @@ impl Outputs<'_> {
         self.directory_touched |= directory::touched(&out);
         self.persists.extend(out.persist);
         self.appends_to.extend(pacing::appends_with_entries(&out.messages));
-        for envelope in out.messages {
-            (self.send)(envelope);
+        match self.sending {
+            Sending::Queued => out.messages.into_iter().for_each(|envelope| (self.send)(envelope, Sending::Queued)),
+            Sending::AtOnce => self.held.extend(out.messages),
         }
         self.counters.applied.fetch_add(out.applied.len() as u64, Ordering::Relaxed);
         if let Some(job) = out.snapshot {
@@ -895,7 +924,7 @@ mod tests {
         let server = KvServer::restart(config, durable).unwrap();
         let send: SendToPeer = {
             let wire = wire.clone();
-            Arc::new(move |envelope: Envelope<Command>| {
+            Arc::new(move |envelope: Envelope<Command>, _| {
                 let to = usize::from(envelope.to);
                 if let Some(Some(handle)) = wire.lock().unwrap().get(to) {
                     handle.deliver(envelope);
@@ -1033,7 +1062,8 @@ mod tests {
         // A lone member of a 3-node cluster: it never leads, so a request
         // would be refused; stop it with a ticket outstanding instead.
         let server = KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), DurableState::default()).unwrap();
-        let node = NodeRuntime::start(server, Box::new(storage), Arc::new(|_| {}), runtime_config(), Arc::new(|_| {}));
+        let node =
+            NodeRuntime::start(server, Box::new(storage), Arc::new(|_, _| {}), runtime_config(), Arc::new(|_| {}));
         let handle = node.handle().clone();
         let ticket = handle.submit(Command { client: 1, seq: 1, op: Op::Get { key: "k".into() } }).unwrap();
         node.shutdown().unwrap();
@@ -1122,7 +1152,7 @@ mod tests {
 
     #[test]
     fn a_storage_error_stops_the_node_loudly() {
-        let (node, rx) = lone_node(1, Box::new(BrokenDisk { panic: false }), Arc::new(|_| {}));
+        let (node, rx) = lone_node(1, Box::new(BrokenDisk { panic: false }), Arc::new(|_, _| {}));
         let report = fatal(&rx);
         assert!(report.contains("storage failed") && report.contains("broken-disk"), "{report}");
         assert!(matches!(assert_stopped(node), NodeFailure::Storage(_)));
@@ -1131,7 +1161,7 @@ mod tests {
 
     #[test]
     fn a_panic_in_the_persist_thread_stops_the_node_loudly() {
-        let (node, rx) = lone_node(1, Box::new(BrokenDisk { panic: true }), Arc::new(|_| {}));
+        let (node, rx) = lone_node(1, Box::new(BrokenDisk { panic: true }), Arc::new(|_, _| {}));
         let report = fatal(&rx);
         assert!(report.contains("raftkv-persist-0") && report.contains("the disk caught fire"), "{report}");
         match assert_stopped(node) {
@@ -1158,7 +1188,7 @@ mod tests {
                     KvServer::restart(ServerConfig::new(Config::new(0, 3, 0)), DurableState::default()).unwrap();
                 let config = RuntimeConfig { followers_write_inline: inline, ..runtime_config() };
                 let node =
-                    NodeRuntime::start(server, Box::new(BrokenDisk { panic }), Arc::new(|_| {}), config, on_fatal);
+                    NodeRuntime::start(server, Box::new(BrokenDisk { panic }), Arc::new(|_, _| {}), config, on_fatal);
                 // A leader of term 1: the follower must make the term durable.
                 let append =
                     Message::Append { term: 1, prev_index: 0, prev_term: 0, entries: vec![], commit: 0, read_round: 0 };
@@ -1175,7 +1205,7 @@ mod tests {
     #[test]
     fn a_panic_in_the_node_thread_stops_the_node_loudly() {
         // Node 0 of three, alone: its first message (a PreVote) panics.
-        let send: SendToPeer = Arc::new(|_| panic!("the network caught fire"));
+        let send: SendToPeer = Arc::new(|_, _| panic!("the network caught fire"));
         let (node, rx) = lone_node(3, Box::new(NullDisk), send);
         let report = fatal(&rx);
         assert!(report.contains("raftkv-node-0") && report.contains("the network caught fire"), "{report}");

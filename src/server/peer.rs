@@ -41,12 +41,14 @@
 //! ends them all and waits for them, and dropping it aborts them.
 
 use super::link::{AckPacer, Liveness, Redial, ACK};
+use super::node::Sending;
+use super::outbox::{PeerQueue, Pushed, Work};
 use super::tls::{self, BoxStream, NodeTls};
 use crate::kv::Command;
 use crate::raft::{Envelope, NodeId};
 use crate::wire::{self, DecodeError, Limits};
 use bytes::BufMut;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -192,6 +194,9 @@ pub struct PeerStats {
     /// Written to a connection (handed to the kernel: a connection that
     /// breaks afterwards may still lose them).
     pub sent: u64,
+    /// Of those, how many the sending thread wrote itself, the connection
+    /// being idle ([`Sending::AtOnce`]); counted in `queued` too.
+    pub written_at_once: u64,
     /// Dropped from a full queue, oldest first, to make room for a newer
     /// envelope (Raft's newer messages supersede older ones).
     pub dropped_full: u64,
@@ -262,6 +267,7 @@ impl LinkCounters {
 #[derive(Debug, Default)]
 struct Counters {
     queued: AtomicU64,
+    written_at_once: AtomicU64,
     superseded: AtomicU64,
     dropped_full: AtomicU64,
     dropped_misaddressed: AtomicU64,
@@ -289,6 +295,7 @@ impl Counters {
         let (sent, frames_in) = peers.totals();
         PeerStats {
             queued: get(&self.queued),
+            written_at_once: get(&self.written_at_once),
             superseded: get(&self.superseded),
             sent,
             dropped_full: get(&self.dropped_full),
@@ -577,77 +584,6 @@ pub struct PeerSender {
     counters: Arc<Counters>,
 }
 
-/// One peer's outbound envelopes: bounded, and a full queue drops its
-/// *oldest* envelope. After a link has been down, what is worth sending is
-/// the newest: a later heartbeat carries a later commit index, a later
-/// append or vote request supersedes an earlier one.
-struct PeerQueue {
-    items: Mutex<VecDeque<Envelope<Command>>>,
-    capacity: usize,
-    /// Wakes the writer; a notification with no writer waiting is kept.
-    ready: Notify,
-    closed: AtomicBool,
-}
-
-enum Pushed {
-    Queued,
-    /// Took the place of the queued envelope it supersedes.
-    Superseded,
-    /// Queued, and the oldest envelope dropped to make room.
-    DroppedOldest,
-    Closed,
-}
-
-impl PeerQueue {
-    fn new(capacity: usize) -> PeerQueue {
-        PeerQueue { items: Mutex::new(VecDeque::new()), capacity, ready: Notify::new(), closed: AtomicBool::new(false) }
-    }
-
-    fn push(&self, envelope: Envelope<Command>) -> Pushed {
-        if self.closed.load(Ordering::Relaxed) {
-            return Pushed::Closed;
-        }
-        let dropped = {
-            let mut items = lock(&self.items);
-            if let Some(last) = items.back_mut().filter(|last| envelope.message.supersedes(&last.message)) {
-                // Not written yet, and worth nothing beside the new one
-                // (`Message::supersedes`): a heartbeat per read otherwise.
-                *last = envelope;
-                return Pushed::Superseded;
-            }
-            let dropped = items.len() >= self.capacity && items.pop_front().is_some();
-            items.push_back(envelope);
-            dropped
-        };
-        self.ready.notify_one();
-        if dropped {
-            Pushed::DroppedOldest
-        } else {
-            Pushed::Queued
-        }
-    }
-
-    fn pop(&self) -> Option<Envelope<Command>> {
-        lock(&self.items).pop_front()
-    }
-
-    /// The next envelope, waiting for one.
-    async fn next(&self) -> Envelope<Command> {
-        loop {
-            if let Some(envelope) = self.pop() {
-                return envelope;
-            }
-            self.ready.notified().await;
-        }
-    }
-
-    /// Refuses every later push and drops what is queued.
-    fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        lock(&self.items).clear();
-    }
-}
-
 impl fmt::Debug for PeerSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerSender").field("id", &self.peers.me).field("peers", &self.peers).finish()
@@ -661,18 +597,21 @@ impl PeerSender {
     }
 
     /// Queues `envelope` for `envelope.to` (dropping that queue's oldest
-    /// envelope when it is full), or drops it when the peer is not in the
-    /// current book or the transport has stopped; every drop is counted in
-    /// [`PeerStats`].
+    /// envelope when it is full), or with [`Sending::AtOnce`] writes it on
+    /// this thread if the connection is idle (see `server::outbox`), or
+    /// drops it when the peer is not in the current book or the transport
+    /// has stopped; every drop is counted in [`PeerStats`].
     ///
     /// Sending to this node itself, or with a `from` other than this node,
     /// is a bug in the caller: it fails a `debug_assert` and is dropped.
-    pub fn send(&self, envelope: Envelope<Command>) {
+    pub fn send(&self, envelope: Envelope<Command>, sending: Sending) {
         let me = self.peers.me;
         debug_assert_ne!(envelope.to, me, "node {me} sent a message to itself");
         debug_assert_eq!(envelope.from, me, "node {me} sent a message as node {}", envelope.from);
         // The push happens under the read lock: it only takes the queue's
-        // own short lock, and a `set` waits for it at most that long.
+        // own short lock (and at most one non-blocking write), and a `set`
+        // waits for it at most that long.
+        let peer_id = envelope.to;
         let table = self.peers.read();
         let peer = match table.peers.get(&envelope.to) {
             Some(peer) if peer.is_member() && envelope.from == me => peer,
@@ -681,8 +620,17 @@ impl PeerSender {
                 return bump(&self.counters.dropped_misaddressed, 1);
             }
         };
-        match peer.queue.push(envelope) {
+        match peer.queue.push(envelope, sending) {
             Pushed::Queued => bump(&self.counters.queued, 1),
+            Pushed::Written => {
+                bump(&self.counters.queued, 1);
+                bump(&self.counters.written_at_once, 1);
+                bump(&peer.link.sent, 1);
+            }
+            Pushed::Unencodable(error) => {
+                bump(&self.counters.dropped_encode, 1);
+                warn!(node = me, peer = peer_id, %error, "dropping an envelope the wire cannot carry");
+            }
             Pushed::Superseded => {
                 bump(&self.counters.queued, 1);
                 bump(&self.counters.superseded, 1);
@@ -915,7 +863,7 @@ enum Dropped {
     /// The book gave the peer a new address; this envelope, taken from
     /// the queue before the move was seen, goes first on the new
     /// connection.
-    Moved(Envelope<Command>),
+    Moved(Option<Envelope<Command>>),
 }
 
 /// Waits until the peer's address changes (forever if it no longer can:
@@ -934,13 +882,22 @@ impl Writer {
         let mut redial = Redial::new(self.backoff_min, self.backoff_max);
         let mut carried = None;
         loop {
-            // Connect only when there is something to send.
+            // Connect only when there is something to send (unconnected,
+            // nothing is written at once, so the work is a queued envelope).
             let first = match carried.take() {
                 Some(envelope) => envelope,
-                None => queue.next().await,
+                None => match queue.next(false).await.first {
+                    Some(envelope) => envelope,
+                    None => continue,
+                },
             };
-            let stream = self.connect(&mut redial, &mut addr).await;
-            match self.serve(stream, first, &queue, &mut buf, &mut redial, &mut addr).await {
+            let (stream, direct) = self.connect(&mut redial, &mut addr).await;
+            queue.connected(direct, self.limits);
+            let dropped = self.serve(stream, first, &queue, &mut buf, &mut redial, &mut addr).await;
+            if queue.disconnected() {
+                self.dropped(1); // the unwritten end of a frame written at once
+            }
+            match dropped {
                 Dropped::Broken => {}
                 Dropped::Silent => {
                     bump(&self.counters.connections_silent, 1);
@@ -957,7 +914,7 @@ impl Writer {
                     debug!(node = self.me, peer = self.peer, "peer moved; dropped the connection to its old address");
                     // The backoff was earned by the old address.
                     redial.healthy();
-                    carried = Some(envelope);
+                    carried = envelope;
                 }
             }
         }
@@ -965,7 +922,13 @@ impl Writer {
 
     /// Connects (and with TLS, completes the handshake) to the peer's
     /// current address, pausing before each attempt as [`Redial`] says.
-    async fn connect(&self, redial: &mut Redial, to: &mut watch::Receiver<SocketAddr>) -> BoxStream {
+    /// Without TLS, also returns a duplicate of the socket for the node
+    /// thread's writes at once (`server::outbox`).
+    async fn connect(
+        &self,
+        redial: &mut Redial,
+        to: &mut watch::Receiver<SocketAddr>,
+    ) -> (BoxStream, Option<std::net::TcpStream>) {
         loop {
             let pause = redial.pause();
             if !pause.is_zero() {
@@ -982,6 +945,7 @@ impl Writer {
             let error = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     set_backstops(&stream, self.silence_max);
+                    let direct = if self.tls.is_none() { duplicate(&stream) } else { None };
                     let stream = match self.handshake(stream).await {
                         Ok(stream) => stream,
                         Err(error) => {
@@ -1004,7 +968,7 @@ impl Writer {
                     } else {
                         debug!(node = self.me, peer = self.peer, addr = %addr, "connected to peer again");
                     }
-                    return stream;
+                    return (stream, direct);
                 }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no answer within {:?}", self.connect_timeout),
@@ -1047,10 +1011,10 @@ impl Writer {
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut live = Liveness::new(self.silence_max);
         let mut acks = [0u8; 64];
-        let mut next = Some(first);
+        let mut next = Some(Work { leftover: Vec::new(), first: Some(first), wrote: None });
         loop {
-            let first = match next.take() {
-                Some(envelope) => envelope,
+            let work = match next.take() {
+                Some(work) => work,
                 None => tokio::select! {
                     biased;
                     read = rd.read(&mut acks) => {
@@ -1060,18 +1024,31 @@ impl Writer {
                         continue;
                     }
                     () = until(live.deadline()) => return Dropped::Silent,
-                    envelope = queue.next() => envelope,
+                    work = queue.next(live.deadline().is_some()) => work,
                 },
             };
+            if let Some(at) = work.wrote {
+                // The node thread wrote at once: count the silence from then.
+                live.wrote(at);
+            }
+            if work.leftover.is_empty() && work.first.is_none() {
+                continue;
+            }
             if to.has_changed().unwrap_or(false) {
-                return Dropped::Moved(first);
+                if !work.leftover.is_empty() {
+                    self.dropped(1); // the end of a frame for the old connection
+                }
+                return Dropped::Moved(work.first);
             }
 
-            // One batch: everything already queued, up to WRITE_BATCH_BYTES
-            // (plus the last frame).
+            // One batch: the end of a frame written at once, then
+            // everything already queued, up to WRITE_BATCH_BYTES (plus the
+            // last frame).
             buf.clear();
+            buf.extend_from_slice(&work.leftover);
+            let leftover = !work.leftover.is_empty();
             let mut batch = 0u64;
-            let mut envelope = Some(first);
+            let mut envelope = work.first;
             while let Some(e) = envelope.take() {
                 match wire::encode_into(&e, &self.limits, buf) {
                     Ok(()) => batch += 1,
@@ -1084,7 +1061,7 @@ impl Writer {
                     envelope = queue.pop();
                 }
             }
-            if batch == 0 {
+            if batch == 0 && !leftover {
                 continue;
             }
             live.wrote(Instant::now());
@@ -1103,7 +1080,7 @@ impl Writer {
                             }
                         }
                         () = until(live.deadline()) => {
-                            self.dropped(batch);
+                            self.dropped(batch + u64::from(leftover));
                             return Dropped::Silent;
                         }
                     }
@@ -1117,7 +1094,7 @@ impl Writer {
                     bump(&self.link.sent, batch);
                 }
                 Err(error) => {
-                    self.dropped(batch);
+                    self.dropped(batch + u64::from(leftover));
                     if let Some(e) = error {
                         warn!(node = self.me, peer = self.peer, error = %e, lost = batch, "write to peer failed; reconnecting");
                     }
@@ -1165,6 +1142,16 @@ impl Writer {
         }
         false
     }
+}
+
+/// A duplicate of a plain TCP connection's socket, for writes at once from
+/// the node thread: same connection, non-blocking like tokio's. `None` if
+/// the descriptor cannot be duplicated (then everything is queued).
+fn duplicate(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let socket = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned().ok()?);
+    socket.set_nonblocking(true).ok()?;
+    Some(socket)
 }
 
 /// Sleeps until `deadline`, or forever if there is none.
@@ -1592,10 +1579,10 @@ mod tests {
 
         let (to_b, to_a) = (a.sender(), b.sender());
         for term in 1..=20 {
-            to_b.send(heartbeat(0, 1, term));
-            to_a.send(heartbeat(1, 0, 100 + term));
+            to_b.send(heartbeat(0, 1, term), Sending::Queued);
+            to_a.send(heartbeat(1, 0, 100 + term), Sending::Queued);
         }
-        to_b.send(append(0, 1, 3, "k", 10));
+        to_b.send(append(0, 1, 3, "k", 10), Sending::Queued);
         // One connection per direction: each side sees its peer's order.
         for term in 1..=20 {
             assert_eq!(next(&mut at_b).await, heartbeat(0, 1, term));
@@ -1658,6 +1645,17 @@ mod tests {
     /// until a write had stalled for 5 s.
     #[tokio::test]
     async fn a_connection_that_goes_silent_is_dropped_and_redialled() {
+        a_silent_connection_is_redialled(Sending::Queued).await;
+    }
+
+    /// Also when nothing but the node thread's writes at once went on it
+    /// (the writer never wrote a batch there to start its silence clock).
+    #[tokio::test]
+    async fn a_connection_written_only_at_once_that_goes_silent_is_dropped_and_redialled() {
+        a_silent_connection_is_redialled(Sending::AtOnce).await;
+    }
+
+    async fn a_silent_connection_is_redialled(sending: Sending) {
         let (deliver_b, mut at_b) = collector();
         let b = PeerTransport::start(config(1, any_port(), &[(0, free_addr())]), deliver_b).await.unwrap();
         let (pause, paused) = tokio::sync::watch::channel(false);
@@ -1665,15 +1663,25 @@ mod tests {
         let (deliver_a, _at_a) = collector();
         let a = PeerTransport::start(config(0, any_port(), &[(1, relay)]), deliver_a).await.unwrap();
         let to_b = a.sender();
-        to_b.send(heartbeat(0, 1, 1));
+        to_b.send(heartbeat(0, 1, 1), Sending::Queued);
         assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 1));
         wait_until("the first ack arrived", || a.stats().acks_in > 0).await;
+
+        if sending == Sending::AtOnce {
+            let mut term = 100;
+            wait_until("a heartbeat was written at once", || {
+                term += 1;
+                to_b.send(heartbeat(0, 1, term), sending);
+                a.stats().written_at_once > 0
+            })
+            .await;
+        }
 
         pause.send(true).unwrap();
         let mut term = 1;
         wait_until("the writer gave up on the silent connection and redialled", || {
             term += 1;
-            to_b.send(heartbeat(0, 1, term)); // as a leader heartbeats
+            to_b.send(heartbeat(0, 1, term), sending); // as a leader heartbeats
             let stats = a.stats();
             stats.connections_silent >= 1 && stats.connections_out >= 2
         })
@@ -1683,7 +1691,7 @@ mod tests {
         let after = term + 1_000;
         let mut heard = false;
         wait_until("a heartbeat sent after the relay resumed arrived", || {
-            to_b.send(heartbeat(0, 1, after));
+            to_b.send(heartbeat(0, 1, after), sending);
             while let Ok(envelope) = at_b.try_recv() {
                 heard |= envelope == heartbeat(0, 1, after);
             }
@@ -1702,7 +1710,7 @@ mod tests {
         cfg.backoff_min = Duration::from_millis(5);
         cfg.backoff_max = Duration::from_millis(40);
         let a = PeerTransport::start(cfg, deliver_a).await.unwrap();
-        a.sender().send(heartbeat(0, 1, 7));
+        a.sender().send(heartbeat(0, 1, 7), Sending::Queued);
         wait_until("node 0 failed to connect twice", || a.stats().connect_failures >= 2).await;
         assert_eq!(a.stats().sent, 0);
 
@@ -1710,7 +1718,7 @@ mod tests {
         let b = PeerTransport::start(config(1, b_addr, &[(0, a.local_addr())]), deliver_b).await.unwrap();
         assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 7));
         assert_eq!(a.stats().connections_out, 1);
-        b.sender().send(heartbeat(1, 0, 8));
+        b.sender().send(heartbeat(1, 0, 8), Sending::Queued);
         assert_eq!(next(&mut at_a).await, heartbeat(1, 0, 8));
 
         // The peer restarts: the writer notices, reconnects and sends again.
@@ -1722,7 +1730,7 @@ mod tests {
         // A send may be lost in a connection the writer has not yet seen
         // closed; Raft would resend, and so does the test.
         let got = loop {
-            sender.send(heartbeat(0, 1, term));
+            sender.send(heartbeat(0, 1, term), Sending::Queued);
             if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), at_b.recv()).await {
                 break got.unwrap();
             }
@@ -1743,9 +1751,9 @@ mod tests {
         cfg.limits.key_bytes_max = 4;
         let a = PeerTransport::start(cfg, deliver).await.unwrap();
         let sender = a.sender();
-        sender.send(append(0, 1, 1, "too long", 1));
+        sender.send(append(0, 1, 1, "too long", 1), Sending::Queued);
         for term in 1..=200 {
-            sender.send(heartbeat(0, 1, term));
+            sender.send(heartbeat(0, 1, term), Sending::Queued);
         }
         let (mut stream, _) = tokio::time::timeout(WAIT, peer.accept()).await.unwrap().unwrap();
         let mut buf = Vec::new();
@@ -1756,7 +1764,7 @@ mod tests {
         assert_eq!((stats.queued, stats.sent, stats.dropped_encode), (201, 200, 1));
 
         // Unknown peers are dropped and counted.
-        sender.send(heartbeat(0, 9, 1));
+        sender.send(heartbeat(0, 9, 1), Sending::Queued);
         assert_eq!(a.stats().dropped_misaddressed, 1);
         a.shutdown().await;
         assert_closed(&mut stream).await;
@@ -1852,46 +1860,6 @@ mod tests {
         a.shutdown().await;
     }
 
-    #[test]
-    fn a_queued_heartbeat_or_echo_is_replaced_by_one_that_supersedes_it() {
-        let beat = |term, commit, read_round| Envelope {
-            from: 0,
-            to: 1,
-            message: Message::<Command>::Heartbeat { term, commit, read_round },
-        };
-        let echo =
-            |term, read_round| Envelope { from: 0, to: 1, message: Message::HeartbeatReply { term, read_round } };
-        let queue = PeerQueue::new(8);
-        let pushed: Vec<Pushed> = [
-            beat(2, 5, 1),
-            beat(2, 5, 2), // a later round: replaces it
-            beat(2, 6, 3), // a later commit too: replaces it
-            beat(2, 5, 4), // a lower commit: a heartbeat of its own
-            beat(3, 6, 5), // another term: likewise
-            append(0, 1, 1, "k", 1),
-            beat(3, 6, 6), // not behind the append's back: queued
-            echo(3, 6),    // another kind
-            echo(3, 7),
-            echo(3, 6), // an older round: queued
-        ]
-        .into_iter()
-        .map(|e| queue.push(e))
-        .collect();
-        let superseded = pushed.iter().filter(|p| matches!(p, Pushed::Superseded)).count();
-        assert_eq!(superseded, 3);
-        let left: Vec<Envelope<Command>> = std::iter::from_fn(|| queue.pop()).collect();
-        let expected = [
-            beat(2, 6, 3),
-            beat(2, 5, 4),
-            beat(3, 6, 5),
-            append(0, 1, 1, "k", 1),
-            beat(3, 6, 6),
-            echo(3, 7),
-            echo(3, 6),
-        ];
-        assert_eq!(left, expected);
-    }
-
     #[tokio::test]
     async fn a_full_queue_drops_instead_of_blocking() {
         // A peer that accepts (in the kernel's backlog) but never reads.
@@ -1912,7 +1880,7 @@ mod tests {
         // The node thread is a plain std thread, outside tokio.
         let thread = std::thread::spawn(move || {
             for _ in 0..400 {
-                sender.send(big.clone());
+                sender.send(big.clone(), Sending::Queued);
             }
             let _ = done_tx.send(());
         });
@@ -1925,6 +1893,71 @@ mod tests {
         // Shutdown does not wait for the stuck write.
         tokio::time::timeout(WAIT, a.shutdown()).await.expect("shutdown hung on a stuck writer");
         drop(stuck);
+    }
+
+    /// The node thread's writes at once and the writer's batches share one
+    /// connection: a frame the socket took only the start of is finished
+    /// by the writer before anything queued, so the peer reads every frame
+    /// whole and in the order sent, however the two alternate.
+    #[tokio::test]
+    async fn frames_written_at_once_and_queued_arrive_whole_and_in_order() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind(any_port()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let (deliver, _rx) = collector();
+        let mut cfg = config(0, any_port(), &[(1, listener.local_addr().unwrap())]);
+        // This peer never acks: the connection must outlive the test.
+        cfg.silence_max = 3 * WAIT;
+        let a = PeerTransport::start(cfg, deliver).await.unwrap();
+        let sender = a.sender();
+        // Connected and idle: a heartbeat goes out at once.
+        sender.send(heartbeat(0, 1, 1), Sending::Queued);
+        let (mut peer, _) = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_frame(&mut peer, &mut buf).await, heartbeat(0, 1, 1));
+        // Twice: the first write at once wakes the writer (to start its
+        // silence clock); the second finds it waiting and leaves it so.
+        let mut term = 1;
+        while a.stats().written_at_once < 2 {
+            term += 1;
+            sender.send(heartbeat(0, 1, term), Sending::AtOnce);
+            assert_eq!(read_frame(&mut peer, &mut buf).await, heartbeat(0, 1, term));
+            assert!(term < 10_000, "never written at once: {:?}", a.stats());
+        }
+
+        // Then, while the peer reads nothing, appends alternately at once
+        // and queued, numbered by their commit index: the first (3 MiB) is
+        // more than the socket takes, so the writer finishes it, and the
+        // rest (32 to 320 KiB) queue behind it or go at once in turn.
+        let numbered = |i: u64| {
+            let entries = if i == 0 { 96 } else { 1 + (i as usize * 7) % 10 };
+            let mut e = append(0, 1, entries, "k", 32 << 10);
+            if let Message::Append { commit, .. } = &mut e.message {
+                *commit = i;
+            }
+            e
+        };
+        let count = 200;
+        let thread = std::thread::spawn(move || {
+            for i in 0..count {
+                let sending = if i % 2 == 0 { Sending::AtOnce } else { Sending::Queued };
+                sender.send(numbered(i), sending);
+            }
+        });
+        tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap();
+        let number = |e: &Envelope<Command>| match &e.message {
+            Message::Append { commit, .. } => *commit,
+            _ => u64::MAX,
+        };
+        for i in 0..count {
+            let got = read_frame(&mut peer, &mut buf).await;
+            assert!(got == numbered(i), "frame {i}: got the frame numbered {}; {:?}", number(&got), a.stats());
+        }
+        let stats = a.stats();
+        assert_eq!((stats.dropped_full, stats.dropped_write), (0, 0), "{stats:?}");
+        assert!(stats.written_at_once > 1, "{stats:?}");
+        a.shutdown().await;
     }
 
     #[tokio::test]
@@ -1965,7 +1998,7 @@ mod tests {
         let mut heard = false;
         wait_until(what, || {
             term += 1;
-            sender.send(heartbeat(from, to, term));
+            sender.send(heartbeat(from, to, term), Sending::Queued);
             while let Ok(envelope) = rx.try_recv() {
                 let resent = matches!(envelope.message, Message::Heartbeat { term, .. } if term > 1000);
                 heard |= resent && (envelope.from, envelope.to) == (from, to);
@@ -1991,16 +2024,16 @@ mod tests {
 
         // Unknown to node 0: node 1's frames are refused, and node 0
         // cannot send to it.
-        b.sender().send(heartbeat(1, 0, 1));
+        b.sender().send(heartbeat(1, 0, 1), Sending::Queued);
         wait_until("node 0 refused node 1's frame", || a.stats().refused_frames >= 1).await;
         assert!(at_a.try_recv().is_err(), "a frame from an unknown sender was delivered");
-        a.sender().send(heartbeat(0, 1, 2));
+        a.sender().send(heartbeat(0, 1, 2), Sending::Queued);
         assert_eq!((a.stats().dropped_misaddressed, a.stats().queued), (1, 0));
 
         // The entry naming node 0 itself is ignored.
         a.book().set([(0, a.local_addr()), (1, b.local_addr()), (2, other)].into());
         assert_eq!(link_ids(&a), [1, 2]);
-        a.sender().send(heartbeat(0, 1, 3));
+        a.sender().send(heartbeat(0, 1, 3), Sending::Queued);
         assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 3));
         resend_until_delivered("node 0 admits node 1", &b.sender(), (1, 0), &mut at_a).await;
 
@@ -2021,7 +2054,7 @@ mod tests {
         let (deliver_a, _at_a) = collector();
         let a = PeerTransport::start(config(0, any_port(), &[(1, addr1)]), deliver_a).await.unwrap();
         let sender = a.sender();
-        sender.send(heartbeat(0, 1, 1));
+        sender.send(heartbeat(0, 1, 1), Sending::Queued);
         assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 1));
 
         // Node 1 stops, and comes back at another address.
@@ -2038,7 +2071,7 @@ mod tests {
         // address still answers: the live, healthy connection is dropped
         // at once (nothing else would end it: not a break, not a silence)
         // for one to the new address.
-        sender.send(heartbeat(0, 1, 2));
+        sender.send(heartbeat(0, 1, 2), Sending::Queued);
         // After the resends still on their way, which the same connection
         // delivers first.
         while next(&mut at_b).await != heartbeat(0, 1, 2) {}
@@ -2061,18 +2094,18 @@ mod tests {
         let b = PeerTransport::start(config(1, any_port(), &[(0, a_addr)]), deliver_b).await.unwrap();
         let (deliver_a, mut at_a) = collector();
         let a = PeerTransport::start(config(0, a_addr, &[(1, b.local_addr())]), deliver_a).await.unwrap();
-        a.sender().send(heartbeat(0, 1, 1));
-        b.sender().send(heartbeat(1, 0, 2));
+        a.sender().send(heartbeat(0, 1, 1), Sending::Queued);
+        b.sender().send(heartbeat(1, 0, 2), Sending::Queued);
         assert_eq!(next(&mut at_b).await, heartbeat(0, 1, 1));
         assert_eq!(next(&mut at_a).await, heartbeat(1, 0, 2));
 
         a.book().set(BTreeMap::new());
         assert_eq!(link_ids(&a), [] as [NodeId; 0]);
-        a.sender().send(heartbeat(0, 1, 3));
+        a.sender().send(heartbeat(0, 1, 3), Sending::Queued);
         let stats = a.stats();
         assert_eq!((stats.dropped_misaddressed, stats.queued, stats.sent), (1, 1, 1));
         // Its connection, open before the removal, is refused at its next frame.
-        b.sender().send(heartbeat(1, 0, 4));
+        b.sender().send(heartbeat(1, 0, 4), Sending::Queued);
         wait_until("node 0 refused the removed node's frame", || a.stats().refused_frames >= 1).await;
         assert!(at_a.try_recv().is_err(), "a frame from a removed member was delivered");
         assert!(at_b.try_recv().is_err(), "an envelope reached a removed member");
@@ -2101,7 +2134,7 @@ mod tests {
         let mut inbound = connect_raw(a.local_addr()).await;
         inbound.write_all(&frames(&[heartbeat(1, 0, 1)])).await.unwrap();
         assert_eq!(next(&mut rx).await, heartbeat(1, 0, 1));
-        a.sender().send(heartbeat(0, 1, 2));
+        a.sender().send(heartbeat(0, 1, 2), Sending::Queued);
         let (mut outbound, _) = tokio::time::timeout(WAIT, peer.accept()).await.unwrap().unwrap();
         assert_eq!(read_frame(&mut outbound, &mut Vec::new()).await, heartbeat(0, 1, 2));
         (a, inbound, outbound, rx)
@@ -2119,7 +2152,7 @@ mod tests {
         assert_closed(&mut outbound).await;
         // The deliver callback (held by the readers) is gone too.
         assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none());
-        sender.send(heartbeat(0, 1, 3));
+        sender.send(heartbeat(0, 1, 3), Sending::Queued);
         assert_eq!(sender.counters.snapshot(&sender.peers).dropped_closed, 1);
     }
 
@@ -2155,16 +2188,16 @@ mod tests {
     #[cfg_attr(debug_assertions, should_panic(expected = "sent a message to itself"))]
     fn sending_to_itself_is_a_bug() {
         let sender = bare_sender(0);
-        sender.send(heartbeat(0, 0, 1));
+        sender.send(heartbeat(0, 0, 1), Sending::Queued);
         assert_eq!(sender.counters.snapshot(&sender.peers).dropped_misaddressed, 1);
     }
 
     #[test]
     fn sending_to_an_unknown_peer_or_after_stop_drops() {
         let sender = bare_sender(0);
-        sender.send(heartbeat(0, 5, 1));
+        sender.send(heartbeat(0, 5, 1), Sending::Queued);
         sender.close(); // as a shutdown does
-        sender.send(heartbeat(0, 1, 1));
+        sender.send(heartbeat(0, 1, 1), Sending::Queued);
         let stats = sender.counters.snapshot(&sender.peers);
         assert_eq!((stats.dropped_misaddressed, stats.dropped_closed, stats.queued), (1, 1, 0));
     }

@@ -188,10 +188,10 @@ impl Server {
         let sender_slot: Arc<std::sync::OnceLock<super::peer::PeerSender>> = Arc::new(std::sync::OnceLock::new());
         let send: SendToPeer = {
             let slot = sender_slot.clone();
-            Arc::new(move |envelope| {
+            Arc::new(move |envelope, sending| {
                 faults::panic_point(Site::Node); // runs on the node thread
                 if let Some(sender) = slot.get() {
-                    sender.send(envelope);
+                    sender.send(envelope, sending);
                 }
             })
         };
