@@ -176,7 +176,11 @@ impl PeerQueue {
     /// until the writer next waits ([`next`](Self::next)).
     pub(super) fn connected(&self, socket: Option<std::net::TcpStream>, limits: Limits) {
         let mut state = lock(&self.state);
-        state.direct = socket.map(|socket| Direct { socket, limits, idle: false, watched: false, buf: Vec::new() });
+        // Checked under the lock `close` clears it with: a closed queue
+        // never keeps a duplicate (and with it the connection) open.
+        if !self.closed.load(Ordering::Relaxed) {
+            state.direct = socket.map(|socket| Direct { socket, limits, idle: false, watched: false, buf: Vec::new() });
+        }
     }
 
     /// The writer's connection is gone: nothing more is written at once,
@@ -277,6 +281,22 @@ mod tests {
             to: 1,
             message: Message::Append { term: 1, prev_index: 0, prev_term: 0, entries, commit: 0, read_round: 0 },
         }
+    }
+
+    /// A writer that connects as the transport stops must not leave its
+    /// duplicate in the queue, where it would hold the connection open.
+    #[test]
+    fn a_closed_queue_keeps_no_duplicate_of_a_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = || std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let queue = PeerQueue::new(8);
+        queue.connected(Some(socket()), Limits::default());
+        assert!(lock(&queue.state).direct.is_some());
+        queue.close();
+        assert!(lock(&queue.state).direct.is_none());
+        queue.connected(Some(socket()), Limits::default());
+        assert!(lock(&queue.state).direct.is_none());
+        assert!(matches!(queue.push(append(1), Sending::AtOnce), Pushed::Closed));
     }
 
     #[test]
