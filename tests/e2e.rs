@@ -1048,6 +1048,8 @@ async fn the_metrics_endpoint_shows_the_leader_at_work() {
     assert!(scrape.contains("\nraftkv_peer_messages_superseded_total "), "{scrape}");
     // An idle leader's node thread writes its heartbeats itself.
     assert!(value("raftkv_peer_messages_written_at_once_total ") >= 1.0, "{scrape}");
+    // Its Puts' entries went to its disk with its pacer's AppendEntries.
+    assert!(value("raftkv_leader_writes{reason=\"pacer\"} ") >= 1.0, "{scrape}");
     for follower in (0..3u8).filter(|&id| id != l) {
         assert!(value(&format!("raftkv_peer_messages_sent{{peer=\"{follower}\"}} ")) >= 20.0, "{scrape}");
         assert!(scrape.contains(&format!("raftkv_follower_lag_entries{{peer=\"{follower}\"}}")), "{scrape}");

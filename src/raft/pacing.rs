@@ -68,9 +68,42 @@ impl<'a, C: Clone + CommandBytes> Pass<'a, C> {
     }
 }
 
+/// How many times a leader's writes went to the disk, by why: whether the
+/// pacing works (almost all `pacer`) or its batches wait for ticks. Only a
+/// leader's writes are counted (anyone else's go at once, always).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Releases {
+    /// An AppendEntries with entries left for the pacer (or for the
+    /// follower that took a silent pacer's place).
+    pub pacer: u64,
+    /// A batch carried more than log entries: a term and vote, a
+    /// snapshot, a compaction.
+    pub not_only_entries: u64,
+    /// A tick passed with batches held and no pacer's AppendEntries.
+    pub tick: u64,
+    /// More than [`MAX_HELD_BATCHES`] were held.
+    pub bound: u64,
+    /// No other voter to pace by.
+    pub alone: u64,
+}
+
+impl Releases {
+    /// Each reason with its count, named as the metrics name them.
+    pub fn by_reason(&self) -> [(&'static str, u64); 5] {
+        [
+            ("pacer", self.pacer),
+            ("not_only_entries", self.not_only_entries),
+            ("tick", self.tick),
+            ("bound", self.bound),
+            ("alone", self.alone),
+        ]
+    }
+}
+
 /// The leader's batches waiting for the pacer, and who the pacer is.
 #[derive(Debug)]
 pub struct LeaderWrites<C> {
+    releases: Releases,
     held: Vec<Persist<C>>,
     pacer: Option<NodeId>,
     /// AppendEntries with entries to followers other than the pacer since
@@ -82,7 +115,13 @@ pub struct LeaderWrites<C> {
 
 impl<C> Default for LeaderWrites<C> {
     fn default() -> Self {
-        LeaderWrites { held: Vec::new(), pacer: None, to_others: 0, held_over_a_tick: false }
+        LeaderWrites {
+            releases: Releases::default(),
+            held: Vec::new(),
+            pacer: None,
+            to_others: 0,
+            held_over_a_tick: false,
+        }
     }
 }
 
@@ -118,12 +157,23 @@ impl<C> LeaderWrites<C> {
         let more_than_entries =
             pass.batches.iter().any(|b| b.hard_state.is_some() || b.snapshot.is_some() || b.compact.is_some());
         let timed_out = pass.ticked && std::mem::replace(&mut self.held_over_a_tick, false);
-        let release = paced
-            || timed_out
-            || more_than_entries
-            || !pass.leading
-            || followers == 0
-            || self.held.len() + pass.batches.len() > MAX_HELD_BATCHES;
+        let over_bound = self.held.len() + pass.batches.len() > MAX_HELD_BATCHES;
+        let release = paced || timed_out || more_than_entries || !pass.leading || followers == 0 || over_bound;
+        if release && pass.leading && !(self.held.is_empty() && pass.batches.is_empty()) {
+            let r = &mut self.releases;
+            let count = if paced {
+                &mut r.pacer
+            } else if more_than_entries {
+                &mut r.not_only_entries
+            } else if timed_out {
+                &mut r.tick
+            } else if over_bound {
+                &mut r.bound
+            } else {
+                &mut r.alone
+            };
+            *count += 1;
+        }
         if !pass.leading {
             self.pacer = None;
             self.to_others = 0;
@@ -141,6 +191,11 @@ impl<C> LeaderWrites<C> {
             self.held_over_a_tick = true;
         }
         Vec::new()
+    }
+
+    /// How many times a leader's batches went to the disk, by why.
+    pub fn releases(&self) -> Releases {
+        self.releases
     }
 
     /// Every batch held, for a node that stops.
@@ -202,6 +257,7 @@ mod tests {
         assert_eq!(numbers(writes.pass(pass(&[1], &[5]))), [2, 3, 4, 5]);
         assert_eq!(numbers(writes.pass(pass(&[2], &[6]))), [] as [u64; 0]);
         assert_eq!(numbers(writes.pass(pass(&[1], &[]))), [6]);
+        assert_eq!(writes.releases(), Releases { pacer: 3, ..Releases::default() });
     }
 
     #[test]
@@ -230,6 +286,7 @@ mod tests {
         assert_eq!(numbers(writes.pass(pass(&[], &[4]))), [] as [u64; 0]);
         assert_eq!(numbers(writes.pass(Pass { ticked: true, ..pass(&[], &[]) })), [] as [u64; 0]);
         assert_eq!(numbers(writes.pass(Pass { ticked: true, ..pass(&[], &[]) })), [4]);
+        assert_eq!(writes.releases(), Releases { pacer: 1, tick: 2, ..Releases::default() });
     }
 
     #[test]
@@ -245,6 +302,8 @@ mod tests {
         vote.hard_state = Some(HardState::default());
         assert_eq!(numbers(writes.pass(pass(&[], &[]))), [] as [u64; 0]);
         assert_eq!(numbers(writes.pass(Pass { batches: vec![vote], ..pass(&[], &[]) })), [5]);
+        // A deposed leader's release is a follower's: not counted.
+        assert_eq!(writes.releases(), Releases { pacer: 1, alone: 1, not_only_entries: 1, ..Releases::default() });
     }
 
     #[test]
@@ -264,5 +323,6 @@ mod tests {
         }
         assert_eq!(writes.pass(pass(&[], &[MAX_HELD_BATCHES as u64 + 1])).len(), MAX_HELD_BATCHES + 1);
         assert!(writes.drain().is_empty());
+        assert_eq!(writes.releases(), Releases { pacer: 1, bound: 1, ..Releases::default() });
     }
 }

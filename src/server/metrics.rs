@@ -134,6 +134,17 @@ pub fn render(sources: &Sources) -> String {
         ConstCounter::new(transport.written_at_once),
     );
 
+    let releases = Family::<Labels, Gauge>::default();
+    let leader_writes = *c.leader_writes.lock().unwrap_or_else(|e| e.into_inner());
+    for (reason, count) in leader_writes.by_reason() {
+        releases.get_or_create(&vec![("reason", reason.to_string())]).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "leader_writes",
+        "Times this node's log went to the disk while it led, by why: the pacer's AppendEntries, a batch of more than entries, a tick, the bound on held batches, no follower",
+        releases,
+    );
+
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     text

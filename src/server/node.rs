@@ -65,7 +65,7 @@ use super::storage::{RaftStorage, StorageError};
 use crate::kv::directory::{self, Directory};
 use crate::kv::{AdminId, AdminOp, AdminReply, AdminRequest};
 use crate::kv::{ClientId, Command, KvServer, Request, Response, ServerInput, ServerOutput, SnapshotJob};
-use crate::raft::pacing::{self, LeaderWrites, Pass};
+use crate::raft::pacing::{self, LeaderWrites, Pass, Releases};
 use crate::raft::types::MAX_NODES;
 use crate::raft::{Envelope, LogIndex, Membership, NodeId, Persist, Role, Snapshot, Term};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -206,6 +206,9 @@ pub struct Counters {
     pub snapshots_installed: AtomicU64,
     /// The size in bytes of the last snapshot taken.
     pub last_snapshot_bytes: AtomicU64,
+    /// How many times this node's writes as a leader went to the disk, by
+    /// why (`raft::pacing`).
+    pub leader_writes: Mutex<Releases>,
 }
 
 impl Default for Counters {
@@ -226,6 +229,7 @@ impl Default for Counters {
             snapshots_taken: AtomicU64::default(),
             snapshots_installed: AtomicU64::default(),
             last_snapshot_bytes: AtomicU64::default(),
+            leader_writes: Mutex::new(Releases::default()),
         }
     }
 }
@@ -644,6 +648,9 @@ fn node_loop(
         // `pacing`); anyone else's go on at once.
         let batches = std::mem::take(&mut outputs.persists);
         outputs.persists = leader_writes.pass(Pass::after(server.node(), ticked, &outputs.appends_to, batches));
+        if !outputs.persists.is_empty() && server.node().role() == Role::Leader {
+            *counters.leader_writes.lock().unwrap_or_else(|e| e.into_inner()) = leader_writes.releases();
+        }
         // The step's batches. A follower whose persist thread is idle
         // writes them itself and steps on at once: its acknowledgement
         // leaves without two thread hand-offs (to the persist thread and
