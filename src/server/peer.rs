@@ -1556,6 +1556,16 @@ mod tests {
         }
     }
 
+    /// A listener whose connections have a 4 KiB receive buffer: while the
+    /// test reads nothing from them, a writer's socket fills after a few
+    /// frames.
+    fn small_buffered_listener() -> TcpListener {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind(any_port()).unwrap();
+        socket.listen(1).unwrap()
+    }
+
     async fn connect_raw(addr: SocketAddr) -> TcpStream {
         tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.unwrap().unwrap()
     }
@@ -1863,10 +1873,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_drops_instead_of_blocking() {
         // A peer that accepts (in the kernel's backlog) but never reads.
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.bind(any_port()).unwrap();
-        let stuck = socket.listen(1).unwrap();
+        let stuck = small_buffered_listener();
         let (deliver, _rx) = collector();
         let mut cfg = config(0, any_port(), &[(1, stuck.local_addr().unwrap())]);
         cfg.queue_capacity = 8;
@@ -1901,17 +1908,15 @@ mod tests {
     /// whole and in the order sent, however the two alternate.
     #[tokio::test]
     async fn frames_written_at_once_and_queued_arrive_whole_and_in_order() {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.bind(any_port()).unwrap();
-        let listener = socket.listen(1).unwrap();
+        let listener = small_buffered_listener();
         let (deliver, _rx) = collector();
         let mut cfg = config(0, any_port(), &[(1, listener.local_addr().unwrap())]);
         // This peer never acks: the connection must outlive the test.
         cfg.silence_max = 3 * WAIT;
         let a = PeerTransport::start(cfg, deliver).await.unwrap();
         let sender = a.sender();
-        // Connected and idle: a heartbeat goes out at once.
+        // The first message makes the writer connect (nothing is written at
+        // once before there is a connection).
         sender.send(heartbeat(0, 1, 1), Sending::Queued);
         let (mut peer, _) = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
         let mut buf = Vec::new();
