@@ -9,7 +9,9 @@
 //! tables and files.
 
 use raftkv::kv::{Command, Op};
-use raftkv::raft::{Entry, HardState, LogWrite, Membership, Payload, Persist, Snapshot, SnapshotMeta};
+use raftkv::raft::{
+    Config, Entry, HardState, Input, LogWrite, Membership, Payload, Persist, RaftNode, Snapshot, SnapshotMeta,
+};
 use raftkv::server::storage::{Durable, RaftStorage, RedbStorage, StorageError};
 use raftkv::server::tempdir::TempDir;
 use raftkv::server::wal::{WalOptions, WalStorage};
@@ -62,6 +64,7 @@ for_both!(
     round_trip_matches_the_simulators_model_and_survives_reopen,
     a_long_randomised_history_matches_the_model_across_reopens,
     errors_name_the_path,
+    a_snapshot_saved_past_the_logs_end_is_followed_after_a_restart,
     a_killed_writer_keeps_everything_it_reported_durable,
     write_latency,
 );
@@ -214,6 +217,43 @@ fn round_trip_matches_the_simulators_model_and_survives_reopen<S: Disk>() {
     let reopened = S::open(dir.path()).unwrap();
     assert_eq!(reopened.load().unwrap(), expected);
     assert_eq!(reopened.last(), 11);
+}
+
+/// A node applies committed entries before its own write of them is
+/// durable (`raft::ready`), so the runtime may save a snapshot of them
+/// while the log under it is still on its way: a crash then leaves a
+/// snapshot past the end of the stored log. The restarted node starts its
+/// log after the snapshot, and its first batch drops the old log on the
+/// disk too, so that its next write (from the snapshot on) leaves no gap.
+/// Without that batch, both storages refuse the write with `Gap`.
+fn a_snapshot_saved_past_the_logs_end_is_followed_after_a_restart<S: Disk>() {
+    let dir = TempDir::new("storage-snapshot-past-end").unwrap();
+    let mut disk = S::open(dir.path()).unwrap();
+    let first = Persist {
+        number: 1,
+        snapshot: None,
+        compact: None,
+        log: log_write(1, vec![entry(1, 1), entry(1, 2)]),
+        hard_state: hard(1, Some(0)),
+    };
+    disk.write(&[&first]).unwrap();
+    disk.save_snapshot(&snapshot(4, 1)).unwrap();
+    drop(disk);
+
+    let mut disk = S::open(dir.path()).unwrap();
+    let mut node = RaftNode::restart(Config::new(1, 3, 7), disk.load().unwrap());
+    assert_eq!((node.log().base(), node.log().last_index()), ((4, 1), 4));
+    let ready = node.step(Input::Tick);
+    let batch = ready.persist.expect("the first batch drops the old log");
+    assert_eq!((batch.compact, &batch.log), (Some(SnapshotMeta { index: 4, term: 1 }), &log_write(5, vec![])));
+    disk.write(&[&batch]).unwrap();
+    let next =
+        Persist { number: 2, snapshot: None, compact: None, log: log_write(5, vec![entry(1, 5)]), hard_state: None };
+    disk.write(&[&next]).unwrap();
+    drop(disk);
+
+    let durable = S::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!((durable.base, durable.log), (SnapshotMeta { index: 4, term: 1 }, vec![entry(1, 5)]));
 }
 
 /// A snapshot whose bytes name what it covers (storage never looks inside).

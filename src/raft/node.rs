@@ -194,8 +194,10 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     ///
     /// The log must follow the snapshot as Raft Figure 13 has it: if it
     /// holds the snapshot's last entry, the entries after it stay, else the
-    /// log is dropped (a crash can fall between writing an installed
-    /// snapshot and rewriting the log).
+    /// log is dropped, and the first step's batch drops it on the disk too.
+    /// (A crash can fall between writing an installed snapshot and
+    /// rewriting the log; and a snapshot of applied entries may be saved
+    /// before the log under it is durable: see [`crate::raft::ready`].)
     ///
     /// Panics if `config` is invalid ([`Config::validate`]), or if the
     /// snapshot is older than the log's base: those are programming errors
@@ -209,6 +211,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let DurableState { hard, snapshot, base, log } = durable;
         let mut log = RaftLog::with_base((base.index, base.term), log);
         let covered = snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let mut dropped = None;
         if let Some(s) = &snapshot {
             assert!(s.meta.index >= base.index, "a snapshot older than the log's base");
             if s.meta.index > base.index {
@@ -216,6 +219,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
                 // window) when they agree with it.
                 if log.term_at(s.meta.index) != Some(s.meta.term) {
                     log.restore(s.meta.index, s.meta.term);
+                    dropped = Some(s.meta);
                 }
             }
         }
@@ -254,6 +258,14 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             out: Outbox::default(),
             config,
         };
+        if let Some(meta) = dropped {
+            // The disk still holds the dropped log. The first batch drops
+            // it there too, before any write after the snapshot: else that
+            // write would leave a gap after the log's old end, or follow
+            // entries of another history.
+            node.out.compacted = Some(meta);
+            node.mark_dirty(meta.index + 1);
+        }
         node.reread_membership();
         node
     }
@@ -1759,7 +1771,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
 
     /// Ends a step: numbers this step's batch (if it changed anything
     /// durable), sends what may go now and holds the rest, and hands out
-    /// the committed entries that are durable here.
+    /// the committed entries.
     fn take_ready(&mut self, proposed: Option<Result<LogIndex, Refusal>>) -> Ready<C> {
         let out = std::mem::take(&mut self.out);
         let mut hard_state = None;
@@ -1809,8 +1821,9 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let mut committed = Vec::new();
         // While an install waits for its batch, the entries it covers are
         // not in the log, and those after it wait for it.
-        let applicable =
-            if self.installing.is_some() { self.handed_out } else { self.commit.min(self.durability.stable()) };
+        // Committed means durable on a quorum, so an entry may be applied
+        // before this node's own write of it is reported (thesis §10.2.1).
+        let applicable = if self.installing.is_some() { self.handed_out } else { self.commit };
         if applicable > self.handed_out {
             let entries = self.log.slice(self.handed_out + 1, applicable);
             committed = (self.handed_out + 1..).zip(entries).collect();
@@ -1835,7 +1848,6 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let last = self.log.last_index();
         assert!(self.commit <= last, "commit {} beyond the log {last}", self.commit);
         assert!(self.handed_out <= self.commit, "handed out an uncommitted entry");
-        assert!(self.handed_out <= self.durability.stable(), "handed out an entry not durable here");
         assert!(self.hard.term <= TERM_MAX, "term beyond TERM_MAX");
         assert!(self.log.last_term() <= self.hard.term, "an entry of a future term");
         assert_eq!(self.hard, self.handed_out_hard, "a term or vote change not handed out for persisting");
@@ -2005,7 +2017,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let first = ready.install.as_ref().map_or(handed_out, |s| s.meta.index) + 1;
         for (next, (index, entry)) in (first..).zip(&ready.committed) {
             assert_eq!(*index, next, "committed entries out of order");
-            assert!(*index <= self.commit && *index <= self.durability.stable());
+            assert!(*index <= self.commit, "handed out an uncommitted entry");
             if CHECK_ALL {
                 assert_eq!(self.log.term_at(*index), Some(entry.term), "a committed entry differs from the log");
             }

@@ -28,8 +28,20 @@
 //! term and vote, so it waits for the batch that holds them; an
 //! AppendEntries acknowledgement and a vote request also speak of the log,
 //! so they wait for every batch up to the end of their step. It counts
-//! itself towards a commit quorum only with entries reported durable, and
-//! hands out for applying only committed entries that are durable locally.
+//! itself towards a commit quorum only with entries reported durable.
+//!
+//! It hands out for applying every committed entry, whether or not its own
+//! write of it is reported yet: committed means durable on a quorum, so no
+//! crash of this node can take it back (thesis §10.2.1 makes the same
+//! argument for a leader that commits before its own write finishes). A
+//! slow fsync of the leader's then holds no reply back once two followers
+//! hold the entry. One consequence for the runtime: a snapshot it takes of
+//! what it applied may cover entries its log has not made durable yet. It
+//! may save that snapshot at once; after a crash,
+//! [`RaftNode::restart`](super::RaftNode::restart) finds the log ending
+//! before the snapshot and starts the log after it (as after a crash during
+//! an install), and the node is no worse off than one that received that
+//! snapshot from its leader.
 //!
 //! So a leader's AppendEntries and heartbeats go out at once: its term and
 //! vote were durable before it could win its election, and they do not
@@ -189,7 +201,8 @@ pub struct Ready<C> {
     /// Messages to send now, in order.
     pub messages: Vec<Envelope<C>>,
     /// Newly committed entries, in index order, each exactly once per node
-    /// incarnation, and all durable on this node: apply them.
+    /// incarnation, each durable on a quorum (not necessarily on this node
+    /// yet): apply them.
     pub committed: Vec<(LogIndex, Entry<C>)>,
     /// Reads answered: `Ok(index)` means "serve it once the state machine
     /// has applied `index`".
