@@ -195,6 +195,8 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     /// The log must follow the snapshot as Raft Figure 13 has it: if it
     /// holds the snapshot's last entry, the entries after it stay, else the
     /// log is dropped, and the first step's batch drops it on the disk too.
+    /// A snapshot of a later term than the stored one raises the term to
+    /// its own (no vote), which the first batch stores.
     /// (A crash can fall between writing an installed snapshot and
     /// rewriting the log; and a snapshot of applied entries may be saved
     /// before the log under it is durable: see [`crate::raft::ready`].)
@@ -208,7 +210,15 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         }
         let mut rng = node_rng(&config);
         let election_timeout = election_timeout(&mut rng, &config);
-        let DurableState { hard, snapshot, base, log } = durable;
+        let DurableState { hard: durable_hard, snapshot, base, log } = durable;
+        // A snapshot of applied entries may be of a term whose hard state
+        // was not durable yet: the node is in that term at least, with no
+        // vote (a vote it cast there was held until the crash, never sent),
+        // and its first batch says so.
+        let hard = match &snapshot {
+            Some(s) if s.meta.term > durable_hard.term => HardState { term: s.meta.term, voted_for: None },
+            _ => durable_hard,
+        };
         let mut log = RaftLog::with_base((base.index, base.term), log);
         let covered = snapshot.as_ref().map_or(0, |s| s.meta.index);
         let mut dropped = None;
@@ -226,7 +236,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
         let mut node = RaftNode {
             rng,
             hard,
-            handed_out_hard: hard,
+            handed_out_hard: durable_hard,
             durability: Durability::restarted(log.last_index()),
             log,
             held: VecDeque::new(),
