@@ -5,7 +5,9 @@
 //! - `RAFTKV_FAULT`: what to inject — `storage-eio` or `storage-enospc` (every
 //!   storage write fails with that error), or `panic-node`, `panic-persist`,
 //!   `panic-peer`, `panic-client` (a panic in the node thread, the persist
-//!   thread, a peer connection's task, a client connection's task);
+//!   thread, a peer connection's task, a client connection's task), or
+//!   `storage-slow-ms=N` (every storage write takes N ms longer: a slow
+//!   disk, for `benches/slow_leader_disk.sh`);
 //! - `RAFTKV_FAULT_TRIGGER`: a file; the fault fires only while it exists,
 //!   so a test can let a server run, then pull the trigger.
 //!
@@ -39,7 +41,13 @@ pub enum Fault {
     StorageError(i32),
     /// A panic at this site.
     Panic(Site),
+    /// Every storage write waits this many milliseconds first.
+    SlowStorage(u64),
 }
+
+/// The slowest disk `storage-slow-ms` makes (a bound, so that a typo cannot
+/// make a server that never writes).
+const SLOW_STORAGE_MS_MAX: u64 = 10_000;
 
 /// A fault and the file that arms it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,12 +79,21 @@ impl FaultPlan {
             "panic-persist" => Fault::Panic(Site::Persist),
             "panic-peer" => Fault::Panic(Site::Peer),
             "panic-client" => Fault::Panic(Site::Client),
-            other => {
-                return Err(format!(
-                    "unknown RAFTKV_FAULT {other:?}: expected storage-eio, storage-enospc, panic-node, \
-                     panic-persist, panic-peer or panic-client"
-                ))
-            }
+            other => match other.strip_prefix("storage-slow-ms=").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms <= SLOW_STORAGE_MS_MAX => Fault::SlowStorage(ms),
+                Some(_) => {
+                    return Err(format!(
+                        "RAFTKV_FAULT {other:?}: storage-slow-ms takes a whole number of milliseconds \
+                         up to {SLOW_STORAGE_MS_MAX}"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "unknown RAFTKV_FAULT {other:?}: expected storage-eio, storage-enospc, panic-node, \
+                         panic-persist, panic-peer, panic-client or storage-slow-ms=N"
+                    ))
+                }
+            },
         };
         Ok(FaultPlan { fault, trigger })
     }
@@ -137,6 +154,11 @@ impl<S> FaultyStorage<S> {
     /// Panics or fails here if the installed plan says so.
     fn fail_point(&self, op: &'static str) -> Result<(), StorageError> {
         panic_point(Site::Persist);
+        if let Some(Fault::SlowStorage(ms)) = PLAN.get().map(|p| p.fault) {
+            if PLAN.get().is_some_and(|p| p.armed(Fault::SlowStorage(ms))) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
         if let Some(Fault::StorageError(errno)) = PLAN.get().map(|p| p.fault) {
             if PLAN.get().is_some_and(|p| p.armed(Fault::StorageError(errno))) {
                 let source = std::io::Error::from_raw_os_error(errno);
@@ -156,6 +178,11 @@ mod tests {
         let t = PathBuf::from("/nonexistent/trigger");
         assert_eq!(FaultPlan::parse("storage-enospc", t.clone()).unwrap().fault, Fault::StorageError(ENOSPC));
         assert_eq!(FaultPlan::parse("panic-peer", t.clone()).unwrap().fault, Fault::Panic(Site::Peer));
+        assert_eq!(FaultPlan::parse("storage-slow-ms=5", t.clone()).unwrap().fault, Fault::SlowStorage(5));
+        for bad in ["storage-slow-ms=", "storage-slow-ms=-1", "storage-slow-ms=10001"] {
+            let err = FaultPlan::parse(bad, t.clone()).unwrap_err();
+            assert!(err.contains("storage-slow-ms takes"), "{bad}: {err}");
+        }
         let err = FaultPlan::parse("panic-everything", t).unwrap_err();
         assert!(err.contains("panic-everything") && err.contains("panic-client"), "{err}");
         let plan = FaultPlan::parse("panic-node", PathBuf::from("/nonexistent/trigger")).unwrap();
