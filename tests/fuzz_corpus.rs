@@ -62,6 +62,7 @@ fn node_corpus_reaches_snapshots() {
         total.compacted += r.compacted;
         total.chunks_sent += r.chunks_sent;
         total.restarts_with_snapshot += r.restarts_with_snapshot;
+        total.restarts_past_the_log += r.restarts_past_the_log;
     }
     let reached = [
         total.received,
@@ -70,6 +71,7 @@ fn node_corpus_reaches_snapshots() {
         total.compacted,
         total.chunks_sent,
         total.restarts_with_snapshot,
+        total.restarts_past_the_log,
     ];
     assert!(reached.iter().all(|&n| n > 0), "the node seeds miss a snapshot path: {total:?}");
 }
@@ -81,21 +83,37 @@ fn node_corpus_reaches_snapshots() {
 #[ignore = "reads a fuzzing run's corpus; run by hand"]
 fn pick_node_seeds() {
     let dir = std::env::var("RAFTKV_PICK_DIR").expect("RAFTKV_PICK_DIR names a corpus directory");
-    let mut best: [Option<(usize, PathBuf)>; 6] = Default::default();
+    let mut best: [Option<(usize, PathBuf)>; 7] = Default::default();
     for entry in std::fs::read_dir(&dir).expect("a readable directory") {
         let path = entry.expect("a readable directory entry").path();
         let data = std::fs::read(&path).expect("a readable input");
         let outcome =
             std::panic::catch_unwind(|| raftkv::fuzzing::node_run(&data, raftkv::raft::InjectedBugs::default()));
         let Ok(r) = outcome else { continue };
-        let counts = [r.received, r.installed, r.loaded, r.compacted, r.chunks_sent, r.restarts_with_snapshot];
+        let counts = [
+            r.received,
+            r.installed,
+            r.loaded,
+            r.compacted,
+            r.chunks_sent,
+            r.restarts_with_snapshot,
+            r.restarts_past_the_log,
+        ];
         for (slot, count) in best.iter_mut().zip(counts) {
             if count > 0 && slot.as_ref().is_none_or(|(len, _)| data.len() < *len) {
                 *slot = Some((data.len(), path.clone()));
             }
         }
     }
-    let names = ["received", "installed", "loaded", "compacted", "chunks_sent", "restarts_with_snapshot"];
+    let names = [
+        "received",
+        "installed",
+        "loaded",
+        "compacted",
+        "chunks_sent",
+        "restarts_with_snapshot",
+        "restarts_past_the_log",
+    ];
     for (name, slot) in names.iter().zip(best) {
         println!("{name}: {slot:?}");
     }

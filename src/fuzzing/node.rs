@@ -255,6 +255,9 @@ pub struct NodeReached {
     pub chunks_sent: u64,
     /// Restarts from a disk holding a snapshot.
     pub restarts_with_snapshot: u64,
+    /// Restarts from a disk whose snapshot covers entries its log does not
+    /// hold: saved before the log under it was durable.
+    pub restarts_past_the_log: u64,
 }
 
 /// The node, its disk, and what the checks need to remember.
@@ -580,6 +583,9 @@ impl Harness {
         self.app = App { applied: covered, term: self.disk.snapshot.as_ref().map_or(0, |s| s.meta.term) };
         if covered > 0 {
             self.reached.restarts_with_snapshot += 1;
+        }
+        if covered > self.disk.last_index() {
+            self.reached.restarts_past_the_log += 1;
         }
         self.reported = self.disk.clone();
         self.reported_last = self.node.log().last_index();
