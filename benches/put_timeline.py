@@ -97,24 +97,27 @@ def main():
         answer = next((e for e in window if e[2] == leader and e[4] == "sendto" and e[5] == client_fd), None)
         if leader_sync is None or first_append is None or answer is None:
             continue
-        # The follower whose ack reaches the leader first decides the commit.
-        best = None
+        # Each follower's path to the leader; the first ack read is shown
+        # stage by stage. The entry commits (and is applied: raft::ready)
+        # once a second copy is durable: the leader's own, or the other
+        # follower's ack.
+        paths = []
         for pid in {e[2] for e in window if e[2] not in (leader, client)}:
             got = next((e for e in window if e[2] == pid and e[4] == "recvfrom" and e[0] >= first_append[0]), None)
             sync = next((e for e in window if e[2] == pid and e[4] == "fdatasync" and got and e[0] >= got[1]), None)
             ack = next((e for e in window if e[2] == pid and e[4] == "sendto" and sync and e[0] >= sync[1]), None)
-            if got and sync and ack and (best is None or ack[1] < best[2][1]):
-                best = (got, sync, ack)
-        if best is None:
+            read = ack and next(
+                (e for e in window if e[2] == leader and e[4] == "recvfrom" and e[5] != client_fd and e[0] >= ack[0]),
+                None,
+            )
+            if got and sync and ack and read:
+                paths.append((read[1], got, sync, ack, read))
+        if not paths:
             continue
-        got, sync, ack = best
-        ack_read = next(
-            (e for e in window if e[2] == leader and e[4] == "recvfrom" and e[5] != client_fd and e[0] >= ack[0]),
-            None,
-        )
-        if ack_read is None:
-            continue
-        commit = max(leader_sync[1], ack_read[1])
+        paths.sort(key=lambda p: p[0])
+        _, got, sync, ack, ack_read = paths[0]
+        copies = sorted([leader_sync[1]] + [p[0] for p in paths])
+        commit = copies[1]
         puts += 1
         note("client send -> leader reads the request", leader_read[1] - request[0])
         note("leader read -> AppendEntries sent", first_append[1] - leader_read[1])
@@ -125,7 +128,7 @@ def main():
         note("follower fdatasync", sync[1] - sync[0])
         note("follower fdatasync ends -> ack sent", ack[1] - sync[1])
         note("ack sent -> leader reads it", ack_read[1] - ack[1])
-        note("commit waits for the leader's own fsync", max(0.0, leader_sync[1] - ack_read[1]))
+        note("first ack read -> a second copy durable", max(0.0, commit - ack_read[1]))
         note("commit -> reply sent", answer[0] - commit)
         note("reply sent -> client reads it", reply[1] - answer[0])
         note("whole Put, traced", reply[1] - request[0])
