@@ -40,8 +40,9 @@
 //! may save that snapshot at once; after a crash,
 //! [`RaftNode::restart`](super::RaftNode::restart) finds the log ending
 //! before the snapshot and starts the log after it (as after a crash during
-//! an install), and the node is no worse off than one that received that
-//! snapshot from its leader.
+//! an install), drops the old log on the disk in its first batch, and takes
+//! the snapshot's term if the stored one is older; the node is then no
+//! worse off than one that received that snapshot from its leader.
 //!
 //! So a leader's AppendEntries and heartbeats go out at once: its term and
 //! vote were durable before it could win its election, and they do not
