@@ -4,7 +4,9 @@
 
 use raftkv::clerk::{Clerk, ClerkAction};
 use raftkv::kv::{AdminOp, AdminRequest, Command, KvServer, Op, Response, ServerConfig, ServerInput, SnapshotJob};
-use raftkv::raft::{DurableState, Entry, Envelope, LogIndex, Membership, MembershipChange, NodeId, Role, Snapshot};
+use raftkv::raft::{
+    DurableState, Entry, Envelope, LogIndex, Membership, MembershipChange, NodeId, Persist, Role, Snapshot,
+};
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -51,6 +53,10 @@ pub enum ModelTimer {
     /// The operator asks this server, if it leads, for the next
     /// configuration change of [`Runtime::reconfigure`].
     Reconfigure,
+    /// A server's oldest queued log batch is written and reported
+    /// ([`Runtime::slow_log`] only), so that other actions, a crash among
+    /// them, come between a batch and its write.
+    Log,
 }
 
 /// Exactly what a server makes durable: its hard state, its latest
@@ -120,6 +126,10 @@ pub enum ActorState {
         job: Option<SnapshotJob>,
         /// Bug (k) only: a snapshot reported taken but not yet written.
         unwritten: Option<Snapshot>,
+        /// Log batches handed out and not yet written, oldest first
+        /// ([`Runtime::slow_log`] only; the [`ModelTimer::Log`] timer
+        /// writes them). A crash loses them.
+        queued: Vec<Persist<Command>>,
         /// What happened to this incarnation, for the "sometimes"
         /// properties.
         seen: Seen,
@@ -155,7 +165,7 @@ impl std::fmt::Debug for ActorState {
             // configuration or the injected-bug flags: they are the same in
             // every state of a run (the Explorer's title and `check`'s
             // first line print them once).
-            ActorState::Server { server, durable, job, unwritten, seen } => {
+            ActorState::Server { server, durable, job, unwritten, queued, seen } => {
                 let node = server.node();
                 let (base, base_term) = node.log().base();
                 let log = entries(base, node.log().entries());
@@ -175,6 +185,7 @@ impl std::fmt::Debug for ActorState {
                     .field("durable", &format_args!("{durable:?}"))
                     .field("snapshot_job", &job.as_ref().map(|j| j.meta))
                     .field("unwritten_snapshot", &unwritten.as_ref().map(|s| s.meta))
+                    .field("queued_batches", &queued.iter().map(|p| p.number).collect::<Vec<_>>())
                     .field("seen", seen)
                     .finish()
             }
@@ -221,6 +232,9 @@ pub struct Runtime {
     /// Snapshot jobs end by their own timer action (see
     /// [`crate::ModelConfig::slow_snapshots`]).
     pub slow_snapshots: bool,
+    /// Log batches are written by their own timer action (see
+    /// [`crate::ModelConfig::slow_log`]).
+    pub slow_log: bool,
     /// An operator changes the configuration: see [`Reconfigure`].
     pub reconfigure: Option<Reconfigure>,
 }
@@ -292,7 +306,7 @@ impl Actor for ModelActor {
                     o.set_timer(ModelTimer::Reconfigure, model_timeout());
                 }
                 let seen = Seen { restarted_from_snapshot: durable.disk.snapshot.is_some(), ..Seen::default() };
-                ActorState::Server { server, durable, job: None, unwritten: None, seen }
+                ActorState::Server { server, durable, job: None, unwritten: None, queued: Vec::new(), seen }
             }
             ModelActor::Client { client, servers, .. } => {
                 if let Some(Durable::Client(state)) = storage {
@@ -343,6 +357,7 @@ impl Actor for ModelActor {
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
             }
             (ModelActor::Server { runtime, .. }, ModelTimer::Snapshot) => snapshot_written(*runtime, state, o),
+            (ModelActor::Server { runtime, .. }, ModelTimer::Log) => log_written(*runtime, state, o),
             (ModelActor::Server { runtime, .. }, ModelTimer::Reconfigure) => {
                 let (Some(plan), ActorState::Server { server, .. }) = (runtime.reconfigure, state.as_ref()) else {
                     return;
@@ -470,13 +485,17 @@ struct Effects {
     saved: bool,
     /// A snapshot job is out: arm its timer.
     snapshot_timer: bool,
+    /// Log batches are queued: arm their timer.
+    log_timer: bool,
 }
 
 /// Steps the real replica with `input` and carries out its output under
 /// the persistence contract, with a disk that is fast and reliable for the
 /// log: a batch is written and reported durable within the same action (a
-/// crash comes between actions, so it loses nothing the node handed out;
-/// the simulator and the `node` fuzz target play the slow and late disks).
+/// crash comes between actions, so it loses nothing the node handed out),
+/// unless [`Runtime::slow_log`] queues it for its own action
+/// ([`log_written`]), as the simulator's and the `node` fuzz target's
+/// slow and late disks do.
 /// A snapshot job is slower: it is written and reported by its own timer
 /// ([`snapshot_written`]), so commits, installs and crashes may come
 /// between. Then sends what the steps released. Returns whether any
@@ -487,8 +506,10 @@ fn server_step(rt: Runtime, state: &mut Cow<ActorState>, input: ServerInput, o: 
         return false;
     }
     let result = {
-        let ActorState::Server { server, durable, job, unwritten, seen } = state.to_mut() else { unreachable!() };
-        checked(|| run(rt, server, durable, job, unwritten, seen, input))
+        let ActorState::Server { server, durable, job, unwritten, queued, seen } = state.to_mut() else {
+            unreachable!()
+        };
+        checked(|| run(rt, server, durable, job, unwritten, queued, seen, input))
     };
     carry_out(rt.servers, state, result, o)
 }
@@ -502,7 +523,7 @@ fn snapshot_written(rt: Runtime, state: &mut Cow<ActorState>, o: &mut Out<ModelA
         return; // nothing to write (or a failed server): the timer is ignored
     }
     let result = {
-        let ActorState::Server { server, durable, job, unwritten, seen } = state.to_mut() else { return };
+        let ActorState::Server { server, durable, job, unwritten, queued, seen } = state.to_mut() else { return };
         if let Some(snapshot) = unwritten.take() {
             Arc::make_mut(durable).disk.keep_snapshot(snapshot);
             Ok(Effects { saved: true, ..Effects::default() })
@@ -510,13 +531,38 @@ fn snapshot_written(rt: Runtime, state: &mut Cow<ActorState>, o: &mut Out<ModelA
             let snapshot = j.encode();
             Arc::make_mut(durable).disk.keep_snapshot(snapshot.clone());
             checked(|| {
-                let mut effects = run(rt, server, durable, job, unwritten, seen, ServerInput::SnapshotTaken(snapshot));
+                let input = ServerInput::SnapshotTaken(snapshot);
+                let mut effects = run(rt, server, durable, job, unwritten, queued, seen, input);
                 effects.saved = true;
                 effects
             })
         } else {
             return;
         }
+    };
+    carry_out(rt.servers, state, result, o);
+}
+
+/// The log timer ([`Runtime::slow_log`]): the oldest queued batch is
+/// written, then reported; the timer stays armed while more are queued.
+/// (One batch per action: a group commit of several is the same writes
+/// with fewer reports between them.)
+fn log_written(rt: Runtime, state: &mut Cow<ActorState>, o: &mut Out<ModelActor>) {
+    if !matches!(state.as_ref(), ActorState::Server { queued, .. } if !queued.is_empty()) {
+        return; // nothing queued (or a failed server): the timer is ignored
+    }
+    let result = {
+        let ActorState::Server { server, durable, job, unwritten, queued, seen } = state.to_mut() else { return };
+        let batch = queued.remove(0);
+        checked(|| {
+            // (Inside the check: a write that would leave a gap panics.)
+            Arc::make_mut(durable).disk.write(&batch);
+            let input = ServerInput::Persisted(batch.number);
+            let mut effects = run(rt, server, durable, job, unwritten, queued, seen, input);
+            effects.saved = true;
+            effects.log_timer |= !queued.is_empty();
+            effects
+        })
     };
     carry_out(rt.servers, state, result, o);
 }
@@ -541,6 +587,9 @@ fn carry_out(
     if effects.snapshot_timer {
         o.set_timer(ModelTimer::Snapshot, model_timeout());
     }
+    if effects.log_timer {
+        o.set_timer(ModelTimer::Log, model_timeout());
+    }
     let sent = !effects.messages.is_empty();
     for envelope in effects.messages {
         let to = Id::from(usize::from(envelope.to));
@@ -559,12 +608,16 @@ fn carry_out(
 /// replica forward (the simulator's `SafetyChecker::on_install`), and what
 /// is durable is always a whole state a restart can use (no gap between
 /// the snapshot and the log).
+// The parts of `ActorState::Server`, borrowed apart so that the steps can
+// change each; a struct of them would be the variant again.
+#[allow(clippy::too_many_arguments)]
 fn run(
     rt: Runtime,
     server: &mut KvServer,
     durable: &mut Arc<DurableServer>,
     job: &mut Option<SnapshotJob>,
     unwritten: &mut Option<Snapshot>,
+    queued: &mut Vec<Persist<Command>>,
     seen: &mut Seen,
     input: ServerInput,
 ) -> Effects {
@@ -585,10 +638,15 @@ fn run(
             );
             seen.installed = true;
         }
-        if let Some(batch) = &out.persist {
-            Arc::make_mut(durable).disk.write(batch);
-            effects.saved = true;
-            inputs.push_back(ServerInput::Persisted(batch.number));
+        if let Some(batch) = out.persist {
+            if rt.slow_log {
+                queued.push(batch);
+                effects.log_timer = true;
+            } else {
+                Arc::make_mut(durable).disk.write(&batch);
+                effects.saved = true;
+                inputs.push_back(ServerInput::Persisted(batch.number));
+            }
         }
         if let Some(new_job) = out.snapshot {
             assert!(job.is_none() && unwritten.is_none(), "two snapshot jobs out at once");

@@ -156,6 +156,7 @@ impl Explorer {
                     ModelTimer::Retry => "retries",
                     ModelTimer::Snapshot => "snapshot written",
                     ModelTimer::Reconfigure => "operator reconfigures",
+                    ModelTimer::Log => "log batch written",
                 };
                 format!("{} {what}", self.actor(*id))
             }

@@ -35,6 +35,7 @@
 //! | a server restarts from a snapshot | sometimes | a recovery reads a durable snapshot |
 //! | four voters | sometimes | membership model: the joiner promoted |
 //! | a founder removed while serving | sometimes | membership model: 3 → 4 → 3 committed |
+//! | applied ahead of the disk | sometimes | `slow_log` only: a server applied an entry its own disk does not hold yet |
 //!
 //! Where a property compares logs, entries covered by a snapshot are known
 //! only by the log's base, `(last_included_index, last_included_term)`:
@@ -111,6 +112,12 @@ pub struct ModelConfig {
     /// action that asked for it, which keeps schedules shorter. Bugs (j)
     /// and (k) live in that gap.
     pub slow_snapshots: bool,
+    /// Whether each log batch is written and reported by an action of its
+    /// own (the `Log` timer), so that a crash can fall between a node
+    /// applying a committed entry and its own write of it (which
+    /// `raft::ready` allows) or between a term change and its write;
+    /// otherwise within the action that produced it.
+    pub slow_log: bool,
     /// Whether clients may crash too (only a pause for them: the clerk's
     /// state is its storage). `false` leaves `max_crashes` to servers.
     pub clients_crash: bool,
@@ -141,6 +148,7 @@ impl ModelConfig {
             snapshot_every: None,
             snapshot_trailing: 0,
             slow_snapshots: false,
+            slow_log: false,
             clients_crash: true,
             founders: None,
             reconfigure: false,
@@ -271,7 +279,7 @@ pub fn model(config: ModelConfig) -> RaftModel {
         last_join: config.servers.saturating_sub(1).max(config.founders()),
         leave: 0,
     });
-    let runtime = Runtime { servers, slow_snapshots: config.slow_snapshots, reconfigure };
+    let runtime = Runtime { servers, slow_snapshots: config.slow_snapshots, slow_log: config.slow_log, reconfigure };
     let server_actors = (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), runtime });
     let client_actors = config.scripts().into_iter().enumerate().map(|(i, script)| ModelActor::Client {
         client: i as u64 + 1,
@@ -279,7 +287,8 @@ pub fn model(config: ModelConfig) -> RaftModel {
         script,
     });
     let lossy = if config.lossy { LossyNetwork::Yes } else { LossyNetwork::No };
-    ActorModel::new(config.clone(), ModelHistory::default())
+    let slow_log = config.slow_log;
+    let model = ActorModel::new(config.clone(), ModelHistory::default())
         .actors(server_actors)
         .actors(client_actors)
         .init_network(match config.network {
@@ -307,7 +316,24 @@ pub fn model(config: ModelConfig) -> RaftModel {
         .property(Expectation::Sometimes, "a follower installs a snapshot", follower_installs_snapshot)
         .property(Expectation::Sometimes, "a server restarts from a snapshot", restarts_from_snapshot)
         .property(Expectation::Sometimes, "four voters", four_voters)
-        .property(Expectation::Sometimes, "a founder removed while serving", founder_removed)
+        .property(Expectation::Sometimes, "a founder removed while serving", founder_removed);
+    if slow_log {
+        model.property(Expectation::Sometimes, "applied ahead of the disk", applied_ahead_of_disk)
+    } else {
+        model
+    }
+}
+
+/// A server applied a committed entry that its own disk does not hold yet
+/// (only with [`ModelConfig::slow_log`]; `raft::ready` allows it: the
+/// entry is durable on a quorum).
+fn applied_ahead_of_disk(_: &RaftModel, state: &RaftState) -> bool {
+    state.actor_states.iter().any(|s| match &**s {
+        ActorState::Server { server, durable, .. } => {
+            server.kv().applied_index() > durable.disk.last_index().max(durable.disk.covered())
+        }
+        _ => false,
+    })
 }
 
 /// The names of the "always" properties, in the order `model` adds them.

@@ -214,6 +214,11 @@ struct ModelArgs {
     /// and (k) need the gap).
     #[arg(long)]
     slow_snapshots: bool,
+    /// Write and report each log batch in an action of its own, so that a
+    /// crash can fall between a node applying an entry and its own write
+    /// of it.
+    #[arg(long)]
+    slow_log: bool,
     /// Only servers crash (a client's crash is only a pause).
     #[arg(long)]
     servers_crash_only: bool,
@@ -268,6 +273,7 @@ impl ModelArgs {
             snapshot_every: self.snapshot_every,
             snapshot_trailing: self.snapshot_trailing,
             slow_snapshots: self.slow_snapshots,
+            slow_log: self.slow_log,
             clients_crash: !self.servers_crash_only,
             founders: self.reconfigure.then(|| self.servers.saturating_sub(self.joiners).max(1)),
             reconfigure: self.reconfigure,

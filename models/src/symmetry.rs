@@ -259,11 +259,24 @@ impl Rewrite<Id> for DurableServer {
 impl Rewrite<Id> for ActorState {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
         match self {
-            ActorState::Server { server, durable, job, unwritten, seen } => ActorState::Server {
+            ActorState::Server { server, durable, job, unwritten, queued, seen } => ActorState::Server {
                 server: server.renumbered(|id| node_id(plan, id)),
                 durable: durable.rewrite(plan),
                 job: job.clone(),
                 unwritten: unwritten.clone(),
+                // (As on the disk, the vote is the only node id a batch
+                // holds: symmetry is refused with reconfiguration, whose
+                // configuration entries would name servers too.)
+                queued: queued
+                    .iter()
+                    .map(|p| {
+                        let mut p = p.clone();
+                        if let Some(h) = &mut p.hard_state {
+                            h.voted_for = h.voted_for.map(|v| node_id(plan, v));
+                        }
+                        p
+                    })
+                    .collect(),
                 seen: *seen,
             },
             ActorState::Failed { why } => ActorState::Failed { why: why.clone() },
