@@ -52,28 +52,15 @@ fn node_corpus() {
 /// target's input format that loses them shows here.)
 #[test]
 fn node_corpus_reaches_snapshots() {
-    let mut total = raftkv::fuzzing::NodeReached::default();
+    let mut total = raftkv::fuzzing::NodeReached::default().paths();
     for path in corpus_files("node") {
         let data = std::fs::read(&path).expect("a readable seed");
         let r = raftkv::fuzzing::node_run(&data, raftkv::raft::InjectedBugs::default());
-        total.received += r.received;
-        total.installed += r.installed;
-        total.loaded += r.loaded;
-        total.compacted += r.compacted;
-        total.chunks_sent += r.chunks_sent;
-        total.restarts_with_snapshot += r.restarts_with_snapshot;
-        total.restarts_past_the_log += r.restarts_past_the_log;
+        for ((_, sum), (_, n)) in total.iter_mut().zip(r.paths()) {
+            *sum += n;
+        }
     }
-    let reached = [
-        total.received,
-        total.installed,
-        total.loaded,
-        total.compacted,
-        total.chunks_sent,
-        total.restarts_with_snapshot,
-        total.restarts_past_the_log,
-    ];
-    assert!(reached.iter().all(|&n| n > 0), "the node seeds miss a snapshot path: {total:?}");
+    assert!(total.iter().all(|&(_, n)| n > 0), "the node seeds miss a snapshot path: {total:?}");
 }
 
 /// Prints, for each snapshot path, the smallest input of a directory that
@@ -90,30 +77,13 @@ fn pick_node_seeds() {
         let outcome =
             std::panic::catch_unwind(|| raftkv::fuzzing::node_run(&data, raftkv::raft::InjectedBugs::default()));
         let Ok(r) = outcome else { continue };
-        let counts = [
-            r.received,
-            r.installed,
-            r.loaded,
-            r.compacted,
-            r.chunks_sent,
-            r.restarts_with_snapshot,
-            r.restarts_past_the_log,
-        ];
-        for (slot, count) in best.iter_mut().zip(counts) {
+        for (slot, (_, count)) in best.iter_mut().zip(r.paths()) {
             if count > 0 && slot.as_ref().is_none_or(|(len, _)| data.len() < *len) {
                 *slot = Some((data.len(), path.clone()));
             }
         }
     }
-    let names = [
-        "received",
-        "installed",
-        "loaded",
-        "compacted",
-        "chunks_sent",
-        "restarts_with_snapshot",
-        "restarts_past_the_log",
-    ];
+    let names = raftkv::fuzzing::NodeReached::default().paths().map(|(name, _)| name);
     for (name, slot) in names.iter().zip(best) {
         println!("{name}: {slot:?}");
     }

@@ -260,6 +260,22 @@ pub struct NodeReached {
     pub restarts_past_the_log: u64,
 }
 
+impl NodeReached {
+    /// Each snapshot path with how often it was reached, named as the
+    /// fields are: one list for the tests that sum or pick by path.
+    pub fn paths(&self) -> [(&'static str, u64); 7] {
+        [
+            ("received", self.received),
+            ("installed", self.installed),
+            ("loaded", self.loaded),
+            ("compacted", self.compacted),
+            ("chunks_sent", self.chunks_sent),
+            ("restarts_with_snapshot", self.restarts_with_snapshot),
+            ("restarts_past_the_log", self.restarts_past_the_log),
+        ]
+    }
+}
+
 /// The node, its disk, and what the checks need to remember.
 struct Harness {
     /// Whether the input has snapshot actions ([`SNAPSHOTS_FROM`]).

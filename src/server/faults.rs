@@ -154,16 +154,13 @@ impl<S> FaultyStorage<S> {
     /// Panics or fails here if the installed plan says so.
     fn fail_point(&self, op: &'static str) -> Result<(), StorageError> {
         panic_point(Site::Persist);
-        if let Some(Fault::SlowStorage(ms)) = PLAN.get().map(|p| p.fault) {
-            if PLAN.get().is_some_and(|p| p.armed(Fault::SlowStorage(ms))) {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-            }
-        }
-        if let Some(Fault::StorageError(errno)) = PLAN.get().map(|p| p.fault) {
-            if PLAN.get().is_some_and(|p| p.armed(Fault::StorageError(errno))) {
+        match PLAN.get().filter(|p| p.armed(p.fault)).map(|p| p.fault) {
+            Some(Fault::SlowStorage(ms)) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+            Some(Fault::StorageError(errno)) => {
                 let source = std::io::Error::from_raw_os_error(errno);
                 return Err(StorageError::Io { path: self.path.clone(), op, source });
             }
+            Some(Fault::Panic(_)) | None => {}
         }
         Ok(())
     }

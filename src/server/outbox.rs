@@ -25,20 +25,16 @@
 //! ones do not.
 
 use super::node::Sending;
-use super::peer::WRITE_BATCH_BYTES;
+use super::peer::{lock, WRITE_BATCH_BYTES};
 use crate::kv::Command;
 use crate::raft::Envelope;
 use crate::wire::{self, Limits};
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Instant;
 use tokio::sync::Notify;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// One peer's outbound envelopes: bounded, and a full queue drops its
 /// *oldest* envelope. After a link has been down, what is worth sending is
@@ -86,8 +82,9 @@ pub(super) enum Pushed {
     /// Written to the connection at once (all of it, or the start of it
     /// with the rest left to the writer).
     Written,
-    /// Not written at once because the wire cannot carry it.
-    Unencodable(wire::EncodeError),
+    /// Not written at once because the wire cannot carry it (its kind,
+    /// and why).
+    Unencodable(&'static str, wire::EncodeError),
     Closed,
 }
 
@@ -121,7 +118,7 @@ impl PeerQueue {
                     return Pushed::Written;
                 }
                 Err(AtOnceRefused::Busy(envelope)) => envelope,
-                Err(AtOnceRefused::Unencodable(error)) => return Pushed::Unencodable(error),
+                Err(AtOnceRefused::Unencodable(kind, error)) => return Pushed::Unencodable(kind, error),
             },
             Sending::Queued => envelope,
         };
@@ -207,7 +204,7 @@ impl PeerQueue {
 enum AtOnceRefused {
     /// The connection is not idle: queue the envelope.
     Busy(Envelope<Command>),
-    Unencodable(wire::EncodeError),
+    Unencodable(&'static str, wire::EncodeError),
 }
 
 impl State {
@@ -221,7 +218,7 @@ impl State {
         };
         direct.buf.clear();
         if let Err(error) = wire::encode_into(&envelope, &direct.limits, &mut direct.buf) {
-            return Err(AtOnceRefused::Unencodable(error));
+            return Err(AtOnceRefused::Unencodable(envelope.message.kind(), error));
         }
         let written = match write_some(&mut direct.socket, &direct.buf) {
             Ok(n) => n,

@@ -290,6 +290,13 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 impl Counters {
+    /// An envelope the wire cannot carry (past the limits): dropped,
+    /// counted and logged, whether the writer or a write at once found it.
+    fn unencodable(&self, me: NodeId, peer: NodeId, kind: &'static str, error: &wire::EncodeError) {
+        bump(&self.dropped_encode, 1);
+        warn!(node = me, peer, kind, %error, "dropping an envelope the wire cannot carry");
+    }
+
     fn snapshot(&self, peers: &Peers) -> PeerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (sent, frames_in) = peers.totals();
@@ -355,8 +362,9 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// Locks, ignoring poison: nothing here panics while holding a lock.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks, ignoring poison: nothing here (or in `outbox`) panics while
+/// holding a lock.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -627,10 +635,7 @@ impl PeerSender {
                 bump(&self.counters.written_at_once, 1);
                 bump(&peer.link.sent, 1);
             }
-            Pushed::Unencodable(error) => {
-                bump(&self.counters.dropped_encode, 1);
-                warn!(node = me, peer = peer_id, %error, "dropping an envelope the wire cannot carry");
-            }
+            Pushed::Unencodable(kind, error) => self.counters.unencodable(me, peer_id, kind, &error),
             Pushed::Superseded => {
                 bump(&self.counters.queued, 1);
                 bump(&self.counters.superseded, 1);
@@ -1052,10 +1057,7 @@ impl Writer {
             while let Some(e) = envelope.take() {
                 match wire::encode_into(&e, &self.limits, buf) {
                     Ok(()) => batch += 1,
-                    Err(error) => {
-                        bump(&self.counters.dropped_encode, 1);
-                        warn!(node = self.me, peer = self.peer, kind = e.message.kind(), %error, "dropping an envelope the wire cannot carry");
-                    }
+                    Err(error) => self.counters.unencodable(self.me, self.peer, e.message.kind(), &error),
                 }
                 if buf.len() < WRITE_BATCH_BYTES {
                     envelope = queue.pop();
