@@ -16,7 +16,7 @@
 //! out.
 #![cfg(loom)]
 
-use loom::sync::Arc;
+use loom::sync::{Arc, Mutex};
 use loom::thread;
 use raftkv::server::handoff::{BoundedChannel, Flaw, Inbox, WaitError, Waiters};
 use std::process::Command;
@@ -83,6 +83,7 @@ fn flawed_model() {
         "NotifyBeforeUpdate" => Flaw::NotifyBeforeUpdate,
         "ReportWithoutWake" => Flaw::ReportWithoutWake,
         "CloseForgetsReceiver" => Flaw::CloseForgetsReceiver,
+        "StepOrForget" => Flaw::StepOrForget,
         other => panic!("unknown flaw {other}"),
     };
     let model: fn(Flaw) = match name.as_str() {
@@ -90,6 +91,7 @@ fn flawed_model() {
         "answers" => answers,
         "answers_awaited" => answers_awaited,
         "storage_failure" => storage_failure,
+        "step_on_arrival" => step_on_arrival,
         other => panic!("unknown model {other}"),
     };
     eprintln!("running flawed {name} with {flaw:?}");
@@ -169,6 +171,56 @@ fn two_answers(flaw: Flaw, awaited: bool) {
     assert_eq!((waiters.pending(), waiters.unclaimed(), waiters.awaiting_tasks()), (0, 0, 0));
 }
 
+/// Rule 5: two tasks push events while the node thread sleeps; each steps
+/// them itself if it can take the node's lock at once, and otherwise wakes
+/// the node thread. Every event is stepped exactly once, one task's in the
+/// order it pushed them, and once both tasks have returned no event waits
+/// behind a node thread that nobody woke (which, in the server, would wait
+/// for the next tick).
+fn step_on_arrival(flaw: Flaw) {
+    let inbox = Arc::new(Inbox::<u64>::with_flaw(4, flaw));
+    let stepped = Arc::new(Mutex::new(Vec::new()));
+    let node = {
+        let (inbox, stepped) = (inbox.clone(), stepped.clone());
+        thread::spawn(move || loop {
+            inbox.wait_ready(None);
+            let mut stepped = stepped.lock().unwrap();
+            let got = inbox.take(4);
+            stepped.extend(got.events);
+            if got.closed {
+                break;
+            }
+        })
+    };
+    let pusher = |events: Vec<u64>| {
+        let (inbox, stepped) = (inbox.clone(), stepped.clone());
+        thread::spawn(move || {
+            for event in events {
+                let step = |stepped: &mut Vec<u64>, got: raftkv::server::handoff::Inboxed<u64>| {
+                    stepped.extend(got.events);
+                    // A round takes other locks (the status, the waiters)
+                    // before it lets go of the node: a point where loom may
+                    // run another thread.
+                    thread::yield_now();
+                };
+                inbox.push_or_step(event, &stepped, 4, |_| true, step).unwrap();
+            }
+        })
+    };
+    let (a, b) = (pusher(vec![1, 2]), pusher(vec![3]));
+    a.join().unwrap();
+    b.join().unwrap();
+    assert!(!inbox.stranded(), "an event waits and nobody woke the node thread");
+    inbox.close();
+    node.join().unwrap();
+    let stepped = stepped.lock().unwrap().clone();
+    let mut sorted = stepped.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![1, 2, 3], "each event stepped exactly once");
+    let at = |e| stepped.iter().position(|&x| x == e);
+    assert!(at(1) < at(2), "one task's events stepped in the order pushed: {stepped:?}");
+}
+
 /// Rule 4: the persist thread fails on its first write (a storage error)
 /// while the node thread is blocked handing over more batches and a request
 /// waits. The failure stops everything: the node thread wakes from the full
@@ -223,6 +275,16 @@ fn loom_durability_round_trip_catches_a_report_without_wake() {
 #[test]
 fn loom_durability_round_trip_catches_close_forgetting_receiver() {
     check_catches("durability_round_trip", Flaw::CloseForgetsReceiver);
+}
+
+#[test]
+fn loom_step_on_arrival() {
+    check("step_on_arrival", step_on_arrival);
+}
+
+#[test]
+fn loom_step_on_arrival_catches_a_pusher_that_neither_steps_nor_wakes() {
+    check_catches("step_on_arrival", Flaw::StepOrForget);
 }
 
 #[test]

@@ -571,6 +571,7 @@ fn info(shared: &Shared) -> String {
          # Raft\r\nraft_id:{}\r\nraft_role:{:?}\r\nraft_term:{}\r\nraft_leader:{leader}\r\n\
          raft_commit_index:{}\r\nraft_last_index:{}\r\nraft_applied_index:{}\r\nraft_first_index:{}\r\n\
          raft_fsyncs:{}\r\nraft_batches:{}\r\nraft_applied_entries:{}\r\nraft_dropped_peer_messages:{}\r\n\
+         raft_rounds:{}\r\nraft_rounds_on_arrival:{}\r\n\
          raft_snapshots_taken:{}\r\nraft_snapshots_installed:{}\r\nraft_last_snapshot_bytes:{}\r\n\
          raft_snapshot_index:{}\r\nraft_voters:{}\r\nraft_learners:{}\r\nraft_matched:{}\r\n\
          raft_peer_received:{}\r\nraft_lease_reads:{}\r\nraft_reads_by_lease:{}\r\n\r\n\
@@ -588,6 +589,8 @@ fn info(shared: &Shared) -> String {
         load(&c.batches),
         load(&c.applied),
         load(&c.dropped_peer_messages),
+        load(&c.rounds),
+        load(&c.rounds_on_arrival),
         load(&c.snapshots_taken),
         load(&c.snapshots_installed),
         load(&c.last_snapshot_bytes),

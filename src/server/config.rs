@@ -17,6 +17,8 @@
 //! followers_write_inline = true # a follower fsyncs on its node thread and
 //!                         # acks at once: faster Puts, about a tenth more p99
 //!                         # under mixed loads (specs/performance.md)
+//! leaders_step_on_arrival = true # an idle leader steps a Put or an ack on
+//!                         # the task it arrived on, not its node thread
 //!
 //! [snapshots]             # when each node compacts its log into a snapshot
 //! every_entries = 10000   # after this many applied entries (0: not by count)
@@ -108,6 +110,11 @@ pub struct ClusterConfig {
     /// each member reads its own.
     #[serde(default = "defaults::yes", skip_serializing_if = "defaults::is_yes")]
     pub followers_write_inline: bool,
+    /// An idle leader steps what arrives on the task it arrived on
+    /// ([`crate::server::node::RuntimeConfig::leaders_step_on_arrival`]);
+    /// each member reads its own.
+    #[serde(default = "defaults::yes", skip_serializing_if = "defaults::is_yes")]
+    pub leaders_step_on_arrival: bool,
     /// Clients must `AUTH` with this password before any command but
     /// `AUTH`, `PING`, `HELLO` and `QUIT` (Redis's `requirepass`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,6 +263,7 @@ impl ClusterConfig {
             initial_voters: None,
             peer_silence_ms: None,
             followers_write_inline: true,
+            leaders_step_on_arrival: true,
             requirepass: None,
             snapshots: SnapshotSettings::default(),
             tls: None,
@@ -504,15 +512,18 @@ mod tests {
     }
 
     #[test]
-    fn followers_write_inline_unless_told_not_to() {
+    fn followers_write_inline_and_leaders_step_on_arrival_unless_told_not_to() {
         let nodes = "[[nodes]]\npeer = \"127.0.0.1:7100\"\nclient = \"127.0.0.1:6379\"\n";
         let default: ClusterConfig = toml::from_str(nodes).unwrap();
-        assert!(default.followers_write_inline);
-        assert!(!toml::to_string(&default).unwrap().contains("followers_write_inline"), "the default is not written");
-        let off: ClusterConfig = toml::from_str(&format!("followers_write_inline = false\n{nodes}")).unwrap();
-        assert!(!off.followers_write_inline);
+        assert!(default.followers_write_inline && default.leaders_step_on_arrival);
+        let written = toml::to_string(&default).unwrap();
+        assert!(!written.contains("followers_write_inline"), "the default is not written");
+        assert!(!written.contains("leaders_step_on_arrival"), "the default is not written");
+        let text = format!("followers_write_inline = false\nleaders_step_on_arrival = false\n{nodes}");
+        let off: ClusterConfig = toml::from_str(&text).unwrap();
+        assert!(!off.followers_write_inline && !off.leaders_step_on_arrival);
         let again: ClusterConfig = toml::from_str(&toml::to_string(&off).unwrap()).unwrap();
-        assert!(!again.followers_write_inline, "written and read back");
+        assert!(!again.followers_write_inline && !again.leaders_step_on_arrival, "written and read back");
     }
 
     #[test]

@@ -29,6 +29,12 @@
 //! 4. Closing wakes everyone: a closed channel wakes blocked senders and
 //!    receivers, a closed inbox its waiter, a shut-down registry every
 //!    ticket, so shutdown (or a failure) ends every thread.
+//! 5. Events are stepped once each, in the order pushed: whoever steps the
+//!    node takes them out of the inbox only while holding the node's lock.
+//!    A pusher that finds the node thread asleep ([`Inbox::push_or_step`])
+//!    steps them itself if it can take that lock at once; if it cannot, it
+//!    wakes the node thread. It never waits for the lock, so a network
+//!    task never blocks behind the node.
 //!
 //! Every primitive comes from [`crate::sync`], so loom sees all of it.
 //!
@@ -55,6 +61,10 @@ pub enum Flaw {
     /// [`BoundedChannel::close`] wakes blocked senders but not a blocked
     /// receiver (breaks rule 4).
     CloseForgetsReceiver,
+    /// [`Inbox::push_or_step`] leaves its event for the sleeping node
+    /// thread without waking it when it cannot take the node (breaks
+    /// rule 5: the event waits for the next tick).
+    StepOrForget,
 }
 
 /// Locks, ignoring poison: no code in this module panics while holding a
@@ -221,6 +231,11 @@ impl<T> BoundedChannel<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// A send would block now.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.capacity
     }
 }
 
@@ -636,10 +651,69 @@ impl<E> Inbox<E> {
         self.wake.notify_all();
     }
 
+    /// Queues `event` like [`push`](Inbox::push), but if the node thread
+    /// sleeps, does not wake it: takes the node's lock `node` at once if
+    /// it is free and, if `may_step` agrees, hands `step` the node and what
+    /// waits in the inbox (the event included, at most `max` events), on
+    /// this thread. If the lock is held (by another pusher stepping, or the
+    /// node thread just woken by its timer) or `may_step` refuses, wakes
+    /// the node thread instead, which takes the event after the holder is
+    /// done (rule 5). So when the node is idle, an event is stepped without
+    /// a thread hand-off.
+    pub fn push_or_step<N>(
+        &self,
+        event: E,
+        node: &Mutex<N>,
+        max: usize,
+        may_step: impl FnOnce(&N) -> bool,
+        step: impl FnOnce(&mut N, Inboxed<E>),
+    ) -> Result<(), PushError<E>> {
+        let mut s = lock(&self.state);
+        if s.closed {
+            return Err(PushError::Closed(event));
+        }
+        if s.events.len() >= self.capacity {
+            return Err(PushError::Full(event));
+        }
+        s.events.push_back(event);
+        if !s.sleeping {
+            return Ok(()); // awake: it looks at the inbox before it sleeps
+        }
+        drop(s);
+        match node.try_lock() {
+            Ok(mut node) if may_step(&node) => {
+                let taken = self.take(max);
+                step(&mut node, taken);
+            }
+            Ok(_) => self.wake(),
+            // Held, or poisoned by a panic while stepping (the node thread
+            // then stops): either way the node thread must look.
+            Err(_) if self.flaw == Flaw::StepOrForget => {}
+            Err(_) => self.wake(),
+        }
+        Ok(())
+    }
+
+    /// Wakes the node thread if it sleeps.
+    fn wake(&self) {
+        let sleeping = std::mem::take(&mut lock(&self.state).sleeping);
+        if sleeping {
+            self.wake.notify_one();
+        }
+    }
+
     /// Node thread: waits until there are events, a new durability report,
     /// or the inbox is closed — or `timeout` passes (`None`: no timeout) —
     /// and takes up to `max` events and the report.
     pub fn wait(&self, max: usize, timeout: Option<std::time::Duration>) -> Inboxed<E> {
+        let slept = self.wait_ready(timeout);
+        Inboxed { slept, ..self.take(max) }
+    }
+
+    /// Node thread: waits like [`wait`](Inbox::wait) but takes nothing, so
+    /// that the node thread can take the node's lock first and then
+    /// [`take`](Inbox::take) (rule 5). True if it slept.
+    pub fn wait_ready(&self, timeout: Option<std::time::Duration>) -> bool {
         let mut s = lock(&self.state);
         let ready = |s: &InboxState<E>| !s.events.is_empty() || s.durable > s.durable_taken || s.closed;
         let slept = !ready(&s);
@@ -661,10 +735,27 @@ impl<E> Inbox<E> {
                 }
             }
         }
+        slept
+    }
+
+    /// Takes up to `max` events and the latest durability report without
+    /// waiting (`slept` is false). Whoever calls it holds the node's lock
+    /// (rule 5).
+    pub fn take(&self, max: usize) -> Inboxed<E> {
+        let mut s = lock(&self.state);
         let take = s.events.len().min(max.max(1));
         let events = s.events.drain(..take).collect();
         s.durable_taken = s.durable;
-        Inboxed { events, durable: s.durable, closed: s.closed, slept }
+        Inboxed { events, durable: s.durable, closed: s.closed, slept: false }
+    }
+
+    /// Events wait while the node thread sleeps and nobody woke it: after
+    /// every pusher returned, that is a lost wake-up (the loom model of
+    /// rule 5 checks it never happens).
+    #[doc(hidden)]
+    pub fn stranded(&self) -> bool {
+        let s = lock(&self.state);
+        s.sleeping && !s.events.is_empty()
     }
 
     /// Events queued and not taken yet.

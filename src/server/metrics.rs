@@ -52,6 +52,12 @@ pub fn render(sources: &Sources) -> String {
         ("requests", "Client requests handed to the node (reads and writes, retries included)", load(&c.requests)),
         ("applied_entries", "Log entries applied to the state machine (no-ops included)", load(&c.applied)),
         ("fsyncs", "Storage writes, each one fsync", load(&c.fsyncs)),
+        ("rounds", "Rounds of steps of the node", load(&c.rounds)),
+        (
+            "rounds_on_arrival",
+            "Rounds stepped by the task an event arrived on, not the node thread",
+            load(&c.rounds_on_arrival),
+        ),
         ("reads_by_lease", "Gets answered under the leader lease, with no round of messages", load(&c.reads_by_lease)),
         ("elections", "Elections this node started", load(&c.elections)),
         ("leader_changes", "Times this node learned of a new leader", load(&c.leader_changes)),

@@ -180,6 +180,7 @@ impl Server {
         let runtime = RuntimeConfig {
             tick: Duration::from_millis(cluster.tick_ms),
             followers_write_inline: cluster.followers_write_inline,
+            leaders_step_on_arrival: cluster.leaders_step_on_arrival,
             ..RuntimeConfig::default()
         };
 
@@ -189,7 +190,7 @@ impl Server {
         let send: SendToPeer = {
             let slot = sender_slot.clone();
             Arc::new(move |envelope, sending| {
-                faults::panic_point(Site::Node); // runs on the node thread
+                faults::panic_point(Site::Node); // runs on the thread stepping the node
                 if let Some(sender) = slot.get() {
                     sender.send(envelope, sending);
                 }
