@@ -46,9 +46,10 @@
 //!   ([`Inbox::push_or_step`];
 //!   [`RuntimeConfig::leaders_step_on_arrival`]). One client's Put then
 //!   crosses no thread on the way in, and its reply is woken from the task
-//!   that read the acknowledgement that committed it. Under load, and for
-//!   Gets, the node thread's rounds batch instead (`Stepper::push` says
-//!   why). Only a leader's: a follower's step ends in an fsync, which belongs
+//!   that read the acknowledgement that committed it (a Get under the
+//!   leader lease is answered by the client's own task). Under load, and
+//!   for Gets that need a read round, the node thread's rounds batch
+//!   instead (`Stepper::push` says why). Only a leader's: a follower's step ends in an fsync, which belongs
 //!   on its node thread, not on a network task.
 //!
 //! So a leader's AppendEntries leave while its own write is on its way to
@@ -477,6 +478,7 @@ impl NodeRuntime {
         let (directory, directory_rx) = watch::channel(server.directory());
         let stepper = Arc::new(Stepper {
             leading: AtomicBool::new(server.node().role() == Role::Leader),
+            lease_reads: server.node().config().lease_ticks > 0,
             core: Mutex::new(NodeCore::new(server, config.tick, directory)),
             shared: shared.clone(),
             status: status.clone(),
@@ -680,6 +682,8 @@ struct Stepper {
     send: SendToPeer,
     /// The node led after its last round: only then may a pusher step it.
     leading: AtomicBool,
+    /// Gets may be answered under the leader's lease (the configuration's).
+    lease_reads: bool,
     /// Names a failure while stepping on arrival.
     on_arrival: String,
 }
@@ -719,9 +723,13 @@ impl Stepper {
             // A Get stepped at once begins its own read round, so Gets
             // arriving just after it need another: at the node thread they
             // share one (16 clients of Gets lost 8% when each stepped on
-            // arrival, specs/performance.md).
-            Event::Client { request, .. } if matches!(request.op, Op::Get { .. }) => return inbox.push(event),
-            // A write with no other request waiting: one client's Put.
+            // arrival, specs/performance.md). Under a lease no round is
+            // needed.
+            Event::Client { request, .. } if matches!(request.op, Op::Get { .. }) && !self.lease_reads => {
+                return inbox.push(event)
+            }
+            // A write (or a Get under the lease) with no other request
+            // waiting: one client's.
             Event::Client { .. } => 0,
             // An acknowledgement or a read echo, for that Put or one Get.
             _ => STEP_ON_ARRIVAL_MAX_WAITING,
