@@ -571,8 +571,23 @@ struct InboxState<E> {
     /// call even when nobody waits; the first push after the node thread
     /// went to sleep clears this as it notifies, so the pushes that follow
     /// before the node thread runs again (one per client request, under
-    /// load) make none.
+    /// load) make none. A push that steps its event itself
+    /// ([`Inbox::push_or_step`]) leaves it set: the node thread sleeps on.
     sleeping: bool,
+}
+
+impl<E> InboxState<E> {
+    /// Queues `event` unless the inbox is closed or holds `capacity`.
+    fn admit(&mut self, event: E, capacity: usize) -> Result<(), PushError<E>> {
+        if self.closed {
+            return Err(PushError::Closed(event));
+        }
+        if self.events.len() >= capacity {
+            return Err(PushError::Full(event));
+        }
+        self.events.push_back(event);
+        Ok(())
+    }
 }
 
 impl<E> Inbox<E> {
@@ -616,13 +631,7 @@ impl<E> Inbox<E> {
     /// events, waking the node thread if it sleeps.
     fn enqueue(&self, event: E, capacity: usize) -> Result<(), PushError<E>> {
         let mut s = lock(&self.state);
-        if s.closed {
-            return Err(PushError::Closed(event));
-        }
-        if s.events.len() >= capacity {
-            return Err(PushError::Full(event));
-        }
-        s.events.push_back(event);
+        s.admit(event, capacity)?;
         let sleeping = std::mem::take(&mut s.sleeping);
         drop(s);
         if sleeping {
@@ -669,13 +678,7 @@ impl<E> Inbox<E> {
         step: impl FnOnce(&mut N, Inboxed<E>),
     ) -> Result<(), PushError<E>> {
         let mut s = lock(&self.state);
-        if s.closed {
-            return Err(PushError::Closed(event));
-        }
-        if s.events.len() >= self.capacity {
-            return Err(PushError::Full(event));
-        }
-        s.events.push_back(event);
+        s.admit(event, self.capacity)?;
         if !s.sleeping {
             return Ok(()); // awake: it looks at the inbox before it sleeps
         }
@@ -702,9 +705,12 @@ impl<E> Inbox<E> {
         }
     }
 
-    /// Node thread: waits until there are events, a new durability report,
-    /// or the inbox is closed — or `timeout` passes (`None`: no timeout) —
-    /// and takes up to `max` events and the report.
+    /// Waits until there are events, a new durability report, or the inbox
+    /// is closed — or `timeout` passes (`None`: no timeout) — and takes up
+    /// to `max` events and the report: [`wait_ready`](Inbox::wait_ready)
+    /// then [`take`](Inbox::take), for a waiter that steps no shared node
+    /// (the tests and loom models; the node thread takes the node's lock
+    /// between the two).
     pub fn wait(&self, max: usize, timeout: Option<std::time::Duration>) -> Inboxed<E> {
         let slept = self.wait_ready(timeout);
         Inboxed { slept, ..self.take(max) }

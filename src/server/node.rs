@@ -618,7 +618,6 @@ struct NodeCore {
     /// once when more than `max_waiting` wait).
     waiting: HashMap<(ClientId, u64), Vec<u64>>,
     clock: TickClock,
-    lease_reads: bool,
     /// The last batch reported durable, and the last handed to the persist
     /// thread.
     reported: u64,
@@ -633,13 +632,11 @@ struct NodeCore {
 
 impl NodeCore {
     fn new(server: KvServer, tick: Duration, directory: watch::Sender<Directory>) -> NodeCore {
-        let lease_reads = server.node().config().lease_ticks > 0;
-        let replay = if lease_reads { server.node().config().election_ticks } else { 1 };
+        let replay = if server.node().config().lease_ticks > 0 { server.node().config().election_ticks } else { 1 };
         NodeCore {
             server,
             waiting: HashMap::new(),
             clock: TickClock { next: Instant::now() + tick, period: tick, replay },
-            lease_reads,
             reported: 0,
             handed: 0,
             leader_writes: LeaderWrites::default(),
@@ -807,7 +804,7 @@ impl Stepper {
         // after its own batches have gone to the disk. Busier, it hands
         // them to the transport's writers, which batch.
         let quiet = woken_by <= 1 && (inboxed.slept || by == Stepping::Pusher);
-        let NodeCore { server, waiting, clock, lease_reads, reported, handed, leader_writes, directory, .. } = core;
+        let NodeCore { server, waiting, clock, reported, handed, leader_writes, directory, .. } = core;
         let mut outputs = Outputs {
             shared,
             counters,
@@ -820,7 +817,7 @@ impl Stepper {
             directory_touched: false,
         };
         for input in inputs {
-            if *lease_reads && matches!(input, ServerInput::Client(_)) {
+            if self.lease_reads && matches!(input, ServerInput::Client(_)) {
                 // A Get may be answered under the lease: count every tick
                 // that passed while this batch was being stepped.
                 for _ in 0..clock.due() {

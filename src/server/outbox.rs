@@ -1,6 +1,7 @@
-//! One peer's outbound envelopes, between the node thread that sends them
-//! and the writer task that owns the peer's connection
-//! ([`super::peer`]).
+//! One peer's outbound envelopes, between the thread stepping the node
+//! (the node thread, or a task stepping a leader's event on arrival: see
+//! `server::node`) that sends them and the writer task that owns the
+//! peer's connection ([`super::peer`]).
 //!
 //! Normally the node thread pushes an envelope onto the bounded queue and
 //! the writer wakes, encodes everything queued into one buffer and writes
