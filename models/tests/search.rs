@@ -27,7 +27,8 @@ fn unbounded(config: ModelConfig) -> ModelConfig {
 
 /// Small bounds of every kind the models check: unordered, ordered,
 /// duplicating and lossy networks; two clients and a crash; snapshots
-/// written by their own action; membership change.
+/// written by their own action; membership change; batches written by
+/// their own action (a slow log).
 fn configs() -> Vec<(&'static str, ModelConfig)> {
     let ci = ModelConfig::ci;
     vec![
@@ -40,7 +41,16 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
         ("lossy", unbounded(ModelConfig { lossy: true, ..ci() })),
         ("slow snapshots", unbounded(ModelConfig { slow_snapshots: true, ..ModelConfig::ci_snapshots() })),
         ("membership", unbounded(ModelConfig::ci_membership())),
+        ("slow log", unbounded(ModelConfig { slow_log: true, slow_snapshots: true, ..ModelConfig::ci_snapshots() })),
     ]
+}
+
+/// [`configs`], each with the depth to which the tests search it whole.
+fn configs_to_search() -> Vec<(&'static str, ModelConfig, usize)> {
+    let depths = [8, 6, 7, 6, 7, 7, 7];
+    let configs = configs();
+    assert_eq!(configs.len(), depths.len(), "a configuration without its depth");
+    configs.into_iter().zip(depths).map(|((name, config), depth)| (name, config, depth)).collect()
 }
 
 /// Every state reached within `depth` actions (breadth-first, whole
@@ -309,7 +319,7 @@ fn assert_same_visits(name: &str, without: &Search<'_, RaftModel>, with: &Search
 /// (`specs/models.md` has the figures at larger bounds).
 #[test]
 fn sleep_sets_visit_every_state_the_full_search_visits() {
-    for ((name, config), depth) in configs().into_iter().zip([8, 6, 7, 6, 7, 7]) {
+    for (name, config, depth) in configs_to_search() {
         let m = model(config);
         let full = search(&m, depth, None);
         let reduced = search(&m, depth, Some(independent));
@@ -393,7 +403,7 @@ fn sleep_sets_with_symmetry_visit_every_class_symmetry_alone_visits() {
 /// Our search on two threads (`Options::threads`, which share the visited
 /// set after the search has gone alone to a depth with enough states to
 /// hand out) visits exactly the states one thread visits, with the same
-/// verdicts: with sleep sets on the six configurations, without them on
+/// verdicts: with sleep sets on the seven configurations, without them on
 /// one, and with symmetry and sleep sets on one. Iterative deepening on
 /// two threads finds the same shortest lengths.
 #[test]
@@ -406,7 +416,7 @@ fn two_threads_visit_what_one_thread_visits() {
         (search.fingerprints(), found, search.handed_out())
     };
     let mut cases: Vec<(String, ModelConfig, usize, Options<RaftModel>)> = Vec::new();
-    for ((name, config), depth) in configs().into_iter().zip([8, 6, 7, 6, 7, 7]) {
+    for (name, config, depth) in configs_to_search() {
         let options = Options { independent: Some(independent), ..Options::new(0) };
         cases.push((format!("{name}, sleep sets"), config, depth, options));
     }
