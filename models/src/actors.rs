@@ -78,6 +78,11 @@ pub struct DurableServer {
     /// installed), the log's base and the log after it, written batch by
     /// batch by [`DurableState::write`], as the simulator's disk is.
     pub disk: DurableState<Command>,
+    /// Not the server's: the model's count of this server's election and
+    /// heartbeat timeouts (only under [`Runtime::max_timeouts`], else 0),
+    /// kept here so that a crash does not reset it and the budget bounds
+    /// a whole run.
+    pub timeouts: u8,
 }
 
 /// One line: `term 1, vote Some(0), snapshot 2, log ["3/1 noop"]`.
@@ -222,6 +227,9 @@ pub struct ClientState {
     pub clerk: Clerk,
     /// Index of the next script operation to start.
     pub next: usize,
+    /// Its retry timer fired this many times (counted only under
+    /// [`ModelActor::Client`]'s `max_retries`, else 0).
+    pub retries: u8,
 }
 
 /// How a server actor's runtime behaves.
@@ -237,6 +245,24 @@ pub struct Runtime {
     pub slow_log: bool,
     /// An operator changes the configuration: see [`Reconfigure`].
     pub reconfigure: Option<Reconfigure>,
+    /// Each server's election and heartbeat timers fire at most this many
+    /// times in a run, crashes or not ([`crate::ModelConfig::max_timeouts`]);
+    /// a timer past it stays set and never fires (the model ignores it).
+    pub max_timeouts: Option<u8>,
+}
+
+impl Runtime {
+    /// One of the server's budgeted timers fired: counted where a crash
+    /// keeps it.
+    fn count_timeout(&self, state: &mut Cow<ActorState>, o: &mut Out<ModelActor>) {
+        if self.max_timeouts.is_none() {
+            return;
+        }
+        if let ActorState::Server { durable, .. } = state.to_mut() {
+            Arc::make_mut(durable).timeouts += 1;
+            o.save(Durable::Server(durable.clone()));
+        }
+    }
 }
 
 /// The operator's plan: servers `join..=last_join` (started outside the
@@ -271,8 +297,18 @@ impl Reconfigure {
 
 #[derive(Clone, Debug)]
 pub enum ModelActor {
-    Server { config: ServerConfig, runtime: Runtime },
-    Client { client: u64, servers: u8, script: Vec<Op> },
+    Server {
+        config: ServerConfig,
+        runtime: Runtime,
+    },
+    /// `max_retries`: its retry timer fires at most this many times in
+    /// all ([`crate::ModelConfig::max_retries`]).
+    Client {
+        client: u64,
+        servers: u8,
+        script: Vec<Op>,
+        max_retries: Option<u8>,
+    },
 }
 
 impl Actor for ModelActor {
@@ -315,7 +351,8 @@ impl Actor for ModelActor {
                     }
                     return ActorState::Client((**state).clone());
                 }
-                let mut state = ClientState { clerk: Clerk::new(u128::from(*client), *servers, 0), next: 0 };
+                let mut state =
+                    ClientState { clerk: Clerk::new(u128::from(*client), *servers, 0), next: 0, retries: 0 };
                 self.start_next(&mut state, o);
                 ActorState::Client(state)
             }
@@ -344,15 +381,23 @@ impl Actor for ModelActor {
     }
 
     fn on_timeout(&self, _id: Id, state: &mut Cow<ActorState>, timer: &ModelTimer, o: &mut Out<Self>) {
+        if self.budget_spent(state, timer) {
+            // Set again and nothing else: stateright ignores the action (a
+            // timer that fires and is dropped would be a state of its own).
+            o.set_timer(timer.clone(), model_timeout());
+            return;
+        }
         match (self, timer) {
             (ModelActor::Server { runtime, .. }, ModelTimer::Election) if is_follower(state) => {
                 // Tick until the timeout elapses: the node starts a (pre-)election.
+                runtime.count_timeout(state, o);
                 let before = role(state);
                 server_ticks(*runtime, state, o, move |s| s.node().role() != before);
                 o.set_timer(ModelTimer::Election, model_timeout());
             }
             (ModelActor::Server { runtime, .. }, ModelTimer::Heartbeat) if is_leader(state) => {
                 // Tick until the leader sends its heartbeats (or steps down).
+                runtime.count_timeout(state, o);
                 server_ticks(*runtime, state, o, |s| !s.node().is_leader());
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
             }
@@ -374,9 +419,12 @@ impl Actor for ModelActor {
                     None => {} // the plan is done, as far as this server knows
                 }
             }
-            (ModelActor::Client { .. }, ModelTimer::Retry) => {
+            (ModelActor::Client { max_retries, .. }, ModelTimer::Retry) => {
                 let ActorState::Client(client) = state.as_ref() else { return };
                 let mut client = client.clone();
+                if max_retries.is_some() {
+                    client.retries += 1;
+                }
                 let attempt = client.clerk.attempt();
                 let action = client.clerk.on_timeout(attempt);
                 self.carry_out(&mut client, action, o);
@@ -388,6 +436,22 @@ impl Actor for ModelActor {
 }
 
 impl ModelActor {
+    /// `timer` is budgeted for this actor and the budget is spent
+    /// ([`Runtime::max_timeouts`], `max_retries`).
+    fn budget_spent(&self, state: &ActorState, timer: &ModelTimer) -> bool {
+        match (self, timer, state) {
+            (
+                ModelActor::Server { runtime, .. },
+                ModelTimer::Election | ModelTimer::Heartbeat,
+                ActorState::Server { durable, .. },
+            ) => runtime.max_timeouts.is_some_and(|max| durable.timeouts >= max),
+            (ModelActor::Client { max_retries, .. }, ModelTimer::Retry, ActorState::Client(client)) => {
+                max_retries.is_some_and(|max| client.retries >= max)
+            }
+            _ => false,
+        }
+    }
+
     fn start_next(&self, state: &mut ClientState, o: &mut Out<Self>) {
         let ModelActor::Client { script, .. } = self else { return };
         if let Some(op) = script.get(state.next) {

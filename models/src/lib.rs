@@ -118,6 +118,20 @@ pub struct ModelConfig {
     /// `raft::ready` allows) or between a term change and its write;
     /// otherwise within the action that produced it.
     pub slow_log: bool,
+    /// Each server's election and heartbeat timers fire at most this many
+    /// times in a run, crashes or not (`None`: without end; the depth or
+    /// the network bound then keeps the search finite). A bound on each
+    /// server alone, counted in its own (durable) state, so sleep sets and
+    /// symmetry stay sound under it (a timer past it is ignored, like any
+    /// timer that would change nothing).
+    pub max_timeouts: Option<u8>,
+    /// Each client's retry timer fires at most this many times in a run
+    /// (`None`: without end). With both budgets, the term bound and the
+    /// log bound, the reachable states are finitely many (messages are
+    /// sent only by timeouts, by the clients' scripts and in answer to a
+    /// delivery): an exhaustive search needs neither a depth bound nor a
+    /// network bound.
+    pub max_retries: Option<u8>,
     /// Whether clients may crash too (only a pause for them: the clerk's
     /// state is its storage). `false` leaves `max_crashes` to servers.
     pub clients_crash: bool,
@@ -149,6 +163,8 @@ impl ModelConfig {
             snapshot_trailing: 0,
             slow_snapshots: false,
             slow_log: false,
+            max_timeouts: None,
+            max_retries: None,
             clients_crash: true,
             founders: None,
             reconfigure: false,
@@ -279,12 +295,19 @@ pub fn model(config: ModelConfig) -> RaftModel {
         last_join: config.servers.saturating_sub(1).max(config.founders()),
         leave: 0,
     });
-    let runtime = Runtime { servers, slow_snapshots: config.slow_snapshots, slow_log: config.slow_log, reconfigure };
+    let runtime = Runtime {
+        servers,
+        slow_snapshots: config.slow_snapshots,
+        slow_log: config.slow_log,
+        reconfigure,
+        max_timeouts: config.max_timeouts,
+    };
     let server_actors = (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), runtime });
     let client_actors = config.scripts().into_iter().enumerate().map(|(i, script)| ModelActor::Client {
         client: i as u64 + 1,
         servers,
         script,
+        max_retries: config.max_retries,
     });
     let lossy = if config.lossy { LossyNetwork::Yes } else { LossyNetwork::No };
     let slow_log = config.slow_log;

@@ -55,7 +55,9 @@ enum Command {
         /// for the visited states (about 40 bytes each instead of a whole
         /// state) and, with `sleep` (the default), sleep sets over the
         /// model's independence relation; `off` for the same search
-        /// unreduced. Needs --depth; lifts the network bound.
+        /// unreduced. Needs --depth, or --max-timeouts (and --max-retries
+        /// with clients), which leave finitely many states to visit them
+        /// all; lifts the network bound.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "sleep")]
         reduce: Option<Reduce>,
         /// With --reduce: iterative deepening (every state within 1 action,
@@ -219,6 +221,15 @@ struct ModelArgs {
     /// of it.
     #[arg(long)]
     slow_log: bool,
+    /// Each server's election and heartbeat timers fire at most this many
+    /// times in a run (a bound on each server alone, so sleep sets and
+    /// symmetry stay sound). With --max-retries (or no clients), the
+    /// states are finitely many: a search to any depth finishes.
+    #[arg(long)]
+    max_timeouts: Option<u8>,
+    /// Each client's retry timer fires at most this many times in a run.
+    #[arg(long)]
+    max_retries: Option<u8>,
     /// Only servers crash (a client's crash is only a pause).
     #[arg(long)]
     servers_crash_only: bool,
@@ -274,6 +285,8 @@ impl ModelArgs {
             snapshot_trailing: self.snapshot_trailing,
             slow_snapshots: self.slow_snapshots,
             slow_log: self.slow_log,
+            max_timeouts: self.max_timeouts,
+            max_retries: self.max_retries,
             clients_crash: !self.servers_crash_only,
             founders: self.reconfigure.then(|| self.servers.saturating_sub(self.joiners).max(1)),
             reconfigure: self.reconfigure,
@@ -326,8 +339,15 @@ fn main() {
                 return;
             }
             if let Some(reduce) = reduce {
+                // Budgets of timeouts and retries leave finitely many states:
+                // then the search needs no depth bound.
+                let finite = args.max_timeouts.is_some() && (args.clients == 0 || args.max_retries.is_some());
+                let depth = depth.or(finite.then_some(raftkv_models::search::UNBOUNDED));
                 let usage = match depth {
-                    None => Some("--reduce needs --depth: a depth-first search needs a bound".to_owned()),
+                    None => Some(
+                        "--reduce needs --depth, or budgets that leave finitely many states (--max-timeouts, and                          --max-retries with clients)"
+                            .to_owned(),
+                    ),
                     Some(_) if dfs => Some("--reduce is its own depth-first search: drop --dfs".into()),
                     Some(_) if symmetry && args.reconfigure => {
                         Some("--symmetry does not go with --reconfigure (its servers are not interchangeable)".into())
@@ -514,8 +534,11 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         (Reduce::Off, false) => "none",
     };
     let kind = if search.iterative { "iterative deepening" } else { "depth-first search" };
+    let finite =
+        if depth == raftkv_models::search::UNBOUNDED { " (the budgets leave finitely many states)" } else { "" };
     println!(
-        "own {kind} to {depth} actions, reduction: {reduction}, {} thread(s), memory budget {:.1} GB",
+        "own {kind} to {}{finite}, reduction: {reduction}, {} thread(s), memory budget {:.1} GB",
+        to_depth(depth),
         search.threads,
         budget as f64 / 1e9
     );
@@ -539,8 +562,9 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         if last_print.elapsed().as_secs() >= 10 {
             last_print = Instant::now();
             println!(
-                "{:>6.0} s: to {bound} actions: {} generated, {} unique, {} slept, {}",
+                "{:>6.0} s: to {}: {} generated, {} unique, {} slept, {}",
                 started.elapsed().as_secs_f64(),
+                to_depth(bound),
                 c.generated,
                 c.unique,
                 c.slept,
@@ -579,11 +603,15 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
         0 => "NOT exhaustive".to_owned(),
         d => format!("NOT exhaustive beyond {d} actions"),
     };
+    let visited = |d: usize| match d {
+        raftkv_models::search::UNBOUNDED => "every reachable state visited".to_owned(),
+        d => format!("every state within {d} actions visited"),
+    };
     match stopped {
-        None => println!("every state within {completed} actions visited"),
+        None => println!("{}", visited(completed)),
         Some(Stopped::AllDiscovered) => match completed {
             0 => println!("stopped: every property has its discovery"),
-            d => println!("stopped: every property has its discovery (every state within {d} actions visited)"),
+            d => println!("stopped: every property has its discovery ({})", visited(d)),
         },
         Some(Stopped::FirstFailure) => println!("stopped at the first violation ({not_exhaustive})"),
         Some(Stopped::MemoryBudget { rss_bytes }) => println!(
@@ -598,6 +626,14 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     }
     let shortest = if search.iterative { ", a shortest" } else { "" };
     report_discoveries(&m, &discoveries, shortest)
+}
+
+/// "7 actions", or "every depth" for a search without a depth bound.
+fn to_depth(depth: usize) -> String {
+    match depth {
+        raftkv_models::search::UNBOUNDED => "every depth".into(),
+        d => format!("{d} actions"),
+    }
 }
 
 /// Each property's verdict from what a search discovered, then each

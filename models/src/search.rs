@@ -23,7 +23,9 @@
 //! superset of the one it was explored with is explored again for the
 //! actions the old set slept and the new one has awake, and remembered
 //! with the intersection (Godefroid's condition, which keeps the
-//! combination sound); seen again at a smaller depth, in full.
+//! combination sound); seen again at a smaller depth, in full (unless
+//! the search has no depth bound, [`UNBOUNDED`], where no visit was cut
+//! short by it).
 //! [`Search::fingerprints`] lets a test compare the states reached with
 //! and without the reduction.
 //!
@@ -114,9 +116,16 @@ impl<M: Model> Clone for Symmetry<M> {
 }
 impl<M: Model> Copy for Symmetry<M> {}
 
+/// [`Options::max_depth`] for a search with no depth bound: it explores
+/// every reachable state, so the model's own boundary must leave finitely
+/// many (for the Raft model, budgets of timeouts and retries,
+/// [`crate::ModelConfig::max_timeouts`]), or it never ends.
+pub const UNBOUNDED: usize = usize::MAX;
+
 /// What to search and when to stop.
 pub struct Options<M: Model> {
-    /// Explore every state reached by at most this many actions.
+    /// Explore every state reached by at most this many actions
+    /// ([`UNBOUNDED`]: every reachable state).
     pub max_depth: usize,
     /// `Some`: reduce by sleep sets over this relation.
     pub independent: Option<Independence<M>>,
@@ -383,6 +392,9 @@ where
                     return depth;
                 }
             }
+            if next.is_empty() {
+                break; // every run ends sooner
+            }
             layer = next;
         }
         self.options.max_depth
@@ -530,7 +542,11 @@ where
                     self.judge(&child, &path);
                 }
                 Some(seen) => {
-                    let covered = seen.depth as usize <= depth && is_subset(&seen.sleep, &sleep);
+                    // Without a depth bound, no visit was cut short: the
+                    // depth it was seen at does not matter.
+                    let unbounded = self.options.max_depth == UNBOUNDED;
+                    let deep_enough = unbounded || seen.depth as usize <= depth;
+                    let covered = deep_enough && is_subset(&seen.sleep, &sleep);
                     if covered {
                         continue;
                     }
@@ -545,11 +561,12 @@ where
                     // outside the intersection, because this lost 2 of
                     // 114,128 states at 8 actions; that was stateright's
                     // hash merging distinct states, since fixed.)
-                    if (depth as u32) >= seen.depth {
+                    if deep_enough {
                         only = Some(seen.sleep.iter().copied().filter(|f| sleep.binary_search(f).is_err()).collect());
                         sleep.retain(|f| seen.sleep.binary_search(f).is_ok());
                     }
-                    *seen = Visit { depth: depth as u32, sleep: sleep.into_boxed_slice() };
+                    let depth = if unbounded { seen.depth } else { depth as u32 };
+                    *seen = Visit { depth, sleep: sleep.into_boxed_slice() };
                 }
             }
             let only = only.map(|fps| (fps, renumbering));

@@ -7,10 +7,10 @@
 //! relation or boundary.
 
 use raftkv::rng::Rng;
-use raftkv_models::actors::ActorState;
+use raftkv_models::actors::{ActorState, ModelTimer};
 use raftkv_models::independence::{actor, commutation_failures, crash_or_recover, independent};
 use raftkv_models::schedule::replay;
-use raftkv_models::search::{deepen, fingerprint, Independence, Options, Search, Stopped};
+use raftkv_models::search::{deepen, fingerprint, Independence, Options, Search, Stopped, UNBOUNDED};
 use raftkv_models::walks::MostlyDeliver;
 use raftkv_models::{model, stateright_depth, Delivery, ModelConfig, RaftAction, RaftModel, RaftState};
 use stateright::actor::ActorModelAction;
@@ -583,4 +583,87 @@ fn iterative_deepening_finds_paths_as_short_as_breadth_first_search() {
             }
         }
     }
+}
+
+/// Small bounds with budgets of timeouts and retries, and a crash: the
+/// states are finitely many though runs are not (a server may crash and
+/// recover again and again).
+fn budgeted() -> ModelConfig {
+    ModelConfig {
+        servers: 2,
+        clients: 1,
+        max_crashes: 1,
+        clients_crash: false,
+        network: Delivery::Ordered,
+        max_term: 1,
+        max_log: 2,
+        max_timeouts: Some(1),
+        max_retries: Some(1),
+        ..unbounded(ModelConfig::ci())
+    }
+}
+
+/// Budgets of timeouts and retries (`ModelConfig::max_timeouts`,
+/// `max_retries`) leave finitely many states, so our search runs without
+/// a depth bound (`search::UNBOUNDED`), and then does not explore a state
+/// again for being reached by a shorter path (no visit was cut short).
+/// Without a bound, with and without sleep sets, it visits exactly the
+/// states a depth-bounded search visits within the deepest run it took
+/// (every state it visited lies within that many actions, and the bounded
+/// search is the one the other tests hold to stateright's): every
+/// reachable state, crash-and-recover cycles included.
+#[test]
+fn with_budgets_a_search_without_a_depth_bound_visits_every_reachable_state() {
+    let m = model(budgeted());
+    let full = search(&m, UNBOUNDED, None);
+    let reduced = search(&m, UNBOUNDED, Some(independent));
+    let deepest = full.counts().max_depth;
+    let bounded = search(&m, deepest, Some(independent));
+    let (f, r, b) = (full.counts(), reduced.counts(), bounded.counts());
+    println!(
+        "no depth bound: {} states, runs up to {deepest} actions; generated {} full, {} with sleep sets; {} by the \
+         search bounded at {deepest}",
+        f.unique, f.generated, r.generated, b.generated
+    );
+    assert!(f.unique > 1_000, "only {} states", f.unique);
+    assert_same_visits("unbounded, with sleep sets", &full, &reduced);
+    assert_same_visits("bounded at the deepest run", &bounded, &full);
+    assert!(r.generated < f.generated, "nothing pruned");
+}
+
+/// The budgets hold: along walks of the budgeted model no server's
+/// election and heartbeat timers fire more often than `max_timeouts`, no
+/// client retries more than `max_retries`, and a spent timer stays set
+/// and is ignored (the model offers no successor for it).
+#[test]
+fn a_spent_budget_leaves_the_timer_set_and_ignored() {
+    let config = budgeted();
+    let m = model(config.clone());
+    let (mut spent_servers, mut spent_clients) = (0, 0);
+    for state in walked_states(&m, 200, 60, 5) {
+        for (i, actor) in state.actor_states.iter().enumerate() {
+            let timers = &state.timers_set[i];
+            let (spent, budgeted) = match &**actor {
+                ActorState::Server { durable, .. } => {
+                    assert!(durable.timeouts <= 1, "server {i} timed out {} times", durable.timeouts);
+                    (durable.timeouts == 1, [ModelTimer::Election, ModelTimer::Heartbeat])
+                }
+                ActorState::Client(client) => {
+                    assert!(client.retries <= 1, "client {i} retried {} times", client.retries);
+                    (client.retries == 1, [ModelTimer::Retry, ModelTimer::Retry])
+                }
+                ActorState::Failed { why } => panic!("server {i} failed: {why}"),
+            };
+            for timer in budgeted.iter().filter(|t| spent && timers.iter().any(|set| set == *t)) {
+                let action = ActorModelAction::Timeout(i.into(), timer.clone());
+                assert!(m.next_state(&state, action).is_none(), "actor {i}'s spent {timer:?} fired");
+                if i < 2 {
+                    spent_servers += 1;
+                } else {
+                    spent_clients += 1;
+                }
+            }
+        }
+    }
+    assert!(spent_servers > 0 && spent_clients > 0, "no spent timer met ({spent_servers}, {spent_clients})");
 }
