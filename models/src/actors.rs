@@ -83,6 +83,8 @@ pub struct DurableServer {
     /// kept here so that a crash does not reset it and the budget bounds
     /// a whole run.
     pub timeouts: u8,
+    /// Of those, the heartbeats (only under [`Runtime::max_heartbeats`]).
+    pub heartbeats: u8,
 }
 
 /// One line: `term 1, vote Some(0), snapshot 2, log ["3/1 noop"]`.
@@ -90,7 +92,12 @@ impl std::fmt::Debug for DurableServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let disk = &self.disk;
         let log = entries(disk.base.index, &disk.log);
-        write!(f, "term {}, vote {:?}, snapshot {}, log {log:?}", disk.hard.term, disk.hard.voted_for, disk.covered())
+        write!(f, "term {}, vote {:?}, snapshot {}, log {log:?}", disk.hard.term, disk.hard.voted_for, disk.covered())?;
+        // The model's budgets, when counted.
+        if self.timeouts > 0 || self.heartbeats > 0 {
+            write!(f, "; timed out {} times ({} heartbeats)", self.timeouts, self.heartbeats)?;
+        }
+        Ok(())
     }
 }
 
@@ -249,18 +256,40 @@ pub struct Runtime {
     /// times in a run, crashes or not ([`crate::ModelConfig::max_timeouts`]);
     /// a timer past it stays set and never fires (the model ignores it).
     pub max_timeouts: Option<u8>,
+    /// Of those, at most this many heartbeats
+    /// ([`crate::ModelConfig::max_heartbeats`]).
+    pub max_heartbeats: Option<u8>,
 }
 
 impl Runtime {
     /// One of the server's budgeted timers fired: counted where a crash
     /// keeps it.
-    fn count_timeout(&self, state: &mut Cow<ActorState>, o: &mut Out<ModelActor>) {
-        if self.max_timeouts.is_none() {
+    fn count_timeout(&self, state: &mut Cow<ActorState>, timer: &ModelTimer, o: &mut Out<ModelActor>) {
+        let heartbeat = *timer == ModelTimer::Heartbeat && self.max_heartbeats.is_some();
+        if self.max_timeouts.is_none() && !heartbeat {
             return;
         }
         if let ActorState::Server { durable, .. } = state.to_mut() {
-            Arc::make_mut(durable).timeouts += 1;
+            let counts = Arc::make_mut(durable);
+            if self.max_timeouts.is_some() {
+                counts.timeouts += 1;
+            }
+            if heartbeat {
+                counts.heartbeats += 1;
+            }
             o.save(Durable::Server(durable.clone()));
+        }
+    }
+
+    /// The server's budget for `timer` is spent.
+    fn spent(&self, durable: &DurableServer, timer: &ModelTimer) -> bool {
+        let spent = |max: Option<u8>, used: u8| max.is_some_and(|max| used >= max);
+        match timer {
+            ModelTimer::Election => spent(self.max_timeouts, durable.timeouts),
+            ModelTimer::Heartbeat => {
+                spent(self.max_timeouts, durable.timeouts) || spent(self.max_heartbeats, durable.heartbeats)
+            }
+            _ => false,
         }
     }
 }
@@ -390,14 +419,14 @@ impl Actor for ModelActor {
         match (self, timer) {
             (ModelActor::Server { runtime, .. }, ModelTimer::Election) if is_follower(state) => {
                 // Tick until the timeout elapses: the node starts a (pre-)election.
-                runtime.count_timeout(state, o);
+                runtime.count_timeout(state, timer, o);
                 let before = role(state);
                 server_ticks(*runtime, state, o, move |s| s.node().role() != before);
                 o.set_timer(ModelTimer::Election, model_timeout());
             }
             (ModelActor::Server { runtime, .. }, ModelTimer::Heartbeat) if is_leader(state) => {
                 // Tick until the leader sends its heartbeats (or steps down).
-                runtime.count_timeout(state, o);
+                runtime.count_timeout(state, timer, o);
                 server_ticks(*runtime, state, o, |s| !s.node().is_leader());
                 o.set_timer(ModelTimer::Heartbeat, model_timeout());
             }
@@ -437,14 +466,13 @@ impl Actor for ModelActor {
 
 impl ModelActor {
     /// `timer` is budgeted for this actor and the budget is spent
-    /// ([`Runtime::max_timeouts`], `max_retries`).
+    /// ([`Runtime::max_timeouts`], [`Runtime::max_heartbeats`],
+    /// `max_retries`).
     fn budget_spent(&self, state: &ActorState, timer: &ModelTimer) -> bool {
         match (self, timer, state) {
-            (
-                ModelActor::Server { runtime, .. },
-                ModelTimer::Election | ModelTimer::Heartbeat,
-                ActorState::Server { durable, .. },
-            ) => runtime.max_timeouts.is_some_and(|max| durable.timeouts >= max),
+            (ModelActor::Server { runtime, .. }, _, ActorState::Server { durable, .. }) => {
+                runtime.spent(durable, timer)
+            }
             (ModelActor::Client { max_retries, .. }, ModelTimer::Retry, ActorState::Client(client)) => {
                 max_retries.is_some_and(|max| client.retries >= max)
             }

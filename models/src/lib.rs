@@ -125,6 +125,12 @@ pub struct ModelConfig {
     /// symmetry stay sound under it (a timer past it is ignored, like any
     /// timer that would change nothing).
     pub max_timeouts: Option<u8>,
+    /// Of those, each server's heartbeat timer fires at most this many
+    /// times in a run (`None`: as `max_timeouts` allows). 0 leaves a
+    /// leader only the AppendEntries its election, its clients and its
+    /// followers' answers make it send: the schedule of Raft Figure 8
+    /// needs no heartbeat.
+    pub max_heartbeats: Option<u8>,
     /// Each client's retry timer fires at most this many times in a run
     /// (`None`: without end). With both budgets, the term bound and the
     /// log bound, the reachable states are finitely many (messages are
@@ -164,6 +170,7 @@ impl ModelConfig {
             slow_snapshots: false,
             slow_log: false,
             max_timeouts: None,
+            max_heartbeats: None,
             max_retries: None,
             clients_crash: true,
             founders: None,
@@ -301,6 +308,7 @@ pub fn model(config: ModelConfig) -> RaftModel {
         slow_log: config.slow_log,
         reconfigure,
         max_timeouts: config.max_timeouts,
+        max_heartbeats: config.max_heartbeats,
     };
     let server_actors = (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), runtime });
     let client_actors = config.scripts().into_iter().enumerate().map(|(i, script)| ModelActor::Client {

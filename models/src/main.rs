@@ -227,6 +227,11 @@ struct ModelArgs {
     /// states are finitely many: a search to any depth finishes.
     #[arg(long)]
     max_timeouts: Option<u8>,
+    /// Of those, each server's heartbeat timer fires at most this many
+    /// times in a run (0: a leader sends only what its election, clients
+    /// and followers make it send; Raft Figure 8 needs no heartbeat).
+    #[arg(long)]
+    max_heartbeats: Option<u8>,
     /// Each client's retry timer fires at most this many times in a run.
     #[arg(long)]
     max_retries: Option<u8>,
@@ -286,6 +291,7 @@ impl ModelArgs {
             slow_snapshots: self.slow_snapshots,
             slow_log: self.slow_log,
             max_timeouts: self.max_timeouts,
+            max_heartbeats: self.max_heartbeats,
             max_retries: self.max_retries,
             clients_crash: !self.servers_crash_only,
             founders: self.reconfigure.then(|| self.servers.saturating_sub(self.joiners).max(1)),
@@ -345,7 +351,8 @@ fn main() {
                 let depth = depth.or(finite.then_some(raftkv_models::search::UNBOUNDED));
                 let usage = match depth {
                     None => Some(
-                        "--reduce needs --depth, or budgets that leave finitely many states (--max-timeouts, and                          --max-retries with clients)"
+                        "--reduce needs --depth, or budgets that leave finitely many states (--max-timeouts, and \
+                         --max-retries with clients)"
                             .to_owned(),
                     ),
                     Some(_) if dfs => Some("--reduce is its own depth-first search: drop --dfs".into()),

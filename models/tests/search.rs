@@ -631,39 +631,49 @@ fn with_budgets_a_search_without_a_depth_bound_visits_every_reachable_state() {
     assert!(r.generated < f.generated, "nothing pruned");
 }
 
-/// The budgets hold: along walks of the budgeted model no server's
-/// election and heartbeat timers fire more often than `max_timeouts`, no
-/// client retries more than `max_retries`, and a spent timer stays set
-/// and is ignored (the model offers no successor for it).
+/// The budgets hold: along walks of the budgeted model (and of one with
+/// two timeouts a server, none of them a heartbeat) no server's election
+/// and heartbeat timers fire more often than `max_timeouts`, nor its
+/// heartbeats more than `max_heartbeats`, no client retries more than
+/// `max_retries`, and a spent timer stays set and is ignored (the model
+/// offers no successor for it).
 #[test]
 fn a_spent_budget_leaves_the_timer_set_and_ignored() {
-    let config = budgeted();
-    let m = model(config.clone());
-    let (mut spent_servers, mut spent_clients) = (0, 0);
-    for state in walked_states(&m, 200, 60, 5) {
-        for (i, actor) in state.actor_states.iter().enumerate() {
-            let timers = &state.timers_set[i];
-            let (spent, budgeted) = match &**actor {
-                ActorState::Server { durable, .. } => {
-                    assert!(durable.timeouts <= 1, "server {i} timed out {} times", durable.timeouts);
-                    (durable.timeouts == 1, [ModelTimer::Election, ModelTimer::Heartbeat])
-                }
-                ActorState::Client(client) => {
-                    assert!(client.retries <= 1, "client {i} retried {} times", client.retries);
-                    (client.retries == 1, [ModelTimer::Retry, ModelTimer::Retry])
-                }
-                ActorState::Failed { why } => panic!("server {i} failed: {why}"),
-            };
-            for timer in budgeted.iter().filter(|t| spent && timers.iter().any(|set| set == *t)) {
-                let action = ActorModelAction::Timeout(i.into(), timer.clone());
-                assert!(m.next_state(&state, action).is_none(), "actor {i}'s spent {timer:?} fired");
-                if i < 2 {
-                    spent_servers += 1;
-                } else {
-                    spent_clients += 1;
+    let no_heartbeats = ModelConfig { max_timeouts: Some(2), max_heartbeats: Some(0), ..budgeted() };
+    for config in [budgeted(), no_heartbeats] {
+        let m = model(config.clone());
+        let max = |budget: Option<u8>| budget.unwrap_or(u8::MAX);
+        let (mut spent_servers, mut spent_clients) = (0, 0);
+        for state in walked_states(&m, 200, 60, 5) {
+            for (i, actor) in state.actor_states.iter().enumerate() {
+                let spent: Vec<ModelTimer> = match &**actor {
+                    ActorState::Server { durable, .. } => {
+                        assert!(durable.timeouts <= max(config.max_timeouts), "server {i}: {durable:?}");
+                        assert!(durable.heartbeats <= max(config.max_heartbeats), "server {i}: {durable:?}");
+                        let all_spent = durable.timeouts == max(config.max_timeouts);
+                        let heartbeats_spent = all_spent || durable.heartbeats == max(config.max_heartbeats);
+                        let mut spent = Vec::new();
+                        spent.extend(all_spent.then_some(ModelTimer::Election));
+                        spent.extend(heartbeats_spent.then_some(ModelTimer::Heartbeat));
+                        spent
+                    }
+                    ActorState::Client(client) => {
+                        assert!(client.retries <= max(config.max_retries), "client {i} retried {}", client.retries);
+                        (client.retries == max(config.max_retries)).then_some(ModelTimer::Retry).into_iter().collect()
+                    }
+                    ActorState::Failed { why } => panic!("server {i} failed: {why}"),
+                };
+                for timer in spent.iter().filter(|t| state.timers_set[i].iter().any(|set| set == *t)) {
+                    let action = ActorModelAction::Timeout(i.into(), timer.clone());
+                    assert!(m.next_state(&state, action).is_none(), "actor {i}'s spent {timer:?} fired");
+                    if i < usize::from(config.servers) {
+                        spent_servers += 1;
+                    } else {
+                        spent_clients += 1;
+                    }
                 }
             }
         }
+        assert!(spent_servers > 0 && spent_clients > 0, "no spent timer met ({spent_servers}, {spent_clients})");
     }
-    assert!(spent_servers > 0 && spent_clients > 0, "no spent timer met ({spent_servers}, {spent_clients})");
 }
