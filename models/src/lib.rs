@@ -151,6 +151,13 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The budgets leave finitely many reachable states (see
+    /// [`max_retries`](ModelConfig::max_retries)): a search needs no depth
+    /// bound.
+    pub fn has_finitely_many_states(&self) -> bool {
+        self.max_timeouts.is_some() && (self.clients == 0 || self.max_retries.is_some())
+    }
+
     /// The configuration `cargo test` checks to completion.
     pub fn ci() -> ModelConfig {
         ModelConfig {

@@ -345,9 +345,7 @@ fn main() {
                 return;
             }
             if let Some(reduce) = reduce {
-                // Budgets of timeouts and retries leave finitely many states:
-                // then the search needs no depth bound.
-                let finite = args.max_timeouts.is_some() && (args.clients == 0 || args.max_retries.is_some());
+                let finite = args.config().has_finitely_many_states();
                 let depth = depth.or(finite.then_some(raftkv_models::search::UNBOUNDED));
                 let usage = match depth {
                     None => Some(

@@ -614,6 +614,7 @@ fn budgeted() -> ModelConfig {
 /// reachable state, crash-and-recover cycles included.
 #[test]
 fn with_budgets_a_search_without_a_depth_bound_visits_every_reachable_state() {
+    assert!(budgeted().has_finitely_many_states());
     let m = model(budgeted());
     let full = search(&m, UNBOUNDED, None);
     let reduced = search(&m, UNBOUNDED, Some(independent));

@@ -516,7 +516,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
     }
 
     /// Whether reads may be served under a leader lease ([`super::lease`]).
-    fn lease_reads(&self) -> bool {
+    pub fn lease_reads(&self) -> bool {
         self.config.lease_ticks > 0
     }
 

@@ -49,8 +49,9 @@
 //!   that read the acknowledgement that committed it (a Get under the
 //!   leader lease is answered by the client's own task). Under load, and
 //!   for Gets that need a read round, the node thread's rounds batch
-//!   instead (`Stepper::push` says why). Only a leader's: a follower's step ends in an fsync, which belongs
-//!   on its node thread, not on a network task.
+//!   instead (`Stepper::push` says why). Only a leader's: a follower's
+//!   step ends in an fsync, which belongs on its node thread, not on a
+//!   network task.
 //!
 //! So a leader's AppendEntries leave while its own write is on its way to
 //! the disk (Raft thesis §10.2.1), and it goes on stepping meanwhile; a
@@ -478,7 +479,7 @@ impl NodeRuntime {
         let (directory, directory_rx) = watch::channel(server.directory());
         let stepper = Arc::new(Stepper {
             leading: AtomicBool::new(server.node().role() == Role::Leader),
-            lease_reads: server.node().config().lease_ticks > 0,
+            lease_reads: server.node().lease_reads(),
             core: Mutex::new(NodeCore::new(server, config.tick, directory)),
             shared: shared.clone(),
             status: status.clone(),
@@ -632,7 +633,7 @@ struct NodeCore {
 
 impl NodeCore {
     fn new(server: KvServer, tick: Duration, directory: watch::Sender<Directory>) -> NodeCore {
-        let replay = if server.node().config().lease_ticks > 0 { server.node().config().election_ticks } else { 1 };
+        let replay = if server.node().lease_reads() { server.node().config().election_ticks } else { 1 };
         NodeCore {
             server,
             waiting: HashMap::new(),
