@@ -78,10 +78,15 @@ pub struct DurableServer {
     /// installed), the log's base and the log after it, written batch by
     /// batch by [`DurableState::write`], as the simulator's disk is.
     pub disk: DurableState<Command>,
-    /// Not the server's: the model's count of this server's election and
-    /// heartbeat timeouts (only under [`Runtime::max_timeouts`], else 0),
-    /// kept here so that a crash does not reset it and the budget bounds
-    /// a whole run.
+    /// Not the server's: the model's budget of this server's election and
+    /// heartbeat timeouts over a whole run
+    /// ([`crate::ModelConfig::max_timeouts`]), written at its first start.
+    /// Kept in its state rather than by its actor, so that servers with
+    /// different budgets stay interchangeable for the symmetry reduction:
+    /// a renumbering moves the budget with the server.
+    pub max_timeouts: Option<u8>,
+    /// The model's count of those timeouts (only under a budget, else 0),
+    /// kept here so that a crash does not reset it.
     pub timeouts: u8,
     /// Of those, the heartbeats (only under [`Runtime::max_heartbeats`]).
     pub heartbeats: u8,
@@ -94,8 +99,10 @@ impl std::fmt::Debug for DurableServer {
         let log = entries(disk.base.index, &disk.log);
         write!(f, "term {}, vote {:?}, snapshot {}, log {log:?}", disk.hard.term, disk.hard.voted_for, disk.covered())?;
         // The model's budgets, when counted.
-        if self.timeouts > 0 || self.heartbeats > 0 {
-            write!(f, "; timed out {} times ({} heartbeats)", self.timeouts, self.heartbeats)?;
+        if let Some(max) = self.max_timeouts {
+            write!(f, "; timed out {} of {max} times ({} heartbeats)", self.timeouts, self.heartbeats)?;
+        } else if self.heartbeats > 0 {
+            write!(f, "; {} heartbeats", self.heartbeats)?;
         }
         Ok(())
     }
@@ -252,12 +259,10 @@ pub struct Runtime {
     pub slow_log: bool,
     /// An operator changes the configuration: see [`Reconfigure`].
     pub reconfigure: Option<Reconfigure>,
-    /// Each server's election and heartbeat timers fire at most this many
-    /// times in a run, crashes or not ([`crate::ModelConfig::max_timeouts`]);
-    /// a timer past it stays set and never fires (the model ignores it).
-    pub max_timeouts: Option<u8>,
-    /// Of those, at most this many heartbeats
-    /// ([`crate::ModelConfig::max_heartbeats`]).
+    /// Of each server's budgeted timeouts ([`DurableServer::max_timeouts`]),
+    /// at most this many heartbeats ([`crate::ModelConfig::max_heartbeats`]);
+    /// a timer past a budget stays set and never fires (the model ignores
+    /// it).
     pub max_heartbeats: Option<u8>,
 }
 
@@ -266,12 +271,14 @@ impl Runtime {
     /// keeps it.
     fn count_timeout(&self, state: &mut Cow<ActorState>, timer: &ModelTimer, o: &mut Out<ModelActor>) {
         let heartbeat = *timer == ModelTimer::Heartbeat && self.max_heartbeats.is_some();
-        if self.max_timeouts.is_none() && !heartbeat {
+        let ActorState::Server { durable, .. } = state.as_ref() else { return };
+        let budgeted = durable.max_timeouts.is_some();
+        if !budgeted && !heartbeat {
             return;
         }
         if let ActorState::Server { durable, .. } = state.to_mut() {
             let counts = Arc::make_mut(durable);
-            if self.max_timeouts.is_some() {
+            if budgeted {
                 counts.timeouts += 1;
             }
             if heartbeat {
@@ -285,9 +292,9 @@ impl Runtime {
     fn spent(&self, durable: &DurableServer, timer: &ModelTimer) -> bool {
         let spent = |max: Option<u8>, used: u8| max.is_some_and(|max| used >= max);
         match timer {
-            ModelTimer::Election => spent(self.max_timeouts, durable.timeouts),
+            ModelTimer::Election => spent(durable.max_timeouts, durable.timeouts),
             ModelTimer::Heartbeat => {
-                spent(self.max_timeouts, durable.timeouts) || spent(self.max_heartbeats, durable.heartbeats)
+                spent(durable.max_timeouts, durable.timeouts) || spent(self.max_heartbeats, durable.heartbeats)
             }
             _ => false,
         }
@@ -326,18 +333,12 @@ impl Reconfigure {
 
 #[derive(Clone, Debug)]
 pub enum ModelActor {
-    Server {
-        config: ServerConfig,
-        runtime: Runtime,
-    },
+    /// `max_timeouts`: its budget, which its first start writes into its
+    /// durable record ([`DurableServer::max_timeouts`]).
+    Server { config: ServerConfig, runtime: Runtime, max_timeouts: Option<u8> },
     /// `max_retries`: its retry timer fires at most this many times in
     /// all ([`crate::ModelConfig::max_retries`]).
-    Client {
-        client: u64,
-        servers: u8,
-        script: Vec<Op>,
-        max_retries: Option<u8>,
-    },
+    Client { client: u64, servers: u8, script: Vec<Op>, max_retries: Option<u8> },
 }
 
 impl Actor for ModelActor {
@@ -349,10 +350,18 @@ impl Actor for ModelActor {
 
     fn on_start(&self, _id: Id, storage: &Option<Durable>, o: &mut Out<Self>) -> ActorState {
         match self {
-            ModelActor::Server { config, .. } => {
+            ModelActor::Server { config, max_timeouts, .. } => {
                 let durable = match storage {
                     Some(Durable::Server(durable)) => durable.clone(),
-                    _ => Arc::default(),
+                    _ => {
+                        let durable = Arc::new(DurableServer { max_timeouts: *max_timeouts, ..Default::default() });
+                        // Saved at once, so that a restart finds the budget
+                        // in the record and never asks the actor again.
+                        if max_timeouts.is_some() {
+                            o.save(Durable::Server(durable.clone()));
+                        }
+                        durable
+                    }
                 };
                 // The simulator refuses such a restart too (`Sim::restart`);
                 // the write that left it failed its check already.

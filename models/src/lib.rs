@@ -119,12 +119,15 @@ pub struct ModelConfig {
     /// otherwise within the action that produced it.
     pub slow_log: bool,
     /// Each server's election and heartbeat timers fire at most this many
-    /// times in a run, crashes or not (`None`: without end; the depth or
-    /// the network bound then keeps the search finite). A bound on each
-    /// server alone, counted in its own (durable) state, so sleep sets and
-    /// symmetry stay sound under it (a timer past it is ignored, like any
-    /// timer that would change nothing).
-    pub max_timeouts: Option<u8>,
+    /// times in a run, crashes or not (empty: without end; the depth or
+    /// the network bound then keeps the search finite). One entry per
+    /// server, the last standing for the servers after it (`[2, 2, 0]`:
+    /// server 2 never times out; `[1]`: one timeout each). A bound on each
+    /// server alone, kept and counted in its own (durable) state, so sleep
+    /// sets and symmetry stay sound under it, even with budgets that
+    /// differ (a renumbering moves a budget with its server; a timer past
+    /// it is ignored, like any timer that would change nothing).
+    pub max_timeouts: Vec<u8>,
     /// Of those, each server's heartbeat timer fires at most this many
     /// times in a run (`None`: as `max_timeouts` allows). 0 leaves a
     /// leader only the AppendEntries its election, its clients and its
@@ -155,7 +158,13 @@ impl ModelConfig {
     /// [`max_retries`](ModelConfig::max_retries)): a search needs no depth
     /// bound.
     pub fn has_finitely_many_states(&self) -> bool {
-        self.max_timeouts.is_some() && (self.clients == 0 || self.max_retries.is_some())
+        !self.max_timeouts.is_empty() && (self.clients == 0 || self.max_retries.is_some())
+    }
+
+    /// Server `id`'s budget of timeouts
+    /// ([`max_timeouts`](ModelConfig::max_timeouts)).
+    pub fn max_timeouts_of(&self, id: u8) -> Option<u8> {
+        self.max_timeouts.get(usize::from(id)).or(self.max_timeouts.last()).copied()
     }
 
     /// The configuration `cargo test` checks to completion.
@@ -176,7 +185,7 @@ impl ModelConfig {
             snapshot_trailing: 0,
             slow_snapshots: false,
             slow_log: false,
-            max_timeouts: None,
+            max_timeouts: Vec::new(),
             max_heartbeats: None,
             max_retries: None,
             clients_crash: true,
@@ -314,10 +323,13 @@ pub fn model(config: ModelConfig) -> RaftModel {
         slow_snapshots: config.slow_snapshots,
         slow_log: config.slow_log,
         reconfigure,
-        max_timeouts: config.max_timeouts,
         max_heartbeats: config.max_heartbeats,
     };
-    let server_actors = (0..servers).map(|id| ModelActor::Server { config: config.server_config(id), runtime });
+    let server_actors = (0..servers).map(|id| ModelActor::Server {
+        config: config.server_config(id),
+        runtime,
+        max_timeouts: config.max_timeouts_of(id),
+    });
     let client_actors = config.scripts().into_iter().enumerate().map(|(i, script)| ModelActor::Client {
         client: i as u64 + 1,
         servers,

@@ -222,11 +222,13 @@ struct ModelArgs {
     #[arg(long)]
     slow_log: bool,
     /// Each server's election and heartbeat timers fire at most this many
-    /// times in a run (a bound on each server alone, so sleep sets and
-    /// symmetry stay sound). With --max-retries (or no clients), the
-    /// states are finitely many: a search to any depth finishes.
-    #[arg(long)]
-    max_timeouts: Option<u8>,
+    /// times in a run; a list gives each server its own (`2,2,0`: server 2
+    /// never times out; the last entry stands for the servers after it).
+    /// A bound on each server alone, kept in its state, so sleep sets and
+    /// symmetry stay sound. With --max-retries (or no clients), the states
+    /// are finitely many: a search to any depth finishes.
+    #[arg(long, value_delimiter = ',')]
+    max_timeouts: Vec<u8>,
     /// Of those, each server's heartbeat timer fires at most this many
     /// times in a run (0: a leader sends only what its election, clients
     /// and followers make it send; Raft Figure 8 needs no heartbeat).
@@ -248,9 +250,11 @@ struct ModelArgs {
     /// promoted (two learners at once: what bug (q) needs).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
     joiners: u8,
-    /// Switch on a known Raft bug.
+    /// Switch on a known Raft bug (repeat it for several at once: e.g.
+    /// `without_prevote`, a liveness bug no safety property sees, shortens
+    /// every election another bug's counterexample needs).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(InjectedBugs::NAMES))]
-    bug: Option<String>,
+    bug: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -290,13 +294,16 @@ impl ModelArgs {
             snapshot_trailing: self.snapshot_trailing,
             slow_snapshots: self.slow_snapshots,
             slow_log: self.slow_log,
-            max_timeouts: self.max_timeouts,
+            max_timeouts: self.max_timeouts.clone(),
             max_heartbeats: self.max_heartbeats,
             max_retries: self.max_retries,
             clients_crash: !self.servers_crash_only,
             founders: self.reconfigure.then(|| self.servers.saturating_sub(self.joiners).max(1)),
             reconfigure: self.reconfigure,
-            bugs: self.bug.as_deref().and_then(InjectedBugs::only).unwrap_or_default(),
+            bugs: self.bug.iter().fold(InjectedBugs::default(), |mut bugs, name| {
+                assert!(bugs.switch_on(name), "clap checked the name");
+                bugs
+            }),
         }
     }
 }

@@ -597,7 +597,7 @@ fn budgeted() -> ModelConfig {
         network: Delivery::Ordered,
         max_term: 1,
         max_log: 2,
-        max_timeouts: Some(1),
+        max_timeouts: vec![1],
         max_retries: Some(1),
         ..unbounded(ModelConfig::ci())
     }
@@ -633,15 +633,17 @@ fn with_budgets_a_search_without_a_depth_bound_visits_every_reachable_state() {
 }
 
 /// The budgets hold: along walks of the budgeted model (and of one with
-/// two timeouts a server, none of them a heartbeat) no server's election
-/// and heartbeat timers fire more often than `max_timeouts`, nor its
+/// two timeouts a server, none of them a heartbeat, and of one whose
+/// second server never times out) no server's election and heartbeat
+/// timers fire more often than its budget in `max_timeouts`, nor its
 /// heartbeats more than `max_heartbeats`, no client retries more than
 /// `max_retries`, and a spent timer stays set and is ignored (the model
 /// offers no successor for it).
 #[test]
 fn a_spent_budget_leaves_the_timer_set_and_ignored() {
-    let no_heartbeats = ModelConfig { max_timeouts: Some(2), max_heartbeats: Some(0), ..budgeted() };
-    for config in [budgeted(), no_heartbeats] {
+    let no_heartbeats = ModelConfig { max_timeouts: vec![2], max_heartbeats: Some(0), ..budgeted() };
+    let uneven = ModelConfig { max_timeouts: vec![2, 0], ..budgeted() };
+    for config in [budgeted(), no_heartbeats, uneven] {
         let m = model(config.clone());
         let max = |budget: Option<u8>| budget.unwrap_or(u8::MAX);
         let (mut spent_servers, mut spent_clients) = (0, 0);
@@ -649,9 +651,11 @@ fn a_spent_budget_leaves_the_timer_set_and_ignored() {
             for (i, actor) in state.actor_states.iter().enumerate() {
                 let spent: Vec<ModelTimer> = match &**actor {
                     ActorState::Server { durable, .. } => {
-                        assert!(durable.timeouts <= max(config.max_timeouts), "server {i}: {durable:?}");
+                        let budget = config.max_timeouts_of(i as u8);
+                        assert_eq!(durable.max_timeouts, budget, "server {i}'s budget");
+                        assert!(durable.timeouts <= max(budget), "server {i}: {durable:?}");
                         assert!(durable.heartbeats <= max(config.max_heartbeats), "server {i}: {durable:?}");
-                        let all_spent = durable.timeouts == max(config.max_timeouts);
+                        let all_spent = durable.timeouts == max(budget);
                         let heartbeats_spent = all_spent || durable.heartbeats == max(config.max_heartbeats);
                         let mut spent = Vec::new();
                         spent.extend(all_spent.then_some(ModelTimer::Election));

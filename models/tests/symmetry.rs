@@ -5,17 +5,42 @@
 //! show that the check catches a renumbering that misses part of the state,
 //! and compare a reduced search with a full one.
 
+use raftkv_models::actors::{ActorState, Durable, DurableServer};
 use raftkv_models::search::{fingerprint, Options, Search};
 use raftkv_models::symmetry::{renumber, representative};
 use raftkv_models::{model, Delivery, ModelConfig, RaftModel, RaftState};
 use stateright::{Checker, Model};
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 /// The six renumberings of three servers.
 const PERMUTATIONS: [[usize; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
 
 /// The three of them that keep a clerk's try order (0, 1, 2, 0, …).
 const ROTATIONS: [[usize; 3]; 3] = [[0, 1, 2], [1, 2, 0], [2, 0, 1]];
+
+/// Server `i`'s budget of timeouts, as its durable record holds it.
+fn budget(state: &RaftState, i: usize) -> Option<u8> {
+    match &*state.actor_states[i] {
+        ActorState::Server { durable, .. } => durable.max_timeouts,
+        _ => None,
+    }
+}
+
+/// Gives server `i` the budget `max_timeouts`, in its state and its storage.
+fn set_budget(state: &mut RaftState, i: usize, max_timeouts: Option<u8>) {
+    let with_budget = |d: &Arc<DurableServer>| Arc::new(DurableServer { max_timeouts, ..(**d).clone() });
+    if let ActorState::Server { durable, .. } = &*state.actor_states[i] {
+        let mut server = (*state.actor_states[i]).clone();
+        if let ActorState::Server { durable: d, .. } = &mut server {
+            *d = with_budget(durable);
+        }
+        state.actor_states[i] = Arc::new(server);
+    }
+    if let Some(Durable::Server(d)) = &state.actor_storages[i] {
+        state.actor_storages[i] = Some(Durable::Server(with_budget(d)));
+    }
+}
 
 /// Up to `limit` distinct states within `depth` actions of the start.
 fn reachable(m: &RaftModel, depth: usize, limit: usize) -> Vec<RaftState> {
@@ -70,15 +95,18 @@ fn asymmetry(
 
 #[test]
 fn renumbering_servers_commutes_with_every_step() {
-    // The last with a budget of timeouts, counted in each server's durable
-    // record (which renumbering moves with the server).
+    // The last two with budgets of timeouts, kept and counted in each
+    // server's durable record (which renumbering moves with the server):
+    // one each, and budgets that differ (server 2 never times out).
     let networks = [
-        (Delivery::Unordered, None),
-        (Delivery::Ordered, None),
-        (Delivery::Duplicating, None),
-        (Delivery::Ordered, Some(1)),
+        (Delivery::Unordered, vec![]),
+        (Delivery::Ordered, vec![]),
+        (Delivery::Duplicating, vec![]),
+        (Delivery::Ordered, vec![1]),
+        (Delivery::Ordered, vec![2, 1, 0]),
     ];
     for (network, max_timeouts) in networks {
+        let uneven = max_timeouts.windows(2).any(|w| w[0] != w[1]);
         let config =
             ModelConfig { clients: 0, max_crashes: 1, lossy: true, network, max_timeouts, ..ModelConfig::ci() };
         let m = model(config.clone());
@@ -95,6 +123,21 @@ fn renumbering_servers_commutes_with_every_step() {
             asymmetry(&m, &states, &PERMUTATIONS, forgets_network).is_some(),
             "a broken renumbering went unnoticed"
         );
+        // Budgets that differ are symmetric only because each travels with
+        // its server: a renumbering that leaves them where they were (as a
+        // budget kept by the actor, not the state, would) is caught.
+        if uneven {
+            let budget_stays = |s: &RaftState, perm: &[usize]| {
+                let mut moved = renumber(s, perm);
+                for i in 0..3 {
+                    set_budget(&mut moved, i, budget(s, i));
+                }
+                moved
+            };
+            let why = asymmetry(&m, &states, &PERMUTATIONS, budget_stays);
+            assert!(why.is_some(), "budgets left in place went unnoticed");
+            println!("budgets left in place: {}", why.unwrap());
+        }
         // And the representative is the same for a whole class.
         for s in &states[..200] {
             for perm in PERMUTATIONS {

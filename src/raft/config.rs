@@ -266,6 +266,13 @@ impl InjectedBugs {
     /// The set with only the named bug on.
     pub fn only(name: &str) -> Option<InjectedBugs> {
         let mut b = InjectedBugs::default();
+        b.switch_on(name).then_some(b)
+    }
+
+    /// Switches on the named bug as well; `false` for a name not in
+    /// [`Self::NAMES`].
+    pub fn switch_on(&mut self, name: &str) -> bool {
+        let b = self;
         match name {
             "commit_previous_term" => b.commit_previous_term = true,
             "vote_without_log_check" => b.vote_without_log_check = true,
@@ -286,8 +293,8 @@ impl InjectedBugs {
             "config_on_commit" => b.config_on_commit = true,
             "lease_ignores_drift" => b.lease_ignores_drift = true,
             "restart_forgets_lease" => b.restart_forgets_lease = true,
-            _ => return None,
+            _ => return false,
         }
-        Some(b)
+        true
     }
 }
