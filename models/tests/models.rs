@@ -190,6 +190,65 @@ fn guided_search_finds_bug_a() {
     assert_eq!(control.states, report.states);
 }
 
+/// Injected bug (a) found by exhaustive search: our depth-first search
+/// with sleep sets and symmetry, without a depth bound, over every
+/// reachable state of the Figure 8 bounds with budgets of timeouts (two
+/// for servers 0 and 1, none for server 2, no heartbeats) and PreVote off
+/// (bug (p), a liveness bug no safety property sees, switched on with it
+/// to shorten each election). It stops at a leader completeness violation,
+/// shrunk and replayed. Without bug (a), the same bounds finish clean:
+/// every reachable state visited, every "always" property holding. (With
+/// PreVote on, the schedule needs a timeout of server 2 as well, and the
+/// search takes minutes: `specs/models.md`.)
+#[test]
+fn exhaustive_search_catches_bug_a_and_finishes_clean_without_it() {
+    use raftkv::raft::InjectedBugs;
+    use raftkv_models::schedule::figure_8_config;
+    use raftkv_models::search::{Options, Search, UNBOUNDED};
+
+    let bounds = |bugs: InjectedBugs| ModelConfig {
+        max_in_flight: usize::MAX,
+        max_timeouts: vec![2, 2, 0],
+        max_heartbeats: Some(0),
+        ..figure_8_config(InjectedBugs { without_prevote: true, ..bugs })
+    };
+    let options = || {
+        let mut options = Options::new(UNBOUNDED);
+        options.independent = Some(raftkv_models::independence::independent);
+        options.symmetry = Some(raftkv_models::symmetry::reduction());
+        options.threads = 2;
+        options
+    };
+    assert!(bounds(InjectedBugs::default()).has_finitely_many_states());
+
+    let buggy = model(bounds(InjectedBugs::only("commit_previous_term").unwrap()));
+    let mut search = Search::new(&buggy, Options { first_failure: true, ..options() });
+    search.run(|_| {});
+    let discoveries = search.discoveries();
+    let actions = discoveries.get("leader completeness").unwrap_or_else(|| {
+        panic!("exhaustive search missed bug (a) in {} states: {:?}", search.counts().unique, discoveries.keys())
+    });
+    let (small, path) = shrink_breaking(&buggy, actions, "leader completeness");
+    assert_eq!(violated(&buggy, path.last_state()), Some("leader completeness"));
+    println!(
+        "bug (a) found by exhaustive search after {} states, {} actions shrunk to {}:\n{path}",
+        search.counts().unique,
+        actions.len(),
+        small.len()
+    );
+
+    let clean = model(bounds(InjectedBugs::default()));
+    let mut search = Search::new(&clean, options());
+    search.run(|_| {});
+    assert!(search.stopped().is_none(), "the clean search did not finish: {:?}", search.stopped());
+    let discoveries = search.discoveries();
+    for name in ALWAYS {
+        assert!(!discoveries.contains_key(name), "without bug (a), {name} was violated: {:?}", discoveries[name]);
+    }
+    assert!(discoveries.contains_key("leader elected"), "the clean search elected no leader");
+    println!("without bug (a): every reachable state visited, {} classes, clean", search.counts().unique);
+}
+
 /// The random walks' model: 2 clients, a FIFO network, one crash, up to
 /// term 4, 6 log entries and 8 messages in flight (at 6, walks stop short
 /// more often and (d) is not found in 5 million states).
