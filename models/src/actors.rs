@@ -475,7 +475,7 @@ impl Actor for ModelActor {
 
 impl ModelActor {
     /// `timer` is budgeted for this actor and the budget is spent
-    /// ([`Runtime::max_timeouts`], [`Runtime::max_heartbeats`],
+    /// ([`DurableServer::max_timeouts`], [`Runtime::max_heartbeats`],
     /// `max_retries`).
     fn budget_spent(&self, state: &ActorState, timer: &ModelTimer) -> bool {
         match (self, timer, state) {

@@ -306,7 +306,7 @@ impl Options {
             None => (&self.server_timeouts, id),
             Some(client) => (&self.client_timeouts, client),
         };
-        list.get(i.min(list.len().saturating_sub(1))).copied().unwrap_or(0)
+        crate::per_actor(list, i).unwrap_or(0)
     }
 }
 

@@ -164,7 +164,7 @@ impl ModelConfig {
     /// Server `id`'s budget of timeouts
     /// ([`max_timeouts`](ModelConfig::max_timeouts)).
     pub fn max_timeouts_of(&self, id: u8) -> Option<u8> {
-        self.max_timeouts.get(usize::from(id)).or(self.max_timeouts.last()).copied()
+        per_actor(&self.max_timeouts, usize::from(id))
     }
 
     /// The configuration `cargo test` checks to completion.
@@ -309,6 +309,13 @@ pub fn stateright_depth(actions: usize) -> usize {
 pub type RaftModel = ActorModel<ModelActor, ModelConfig, ModelHistory>;
 pub type RaftState = ActorModelState<ModelActor, ModelHistory>;
 pub type RaftAction = <RaftModel as stateright::Model>::Action;
+
+/// Entry `i` of a per-actor list whose last entry stands for every actor
+/// after it (`[2, 2, 0]`, `[1]`), as `--max-timeouts` and DPOR's
+/// `--timeouts` read them; `None` for an empty list.
+pub fn per_actor<T: Copy>(list: &[T], i: usize) -> Option<T> {
+    list.get(i).or(list.last()).copied()
+}
 
 /// The model for `config`, with all its properties.
 pub fn model(config: ModelConfig) -> RaftModel {

@@ -30,11 +30,9 @@ fn budget(state: &RaftState, i: usize) -> Option<u8> {
 /// Gives server `i` the budget `max_timeouts`, in its state and its storage.
 fn set_budget(state: &mut RaftState, i: usize, max_timeouts: Option<u8>) {
     let with_budget = |d: &Arc<DurableServer>| Arc::new(DurableServer { max_timeouts, ..(**d).clone() });
-    if let ActorState::Server { durable, .. } = &*state.actor_states[i] {
-        let mut server = (*state.actor_states[i]).clone();
-        if let ActorState::Server { durable: d, .. } = &mut server {
-            *d = with_budget(durable);
-        }
+    let mut server = (*state.actor_states[i]).clone();
+    if let ActorState::Server { durable, .. } = &mut server {
+        *durable = with_budget(durable);
         state.actor_states[i] = Arc::new(server);
     }
     if let Some(Durable::Server(d)) = &state.actor_storages[i] {
