@@ -226,7 +226,13 @@ fn dpor_catches_a_retry_applied_twice() {
 /// a server takes, the ordered network) with `bugs`, terms up to `term`
 /// and logs up to `log` entries.
 fn at_issue_configuration(bugs: fn(&mut raftkv::raft::InjectedBugs), term: u64, log: usize) -> RaftModel {
-    let mut config = ModelConfig {
+    let mut config = issue_configuration(term, log);
+    bugs(&mut config.bugs);
+    model(config)
+}
+
+fn issue_configuration(term: u64, log: usize) -> ModelConfig {
+    ModelConfig {
         clients: 2,
         max_crashes: 1,
         clients_crash: false,
@@ -235,9 +241,7 @@ fn at_issue_configuration(bugs: fn(&mut raftkv::raft::InjectedBugs), term: u64, 
         max_log: log,
         max_in_flight: usize::MAX,
         ..ModelConfig::ci()
-    };
-    bugs(&mut config.bugs);
-    model(config)
+    }
 }
 
 /// Bugs (b) and (f) by DPOR at the issue's configuration: 3 servers, 2
@@ -295,4 +299,50 @@ fn dpor_portfolio_catches_bugs_c_d_and_e_with_two_clients_and_a_crash() {
     caught(|b| b.read_without_quorum = true, (2, 4), (vec![1, 1, 0], vec![1, 0]), "linearizable");
     caught(|b| b.read_before_noop = true, (2, 3), (vec![1, 1, 0], vec![0]), "linearizable");
     caught(|b| b.skip_session_table = true, (1, 3), (vec![1, 0], vec![1, 0]), "exactly once");
+}
+
+/// Bug (a) `commit_previous_term`, Raft Figure 8, by DPOR in rounds of
+/// increasing deviations at the issue's configuration (3 servers, 2
+/// clients, a server crash, the ordered network) with Figure 8's bounds:
+/// terms up to 4, logs up to 2 entries, one entry per AppendEntries;
+/// two timeouts for servers 0 and 1, none for server 2, no heartbeat, no
+/// client retry. A leader of term 3 counts its replicated term-1 entry as
+/// committed; a server that never held it wins term 4: leader
+/// completeness breaks. PreVote is off (bug (p), a liveness bug no safety
+/// property sees), which spares each election its pre-vote round: with
+/// it on (timeouts 2, 2, 1), the command line finds (a) too
+/// (specs/models.md). The counterexample needs no client event, and the
+/// clients' requests wait in flight; the rounds reach it early because it
+/// deviates from the model's first choices only four times. The control:
+/// without (a), the same search over as many states breaks nothing (it
+/// does not end there: these bounds hold too many runs to finish).
+#[test]
+fn dpor_in_rounds_catches_bug_a_with_two_clients_and_a_crash() {
+    let mut config = ModelConfig { max_batch: 1, max_heartbeats: Some(0), ..issue_configuration(4, 2) };
+    config.bugs.without_prevote = true;
+    let options = Options { first_failure: true, rounds: true, server_timeouts: vec![2, 2, 0], ..Options::new(0, 0) };
+    let buggy = model(ModelConfig {
+        bugs: raftkv::raft::InjectedBugs { commit_previous_term: true, ..config.bugs },
+        ..config.clone()
+    });
+    let mut search = Dpor::new(&buggy, options.clone()).expect("bounds DPOR takes");
+    search.run(|_| {});
+    let found: Vec<&str> = search.discoveries().keys().copied().collect();
+    assert_eq!(search.stopped(), Some(Stopped::FirstFailure), "{found:?}, {:?}", search.counts());
+    assert!(search.discoveries().contains_key("leader completeness"), "not broken: {found:?}, {:?}", search.counts());
+    println!("leader completeness broken after {:?}", search.counts());
+
+    let states = search.counts().states;
+    let clean = model(config);
+    let enough = AtomicBool::new(false);
+    let mut control = Dpor::new(&clean, options).expect("bounds DPOR takes").interrupt_on(&enough);
+    control.run(|counts| {
+        if counts.states >= states {
+            enough.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    // With `first_failure`, any "always" property broken would have
+    // stopped it first.
+    assert_eq!(control.stopped(), Some(Stopped::Interrupted), "without (a): {:?}", control.discoveries().keys());
+    println!("without (a), clean after {:?}", control.counts());
 }
