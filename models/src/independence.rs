@@ -56,6 +56,7 @@
 //! bounds and on states of random walks; tests show it catching relations
 //! that forget the history or the duplicating network's last delivery.
 
+use crate::actors::{ActorState, ModelMsg};
 use crate::{Delivery, RaftAction, RaftModel, RaftState};
 use stateright::actor::{ActorModelAction, Id};
 use stateright::Model;
@@ -135,4 +136,90 @@ pub fn commutation_failures(
         }
     }
     result
+}
+
+/// The persistent-set rule ([`crate::search::Persistent`]) for the Raft
+/// model: **a refusal on its way to a client that waits for nothing
+/// else** is taken alone. The action `t` delivers a response whose result
+/// is an error (not leader, and the like) to client `c`, where:
+///
+/// 1. it is the only message in flight to or from `c`, and no server
+///    holds a request of `c` accepted and unanswered
+///    ([`raftkv::kv::KvServer::waits_for`]);
+/// 2. every other action at `c` the model lists has no successor inside
+///    the boundary (no retry left; no crash of a client, or only servers
+///    crash, and a client's crash leaves the boundary whatever the state;
+///    no loss on a lossy network);
+/// 3. taking it changes no part of the recorded history, and the state it
+///    reaches is inside the boundary; the network does not duplicate.
+///
+/// C1: an action that does not commute with `t` is at `c` (the
+/// relation above: actions at other actors commute with `t`, a client
+/// action, unless both are at clients; and two client actions commute
+/// when one of them, `t`, writes no history: an error records no return,
+/// and the request the clerk sends again is the same `(client, seq)`, whose
+/// call is already recorded, now and in every later state, since the
+/// history only grows). An action at `c` needs a message to `c` (servers
+/// send to a client only when one of its requests reaches them or when
+/// they answer one they hold, and by 1 there is neither but `t`'s) or a
+/// timer, a crash or a loss at `c`, which by 2 cannot happen until `c`
+/// acts. C2: no property reads a client's state or the network, and by 3
+/// `t` changes nothing else they read. C3: each such step consumes the
+/// one message to its client and leaves one from it, so the rule cannot
+/// pick that client again before a server acts: a run of picked steps is
+/// at most one per client long, and no cycle is made of them alone.
+///
+/// The same holds for every renumbering of the servers (it looks at
+/// clients, and at servers only all together), so it combines with
+/// symmetry reduction. `models/tests/search.rs` compares what a search with
+/// it reaches with what a search without it reaches.
+pub fn lone_refusal(model: &RaftModel, state: &RaftState, actions: &[RaftAction]) -> Option<usize> {
+    lone_response(model, state, actions, false)
+}
+
+/// [`lone_refusal`] made unsound on purpose, for the test that shows the
+/// comparison catching it: it takes any response alone, an answer too,
+/// whose return in the history is ordered against the other client's
+/// calls and returns (C1 and C2 broken).
+#[doc(hidden)]
+pub fn careless_lone_response(model: &RaftModel, state: &RaftState, actions: &[RaftAction]) -> Option<usize> {
+    lone_response(model, state, actions, true)
+}
+
+fn lone_response(model: &RaftModel, state: &RaftState, actions: &[RaftAction], careless: bool) -> Option<usize> {
+    if model.cfg.network == Delivery::Duplicating {
+        return None;
+    }
+    let servers = usize::from(model.cfg.servers);
+    let refusal = |t: &RaftAction| match t {
+        ActorModelAction::Deliver { dst, msg: ModelMsg::Response(response), .. }
+            if usize::from(*dst) >= servers && (careless || response.result.is_err()) =>
+        {
+            Some((*dst, response.client))
+        }
+        _ => None,
+    };
+    actions.iter().enumerate().position(|(i, t)| {
+        let Some((client, client_id)) = refusal(t) else { return false };
+        let alone = state.network.iter_all().filter(|e| e.src == client || e.dst == client).count() == 1;
+        let waited_on = state.actor_states.iter().any(|s| match &**s {
+            ActorState::Server { server, .. } => server.waits_for(client_id),
+            _ => false,
+        });
+        if !alone || waited_on {
+            return false;
+        }
+        // A client's crash, where only servers crash, leaves the boundary
+        // (a condition on the client's own flag, so from every state):
+        // known without taking it.
+        let idle = |a: &RaftAction| match a {
+            ActorModelAction::Crash(_) if !model.cfg.clients_crash => true,
+            _ => model.next_state(state, a.clone()).is_none_or(|next| !model.within_boundary(&next)),
+        };
+        let others_idle = actions.iter().enumerate().all(|(j, a)| j == i || actor(a) != client || idle(a));
+        others_idle
+            && model
+                .next_state(state, t.clone())
+                .is_some_and(|next| (careless || next.history == state.history) && model.within_boundary(&next))
+    })
 }

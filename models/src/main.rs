@@ -55,9 +55,12 @@ enum Command {
         /// for the visited states (about 40 bytes each instead of a whole
         /// state) and, with `sleep` (the default), sleep sets over the
         /// model's independence relation; `off` for the same search
-        /// unreduced. Needs --depth, or --max-timeouts (and --max-retries
-        /// with clients), which leave finitely many states to visit them
-        /// all; lifts the network bound.
+        /// unreduced; `persistent` for sleep sets and, where a refusal is
+        /// on its way to a client that waits for nothing else, that
+        /// delivery alone (a persistent set: fewer states, the same
+        /// verdicts; no --depth). Needs --depth, or --max-timeouts (and
+        /// --max-retries with clients), which leave finitely many states to
+        /// visit them all; lifts the network bound.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "sleep")]
         reduce: Option<Reduce>,
         /// With --reduce: iterative deepening (every state within 1 action,
@@ -260,6 +263,7 @@ struct ModelArgs {
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Reduce {
     Sleep,
+    Persistent,
     Off,
 }
 
@@ -361,11 +365,21 @@ fn main() {
                             .to_owned(),
                     ),
                     Some(_) if dfs => Some("--reduce is its own depth-first search: drop --dfs".into()),
+                    Some(depth)
+                        if reduce == Reduce::Persistent && (depth != raftkv_models::search::UNBOUNDED || iterative) =>
+                    {
+                        Some(
+                            "--reduce persistent skips states, so a path it keeps can be longer than the one it \
+                             stands for: it needs a search without a depth bound (budgets, no --depth, no \
+                             --iterative)"
+                                .into(),
+                        )
+                    }
                     Some(_) if symmetry && args.reconfigure => {
                         Some("--symmetry does not go with --reconfigure (its servers are not interchangeable)".into())
                     }
                     Some(_)
-                        if reduce == Reduce::Sleep
+                        if reduce != Reduce::Off
                             && (args.max_in_flight.is_some() || args.max_in_flight_per_sender.is_some()) =>
                     {
                         Some(
@@ -542,6 +556,8 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     let reduction = match (reduce, search.symmetry) {
         (Reduce::Sleep, true) => "sleep sets and symmetry",
         (Reduce::Sleep, false) => "sleep sets",
+        (Reduce::Persistent, true) => "sleep sets, lone refusals (persistent sets) and symmetry",
+        (Reduce::Persistent, false) => "sleep sets and lone refusals (persistent sets)",
         (Reduce::Off, true) => "symmetry",
         (Reduce::Off, false) => "none",
     };
@@ -563,7 +579,8 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     }
     let m = model(config);
     let mut options = Options::new(depth);
-    options.independent = (reduce == Reduce::Sleep).then_some(raftkv_models::independence::independent as _);
+    options.independent = (reduce != Reduce::Off).then_some(raftkv_models::independence::independent as _);
+    options.persistent = (reduce == Reduce::Persistent).then_some(raftkv_models::independence::lone_refusal as _);
     options.max_memory = Some(budget);
     options.first_failure = search.first_failure;
     options.symmetry = search.symmetry.then(raftkv_models::symmetry::reduction);
@@ -600,12 +617,13 @@ fn own_search(config: ModelConfig, depth: usize, reduce: Reduce, search: OwnSear
     let secs = started.elapsed().as_secs_f64();
     let summed = if search.iterative { " (the searches to each bound added up)" } else { "" };
     println!(
-        "done{summed}: {} generated, {} unique, {} expanded, {} slept, {} actions deep, {secs:.1} s, {:.0} states/s, \
-         {}, fingerprint collision probability {:.1e}",
+        "done{summed}: {} generated, {} unique, {} expanded, {} slept, {} pruned, {} actions deep, {secs:.1} s, \
+         {:.0} states/s, {}, fingerprint collision probability {:.1e}",
         c.generated,
         c.unique,
         c.expanded,
         c.slept,
+        c.pruned,
         c.max_depth,
         c.generated as f64 / secs.max(1e-9),
         memory("VmHWM", "peak RSS"),

@@ -49,6 +49,13 @@
 //! nothing is missed there.) So `--reduce sleep` refuses both network
 //! bounds, on the argument; the depth bound alone keeps the search finite.
 //!
+//! **Persistent sets.** With [`Options::persistent`], where the model's
+//! rule picks an action (one that alone is a persistent set, invisible
+//! to the properties, and never picked all round a cycle: [`Persistent`])
+//! the search takes only it, still under the sleep set. Unlike sleep sets
+//! this skips states, so only with no depth bound ([`UNBOUNDED`]); every
+//! property keeps its verdict.
+//!
 //! **Symmetry.** With [`Options::symmetry`], a state is remembered by
 //! its class representative's fingerprint, so one state of each class is
 //! explored (states of a class have the same futures, renumbered). With
@@ -84,7 +91,7 @@
 //! search cleanly, with what it checked so far.
 
 use stateright::{Expectation, Model};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -92,6 +99,20 @@ use std::sync::{Mutex, MutexGuard};
 /// Whether two actions commute where both are enabled: either order
 /// reaches the same state and neither disables the other.
 pub type Independence<M> = fn(&M, &<M as Model>::Action, &<M as Model>::Action) -> bool;
+
+/// Of a state's enabled actions (as the model lists them), one that alone
+/// is a **persistent set**: the search takes it and nothing else there.
+/// The rule must promise, for every state where it picks an action `t`:
+/// no sequence of actions from the state that leaves `t` out contains an
+/// action that does not commute with `t` (C1); `t` changes nothing any
+/// property reads (C2, visibility); and no cycle of states is made only
+/// of states where it picks an action (C3, the cycle proviso). Then every
+/// property gets the same verdict as without it (the reduced graph is
+/// stutter-equivalent for what the properties read: Peled 1994, Clarke,
+/// Grumberg and Peled, *Model Checking*, ch. 10), though states are
+/// skipped: only with [`UNBOUNDED`] depth, since a path the rule stands
+/// for can be an action longer.
+pub type Persistent<M> = fn(&M, &<M as Model>::State, &[<M as Model>::Action]) -> Option<usize>;
 
 /// A renumbering of a model's actors (server `i` becomes `new_index[i]`).
 pub type Renumbering = Vec<usize>;
@@ -142,6 +163,14 @@ pub struct Options<M: Model> {
     /// Threads that search at once (1: this one alone). They share the
     /// visited set; see [`Search::run`].
     pub threads: usize,
+    /// `Some`: where this rule picks an action, take only it
+    /// ([`Persistent`]; [`crate::independence::lone_refusal`] for the
+    /// Raft model). Needs [`UNBOUNDED`] depth.
+    pub persistent: Option<Persistent<M>>,
+    /// `Some`: record this projection of every visited state
+    /// ([`Search::projections`]), for tests that compare what two
+    /// searches reach where one skips states.
+    pub project: Option<fn(&M::State) -> u64>,
 }
 
 // By hand: a derive would ask `M: Clone` of the model.
@@ -153,7 +182,16 @@ impl<M: Model> Clone for Options<M> {
 
 impl<M: Model> Options<M> {
     pub fn new(max_depth: usize) -> Options<M> {
-        Options { max_depth, independent: None, max_memory: None, first_failure: false, symmetry: None, threads: 1 }
+        Options {
+            max_depth,
+            independent: None,
+            max_memory: None,
+            first_failure: false,
+            symmetry: None,
+            threads: 1,
+            persistent: None,
+            project: None,
+        }
     }
 }
 
@@ -184,6 +222,8 @@ pub struct Counts {
     pub expanded: u64,
     /// Actions the sleep sets kept the search from taking.
     pub slept: u64,
+    /// Actions left out where the persistent-set rule picked one.
+    pub pruned: u64,
     /// Deepest state visited, in actions.
     pub max_depth: usize,
 }
@@ -195,6 +235,7 @@ impl Counts {
         self.generated += other.generated;
         self.expanded += other.expanded;
         self.slept += other.slept;
+        self.pruned += other.pruned;
         self.max_depth = self.max_depth.max(other.max_depth);
     }
 }
@@ -237,6 +278,8 @@ pub struct Search<'a, M: Model> {
     interrupt: Option<&'a AtomicBool>,
     /// States the lone phase handed to the threads (0 on one thread).
     handed_out: usize,
+    /// [`Options::project`] of every visited state.
+    projections: Mutex<HashSet<u64>>,
 }
 
 /// How often (in states generated) the memory and the interrupt flag are
@@ -257,6 +300,7 @@ struct AtomicCounts {
     generated: AtomicU64,
     expanded: AtomicU64,
     slept: AtomicU64,
+    pruned: AtomicU64,
     max_depth: AtomicUsize,
 }
 
@@ -283,6 +327,10 @@ where
     M::Action: Hash + Clone + PartialEq + Send,
 {
     pub fn new(model: &'a M, options: Options<M>) -> Search<'a, M> {
+        assert!(
+            options.persistent.is_none() || options.max_depth == UNBOUNDED,
+            "a persistent-set rule needs a search without a depth bound"
+        );
         Search {
             model,
             options,
@@ -293,6 +341,7 @@ where
             stopping: AtomicBool::new(false),
             interrupt: None,
             handed_out: 0,
+            projections: Mutex::new(HashSet::new()),
         }
     }
 
@@ -407,6 +456,7 @@ where
             generated: c.generated.load(Ordering::Relaxed),
             expanded: c.expanded.load(Ordering::Relaxed),
             slept: c.slept.load(Ordering::Relaxed),
+            pruned: c.pruned.load(Ordering::Relaxed),
             max_depth: c.max_depth.load(Ordering::Relaxed),
         }
     }
@@ -435,6 +485,11 @@ where
     /// The first path found to each property's discovery.
     pub fn discoveries(&self) -> BTreeMap<&'static str, Vec<M::Action>> {
         lock(&self.discoveries).clone()
+    }
+
+    /// [`Options::project`] of every visited state.
+    pub fn projections(&self) -> HashSet<u64> {
+        lock(&self.projections).clone()
     }
 
     /// Every visited state's fingerprint, sorted.
@@ -594,6 +649,10 @@ where
     ) {
         let mut todo = Vec::new();
         self.model.actions(&state, &mut todo);
+        if let Some(i) = self.options.persistent.and_then(|rule| rule(self.model, &state, &todo)) {
+            self.counts.pruned.fetch_add(todo.len() as u64 - 1, Ordering::Relaxed);
+            todo = vec![todo.swap_remove(i)];
+        }
         let before = todo.len();
         todo.retain(|a| !sleep.iter().any(|(b, _)| b == a));
         if let Some((only, renumbering)) = only {
@@ -609,6 +668,9 @@ where
     /// The conditions are evaluated outside the lock (the linearizability
     /// check is the costliest step of a state).
     fn judge(&self, state: &M::State, path: &[M::Action]) {
+        if let Some(project) = self.options.project {
+            lock(&self.projections).insert(project(state));
+        }
         let properties = self.model.properties();
         let open: Vec<bool> = {
             let found = lock(&self.discoveries);

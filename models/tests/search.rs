@@ -682,3 +682,94 @@ fn a_spent_budget_leaves_the_timer_set_and_ignored() {
         assert!(spent_servers > 0 && spent_clients > 0, "no spent timer met ({spent_servers}, {spent_clients})");
     }
 }
+
+/// What the properties read of a state: each server's state and whether
+/// it is down, and the recorded history (calls, returns, leaders).
+fn what_properties_read(state: &RaftState) -> u64 {
+    let servers = state.actor_states.iter().filter(|s| matches!(***s, ActorState::Server { .. })).count();
+    fingerprint(&(&state.actor_states[..servers], &state.crashed[..servers], &state.history))
+}
+
+/// Bounds where the search without a depth bound finishes with and without
+/// the persistent-set rule: two clients and a server crash (clients'
+/// refusals abound), on both networks; with a retry, so that the rule
+/// must see a client's timer.
+fn persistent_configs() -> Vec<(&'static str, ModelConfig)> {
+    let two_clients = ModelConfig { clients: 2, max_retries: Some(0), ..budgeted() };
+    vec![
+        ("2 servers, 2 clients, a crash, ordered", two_clients.clone()),
+        ("the same, unordered", ModelConfig { network: Delivery::Unordered, ..two_clients.clone() }),
+        (
+            "the same, ordered, one retry each, one timeout (server 0)",
+            ModelConfig { max_retries: Some(1), max_timeouts: vec![1, 0], ..two_clients.clone() },
+        ),
+        (
+            "3 servers, 2 clients, a crash, ordered, term ≤ 1, log ≤ 1, one timeout (server 0)",
+            ModelConfig { servers: 3, max_log: 1, max_timeouts: vec![1, 0], ..two_clients },
+        ),
+    ]
+}
+
+/// The persistent-set rule (`independence::lone_refusal`: a refusal on
+/// its way to a client that waits for nothing else is delivered alone)
+/// skips states, so the check is on what the properties read: the set of
+/// (servers, their crashed flags, history) over the visited states is the
+/// same with and without it, and so is every property's verdict, while
+/// fewer states are visited. With symmetry reduction too, the same
+/// verdicts. A rule that takes any response alone (an answer too, whose
+/// return is ordered against the other client's events) misses some of
+/// what the properties read, and the comparison says so.
+#[test]
+fn lone_refusals_reach_everything_the_properties_read() {
+    fn run(
+        m: &RaftModel,
+        persistent: Option<raftkv_models::search::Persistent<RaftModel>>,
+        symmetry: bool,
+    ) -> Search<'_, RaftModel> {
+        let options = Options {
+            independent: Some(independent),
+            persistent,
+            project: Some(what_properties_read),
+            symmetry: symmetry.then(raftkv_models::symmetry::reduction),
+            ..Options::new(UNBOUNDED)
+        };
+        let mut search = Search::new(m, options);
+        search.run(|_| {});
+        assert!(search.stopped().is_none(), "the search stopped early: {:?}", search.stopped());
+        search
+    }
+    let found = |s: &Search<'_, RaftModel>| s.discoveries().keys().copied().collect::<Vec<_>>();
+    let mut careless_caught = 0;
+    let configs = persistent_configs();
+    for (name, config) in &configs {
+        assert!(config.has_finitely_many_states(), "{name}");
+        let m = model(config.clone());
+        let full = run(&m, None, false);
+        let reduced = run(&m, Some(raftkv_models::independence::lone_refusal), false);
+        let (f, r) = (full.counts(), reduced.counts());
+        println!("{name}: {} states, {} with lone refusals ({} actions pruned)", f.unique, r.unique, r.pruned);
+        assert!(f.unique > 1_000, "{name}: only {} states", f.unique);
+        assert!(r.pruned > 0 && r.unique < f.unique, "{name}: nothing pruned");
+        assert_eq!(found(&full), found(&reduced), "{name}: other verdicts");
+        let (fp, rp) = (full.projections(), reduced.projections());
+        assert!(
+            fp == rp,
+            "{name}: {} of {} projections missed, {} new",
+            fp.difference(&rp).count(),
+            fp.len(),
+            rp.difference(&fp).count()
+        );
+        let symmetric = run(&m, Some(raftkv_models::independence::lone_refusal), true);
+        assert_eq!(found(&full), found(&symmetric), "{name}, with symmetry: other verdicts");
+
+        let careless = run(&m, Some(raftkv_models::independence::careless_lone_response), false);
+        let missed = fp.difference(&careless.projections()).count();
+        println!("{name}: a rule that takes any response alone misses {missed} of {} projections", fp.len());
+        careless_caught += usize::from(missed > 0 || found(&careless) != found(&full));
+    }
+    assert!(
+        careless_caught > 0,
+        "a rule that takes answers alone went unnoticed on all {} configurations",
+        configs.len()
+    );
+}

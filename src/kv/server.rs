@@ -258,6 +258,15 @@ impl KvServer {
             + self.confirmed_reads.len()
     }
 
+    /// Whether a request of `client` is accepted here and not answered yet:
+    /// an answer to it may still leave this server (a model checker's
+    /// reduction needs to know that nothing else will).
+    pub fn waits_for(&self, client: ClientId) -> bool {
+        self.waiting_writes.values().any(|(waiter, _)| waiter.client == client)
+            || self.waiting_reads.values().any(|(waiter, _)| waiter.client == client)
+            || self.confirmed_reads.iter().any(|(_, waiter, _)| waiter.client == client)
+    }
+
     /// Feeds one input; the output is carried out under the contract of
     /// [`ServerOutput`]. Every response in it is for an effect that is
     /// committed (durable on a quorum) and applied (or a refusal).
