@@ -210,12 +210,8 @@ fn lone_response(model: &RaftModel, state: &RaftState, actions: &[RaftAction], c
             return false;
         }
         // A client's crash, where only servers crash, leaves the boundary
-        // (a condition on the client's own flag, so from every state):
-        // known without taking it.
-        let idle = |a: &RaftAction| match a {
-            ActorModelAction::Crash(_) if !model.cfg.clients_crash => true,
-            _ => model.next_state(state, a.clone()).is_none_or(|next| !model.within_boundary(&next)),
-        };
+        // (a condition on the client's own flag, so from every state).
+        let idle = |a: &RaftAction| model.next_state(state, a.clone()).is_none_or(|next| !model.within_boundary(&next));
         let others_idle = actions.iter().enumerate().all(|(j, a)| j == i || actor(a) != client || idle(a));
         others_idle
             && model
