@@ -92,7 +92,7 @@
 
 use stateright::{Expectation, Model};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -737,9 +737,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// symmetric search 24% faster, measured); it passes SMHasher, which is
 /// what the collision estimate ([`collision_probability`]) assumes.
 pub fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
-    let mut hasher = FINGERPRINT_KEYS.build_hasher();
-    value.hash(&mut hasher);
-    hasher.finish()
+    FINGERPRINT_KEYS.hash_one(value)
 }
 
 /// [`fingerprint`]'s fixed keys (any will do; fixed, so runs repeat).
