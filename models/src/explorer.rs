@@ -19,7 +19,7 @@
 //! history ([`ExplorerState`]), instead of stateright's five lines per
 //! message and a line per field of every empty map.
 
-use crate::actors::{ActorState, ModelMsg, ModelTimer};
+use crate::actors::{ModelMsg, ModelTimer};
 use crate::{RaftAction, RaftModel, RaftState};
 use stateright::actor::{ActorModelAction, Envelope, Id, Network};
 use stateright::{Model, Path, Property};
@@ -33,7 +33,7 @@ pub struct ExplorerState(pub RaftState);
 impl fmt::Debug for ExplorerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = &self.0;
-        let servers = state.actor_states.iter().filter(|s| !matches!(***s, ActorState::Client(_))).count();
+        let servers = crate::server_count(state);
         let name = |i: usize| actor_name(servers, Id::from(i));
         for (i, actor) in state.actor_states.iter().enumerate() {
             let crashed = if state.crashed[i] { " (crashed: this is its state before)" } else { "" };

@@ -209,8 +209,9 @@ fn lone_response(model: &RaftModel, state: &RaftState, actions: &[RaftAction], c
         if !alone || waited_on {
             return false;
         }
-        // A client's crash, where only servers crash, leaves the boundary
-        // (a condition on the client's own flag, so from every state).
+        // Another action of the client is idle if it is disabled or leaves
+        // the boundary, as its crash does where only servers crash (a
+        // condition on the client's own flag, so from every state).
         let idle = |a: &RaftAction| model.next_state(state, a.clone()).is_none_or(|next| !model.within_boundary(&next));
         let others_idle = actions.iter().enumerate().all(|(j, a)| j == i || actor(a) != client || idle(a));
         others_idle

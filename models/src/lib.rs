@@ -410,6 +410,12 @@ pub fn condition(model: &RaftModel, name: &str) -> fn(&RaftModel, &RaftState) ->
     property.unwrap_or_else(|| panic!("no property {name:?}")).condition
 }
 
+/// How many of the state's actors are servers: the model puts its servers
+/// (a failed one included) before its clients.
+pub fn server_count(state: &RaftState) -> usize {
+    state.actor_states.iter().filter(|a| !matches!(***a, ActorState::Client(_))).count()
+}
+
 /// The servers' states with their indexes, skipping crashed ones when
 /// `live_only` (a crashed actor's state is stale: only its storage counts).
 fn servers<'a>(state: &'a RaftState, live_only: bool) -> impl Iterator<Item = (usize, &'a KvServer)> + 'a {

@@ -30,7 +30,7 @@
 use crate::actors::{ActorState, ClientState, Durable, DurableServer, ModelMsg};
 use crate::history::ModelHistory;
 use crate::search::{fingerprint, Symmetry};
-use crate::{RaftAction, RaftModel, RaftState};
+use crate::{server_count, RaftAction, RaftModel, RaftState};
 use raftkv::kv::{Response, ServiceError};
 use raftkv::raft::{Envelope, NodeId};
 use stateright::actor::ActorModelAction;
@@ -122,7 +122,7 @@ fn plan(new_index: &[usize], actors: usize) -> RewritePlan<Id, DenseNatMap<Id, I
 /// the module docs): every permutation without clients, the rotations
 /// with them. Each maps server `i` to `new_index[i]`.
 pub fn renumberings(state: &RaftState) -> Vec<Vec<usize>> {
-    let servers = servers(state);
+    let servers = server_count(state);
     if servers == state.actor_states.len() {
         permutations(servers)
     } else {
@@ -140,7 +140,7 @@ pub fn renumberings(state: &RaftState) -> Vec<Vec<usize>> {
 /// states, and the same smallest hash among them; and it costs one
 /// renumbering of the state, not six.
 fn candidates(state: &RaftState, looks: fn(&RaftState, usize) -> u64) -> Vec<Vec<usize>> {
-    let looks: Vec<u64> = (0..servers(state)).map(|i| looks(state, i)).collect();
+    let looks: Vec<u64> = (0..server_count(state)).map(|i| looks(state, i)).collect();
     // The servers' looks in their new order under a renumbering.
     let arranged = |new_index: &Vec<usize>| {
         let mut seq = vec![0; new_index.len()];
@@ -181,11 +181,6 @@ fn looks(state: &RaftState, i: usize) -> u64 {
     h.finish()
 }
 
-/// The model puts its servers (a failed one included) before its clients.
-fn servers(state: &RaftState) -> usize {
-    state.actor_states.iter().filter(|a| !matches!(***a, ActorState::Client(_))).count()
-}
-
 /// Every permutation of `0..n` (Heap's algorithm).
 fn permutations(n: usize) -> Vec<Vec<usize>> {
     fn heap(k: usize, items: &mut [usize], out: &mut Vec<Vec<usize>>) {
@@ -208,7 +203,7 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 /// servers; clients stay in place), every server's and clerk's state
 /// renumbered to match. Public for the tests of the model's symmetry.
 pub fn renumber(state: &RaftState, new_index: &[usize]) -> RaftState {
-    assert_eq!(new_index.len(), servers(state), "a renumbering of the servers");
+    assert_eq!(new_index.len(), server_count(state), "a renumbering of the servers");
     renumber_by(state, &plan(new_index, state.actor_states.len()))
 }
 

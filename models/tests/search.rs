@@ -686,8 +686,7 @@ fn a_spent_budget_leaves_the_timer_set_and_ignored() {
 /// What the properties read of a state: each server's state and whether
 /// it is down, and the recorded history (calls, returns, leaders).
 fn what_properties_read(state: &RaftState) -> u64 {
-    // Servers come first; a failed one (`ActorState::Failed`) is a server too.
-    let servers = state.actor_states.iter().filter(|s| !matches!(***s, ActorState::Client(_))).count();
+    let servers = raftkv_models::server_count(state);
     fingerprint(&(&state.actor_states[..servers], &state.crashed[..servers], &state.history))
 }
 
