@@ -4,7 +4,10 @@
 # and fdatasync calls of the three servers and the client for a second;
 # benches/put_timeline.py cuts the trace into stages per Put (loopback,
 # node thread, fsyncs, the commit, the reply) and prints medians. The same
-# load runs untraced first, for the latency the tracing does not inflate.
+# load runs untraced first, for the latency the tracing does not inflate,
+# and then `raftkv floor` measures the terms of issue 17's bar untraced
+# (one Put's log write and fdatasync; a loopback round trip with both ends
+# on one core and on two).
 # Root, and perf (Debian's linux-perf).
 #
 #   benches/put_breakdown.sh [SECONDS]        (default 5, untraced run)
@@ -43,6 +46,9 @@ done
 
 echo "== untraced: 1 client, Puts, ${seconds} s"
 "$bin" bench --servers "$servers" --mix puts --clients 1 --seconds "$seconds" | grep -E 'writes|fsyncs'
+
+echo "== untraced, the bar's terms: one write and loopback round trips (raftkv floor)"
+"$bin" floor --seconds 3
 
 echo "== traced: 1 s of a 4 s run"
 "$bin" bench --servers "$servers" --mix puts --clients 1 --seconds 4 >"$work/bench.log" 2>&1 &

@@ -690,6 +690,25 @@ fn bench_against_etcd_names_the_feature_it_needs() {
     assert!(err.contains("--features etcd") && err.contains("protoc"), "{err}");
 }
 
+/// `raftkv floor` measures each term of issue 17's bar: a log write with
+/// its fdatasync and loopback round trips, with a median each, and the bar
+/// from them.
+#[test]
+fn floor_measures_each_term_of_the_bar() {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv")).args(["floor", "--seconds", "1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // "p50 N us": each measured term's median, which no real write or
+    // round trip makes 0.
+    let medians = |line: &str| -> Vec<u64> {
+        line.split("p50 ").skip(1).filter_map(|rest| rest.split(' ').next()?.parse().ok()).collect()
+    };
+    let write = text.lines().find(|l| l.contains("log write + fdatasync")).expect("a write line");
+    assert!(medians(write).first().is_some_and(|&us| us > 0), "{text}");
+    let one_core = text.lines().find(|l| l.contains("round trip, both ends on one core")).expect("a round-trip line");
+    assert!(medians(one_core).first().is_some_and(|&us| us > 0) && one_core.contains("bar"), "{text}");
+}
+
 /// `redis-cli` (Debian's redis-tools) against the cluster: a write through
 /// one node, redirected to the leader with -MOVED, read back through
 /// another. `.ci/run` installs redis-tools and sets

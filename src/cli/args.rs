@@ -242,6 +242,15 @@ enum Command {
         #[command(flatten)]
         access: AccessArgs,
     },
+    /// What one client's Put cannot go below on this machine, untraced: a
+    /// loopback round trip and one Put's log write with its fdatasync (in
+    /// the temporary directory, where `raftkv cluster` keeps its data), and
+    /// issue 17's bar from them (benches/put_bar.sh runs it beside a load).
+    Floor {
+        /// How long to measure, in seconds.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+    },
     /// Real faults for real processes (root, `ip` and `nft`): three
     /// servers, each in its own network namespace, under a seeded random
     /// schedule of partitions, one-way cuts, SIGKILL and SIGSTOP, each
@@ -572,6 +581,7 @@ pub fn main() -> ExitCode {
         Command::Sim { seed, shape, reads, clock_drift_ppm, bug, history_out, quiet } => {
             super::sim::sim(seed, shape, reads, clock_drift_ppm, bug.as_deref(), history_out, quiet)
         }
+        Command::Floor { seconds } => super::floor::run(Duration::from_secs(seconds)),
         Command::Check { history, max_steps, html } => super::check::check(&history, max_steps, html.as_deref()),
     }
 }

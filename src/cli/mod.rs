@@ -7,6 +7,7 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod cluster;
+pub mod floor;
 pub mod member;
 pub mod nemesis;
 pub mod server;

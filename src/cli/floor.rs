@@ -1,0 +1,236 @@
+//! `raftkv floor`: what one client's Put cannot go below on this machine,
+//! measured without tracing: a loopback round trip between two threads
+//! that sleep in `recv` between messages (as both ends of every hop of a
+//! 1-client Put do), and one Put's log write with its `fdatasync` into a
+//! fresh write-ahead log (what a follower writes before it acknowledges).
+//!
+//! Issue 17's bar for a 1-client Put is that write, two round trips and
+//! 0.1 ms. `benches/put_breakdown.sh` cuts a traced Put into stages, but
+//! tracing slows the system calls it records; it runs this too, so that
+//! the bar's terms untraced and the Put's latency come from one sitting.
+//!
+//! A round trip's cost depends on where the two threads run: on one core,
+//! a wake-up is a switch between two threads; across two, the sleeping
+//! core must be woken first (an interrupt, and on a virtual machine an exit
+//! to the hypervisor). Left to itself the scheduler puts a ping-pong pair
+//! on one core, which the hops of a Put between four busy processes do not
+//! get; so the threads are pinned, once to one core and once to two, and
+//! both are reported.
+//!
+//! Each round trip is followed by one write, so a core goes idle between
+//! round trips, as it does between the hops of a 1-client Put.
+
+use raftkv::kv::{Command, Op};
+use raftkv::raft::{Entry, HardState, LogWrite, Payload, Persist};
+use raftkv::server::storage::{RaftStorage, StorageError};
+use raftkv::server::tempdir::TempDir;
+use raftkv::server::wal::WalStorage;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Bytes each way per round trip: about one AppendEntries carrying one
+/// Put of a 16-byte key and a 100-byte value (and about its RESP request).
+const MESSAGE_BYTES: usize = 200;
+/// The bar's allowance beyond the write and the round trips.
+const ALLOWANCE: Duration = Duration::from_micros(100);
+/// Each term is measured in turn for this long, over and over until the
+/// time is up, so a disk or a host that changes speed during the run moves
+/// all of them.
+const SLICE: Duration = Duration::from_millis(200);
+/// The measuring end sleeps this long after each round trip, so that the
+/// cores go idle between round trips, as they do between the hops of a
+/// 1-client Put (a few hundred microseconds apart).
+const GAP: Duration = Duration::from_micros(100);
+
+pub fn run(duration: Duration) -> ExitCode {
+    match measure(duration) {
+        Ok(floor) => {
+            floor.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Samples of each term, in nanoseconds.
+#[derive(Default)]
+struct Floor {
+    writes: Vec<u64>,
+    one_core: Vec<u64>,
+    two_cores: Vec<u64>,
+}
+
+impl Floor {
+    fn print(mut self) {
+        let us = |ns: u64| ns as f64 / 1e3;
+        let (write, write90) = percentiles(&mut self.writes);
+        println!(
+            "  one Put's log write + fdatasync: p50 {:.0} us, p90 {:.0} us ({} writes)",
+            us(write),
+            us(write90),
+            self.writes.len()
+        );
+        for (name, samples) in
+            [("both ends on one core", &mut self.one_core), ("the ends on two cores", &mut self.two_cores)]
+        {
+            if samples.is_empty() {
+                println!("  loopback round trip, {name}: not measured (this process may use one core)");
+                continue;
+            }
+            let (rtt, rtt90) = percentiles(samples);
+            let bar = write + 2 * rtt + ALLOWANCE.as_nanos() as u64;
+            println!(
+                "  loopback round trip, {name}: p50 {:.0} us, p90 {:.0} us ({} of {MESSAGE_BYTES} bytes each way); \
+                 bar (write + 2 round trips + 100 us, p50s) {:.0} us",
+                us(rtt),
+                us(rtt90),
+                samples.len(),
+                us(bar)
+            );
+        }
+    }
+}
+
+/// The median and the 90th percentile.
+fn percentiles(samples: &mut [u64]) -> (u64, u64) {
+    samples.sort_unstable();
+    let at = |q: f64| samples.get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)));
+    (at(0.5).copied().unwrap_or(0), at(0.9).copied().unwrap_or(0))
+}
+
+fn measure(duration: Duration) -> Result<Floor, String> {
+    let dir = TempDir::new("floor").map_err(|e| format!("creating a directory for the log: {e}"))?;
+    let mut wal = WalStorage::open(dir.path()).map_err(|e| format!("opening a log: {e}"))?;
+    let mut log = PutLog { next: 1 };
+    log.start(&mut wal).map_err(|e| format!("writing to the log: {e}"))?;
+    let allowed = allowed_cores()?;
+    let mut floor = Floor::default();
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        // The writes from this thread, which is not pinned: the servers'
+        // threads are not either (a pinned writer is woken on its core
+        // when the disk answers, which can cost a wake-up across cores).
+        let until = Instant::now() + SLICE;
+        while Instant::now() < until {
+            let started = Instant::now();
+            log.append(&mut wal).map_err(|e| format!("writing to the log: {e}"))?;
+            floor.writes.push(started.elapsed().as_nanos() as u64);
+        }
+        floor.one_core.extend(round_trips((allowed[0], allowed[0]))?);
+        if let [a, b, ..] = allowed[..] {
+            floor.two_cores.extend(round_trips((a, b))?);
+        }
+    }
+    Ok(floor)
+}
+
+/// Round trips for a [`SLICE`], the measuring end on core `here` and the
+/// echoing end on `there`, on two threads of their own (they pin
+/// themselves); returns their times.
+fn round_trips((here, there): (usize, usize)) -> Result<Vec<u64>, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listening on loopback: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The echoing end: returns when the measuring end closes.
+    let echo = move || -> Result<(), String> {
+        pin(there)?;
+        let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; MESSAGE_BYTES];
+        loop {
+            match stream.read_exact(&mut buf) {
+                Ok(()) => stream.write_all(&buf).map_err(|e| e.to_string())?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let measure = move || -> Result<Vec<u64>, String> {
+        // Connected before anything can fail, so that the echoing end's
+        // `accept` returns: whatever fails then drops the stream, which
+        // ends it.
+        let mut stream = TcpStream::connect(addr).map_err(|e| format!("connecting on loopback: {e}"))?;
+        pin(here)?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut samples = Vec::new();
+        let mut buf = [0x5au8; MESSAGE_BYTES];
+        let until = Instant::now() + SLICE;
+        while Instant::now() < until {
+            let started = Instant::now();
+            stream.write_all(&buf).and_then(|()| stream.read_exact(&mut buf)).map_err(|e| e.to_string())?;
+            samples.push(started.elapsed().as_nanos() as u64);
+            std::thread::sleep(GAP);
+        }
+        Ok(samples)
+        // The stream closes here, which ends the echoing end.
+    };
+    let panicked = |_| "a round-trip thread panicked".to_string();
+    let (measured, echoed) = std::thread::scope(|scope| {
+        let echo = scope.spawn(echo);
+        let measured = scope.spawn(measure).join().map_err(panicked);
+        (measured, echo.join().map_err(panicked))
+    });
+    let samples = measured??;
+    echoed??;
+    Ok(samples)
+}
+
+/// The cores this process may run on, in order.
+fn allowed_cores() -> Result<Vec<usize>, String> {
+    // SAFETY: `cpu_set_t` is plain data and zeroed is its empty set;
+    // `sched_getaffinity(0, ..)` writes at most `size_of::<cpu_set_t>()`
+    // bytes into it, and `CPU_ISSET` reads inside it (below
+    // `CPU_SETSIZE`).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(format!("reading this process's cores: {}", std::io::Error::last_os_error()));
+        }
+        Ok((0..libc::CPU_SETSIZE as usize).filter(|&core| libc::CPU_ISSET(core, &set)).collect())
+    }
+}
+
+/// Pins the calling thread to `core` (one of [`allowed_cores`]).
+fn pin(core: usize) -> Result<(), String> {
+    // SAFETY: as in `allowed_cores`; `CPU_SET` writes inside the set
+    // (`core` is below `CPU_SETSIZE`), and `sched_setaffinity(0, ..)` reads
+    // it for the calling thread only.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(format!("pinning a thread to core {core}: {}", std::io::Error::last_os_error()))
+    }
+}
+
+/// Appends one Put at a time to a log, as a follower writes a 1-client
+/// Put's AppendEntries.
+struct PutLog {
+    next: u64,
+}
+
+impl PutLog {
+    /// A log starts with a term and a vote, as a follower's does.
+    fn start(&self, wal: &mut WalStorage) -> Result<(), StorageError> {
+        let hard_state = Some(HardState { term: 1, voted_for: Some(0) });
+        wal.write(&[&Persist { number: 0, snapshot: None, compact: None, hard_state, log: None }])
+    }
+
+    fn append(&mut self, wal: &mut WalStorage) -> Result<(), StorageError> {
+        let i = self.next;
+        let op = Op::Put { key: format!("key-{:012}", i % 1000), value: "v".repeat(100) };
+        let entry = Entry { term: 1, payload: Payload::Command(Command { client: 1, seq: i, op }) };
+        let log = Some(LogWrite { from: i, entries: vec![entry] });
+        wal.write(&[&Persist { number: i, snapshot: None, compact: None, hard_state: None, log }])?;
+        self.next += 1;
+        Ok(())
+    }
+}
