@@ -635,7 +635,13 @@ impl PeerSender {
                 bump(&self.counters.written_at_once, 1);
                 bump(&peer.link.sent, 1);
             }
-            Pushed::Unencodable(kind, error) => self.counters.unencodable(me, peer_id, kind, &error),
+            Pushed::Unencodable(kind, error) => {
+                // Accepted like any other, then dropped as the writer
+                // drops one it cannot encode: `queued` counts both, so
+                // every queued envelope is sent, superseded or dropped.
+                bump(&self.counters.queued, 1);
+                self.counters.unencodable(me, peer_id, kind, &error);
+            }
             Pushed::Superseded => {
                 bump(&self.counters.queued, 1);
                 bump(&self.counters.superseded, 1);
@@ -1774,6 +1780,13 @@ mod tests {
         }
         let stats = a.stats();
         assert_eq!((stats.queued, stats.sent, stats.dropped_encode), (201, 200, 1));
+        // The connection is idle now: a write at once finds the envelope
+        // unencodable instead of the writer, and counts it the same way.
+        sender.send(append(0, 1, 1, "too long", 1), Sending::AtOnce);
+        sender.send(heartbeat(0, 1, 201), Sending::AtOnce);
+        assert_eq!(read_frame(&mut stream, &mut buf).await, heartbeat(0, 1, 201));
+        let stats = a.stats();
+        assert_eq!((stats.queued, stats.sent, stats.dropped_encode), (203, 201, 2));
 
         // Unknown peers are dropped and counted.
         sender.send(heartbeat(0, 9, 1), Sending::Queued);
