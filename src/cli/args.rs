@@ -248,7 +248,7 @@ enum Command {
     /// issue 17's bar from them (benches/put_bar.sh runs it beside a load).
     Floor {
         /// How long to measure, in seconds.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=super::floor::MAX_SECONDS))]
         seconds: u64,
     },
     /// Real faults for real processes (root, `ip` and `nft`): three
