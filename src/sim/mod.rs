@@ -956,6 +956,9 @@ impl Sim {
             if let Some(snapshot) = &batch.snapshot {
                 self.checker.on_durable_install(id, snapshot.meta.index);
             }
+            if let Some(to) = batch.compact {
+                self.checker.on_durable_compact(id, to.index);
+            }
             if let Some(w) = &batch.log {
                 self.checker.on_durable_write(id, w);
             }
