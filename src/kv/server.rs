@@ -8,8 +8,8 @@ use super::directory;
 use super::snapshot::{self, SnapshotError};
 use super::{ClientId, Command, KvMachine, Op, Request, Response, ServiceError};
 use crate::raft::{
-    BatchNumber, CommandBytes, Config, DurableState, Entry, Envelope, Input, LogIndex, Membership, NodeId, Payload,
-    Persist, RaftNode, ReadId, Ready, Refusal, Snapshot, SnapshotMeta, Term,
+    BatchNumber, CommandBytes, Config, DurableState, Entry, Envelope, Fixed, Input, LogIndex, Membership, NodeId,
+    Payload, Persist, RaftNode, ReadId, Ready, Refusal, Snapshot, SnapshotMeta, Term,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -166,7 +166,7 @@ struct ChangeWaiter {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KvServer {
-    config: ServerConfig,
+    config: Fixed<ServerConfig>,
     node: RaftNode<Command>,
     kv: KvMachine,
     /// Proposed writes (and logged Gets) by log index, with the leader term
@@ -206,7 +206,7 @@ impl KvServer {
         };
         let node = RaftNode::restart(config.raft.clone(), durable);
         Ok(KvServer {
-            config,
+            config: Fixed(config),
             node,
             kv,
             waiting_writes: BTreeMap::new(),

@@ -61,7 +61,7 @@ mod progress;
 pub mod ready;
 pub mod types;
 
-pub use config::{Config, InjectedBugs};
+pub use config::{Config, Fixed, InjectedBugs};
 pub use log::RaftLog;
 pub use membership::{ChangeError, Membership, MembershipChange, NodeSet};
 pub use node::RaftNode;

@@ -1,6 +1,6 @@
 //! [`RaftNode`]: one Raft server as a pure state machine.
 
-use super::config::Config;
+use super::config::{Config, Fixed};
 use super::durability::Durability;
 use super::lease::LeaderLease;
 use super::log::RaftLog;
@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, VecDeque};
 /// draws randomness only from the RNG seeded by [`Config::seed`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RaftNode<C> {
-    config: Config,
+    config: Fixed<Config>,
     rng: Rng,
     hard: HardState,
     /// The hard state last handed out in a batch.
@@ -266,7 +266,7 @@ impl<C: Clone + CommandBytes> RaftNode<C> {
             received: None,
             installing: None,
             out: Outbox::default(),
-            config,
+            config: Fixed(config),
         };
         if let Some(meta) = dropped {
             // The disk still holds the dropped log. The first batch drops
