@@ -22,6 +22,7 @@
 //! little, so that the cores go idle between them, as they do between the
 //! hops of a 1-client Put.
 
+use hdrhistogram::Histogram;
 use raftkv::kv::{Command, Op};
 use raftkv::raft::{Entry, HardState, LogWrite, Payload, Persist};
 use raftkv::server::storage::{RaftStorage, StorageError};
@@ -32,8 +33,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// The longest measurement allowed: the samples are kept (a few tens of
-/// thousands a second, 8 bytes each) to take their percentiles.
+/// The longest measurement allowed (ten minutes: a disk or a host that
+/// drifts is better read in several runs).
 pub const MAX_SECONDS: u64 = 600;
 /// Bytes each way per round trip: about one AppendEntries carrying one
 /// Put of a 16-byte key and a 100-byte value (and about its RESP request).
@@ -62,27 +63,31 @@ pub fn run(duration: Duration) -> ExitCode {
     }
 }
 
-/// Samples of each term, in nanoseconds.
-#[derive(Default)]
+/// Each term's times, in nanoseconds, as `raftkv bench` keeps its
+/// latencies (3 significant digits, constant memory however long it runs).
+type Times = Histogram<u64>;
+
+fn times() -> Times {
+    Histogram::new(3).expect("3 significant digits is valid")
+}
+
 struct Floor {
-    writes: Vec<u64>,
-    one_core: Vec<u64>,
-    two_cores: Vec<u64>,
+    writes: Times,
+    one_core: Times,
+    two_cores: Times,
 }
 
 impl Floor {
-    fn print(mut self) {
+    fn print(&self) {
         let us = |ns: u64| ns as f64 / 1e3;
-        let (write, write90) = percentiles(&mut self.writes);
+        let (write, write90) = percentiles(&self.writes);
         println!(
             "  one Put's log write + fdatasync: p50 {:.0} us, p90 {:.0} us ({} writes)",
             us(write),
             us(write90),
             self.writes.len()
         );
-        for (name, samples) in
-            [("both ends on one core", &mut self.one_core), ("the ends on two cores", &mut self.two_cores)]
-        {
+        for (name, samples) in [("both ends on one core", &self.one_core), ("the ends on two cores", &self.two_cores)] {
             if samples.is_empty() {
                 println!("  loopback round trip, {name}: not measured (this process may use one core)");
                 continue;
@@ -102,10 +107,8 @@ impl Floor {
 }
 
 /// The median and the 90th percentile.
-fn percentiles(samples: &mut [u64]) -> (u64, u64) {
-    samples.sort_unstable();
-    let at = |q: f64| samples.get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)));
-    (at(0.5).copied().unwrap_or(0), at(0.9).copied().unwrap_or(0))
+fn percentiles(times: &Times) -> (u64, u64) {
+    (times.value_at_quantile(0.5), times.value_at_quantile(0.9))
 }
 
 fn measure(duration: Duration) -> Result<Floor, String> {
@@ -115,7 +118,7 @@ fn measure(duration: Duration) -> Result<Floor, String> {
     log.start(&mut wal).map_err(|e| format!("writing to the log: {e}"))?;
     let allowed = allowed_cores()?;
     let &first = allowed.first().ok_or("this process may run on no core")?;
-    let mut floor = Floor::default();
+    let mut floor = Floor { writes: times(), one_core: times(), two_cores: times() };
     let end = Instant::now() + duration;
     while Instant::now() < end {
         // The writes from this thread, which is not pinned: the servers'
@@ -125,11 +128,11 @@ fn measure(duration: Duration) -> Result<Floor, String> {
         while Instant::now() < until {
             let started = Instant::now();
             log.append(&mut wal).map_err(|e| format!("writing to the log: {e}"))?;
-            floor.writes.push(started.elapsed().as_nanos() as u64);
+            let _ = floor.writes.record(started.elapsed().as_nanos() as u64);
         }
-        floor.one_core.extend(round_trips((first, first))?);
+        floor.one_core.add(round_trips((first, first))?).map_err(|e| e.to_string())?;
         if let [a, b, ..] = allowed[..] {
-            floor.two_cores.extend(round_trips((a, b))?);
+            floor.two_cores.add(round_trips((a, b))?).map_err(|e| e.to_string())?;
         }
     }
     Ok(floor)
@@ -138,7 +141,7 @@ fn measure(duration: Duration) -> Result<Floor, String> {
 /// Round trips for a [`SLICE`], the measuring end on core `here` and the
 /// echoing end on `there`, on two threads of their own (they pin
 /// themselves); returns their times.
-fn round_trips((here, there): (usize, usize)) -> Result<Vec<u64>, String> {
+fn round_trips((here, there): (usize, usize)) -> Result<Times, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listening on loopback: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // The echoing end: returns when the measuring end closes.
@@ -155,20 +158,20 @@ fn round_trips((here, there): (usize, usize)) -> Result<Vec<u64>, String> {
             }
         }
     };
-    let measure = move || -> Result<Vec<u64>, String> {
+    let measure = move || -> Result<Times, String> {
         // Connected before anything can fail, so that the echoing end's
         // `accept` returns: whatever fails then drops the stream, which
         // ends it.
         let mut stream = TcpStream::connect(addr).map_err(|e| format!("connecting on loopback: {e}"))?;
         pin(here)?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let mut samples = Vec::new();
+        let mut samples = times();
         let mut buf = [0x5au8; MESSAGE_BYTES];
         let until = Instant::now() + SLICE;
         while Instant::now() < until {
             let started = Instant::now();
             stream.write_all(&buf).and_then(|()| stream.read_exact(&mut buf)).map_err(|e| e.to_string())?;
-            samples.push(started.elapsed().as_nanos() as u64);
+            let _ = samples.record(started.elapsed().as_nanos() as u64);
             std::thread::sleep(GAP);
         }
         Ok(samples)
