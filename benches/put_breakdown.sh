@@ -6,7 +6,8 @@
 # node thread, fsyncs, the commit, the reply) and prints medians. The same
 # load runs untraced first, for the latency the tracing does not inflate,
 # and then `raftkv floor` measures the terms of issue 17's bar untraced
-# (one Put's log write and fdatasync; a loopback round trip with both ends
+# (one Put's log write and fdatasync, alone and three at once as a Put's
+# replicas make them on this one disk; a loopback round trip with both ends
 # on one core and on two).
 # Root, and perf (Debian's linux-perf).
 #

@@ -691,8 +691,8 @@ fn bench_against_etcd_names_the_feature_it_needs() {
 }
 
 /// `raftkv floor` measures each term of issue 17's bar: a log write with
-/// its fdatasync and loopback round trips, with a median each, and the bar
-/// from them.
+/// its fdatasync (alone, and three at once as a Put's replicas make them)
+/// and loopback round trips, with a median each, and the bar from them.
 #[test]
 fn floor_measures_each_term_of_the_bar() {
     let out = Command::new(env!("CARGO_BIN_EXE_raftkv")).args(["floor", "--seconds", "1"]).output().unwrap();
@@ -705,6 +705,9 @@ fn floor_measures_each_term_of_the_bar() {
     };
     let write = text.lines().find(|l| l.contains("log write + fdatasync")).expect("a write line");
     assert!(medians(write).first().is_some_and(|&us| us > 0), "{text}");
+    // Three logs at once: each write's median and the second durable's.
+    let replicas = text.lines().find(|l| l.contains("three logs written at once")).expect("a three-log line");
+    assert!(medians(replicas).len() == 2 && medians(replicas).iter().all(|&us| us > 0), "{text}");
     let one_core = text.lines().find(|l| l.contains("round trip, both ends on one core")).expect("a round-trip line");
     assert!(medians(one_core).first().is_some_and(|&us| us > 0) && one_core.contains("bar"), "{text}");
 }

@@ -243,9 +243,10 @@ enum Command {
         access: AccessArgs,
     },
     /// What one client's Put cannot go below on this machine, untraced: a
-    /// loopback round trip and one Put's log write with its fdatasync (in
-    /// the temporary directory, where `raftkv cluster` keeps its data), and
-    /// issue 17's bar from them (benches/put_bar.sh runs it beside a load).
+    /// loopback round trip and one Put's log write with its fdatasync, alone
+    /// and three at once as a Put's replicas make them (in the temporary
+    /// directory, where `raftkv cluster` keeps its data), and issue 17's bar
+    /// from them (benches/put_breakdown.sh runs it beside a load).
     Floor {
         /// How long to measure, in seconds.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=super::floor::MAX_SECONDS))]
