@@ -63,6 +63,9 @@ const SLICE: Duration = Duration::from_millis(200);
 const GAP: Duration = Duration::from_micros(100);
 
 pub fn run(duration: Duration) -> ExitCode {
+    // A thread that panicked would leave the others of its round waiting
+    // for it at their barrier: end the process instead.
+    super::exit_on_panic();
     match measure(duration) {
         Ok(floor) => {
             floor.print();
@@ -209,10 +212,12 @@ fn replica_writes(replicas: &mut [(WalStorage, PutLog)]) -> Result<(Times, Times
             let result = log.append(wal).map_err(|e| format!("writing to the log: {e}"));
             let ended = Instant::now();
             match result {
-                Ok(()) => lock().spans.push((started, ended)),
+                Ok(()) => {
+                    lock().spans.push((started, ended));
+                    let _ = each.record((ended - started).as_nanos() as u64);
+                }
                 Err(_) => lock().failed = true,
             }
-            let _ = each.record((ended - started).as_nanos() as u64);
             // Every write of the round is in; one thread counts the round
             // and decides for all whether another follows (a failed write
             // ends them, so that no thread waits for one that has gone).
