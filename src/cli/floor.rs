@@ -33,7 +33,7 @@
 use hdrhistogram::Histogram;
 use raftkv::kv::{Command, Op};
 use raftkv::raft::{Entry, HardState, LogWrite, Payload, Persist};
-use raftkv::server::storage::{RaftStorage, StorageError};
+use raftkv::server::storage::RaftStorage;
 use raftkv::server::tempdir::TempDir;
 use raftkv::server::wal::WalStorage;
 use std::io::{Read, Write};
@@ -145,22 +145,10 @@ fn percentiles(times: &Times) -> (u64, u64) {
 }
 
 fn measure(duration: Duration) -> Result<Floor, String> {
-    let dir = TempDir::new("floor").map_err(|e| format!("creating a directory for the log: {e}"))?;
-    let mut wal = WalStorage::open(dir.path()).map_err(|e| format!("opening a log: {e}"))?;
-    let mut log = PutLog { next: 1 };
-    log.start(&mut wal).map_err(|e| format!("writing to the log: {e}"))?;
+    let mut log = PutLog::open()?;
+    let mut replicas = (0..REPLICAS).map(|_| PutLog::open()).collect::<Result<Vec<_>, _>>()?;
     let allowed = allowed_cores()?;
     let &first = allowed.first().ok_or("this process may run on no core")?;
-    let replica_dirs = (0..REPLICAS)
-        .map(|_| TempDir::new("floor").map_err(|e| format!("creating a directory for a log: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut replicas = Vec::new();
-    for dir in &replica_dirs {
-        let mut wal = WalStorage::open(dir.path()).map_err(|e| format!("opening a log: {e}"))?;
-        let log = PutLog { next: 1 };
-        log.start(&mut wal).map_err(|e| format!("writing to the log: {e}"))?;
-        replicas.push((wal, log));
-    }
     let mut floor = Floor {
         writes: times(),
         replica_writes: times(),
@@ -176,7 +164,7 @@ fn measure(duration: Duration) -> Result<Floor, String> {
         let until = Instant::now() + SLICE;
         while Instant::now() < until {
             let started = Instant::now();
-            log.append(&mut wal).map_err(|e| format!("writing to the log: {e}"))?;
+            log.append()?;
             let _ = floor.writes.record(started.elapsed().as_nanos() as u64);
         }
         let (each, second) = replica_writes(&mut replicas)?;
@@ -194,43 +182,42 @@ fn measure(duration: Duration) -> Result<Floor, String> {
 /// `replicas` from a thread of its own (not pinned, as in [`measure`]);
 /// returns each write's time, and each round's from its first write
 /// starting to its second being durable.
-fn replica_writes(replicas: &mut [(WalStorage, PutLog)]) -> Result<(Times, Times), String> {
-    /// One round's writes, and whether the rounds are over.
+fn replica_writes(replicas: &mut [PutLog]) -> Result<(Times, Times), String> {
+    /// One round's successful writes, and whether the rounds are over.
     struct Round {
         spans: Vec<(Instant, Instant)>,
-        failed: bool,
         over: bool,
     }
-    let shared = Mutex::new(Round { spans: Vec::with_capacity(replicas.len()), failed: false, over: false });
+    let count = replicas.len();
+    let shared = Mutex::new(Round { spans: Vec::with_capacity(count), over: false });
     let lock = || shared.lock().expect("no thread panics holding it");
-    let barrier = Barrier::new(replicas.len());
+    let barrier = Barrier::new(count);
     let until = Instant::now() + SLICE;
-    let write = |(wal, log): &mut (WalStorage, PutLog)| -> Result<(Times, Times), String> {
+    let write = |log: &mut PutLog| -> Result<(Times, Times), String> {
         let (mut each, mut second) = (times(), times());
         loop {
             let started = Instant::now();
-            let result = log.append(wal).map_err(|e| format!("writing to the log: {e}"));
+            let result = log.append();
             let ended = Instant::now();
-            match result {
-                Ok(()) => {
-                    lock().spans.push((started, ended));
-                    let _ = each.record((ended - started).as_nanos() as u64);
-                }
-                Err(_) => lock().failed = true,
+            if result.is_ok() {
+                lock().spans.push((started, ended));
+                let _ = each.record((ended - started).as_nanos() as u64);
             }
             // Every write of the round is in; one thread counts the round
-            // and decides for all whether another follows (a failed write
-            // ends them, so that no thread waits for one that has gone).
+            // and decides for all whether another follows (a failed write,
+            // missing from the spans, ends them, so that no thread waits
+            // for one that has gone).
             if barrier.wait().is_leader() {
                 let mut round = lock();
-                let Round { spans, failed, over } = &mut *round;
-                if !*failed {
+                let Round { spans, over } = &mut *round;
+                let all_written = spans.len() == count;
+                if all_written {
                     let first = spans.iter().map(|&(start, _)| start).min().expect("every write is in");
                     spans.sort_by_key(|&(_, end)| end);
                     let _ = second.record((spans[1].1 - first).as_nanos() as u64);
                 }
                 spans.clear();
-                *over = *failed || Instant::now() >= until;
+                *over = !all_written || Instant::now() >= until;
             }
             barrier.wait();
             if lock().over {
@@ -333,25 +320,35 @@ fn pin(core: usize) -> Result<(), String> {
     }
 }
 
-/// Appends one Put at a time to a log, as a follower writes a 1-client
-/// Put's AppendEntries.
+/// A fresh write-ahead log in a temporary directory of its own, appended
+/// one Put at a time, as a follower writes a 1-client Put's AppendEntries.
 struct PutLog {
+    wal: WalStorage,
     next: u64,
+    /// Declared after the log, so that it is closed before its directory
+    /// goes.
+    _dir: TempDir,
 }
 
 impl PutLog {
     /// A log starts with a term and a vote, as a follower's does.
-    fn start(&self, wal: &mut WalStorage) -> Result<(), StorageError> {
+    fn open() -> Result<PutLog, String> {
+        let dir = TempDir::new("floor").map_err(|e| format!("creating a directory for a log: {e}"))?;
+        let mut wal = WalStorage::open(dir.path()).map_err(|e| format!("opening a log: {e}"))?;
         let hard_state = Some(HardState { term: 1, voted_for: Some(0) });
         wal.write(&[&Persist { number: 0, snapshot: None, compact: None, hard_state, log: None }])
+            .map_err(|e| format!("writing to a log: {e}"))?;
+        Ok(PutLog { wal, next: 1, _dir: dir })
     }
 
-    fn append(&mut self, wal: &mut WalStorage) -> Result<(), StorageError> {
+    fn append(&mut self) -> Result<(), String> {
         let i = self.next;
         let op = Op::Put { key: format!("key-{:012}", i % 1000), value: "v".repeat(100) };
         let entry = Entry { term: 1, payload: Payload::Command(Command { client: 1, seq: i, op }) };
         let log = Some(LogWrite { from: i, entries: vec![entry] });
-        wal.write(&[&Persist { number: i, snapshot: None, compact: None, hard_state: None, log }])?;
+        self.wal
+            .write(&[&Persist { number: i, snapshot: None, compact: None, hard_state: None, log }])
+            .map_err(|e| format!("writing to a log: {e}"))?;
         self.next += 1;
         Ok(())
     }
